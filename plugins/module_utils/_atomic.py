@@ -1,0 +1,143 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Crash-safe file operations shared by the target-side code.
+
+Every state file is written the same way: a temporary file in the destination directory, fsync, os.replace over
+the destination, fsync of the directory. A reader therefore sees either the old or the new content, never a torn
+write, even if the machine loses power in between.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import errno
+import json
+import os
+import tempfile
+
+CRASH_ENV = 'FAILSAFE_CRASH_AT'
+
+
+def _crash_point(name):
+    """Die abruptly here when FAILSAFE_CRASH_AT names this point (used by crash-consistency tests).
+
+    os._exit skips every cleanup handler, like a SIGKILL or a power cut would.
+    """
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(137)
+
+
+def fsync_dir(path):
+    """Flush a directory's entries (renames, new names) to stable storage."""
+    flags = os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0)
+    fd = os.open(path or '.', flags)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # Some file systems (and some platforms) refuse fsync on a directory; the rename is still done.
+        if e.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path, kind):
+    directory, base = os.path.split(path)
+    return directory or '.', '.%s.%s-' % (base, kind)
+
+
+def atomic_write_bytes(path, data, mode=0o600):
+    """Write bytes to path atomically with the given permission bits. Creates missing parent directories."""
+    directory, prefix = _tmp_name(path, 'tmp')
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def dumps_json(data):
+    """Stable, human-readable JSON (sorted keys) used for every state file."""
+    return json.dumps(data, sort_keys=True, indent=2, separators=(',', ': '), ensure_ascii=False) + '\n'
+
+
+def write_json_atomic(path, data, mode=0o600):
+    """Serialise data as JSON and write it to path atomically."""
+    atomic_write_bytes(path, dumps_json(data).encode('utf-8'), mode=mode)
+
+
+def read_json(path, default=None):
+    """Read a JSON file; a missing file gives default. A corrupt file raises ValueError naming the path."""
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except (IOError, OSError) as e:
+        if e.errno == errno.ENOENT:
+            return default
+        raise
+    try:
+        return json.loads(raw.decode('utf-8'))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError('%s is not valid JSON: %s' % (path, e))
+
+
+def replace_symlink(link_path, target):
+    """Point link_path at target atomically: a temporary symlink beside it, os.replace over it, fsync the directory.
+
+    Returns True when the link changed, False when it already pointed at target. A real directory (not a
+    symlink) at link_path is refused with an OSError: os.replace cannot swap it atomically.
+    """
+    try:
+        if os.readlink(link_path) == target:
+            return False
+    except OSError as e:
+        if e.errno not in (errno.ENOENT, errno.EINVAL):
+            raise
+    directory, prefix = _tmp_name(link_path, 'link')
+    tmp = None
+    for dummy in range(100):
+        candidate = os.path.join(directory, prefix + os.urandom(4).hex())
+        try:
+            os.symlink(target, candidate)
+        except OSError as e:
+            if e.errno == errno.EEXIST:
+                continue
+            raise
+        tmp = candidate
+        break
+    if tmp is None:
+        raise OSError(errno.EEXIST, 'could not create a temporary symlink beside %s' % link_path)
+    _crash_point('symlink.tmp-created')
+    try:
+        if os.path.isdir(link_path) and not os.path.islink(link_path):
+            raise OSError(errno.EISDIR, '%s is a directory, not a symlink: refusing to replace it' % link_path)
+        os.replace(tmp, link_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _crash_point('symlink.replaced')
+    fsync_dir(directory)
+    _crash_point('symlink.synced')
+    return True

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every test: unit and behaviour tests (real ansible-playbook runs on this machine and on a fleet of
+# namespace SSH hosts), then the ecosystem gates. `scripts/test.sh unit` runs the unit tests alone.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+# shellcheck source=scripts/env.sh
+source "$root/scripts/env.sh"
+mkdir -p tests/output
+start=$(date +%s)
+
+run_pytest() {
+  local rc=0
+  pytest "$@" || rc=$?
+  # pytest exits 5 when it collected nothing: that is a failure of this command, never a pass.
+  return "$rc"
+}
+
+case "${1:-all}" in
+  unit)
+    run_pytest -q tests/unit
+    ;;
+  all)
+    if [ -x scripts/fleet-prereqs.sh ]; then bash scripts/fleet-prereqs.sh; fi
+    run_pytest -q -rs tests/unit tests/behaviour --junitxml=tests/output/pytest.xml
+    if [ -x scripts/checks.sh ]; then bash scripts/checks.sh; fi
+    ;;
+  *)
+    echo "usage: $0 [unit|all]" >&2
+    exit 2
+    ;;
+esac
+echo "test.sh: finished in $(( $(date +%s) - start )) s"

@@ -1,0 +1,769 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+name: auto_rollback
+type: notification
+short_description: Roll back failed deploys automatically, alert, and write the incident report
+version_added: 0.1.0
+author:
+  - failsafe.deploy maintainers
+description:
+  - Watches the run for hosts that open a deploy transaction (results carrying C(failsafe_transaction) from
+    M(failsafe.deploy.deploy_state)) and for hosts that fail or become unreachable while their transaction is open.
+  - Failures that are rescued by a C(block)/C(rescue), and failures of tasks with C(ignore_errors) or
+    C(ignore_unreachable), do not count.
+  - On the first counted failure of a host it classifies the cause (network, missing_configuration,
+    infrastructure, health, script_error, unknown) and sends a C(deploy_failed) alert at once.
+  - When the run ends it starts the rollback playbook as a child C(ansible-playbook) for the hosts in scope, with
+    the same inventory sources, the original C(-e) arguments and connection options, C(--limit) to those hosts, and
+    C(-e @file) holding C(failsafe_rollback_run_id), C(failsafe_rollback_hosts) and C(failsafe_rollback_incident).
+  - The child runs with E(FAILSAFE_ROLLBACK_CHILD=1); in that mode this callback never starts a rollback itself and
+    instead writes the per-host outcome of the rollback run, including every C(failsafe_rollback) value a task
+    returned, to the file named by E(FAILSAFE_ROLLBACK_RESULT).
+  - It then sends a C(rolled_back) alert (every host rolled back and none reported a failed verification) or a
+    critical C(rollback_failed) alert (anything else, including a timeout or a missing result), and writes the
+    incident report as C(<report_dir>/<incident_id>.json) and C(.md), with the rollback log beside them.
+  - A callback cannot set the exit code of C(ansible-playbook). A run that needed a rollback has failed hosts and
+    therefore already exits non-zero (2, or 4 for unreachable hosts), whether or not the rollback worked. A failed
+    rollback is made loud by a C(ROLLBACK FAILED) banner, the critical alert and the report.
+  - The callback never raises out of an event and every outbound call has a timeout; problems become warnings.
+  - Secrets are redacted from alerts, reports and the echoed child output; results of C(no_log) tasks are
+    censored; extra vars are never recorded.
+requirements:
+  - Enable it with C(callbacks_enabled = failsafe.deploy.auto_rollback) in C(ansible.cfg), or
+    E(ANSIBLE_CALLBACKS_ENABLED).
+options:
+  enabled:
+    description: Master switch. When false the callback does nothing.
+    type: bool
+    default: true
+    env:
+      - name: FAILSAFE_AUTO_ROLLBACK_ENABLED
+    ini:
+      - section: failsafe_auto_rollback
+        key: enabled
+  rollback_playbook:
+    description:
+      - The rollback playbook, as a collection playbook name or a path.
+      - A relative path is looked up in the current directory, then beside the playbook being run.
+    type: str
+    default: failsafe.deploy.rollback
+    env:
+      - name: FAILSAFE_ROLLBACK_PLAYBOOK
+    ini:
+      - section: failsafe_auto_rollback
+        key: rollback_playbook
+  rollback_scope:
+    description:
+      - Which hosts are rolled back when any host fails with an open transaction.
+      - V(opened) is every host that opened a transaction in this run, whether it failed or not and even if it
+        committed since, so the fleet is never left on mixed releases.
+      - V(failed) is only the hosts that failed or became unreachable with an open transaction.
+    type: str
+    choices: [opened, failed]
+    default: opened
+    env:
+      - name: FAILSAFE_ROLLBACK_SCOPE
+    ini:
+      - section: failsafe_auto_rollback
+        key: rollback_scope
+  rollback_timeout:
+    description: Seconds the rollback playbook may run; then it is killed and the outcome is ROLLBACK FAILED.
+    type: int
+    default: 900
+    env:
+      - name: FAILSAFE_ROLLBACK_TIMEOUT
+    ini:
+      - section: failsafe_auto_rollback
+        key: rollback_timeout
+  report_dir:
+    description: Directory of the incident reports, the rollback logs and (by default) the alert spool.
+    type: path
+    default: ./failsafe-incidents
+    env:
+      - name: FAILSAFE_REPORT_DIR
+    ini:
+      - section: failsafe_auto_rollback
+        key: report_dir
+  webhook_url:
+    description:
+      - URL that receives every alert as a JSON POST. A secret; it is never printed or written anywhere.
+      - When not set the webhook channel is off.
+    type: str
+    env:
+      - name: FAILSAFE_WEBHOOK_URL
+    ini:
+      - section: failsafe_auto_rollback
+        key: webhook_url
+  webhook_timeout:
+    description: Seconds per webhook attempt.
+    type: float
+    default: 5
+    env:
+      - name: FAILSAFE_WEBHOOK_TIMEOUT
+    ini:
+      - section: failsafe_auto_rollback
+        key: webhook_timeout
+  webhook_retries:
+    description:
+      - Further attempts after a failed webhook POST (connection error, timeout, HTTP 5xx or 429), with
+        exponential backoff.
+    type: int
+    default: 2
+    env:
+      - name: FAILSAFE_WEBHOOK_RETRIES
+    ini:
+      - section: failsafe_auto_rollback
+        key: webhook_retries
+  spool_path:
+    description:
+      - File that every alert is appended to as one JSON line (fsynced).
+      - Defaults to C(<report_dir>/alerts.jsonl).
+    type: path
+    env:
+      - name: FAILSAFE_SPOOL_PATH
+    ini:
+      - section: failsafe_auto_rollback
+        key: spool_path
+  defer_to_workflow:
+    description:
+      - When true and the run is an AWX/Automation Controller job (E(JOB_ID) or the C(awx_job_id) extra var is
+        set), do not start the rollback; alert and report only, and leave the rollback to the workflow's failure
+        path.
+    type: bool
+    default: false
+    env:
+      - name: FAILSAFE_DEFER_TO_WORKFLOW
+    ini:
+      - section: failsafe_auto_rollback
+        key: defer_to_workflow
+  ansible_playbook:
+    description:
+      - The C(ansible-playbook) executable that runs the rollback.
+      - Defaults to the one beside the running Python interpreter, else C(ansible-playbook) from E(PATH).
+    type: path
+    env:
+      - name: FAILSAFE_ANSIBLE_PLAYBOOK
+    ini:
+      - section: failsafe_auto_rollback
+        key: ansible_playbook
+  redact_values:
+    description: Further secret values that must never appear in alerts, reports or logs.
+    type: list
+    elements: str
+    default: []
+    env:
+      - name: FAILSAFE_REDACT_VALUES
+    ini:
+      - section: failsafe_auto_rollback
+        key: redact_values
+notes:
+  - The rollback child cannot answer interactive prompts (C(--ask-pass), C(--ask-become-pass),
+    C(--ask-vault-pass)); use password files or vault IDs, which are passed through.
+  - If C(ansible-playbook) is interrupted (SIGINT) no C(v2_playbook_on_stats) event arrives; the callback then
+    records the incident as ROLLBACK NOT STARTED at exit and sends a critical alert. A SIGKILLed run leaves the
+    transactions open for the next run's preflight to recover.
+'''
+
+EXAMPLES = r'''
+# ansible.cfg
+# [defaults]
+# callbacks_enabled = failsafe.deploy.auto_rollback
+#
+# [failsafe_auto_rollback]
+# rollback_scope = opened
+# report_dir = /var/log/failsafe-incidents
+#
+# The webhook URL is a secret: inject it through the environment, e.g. from an AWX credential type.
+# FAILSAFE_WEBHOOK_URL=https://hooks.example.com/services/T000/B000/XXXX ansible-playbook failsafe.deploy.deploy
+'''
+
+import atexit
+import getpass
+import os
+import re
+import socket
+import sys
+import time
+
+from ansible import constants as C
+from ansible import context
+from ansible.plugins.callback import CallbackBase
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
+    AlertDispatcher, SpoolSender, WebhookSender)
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
+    enclosing_blocks, first_line, guarding_blocks, rescue_owner)
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
+    OUTCOME_LABELS, DeployRun, Timeline, new_incident_id, report_paths, utc_iso, write_json_atomic, write_report)
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+
+_FQCN_PLAYBOOK = re.compile(r'^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[A-Za-z_][\w.]*$')
+
+
+def _result_parts(result):
+    """(host name, task, result dict) of a callback TaskResult, for ansible-core 2.19 and older names."""
+    host = getattr(result, 'host', None) or getattr(result, '_host', None)
+    task = getattr(result, 'task', None) or getattr(result, '_task', None)
+    data = getattr(result, 'result', None)
+    if data is None:
+        data = getattr(result, '_result', None)
+    name = host.get_name() if host is not None and hasattr(host, 'get_name') else str(host)
+    return name, task, data if isinstance(data, dict) else {}
+
+
+def _task_info(task):
+    if task is None:
+        return {}
+    role = getattr(task, '_role', None)
+    role_name = None
+    if role is not None:
+        try:
+            role_name = role.get_name()
+        except Exception:  # pylint: disable=broad-except
+            role_name = str(role)
+    try:
+        name = task.get_name()
+    except Exception:  # pylint: disable=broad-except
+        name = getattr(task, 'name', None)
+    try:
+        path = task.get_path()
+    except Exception:  # pylint: disable=broad-except
+        path = None
+    # The resolved action (FQCN) when ansible already resolved it; never trigger resolution from a callback.
+    action = getattr(task, '_resolved_action', None) or getattr(task, 'action', None)
+    tags = getattr(task, 'tags', None) or []
+    return {
+        'name': name or action or '',
+        'role': role_name,
+        'path': path or None,
+        'action': action,
+        'tags': list(tags) if isinstance(tags, (list, tuple, set)) else [tags],
+        'uuid': getattr(task, '_uuid', None),
+    }
+
+
+def _transactions(result):
+    found = []
+    if isinstance(result.get('failsafe_transaction'), dict):
+        found.append(result['failsafe_transaction'])
+    for item in result.get('results') or ():
+        if isinstance(item, dict) and isinstance(item.get('failsafe_transaction'), dict):
+            found.append(item['failsafe_transaction'])
+    return found
+
+
+def _censored(task, result):
+    return bool((isinstance(getattr(task, 'no_log', None), bool) and task.no_log) or result.get('_ansible_no_log')
+                or result.get('censored'))
+
+
+class CallbackModule(CallbackBase):
+    """Adapter between ansible's events and the failsafe incident library (plugins/plugin_utils)."""
+
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = 'notification'
+    CALLBACK_NAME = 'failsafe.deploy.auto_rollback'
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, display=None, options=None):
+        self._ready = False
+        self.enabled = True
+        self.child_mode = os.environ.get(_launcher.CHILD_ENV) == '1'
+        self.child_result_path = os.environ.get(_launcher.RESULT_ENV) if self.child_mode else None
+        self.redactor = Redactor()
+        self.timeline = Timeline()
+        self.run = DeployRun(self.redactor, self.timeline)
+        self.child_report = _launcher.ChildReport(self.redactor)
+        self.alerts = None
+        self.incident_id = None
+        self.playbook_path = None
+        self.awx_job_id = None
+        self.finished = False
+        self.outcome = None
+        self._atexit_registered = False
+        super(CallbackModule, self).__init__(display=display, options=options)
+
+    # options --------------------------------------------------------------------------------------------------
+    def set_options(self, task_keys=None, var_options=None, direct=None):
+        super(CallbackModule, self).set_options(task_keys=task_keys, var_options=var_options, direct=direct)
+        self.enabled = bool(self.get_option('enabled'))
+        self.rollback_playbook = self.get_option('rollback_playbook') or 'failsafe.deploy.rollback'
+        self.rollback_scope = self.get_option('rollback_scope') or 'opened'
+        self.rollback_timeout = int(self.get_option('rollback_timeout') or 900)
+        self.report_dir = os.path.abspath(os.path.expanduser(self.get_option('report_dir') or './failsafe-incidents'))
+        self.webhook_url = self.get_option('webhook_url') or None
+        self.webhook_timeout = float(self.get_option('webhook_timeout') or 5)
+        self.webhook_retries = int(self.get_option('webhook_retries') if self.get_option('webhook_retries')
+                                   is not None else 2)
+        spool = self.get_option('spool_path')
+        self.spool_path = os.path.abspath(os.path.expanduser(spool)) if spool else os.path.join(
+            self.report_dir, 'alerts.jsonl')
+        self.defer_to_workflow = bool(self.get_option('defer_to_workflow'))
+        self.ansible_playbook = self.get_option('ansible_playbook') or _launcher.default_ansible_playbook()
+        for value in self.get_option('redact_values') or []:
+            self.redactor.add_secret(value)
+        if self.webhook_url:
+            self.redactor.add_secret(self.webhook_url)
+        webhook = None
+        if self.webhook_url and not self.child_mode:
+            webhook = WebhookSender(self.webhook_url, timeout=self.webhook_timeout, retries=self.webhook_retries,
+                                    redactor=self.redactor)
+        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook)
+        if self.enabled and not self.child_mode and not self._atexit_registered:
+            atexit.register(self._at_exit)
+            self._atexit_registered = True
+        self._ready = True
+
+    # plumbing -------------------------------------------------------------------------------------------------
+    def _active(self):
+        return self._ready and self.enabled and not self.finished
+
+    def _warn(self, msg):
+        try:
+            self._display.warning('failsafe.deploy.auto_rollback: %s' % self.redactor.text(msg))
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+    def _guard(self, what, func, *args, **kwargs):
+        """Run one event handler; turn any error into a warning (a callback must never break the run)."""
+        if not self._active():
+            return None
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # pylint: disable=broad-except
+            self._warn('error while handling %s (ignored): %s: %s' % (what, type(exc).__name__, exc))
+            return None
+        finally:
+            self._report_alert_problems()
+
+    def _report_alert_problems(self):
+        if self.alerts is None:
+            return
+        for channel, event, result in self.alerts.problems():
+            if channel == 'webhook':
+                self._warn('webhook alert %r not delivered after %s attempt(s): %s (setting webhook_url / '
+                           'FAILSAFE_WEBHOOK_URL)' % (event, result.attempts, result.error))
+            else:
+                self._warn('could not write alert %r to the spool %s: %s (setting spool_path)'
+                           % (event, self.spool_path, result.error))
+
+    # events ---------------------------------------------------------------------------------------------------
+    def v2_playbook_on_start(self, playbook):
+        self._guard('playbook start', self._on_playbook_start, playbook)
+
+    def _on_playbook_start(self, playbook):
+        name = getattr(playbook, '_file_name', None)
+        self.playbook_path = os.path.abspath(name) if name else None
+        self.timeline.add('playbook_start', playbook=self.playbook_path, child_mode=self.child_mode or None)
+
+    def v2_playbook_on_play_start(self, play):
+        self._guard('play start', self._on_play_start, play)
+
+    def _on_play_start(self, play):
+        self.timeline.add('play_start', play=self.redactor.text(play.get_name() if hasattr(play, 'get_name')
+                                                                else str(play)))
+        if self.awx_job_id is None:
+            # Only this one key is read: extra vars are never recorded wholesale.
+            try:
+                extra = play.get_variable_manager().extra_vars
+                self.awx_job_id = extra.get('awx_job_id') or extra.get('tower_job_id')
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self._guard('task start', self._on_task_start, task)
+
+    def v2_playbook_on_handler_task_start(self, task):
+        self._guard('handler start', self._on_task_start, task, True)
+
+    def _on_task_start(self, task, handler=False):
+        info = _task_info(task)
+        self.run.note_task_start(info.get('uuid'))
+        self.timeline.add('handler_start' if handler else 'task_start', task=self.redactor.text(info['name']),
+                          role=info.get('role'), path=info.get('path'))
+
+    def v2_runner_on_ok(self, result):
+        self._guard('ok result', self._on_ok, result)
+
+    def _on_ok(self, result, status=None):
+        host, task, data = _result_parts(result)
+        info = _task_info(task)
+        status = status or ('changed' if data.get('changed') else 'ok')
+        self.timeline.add('result', host=host, task=self.redactor.text(info['name']), status=status)
+        owner = rescue_owner(task)
+        if owner is not None:
+            self.run.mark_rescued(host, 'rescue section ran', block_uuid=owner)
+        if self.child_mode:
+            self.child_report.on_result(host, data, 'ok', task_name=info['name'])
+            return
+        for txn in _transactions(data):
+            self.run.observe_transaction(host, txn)
+
+    def v2_runner_on_skipped(self, result):
+        self._guard('skipped result', self._on_ok, result, 'skipped')
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._guard('failed result', self._on_failed, result, ignore_errors)
+
+    def _on_failed(self, result, ignore_errors):
+        host, task, data = _result_parts(result)
+        if ignore_errors or getattr(task, 'ignore_errors', False):
+            self.timeline.add('result', host=host, task=self.redactor.text(_task_info(task)['name']),
+                              status='ignored')
+            return
+        self._failure(host, task, data, unreachable=False)
+
+    def v2_runner_on_unreachable(self, result):
+        self._guard('unreachable result', self._on_unreachable, result)
+
+    def _on_unreachable(self, result):
+        host, task, data = _result_parts(result)
+        if getattr(task, 'ignore_unreachable', False):
+            self.timeline.add('result', host=host, task=self.redactor.text(_task_info(task)['name']),
+                              status='ignored')
+            return
+        self._failure(host, task, data, unreachable=True)
+
+    def _failure(self, host, task, data, unreachable):
+        info = _task_info(task)
+        censored = _censored(task, data)
+        guards = [] if unreachable else guarding_blocks(task)
+        if self.child_mode:
+            if not guards:
+                self.child_report.on_result(host, data, 'unreachable' if unreachable else 'failed',
+                                            task_name=info['name'],
+                                            message='output hidden (no_log)' if censored
+                                            else self.redactor.text(first_line(data)))
+            self.timeline.add('result', host=host, task=info['name'], status='unreachable' if unreachable else 'failed')
+            return
+        failure = self.run.record_failure(host, info, data, unreachable=unreachable, guards=guards,
+                                          blocks=enclosing_blocks(task), censored=censored)
+        if failure['in_scope'] and not failure['rescued'] and failure['first_for_host']:
+            self._ensure_incident()
+            self._alert('deploy_failed', 'error', failure=failure)
+
+    def v2_playbook_on_stats(self, stats):
+        if not self._ready or not self.enabled or self.finished:
+            return
+        try:
+            if self.child_mode:
+                self._write_child_result(stats)
+            else:
+                self._finish(stats)
+        except Exception as exc:  # pylint: disable=broad-except
+            self._warn('error while finishing the run (ignored): %s: %s' % (type(exc).__name__, exc))
+            if not self.child_mode and self.run.needs_rollback() and self.outcome is None:
+                self._banner_failed('internal error of the auto_rollback callback: %s' % exc)
+        finally:
+            self.finished = True
+            self._report_alert_problems()
+
+    # child mode -----------------------------------------------------------------------------------------------
+    def _write_child_result(self, stats):
+        if not self.child_result_path:
+            return
+        data = self.child_report.finish(stats)
+        write_json_atomic(self.child_result_path, data)
+
+    # parent: incident -----------------------------------------------------------------------------------------
+    def _ensure_incident(self):
+        if self.incident_id is None:
+            self.incident_id = new_incident_id()
+            self.timeline.add('incident_opened', incident_id=self.incident_id)
+        return self.incident_id
+
+    def _base_payload(self, event, severity):
+        now = time.time()
+        return {
+            'event': event,
+            'severity': severity,
+            'time': round(now, 3),
+            'at': utc_iso(now),
+            'incident_id': self.incident_id,
+            'run_id': self.run.run_id,
+            'releases': self.run.releases,
+            'previous_releases': self.run.previous_releases,
+            'playbook': self.playbook_path,
+            'controller': _controller(),
+            'source': 'failsafe.deploy.auto_rollback',
+        }
+
+    def _alert(self, event, severity, failure=None, **extra):
+        payload = self._base_payload(event, severity)
+        if failure is not None:
+            payload.update({
+                'host': failure['host'], 'task': failure['task'], 'role': failure['role'], 'path': failure['path'],
+                'cause': failure['cause'], 'evidence': failure['evidence'], 'message': failure['message'],
+                'unreachable': failure['unreachable'],
+                'summary': 'deploy failed on %s at task %r (cause: %s)' % (failure['host'], failure['task'],
+                                                                          failure['cause']),
+            })
+        payload.update(extra)
+        payload = self.redactor.data(payload)
+        record = self.alerts.send(payload)
+        self.timeline.add('alert', alert=event, host=payload.get('host'), spool=record.get('spool'),
+                          webhook=record.get('webhook'))
+        return record
+
+    def _resolve_playbook(self):
+        playbook = self.rollback_playbook
+        if os.path.isabs(playbook) or os.path.exists(playbook):
+            return os.path.abspath(playbook)
+        if self.playbook_path:
+            beside = os.path.join(os.path.dirname(self.playbook_path), playbook)
+            if os.path.exists(beside):
+                return beside
+        if _FQCN_PLAYBOOK.match(playbook):
+            return playbook
+        return os.path.abspath(playbook)
+
+    def _finish(self, stats):
+        self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}), getattr(stats, 'rescued', {}))
+        if not self.run.needs_rollback():
+            if self.incident_id is not None:
+                # An alert went out, then the recap showed every failure rescued: say so, and write it up.
+                self.outcome = 'rescued'
+                self._alert('failure_rescued', 'info', summary='the failure was rescued; no rollback needed')
+                self._write_incident(None, [], reason='every failure was rescued')
+                self._summary_line()
+            elif self.run.opened_order:
+                self._display.display('failsafe auto_rollback: %d host(s) opened a transaction; no failure, no '
+                                      'rollback needed.' % len(self.run.opened_order))
+            return
+        self._ensure_incident()
+        scope = self.run.scope(self.rollback_scope)
+        cliargs = context.CLIARGS
+        reason = None
+        launch = None
+        hosts = {}
+        if cliargs.get('check'):
+            self.outcome = 'skipped_check_mode'
+            reason = 'check mode: nothing was changed, so nothing is rolled back'
+        elif self.defer_to_workflow and (os.environ.get('JOB_ID') or self.awx_job_id):
+            self.outcome = 'deferred'
+            reason = 'defer_to_workflow is set and this is a controller job: the workflow runs the rollback'
+        else:
+            launch, hosts, reason = self._run_rollback(scope, cliargs)
+            self.outcome = 'rolled_back' if reason is None else 'rollback_failed'
+
+        json_path, md_path = report_paths(self.report_dir, self.incident_id)
+        if self.outcome == 'rolled_back':
+            self._alert('rolled_back', 'warning', hosts=scope, outcome='rolled_back',
+                        summary='deploy failed on %s; rolled back %s' % (', '.join(self.run.failed_hosts),
+                                                                        ', '.join(scope)),
+                        duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
+                        per_host=_host_status(hosts))
+        elif self.outcome == 'rollback_failed':
+            self._alert('rollback_failed', 'critical', hosts=scope, outcome='rollback_failed', reason=reason,
+                        summary='ROLLBACK FAILED on %s: %s' % (', '.join(scope), reason),
+                        duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
+                        per_host=_host_status(hosts))
+        else:
+            self._alert('rollback_%s' % ('deferred' if self.outcome == 'deferred' else 'skipped'), 'warning',
+                        hosts=scope, outcome=self.outcome, reason=reason, report=json_path,
+                        report_markdown=md_path)
+        self.alerts.flush()
+        self._report_alert_problems()
+        self._write_incident(launch, scope, reason=reason, hosts=hosts)
+        if self.outcome == 'rollback_failed':
+            self._banner_failed(reason)
+        self._summary_line()
+
+    def _run_rollback(self, scope, cliargs):
+        """Start the child; returns (LaunchResult or None, per-host outcome, failure reason or None)."""
+        base = os.path.join(self.report_dir, self.incident_id)
+        vars_file = base + '.rollback-vars.json'
+        result_file = base + '.rollback-result.json'
+        log_file = base + '.rollback.log'
+        self._rollback_files = {'rollback_vars': vars_file, 'rollback_result': result_file, 'rollback_log': log_file}
+        playbook = self._resolve_playbook()
+        _launcher.write_rollback_vars(vars_file, self.run.run_id, self.run.rollback_hosts(scope), self.incident_id)
+        cmd = _launcher.build_command(self.ansible_playbook, playbook, cliargs, scope, vars_file,
+                                      defaults=_launcher.config_defaults())
+        prompts = _launcher.interactive_options(cliargs)
+        if prompts:
+            self._warn('the rollback playbook cannot prompt (%s): use password files or vault ids'
+                       % ', '.join(prompts))
+        try:
+            callbacks = C.config.get_config_value('CALLBACKS_ENABLED') or []
+        except Exception:  # pylint: disable=broad-except
+            callbacks = []
+        env = _launcher.build_env(os.environ, result_file, callbacks)
+        shown = _launcher.shown_command(cmd)
+        self._rollback_command = shown
+        self._rollback_playbook_used = playbook
+        try:
+            os.unlink(result_file)
+        except OSError:
+            pass
+        self.timeline.add('rollback_start', hosts=scope, playbook=playbook)
+        self._display.display('failsafe auto_rollback: rolling back %s with %s (timeout %d s)'
+                              % (', '.join(scope), playbook, self.rollback_timeout), color=C.COLOR_WARN)
+        self._rollback_started = time.time()
+        launch = _launcher.run(cmd, env, log_file, self.rollback_timeout, echo=self._echo, cwd=os.getcwd(),
+                               redact=self.redactor.text,
+                               header='# failsafe rollback for incident %s\n# %s' % (self.incident_id,
+                                                                                      ' '.join(shown)))
+        child = _launcher.read_child_result(result_file)
+        hosts = _launcher.merge_child_hosts(scope, child)
+        self.timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None,
+                          duration=launch.duration, error=launch.error)
+        for host, info in hosts.items():
+            self.timeline.add('rollback_host', host=host, status=info['status'], verified=info.get('verified'))
+        reason = None
+        bad = [h for h, info in hosts.items() if info['status'] != 'ok']
+        unverified = [h for h, info in hosts.items() if info.get('verified') is False]
+        if launch.error:
+            reason = launch.error
+        elif launch.rc != 0:
+            reason = 'rollback playbook exited %s' % launch.rc
+        elif child is None:
+            reason = 'the rollback playbook left no result file (is the callback enabled for it?)'
+        if bad:
+            reason = (reason + '; ' if reason else '') + 'not rolled back: %s' % ', '.join(
+                '%s (%s)' % (h, hosts[h]['status']) for h in bad)
+        if unverified:
+            reason = (reason + '; ' if reason else '') + 'verification failed on %s' % ', '.join(unverified)
+        self._rollback_child = child
+        return launch, hosts, reason
+
+    def _echo(self, line):
+        self._display.display('rollback | %s' % line)
+
+    def _write_incident(self, launch, scope, reason=None, hosts=None):
+        failures = self.run.counted_failures
+        ignored = [f for f in self.run.failures if f not in failures]
+        first = failures[0] if failures else (self.run.failures[0] if self.run.failures else None)
+        causes = []
+        for failure in failures:
+            if failure['cause'] not in causes:
+                causes.append(failure['cause'])
+        verified = [info.get('verified') for info in (hosts or {}).values()]
+        if not verified:
+            verification = 'not run'
+        elif all(v is True for v in verified):
+            verification = 'passed on every host'
+        elif any(v is False for v in verified):
+            verification = 'FAILED on %s' % ', '.join(h for h, i in hosts.items() if i.get('verified') is False)
+        else:
+            verification = 'not reported by the rollback playbook'
+        rollback = {'scope_mode': self.rollback_scope, 'hosts': hosts or {}}
+        if launch is not None:
+            rollback.update({
+                'playbook': getattr(self, '_rollback_playbook_used', None),
+                'command': getattr(self, '_rollback_command', None),
+                'rc': launch.rc, 'timed_out': launch.timed_out, 'interrupted': launch.interrupted,
+                'error': launch.error, 'started': round(launch.started, 3), 'started_at': utc_iso(launch.started),
+                'ended': round(launch.ended, 3), 'ended_at': utc_iso(launch.ended), 'duration': launch.duration,
+                'log': launch.log_path, 'result_file': self._rollback_files.get('rollback_result'),
+                'timeout': self.rollback_timeout,
+            })
+        detected = first['time'] if first else None
+        summary = {
+            'outcome': self.outcome,
+            'outcome_label': OUTCOME_LABELS.get(self.outcome, str(self.outcome).upper()),
+            'reason': reason,
+            'releases': self.run.releases,
+            'previous_releases': self.run.previous_releases,
+            'run_id': self.run.run_id,
+            'playbook': self.playbook_path,
+            'controller': _controller(),
+            'cause': ', '.join(causes) or None,
+            'causes': causes,
+            'failed_hosts': self.run.failed_hosts,
+            'rollback_scope': self.rollback_scope,
+            'scope_hosts': scope,
+            'run_started_at': utc_iso(self.run.started),
+            'detected_at': first['at'] if first else None,
+            'detection_seconds': first['since_task_start'] if first else None,
+            'seconds_since_run_start': first['since_run_start'] if first else None,
+            'seconds_to_rollback': round(launch.started - detected, 3) if launch and detected else None,
+            'rollback_duration': launch.duration if launch else None,
+            'verification': verification,
+        }
+        files = dict(getattr(self, '_rollback_files', {}) or {})
+        files['alert_spool'] = self.spool_path
+        incident = {
+            'schema': 1,
+            'incident_id': self.incident_id,
+            'outcome': self.outcome,
+            'summary': summary,
+            'failures': failures,
+            'ignored_failures': ignored,
+            'transactions': self.run.transactions,
+            'rollback': rollback,
+            'alerts': list(self.alerts.records) if self.alerts else [],
+            'timeline': self.timeline.to_list(),
+            'timeline_dropped': self.timeline.dropped,
+            'files': files,
+            'written': round(time.time(), 3),
+            'written_at': utc_iso(),
+        }
+        incident = self.redactor.data(incident)
+        try:
+            self.report_json, self.report_md = write_report(incident, self.report_dir)
+        except OSError as exc:
+            self.report_json = self.report_md = None
+            self._warn('could not write the incident report to %s: %s (setting report_dir)' % (self.report_dir, exc))
+        return incident
+
+    def _banner_failed(self, reason):
+        bar = '!' * 78
+        text = ('%s\n!!! ROLLBACK FAILED: incident %s\n!!! %s\n!!! Hosts may be broken or on mixed releases. '
+                'Act now.\n%s' % (bar, self.incident_id, self.redactor.text(reason or 'unknown reason'), bar))
+        self._display.display(text, color=C.COLOR_ERROR)
+        self._display.display(text, color=C.COLOR_ERROR, stderr=True, screen_only=True)
+
+    def _summary_line(self):
+        label = OUTCOME_LABELS.get(self.outcome, 'FAILURE RESCUED' if self.outcome == 'rescued' else self.outcome)
+        lines = ['failsafe auto_rollback: %s (incident %s; failed: %s; cause: %s)' % (
+            label, self.incident_id, ', '.join(self.run.failed_hosts) or 'none',
+            ', '.join(sorted({f['cause'] for f in self.run.counted_failures})) or 'none')]
+        if getattr(self, 'report_json', None):
+            lines.append('  incident report: %s' % self.report_json)
+            lines.append('  incident report (Markdown): %s' % self.report_md)
+        if getattr(self, '_rollback_files', None):
+            lines.append('  rollback log: %s' % self._rollback_files['rollback_log'])
+        lines.append('  alert spool: %s' % self.spool_path)
+        color = C.COLOR_ERROR if self.outcome in ('rollback_failed', 'not_started') else C.COLOR_WARN
+        self._display.display('\n'.join(lines), color=color)
+
+    def _at_exit(self):
+        """The run ended without a play recap (interrupted): never leave a detected failure unreported."""
+        if self.finished or not self.enabled or self.child_mode or not self.run.needs_rollback():
+            return
+        self.finished = True
+        try:
+            self._ensure_incident()
+            self.outcome = 'not_started'
+            reason = 'the run ended before the rollback could start (interrupted?); transactions are left open'
+            json_path, md_path = report_paths(self.report_dir, self.incident_id)
+            self._alert('rollback_failed', 'critical', hosts=self.run.scope(self.rollback_scope),
+                        outcome='not_started', reason=reason, report=json_path, report_markdown=md_path,
+                        summary='ROLLBACK NOT STARTED: %s' % reason)
+            self.alerts.flush()
+            self._write_incident(None, self.run.scope(self.rollback_scope), reason=reason)
+            sys.stderr.write('failsafe auto_rollback: ROLLBACK NOT STARTED; incident %s\n' % (json_path,))
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
+def _host_status(hosts):
+    return dict((host, info.get('status')) for host, info in (hosts or {}).items())
+
+
+def _controller():
+    try:
+        user = getpass.getuser()
+    except Exception:  # pylint: disable=broad-except
+        user = None
+    host = socket.gethostname()
+    return '%s@%s' % (user, host) if user else host

@@ -1,0 +1,228 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Alert senders for the auto_rollback callback.
+
+- ``WebhookSender``: JSON POST with a timeout per attempt and retries with exponential backoff on connection
+  errors, timeouts, HTTP 5xx and 429. It never raises and never puts its URL in a message (errors are redacted).
+- ``SpoolSender``: appends one JSON line per alert to a local file and fsyncs it (the record that survives a dead
+  webhook).
+- ``AlertDispatcher``: spools at once and posts webhooks in order from one background thread, so a slow endpoint
+  never stalls the play; ``flush()`` waits a bounded time.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import collections
+import http.client
+import json
+import os
+import queue
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+
+SendResult = collections.namedtuple('SendResult', ['ok', 'attempts', 'status', 'error', 'elapsed'])
+
+USER_AGENT = 'failsafe.deploy-auto_rollback'
+_RETRY_STATUS = frozenset((408, 425, 429, 500, 502, 503, 504))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would re-send the payload somewhere else: treat it as an error instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class WebhookSender:
+    """POST JSON to a webhook. ``send()`` returns a SendResult and never raises."""
+
+    name = 'webhook'
+
+    def __init__(self, url, timeout=5.0, retries=2, backoff=0.5, max_backoff=8.0, redactor=None, headers=None,
+                 sleep=time.sleep):
+        self._url = url
+        self.timeout = float(timeout)
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self._redactor = redactor or Redactor()
+        self._redactor.add_secret(url)
+        self._headers = dict(headers or {})
+        self._sleep = sleep
+        self._opener = urllib.request.build_opener(_NoRedirect())
+
+    def __repr__(self):
+        return '<WebhookSender url=%s>' % '<redacted>'
+
+    def max_duration(self):
+        """Upper bound of one send(), for callers that wait on it."""
+        total = (self.retries + 1) * self.timeout
+        for attempt in range(self.retries):
+            total += min(self.max_backoff, self.backoff * (2 ** attempt))
+        return total + 1.0
+
+    def send(self, payload):
+        start = time.time()
+        attempts = 0
+        status = None
+        error = None
+        try:
+            body = json.dumps(payload, sort_keys=True, default=str).encode('utf-8')
+        except (TypeError, ValueError) as exc:
+            return SendResult(False, 0, None, 'payload is not JSON serialisable: %s' % exc, 0.0)
+        headers = {'Content-Type': 'application/json', 'User-Agent': USER_AGENT}
+        headers.update(self._headers)
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self._sleep(min(self.max_backoff, self.backoff * (2 ** (attempt - 1))))
+            attempts += 1
+            retry = False
+            try:
+                request = urllib.request.Request(self._url, data=body, headers=headers, method='POST')
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    status = response.getcode()
+                    response.read(65536)
+                if 200 <= status < 300:
+                    return SendResult(True, attempts, status, None, round(time.time() - start, 3))
+                error = 'HTTP %s' % status
+                retry = status in _RETRY_STATUS
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                error = 'HTTP %s %s' % (exc.code, exc.reason)
+                retry = exc.code in _RETRY_STATUS
+                try:
+                    exc.close()
+                except Exception:  # pylint: disable=broad-except
+                    pass
+            except (socket.timeout, TimeoutError) as exc:
+                error = 'timed out after %.1f s' % self.timeout
+                retry = True
+            except urllib.error.URLError as exc:
+                reason = exc.reason
+                if isinstance(reason, (socket.timeout, TimeoutError)):
+                    error = 'timed out after %.1f s' % self.timeout
+                else:
+                    error = 'connection failed: %s' % (reason,)
+                retry = True
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                error = '%s: %s' % (type(exc).__name__, exc)
+                retry = True
+            except Exception as exc:  # pylint: disable=broad-except
+                # never raise out of an alert
+                error = '%s: %s' % (type(exc).__name__, exc)
+                retry = False
+            if not retry:
+                break
+        return SendResult(False, attempts, status, self._redactor.text(error), round(time.time() - start, 3))
+
+
+class SpoolSender:
+    """Append alerts as JSON lines to ``path`` (mode 0600), fsynced. ``send()`` never raises."""
+
+    name = 'spool'
+
+    def __init__(self, path):
+        self.path = path
+
+    def send(self, payload):
+        start = time.time()
+        try:
+            line = json.dumps(payload, sort_keys=True, default=str) + '\n'
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                data = line.encode('utf-8')
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return SendResult(True, 1, None, None, round(time.time() - start, 3))
+        except Exception as exc:  # pylint: disable=broad-except
+            return SendResult(False, 1, None, '%s: %s' % (type(exc).__name__, exc), round(time.time() - start, 3))
+
+
+class AlertDispatcher:
+    """Spool every alert at once; post webhooks in order from one daemon thread.
+
+    ``problems()`` hands back (once) the failed deliveries so the caller can warn from its own thread.
+    """
+
+    def __init__(self, spool=None, webhook=None):
+        self.spool = spool
+        self.webhook = webhook
+        self.records = []
+        self._problems = []
+        self._lock = threading.Lock()
+        self._queue = queue.Queue()
+        self._thread = None
+
+    def send(self, payload):
+        record = {'event': payload.get('event'), 'at': payload.get('at'),
+                  'spool': 'disabled', 'webhook': 'disabled'}
+        with self._lock:
+            self.records.append(record)
+        if self.spool is not None:
+            result = self.spool.send(payload)
+            record['spool'] = 'written' if result.ok else 'failed'
+            if not result.ok:
+                self._problem('spool', payload.get('event'), result)
+        if self.webhook is not None:
+            record['webhook'] = 'queued'
+            self._queue.put((payload, record))
+            self._ensure_thread()
+        return record
+
+    def _ensure_thread(self):
+        # One daemon worker for the life of the process: it never delays the exit of ansible-playbook.
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name='failsafe-alerts', daemon=True)
+                self._thread.start()
+
+    def _run(self):
+        while True:
+            payload, record = self._queue.get()
+            try:
+                result = self.webhook.send(payload)
+                record['webhook'] = 'delivered' if result.ok else 'failed'
+                record['webhook_attempts'] = result.attempts
+                if not result.ok:
+                    self._problem('webhook', payload.get('event'), result)
+            except Exception as exc:  # pylint: disable=broad-except
+                record['webhook'] = 'failed'
+                self._problem('webhook', payload.get('event'), SendResult(False, 0, None, str(exc), 0.0))
+            finally:
+                self._queue.task_done()
+
+    def _problem(self, channel, event, result):
+        with self._lock:
+            self._problems.append((channel, event, result))
+
+    def problems(self):
+        with self._lock:
+            out, self._problems = self._problems, []
+        return out
+
+    def flush(self, timeout=None):
+        """Wait until queued webhooks are sent or ``timeout`` seconds passed. True when nothing is pending."""
+        if self.webhook is None:
+            return True
+        if timeout is None:
+            timeout = self.webhook.max_duration() * max(1, self._queue.unfinished_tasks)
+        deadline = time.time() + timeout
+        while self._queue.unfinished_tasks and time.time() < deadline:
+            self._ensure_thread()
+            time.sleep(0.02)
+        return not self._queue.unfinished_tasks

@@ -1,0 +1,258 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Failure classification and failure handling facts for the auto_rollback callback.
+
+``classify()`` turns a failed task result into one cause class, checked in this order:
+network (unreachable), missing_configuration, infrastructure, health, network (by message), script_error, unknown.
+A configuration error is named before health because a health task that never ran (an undefined URL) is a
+configuration problem; an unreachable host is always network.
+
+``rescue_block_for()`` answers whether a failing task sits in the ``block:`` section of a block that has a
+``rescue:`` section, in which case ansible rescues it and it is not a deploy failure.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import collections
+import re
+
+CAUSES = ('network', 'missing_configuration', 'infrastructure', 'health', 'script_error', 'unknown')
+
+Classification = collections.namedtuple('Classification', ['cause', 'evidence'])
+
+_TEXT_KEYS = ('msg', 'reason', 'stderr', 'module_stderr', 'module_stdout', 'exception', 'stdout')
+_MAX_TEXT = 20000
+
+_MISSING_CONFIGURATION = [
+    (re.compile(r"is undefined|undefined variable|has no attribute|AnsibleUndefinedVariable", re.I), 'undefined variable'),
+    (re.compile(r"missing required arguments?|missing parameter|required_(?:if|one_of|together)|"
+                r"parameters are required together|one of the following is required", re.I),
+     'missing required arguments'),
+    (re.compile(r"Could not find or access|could not locate file|Unable to find '.*' in expected paths|"
+                r"template not found|TemplateNotFound|vars file .* was not found|file not found|"
+                r"No such file or directory.*\.(?:j2|ya?ml|json|cfg|conf|ini|env)\b|"
+                r"the role '.*' was not found|couldn't resolve module/action|unsupported parameters",
+                re.I),
+     'file or template not found'),
+]
+_INFRASTRUCTURE = [
+    (re.compile(r'No space left on device|ENOSPC|disk quota exceeded', re.I), 'no space left on device'),
+    (re.compile(r'Read-only file system|EROFS', re.I), 'read-only file system'),
+    (re.compile(r'Permission denied|Operation not permitted|EACCES|EPERM', re.I), 'permission denied'),
+    (re.compile(r'out of memory|Cannot allocate memory|MemoryError|oom-kill|OOM killer|ENOMEM', re.I),
+     'out of memory'),
+    (re.compile(r'Too many open files|EMFILE|Input/output error|EIO\b', re.I), 'system resource error'),
+]
+_HEALTH_MSG = re.compile(r'health[ _-]?check failed|health check did not pass|unhealthy|metric gate failed', re.I)
+_HEALTH_ACTIONS = frozenset(('failsafe.deploy.health_check', 'health_check'))
+_VERIFY_WORD = re.compile(r'(^|[^a-z])(verify|verification|health|smoke[ _-]?test)([^a-z]|$)', re.I)
+_NETWORK = [
+    (re.compile(r'Connection refused|ECONNREFUSED', re.I), 'connection refused'),
+    (re.compile(r'timed out|timeout|ETIMEDOUT', re.I), 'connection timed out'),
+    (re.compile(r'Failed to connect to the host via ssh|ssh: |ssh_exchange_identification|'
+                r'kex_exchange_identification|Connection closed by remote host|Host key verification failed|'
+                r'Connection reset by peer|Broken pipe', re.I), 'ssh connection failure'),
+    (re.compile(r'No route to host|Network is unreachable|Name or service not known|'
+                r'Could not resolve host|Temporary failure in name resolution|nodename nor servname|'
+                r'getaddrinfo failed', re.I), 'host or network unreachable'),
+]
+_SCRIPT_ACTIONS = frozenset((
+    'command', 'shell', 'script', 'raw', 'expect',
+    'ansible.builtin.command', 'ansible.builtin.shell', 'ansible.builtin.script', 'ansible.builtin.raw',
+    'ansible.legacy.command', 'ansible.legacy.shell', 'ansible.legacy.script', 'ansible.legacy.raw',
+))
+_TRACEBACK = re.compile(r'Traceback \(most recent call last\)|MODULE FAILURE|Exception:|Error:.*line \d+', re.I)
+
+
+def failure_text(result, limit=_MAX_TEXT):
+    """Concatenate the human-readable parts of a (possibly looped) task result, bounded in size."""
+    parts = []
+
+    def collect(res, depth=0):
+        if not isinstance(res, dict) or depth > 2:
+            return
+        for key in _TEXT_KEYS:
+            value = res.get(key)
+            if value in (None, '', []):
+                continue
+            if isinstance(value, (list, tuple)):
+                value = '\n'.join(str(v) for v in value)
+            elif isinstance(value, dict):
+                value = ' '.join('%s' % v for v in value.values())
+            parts.append(str(value))
+        for item in res.get('results') or ():
+            collect(item, depth + 1)
+
+    collect(result if isinstance(result, dict) else {})
+    text = '\n'.join(parts)
+    if len(text) > limit:
+        text = text[:limit // 2] + '\n...\n' + text[-limit // 2:]
+    return text
+
+
+def first_line(result, limit=300):
+    """A short one-line reason for a failure (the msg, else stderr), for tables and alerts."""
+    if not isinstance(result, dict):
+        return ''
+    if result.get('censored'):
+        return 'output hidden (no_log)'
+    for key in ('msg', 'reason', 'stderr', 'module_stderr', 'exception', 'stdout'):
+        value = result.get(key)
+        if isinstance(value, (list, tuple)):
+            value = ' '.join(str(v) for v in value)
+        if value:
+            value = str(value).strip()
+            lines = [ln.strip() for ln in value.splitlines() if ln.strip()]
+            if not lines:
+                continue
+            line = lines[0]
+            if key != 'msg' and len(lines) > 1 and lines[-1] != line:
+                # stderr usually ends with the meaningful line
+                line = lines[-1]
+            if len(line) > limit:
+                line = line[:limit - 3] + '...'
+            return line
+    if result.get('rc') not in (None, 0):
+        return 'non-zero return code %s' % result.get('rc')
+    for item in result.get('results') or ():
+        if isinstance(item, dict) and (item.get('failed') or item.get('msg')):
+            line = first_line(item, limit)
+            if line:
+                return line
+    return ''
+
+
+def _match(rules, text):
+    for pattern, evidence in rules:
+        if pattern.search(text):
+            return evidence
+    return None
+
+
+def _is_health_task(action, task_name, tags, role):
+    if action in _HEALTH_ACTIONS:
+        return 'health check task failed'
+    if any(str(tag).lower() in ('verify', 'health', 'health_check', 'healthcheck', 'smoke') for tag in tags or ()):
+        return 'verification task failed'
+    if role and str(role).split('.')[-1].lower() in ('verify', 'health', 'health_check'):
+        return 'verification role failed'
+    if task_name and _VERIFY_WORD.search(str(task_name)):
+        return 'verification task failed'
+    return None
+
+
+def classify(result, action=None, task_name=None, tags=None, role=None, unreachable=False):
+    """Return ``Classification(cause, evidence)`` for a failed or unreachable task result.
+
+    ``result`` is the callback's result dict; ``action`` the task action (short or FQCN); ``tags`` the task's
+    tags; ``role`` the role name the task belongs to, if any.
+    """
+    result = result if isinstance(result, dict) else {}
+    text = failure_text(result)
+
+    if unreachable or result.get('unreachable'):
+        evidence = _match(_NETWORK, text) or 'host unreachable'
+        return Classification('network', evidence)
+
+    evidence = _match(_MISSING_CONFIGURATION, text)
+    if evidence:
+        return Classification('missing_configuration', evidence)
+
+    evidence = _match(_INFRASTRUCTURE, text)
+    if evidence:
+        return Classification('infrastructure', evidence)
+
+    if _HEALTH_MSG.search(text):
+        return Classification('health', 'health check failed')
+    evidence = _is_health_task(action, task_name, tags, role)
+    if evidence:
+        return Classification('health', evidence)
+
+    evidence = _match(_NETWORK, text)
+    if evidence:
+        return Classification('network', evidence)
+
+    if 'Traceback (most recent call last)' in text or 'MODULE FAILURE' in text:
+        return Classification('script_error', 'traceback')
+    rc = result.get('rc')
+    if isinstance(rc, int) and rc != 0 and (action in _SCRIPT_ACTIONS or action is None or 'cmd' in result):
+        return Classification('script_error', 'non-zero return code %d' % rc)
+    for item in result.get('results') or ():
+        if isinstance(item, dict) and isinstance(item.get('rc'), int) and item.get('rc') != 0 \
+                and action in _SCRIPT_ACTIONS:
+            return Classification('script_error', 'non-zero return code %d' % item['rc'])
+    if _TRACEBACK.search(text) and action in _SCRIPT_ACTIONS:
+        return Classification('script_error', 'script error')
+
+    return Classification('unknown', first_line(result, 120) or 'no message')
+
+
+def _section_of(node, block):
+    """Which section of ``block`` holds ``node`` ('block', 'rescue', 'always' or None), by uuid."""
+    uuid = getattr(node, '_uuid', None)
+    for section in ('block', 'rescue', 'always'):
+        for child in getattr(block, section, None) or ():
+            if child is node or (uuid is not None and getattr(child, '_uuid', None) == uuid):
+                return section
+    return None
+
+
+def rescue_block_for(task, max_depth=100):
+    """Return the block that will rescue a failure of ``task``, or None.
+
+    Walks up the parent chain (blocks, include_tasks, include_role). A failure is rescued by the nearest enclosing
+    block that has a non-empty ``rescue`` and holds the failing branch in its ``block`` section (a failure inside
+    ``rescue`` or ``always`` is only rescued by an outer block).
+    """
+    node = task
+    parent = getattr(task, '_parent', None)
+    depth = 0
+    while parent is not None and depth < max_depth:
+        depth += 1
+        rescue = getattr(parent, 'rescue', None)
+        if isinstance(rescue, list) and rescue and hasattr(parent, 'block'):
+            # A branch listed under rescue/always is not rescued by this block. An unknown position (a block
+            # copied without its task lists) counts as the block section, as ansible's iterator would see it.
+            if _section_of(node, parent) not in ('rescue', 'always'):
+                return parent
+        node = parent
+        parent = getattr(parent, '_parent', None)
+    return None
+
+
+def _enclosing(task, max_depth=100):
+    """Yield (block, section) for every block enclosing ``task``, nearest first."""
+    node = task
+    parent = getattr(task, '_parent', None)
+    depth = 0
+    while parent is not None and depth < max_depth:
+        depth += 1
+        if hasattr(parent, 'block') and hasattr(parent, 'rescue'):
+            yield parent, _section_of(node, parent)
+        node = parent
+        parent = getattr(parent, '_parent', None)
+
+
+def guarding_blocks(task):
+    """uuids of the enclosing blocks that have a rescue and hold ``task`` outside their rescue/always sections:
+    the blocks whose rescue section runs if ``task`` fails."""
+    return [getattr(block, '_uuid', None) for block, section in _enclosing(task)
+            if block.rescue and section not in ('rescue', 'always')]
+
+
+def enclosing_blocks(task):
+    """uuids of every enclosing block that holds ``task`` in its ``block:`` section (rescue or not)."""
+    return [getattr(block, '_uuid', None) for block, section in _enclosing(task) if section in ('block', None)]
+
+
+def rescue_owner(task):
+    """uuid of the nearest block whose ``rescue:`` section holds ``task``, or None: a task running there means
+    that block's failure is being rescued."""
+    for block, section in _enclosing(task):
+        if section == 'rescue':
+            return getattr(block, '_uuid', None)
+    return None

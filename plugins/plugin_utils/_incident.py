@@ -1,0 +1,468 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Incident model of the auto_rollback callback: run tracking, timeline, and the JSON/Markdown report.
+
+``DeployRun`` follows the transactions hosts open and close in this run (``failsafe_transaction`` results) and the
+failures of hosts whose transaction is open; it decides whether a rollback is needed and for which hosts.
+``Timeline`` keeps a bounded, compact record of the run. ``render_markdown()`` and ``write_report()`` turn the
+incident dict into ``<report_dir>/<incident_id>.json`` and ``.md``, written atomically.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import datetime
+import json
+import os
+import tempfile
+import time
+import uuid
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
+
+SCHEMA_VERSION = 1
+OUTCOME_LABELS = {
+    'rolled_back': 'ROLLED BACK',
+    'rollback_failed': 'ROLLBACK FAILED',
+    'deferred': 'ROLLBACK DEFERRED TO WORKFLOW',
+    'skipped_check_mode': 'ROLLBACK SKIPPED (CHECK MODE)',
+    'not_started': 'ROLLBACK NOT STARTED',
+}
+SCOPES = ('opened', 'failed')
+_OPEN = 'open'
+_CLOSED = frozenset(('committed', 'rolled_back', 'rollback_failed', 'closed'))
+
+
+def utc_iso(timestamp=None):
+    """ISO-8601 UTC with milliseconds, e.g. ``2025-01-31T12:00:00.123Z``."""
+    if timestamp is None:
+        timestamp = time.time()
+    dt = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
+    return dt.strftime('%Y-%m-%dT%H:%M:%S.') + '%03dZ' % (dt.microsecond // 1000)
+
+
+def new_incident_id(timestamp=None):
+    """``inc-<UTC yyyymmddTHHMMSSZ>-<8 hex>``: sortable by time, unique, safe as a file name."""
+    if timestamp is None:
+        timestamp = time.time()
+    stamp = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    return 'inc-%s-%s' % (stamp, uuid.uuid4().hex[:8])
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path, text, mode=0o600):
+    """Write ``text`` to ``path`` atomically: temp file beside it, fsync, os.replace, fsync the directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(directory)
+    return path
+
+
+def write_json_atomic(path, data, mode=0o600):
+    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + '\n', mode=mode)
+
+
+class Timeline:
+    """A bounded list of run events. Past ``limit`` entries, routine per-host results are counted, not kept."""
+
+    ROUTINE = frozenset(('ok', 'changed', 'skipped', 'ignored'))
+
+    def __init__(self, limit=5000, clock=time.time):
+        self.entries = []
+        self.dropped = 0
+        self._limit = limit
+        self._clock = clock
+
+    def add(self, event, host=None, task=None, **detail):
+        now = self._clock()
+        entry = {'t': round(now, 3), 'at': utc_iso(now), 'event': event}
+        if host is not None:
+            entry['host'] = host
+        if task is not None:
+            entry['task'] = task
+        for key, value in detail.items():
+            if value is not None:
+                entry[key] = value
+        if len(self.entries) >= self._limit and event == 'result' and detail.get('status') in self.ROUTINE:
+            self.dropped += 1
+            return entry
+        self.entries.append(entry)
+        return entry
+
+    def to_list(self):
+        return list(self.entries)
+
+
+class DeployRun:
+    """What this run did to which host: transactions opened/closed and failures while a transaction was open."""
+
+    def __init__(self, redactor, timeline=None, clock=time.time):
+        self._redactor = redactor
+        self._clock = clock
+        self.timeline = timeline if timeline is not None else Timeline(clock=clock)
+        self.started = clock()
+        self.transactions = {}     # host -> last seen failsafe_transaction (plus opened/closed times)
+        self.opened_order = []     # hosts in the order they opened a transaction in this run
+        self.failures = []         # every recorded failure (in scope or not), in order
+        self.task_started = {}     # task uuid -> time its start was announced
+
+    # transactions -----------------------------------------------------------------------------------------
+    def observe_transaction(self, host, txn):
+        """Take note of a ``failsafe_transaction`` result. Returns 'opened', 'closed', 'updated' or None."""
+        if not isinstance(txn, dict):
+            return None
+        status = str(txn.get('status') or _OPEN)
+        known = self.transactions.get(host)
+        record = dict(known or {})
+        record.update({k: v for k, v in txn.items() if v is not None})
+        record['status'] = status
+        now = self._clock()
+        change = 'updated'
+        if status == _OPEN:
+            if known is None or known.get('status') != _OPEN or known.get('txid') != txn.get('txid'):
+                record['opened_at'] = now
+                record.pop('closed_at', None)
+                change = 'opened'
+            if host not in self.opened_order:
+                self.opened_order.append(host)
+        elif status in _CLOSED:
+            record['closed_at'] = now
+            change = 'closed'
+        self.transactions[host] = record
+        if change != 'updated':
+            self.timeline.add('transaction_%s' % change, host=host, txid=txn.get('txid'), status=status,
+                              release=txn.get('release'))
+        return change
+
+    def has_open_transaction(self, host):
+        return (self.transactions.get(host) or {}).get('status') == _OPEN
+
+    @property
+    def run_id(self):
+        for host in self.opened_order:
+            run_id = self.transactions.get(host, {}).get('run_id')
+            if run_id:
+                return run_id
+        return None
+
+    def _unique(self, key):
+        values = []
+        for host in self.opened_order:
+            value = self.transactions.get(host, {}).get(key)
+            if value and value not in values:
+                values.append(value)
+        return values
+
+    @property
+    def releases(self):
+        return self._unique('release')
+
+    @property
+    def previous_releases(self):
+        return self._unique('previous_release')
+
+    # failures ---------------------------------------------------------------------------------------------
+    def note_task_start(self, task_uuid):
+        if task_uuid:
+            self.task_started[task_uuid] = self._clock()
+
+    def record_failure(self, host, task_info, result, unreachable=False, guards=None, blocks=None,
+                       censored=False):
+        """Record a failed or unreachable result. Returns the failure dict (``in_scope`` tells if it counts).
+
+        ``guards`` are the uuids of the enclosing blocks whose rescue section will run for this failure
+        (``_classify.guarding_blocks``): such a failure is rescued, not a deploy failure. An unreachable host is
+        never rescued.
+        """
+        now = self._clock()
+        guards = [] if unreachable else list(guards or [])
+        rescuable = bool(guards)
+        task_info = dict(task_info or {})
+        cls = classify(result, action=task_info.get('action'), task_name=task_info.get('name'),
+                       tags=task_info.get('tags'), role=task_info.get('role'), unreachable=unreachable)
+        started = self.task_started.get(task_info.get('uuid'))
+        if censored:
+            shown = {'censored': "the output has been hidden due to the fact that 'no_log: true' was specified "
+                                 "for this result"}
+            for key in ('rc', 'changed', 'attempts'):
+                if isinstance(result, dict) and key in result:
+                    shown[key] = result[key]
+            message = 'output hidden (no_log)'
+        else:
+            shown = self._redactor.data(_compact_result(result))
+            message = self._redactor.text(first_line(result))
+        in_scope = self.has_open_transaction(host)
+        first = in_scope and not rescuable and not any(
+            f['host'] == host and f['in_scope'] and not f['rescued'] for f in self.failures)
+        failure = {
+            'host': host,
+            'task': self._redactor.text(task_info.get('name') or ''),
+            'role': task_info.get('role'),
+            'path': task_info.get('path'),
+            'action': task_info.get('action'),
+            'cause': cls.cause,
+            'evidence': self._redactor.text(cls.evidence),
+            'message': message,
+            'result': shown,
+            'unreachable': bool(unreachable),
+            'time': round(now, 3),
+            'at': utc_iso(now),
+            'since_task_start': round(now - started, 3) if started else None,
+            'since_run_start': round(now - self.started, 3),
+            'in_scope': in_scope,
+            'rescued': rescuable,
+            'guards': guards,
+            'blocks': [b for b in (blocks or []) if b is not None],
+            'first_for_host': first,
+            'txid': (self.transactions.get(host) or {}).get('txid'),
+        }
+        self.failures.append(failure)
+        self.timeline.add('unreachable' if unreachable else 'failure', host=host, task=failure['task'],
+                          cause=cls.cause, in_scope=in_scope, rescued=True if rescuable else None,
+                          message=message)
+        return failure
+
+    def mark_rescued(self, host, reason, block_uuid=None):
+        """Failures of ``host`` turn out to be rescued: the rescue section of block ``block_uuid`` ran for it
+        (only failures inside that block), or the recap says so (``block_uuid`` None: every failure)."""
+        changed = []
+        for failure in self.failures:
+            if failure['host'] != host or failure['rescued'] or failure['unreachable']:
+                continue
+            if block_uuid is None or block_uuid in (failure.get('blocks') or ()):
+                failure['rescued'] = True
+                changed.append(failure)
+        if changed:
+            self.timeline.add('failure_rescued', host=host, reason=reason)
+        return changed
+
+    def reconcile(self, failures, dark, rescued):
+        """Apply the play recap: a host with neither failures nor unreachable results in the recap but with
+        rescued ones was rescued, whatever the events suggested. ``failures``/``dark``/``rescued`` are the
+        per-host counters of ansible's AggregateStats."""
+        for host in sorted({f['host'] for f in self.failures}):
+            if not (failures or {}).get(host) and not (dark or {}).get(host) and (rescued or {}).get(host):
+                self.mark_rescued(host, 'play recap counts the failure as rescued')
+
+    @property
+    def counted_failures(self):
+        return [f for f in self.failures if f['in_scope'] and not f['rescued']]
+
+    @property
+    def failed_hosts(self):
+        hosts = []
+        for failure in self.counted_failures:
+            if failure['host'] not in hosts:
+                hosts.append(failure['host'])
+        return hosts
+
+    def needs_rollback(self):
+        return bool(self.counted_failures)
+
+    def scope(self, mode='opened'):
+        """Hosts to roll back: every host that opened a transaction in this run (``opened``) or only the hosts
+        that failed with an open transaction (``failed``). Failed hosts always come first."""
+        if mode not in SCOPES:
+            raise ValueError('rollback_scope must be one of %s, not %r' % (', '.join(SCOPES), mode))
+        failed = self.failed_hosts
+        if mode == 'failed':
+            return list(failed)
+        return failed + [h for h in self.opened_order if h not in failed]
+
+    def rollback_hosts(self, hosts):
+        """The ``failsafe_rollback_hosts`` extra var: {host: {state_dir, name, txid, release, previous_release,
+        run_id, app_root}}."""
+        out = {}
+        for host in hosts:
+            txn = self.transactions.get(host) or {}
+            out[host] = {
+                'state_dir': txn.get('state_dir'),
+                'name': txn.get('name'),
+                'txid': txn.get('txid'),
+                'release': txn.get('release'),
+                'previous_release': txn.get('previous_release'),
+                'run_id': txn.get('run_id'),
+                'app_root': txn.get('app_root'),
+            }
+        return out
+
+
+def _compact_result(result, limit=4000):
+    """A bounded copy of a failed result for the report: long strings cut, noisy keys dropped."""
+    if not isinstance(result, dict):
+        return {}
+    out = {}
+    for key, value in result.items():
+        if key in ('invocation', '_ansible_no_log', 'stdout_lines', 'stderr_lines', '_ansible_verbose_always',
+                   'ansible_facts', 'diff'):
+            continue
+        out[key] = _truncate(value, limit)
+    return out
+
+
+def _truncate(value, limit, depth=0):
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit // 2] + '\n... [%d characters cut] ...\n' % (len(value) - limit) + value[-limit // 2:]
+    if depth > 4:
+        return value if not isinstance(value, (dict, list)) else '...'
+    if isinstance(value, dict):
+        return dict((k, _truncate(v, limit, depth + 1)) for k, v in value.items())
+    if isinstance(value, list):
+        items = [_truncate(v, limit, depth + 1) for v in value[:50]]
+        if len(value) > 50:
+            items.append('... %d more' % (len(value) - 50))
+        return items
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report rendering
+
+def _md(value):
+    """Escape a value for a Markdown table cell."""
+    if value is None or value == '':
+        return '-'
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = text.replace('\\', '\\\\').replace('|', '\\|').replace('\r', ' ').replace('\n', ' ')
+    return text.replace('<', '&lt;').replace('>', '&gt;')
+
+
+def _seconds(value):
+    return '-' if value is None else '%.2f s' % value
+
+
+def render_markdown(incident):
+    """Render the incident dict as a Markdown report, outcome first."""
+    summary = incident.get('summary') or {}
+    rollback = incident.get('rollback') or {}
+    outcome = incident.get('outcome')
+    label = OUTCOME_LABELS.get(outcome, str(outcome).upper())
+    lines = ['# Incident %s: %s' % (incident.get('incident_id'), label), '']
+    if outcome == 'rollback_failed':
+        lines += ['> **ROLLBACK FAILED.** The hosts below may be left in a broken or mixed state. '
+                  'Act now: see the rollback log and the per-host results.', '']
+    elif outcome == 'rolled_back':
+        lines += ['> The deploy failed and was rolled back; the run is a failure, not a success.', '']
+    lines += ['## Summary', '', '| | |', '|---|---|']
+    rows = [
+        ('Outcome', label),
+        ('Reason', summary.get('reason')),
+        ('Release', ', '.join(summary.get('releases') or []) or None),
+        ('Previous release', ', '.join(summary.get('previous_releases') or []) or None),
+        ('Run id', summary.get('run_id')),
+        ('Playbook', summary.get('playbook')),
+        ('Controller', summary.get('controller')),
+        ('Cause', summary.get('cause')),
+        ('Failed hosts', ', '.join(summary.get('failed_hosts') or []) or None),
+        ('Rollback scope', '%s: %s' % (summary.get('rollback_scope'), ', '.join(summary.get('scope_hosts') or []))),
+        ('Run started', summary.get('run_started_at')),
+        ('Failure detected', summary.get('detected_at')),
+        ('Detection time', _seconds(summary.get('detection_seconds')) + ' after the failing task started'),
+        ('Time from detection to rollback start', _seconds(summary.get('seconds_to_rollback'))),
+        ('Rollback duration', _seconds(rollback.get('duration'))),
+        ('Verification', summary.get('verification')),
+    ]
+    for key, value in rows:
+        lines.append('| %s | %s |' % (key, _md(value)))
+    lines.append('')
+
+    lines += ['## Failed tasks', '', '| Host | Task | Role | File:line | Cause | Evidence | Message |',
+              '|---|---|---|---|---|---|---|']
+    for failure in incident.get('failures') or []:
+        lines.append('| %s | %s | %s | %s | %s | %s | %s |' % tuple(_md(failure.get(k)) for k in (
+            'host', 'task', 'role', 'path', 'cause', 'evidence', 'message')))
+    ignored = incident.get('ignored_failures') or []
+    if ignored:
+        lines += ['', 'Not counted (rescued, or no open transaction): %s.' % ', '.join(
+            '%s on %s' % (f.get('task'), f.get('host')) for f in ignored)]
+    lines.append('')
+
+    lines += ['## Rollback', '']
+    if rollback.get('started_at'):
+        lines += ['| | |', '|---|---|']
+        for key, value in (('Playbook', rollback.get('playbook')), ('Started', rollback.get('started_at')),
+                           ('Ended', rollback.get('ended_at')), ('Exit code', rollback.get('rc')),
+                           ('Timed out', rollback.get('timed_out')), ('Error', rollback.get('error')),
+                           ('Log', rollback.get('log')), ('Result file', rollback.get('result_file'))):
+            lines.append('| %s | %s |' % (key, _md(value)))
+        lines.append('')
+    else:
+        lines += ['Not started: %s' % _md(summary.get('reason')), '']
+    lines += ['### Per host', '', '| Host | Result | Restored | Verified | Failed tasks |', '|---|---|---|---|---|']
+    for host, info in sorted((rollback.get('hosts') or {}).items()):
+        lines.append('| %s | %s | %s | %s | %s |' % (
+            _md(host), _md(info.get('status')), _md(info.get('restored')), _md(info.get('verified')),
+            _md(', '.join(t.get('task', '') for t in info.get('failed_tasks') or []) or None)))
+    lines.append('')
+
+    lines += ['## Alerts', '', '| Event | Sent at | Spool | Webhook |', '|---|---|---|---|']
+    for alert in incident.get('alerts') or []:
+        lines.append('| %s | %s | %s | %s |' % (_md(alert.get('event')), _md(alert.get('at')),
+                                               _md(alert.get('spool')), _md(alert.get('webhook'))))
+    lines.append('')
+
+    timeline = incident.get('timeline') or []
+    start = timeline[0]['t'] if timeline else 0
+    lines += ['## Timeline', '', '| Time (UTC) | +s | Event | Host | Task | Detail |', '|---|---|---|---|---|---|']
+    for entry in timeline:
+        detail = dict((k, v) for k, v in entry.items() if k not in ('t', 'at', 'event', 'host', 'task'))
+        lines.append('| %s | %.2f | %s | %s | %s | %s |' % (
+            _md(entry.get('at')), entry.get('t', start) - start, _md(entry.get('event')), _md(entry.get('host')),
+            _md(entry.get('task')), _md(' '.join('%s=%s' % (k, v) for k, v in sorted(detail.items())) or None)))
+    if incident.get('timeline_dropped'):
+        lines.append('')
+        lines.append('%d routine per-host results are not listed.' % incident['timeline_dropped'])
+    lines.append('')
+
+    files = incident.get('files') or {}
+    if files:
+        lines += ['## Files', '']
+        for key, value in sorted(files.items()):
+            lines.append('- %s: `%s`' % (key, value))
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def report_paths(report_dir, incident_id):
+    base = os.path.join(report_dir, incident_id)
+    return base + '.json', base + '.md'
+
+
+def write_report(incident, report_dir):
+    """Write ``<report_dir>/<incident_id>.json`` and ``.md`` atomically; returns both paths."""
+    json_path, md_path = report_paths(report_dir, incident['incident_id'])
+    files = dict(incident.get('files') or {})
+    files.update({'report_json': json_path, 'report_markdown': md_path})
+    incident['files'] = files
+    write_json_atomic(json_path, incident)
+    write_text_atomic(md_path, render_markdown(incident))
+    return json_path, md_path

@@ -1,0 +1,416 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Builds and runs the rollback ``ansible-playbook`` child of the auto_rollback callback, and the child's side of
+the protocol.
+
+Parent side: ``build_command()`` (same inventories, ``--limit`` the scope, pass-through of ``-e`` and connection
+options, ``-e @<vars file>``), ``build_env()`` (``FAILSAFE_ROLLBACK_CHILD=1`` against recursion, our callback kept
+enabled, runner/AWX variables scrubbed), ``run()`` (stdin closed, output to a log file and echoed, killed at the
+timeout) and ``read_child_result()``.
+
+Child side: ``ChildReport`` collects per-host results and every ``failsafe_rollback`` value tasks return, and is
+written to the path the parent passes in ``FAILSAFE_ROLLBACK_RESULT``.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import collections
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+CHILD_ENV = 'FAILSAFE_ROLLBACK_CHILD'
+RESULT_ENV = 'FAILSAFE_ROLLBACK_RESULT'
+CALLBACK_FQCN = 'failsafe.deploy.auto_rollback'
+
+# Removed from the child's environment: the parent's stdout callback (AWX forces awx_display, which would write
+# into the parent's job events) and job identity of AWX/ansible-runner.
+SCRUBBED_ENV = (
+    'ANSIBLE_STDOUT_CALLBACK', 'JOB_ID', 'INVENTORY_ID', 'PROJECT_REVISION', 'AWX_ISOLATED_DATA_DIR',
+    'RUNNER_OMIT_EVENTS', 'RUNNER_ONLY_FAILED_EVENTS', 'ANSIBLE_RUNNER_JOB_ID', 'ANSIBLE_FORCE_COLOR',
+    'FAILSAFE_ROLLBACK_RESULT', 'ANSIBLE_CALLBACK_WHITELIST',
+)
+
+# (CLIARGS key, flag, kind): options passed through to the child when set in the parent run.
+_PASS_THROUGH = (
+    ('remote_user', '--user', 'value'),
+    ('private_key_file', '--private-key', 'value'),
+    ('connection', '--connection', 'value'),
+    ('timeout', '--timeout', 'value'),
+    ('ssh_common_args', '--ssh-common-args', 'value'),
+    ('ssh_extra_args', '--ssh-extra-args', 'value'),
+    ('sftp_extra_args', '--sftp-extra-args', 'value'),
+    ('scp_extra_args', '--scp-extra-args', 'value'),
+    ('connection_password_file', '--connection-password-file', 'value'),
+    ('become', '--become', 'flag'),
+    ('become_method', '--become-method', 'value'),
+    ('become_user', '--become-user', 'value'),
+    ('become_password_file', '--become-password-file', 'value'),
+    ('forks', '--forks', 'value'),
+    ('module_path', '--module-path', 'list'),
+    ('vault_ids', '--vault-id', 'list'),
+    ('vault_password_files', '--vault-password-file', 'list'),
+)
+# Interactive prompts cannot be answered by a child whose stdin is closed.
+INTERACTIVE_OPTIONS = ('ask_pass', 'become_ask_pass', 'ask_vault_pass')
+
+LaunchResult = collections.namedtuple(
+    'LaunchResult', ['rc', 'timed_out', 'interrupted', 'started', 'ended', 'duration', 'log_path', 'error'])
+
+
+def default_ansible_playbook(executable=None):
+    """The ``ansible-playbook`` beside the running Python (same venv), else the first on PATH."""
+    executable = executable or sys.executable
+    candidate = os.path.join(os.path.dirname(executable or ''), 'ansible-playbook')
+    if executable and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+        return candidate
+    return shutil.which('ansible-playbook') or 'ansible-playbook'
+
+
+def limit_pattern(hosts):
+    """``--limit`` value naming exactly ``hosts`` (comma-separated: safe for IPv6 names and ranges)."""
+    pattern = ','.join(hosts)
+    if len(hosts) == 1 and ':' in pattern:
+        pattern += ','
+    return pattern
+
+
+def _as_list(value):
+    if value is None or value == '' or value is False:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if v not in (None, '')]
+    return [value]
+
+
+def config_defaults():
+    """CLIARGS values that only repeat the configuration: the child reads the same configuration itself, so
+    these are not passed on (keeps the command short and honest about what the operator chose)."""
+    from ansible import constants as C
+    names = {
+        'remote_user': 'DEFAULT_REMOTE_USER', 'private_key_file': 'DEFAULT_PRIVATE_KEY_FILE',
+        'connection': 'DEFAULT_TRANSPORT', 'become': 'DEFAULT_BECOME', 'become_method': 'DEFAULT_BECOME_METHOD',
+        'forks': 'DEFAULT_FORKS', 'connection_password_file': 'CONNECTION_PASSWORD_FILE',
+        'become_password_file': 'BECOME_PASSWORD_FILE',
+    }
+    out = {}
+    for key, setting in names.items():
+        try:
+            out[key] = C.config.get_config_value(setting)
+        except Exception:  # pylint: disable=broad-except
+            continue
+    return out
+
+
+def build_command(ansible_playbook, playbook, cliargs, hosts, vars_file, defaults=None):
+    """The child's argv. ``cliargs`` is ``ansible.context.CLIARGS`` (or any mapping with the same keys);
+    options whose value equals ``defaults[key]`` (the configured default) are left to the configuration."""
+    if not hosts:
+        raise ValueError('no host to roll back')
+    cliargs = cliargs or {}
+    defaults = defaults or {}
+    cmd = [ansible_playbook, playbook]
+    for source in _as_list(cliargs.get('inventory')):
+        cmd += ['--inventory', str(source)]
+    cmd += ['--limit', limit_pattern(list(hosts))]
+    for key, flag, kind in _PASS_THROUGH:
+        value = cliargs.get(key)
+        if key in defaults and value == defaults[key]:
+            continue
+        if kind == 'flag':
+            if value:
+                cmd.append(flag)
+        elif kind == 'list':
+            for item in _as_list(value):
+                cmd += [flag, str(item)]
+        elif value not in (None, '', False):
+            cmd += [flag, str(value)]
+    verbosity = cliargs.get('verbosity') or 0
+    if isinstance(verbosity, int) and verbosity > 0:
+        cmd.append('-' + 'v' * min(verbosity, 6))
+    for extra in _as_list(cliargs.get('extra_vars')):
+        cmd += ['--extra-vars', str(extra)]
+    # Our own vars come last: they win over anything passed through.
+    cmd += ['--extra-vars', '@' + vars_file]
+    return cmd
+
+
+def shown_command(cmd):
+    """The command for reports and logs: pass-through extra vars are hidden (they may hold secrets)."""
+    shown = []
+    hide_next = False
+    vars_files = [c for c in cmd if isinstance(c, str) and c.startswith('@')]
+    own = vars_files[-1] if vars_files else None
+    for part in cmd:
+        if hide_next:
+            shown.append(part if part == own else '<extra vars>')
+            hide_next = False
+            continue
+        if part in ('--extra-vars', '-e', '--connection-password-file', '--become-password-file',
+                    '--vault-password-file'):
+            hide_next = part in ('--extra-vars', '-e')
+        shown.append(part)
+    return shown
+
+
+def interactive_options(cliargs):
+    """Names of interactive prompt options used by the parent (the child cannot answer them)."""
+    return [key for key in INTERACTIVE_OPTIONS if (cliargs or {}).get(key)]
+
+
+def build_env(base_env, result_path, callbacks_enabled=None):
+    """Environment of the child: recursion flag, result path, our callback enabled, scrubbed of runner/AWX keys."""
+    env = dict(base_env)
+    for key in SCRUBBED_ENV:
+        env.pop(key, None)
+    env[CHILD_ENV] = '1'
+    env[RESULT_ENV] = result_path
+    env['ANSIBLE_NOCOLOR'] = '1'
+    env['PYTHONUNBUFFERED'] = '1'
+    env['ANSIBLE_RETRY_FILES_ENABLED'] = 'False'
+    enabled = []
+    for name in list(callbacks_enabled or []) + [CALLBACK_FQCN]:
+        name = str(name).strip()
+        if name and name not in enabled:
+            enabled.append(name)
+    env['ANSIBLE_CALLBACKS_ENABLED'] = ','.join(enabled)
+    return env
+
+
+def write_rollback_vars(path, run_id, hosts, incident_id):
+    """The ``-e @file`` of the child: failsafe_rollback_run_id, failsafe_rollback_hosts, failsafe_rollback_incident."""
+    data = {
+        'failsafe_rollback_run_id': run_id,
+        'failsafe_rollback_hosts': hosts,
+        'failsafe_rollback_incident': incident_id,
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = path + '.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return data
+
+
+def _pump(stream, lines):
+    try:
+        for raw in iter(stream.readline, b''):
+            lines.put(raw)
+    except (OSError, ValueError):
+        pass
+    finally:
+        lines.put(None)
+
+
+def _kill_group(proc, grace=5.0):
+    """SIGTERM the child's process group, then SIGKILL after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                proc.send_signal(sig)
+            except (ProcessLookupError, OSError):
+                pass
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(cmd, env, log_path, timeout, echo=None, cwd=None, redact=None, header=None):
+    """Run the child with stdin closed, stdout+stderr to ``log_path`` and to ``echo(line)``.
+
+    Kills the whole process group after ``timeout`` seconds. Never raises: failures to start are in ``error``.
+    """
+    started = time.time()
+    redact = redact or (lambda text: text)
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.fdopen(fd, 'w', encoding='utf-8')
+    rc = None
+    timed_out = False
+    interrupted = False
+    error = None
+    try:
+        if header:
+            log.write(redact(header).rstrip('\n') + '\n')
+            log.flush()
+        try:
+            proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        except (OSError, ValueError) as exc:
+            error = 'could not start %s: %s' % (cmd[0], exc)
+            log.write(error + '\n')
+            return LaunchResult(None, False, False, started, time.time(), round(time.time() - started, 3),
+                                log_path, error)
+        lines = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        deadline = started + float(timeout)
+        eof = False
+        try:
+            while True:
+                remaining = deadline - time.time()
+                if remaining <= 0:
+                    timed_out = True
+                    error = 'rollback playbook did not finish within %s s: killed' % timeout
+                    _kill_group(proc)
+                    break
+                try:
+                    raw = lines.get(timeout=min(0.2, remaining))
+                except queue.Empty:
+                    if eof and proc.poll() is not None:
+                        break
+                    continue
+                if raw is None:
+                    eof = True
+                    if proc.poll() is not None:
+                        break
+                    continue
+                text = redact(raw.decode('utf-8', 'replace').rstrip('\n'))
+                log.write(text + '\n')
+                log.flush()
+                if echo is not None:
+                    try:
+                        echo(text)
+                    except Exception:  # pylint: disable=broad-except
+                        pass
+        except KeyboardInterrupt:
+            interrupted = True
+            error = 'interrupted while the rollback playbook ran: killed'
+            _kill_group(proc, grace=2.0)
+        try:
+            rc = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc, grace=2.0)
+            rc = proc.poll()
+        # Drain what the reader still holds (bounded).
+        reader.join(timeout=1.0)
+        while True:
+            try:
+                raw = lines.get_nowait()
+            except queue.Empty:
+                break
+            if raw is not None:
+                log.write(redact(raw.decode('utf-8', 'replace').rstrip('\n')) + '\n')
+        ended = time.time()
+        if error:
+            log.write('failsafe: %s\n' % error)
+        log.write('failsafe: rollback playbook exit code %s after %.2f s\n' % (rc, ended - started))
+        return LaunchResult(rc, timed_out, interrupted, started, ended, round(ended - started, 3), log_path, error)
+    finally:
+        try:
+            log.flush()
+            os.fsync(log.fileno())
+        except OSError:
+            pass
+        log.close()
+
+
+def read_child_result(path):
+    """The child's result file as a dict, or None when it is missing or unreadable."""
+    try:
+        with open(path, 'r', encoding='utf-8') as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class ChildReport:
+    """Child mode of the callback: per-host outcome of the rollback run and what each host restored."""
+
+    def __init__(self, redactor=None):
+        self._redact = redactor.data if redactor is not None else (lambda data: data)
+        self.hosts = {}
+        self.started = time.time()
+
+    def _host(self, host):
+        return self.hosts.setdefault(host, {'status': 'ok', 'failsafe_rollback': [], 'failed_tasks': []})
+
+    def on_result(self, host, result, status, task_name=None, message=None):
+        """Record one result; ``status`` is ok/failed/unreachable/skipped."""
+        entry = self._host(host)
+        for value in _rollback_values(result):
+            entry['failsafe_rollback'].append(self._redact(value))
+        if status in ('failed', 'unreachable'):
+            entry['failed_tasks'].append({'task': task_name, 'status': status, 'message': message})
+            if entry['status'] != 'unreachable':
+                entry['status'] = status
+
+    def finish(self, stats=None):
+        """Final per-host statuses from the play recap (failures/dark), merged with what the events said."""
+        if stats is not None:
+            for host in list(getattr(stats, 'processed', {}) or {}):
+                entry = self._host(host)
+                if (getattr(stats, 'dark', {}) or {}).get(host):
+                    entry['status'] = 'unreachable'
+                elif (getattr(stats, 'failures', {}) or {}).get(host):
+                    entry['status'] = 'failed'
+                elif entry['status'] == 'failed' and (getattr(stats, 'rescued', {}) or {}).get(host):
+                    entry['status'] = 'ok'
+            summary = {}
+            for host in getattr(stats, 'processed', {}) or {}:
+                try:
+                    summary[host] = stats.summarize(host)
+                except Exception:  # pylint: disable=broad-except
+                    pass
+        else:
+            summary = None
+        return {'hosts': self.hosts, 'stats': summary, 'started': self.started, 'finished': time.time()}
+
+
+def _rollback_values(result):
+    if not isinstance(result, dict):
+        return []
+    values = []
+    if 'failsafe_rollback' in result:
+        values.append(result['failsafe_rollback'])
+    for item in result.get('results') or ():
+        if isinstance(item, dict) and 'failsafe_rollback' in item:
+            values.append(item['failsafe_rollback'])
+    return values
+
+
+def merge_child_hosts(scope, child):
+    """Per-host rollback outcome for the parent: every scoped host gets a status; one missing from the child's
+    result is ``no_result`` (never assumed ok). ``restored`` merges the host's ``failsafe_rollback`` dicts;
+    ``verified`` is their last ``verified`` value, if any."""
+    child_hosts = (child or {}).get('hosts') or {}
+    out = {}
+    for host in scope:
+        info = child_hosts.get(host)
+        if info is None:
+            out[host] = {'status': 'no_result', 'restored': None, 'verified': None, 'failed_tasks': []}
+            continue
+        restored = {}
+        verified = None
+        extra = []
+        for value in info.get('failsafe_rollback') or []:
+            if isinstance(value, dict):
+                restored.update(value)
+                if 'verified' in value:
+                    verified = value.get('verified')
+            else:
+                extra.append(value)
+        if extra:
+            restored['values'] = extra
+        out[host] = {'status': info.get('status') or 'no_result', 'restored': restored or None,
+                     'verified': verified, 'failed_tasks': info.get('failed_tasks') or []}
+    return out

@@ -1,0 +1,900 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A fleet of real SSH hosts built from Linux namespaces, for behaviour tests and molecule.
+
+Each host is a network namespace with a veth into a bridge in the root namespace and its own address in a private
+/24. Inside it, ``unshare --mount --pid --uts --fork --mount-proc --propagation private`` gives the host its own
+process table, hostname and mounts: per-host folders are bound at /srv, /run, /var/lib/failsafe-deploy, /tmp and /root,
+then ``/usr/sbin/sshd -D -e`` runs as PID 1 of the host. Everything else (/etc, /usr, /opt) is shared with the
+machine. Needs root.
+
+    with Fleet(3) as fleet:
+        subprocess.run(['ansible', '-i', fleet.inventory_path, 'all', '-m', 'ansible.builtin.ping'], env=...)
+        fleet.crash('fsd-h2')
+
+Traffic stays between the root namespace and these hosts: the bridge has no uplink, nothing is forwarded and the
+hosts have no default route.
+"""
+
+import atexit
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import zlib
+
+DEFAULT_NAME = os.environ.get('FAILSAFE_FLEET_NAME', 'fsd')
+SUBNET_ENV = 'FAILSAFE_FLEET_SUBNET'
+DEFAULT_SUBNET = '10.213.0.0/24'
+REGISTRY_DIR = os.environ.get('FAILSAFE_FLEET_REGISTRY', '/run/failsafe-fleet-registry')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PREREQS_SCRIPT = os.path.join(ROOT, 'scripts', 'fleet-prereqs.sh')
+
+# In-host mount point -> folder name under <base_dir>/hosts/<host>/. Everything else is shared with the machine.
+HOST_MOUNTS = (
+    ('/srv', 'srv'),
+    ('/var/lib/failsafe-deploy', 'state'),
+    ('/run', 'run'),
+    ('/tmp', 'tmp'),
+    ('/root', 'root'),  # its own home: the machine's root .bashrc (pyenv init) costs 0.4 s per ssh command
+)
+# Wiped by restart(), like the tmpfs of a rebooted machine.
+VOLATILE = ('run', 'tmp')
+STAGING = '/mnt'  # where the host's folder is bound first, so base_dir may live under /tmp, /run or /srv
+HOST_PYTHON = '/usr/bin/python3'
+SSHD = '/usr/sbin/sshd'
+REQUIRED_TOOLS = (SSHD, '/usr/bin/ssh', '/usr/bin/ssh-keygen', '/usr/sbin/ip', '/usr/bin/unshare',
+                  '/usr/bin/nsenter', HOST_PYTHON)
+# Reached from inside the hosts only: remote_tmp and async_dir under the host's own /srv.
+REMOTE_TMP = '/srv/.ansible/tmp'
+ASYNC_DIR = '/srv/.ansible/async'
+SSH_OPTIONS = (
+    ('StrictHostKeyChecking', 'no'),
+    ('UserKnownHostsFile', '/dev/null'),
+    ('ConnectTimeout', '3'),
+    ('ServerAliveInterval', '1'),
+    ('ServerAliveCountMax', '3'),
+    ('IdentitiesOnly', 'yes'),
+    ('BatchMode', 'yes'),
+    ('LogLevel', 'ERROR'),
+)
+HOST_ENV = {
+    'PATH': '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    'HOME': '/root',
+    'LANG': 'C.UTF-8',
+    'TERM': 'dumb',
+}
+NAME_RE = re.compile(r'^[a-z][a-z0-9]{0,7}$')
+FIRST_HOST_OCTET = 10  # host i (1-based) gets <subnet>.(10 + i); .1 is the bridge in the root namespace
+MAX_UNIX_SOCKET = 100  # sun_path is 108 bytes; ssh adds a 17-character suffix while it binds
+
+
+class FleetError(RuntimeError):
+    """The fleet could not be built, reached or torn down."""
+
+
+def default_subnet(name):
+    """The /24 a fleet of this name uses unless told otherwise.
+
+    The default fleet takes ``FAILSAFE_FLEET_SUBNET`` or 10.213.0.0/24; any other name gets a /24 of 10.213.0.0/16
+    derived from the name, so differently named fleets can exist side by side.
+    """
+    if name == DEFAULT_NAME:
+        return os.environ.get(SUBNET_ENV, DEFAULT_SUBNET)
+    return '10.213.%d.0/24' % (zlib.crc32(name.encode()) % 254 + 1)
+
+
+def resource_names(name):
+    """Regexes that match the network resources of fleets whose name starts with ``name``."""
+    prefix = re.escape(name) + r'[a-z0-9]*'
+    return {
+        'netns': re.compile(r'^%s-h\d+$' % prefix),
+        'link': re.compile(r'^%s-(v\d+|br)$' % prefix),
+    }
+
+
+def missing_prereqs():
+    return [path for path in REQUIRED_TOOLS if not os.access(path, os.X_OK)]
+
+
+def ensure_prereqs():
+    """Install sshd, iproute2 and friends with scripts/fleet-prereqs.sh when any is missing (quick when present)."""
+    if missing_prereqs():
+        subprocess.run(['bash', PREREQS_SCRIPT], check=True, stdin=subprocess.DEVNULL)
+    missing = missing_prereqs()
+    if missing:
+        raise FleetError('fleet prerequisites missing after install: %s' % ', '.join(missing))
+
+
+def _run(argv, check=True, **kwargs):
+    kwargs.setdefault('stdin', subprocess.DEVNULL)
+    kwargs.setdefault('capture_output', True)
+    kwargs.setdefault('text', True)
+    result = subprocess.run(argv, check=False, **kwargs)
+    if check and result.returncode != 0:
+        raise FleetError('%s failed (rc=%d): %s' % (shlex.join(argv), result.returncode, (result.stderr or '').strip()))
+    return result
+
+
+def _ip(*args, check=True):
+    return _run(['ip'] + list(args), check=check)
+
+
+def _pid_alive(pid):
+    if not pid:
+        return False
+    try:
+        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as stat:
+            state = stat.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ('Z', 'X')
+
+
+def _kill(pid, sig=signal.SIGKILL):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_gone(pids, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_pid_alive(p) for p in pids):
+            return True
+        time.sleep(0.01)
+    return not any(_pid_alive(p) for p in pids)
+
+
+def _children(pid):
+    try:
+        with open('/proc/%d/task/%d/children' % (pid, pid), encoding='ascii') as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as handle:
+            return handle.read().replace(b'\0', b' ').decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
+def _all_pids():
+    return [int(p) for p in os.listdir('/proc') if p.isdigit()]
+
+
+def _netns_list():
+    out = _ip('netns', 'list', check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _netns_pids(netns):
+    out = _ip('netns', 'pids', netns, check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def _links():
+    out = _ip('-o', 'link', 'show', check=False).stdout
+    names = []
+    for line in out.splitlines():
+        parts = line.split(':', 2)
+        if len(parts) > 1:
+            names.append(parts[1].strip().split('@')[0])
+    return names
+
+
+def _ssh_options_argv():
+    argv = []
+    for key, value in SSH_OPTIONS:
+        argv += ['-o', '%s=%s' % (key, value)]
+    return argv
+
+
+def _write(path, text, mode=0o644):
+    tmp = path + '.tmp'
+    with open(tmp, 'w', encoding='utf-8') as handle:
+        handle.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+class Host:
+    """One namespace host: its name (also its hostname and inventory name), address and network resources."""
+
+    def __init__(self, fleet_name, index, address):
+        self.index = index
+        self.name = '%s-h%d' % (fleet_name, index)
+        self.address = str(address)
+        self.netns = self.name
+        self.veth = '%s-v%d' % (fleet_name, index)
+        self.pid = None          # PID 1 of the host, as seen from the root namespace
+        self.launcher_pid = None  # the `unshare` process in the root pid namespace that waits for it
+
+    def to_dict(self):
+        return {'name': self.name, 'index': self.index, 'address': self.address, 'netns': self.netns,
+                'veth': self.veth, 'pid': self.pid, 'launcher_pid': self.launcher_pid}
+
+    def __repr__(self):
+        return 'Host(%s, %s, pid=%s)' % (self.name, self.address, self.pid)
+
+
+class Fleet:
+    """N SSH hosts in network namespaces. See the module docstring and tests/fleet/README.md."""
+
+    def __init__(self, n=3, name=None, subnet=None, base_dir=None, user='root', keep_dir=False,
+                 cleanup_at_exit=True):
+        name = name or DEFAULT_NAME
+        if not NAME_RE.match(name):
+            raise ValueError('fleet name %r must match %s (it prefixes interface names)' % (name, NAME_RE.pattern))
+        self.name = name
+        self.subnet = ipaddress.ip_network(subnet or default_subnet(name))
+        if self.subnet.version != 4 or self.subnet.prefixlen != 24 or not self.subnet.is_private:
+            raise ValueError('fleet subnet %s must be a private IPv4 /24' % self.subnet)
+        if not 1 <= n <= 254 - FIRST_HOST_OCTET:
+            raise ValueError('a fleet has 1 to %d hosts, not %d' % (254 - FIRST_HOST_OCTET, n))
+        self.n = n
+        self.user = user
+        self.keep_dir = keep_dir
+        self.cleanup_at_exit = cleanup_at_exit
+        self.bridge = '%s-br' % name
+        self.gateway = str(self.subnet.network_address + 1)
+        self.hosts = [Host(name, i, self.subnet.network_address + FIRST_HOST_OCTET + i) for i in range(1, n + 1)]
+        self._created_base_dir = base_dir is None or not os.path.exists(base_dir)
+        self.base_dir = os.path.abspath(base_dir) if base_dir else None
+        self.cp_dir = None
+        self._procs = {}
+        self._owner_pid = os.getpid()
+        self._atexit = False
+        self.started = False
+
+    # ----------------------------------------------------------------------------------------------------- paths
+    @property
+    def key_path(self):
+        return os.path.join(self.base_dir, 'id_ed25519')
+
+    @property
+    def inventory_path(self):
+        return os.path.join(self.base_dir, 'inventory.ini')
+
+    @property
+    def ansible_cfg_path(self):
+        return os.path.join(self.base_dir, 'ansible.cfg')
+
+    @property
+    def ssh_config_path(self):
+        return os.path.join(self.base_dir, 'ssh_config')
+
+    @property
+    def state_path(self):
+        return os.path.join(self.base_dir, 'state.json')
+
+    def host(self, host):
+        """The Host for a name, an index (1-based) or a Host."""
+        if isinstance(host, Host):
+            return host
+        for candidate in self.hosts:
+            if host in (candidate.name, candidate.index, candidate.address):
+                return candidate
+        raise KeyError('no host %r in fleet %s' % (host, self.name))
+
+    def __getitem__(self, host):
+        return self.host(host)
+
+    def __iter__(self):
+        return iter(self.hosts)
+
+    def __len__(self):
+        return len(self.hosts)
+
+    @property
+    def names(self):
+        return [h.name for h in self.hosts]
+
+    def host_dir(self, host):
+        return os.path.join(self.base_dir, 'hosts', self.host(host).name)
+
+    def host_path(self, host, path):
+        """The root-namespace path that backs ``path`` on the host (for /srv, /run, /tmp, the state dir).
+
+        Paths outside those mounts are shared with the machine and come back unchanged.
+        """
+        if not os.path.isabs(path):
+            raise ValueError('host_path needs an absolute path, not %r' % path)
+        path = os.path.normpath(path)
+        for mount, folder in HOST_MOUNTS:
+            if path == mount or path.startswith(mount + '/'):
+                backing = os.path.join(self.host_dir(host), folder)
+                return backing if path == mount else os.path.join(backing, os.path.relpath(path, mount))
+        return path
+
+    def _sshd_dir_in_host(self):
+        return '/run/failsafe-fleet/%s' % self.name
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    def __enter__(self):
+        if not self.started:
+            self.up()
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+        return False
+
+    def up(self, timeout=15.0):
+        """Build the bridge, the hosts and their sshd; return once every host answers SSH. Returns self."""
+        if os.geteuid() != 0:
+            raise FleetError('the namespace fleet needs root')
+        missing = missing_prereqs()
+        if missing:
+            raise FleetError('missing %s: run scripts/fleet-prereqs.sh' % ', '.join(missing))
+        self._reclaim_stale()
+        self._check_free()
+        if self.base_dir is None:
+            self.base_dir = tempfile.mkdtemp(prefix='fleet-%s-' % self.name)
+        os.makedirs(self.base_dir, exist_ok=True)
+        self.started = True
+        self._register()
+        if self.cleanup_at_exit and not self._atexit:
+            atexit.register(self._down_at_exit)
+            self._atexit = True
+        try:
+            self._make_files()
+            self._make_network()
+            for host in self.hosts:
+                self._start(host)
+            self._save_state()
+            self.wait_ssh(timeout=timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self):
+        """Tear everything down: processes, netns, veths, bridge, ssh control masters, registry entry, folders.
+
+        Safe to call any number of times, and on a fleet that was only partly built.
+        """
+        pids = []
+        for host in self.hosts:
+            pids += self._kill_host(host, wait=False)
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        self._procs.clear()
+        _wait_gone(pids)
+        existing_links = set(_links())
+        existing_ns = set(_netns_list())
+        for host in self.hosts:
+            if host.veth in existing_links:
+                _ip('link', 'del', host.veth, check=False)
+            if host.netns in existing_ns:
+                _ip('netns', 'del', host.netns, check=False)
+            host.pid = host.launcher_pid = None
+        if self.bridge in existing_links:
+            _ip('link', 'del', self.bridge, check=False)
+        if self.cp_dir:
+            _kill_control_masters(self.cp_dir)
+            if self.base_dir and not self.cp_dir.startswith(self.base_dir + '/'):
+                shutil.rmtree(self.cp_dir, ignore_errors=True)
+        _unregister(self.name, self.base_dir)
+        if self.base_dir and os.path.isdir(self.base_dir):
+            if self.keep_dir:
+                self._save_state()
+            elif self._created_base_dir:
+                shutil.rmtree(self.base_dir, ignore_errors=True)
+            else:
+                for entry in ('hosts', 'cp', 'id_ed25519', 'id_ed25519.pub', 'inventory.ini', 'ansible.cfg',
+                              'ssh_config', 'env.sh', 'state.json'):
+                    target = os.path.join(self.base_dir, entry)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target, ignore_errors=True)
+                    elif os.path.lexists(target):
+                        os.unlink(target)
+        self.started = False
+
+    def _down_at_exit(self):
+        if os.getpid() == self._owner_pid and self.started and self.cleanup_at_exit:
+            self.down()
+
+    # ---------------------------------------------------------------------------------------------- controls
+    def crash(self, host):
+        """Kill every process of the host at once (its sshd is PID 1 of the host's pid namespace)."""
+        host = self.host(host)
+        pids = self._kill_host(host, wait=True)
+        if any(_pid_alive(p) for p in pids):
+            raise FleetError('processes of %s survived SIGKILL: %s' % (host.name, pids))
+        self._save_state()
+
+    def cut(self, host):
+        """Cut the host's network: its veth goes down, packets to and from it vanish (no RST, no ICMP)."""
+        _ip('link', 'set', self.host(host).veth, 'down')
+
+    def restore_network(self, host):
+        _ip('link', 'set', self.host(host).veth, 'up')
+
+    def restart(self, host, wait=True, wipe_volatile=True):
+        """Boot the host again after a crash (or crash and boot it if it is running).
+
+        /srv and /var/lib/failsafe-deploy keep their content; /run and /tmp start empty, as after a reboot,
+        unless ``wipe_volatile`` is false.
+        """
+        host = self.host(host)
+        if self.is_running(host):
+            self.crash(host)
+        if wipe_volatile:
+            for folder in VOLATILE:
+                path = os.path.join(self.host_dir(host), folder)
+                shutil.rmtree(path, ignore_errors=True)
+                os.makedirs(path)
+            os.chmod(os.path.join(self.host_dir(host), 'tmp'), 0o1777)
+        self._start(host)
+        self._save_state()
+        if wait:
+            self.wait_ssh(host)
+
+    def is_running(self, host):
+        host = self.host(host)
+        return bool(host.pid) and _pid_alive(host.pid) and _is_fleet_sshd(host.pid, self.name)
+
+    def nsenter_argv(self, host):
+        host = self.host(host)
+        if not host.pid or not _pid_alive(host.pid):
+            raise FleetError('host %s is not running' % host.name)
+        return ['nsenter', '--target', str(host.pid), '--mount', '--uts', '--net', '--pid', '--']
+
+    def run(self, host, argv, check=False, env=None, **kwargs):
+        """Run argv inside the host's namespaces (mount, uts, net, pid); returns the CompletedProcess.
+
+        Output is captured as text unless told otherwise; the environment is a clean root one, not the caller's.
+        """
+        if isinstance(argv, str):
+            argv = ['/bin/sh', '-c', argv]
+        kwargs.setdefault('capture_output', True)
+        kwargs.setdefault('text', True)
+        kwargs.setdefault('stdin', subprocess.DEVNULL)
+        kwargs.setdefault('cwd', '/')
+        full_env = dict(HOST_ENV)
+        full_env.update(env or {})
+        return subprocess.run(self.nsenter_argv(host) + list(argv), check=check, env=full_env, **kwargs)
+
+    def ssh_argv(self, host):
+        """argv prefix for a real ssh login to the host (append the remote command)."""
+        host = self.host(host)
+        return ['ssh', '-F', '/dev/null', '-i', self.key_path, '-p', '22'] + _ssh_options_argv() + \
+            ['%s@%s' % (self.user, host.address)]
+
+    def ssh(self, host, command, **kwargs):
+        kwargs.setdefault('capture_output', True)
+        kwargs.setdefault('text', True)
+        kwargs.setdefault('stdin', subprocess.DEVNULL)
+        kwargs.setdefault('timeout', 30)
+        return subprocess.run(self.ssh_argv(host) + [command], check=False, **kwargs)
+
+    def reachable(self, host, timeout=5):
+        """True when a real ssh login to the host runs a command."""
+        try:
+            return self.ssh(host, 'true', timeout=timeout).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def wait_ssh(self, host=None, timeout=15.0):
+        """Wait until the host (or every host) greets with an SSH banner; raise FleetError on timeout."""
+        pending = [self.host(host)] if host is not None else list(self.hosts)
+        deadline = time.monotonic() + timeout
+        while pending:
+            pending = [h for h in pending if not _ssh_banner(h.address, 22)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise FleetError('no SSH banner from %s within %.0f s (see %s)' % (
+                    ', '.join(h.name for h in pending), timeout,
+                    ', '.join(os.path.join(self.host_dir(h), 'sshd.log') for h in pending)))
+            for h in pending:
+                if h.launcher_pid and not _pid_alive(h.launcher_pid) and not self.is_running(h):
+                    log = os.path.join(self.host_dir(h), 'sshd.log')
+                    raise FleetError('host %s died while starting: %s' % (h.name, _tail(log)))
+            time.sleep(0.02)
+
+    # -------------------------------------------------------------------------------------------- ansible glue
+    def env(self):
+        """Environment variables that point ansible at this fleet's control sockets (merge into os.environ)."""
+        return {
+            'ANSIBLE_SSH_CONTROL_PATH_DIR': self.cp_dir,
+            'ANSIBLE_HOST_KEY_CHECKING': 'False',
+        }
+
+    def molecule_instances(self):
+        """The instance config molecule's `default` driver expects from create.yml (a real list of dicts)."""
+        return [{'instance': h.name, 'address': h.address, 'user': self.user, 'port': 22,
+                 'identity_file': self.key_path} for h in self.hosts]
+
+    def inventory_text(self):
+        common = ' '.join('-o %s=%s' % kv for kv in SSH_OPTIONS)
+        lines = ['# Namespace test fleet %r (tests/fleet); generated, removed by `python -m tests.fleet down`.'
+                 % self.name, '[%s]' % self.name]
+        lines += ['%s ansible_host=%s' % (h.name, h.address) for h in self.hosts]
+        lines += [
+            '', '[%s:vars]' % self.name,
+            'ansible_user=%s' % self.user,
+            'ansible_port=22',
+            'ansible_ssh_private_key_file=%s' % self.key_path,
+            'ansible_python_interpreter=%s' % HOST_PYTHON,
+            "ansible_ssh_common_args='%s'" % common,
+            'ansible_ssh_timeout=5',
+            'ansible_control_path_dir=%s' % self.cp_dir,
+            'ansible_remote_tmp=%s' % REMOTE_TMP,
+            'ansible_async_dir=%s' % ASYNC_DIR,
+            '',
+        ]
+        return '\n'.join(lines)
+
+    # -------------------------------------------------------------------------------------------- internals
+    def _check_free(self):
+        clash_ns = [h.netns for h in self.hosts if h.netns in set(_netns_list())]
+        links = set(_links())
+        clash_links = [n for n in [self.bridge] + [h.veth for h in self.hosts] if n in links]
+        if clash_ns or clash_links:
+            raise FleetError('fleet %r already exists here (%s); tear it down with `python -m tests.fleet down '
+                             '--all --prefix %s` or choose another name' % (self.name, ', '.join(clash_ns + clash_links),
+                                                                           self.name))
+        out = _ip('-4', '-o', 'addr', 'show', check=False).stdout
+        for line in out.splitlines():
+            match = re.search(r'inet (\S+)', line)
+            if match and ipaddress.ip_interface(match.group(1)).network.overlaps(self.subnet):
+                raise FleetError('subnet %s overlaps %s on %s: pick another with %s or subnet=' % (
+                    self.subnet, match.group(1), line.split()[1], SUBNET_ENV))
+
+    def _reclaim_stale(self):
+        """Tear down a same-named fleet whose owning process died without cleaning up (not CLI fleets)."""
+        entry = _read_registry(self.name)
+        if entry and not entry.get('persistent') and not _owner_alive(entry):
+            down_all(prefix=self.name, exact=True)
+
+    def _register(self):
+        os.makedirs(REGISTRY_DIR, exist_ok=True)
+        _write(os.path.join(REGISTRY_DIR, self.name + '.json'), json.dumps({
+            'name': self.name, 'base_dir': self.base_dir, 'created_base_dir': self._created_base_dir,
+            'owner_pid': self._owner_pid, 'owner_start': _start_time(self._owner_pid),
+            'persistent': not self.cleanup_at_exit, 'subnet': str(self.subnet),
+        }))
+
+    def _make_files(self):
+        base = self.base_dir
+        cp_dir = os.path.join(base, 'cp')
+        if len(cp_dir) + 41 > MAX_UNIX_SOCKET:
+            cp_dir = tempfile.mkdtemp(prefix='fsdcp-')
+        os.makedirs(cp_dir, mode=0o700, exist_ok=True)
+        self.cp_dir = cp_dir
+        if not os.path.exists(self.key_path):
+            _run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'fleet-%s' % self.name, '-f', self.key_path])
+        with open(self.key_path + '.pub', encoding='ascii') as handle:
+            pubkey = handle.read()
+        os.makedirs(STAGING, exist_ok=True)
+        os.makedirs('/var/lib/failsafe-deploy', exist_ok=True)
+        for host in self.hosts:
+            hdir = self.host_dir(host)
+            for _mount, folder in HOST_MOUNTS:
+                os.makedirs(os.path.join(hdir, folder), exist_ok=True)
+            os.chmod(os.path.join(hdir, 'tmp'), 0o1777)
+            os.chmod(os.path.join(hdir, 'root'), 0o700)
+            for skel in ('.bashrc', '.profile'):
+                if os.path.isfile('/etc/skel/' + skel) and not os.path.exists(os.path.join(hdir, 'root', skel)):
+                    shutil.copy2('/etc/skel/' + skel, os.path.join(hdir, 'root', skel))
+            sshd = os.path.join(hdir, 'sshd')
+            os.makedirs(sshd, exist_ok=True)
+            if not os.path.exists(os.path.join(sshd, 'ssh_host_ed25519_key')):
+                _run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', host.name,
+                      '-f', os.path.join(sshd, 'ssh_host_ed25519_key')])
+            _write(os.path.join(sshd, 'authorized_keys'), pubkey, 0o600)
+            _write(os.path.join(sshd, 'sshd_config'), self._sshd_config(host), 0o600)
+        _write(self.inventory_path, self.inventory_text())
+        _write(self.ansible_cfg_path, '\n'.join([
+            '# ansible.cfg for the namespace test fleet %r: use as ANSIBLE_CONFIG or copy the settings.' % self.name,
+            '[defaults]',
+            'inventory = %s' % self.inventory_path,
+            'host_key_checking = False',
+            'forks = %d' % max(5, min(self.n, 50)),
+            '',
+            '[ssh_connection]',
+            '# Never a ControlPath in ssh_args: ansible passes it through literally and every host shares one socket.',
+            'control_path_dir = %s' % self.cp_dir,
+            'pipelining = True',
+            '',
+        ]))
+        ssh_lines = []
+        for host in self.hosts:
+            ssh_lines += ['Host %s' % host.name, '  HostName %s' % host.address]
+        ssh_lines += ['Host %s-h* %s' % (self.name, str(self.subnet.network_address).rsplit('.', 1)[0] + '.*'),
+                      '  User %s' % self.user, '  Port 22', '  IdentityFile %s' % self.key_path]
+        ssh_lines += ['  %s %s' % kv for kv in SSH_OPTIONS]
+        _write(self.ssh_config_path, '\n'.join(ssh_lines) + '\n')
+        _write(os.path.join(base, 'env.sh'), ''.join(
+            'export %s=%s\n' % (k, shlex.quote(v)) for k, v in self.env().items()))
+
+    def _sshd_config(self, host):
+        d = self._sshd_dir_in_host()
+        return '\n'.join([
+            '# sshd of namespace host %s (fleet %s)' % (host.name, self.name),
+            'ListenAddress %s' % host.address,
+            'Port 22',
+            'HostKey %s/ssh_host_ed25519_key' % d,
+            'PidFile none',
+            'UsePAM no',
+            'StrictModes no',
+            'PermitRootLogin yes',
+            'PubkeyAuthentication yes',
+            'AuthorizedKeysFile %s/authorized_keys' % d,
+            'PasswordAuthentication no',
+            'KbdInteractiveAuthentication no',
+            'UseDNS no',
+            'PrintMotd no',
+            'PrintLastLog no',
+            'AcceptEnv LANG LC_*',
+            'MaxStartups 200',
+            'MaxSessions 100',
+            'Subsystem sftp internal-sftp',
+            '',
+        ])
+
+    def _make_network(self):
+        _ip('link', 'add', 'name', self.bridge, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0')
+        _ip('addr', 'add', '%s/%d' % (self.gateway, self.subnet.prefixlen), 'dev', self.bridge)
+        _ip('link', 'set', self.bridge, 'up')
+        for host in self.hosts:
+            _ip('netns', 'add', host.netns)
+            _ip('link', 'add', host.veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', host.netns)
+            _ip('link', 'set', host.veth, 'master', self.bridge, 'up')
+            _ip('-n', host.netns, 'addr', 'add', '%s/%d' % (host.address, self.subnet.prefixlen), 'dev', 'eth0')
+            _ip('-n', host.netns, 'link', 'set', 'lo', 'up')
+            _ip('-n', host.netns, 'link', 'set', 'eth0', 'up')
+
+    def _start(self, host):
+        """Launch the host: mount namespace with its own folders, hostname, then sshd as PID 1."""
+        hdir = self.host_dir(host)
+        sshd_in_host = self._sshd_dir_in_host()
+        run_sshd = os.path.join(hdir, 'run', sshd_in_host[len('/run/'):])
+        os.makedirs(run_sshd, exist_ok=True)
+        for entry in ('ssh_host_ed25519_key', 'ssh_host_ed25519_key.pub', 'authorized_keys', 'sshd_config'):
+            shutil.copy2(os.path.join(hdir, 'sshd', entry), os.path.join(run_sshd, entry))
+        os.makedirs(os.path.join(hdir, 'run', 'sshd'), mode=0o755, exist_ok=True)
+        q = shlex.quote
+        script = ['set -e', 'mount --bind %s %s' % (q(hdir), STAGING)]
+        script += ['mount --bind %s/%s %s' % (STAGING, folder, mount) for mount, folder in HOST_MOUNTS]
+        script += ['umount -l %s' % STAGING, 'hostname %s' % q(host.name),
+                   'exec %s -D -e -f %s/sshd_config' % (SSHD, sshd_in_host)]
+        argv = ['ip', 'netns', 'exec', host.netns,
+                'unshare', '--mount', '--pid', '--uts', '--fork', '--mount-proc', '--propagation', 'private', '--',
+                '/bin/sh', '-c', '\n'.join(script)]
+        with open(os.path.join(hdir, 'sshd.log'), 'ab') as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,  # pylint: disable=consider-using-with
+                                    env=dict(HOST_ENV), cwd='/', start_new_session=True, close_fds=True)
+        self._procs[host.name] = proc
+        host.launcher_pid = proc.pid
+        host.pid = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            children = _children(proc.pid)
+            if children:
+                host.pid = children[0]
+                return
+            if proc.poll() is not None:
+                raise FleetError('host %s failed to start (rc=%s): %s' % (
+                    host.name, proc.returncode, _tail(os.path.join(hdir, 'sshd.log'))))
+            time.sleep(0.002)
+        raise FleetError('host %s: no PID 1 appeared under unshare pid %d' % (host.name, proc.pid))
+
+    def _kill_host(self, host, wait):
+        """SIGKILL the host's PID 1 (the kernel then kills its whole pid namespace) and anything in its netns."""
+        pids = []
+        if host.pid and _pid_alive(host.pid):
+            pids.append(host.pid)
+            _kill(host.pid)
+        if host.netns in _netns_list():
+            for pid in _netns_pids(host.netns):
+                if pid != os.getpid():
+                    pids.append(pid)
+                    _kill(pid)
+        if wait:
+            proc = self._procs.pop(host.name, None)
+            if proc is not None:
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            _wait_gone(pids + ([host.launcher_pid] if host.launcher_pid else []))
+            host.pid = host.launcher_pid = None
+        return pids
+
+    def _save_state(self):
+        if not self.base_dir or not os.path.isdir(self.base_dir):
+            return
+        _write(self.state_path, json.dumps({
+            'name': self.name, 'n': self.n, 'subnet': str(self.subnet), 'user': self.user,
+            'base_dir': self.base_dir, 'created_base_dir': self._created_base_dir, 'cp_dir': self.cp_dir,
+            'bridge': self.bridge, 'gateway': self.gateway, 'inventory': self.inventory_path,
+            'persistent': not self.cleanup_at_exit, 'hosts': [h.to_dict() for h in self.hosts],
+        }, indent=2) + '\n')
+
+    @classmethod
+    def load(cls, base_dir):
+        """The fleet described by ``<base_dir>/state.json`` (made by up()), e.g. one started by the CLI."""
+        with open(os.path.join(base_dir, 'state.json'), encoding='utf-8') as handle:
+            state = json.load(handle)
+        fleet = cls(state['n'], name=state['name'], subnet=state['subnet'], base_dir=state['base_dir'],
+                    user=state.get('user', 'root'), cleanup_at_exit=False)
+        fleet._created_base_dir = state.get('created_base_dir', False)
+        fleet.cp_dir = state.get('cp_dir')
+        fleet.started = True
+        for host, saved in zip(fleet.hosts, state['hosts']):
+            host.pid = saved.get('pid')
+            host.launcher_pid = saved.get('launcher_pid')
+            if host.pid and not _is_fleet_sshd(host.pid, fleet.name):
+                host.pid = None  # recycled pid: never signal a stranger
+        return fleet
+
+    def status(self):
+        """One dict per host: name, address, pid, running, network (up/down), ssh (banner seen)."""
+        links = _ip('-o', 'link', 'show', check=False).stdout
+        rows = []
+        for host in self.hosts:
+            line = next((ln for ln in links.splitlines() if ' %s@' % host.veth in ln or ' %s:' % host.veth in ln), '')
+            rows.append({'name': host.name, 'address': host.address, 'pid': host.pid,
+                         'running': self.is_running(host),
+                         'network': 'up' if ',UP' in line or '<UP' in line else ('down' if line else 'missing'),
+                         'ssh': _ssh_banner(host.address, 22, timeout=0.5)})
+        return rows
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+SSHD_CMD_RE = re.compile(r'%s -D -e -f /run/failsafe-fleet/([a-z0-9]+)/sshd_config' % re.escape(SSHD))
+
+
+def _is_fleet_sshd(pid, name):
+    """True when pid is the sshd of a host of fleet ``name`` (sshd rewrites its cmdline: search, don't match)."""
+    match = SSHD_CMD_RE.search(_cmdline(pid))
+    return bool(match) and match.group(1) == name
+
+
+def _ssh_banner(address, port, timeout=0.3):
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(64).startswith(b'SSH-')
+    except OSError:
+        return False
+
+
+def _tail(path, lines=10):
+    try:
+        with open(path, encoding='utf-8', errors='replace') as handle:
+            return ' | '.join(handle.read().splitlines()[-lines:])
+    except OSError:
+        return '(no log)'
+
+
+def _start_time(pid):
+    try:
+        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as stat:
+            return int(stat.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _owner_alive(entry):
+    pid = entry.get('owner_pid')
+    return bool(pid) and _pid_alive(pid) and _start_time(pid) == entry.get('owner_start')
+
+
+def _read_registry(name):
+    try:
+        with open(os.path.join(REGISTRY_DIR, name + '.json'), encoding='utf-8') as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _unregister(name, base_dir):
+    entry = _read_registry(name)
+    if entry is not None and entry.get('base_dir') in (base_dir, None):
+        try:
+            os.unlink(os.path.join(REGISTRY_DIR, name + '.json'))
+        except FileNotFoundError:
+            pass
+
+
+def _kill_control_masters(cp_dir):
+    """Stop ssh ControlPersist masters whose sockets live in cp_dir (their cmdline names the socket)."""
+    marker = cp_dir.rstrip('/') + '/'
+    pids = [p for p in _all_pids() if p != os.getpid() and marker in _cmdline(p) and _cmdline(p).startswith('ssh')]
+    for pid in pids:
+        _kill(pid, signal.SIGTERM)
+    _wait_gone(pids, timeout=2)
+
+
+def down_all(prefix=None, exact=False):
+    """Remove every fleet whose name starts with ``prefix`` (or is exactly it): leftovers of killed runs too.
+
+    Works from the registry and from the names of netns and links, so it also cleans fleets whose folders are gone.
+    Returns a list of what it removed.
+    """
+    prefix = prefix or DEFAULT_NAME
+    removed = []
+    if exact:
+        ns_re = re.compile(r'^%s-h\d+$' % re.escape(prefix))
+        link_re = re.compile(r'^%s-(v\d+|br)$' % re.escape(prefix))
+    else:
+        names = resource_names(prefix)
+        ns_re, link_re = names['netns'], names['link']
+    registry = []
+    if os.path.isdir(REGISTRY_DIR):
+        for entry in sorted(os.listdir(REGISTRY_DIR)):
+            fleet_name = entry[:-len('.json')] if entry.endswith('.json') else None
+            if fleet_name and (fleet_name == prefix or (not exact and fleet_name.startswith(prefix))):
+                registry.append(_read_registry(fleet_name) or {'name': fleet_name})
+    # processes: everything in a matching netns (PID 1 of each host takes its pid namespace with it)
+    pids = []
+    for netns in _netns_list():
+        if ns_re.match(netns):
+            for pid in _netns_pids(netns):
+                if pid != os.getpid():
+                    _kill(pid)
+                    pids.append(pid)
+    # sshd of hosts whose netns is already gone
+    for pid in _all_pids():
+        cmd = _cmdline(pid)
+        match = SSHD_CMD_RE.search(cmd)
+        if match and (match.group(1) == prefix or (not exact and match.group(1).startswith(prefix))):
+            _kill(pid)
+            pids.append(pid)
+    _wait_gone(pids)
+    if pids:
+        removed.append('%d processes' % len(pids))
+    for entry in registry:
+        state_path = os.path.join(entry.get('base_dir') or '/nonexistent', 'state.json')
+        cp_dir = None
+        try:
+            with open(state_path, encoding='utf-8') as handle:
+                cp_dir = json.load(handle).get('cp_dir')
+        except (OSError, ValueError):
+            pass
+        if cp_dir:
+            _kill_control_masters(cp_dir)
+            if not cp_dir.startswith((entry.get('base_dir') or '/nonexistent') + '/'):
+                shutil.rmtree(cp_dir, ignore_errors=True)
+    for link in _links():
+        if link_re.match(link) and not link.endswith('-br'):
+            _ip('link', 'del', link, check=False)
+            removed.append('link ' + link)
+    for netns in _netns_list():
+        if ns_re.match(netns):
+            _ip('netns', 'del', netns, check=False)
+            removed.append('netns ' + netns)
+    for link in _links():
+        if link_re.match(link):
+            _ip('link', 'del', link, check=False)
+            removed.append('link ' + link)
+    for entry in registry:
+        base_dir = entry.get('base_dir')
+        if base_dir and entry.get('created_base_dir') and os.path.isfile(os.path.join(base_dir, 'state.json')):
+            shutil.rmtree(base_dir, ignore_errors=True)
+            removed.append('dir ' + base_dir)
+        try:
+            os.unlink(os.path.join(REGISTRY_DIR, entry['name'] + '.json'))
+        except FileNotFoundError:
+            pass
+    return removed

@@ -58,6 +58,10 @@ class JournalError(Exception):
         self.details = details
 
 
+def _no_warn(msg):
+    pass
+
+
 def iso(t):
     if t is None:
         return None
@@ -226,11 +230,14 @@ class DeployState:
         return records[-count:] if count else records
 
     def append_history(self, record):
-        """Append one closed transaction, unless the tail already holds it (a re-run after a crash)."""
+        """Append one closed transaction, unless its latest record there already has this status (a retry after a
+        crash between the history append and the journal update)."""
+        latest = None
         for old in self.history_tail(50):
-            if old.get('txid') == record.get('txid') and old.get('status') == record.get('status') \
-                    and old.get('closed') == record.get('closed'):
-                return False
+            if old.get('txid') == record.get('txid'):
+                latest = old
+        if latest is not None and latest.get('status') == record.get('status'):
+            return False
         self._ensure_dir()
         line = json.dumps(record, sort_keys=True, separators=(',', ':'), ensure_ascii=False) + '\n'
         created = not os.path.exists(self.history_path)
@@ -278,7 +285,8 @@ def ensure_locked(ds, run_id, owner, controller=None, pid=None, ttl=1800, force=
                   warn=None, _retry=True):
     if ttl is None or ttl <= 0:
         raise JournalError('ttl must be a positive number of seconds, not %r' % (ttl,), ttl=ttl)
-    warn = warn or (lambda msg: None)
+    if warn is None:
+        warn = _no_warn
     t = time.time()
     lock = ds.read_lock()
     new = {'owner': owner, 'controller': controller, 'pid': pid, 'run_id': run_id, 'ttl': ttl,
@@ -322,7 +330,8 @@ def ensure_locked(ds, run_id, owner, controller=None, pid=None, ttl=1800, force=
 
 
 def ensure_unlocked(ds, run_id=None, force=False, check_mode=False, warn=None):
-    warn = warn or (lambda msg: None)
+    if warn is None:
+        warn = _no_warn
     lock = ds.read_lock()
     result = {'changed': False, 'lock': None, 'previous_holder': holder(lock)}
     if lock is None:
@@ -357,7 +366,8 @@ def _planned(ds, result, journal, lock):
 
 def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, snapshots=None, data=None,
                 owner=None, controller=None, pid=None, force=False, check_mode=False, warn=None):
-    warn = warn or (lambda msg: None)
+    if warn is None:
+        warn = _no_warn
     t = time.time()
     journal = ds.read_journal()
     lock = ds.read_lock()

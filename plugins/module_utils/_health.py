@@ -209,8 +209,8 @@ def probe_command(argv, matchers, expect_rc=0, timeout=5.0, cwd=None):
                                 cwd=cwd, start_new_session=True, close_fds=True)
     except OSError as exc:
         latency = time.monotonic() - start
-        return Outcome(False, latency, error='cannot run %s: %s' % (argv[0] if argv else '(empty cmd)',
-                                                                   to_native(exc)))
+        program = argv[0] if argv else '(empty cmd)'
+        return Outcome(False, latency, error='cannot run %s: %s' % (program, to_native(exc)))
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -24,7 +24,9 @@ description:
     O(timeout) seconds.
   - The module only reads. It never reports a change, and it runs its probe in check mode too.
 author:
-  - failsafe.deploy maintainers
+  - failsafe.deploy maintainers (@failsafe-deploy)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -32,6 +34,7 @@ attributes:
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: posix
 options:
   type:

@@ -34,7 +34,8 @@ def _build(out, *extra, **env):
     environ = dict(os.environ)
     environ.update(env)
     proc = subprocess.run([sys.executable, BUILD, '--out', str(out)] + list(extra), env=environ,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
 
@@ -95,7 +96,7 @@ def _start(release_dir, tmp_path, args=None, env=None, wait_listen=True):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=environ)
     if not wait_listen:
         return App(proc, None, log)
-    ready, _, _ = select.select([proc.stdout], [], [], 10)
+    ready = select.select([proc.stdout], [], [], 10)[0]
     line = proc.stdout.readline().decode('utf-8') if ready else ''
     match = re.search(r'listening on (http://[\d.]+:\d+)', line)
     if not match:
@@ -174,7 +175,7 @@ def test_given_gzip_when_read_then_header_has_no_name_or_time(dist):
 
 def test_given_bad_release_spec_when_built_then_refused(tmp_path):
     proc = subprocess.run([sys.executable, BUILD, '--out', str(tmp_path), '--release', '9.0.0=flaky'],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert proc.returncode == 2 and 'VERSION=MODE' in proc.stderr
     assert os.listdir(str(tmp_path)) == []
 
@@ -188,7 +189,7 @@ def test_given_good_release_when_running_then_every_route_answers(releases, run_
     assert status == 200 and headers['Content-Type'] == 'application/json'
     assert json.loads(body) == {'status': 'ok', 'version': version}
     assert app.get('/version')[::2] == (200, version + '\n')
-    status, _, body = app.get('/')
+    status, dummy, body = app.get('/')
     assert status == 200 and version in body and '<html' in body
     status, headers, body = app.get('/static/style.css')
     assert status == 200 and headers['Content-Type'].startswith('text/css') and 'font-family' in body
@@ -205,7 +206,7 @@ def test_given_good_release_when_running_then_every_route_answers(releases, run_
 
 def test_given_unhealthy_release_when_running_then_health_503_rest_fine(releases, run_app):
     app = run_app(releases['3.0.0'])
-    status, _, body = app.get('/health')
+    status, dummy, body = app.get('/health')
     assert status == 503
     assert json.loads(body) == {'status': 'unhealthy', 'version': '3.0.0'}
     assert app.get('/')[0] == 200
@@ -228,14 +229,14 @@ def test_given_crash_release_when_started_then_exits_non_zero_with_error(release
 def test_given_errors_release_when_running_then_most_pages_fail_and_counter_climbs(releases, run_app):
     app = run_app(releases['5.0.0'])
     assert json.loads(app.get('/health')[2])['status'] == 'ok'
-    codes = [app.get('/')[0] for _ in range(20)]
+    codes = [app.get('/')[0] for dummy in range(20)]
     assert codes.count(500) == 16 and codes.count(200) == 4
     metrics = app.get('/metrics')[2]
     assert _metric(metrics, 'app_errors_total') == 16
     assert _metric(metrics, 'app_requests_total{code="500"}') == 16
     assert _metric(metrics, 'app_requests_total{code="200"}') == 5
     assert 'app_build_info{version="5.0.0"} 1' in metrics
-    codes = [app.get('/')[0] for _ in range(10)]
+    codes = [app.get('/')[0] for dummy in range(10)]
     assert _metric(app.get('/metrics')[2], 'app_errors_total') == 16 + codes.count(500) == 24
 
 
@@ -252,7 +253,7 @@ def test_given_many_parallel_connections_when_served_then_none_dropped(releases,
     import socket
     app = run_app(releases['2.0.0'])
     host, port = app.url[len('http://'):].split(':')
-    socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(60)]
+    socks = [socket.create_connection((host, int(port)), timeout=5) for dummy in range(60)]
     try:
         for sock in socks:
             sock.sendall(b'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')

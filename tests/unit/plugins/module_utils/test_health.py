@@ -21,6 +21,10 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._health import (
 )
 
 
+# ansible-test units installs only what tests/unit/requirements.txt lists; jmespath is optional for the module.
+needs_jmespath = pytest.mark.skipif(not _health.HAS_JMESPATH, reason='jmespath is not installed')
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 64
     daemon_threads = True
@@ -175,6 +179,7 @@ def test_given_body_regex_when_probed_then_matches_body(http_server, regex, ok):
     ("errors == `0`", '/wrong', True),
     ("missing.key", '/ok', False),       # null is false
 ])
+@needs_jmespath
 def test_given_json_query_when_probed_then_truthiness_decides(http_server, query, path, ok):
     out = _http(http_server, path, Matchers(json_query=query))
     assert out.ok is ok, out.error
@@ -182,6 +187,7 @@ def test_given_json_query_when_probed_then_truthiness_decides(http_server, query
         assert 'not truthy' in out.error and query in out.error
 
 
+@needs_jmespath
 def test_given_json_query_when_body_not_json_then_fails_saying_so(http_server):
     out = _http(http_server, '/text', Matchers(json_query='status'))
     assert not out.ok
@@ -282,6 +288,7 @@ def test_given_true_false_when_run_then_rc_decides(argv, expect_rc, ok):
         assert 'returned rc=' in out.error
 
 
+@needs_jmespath
 def test_given_stdout_when_regex_and_query_then_checked_on_stdout():
     argv = [sys.executable, '-c', 'import json; print(json.dumps({"status": "ok", "n": 3}))']
     assert probe_command(argv, Matchers(body_regex='"status"', json_query='n > `2`')).ok

@@ -1,0 +1,209 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Alert senders against a real HTTP server on 127.0.0.1 and a real spool file."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import http.server
+import json
+import os
+import socket
+import stat
+import threading
+import time
+
+import pytest
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
+    AlertDispatcher, SpoolSender, WebhookSender)
+
+
+class Receiver:
+    """A real HTTP server that records JSON POSTs and answers with scripted status codes (then 200)."""
+
+    def __init__(self, statuses=()):
+        self.received = []
+        self.statuses = list(statuses)
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server API)
+                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                with receiver.lock:
+                    receiver.received.append({'path': self.path, 'type': self.headers.get('Content-Type'),
+                                              'json': json.loads(body.decode('utf-8'))})
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header('Content-Length', '2')
+                self.end_headers()
+                self.wfile.write(b'ok')
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = 'http://127.0.0.1:%d/hook/SECRETPATH?token=t0k3n' % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def events(self):
+        return [r['json'].get('event') for r in self.received]
+
+
+@pytest.fixture
+def receiver():
+    servers = []
+
+    def make(statuses=()):
+        server = Receiver(statuses)
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def silent_server():
+    """Accepts TCP connections (kernel backlog) but never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(16)
+    yield 'http://127.0.0.1:%d/never' % sock.getsockname()[1]
+    sock.close()
+
+
+def free_port_url():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return 'http://127.0.0.1:%d/hook?token=t0k3n' % port
+
+
+def test_webhook_posts_json(receiver):
+    server = receiver()
+    result = WebhookSender(server.url, timeout=2, retries=0).send({'event': 'deploy_failed', 'host': 'web1'})
+    assert result.ok and result.attempts == 1 and result.status == 200
+    assert server.received == [{'path': '/hook/SECRETPATH?token=t0k3n', 'type': 'application/json',
+                                'json': {'event': 'deploy_failed', 'host': 'web1'}}]
+
+
+def test_webhook_retries_on_500_then_succeeds(receiver):
+    server = receiver([500, 503])
+    sleeps = []
+    sender = WebhookSender(server.url, timeout=2, retries=2, backoff=0.1, sleep=sleeps.append)
+    result = sender.send({'event': 'rolled_back'})
+    assert result.ok
+    assert result.attempts == 3
+    assert server.events == ['rolled_back'] * 3
+    assert sleeps == [0.1, 0.2]   # exponential backoff
+
+
+def test_webhook_gives_up_after_retries_and_keeps_the_url_out_of_the_error(receiver):
+    server = receiver([500, 500, 500, 500])
+    result = WebhookSender(server.url, timeout=2, retries=1, backoff=0.01).send({'event': 'x'})
+    assert not result.ok
+    assert result.attempts == 2
+    assert result.status == 500
+    assert 'SECRETPATH' not in result.error and 't0k3n' not in result.error
+    assert len(server.received) == 2
+
+
+def test_webhook_does_not_retry_a_client_error(receiver):
+    server = receiver([404])
+    result = WebhookSender(server.url, timeout=2, retries=3, backoff=0.01).send({'event': 'x'})
+    assert not result.ok and result.attempts == 1 and result.status == 404
+
+
+def test_webhook_times_out_on_a_server_that_never_answers(silent_server):
+    sender = WebhookSender(silent_server, timeout=0.4, retries=1, backoff=0.05)
+    start = time.time()
+    result = sender.send({'event': 'deploy_failed'})
+    elapsed = time.time() - start
+    assert not result.ok
+    assert result.attempts == 2
+    assert 'timed out' in result.error
+    assert elapsed < sender.max_duration() + 1
+    assert elapsed >= 0.8
+
+
+def test_webhook_connection_refused_never_raises_nor_leaks():
+    url = free_port_url()
+    result = WebhookSender(url, timeout=1, retries=1, backoff=0.01).send({'event': 'x'})
+    assert not result.ok and result.attempts == 2
+    assert 't0k3n' not in result.error and url not in result.error
+    assert 'WebhookSender' in repr(WebhookSender(url)) and url not in repr(WebhookSender(url))
+
+
+def test_webhook_rejects_unserialisable_payload_without_raising(receiver):
+    server = receiver()
+    payload = {'event': 'x'}
+    payload['self'] = payload   # circular: not JSON
+    result = WebhookSender(server.url).send(payload)
+    assert not result.ok and result.attempts == 0
+    assert server.received == []
+
+
+def test_spool_appends_fsynced_json_lines_with_private_mode(tmp_path):
+    path = str(tmp_path / 'deep' / 'alerts.jsonl')
+    spool = SpoolSender(path)
+    assert spool.send({'event': 'deploy_failed', 'n': 1}).ok
+    assert spool.send({'event': 'rolled_back', 'n': 2}).ok
+    with open(path) as handle:
+        lines = [json.loads(line) for line in handle]
+    assert [line['event'] for line in lines] == ['deploy_failed', 'rolled_back']
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_spool_failure_is_reported_not_raised(tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    result = SpoolSender(str(blocker / 'alerts.jsonl')).send({'event': 'x'})
+    assert not result.ok and 'Error' in result.error
+
+
+def test_dispatcher_delivers_in_order_and_spools_at_once(receiver, tmp_path):
+    server = receiver([500])   # the first POST is retried: order must still hold
+    spool_path = str(tmp_path / 'alerts.jsonl')
+    dispatcher = AlertDispatcher(spool=SpoolSender(spool_path),
+                                 webhook=WebhookSender(server.url, timeout=2, retries=2, backoff=0.05))
+    for event in ('deploy_failed', 'deploy_failed_2', 'rolled_back'):
+        dispatcher.send({'event': event})
+        # the spool has the line before the webhook is done
+        with open(spool_path) as handle:
+            assert json.loads(handle.readlines()[-1])['event'] == event
+    assert dispatcher.flush(timeout=10)
+    assert server.events == ['deploy_failed', 'deploy_failed', 'deploy_failed_2', 'rolled_back']
+    assert [r['webhook'] for r in dispatcher.records] == ['delivered'] * 3
+    assert dispatcher.problems() == []
+
+
+def test_dispatcher_reports_a_dead_webhook_and_flush_is_bounded(tmp_path, silent_server):
+    dispatcher = AlertDispatcher(spool=SpoolSender(str(tmp_path / 'a.jsonl')),
+                                 webhook=WebhookSender(silent_server, timeout=0.3, retries=0))
+    record = dispatcher.send({'event': 'deploy_failed'})
+    start = time.time()
+    assert dispatcher.flush(timeout=5)
+    assert time.time() - start < 5
+    assert record['spool'] == 'written' and record['webhook'] == 'failed'
+    problems = dispatcher.problems()
+    assert [(p[0], p[1]) for p in problems] == [('webhook', 'deploy_failed')]
+    assert dispatcher.problems() == []   # handed out once
+
+
+def test_dispatcher_flush_returns_false_when_time_is_up(silent_server):
+    dispatcher = AlertDispatcher(webhook=WebhookSender(silent_server, timeout=2, retries=0))
+    dispatcher.send({'event': 'slow'})
+    start = time.time()
+    assert dispatcher.flush(timeout=0.3) is False
+    assert time.time() - start < 1.5

@@ -1,0 +1,223 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run tracking (transactions, failures, scope), the timeline and the JSON/Markdown incident report."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import json
+import os
+import re
+
+import pytest
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
+    DeployRun, Timeline, new_incident_id, render_markdown, report_paths, utc_iso, write_report)
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+
+
+class Clock:
+    def __init__(self, start=1700000000.0):
+        self.now = start
+
+    def __call__(self):
+        self.now += 0.5
+        return self.now
+
+
+def txn(host, status='open', release='r2'):
+    return {'txid': 'tx-%s' % host, 'run_id': 'run-42', 'name': 'app', 'state_dir': '/var/lib/failsafe-deploy',
+            'release': release, 'previous_release': 'r1', 'app_root': '/srv/app', 'status': status}
+
+
+TASK = {'name': 'Restart app', 'role': 'failsafe.deploy.activate', 'path': '/p/roles/activate/tasks/main.yml:12',
+        'action': 'ansible.builtin.command', 'tags': [], 'uuid': 'u-1'}
+FAILED = {'rc': 1, 'msg': 'non-zero return code', 'stderr': 'boom', 'cmd': ['systemctl', 'restart', 'app']}
+
+
+@pytest.fixture
+def run():
+    return DeployRun(Redactor(['https://hook.test/SECRET']), clock=Clock())
+
+
+def test_ids_and_times():
+    ident = new_incident_id(1700000000)
+    assert re.match(r'^inc-20231114T221320Z-[0-9a-f]{8}$', ident)
+    assert new_incident_id(1700000000) != ident
+    assert utc_iso(1700000000.25) == '2023-11-14T22:13:20.250Z'
+
+
+def test_transactions_opened_and_closed(run):
+    assert run.observe_transaction('web1', txn('web1')) == 'opened'
+    assert run.observe_transaction('web1', txn('web1')) == 'updated'   # a step of the same transaction
+    assert run.observe_transaction('web2', txn('web2')) == 'opened'
+    assert run.observe_transaction('web2', txn('web2', 'committed')) == 'closed'
+    assert run.has_open_transaction('web1') and not run.has_open_transaction('web2')
+    assert run.opened_order == ['web1', 'web2']
+    assert run.run_id == 'run-42' and run.releases == ['r2'] and run.previous_releases == ['r1']
+    events = [e['event'] for e in run.timeline.entries]
+    assert events == ['transaction_opened', 'transaction_opened', 'transaction_closed']
+    assert run.observe_transaction('web3', 'not a dict') is None
+
+
+def test_failure_without_open_transaction_is_not_in_scope(run):
+    run.observe_transaction('web2', txn('web2'))
+    run.observe_transaction('web2', txn('web2', 'committed'))
+    failure = run.record_failure('web1', TASK, FAILED)
+    assert not failure['in_scope']
+    failure = run.record_failure('web2', TASK, FAILED)   # committed: closed
+    assert not failure['in_scope']
+    assert not run.needs_rollback()
+
+
+@pytest.mark.parametrize('mode, expected', [('opened', ['web2', 'web1', 'web3']), ('failed', ['web2'])])
+def test_scope_opened_vs_failed(run, mode, expected):
+    for host in ('web1', 'web2', 'web3'):
+        run.observe_transaction(host, txn(host))
+    run.observe_transaction('web3', txn('web3', 'committed'))   # committed hosts are rolled back too (opened)
+    failure = run.record_failure('web2', TASK, FAILED)
+    assert failure['in_scope'] and failure['first_for_host'] and failure['cause'] == 'script_error'
+    assert run.needs_rollback()
+    assert run.scope(mode) == expected
+    hosts = run.rollback_hosts(run.scope(mode))
+    assert hosts['web2'] == {'state_dir': '/var/lib/failsafe-deploy', 'name': 'app', 'txid': 'tx-web2',
+                             'release': 'r2', 'previous_release': 'r1', 'run_id': 'run-42', 'app_root': '/srv/app'}
+
+
+def test_scope_rejects_unknown_mode(run):
+    with pytest.raises(ValueError):
+        run.scope('everything')
+
+
+def test_only_the_first_failure_of_a_host_is_first(run):
+    run.observe_transaction('web1', txn('web1'))
+    assert run.record_failure('web1', TASK, FAILED)['first_for_host']
+    assert not run.record_failure('web1', TASK, FAILED)['first_for_host']
+    assert run.failed_hosts == ['web1']
+
+
+def test_unreachable_counts_and_is_network(run):
+    run.observe_transaction('web1', txn('web1'))
+    failure = run.record_failure('web1', TASK, {'msg': 'Failed to connect to the host via ssh: timed out'},
+                                 unreachable=True, guards=['b1'])
+    assert failure['cause'] == 'network' and failure['unreachable']
+    assert not failure['rescued']   # an unreachable host is never rescued
+    assert run.needs_rollback()
+
+
+def test_rescuable_failure_does_not_count(run):
+    run.observe_transaction('web1', txn('web1'))
+    failure = run.record_failure('web1', TASK, FAILED, guards=['block-1'], blocks=['block-1'])
+    assert failure['rescued'] and not failure['first_for_host']
+    assert not run.needs_rollback()
+    # a later real failure of the same host is the first counted one
+    assert run.record_failure('web1', TASK, FAILED)['first_for_host']
+    assert run.needs_rollback()
+
+
+def test_rescue_section_running_marks_only_failures_of_its_block(run):
+    run.observe_transaction('web1', txn('web1'))
+    run.record_failure('web1', TASK, FAILED, blocks=['other'])
+    run.record_failure('web1', TASK, FAILED, blocks=['block-1', 'outer'])
+    assert len(run.mark_rescued('web1', 'rescue ran', block_uuid='block-1')) == 1
+    assert len(run.counted_failures) == 1
+    assert run.needs_rollback()
+
+
+def test_recap_reconciles_rescued_hosts(run):
+    for host in ('web1', 'web2'):
+        run.observe_transaction(host, txn(host))
+        run.record_failure(host, TASK, FAILED)
+    # web1: the recap counts no failure but a rescue; web2 really failed
+    run.reconcile(failures={'web2': 1}, dark={}, rescued={'web1': 1, 'web2': 1})
+    assert run.failed_hosts == ['web2']
+    assert any(e['event'] == 'failure_rescued' and e['host'] == 'web1' for e in run.timeline.entries)
+
+
+def test_censored_failure_keeps_no_output(run):
+    run.observe_transaction('web1', txn('web1'))
+    result = {'msg': 'login with hunter2 failed', 'rc': 1, 'censored': 'hidden'}
+    failure = run.record_failure('web1', TASK, result, censored=True)
+    assert 'hunter2' not in json.dumps(failure)
+    assert failure['message'] == 'output hidden (no_log)'
+    assert failure['result']['rc'] == 1
+
+
+def test_failure_result_is_redacted_and_bounded(run):
+    run.observe_transaction('web1', txn('web1'))
+    result = {'msg': 'POST https://hook.test/SECRET failed', 'stdout': 'x' * 20000, 'password': 'pw',
+              'invocation': {'module_args': {'password': 'pw'}}}
+    failure = run.record_failure('web1', TASK, result)
+    blob = json.dumps(failure)
+    assert 'SECRET' not in blob and '"pw"' not in blob and 'invocation' not in blob
+    assert len(failure['result']['stdout']) < 5000
+
+
+def test_timeline_is_bounded_but_keeps_important_events():
+    timeline = Timeline(limit=3, clock=Clock())
+    for n in range(10):
+        timeline.add('result', host='h%d' % n, status='ok')
+    timeline.add('failure', host='h1', cause='health')
+    timeline.add('result', host='h1', status='failed')
+    assert timeline.dropped == 7
+    assert [e['event'] for e in timeline.entries][-2:] == ['failure', 'result']
+    assert all('at' in e and 't' in e for e in timeline.entries)
+
+
+def _incident(run, outcome='rolled_back'):
+    return {
+        'incident_id': 'inc-20231114T221320Z-0badc0de',
+        'outcome': outcome,
+        'summary': {'reason': None if outcome == 'rolled_back' else 'rollback playbook exited 2',
+                    'releases': ['r2'], 'previous_releases': ['r1'], 'run_id': 'run-42', 'cause': 'script_error',
+                    'failed_hosts': ['web1'], 'rollback_scope': 'opened', 'scope_hosts': ['web1', 'web2'],
+                    'detected_at': '2023-11-14T22:13:21.000Z', 'detection_seconds': 0.75,
+                    'seconds_to_rollback': 0.1, 'verification': 'passed on every host'},
+        'failures': run.counted_failures,
+        'rollback': {'started_at': '2023-11-14T22:13:22.000Z', 'duration': 3.5, 'rc': 0,
+                     'hosts': {'web1': {'status': 'ok', 'restored': {'target_release': 'r1'}, 'verified': True,
+                                        'failed_tasks': []},
+                               'web2': {'status': 'failed', 'restored': None, 'verified': None,
+                                        'failed_tasks': [{'task': 'Switch | back'}]}}},
+        'alerts': [{'event': 'deploy_failed', 'at': 'x', 'spool': 'written', 'webhook': 'delivered'}],
+        'timeline': run.timeline.to_list(),
+    }
+
+
+def test_report_json_and_markdown(run, tmp_path):
+    run.observe_transaction('web1', txn('web1'))
+    run.record_failure('web1', dict(TASK, name='Restart | app'), FAILED)
+    incident = _incident(run)
+    json_path, md_path = write_report(incident, str(tmp_path / 'reports'))
+    assert (json_path, md_path) == report_paths(str(tmp_path / 'reports'), incident['incident_id'])
+    data = json.loads(open(json_path).read())
+    assert data['outcome'] == 'rolled_back'
+    assert data['failures'][0]['task'] == 'Restart | app'
+    assert data['failures'][0]['host'] == 'web1'
+    assert data['failures'][0]['cause'] == 'script_error'
+    assert data['failures'][0]['path'] == '/p/roles/activate/tasks/main.yml:12'
+    assert data['files']['report_markdown'] == md_path
+    md = open(md_path).read()
+    assert md.startswith('# Incident inc-20231114T221320Z-0badc0de: ROLLED BACK')
+    assert '| web1 | Restart \\| app | failsafe.deploy.activate | /p/roles/activate/tasks/main.yml:12 | ' \
+           'script_error |' in md
+    assert '| Rollback duration | 3.50 s |' in md
+    assert '| Detection time | 0.75 s after the failing task started |' in md
+    assert '| web1 | ok | {"target_release": "r1"} | true |' in md
+    assert '| web2 | failed | - | - | Switch \\| back |' in md
+    assert '## Timeline' in md and 'transaction_opened' in md
+    # atomic writes leave no temp files and private modes
+    assert sorted(os.listdir(str(tmp_path / 'reports'))) == sorted([os.path.basename(json_path),
+                                                                   os.path.basename(md_path)])
+    assert oct(os.stat(json_path).st_mode & 0o777) == '0o600'
+
+
+def test_markdown_of_a_failed_rollback_is_loud(run):
+    run.observe_transaction('web1', txn('web1'))
+    run.record_failure('web1', TASK, FAILED)
+    md = render_markdown(_incident(run, outcome='rollback_failed'))
+    assert md.startswith('# Incident inc-20231114T221320Z-0badc0de: ROLLBACK FAILED')
+    assert '**ROLLBACK FAILED.**' in md
+    assert 'rollback playbook exited 2' in md

@@ -1,0 +1,243 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The rollback child: command line, environment, running with a log and a timeout, and the result protocol."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import json
+import os
+import stat
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ansible.utils.context_objects import CLIArgs
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+
+
+def cliargs(**overrides):
+    base = {
+        'inventory': ('/inv/prod.ini', '/inv/group_vars_plugin.yml', 'extra-host,'),
+        'subset': 'web*',
+        'extra_vars': ('release_version=1.4.2', '@/vars/secrets.yml', '{"db_password": "hunter2"}'),
+        'remote_user': 'deploy',
+        'private_key_file': '/keys/id_ed25519',
+        'connection': 'ssh',
+        'become': True,
+        'become_method': 'sudo',
+        'become_user': None,
+        'forks': 20,
+        'timeout': None,
+        'ssh_common_args': '-o ServerAliveInterval=1',
+        'ssh_extra_args': None,
+        'vault_ids': ['prod@/keys/vault-pass'],
+        'vault_password_files': [],
+        'verbosity': 2,
+        'check': False,
+        'ask_pass': False,
+    }
+    base.update(overrides)
+    return CLIArgs(base)
+
+
+def test_build_command_from_cliargs():
+    cmd = _launcher.build_command('/venv/bin/ansible-playbook', 'failsafe.deploy.rollback', cliargs(),
+                                  ['web2', 'web1'], '/r/inc.rollback-vars.json')
+    assert cmd[:2] == ['/venv/bin/ansible-playbook', 'failsafe.deploy.rollback']
+    # every inventory source, in order
+    assert [cmd[i + 1] for i, part in enumerate(cmd) if part == '--inventory'] == [
+        '/inv/prod.ini', '/inv/group_vars_plugin.yml', 'extra-host,']
+    # the scope replaces the original --limit
+    assert cmd[cmd.index('--limit') + 1] == 'web2,web1'
+    assert cmd.count('--limit') == 1 and 'web*' not in cmd
+    for flag, value in (('--user', 'deploy'), ('--private-key', '/keys/id_ed25519'), ('--connection', 'ssh'),
+                        ('--forks', '20'), ('--ssh-common-args', '-o ServerAliveInterval=1'),
+                        ('--vault-id', 'prod@/keys/vault-pass'), ('--become-method', 'sudo')):
+        assert cmd[cmd.index(flag) + 1] == value, flag
+    assert '--become' in cmd and '-vv' in cmd
+    for absent in ('--become-user', '--ssh-extra-args', '--timeout', '--vault-password-file', '--check'):
+        assert absent not in cmd
+    extra = [cmd[i + 1] for i, part in enumerate(cmd) if part == '--extra-vars']
+    assert extra == ['release_version=1.4.2', '@/vars/secrets.yml', '{"db_password": "hunter2"}',
+                     '@/r/inc.rollback-vars.json']   # ours last: it wins
+
+
+def test_build_command_leaves_configured_defaults_to_the_configuration():
+    cmd = _launcher.build_command('ap', 'pb.yml', cliargs(), ['h1'], '/v.json',
+                                  defaults={'connection': 'ssh', 'forks': 5, 'become_method': 'sudo'})
+    assert '--connection' not in cmd and '--become-method' not in cmd
+    assert cmd[cmd.index('--forks') + 1] == '20'
+
+
+def test_build_command_without_inventory_and_with_ipv6_single_host():
+    cmd = _launcher.build_command('ap', 'pb.yml', CLIArgs({}), ['fe80::1'], '/v.json')
+    assert '--inventory' not in cmd
+    assert cmd[cmd.index('--limit') + 1] == 'fe80::1,'
+    with pytest.raises(ValueError):
+        _launcher.build_command('ap', 'pb.yml', CLIArgs({}), [], '/v.json')
+
+
+def test_shown_command_hides_pass_through_extra_vars():
+    cmd = _launcher.build_command('ap', 'pb.yml', cliargs(), ['h1'], '/r/own.json')
+    shown = ' '.join(_launcher.shown_command(cmd))
+    assert 'hunter2' not in shown and 'release_version' not in shown and 'secrets.yml' not in shown
+    assert '@/r/own.json' in shown and '--limit h1' in shown
+
+
+def test_interactive_options_are_named():
+    assert _launcher.interactive_options(cliargs(ask_pass=True, ask_vault_pass=True)) == ['ask_pass',
+                                                                                          'ask_vault_pass']
+    assert _launcher.interactive_options(cliargs()) == []
+
+
+def test_build_env_flags_recursion_and_scrubs_runner_variables():
+    base = {'PATH': '/bin', 'ANSIBLE_STDOUT_CALLBACK': 'awx_display', 'JOB_ID': '7', 'FAILSAFE_WEBHOOK_URL': 'u',
+            'ANSIBLE_FORCE_COLOR': '1', 'ANSIBLE_CALLBACKS_ENABLED': 'x'}
+    env = _launcher.build_env(base, '/r/result.json', ['ansible.posix.profile_tasks', 'failsafe.deploy.auto_rollback'])
+    assert env['FAILSAFE_ROLLBACK_CHILD'] == '1'
+    assert env['FAILSAFE_ROLLBACK_RESULT'] == '/r/result.json'
+    for key in ('ANSIBLE_STDOUT_CALLBACK', 'JOB_ID', 'ANSIBLE_FORCE_COLOR'):
+        assert key not in env
+    assert env['ANSIBLE_CALLBACKS_ENABLED'] == 'ansible.posix.profile_tasks,failsafe.deploy.auto_rollback'
+    assert env['PATH'] == '/bin' and env['FAILSAFE_WEBHOOK_URL'] == 'u'
+    assert base['JOB_ID'] == '7'   # the parent's environment is untouched
+    # never an empty ANSIBLE_CALLBACKS_ENABLED (it crashes ansible-core 2.19)
+    assert _launcher.build_env({}, '/r', [])['ANSIBLE_CALLBACKS_ENABLED'] == 'failsafe.deploy.auto_rollback'
+
+
+def test_write_rollback_vars(tmp_path):
+    path = str(tmp_path / 'v.json')
+    hosts = {'web1': {'state_dir': '/s', 'name': 'app', 'txid': 't1', 'release': 'r2', 'previous_release': 'r1'}}
+    _launcher.write_rollback_vars(path, 'run-1', hosts, 'inc-1')
+    assert json.loads(open(path).read()) == {'failsafe_rollback_run_id': 'run-1', 'failsafe_rollback_hosts': hosts,
+                                             'failsafe_rollback_incident': 'inc-1'}
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_default_ansible_playbook_is_beside_the_python(tmp_path):
+    fake_python = tmp_path / 'python'
+    fake_python.write_text('')
+    assert _launcher.default_ansible_playbook(str(fake_python)) != str(tmp_path / 'ansible-playbook')
+    script = tmp_path / 'ansible-playbook'
+    script.write_text('#!/bin/sh\n')
+    script.chmod(0o755)
+    assert _launcher.default_ansible_playbook(str(fake_python)) == str(script)
+
+
+def _script(tmp_path, body):
+    path = tmp_path / 'child.py'
+    path.write_text('import os, sys, time, subprocess\n' + textwrap.dedent(body))
+    return [sys.executable, str(path)]
+
+
+def _alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().split(')')[-1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
+
+
+def test_run_logs_and_echoes_output_with_stdin_closed(tmp_path):
+    cmd = _script(tmp_path, '''
+        print("stdin:", repr(sys.stdin.read()))
+        print("flag:", os.environ.get("FAILSAFE_ROLLBACK_CHILD"))
+        print("token=abc123456 in output", file=sys.stderr)
+        sys.exit(3)
+    ''')
+    echoed = []
+    log = str(tmp_path / 'logs' / 'rollback.log')
+    red = Redactor()
+    result = _launcher.run(cmd, _launcher.build_env(os.environ, '/r', []), log, timeout=30, echo=echoed.append,
+                           redact=red.text, header='# header')
+    assert result.rc == 3 and not result.timed_out and result.error is None
+    assert "stdin: ''" in echoed and 'flag: 1' in echoed
+    assert any('token=********' in line for line in echoed)
+    text = open(log).read()
+    assert text.startswith('# header\n')
+    assert "stdin: ''" in text and 'abc123456' not in text
+    assert 'exit code 3' in text
+    assert result.duration < 30
+
+
+def test_run_kills_the_whole_process_group_at_the_timeout(tmp_path):
+    pidfile = tmp_path / 'grandchild.pid'
+    cmd = _script(tmp_path, '''
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open(%r, "w").write(str(child.pid))
+        print("started", flush=True)
+        time.sleep(60)
+    ''' % str(pidfile))
+    start = time.time()
+    result = _launcher.run(cmd, dict(os.environ), str(tmp_path / 'r.log'), timeout=1.5)
+    assert time.time() - start < 12
+    assert result.timed_out and 'did not finish within 1.5 s' in result.error
+    assert result.rc is not None and result.rc != 0
+    grandchild = int(pidfile.read_text())
+    deadline = time.time() + 5
+    while _alive(grandchild) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+    assert 'started' in open(str(tmp_path / 'r.log')).read()
+
+
+def test_run_reports_a_missing_executable(tmp_path):
+    result = _launcher.run([str(tmp_path / 'no-such-ansible-playbook')], {}, str(tmp_path / 'r.log'), timeout=5)
+    assert result.rc is None and 'could not start' in result.error
+
+
+def test_read_child_result(tmp_path):
+    assert _launcher.read_child_result(str(tmp_path / 'missing.json')) is None
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{not json')
+    assert _launcher.read_child_result(str(bad)) is None
+    good = tmp_path / 'good.json'
+    good.write_text('{"hosts": {}}')
+    assert _launcher.read_child_result(str(good)) == {'hosts': {}}
+
+
+class Stats:
+    def __init__(self, processed, failures=None, dark=None, rescued=None):
+        self.processed = dict.fromkeys(processed, 1)
+        self.failures = failures or {}
+        self.dark = dark or {}
+        self.rescued = rescued or {}
+
+    def summarize(self, host):
+        return {'failures': self.failures.get(host, 0), 'unreachable': self.dark.get(host, 0)}
+
+
+def test_child_report_and_merge():
+    report = _launcher.ChildReport(Redactor())
+    report.on_result('web1', {'failsafe_rollback': {'target_release': 'r1', 'restored': ['/srv/app/current']}}, 'ok')
+    report.on_result('web1', {'results': [{'failsafe_rollback': {'verified': True, 'token': 'abc'}}]}, 'ok')
+    report.on_result('web2', {'failsafe_rollback': {'target_release': 'r1'}}, 'ok')
+    report.on_result('web2', {'msg': 'restore failed'}, 'failed', task_name='Restore', message='restore failed')
+    data = report.finish(Stats(['web1', 'web2', 'web3'], failures={'web2': 1}, dark={'web3': 1}))
+    assert data['hosts']['web1']['status'] == 'ok'
+    assert data['hosts']['web2']['status'] == 'failed'
+    assert data['hosts']['web3']['status'] == 'unreachable'
+    assert data['hosts']['web1']['failsafe_rollback'][1] == {'verified': True, 'token': '********'}
+    merged = _launcher.merge_child_hosts(['web1', 'web2', 'web3', 'web4'], data)
+    assert merged['web1'] == {'status': 'ok', 'verified': True, 'failed_tasks': [],
+                              'restored': {'target_release': 'r1', 'restored': ['/srv/app/current'],
+                                           'verified': True, 'token': '********'}}
+    assert merged['web2']['status'] == 'failed'
+    assert merged['web2']['failed_tasks'] == [{'task': 'Restore', 'status': 'failed', 'message': 'restore failed'}]
+    assert merged['web3']['status'] == 'unreachable'
+    assert merged['web4']['status'] == 'no_result'   # never assumed ok
+    assert _launcher.merge_child_hosts(['web1'], None)['web1']['status'] == 'no_result'
+
+
+def test_child_report_rescued_failure_is_ok():
+    report = _launcher.ChildReport()
+    report.on_result('web1', {'msg': 'x'}, 'failed', task_name='t')
+    data = report.finish(Stats(['web1'], rescued={'web1': 1}))
+    assert data['hosts']['web1']['status'] == 'ok'

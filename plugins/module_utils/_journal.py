@@ -289,7 +289,8 @@ def ensure_locked(ds, run_id, owner, controller=None, pid=None, ttl=1800, force=
         warn = _no_warn
     t = time.time()
     lock = ds.read_lock()
-    new = {'owner': owner, 'controller': controller, 'pid': pid, 'run_id': run_id, 'ttl': ttl,
+    given = {'owner': owner, 'controller': controller, 'pid': pid}
+    new = {'owner': owner or default_owner(), 'controller': controller, 'pid': pid, 'run_id': run_id, 'ttl': ttl,
            'acquired': t, 'acquired_iso': iso(t), 'expires': t + ttl, 'expires_iso': iso(t + ttl),
            'host': socket.gethostname()}
     result = {'changed': False, 'stale_takeover': False, 'previous_holder': None}
@@ -301,7 +302,11 @@ def ensure_locked(ds, run_id, owner, controller=None, pid=None, ttl=1800, force=
                                lock_path=ds.lock_path)
         result['changed'] = True
     elif lock.get('run_id') == run_id:
-        # Ours already: keep the acquisition time, push the expiry. Not a change anyone needs to see.
+        # Ours already: keep the acquisition time and what this call does not say, push the expiry. Not a change
+        # anyone needs to see.
+        for key in ('owner', 'controller', 'pid'):
+            if given[key] is None:
+                new[key] = lock.get(key)
         new['acquired'] = lock.get('acquired', t)
         new['acquired_iso'] = lock.get('acquired_iso', iso(new['acquired']))
         if not check_mode:
@@ -395,7 +400,8 @@ def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, 
     new = {
         'txid': new_txid(t), 'run_id': run_id, 'name': ds.name, 'status': 'open', 'release': release,
         'previous_release': previous_release, 'app_root': app_root, 'snapshots': dict(snapshots or {}),
-        'steps': [], 'opened': t, 'opened_iso': iso(t), 'owner': owner, 'controller': controller, 'pid': pid,
+        'steps': [], 'opened': t, 'opened_iso': iso(t), 'owner': owner or default_owner(), 'controller': controller,
+        'pid': pid,
         'data': dict(data or {}), 'status_history': [{'status': 'open', 'time': t, 'iso': iso(t)}],
     }
     result['changed'] = True

@@ -271,7 +271,6 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     DeployState,
     JournalError,
-    default_owner,
     ensure_closed,
     ensure_locked,
     ensure_open,
@@ -286,7 +285,7 @@ def run(module):
     ds = DeployState(p['path'], p['name'])
     state = p['state']
     check = module.check_mode
-    owner = p['owner'] or default_owner()
+    owner = p['owner']
     if state == 'query':
         return ensure_query(ds)
     if state == 'locked':

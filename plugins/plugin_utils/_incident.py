@@ -207,6 +207,10 @@ class DeployRun:
         guards = [] if unreachable else list(guards or [])
         rescuable = bool(guards)
         task_info = dict(task_info or {})
+        if censored:
+            # Classify a no_log failure by what may be known about it (task, action, rc), never by its output.
+            result = dict((k, result[k]) for k in ('rc', 'changed', 'attempts', 'unreachable')
+                          if isinstance(result, dict) and k in result)
         cls = classify(result, action=task_info.get('action'), task_name=task_info.get('name'),
                        tags=task_info.get('tags'), role=task_info.get('role'), unreachable=unreachable)
         started = self.task_started.get(task_info.get('uuid'))

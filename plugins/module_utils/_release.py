@@ -52,6 +52,10 @@ TIME_FIELDS = {
 
 _CHUNK = 1024 * 1024
 
+# Check mode cannot see what an earlier check-mode task would have staged.
+CHECK_MODE_UNSTAGED = ('release %s is not staged yet; in check mode this assumes an earlier task stages it '
+                       '(a real run fails here if nothing does)')
+
 
 class ReleaseError(Exception):
     """A refusal or failure with a human message and structured details for fail_json."""
@@ -756,9 +760,13 @@ def ensure_active(rr, release_id, force=False, check_mode=False):
     validate_release_id(release_id)
     call = _Call(rr)
     entry = call.ledger['releases'].get(release_id)
+    notes = {}
     if not rr.has_release_dir(release_id):
-        raise ReleaseError('release %s is not staged: %s does not exist' % (release_id, rr.release_path(release_id)),
-                           id=release_id, path=rr.release_path(release_id))
+        if not check_mode:
+            raise ReleaseError('release %s is not staged: %s does not exist'
+                               % (release_id, rr.release_path(release_id)),
+                               id=release_id, path=rr.release_path(release_id))
+        notes['msg'] = CHECK_MODE_UNSTAGED % release_id
     if entry is not None and entry.get('state') == 'failed' and not force:
         raise call.quarantined_error(release_id, 'activate')
     switch = call.current != release_id
@@ -772,16 +780,19 @@ def ensure_active(rr, release_id, force=False, check_mode=False):
     call.current = release_id
     if changed:
         call.save(check_mode)
-    return call.result(changed, release_id, diff_ids=[release_id], path=rr.release_path(release_id))
+    return call.result(changed, release_id, diff_ids=[release_id], path=rr.release_path(release_id), **notes)
 
 
 def ensure_verified(rr, release_id, force=False, check_mode=False):
     validate_release_id(release_id)
     call = _Call(rr)
     entry = call.ledger['releases'].get(release_id)
+    notes = {}
     if entry is None and not rr.has_release_dir(release_id):
-        raise ReleaseError('release %s is not in the ledger and %s does not exist'
-                           % (release_id, rr.release_path(release_id)), id=release_id)
+        if not check_mode:
+            raise ReleaseError('release %s is not in the ledger and %s does not exist'
+                               % (release_id, rr.release_path(release_id)), id=release_id)
+        notes['msg'] = CHECK_MODE_UNSTAGED % release_id
     if entry is not None and entry.get('state') == 'failed' and not force:
         raise call.quarantined_error(release_id, 'verify')
     changed = entry is None or entry.get('state') != 'verified' or call.ledger.get('last_verified') != release_id
@@ -789,7 +800,7 @@ def ensure_verified(rr, release_id, force=False, check_mode=False):
         _mark(call.ledger, release_id, 'verified', call.t, event='verified')
         call.ledger['last_verified'] = release_id
         call.save(check_mode)
-    return call.result(changed, release_id, diff_ids=[release_id])
+    return call.result(changed, release_id, diff_ids=[release_id], **notes)
 
 
 def ensure_failed(rr, release_id, reason=None, check_mode=False):

@@ -425,6 +425,13 @@ def test_given_unstaged_release_when_activated_then_refused(rr):
         ensure_active(rr, 'ghost')
 
 
+@pytest.mark.parametrize('action', [ensure_active, ensure_verified])
+def test_given_unstaged_release_in_check_mode_then_planned_as_if_an_earlier_task_staged_it(root, rr, action):
+    res = action(rr, 'ghost', check_mode=True)
+    assert res['changed'] is True and 'check mode' in res['msg']
+    assert not os.path.exists(root)
+
+
 def test_given_active_in_check_mode_then_current_untouched(tmp_path, root, rr):
     deploy(tmp_path, rr, 'a')
     stage_dir(tmp_path, rr, 'b')

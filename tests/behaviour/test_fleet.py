@@ -47,12 +47,12 @@ def test_each_host_is_its_own_machine(fleet, tmp_path):
     """Given 3 hosts, ansible reaches each one over its own connection and lands in that host's own /srv."""
     hosts = fleet(3)
 
-    statuses, output, _ = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.command', '-a', 'hostname')
+    statuses, output, _elapsed = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.command', '-a', 'hostname')
     assert statuses == {name: 'CHANGED' for name in hosts.names}, output
     for name in hosts.names:
         assert re.search(r'^%s \| CHANGED \| rc=0 >>\n%s$' % (name, name), output, re.MULTILINE), output
 
-    statuses, output, _ = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.copy',
+    statuses, output, _elapsed = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.copy',
                                   '-a', 'content={{ inventory_hostname }} dest=/srv/who mode=0644')
     assert statuses == {name: 'CHANGED' for name in hosts.names}, output
     for host in hosts:
@@ -84,7 +84,7 @@ def test_srv_run_tmp_and_state_dir_are_per_host(fleet):
 def test_crashed_host_is_unreachable_fast_and_restart_keeps_srv(fleet, tmp_path):
     hosts = fleet(3)
     victim = hosts[2]
-    statuses, output, _ = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.copy',
+    statuses, output, _elapsed = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.copy',
                                   '-a', 'content=kept dest=/srv/state mode=0644')
     assert set(statuses.values()) == {'CHANGED'}, output
     hosts.run(victim, ['sh', '-c', 'echo volatile > /run/marker'])
@@ -97,7 +97,7 @@ def test_crashed_host_is_unreachable_fast_and_restart_keeps_srv(fleet, tmp_path)
     assert elapsed < 10, 'crashed host took %.1f s to turn unreachable' % elapsed
 
     hosts.restart(victim)
-    statuses, output, _ = ping(hosts, tmp_path, victim.name)
+    statuses, output, _elapsed = ping(hosts, tmp_path, victim.name)
     assert statuses == {victim.name: 'SUCCESS'}, output
     assert hosts.ssh(victim, 'cat /srv/state').stdout == 'kept'
     assert hosts.ssh(victim, 'hostname').stdout.strip() == victim.name
@@ -107,7 +107,7 @@ def test_crashed_host_is_unreachable_fast_and_restart_keeps_srv(fleet, tmp_path)
 def test_cut_network_makes_host_unreachable_and_restore_brings_it_back(fleet, tmp_path):
     hosts = fleet(2)
     victim = hosts[1]
-    statuses, output, _ = ping(hosts, tmp_path)  # opens persistent control masters to both hosts
+    statuses, output, _elapsed = ping(hosts, tmp_path)  # opens persistent control masters to both hosts
     assert set(statuses.values()) == {'SUCCESS'}, output
 
     hosts.cut(victim)
@@ -117,13 +117,13 @@ def test_cut_network_makes_host_unreachable_and_restore_brings_it_back(fleet, tm
     assert hosts.is_running(victim), 'a network cut must not kill the host'
 
     hosts.restore_network(victim)
-    statuses, output, _ = ping(hosts, tmp_path)
+    statuses, output, _elapsed = ping(hosts, tmp_path)
     assert set(statuses.values()) == {'SUCCESS'}, output
 
 
 def test_down_leaves_nothing_behind(fleet, tmp_path):
     hosts = fleet(3)
-    statuses, output, _ = ping(hosts, tmp_path)
+    statuses, output, _elapsed = ping(hosts, tmp_path)
     assert set(statuses.values()) == {'SUCCESS'}, output
     pids = [h.pid for h in hosts] + [h.launcher_pid for h in hosts]
     netns = [h.netns for h in hosts]
@@ -164,6 +164,34 @@ def test_down_all_removes_a_fleet_left_by_a_killed_run(tmp_path):
     assert not base.exists()
     assert not [p for p in os.listdir('/proc') if p.isdigit() and '/run/failsafe-fleet/fsdcli/' in
                 _cmdline_of(int(p))]
+
+
+def test_up_reclaims_a_fleet_whose_owner_was_killed(tmp_path):
+    """A test process SIGKILLed mid-run leaves its hosts running; the next up() of that name tears them down first."""
+    if os.geteuid() != 0:
+        pytest.skip('the namespace fleet needs root')
+    code = ('import sys, time\n'
+            'from tests.fleet import Fleet\n'
+            'Fleet(2, name="fsdkil", base_dir=sys.argv[1]).up()\n'
+            'print("up", flush=True)\n'
+            'time.sleep(120)\n')
+    owner = subprocess.Popen([sys.executable, '-c', code, str(tmp_path / 'killed')], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == 'up'
+    finally:
+        owner.kill()
+        owner.wait()
+    assert 'fsdkil-h1' in _netns_list(), 'the killed owner took its hosts with it: nothing to reclaim'
+    orphans = [p for p in os.listdir('/proc') if p.isdigit() and '/run/failsafe-fleet/fsdkil/' in _cmdline_of(int(p))]
+    assert len(orphans) == 4, orphans  # per host: its sshd and the unshare launcher waiting for it
+
+    from tests.fleet.fleet import Fleet  # pylint: disable=import-outside-toplevel
+    with Fleet(2, name='fsdkil', base_dir=str(tmp_path / 'again')) as again:
+        assert again.reachable(1) and again.reachable(2)
+        assert not [p for p in orphans if _pid_alive(int(p))]
+        assert not (tmp_path / 'killed').exists()
+    assert not [n for n in _netns_list() if n.startswith('fsdkil-')]
 
 
 def _netns_pids_of(netns):

@@ -7,7 +7,7 @@
     python -m tests.fleet status --dir /tmp/fleet
     python -m tests.fleet crash|restart|cut|restore HOST --dir /tmp/fleet
     python -m tests.fleet down --dir /tmp/fleet
-    python -m tests.fleet down --all [--prefix fsd]     # also leftovers of killed runs
+    python -m tests.fleet down --all [--prefix fsd] [--exact]  # also leftovers of killed runs
 """
 
 import argparse
@@ -32,6 +32,7 @@ def main(argv=None):
     group.add_argument('--dir', help='the folder given to up')
     group.add_argument('--all', action='store_true', help='every fleet whose name starts with --prefix')
     down.add_argument('--prefix', default=DEFAULT_NAME, help='with --all (default %(default)s)')
+    down.add_argument('--exact', action='store_true', help='with --all: only the fleet named exactly --prefix')
     status = sub.add_parser('status', help='show hosts, pids, network and ssh state')
     status.add_argument('--dir', required=True)
     status.add_argument('--json', action='store_true')
@@ -53,7 +54,7 @@ def main(argv=None):
                 print(fleet.inventory_path)
         elif args.command == 'down':
             if args.all:
-                for item in down_all(prefix=args.prefix):
+                for item in down_all(prefix=args.prefix, exact=args.exact):
                     print('removed', item)
             elif os.path.isfile(os.path.join(args.dir, 'state.json')):
                 Fleet.load(args.dir).down()

@@ -535,7 +535,7 @@ class Fleet:
             'ansible_ssh_private_key_file=%s' % self.key_path,
             'ansible_python_interpreter=%s' % HOST_PYTHON,
             "ansible_ssh_common_args='%s'" % common,
-            'ansible_ssh_timeout=5',
+            'ansible_ssh_timeout=3',  # same as ConnectTimeout: ansible puts its own -o ConnectTimeout first
             'ansible_control_path_dir=%s' % self.cp_dir,
             'ansible_remote_tmp=%s' % REMOTE_TMP,
             'ansible_async_dir=%s' % ASYNC_DIR,
@@ -549,9 +549,9 @@ class Fleet:
         links = set(_links())
         clash_links = [n for n in [self.bridge] + [h.veth for h in self.hosts] if n in links]
         if clash_ns or clash_links:
-            raise FleetError('fleet %r already exists here (%s); tear it down with `python -m tests.fleet down '
-                             '--all --prefix %s` or choose another name' % (self.name, ', '.join(clash_ns + clash_links),
-                                                                           self.name))
+            raise FleetError('fleet %r already exists here (%s); tear it down with `python -m tests.fleet down --all '
+                             '--exact --prefix %s` or choose another name'
+                             % (self.name, ', '.join(clash_ns + clash_links), self.name))
         out = _ip('-4', '-o', 'addr', 'show', check=False).stdout
         for line in out.splitlines():
             match = re.search(r'inet (\S+)', line)

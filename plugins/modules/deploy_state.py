@@ -24,7 +24,9 @@ description:
   - Every file is written atomically. A temporary file in the same directory is synced and renamed over the old
     one, and a new lock is created with a hard link so two runs cannot both take a free lock.
 author:
-  - failsafe.deploy maintainers
+  - failsafe.deploy maintainers (@failsafe-deploy)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -36,6 +38,7 @@ attributes:
     support: full
     details: Before and after of the lock holder and of a summary of the journal (txid, run, status, steps).
   platform:
+    support: full
     platforms: posix
 options:
   path:

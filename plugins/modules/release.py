@@ -25,7 +25,9 @@ description:
   - A release marked V(failed) is quarantined. Staging, activating or verifying it again needs O(force=true).
   - Every write is atomic. The ledger is written to a temporary file, synced and renamed over the old one.
 author:
-  - failsafe.deploy maintainers
+  - failsafe.deploy maintainers (@failsafe-deploy)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -36,6 +38,7 @@ attributes:
     details: Before and after of C(current) and of the ledger entry of the release(s) concerned; for V(pruned) the
       list of releases.
   platform:
+    support: full
     platforms: posix
 options:
   root:
@@ -206,7 +209,7 @@ ledger:
         staged_iso: "2026-01-01T00:00:00Z"
         history: [{state: staged, time: 1767225600.0, iso: "2026-01-01T00:00:00Z", event: staged}]
 releases:
-  description: For V(query), the ledger's releases (same as RV(ledger.releases)).
+  description: For V(query), the ledger's releases (the same as C(releases) in RV(ledger)).
   returned: when O(state=query)
   type: dict
 free_bytes:
@@ -217,7 +220,7 @@ free_bytes:
 path:
   description: The release directory.
   returned: when O(state) is V(staged) or V(active)
-  type: path
+  type: str
   sample: /srv/app/releases/1.4.2
 checksum:
   description: sha256 of the archive, or of the directory tree (paths, modes, contents, link targets).

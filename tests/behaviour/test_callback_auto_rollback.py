@@ -1,0 +1,319 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The auto_rollback callback in real ansible-playbook runs on localhost (two inventory hosts, connection local).
+
+A test-only module in the playbooks' ``library/`` returns its argument under a chosen result key, so a task can
+report a ``failsafe_transaction`` (deploy side) or a ``failsafe_rollback`` (rollback side) without the real
+modules. The rollback playbook writes a marker file per host: the tests assert on those files, on the incident
+report files, on the alert spool and on what a real HTTP server on 127.0.0.1 received.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+HOOK_TOKEN = 'hOOkT0kenXYZ123'
+DB_SECRET = 'hunter2hunter2'
+
+ECHO_MODULE = '''\
+#!/usr/bin/python
+# Test-only module: returns `value` under the result key `key`.
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(key=dict(type='str', required=True),
+                                              value=dict(type='raw', required=True)),
+                           supports_check_mode=True)
+    module.exit_json(changed=True, **{module.params['key']: module.params['value']})
+
+
+if __name__ == '__main__':
+    main()
+'''
+
+DEPLOY = '''\
+- name: Deploy
+  hosts: app
+  gather_facts: false
+  tasks:
+    - name: Open the transaction
+      failsafe_echo:
+        key: failsafe_transaction
+        value: &txn
+          txid: "tx-{{ inventory_hostname }}"
+          run_id: run-behaviour
+          name: app
+          state_dir: "{{ site }}/state/{{ inventory_hostname }}"
+          release: r2
+          previous_release: r1
+          app_root: /srv/app
+          status: open
+
+    - name: Try the fast path
+      block:
+        - name: Fast path fails
+          ansible.builtin.fail:
+            msg: fast path unavailable
+      rescue:
+        - name: Take the slow path
+          ansible.builtin.debug:
+            msg: slow path
+
+    - name: Restart the app
+      ansible.builtin.command: /bin/sh -c "echo 'db password=%(secret)s rejected' >&2; exit 3"
+      when: inventory_hostname in (fail_hosts | default([]))
+
+    - name: Commit the transaction
+      failsafe_echo:
+        key: failsafe_transaction
+        value:
+          <<: *txn
+          status: committed
+''' % {'secret': DB_SECRET}
+
+ROLLBACK = '''\
+- name: Roll back
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Take a long time
+      ansible.builtin.command: sleep {{ rollback_sleep }}
+      when: rollback_sleep is defined
+
+    - name: Restore the previous release
+      failsafe_echo:
+        key: failsafe_rollback
+        value:
+          target_release: "{{ failsafe_rollback_hosts[inventory_hostname].previous_release }}"
+          restored: [/srv/app/current]
+          verified: true
+
+    - name: Record what the rollback was given
+      ansible.builtin.copy:
+        dest: "{{ site }}/{{ inventory_hostname }}.marker"
+        mode: '0644'
+        content: "{{ {'host': failsafe_rollback_hosts[inventory_hostname],
+                      'run_id': failsafe_rollback_run_id,
+                      'incident': failsafe_rollback_incident,
+                      'release_version': release_version | default(none)} | to_json }}"
+
+    - name: Fail where asked
+      ansible.builtin.fail:
+        msg: restore failed
+      when: inventory_hostname in (rollback_fail_hosts | default([]))
+'''
+
+
+class Receiver:
+    """Real HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it, in order."""
+
+    def __init__(self):
+        self.received = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                receiver.received.append(json.loads(body))
+                self.send_response(200)
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = 'http://127.0.0.1:%d/hooks/%s' % (self.server.server_address[1], HOOK_TOKEN)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self):
+        return [r.get('event') for r in self.received]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    (tmp_path / 'library').mkdir()
+    (tmp_path / 'library' / 'failsafe_echo.py').write_text(ECHO_MODULE)
+    (tmp_path / 'deploy.yml').write_text(DEPLOY)
+    (tmp_path / 'rollback.yml').write_text(ROLLBACK)
+    (tmp_path / 'inventory.ini').write_text(textwrap.dedent('''\
+        [app]
+        h1
+        h2
+
+        [app:vars]
+        ansible_connection=local
+        ansible_python_interpreter=%s
+        site=%s
+        ''' % (sys.executable, tmp_path)))
+    return tmp_path
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def run_playbook(site, receiver=None, extra_vars=None, **settings):
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith(('FAILSAFE_', 'ANSIBLE_')))
+    env.update({
+        'PATH': BIN + os.pathsep + env.get('PATH', ''),
+        'ANSIBLE_COLLECTIONS_PATH': os.path.join(ROOT, '.build', 'collections'),
+        'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
+        'ANSIBLE_HOME': str(site / 'ansible-home'),
+        'ANSIBLE_LOCAL_TEMP': str(site / 'ansible-home' / 'tmp'),
+        'ANSIBLE_CALLBACKS_ENABLED': 'failsafe.deploy.auto_rollback',
+        'ANSIBLE_NOCOLOR': '1',
+        'FAILSAFE_ROLLBACK_PLAYBOOK': 'rollback.yml',
+        'FAILSAFE_REPORT_DIR': str(site / 'incidents'),
+    })
+    if receiver is not None:
+        env['FAILSAFE_WEBHOOK_URL'] = receiver.url
+    for key, value in settings.items():
+        env['FAILSAFE_' + key.upper()] = str(value)
+    cmd = [os.path.join(BIN, 'ansible-playbook'), '-i', str(site / 'inventory.ini'), 'deploy.yml',
+           '-e', 'release_version=2.0']
+    if extra_vars:
+        cmd += ['-e', json.dumps(extra_vars)]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=str(site), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=180)
+    proc.elapsed = time.time() - start
+    return proc
+
+
+def incident(site):
+    reports = sorted(p for p in (site / 'incidents').glob('inc-*.json') if '.rollback' not in p.name)
+    assert len(reports) == 1, reports
+    data = json.loads(reports[0].read_text())
+    return data, reports[0], reports[0].with_suffix('.md')
+
+
+def spool_events(site):
+    path = site / 'incidents' / 'alerts.jsonl'
+    return [json.loads(line)['event'] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def everything_written(site, proc, receiver):
+    text = proc.stdout + json.dumps(receiver.received if receiver else [])
+    for path in (site / 'incidents').iterdir():
+        text += path.read_text()
+    return text
+
+
+def test_failed_deploy_is_rolled_back_alerted_and_written_up(site, receiver):
+    proc = run_playbook(site, receiver, extra_vars={'fail_hosts': ['h1']})
+    out = proc.stdout
+    assert proc.returncode == 2, out   # the deploy failed: never reported as a success
+
+    # every host that opened a transaction was rolled back (h2 had even committed), with the parent's vars
+    for host in ('h1', 'h2'):
+        marker = json.loads((site / ('%s.marker' % host)).read_text())
+        assert marker['host']['txid'] == 'tx-%s' % host
+        assert marker['host']['state_dir'] == '%s/state/%s' % (site, host)
+        assert marker['host']['previous_release'] == 'r1'
+        assert marker['run_id'] == 'run-behaviour'
+        assert marker['release_version'] == '2.0'   # -e passed through to the child
+
+    data, json_path, md_path = incident(site)
+    assert data['outcome'] == 'rolled_back'
+    assert [(f['host'], f['task'], f['cause']) for f in data['failures']] == [('h1', 'Restart the app', 'script_error')]
+    line = DEPLOY.splitlines().index('    - name: Restart the app') + 1
+    assert data['failures'][0]['path'] == '%s/deploy.yml:%d' % (site, line)
+    assert sorted(f['task'] for f in data['ignored_failures']) == ['Fast path fails', 'Fast path fails']
+    assert data['summary']['scope_hosts'] == ['h1', 'h2']
+    assert data['summary']['verification'] == 'passed on every host'
+    assert data['rollback']['rc'] == 0
+    assert data['rollback']['hosts']['h2']['restored']['target_release'] == 'r1'
+    assert data['incident_id'] == json.loads((site / 'h1.marker').read_text())['incident']
+    md = md_path.read_text()
+    assert 'ROLLED BACK' in md and '| h1 | Restart the app |' in md and 'script_error' in md
+
+    assert spool_events(site) == ['deploy_failed', 'rolled_back']
+    assert receiver.events() == ['deploy_failed', 'rolled_back']
+    assert receiver.received[0]['host'] == 'h1' and receiver.received[0]['task'] == 'Restart the app'
+
+    assert 'rollback | PLAY [Roll back]' in out   # the child's output is echoed
+    assert 'failsafe auto_rollback: ROLLED BACK' in out
+    assert str(json_path) in out and str(md_path) in out and str(site / 'incidents' / 'alerts.jsonl') in out
+    assert 'ROLLBACK FAILED' not in out
+
+    leaked = everything_written(site, proc, receiver)
+    assert HOOK_TOKEN not in leaked
+    report_and_alerts = json_path.read_text() + md_path.read_text() + json.dumps(receiver.received)
+    assert DB_SECRET not in report_and_alerts
+
+
+def test_rescued_failure_starts_no_rollback(site, receiver):
+    proc = run_playbook(site, receiver)
+    assert proc.returncode == 0, proc.stdout
+    assert not list(site.glob('*.marker'))
+    assert spool_events(site) == [] and receiver.events() == []
+    assert not list(site.glob('incidents/inc-*'))
+    assert 'no failure, no rollback needed' in proc.stdout
+
+
+def test_failed_rollback_is_loud(site, receiver):
+    proc = run_playbook(site, receiver, extra_vars={'fail_hosts': ['h1'], 'rollback_fail_hosts': ['h2']})
+    assert proc.returncode == 2
+    assert 'ROLLBACK FAILED' in proc.stdout
+    data, _, md_path = incident(site)
+    assert data['outcome'] == 'rollback_failed'
+    assert data['rollback']['hosts']['h2']['status'] == 'failed'
+    assert data['rollback']['hosts']['h1']['status'] == 'ok'
+    assert 'rollback playbook exited 2' in data['summary']['reason']
+    assert md_path.read_text().startswith('# Incident %s: ROLLBACK FAILED' % data['incident_id'])
+    assert spool_events(site) == ['deploy_failed', 'rollback_failed']
+    assert receiver.events() == ['deploy_failed', 'rollback_failed']
+    assert receiver.received[-1]['severity'] == 'critical'
+
+
+def test_scope_failed_rolls_back_only_the_failed_host(site):
+    proc = run_playbook(site, extra_vars={'fail_hosts': ['h2']}, rollback_scope='failed')
+    assert proc.returncode == 2, proc.stdout
+    assert (site / 'h2.marker').exists() and not (site / 'h1.marker').exists()
+    data, _, _ = incident(site)
+    assert data['outcome'] == 'rolled_back' and data['summary']['scope_hosts'] == ['h2']
+
+
+def test_rollback_that_outlives_its_timeout_is_killed_and_failed(site):
+    proc = run_playbook(site, extra_vars={'fail_hosts': ['h1'], 'rollback_sleep': 60}, rollback_timeout=4)
+    assert proc.returncode == 2
+    assert proc.elapsed < 45
+    assert 'ROLLBACK FAILED' in proc.stdout
+    data, _, _ = incident(site)
+    assert data['outcome'] == 'rollback_failed' and data['rollback']['timed_out'] is True
+    assert 'did not finish within 4 s' in data['summary']['reason']
+    assert not list(site.glob('*.marker'))
+    assert spool_events(site) == ['deploy_failed', 'rollback_failed']
+
+
+def test_ansible_doc_renders():
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'),
+               PATH=BIN + os.pathsep + os.environ.get('PATH', ''))
+    proc = subprocess.run([os.path.join(BIN, 'ansible-doc'), '-t', 'callback', 'failsafe.deploy.auto_rollback'],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    for option in ('rollback_scope', 'webhook_url', 'FAILSAFE_ROLLBACK_TIMEOUT', 'failsafe_auto_rollback'):
+        assert option in proc.stdout

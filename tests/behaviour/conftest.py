@@ -1,0 +1,32 @@
+# Fixtures for behaviour tests; the machinery lives in support.py.
+import pytest
+
+from support import LocalDeploy, Receiver
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def local_deploy(tmp_path, receiver):
+    d = LocalDeploy(tmp_path / 'site', receiver)
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope='module')
+def module_receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope='module')
+def module_deploy(tmp_path_factory, module_receiver):
+    d = LocalDeploy(tmp_path_factory.mktemp('site'), module_receiver)
+    yield d
+    d.stop()

@@ -1,0 +1,174 @@
+# Support for behaviour tests: real ansible-playbook runs against this machine, a real HTTP receiver for
+# webhook alerts, and helpers that read the hosts' real state (files, checksums, processes, HTTP answers).
+import hashlib
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import threading
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.venv')), 'bin')
+DEMO = os.path.join(ROOT, 'examples', 'demo')
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def tree_digest(paths):
+    """Type, mode, owner, content hash or link target of every path below each of `paths` (absence too)."""
+    out = {}
+
+    def record(p):
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            out[p] = ('absent',)
+            return
+        meta = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        if stat.S_ISLNK(st.st_mode):
+            out[p] = ('link', os.readlink(p)) + meta
+        elif stat.S_ISDIR(st.st_mode):
+            out[p] = ('dir',) + meta
+            for name in sorted(os.listdir(p)):
+                record(os.path.join(p, name))
+        else:
+            with open(p, 'rb') as f:
+                out[p] = ('file', hashlib.sha256(f.read()).hexdigest()) + meta
+
+    for p in paths:
+        record(p)
+    return out
+
+
+class Receiver:
+    """A real HTTP server that records every JSON body POSTed to it, in order."""
+
+    def __init__(self):
+        self.events = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                try:
+                    receiver.events.append(json.loads(body))
+                except ValueError:
+                    receiver.events.append({'unparsable': body.decode('utf-8', 'replace')})
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b'ok')
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = 'http://127.0.0.1:%d/hook' % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def kinds(self):
+        return [e.get('event') for e in self.events]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class LocalDeploy:
+    """The demo setup of examples/demo in a private directory, driven by real ansible-playbook runs."""
+
+    def __init__(self, base, receiver):
+        self.dir = str(base)
+        self.port = free_port()
+        self.receiver = receiver
+        subprocess.run(['bash', os.path.join(DEMO, 'prepare.sh'), self.dir], check=True)
+        self.app_root = os.path.join(self.dir, 'srv', 'app')
+        self.state_dir = os.path.join(self.dir, 'state')
+        self.incidents = os.path.join(self.dir, 'incidents')
+        self.spool = os.path.join(self.incidents, 'alerts.jsonl')
+        self.program_conf = os.path.join(self.dir, 'supervisor', 'conf.d', 'demo-app.conf')
+        self.env = dict(os.environ)
+        self.env.update({
+            'PATH': VENV_BIN + os.pathsep + os.environ['PATH'],
+            'ANSIBLE_CONFIG': os.path.join(DEMO, 'ansible.cfg'),
+            'ANSIBLE_COLLECTIONS_PATH': os.path.join(ROOT, '.build', 'collections'),
+            'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
+            'ANSIBLE_HOME': os.path.join(self.dir, 'ansible-home'),
+            'ANSIBLE_NOCOLOR': '1',
+            'ANSIBLE_FORCE_COLOR': '0',
+            'FAILSAFE_DEMO_DIR': self.dir,
+            'FAILSAFE_DEMO_PORT': str(self.port),
+            'FAILSAFE_REPORT_DIR': self.incidents,
+            'FAILSAFE_SPOOL_PATH': self.spool,
+            'FAILSAFE_WEBHOOK_URL': receiver.url,
+        })
+        for key in ('ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED'):
+            self.env.pop(key, None)
+
+    @property
+    def captured_paths(self):
+        return [os.path.join(self.app_root, 'current'), os.path.join(self.app_root, 'shared'), self.program_conf]
+
+    def playbook(self, playbook, *args, inventory=None):
+        cmd = ['ansible-playbook', '-i', inventory or os.path.join(DEMO, 'inventory.yml'), playbook] + list(args)
+        proc = subprocess.run(cmd, env=self.env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=600)
+        with open(os.path.join(self.dir, 'runs.log'), 'a') as log:
+            log.write('$ %s\n%s\nrc=%s\n' % (' '.join(cmd), proc.stdout, proc.returncode))
+        return proc
+
+    def deploy(self, version, *args):
+        return self.playbook('failsafe.deploy.deploy', '-e', 'release_version=%s' % version, *args)
+
+    def digest(self):
+        return tree_digest(self.captured_paths)
+
+    def current(self):
+        return os.readlink(os.path.join(self.app_root, 'current'))
+
+    def ledger(self):
+        with open(os.path.join(self.app_root, '.failsafe', 'ledger.json')) as f:
+            return json.load(f)
+
+    def journal(self):
+        with open(os.path.join(self.state_dir, 'demo-app', 'journal.json')) as f:
+            return json.load(f)
+
+    def lock_path(self):
+        return os.path.join(self.state_dir, 'demo-app', 'lock.json')
+
+    def http(self, path, timeout=5):
+        with urllib.request.urlopen('http://127.0.0.1:%d%s' % (self.port, path), timeout=timeout) as r:
+            return r.status, r.read().decode()
+
+    def incident_reports(self):
+        if not os.path.isdir(self.incidents):
+            return []
+        return sorted(os.path.join(self.incidents, n) for n in os.listdir(self.incidents)
+                      if n.endswith('.json'))
+
+    def spool_events(self):
+        if not os.path.exists(self.spool):
+            return []
+        with open(self.spool) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def stop(self):
+        subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c',
+                        os.path.join(self.dir, 'supervisor', 'supervisord.conf'), 'shutdown'],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def recap_changed(output):
+    """The changed= counts of the PLAY RECAP, per host."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r'^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)', output, re.M)}
+
+

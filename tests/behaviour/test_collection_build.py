@@ -1,0 +1,65 @@
+"""The collection builds, installs into an empty collections path, documents itself, and deploys from there."""
+import os
+import subprocess
+
+import pytest
+
+from support import ROOT, VENV_BIN
+
+MODULES = ['snapshot', 'release', 'deploy_state', 'health_check']
+ROLES = ['preflight', 'snapshot', 'release', 'activate', 'verify', 'commit', 'rollback']
+
+
+def run(cmd, env, **kw):
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    assert proc.returncode == 0, '%s\n%s' % (' '.join(cmd), proc.stdout[-6000:])
+    return proc.stdout
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+    base = tmp_path_factory.mktemp('galaxy')
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ['PATH'], ANSIBLE_HOME=str(base / 'home'),
+               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false', ANSIBLE_NOCOLOR='1')
+    env.pop('ANSIBLE_COLLECTIONS_PATH', None)
+    run(['ansible-galaxy', 'collection', 'build', ROOT, '--output-path', str(base / 'dist')], env)
+    tarballs = os.listdir(str(base / 'dist'))
+    assert len(tarballs) == 1 and tarballs[0].startswith('failsafe-deploy-')
+    path = base / 'collections'
+    run(['ansible-galaxy', 'collection', 'install', str(base / 'dist' / tarballs[0]), '-p', str(path)], env)
+    env['ANSIBLE_COLLECTIONS_PATH'] = str(path)
+    return env, path
+
+
+def test_the_tarball_installs_and_leaves_out_build_and_test_output(installed):
+    _, path = installed
+    coll = path / 'ansible_collections' / 'failsafe' / 'deploy'
+    for want in ['MANIFEST.json', 'playbooks/deploy.yml', 'plugins/callback/auto_rollback.py']:
+        assert (coll / want).exists(), want
+    for unwanted in ['.venv', '.build', 'demo-output', 'tests/output']:
+        assert not (coll / unwanted).exists(), unwanted
+
+
+@pytest.mark.parametrize('kind, name', [('module', m) for m in MODULES] + [('callback', 'auto_rollback')]
+                         + [('role', r) for r in ROLES])
+def test_ansible_doc_renders(installed, kind, name):
+    env, _ = installed
+    out = run(['ansible-doc', '-t', kind, 'failsafe.deploy.%s' % name], env)
+    assert 'failsafe.deploy.%s' % name in out or name in out
+    assert 'ERROR' not in out
+
+
+def test_the_installed_collection_runs_the_demo_deploy(installed, tmp_path, receiver):
+    env, _ = installed
+    from support import LocalDeploy
+    d = LocalDeploy(tmp_path / 'site', receiver)
+    try:
+        d.env['ANSIBLE_COLLECTIONS_PATH'] = env['ANSIBLE_COLLECTIONS_PATH']
+        proc = d.deploy('1.0.0')
+        assert proc.returncode == 0, proc.stdout[-6000:]
+        listing = run(['ansible-galaxy', 'collection', 'list', 'failsafe.deploy'], d.env)
+        assert str(installed[1]) in listing and '.build' not in listing
+        assert d.http('/version') == (200, '1.0.0')
+        assert d.current() == 'releases/1.0.0'
+    finally:
+        d.stop()

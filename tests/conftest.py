@@ -12,3 +12,8 @@ if not os.path.islink(LINK) and not os.path.isdir(LINK):
     os.symlink(ROOT, LINK)
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+
+# The fleet of namespace SSH hosts (tests/fleet) is a pytest plugin: the repository root must be importable.
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+pytest_plugins = ['tests.fleet.pytest_fleet']

@@ -503,8 +503,8 @@ class CallbackModule(CallbackBase):
                 'host': failure['host'], 'task': failure['task'], 'role': failure['role'], 'path': failure['path'],
                 'cause': failure['cause'], 'evidence': failure['evidence'], 'message': failure['message'],
                 'unreachable': failure['unreachable'],
-                'summary': 'deploy failed on %s at task %r (cause: %s)' % (failure['host'], failure['task'],
-                                                                          failure['cause']),
+                'summary': 'deploy failed on %s at task %r (cause: %s)' % (
+                    failure['host'], failure['task'], failure['cause']),
             })
         payload.update(extra)
         payload = self.redactor.data(payload)
@@ -557,8 +557,8 @@ class CallbackModule(CallbackBase):
         json_path, md_path = report_paths(self.report_dir, self.incident_id)
         if self.outcome == 'rolled_back':
             self._alert('rolled_back', 'warning', hosts=scope, outcome='rolled_back',
-                        summary='deploy failed on %s; rolled back %s' % (', '.join(self.run.failed_hosts),
-                                                                        ', '.join(scope)),
+                        summary='deploy failed on %s; rolled back %s' % (
+                            ', '.join(self.run.failed_hosts), ', '.join(scope)),
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
         elif self.outcome == 'rollback_failed':
@@ -610,8 +610,8 @@ class CallbackModule(CallbackBase):
         self._rollback_started = time.time()
         launch = _launcher.run(cmd, env, log_file, self.rollback_timeout, echo=self._echo, cwd=os.getcwd(),
                                redact=self.redactor.text,
-                               header='# failsafe rollback for incident %s\n# %s' % (self.incident_id,
-                                                                                      ' '.join(shown)))
+                               header='# failsafe rollback for incident %s\n# %s' % (
+                                   self.incident_id, ' '.join(shown)))
         child = _launcher.read_child_result(result_file)
         hosts = _launcher.merge_child_hosts(scope, child)
         self.timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None,
@@ -720,7 +720,6 @@ class CallbackModule(CallbackBase):
         text = ('%s\n!!! ROLLBACK FAILED: incident %s\n!!! %s\n!!! Hosts may be broken or on mixed releases. '
                 'Act now.\n%s' % (bar, self.incident_id, self.redactor.text(reason or 'unknown reason'), bar))
         self._display.display(text, color=C.COLOR_ERROR)
-        self._display.display(text, color=C.COLOR_ERROR, stderr=True, screen_only=True)
 
     def _summary_line(self):
         label = OUTCOME_LABELS.get(self.outcome, 'FAILURE RESCUED' if self.outcome == 'rescued' else self.outcome)

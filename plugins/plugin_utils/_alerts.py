@@ -103,7 +103,7 @@ class WebhookSender:
                     exc.close()
                 except Exception:  # pylint: disable=broad-except
                     pass
-            except (socket.timeout, TimeoutError) as exc:
+            except (socket.timeout, TimeoutError):
                 error = 'timed out after %.1f s' % self.timeout
                 retry = True
             except urllib.error.URLError as exc:

@@ -430,8 +430,8 @@ def render_markdown(incident):
 
     lines += ['## Alerts', '', '| Event | Sent at | Spool | Webhook |', '|---|---|---|---|']
     for alert in incident.get('alerts') or []:
-        lines.append('| %s | %s | %s | %s |' % (_md(alert.get('event')), _md(alert.get('at')),
-                                               _md(alert.get('spool')), _md(alert.get('webhook'))))
+        lines.append('| %s | %s | %s | %s |' % (
+            _md(alert.get('event')), _md(alert.get('at')), _md(alert.get('spool')), _md(alert.get('webhook'))))
     lines.append('')
 
     timeline = incident.get('timeline') or []

@@ -173,6 +173,15 @@ def build_env(base_env, result_path, callbacks_enabled=None):
     env = dict(base_env)
     for key in SCRUBBED_ENV:
         env.pop(key, None)
+    # ansible-runner's awx_display patches ansible's Display as soon as its module is imported, and ansible imports
+    # every callback module on the callback path: without the runner's environment it then crashes the child.
+    if env.get('ANSIBLE_CALLBACK_PLUGINS'):
+        kept = [p for p in env['ANSIBLE_CALLBACK_PLUGINS'].split(os.pathsep)
+                if p and not os.path.exists(os.path.join(p, 'awx_display.py'))]
+        if kept:
+            env['ANSIBLE_CALLBACK_PLUGINS'] = os.pathsep.join(kept)
+        else:
+            env.pop('ANSIBLE_CALLBACK_PLUGINS')
     env[CHILD_ENV] = '1'
     env[RESULT_ENV] = result_path
     env['ANSIBLE_NOCOLOR'] = '1'

@@ -317,3 +317,44 @@ def test_ansible_doc_renders():
     assert proc.returncode == 0, proc.stdout
     for option in ('rollback_scope', 'webhook_url', 'FAILSAFE_ROLLBACK_TIMEOUT', 'failsafe_auto_rollback'):
         assert option in proc.stdout
+
+
+def test_under_ansible_runner_as_awx_runs_it(site, receiver):
+    """ansible-runner forces its own stdout callback and passes the inventory only on the command line; the
+    rollback child must still get the inventory, lose awx_display and load this callback in child mode."""
+    ansible_runner = pytest.importorskip('ansible_runner')
+    private = site / 'runner'
+    (private / 'project').mkdir(parents=True)
+    for name in ('deploy.yml', 'rollback.yml', 'library'):
+        os.symlink(str(site / name), str(private / 'project' / name))
+    envvars = {
+        'PATH': BIN + os.pathsep + os.environ.get('PATH', ''),
+        'ANSIBLE_COLLECTIONS_PATH': os.path.join(ROOT, '.build', 'collections'),
+        'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
+        'ANSIBLE_HOME': str(site / 'ansible-home'),
+        'ANSIBLE_LOCAL_TEMP': str(site / 'ansible-home' / 'tmp'),
+        'ANSIBLE_CALLBACKS_ENABLED': 'failsafe.deploy.auto_rollback',
+        'FAILSAFE_ROLLBACK_PLAYBOOK': 'rollback.yml',
+        'FAILSAFE_REPORT_DIR': str(site / 'incidents'),
+        'FAILSAFE_WEBHOOK_URL': receiver.url,
+        'JOB_ID': '4711',
+    }
+    saved = dict((k, os.environ.pop(k)) for k in list(os.environ) if k.startswith(('FAILSAFE_', 'ANSIBLE_')))
+    try:
+        result = ansible_runner.run(private_data_dir=str(private), playbook='deploy.yml',
+                                    inventory=str(site / 'inventory.ini'), envvars=envvars,
+                                    extravars={'fail_hosts': ['h1'], 'release_version': '2.0'}, quiet=True,
+                                    timeout=180)
+    finally:
+        os.environ.update(saved)
+    assert result.status == 'failed' and result.rc == 2
+    for host in ('h1', 'h2'):
+        marker = json.loads((site / ('%s.marker' % host)).read_text())
+        assert marker['release_version'] == '2.0' and marker['host']['txid'] == 'tx-%s' % host
+    data, _, _ = incident(site)
+    assert data['outcome'] == 'rolled_back'
+    assert receiver.events() == ['deploy_failed', 'rolled_back']
+    log = (site / 'incidents' / (data['incident_id'] + '.rollback.log')).read_text()
+    assert '--inventory %s' % (site / 'inventory.ini') in log
+    assert 'PLAY RECAP' in log   # the default stdout callback, not awx_display
+    assert 'ROLLED BACK' in result.stdout.read()

@@ -112,6 +112,18 @@ def test_build_env_flags_recursion_and_scrubs_runner_variables():
     assert _launcher.build_env({}, '/r', [])['ANSIBLE_CALLBACKS_ENABLED'] == 'failsafe.deploy.auto_rollback'
 
 
+def test_build_env_drops_the_runner_display_callback_directory(tmp_path):
+    runner_dir = tmp_path / 'display_callback' / 'callback'
+    runner_dir.mkdir(parents=True)
+    (runner_dir / 'awx_display.py').write_text('# patches Display on import')
+    other = tmp_path / 'mine'
+    other.mkdir()
+    env = _launcher.build_env({'ANSIBLE_CALLBACK_PLUGINS': '%s:%s' % (runner_dir, other)}, '/r', [])
+    assert env['ANSIBLE_CALLBACK_PLUGINS'] == str(other)
+    env = _launcher.build_env({'ANSIBLE_CALLBACK_PLUGINS': str(runner_dir)}, '/r', [])
+    assert 'ANSIBLE_CALLBACK_PLUGINS' not in env
+
+
 def test_write_rollback_vars(tmp_path):
     path = str(tmp_path / 'v.json')
     hosts = {'web1': {'state_dir': '/s', 'name': 'app', 'txid': 't1', 'release': 'r2', 'previous_release': 'r1'}}

@@ -95,10 +95,12 @@ ROLLBACK = '''\
       ansible.builtin.command: sleep {{ rollback_sleep }}
       when: rollback_sleep is defined
 
-    - name: Restore the previous release
-      failsafe_echo:
-        key: failsafe_rollback
-        value:
+    - name: Report what was restored
+      # debug with `var` returns the variable under its own name: the simplest way to return failsafe_rollback
+      ansible.builtin.debug:
+        var: failsafe_rollback
+      vars:
+        failsafe_rollback:
           target_release: "{{ failsafe_rollback_hosts[inventory_hostname].previous_release }}"
           restored: [/srv/app/current]
           verified: true

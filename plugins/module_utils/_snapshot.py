@@ -264,7 +264,7 @@ class SnapshotStore(object):
 
     # ------------------------------------------------------------------ plumbing
     def reset_counters(self):
-        self.counters = dict(hashed=0, bytes_hashed=0, bytes_new=0, objects_new=0, cache_hits=0,
+        self.counters = dict(hashed=0, rechecked=0, bytes_hashed=0, bytes_new=0, objects_new=0, cache_hits=0,
                              files=0, dirs=0, links=0)
 
     def exists(self):
@@ -359,7 +359,7 @@ class SnapshotStore(object):
         except OSError as e:
             raise SnapshotError('cannot open %s: %s' % (path, e.strerror), path=path)
 
-    def hash_file(self, path):
+    def hash_file(self, path, counter='hashed'):
         """sha256 and stat of a regular file, read in 1 MiB chunks without following symlinks."""
         fd = self._open_nofollow(path)
         try:
@@ -377,7 +377,7 @@ class SnapshotStore(object):
             raise SnapshotError('cannot read %s: %s' % (path, e.strerror), path=path)
         finally:
             os.close(fd)
-        self.counters['hashed'] += 1
+        self.counters[counter] += 1
         self.counters['bytes_hashed'] += size
         return digest.hexdigest(), before, _same_content_stat(before, after) and size == after.st_size
 
@@ -560,24 +560,32 @@ class SnapshotStore(object):
                 kept.append(root)
         return kept
 
+    def _refuse_store_overlap(self, roots):
+        store = os.path.realpath(self.root)
+        for root in roots:
+            if _is_under(store, root) or _is_under(root, store):
+                raise SnapshotError('refusing to use %s: it overlaps the snapshot store %s (a restore would '
+                                    'destroy the store)' % (root, self.root), path=root)
+
     @_writer(create=True)
     def capture(self, paths, exclude=None, labels=None, snapshot_id=None, check_mode=False):
         """Take a snapshot. Returns dict(id, manifest, entries, changed, existed, stats...)."""
         exclude = list(exclude or [])
         labels = dict((str(k), str(v)) for k, v in (labels or {}).items())
         roots = self.resolve_roots(paths)
+        self._refuse_store_overlap(roots)
         if snapshot_id is None:
             snapshot_id = new_snapshot_id()
         check_id(snapshot_id)
         manifest_file = self.manifest_path(snapshot_id)
         if os.path.exists(manifest_file):
             existing = self.load_manifest(snapshot_id)
-            if existing['roots'] != roots or existing.get('exclude', []) != exclude:
+            if existing.get('paths') != list(paths) or existing.get('exclude', []) != exclude:
                 raise SnapshotError('snapshot %s already exists with other paths (%s): choose another id or '
-                                    'remove it first' % (snapshot_id, ', '.join(existing['roots'])),
+                                    'remove it first' % (snapshot_id, ', '.join(existing.get('paths') or [])),
                                     manifest=manifest_file, id=snapshot_id)
             return dict(id=snapshot_id, manifest=manifest_file, entries=len(existing['entries']), changed=False,
-                        roots=roots, existed=True)
+                        roots=existing['roots'], existed=True)
         self._pending = set()
         entries = []
         racy = []
@@ -653,7 +661,7 @@ class SnapshotStore(object):
                 continue
             if not _same_content_stat(st, now):
                 continue
-            again, seen, stable = self.hash_file(path)
+            again, seen, stable = self.hash_file(path, counter='rechecked')
             if stable and again == sha and _same_content_stat(seen, st):
                 self._cache_put(path, st, sha)
 
@@ -826,6 +834,7 @@ class SnapshotStore(object):
         manifest = self.load_manifest(snapshot_id)
         manifest_file = self.manifest_path(snapshot_id)
         roots = manifest['roots']
+        self._refuse_store_overlap(roots)
         for root in roots:
             parent = os.path.dirname(root)
             real = os.path.realpath(parent)
@@ -900,18 +909,11 @@ class SnapshotStore(object):
         return result
 
     def verify(self, snapshot_id):
+        """Read every captured path and compare it with the snapshot. Writes nothing."""
         manifest = self.load_manifest(snapshot_id)
         found, dummy = self.drift(manifest, full=True)
-        if self.exists():
-            self._save_cache_quietly()
         return dict(id=snapshot_id, manifest=self.manifest_path(snapshot_id), entries=len(manifest['entries']),
                     drift=found, changed=False)
-
-    def _save_cache_quietly(self):
-        try:
-            self._save_cache()
-        except (OSError, SnapshotError):
-            pass
 
     # ------------------------------------------------------------------ removal
     @_writer(create=False)

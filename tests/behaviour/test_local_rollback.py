@@ -78,7 +78,7 @@ def test_then_the_incident_report_names_task_host_and_cause(after_switch_failure
     assert incident['outcome'] == 'rolled_back'
     failure = incident['failures'][0]
     assert failure['host'] == 'localhost'
-    assert failure['task'] == 'Check the health of the new release'
+    assert failure['task'].endswith('Check the health of the new release')
     assert failure['cause'] == 'health'
     with open(reports[0][:-len('.json')] + '.md') as f:
         markdown = f.read()

@@ -271,6 +271,12 @@ class SnapshotStore(object):
         return os.path.isdir(self.manifests)
 
     def create(self):
+        parent = os.path.dirname(self.root)
+        if not os.path.isdir(parent):
+            try:
+                os.makedirs(parent, 0o755)
+            except OSError as e:
+                raise SnapshotError('cannot create %s for the snapshot store: %s' % (parent, e.strerror), path=parent)
         for directory in (self.root, self.objects, self.manifests, self.tmp):
             try:
                 os.mkdir(directory, 0o700)
@@ -937,7 +943,7 @@ class SnapshotStore(object):
         return result
 
     def gc(self, exclude_ids=(), check_mode=False):
-        """Delete objects that no remaining manifest references. Skipped (with a warning) if a manifest is unreadable."""
+        """Delete objects no remaining manifest references; skipped (with a warning) if a manifest is unreadable."""
         referenced = set()
         for snapshot_id in self.list_ids():
             if snapshot_id in exclude_ids:

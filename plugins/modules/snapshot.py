@@ -308,6 +308,12 @@ def _ids_text(ids):
     return ''.join('%s\n' % i for i in ids)
 
 
+def _removal_diff(store, before_ids, removed):
+    header = 'snapshots in %s' % store.root
+    return dict(before_header=header, before=_ids_text(before_ids),
+                after_header=header, after=_ids_text([i for i in before_ids if i not in removed]))
+
+
 def _with_stats(result, store):
     result['hashed'] = store.counters['hashed']
     result['stats'] = dict(store.counters)
@@ -350,7 +356,7 @@ def ensure_absent(module, store):
     before_ids = store.list_ids()
     res = store.remove([check_id(module.params['id'])], check_mode=module.check_mode)
     res['id'] = module.params['id']
-    res['diff'] = dict(before=_ids_text(before_ids), after=_ids_text([i for i in before_ids if i not in res['removed']]))
+    res['diff'] = _removal_diff(store, before_ids, res['removed'])
     return res
 
 
@@ -364,7 +370,7 @@ def ensure_pruned(module, store):
         raise SnapshotError('keep must be 0 or more, got %d' % p['keep'])
     before_ids = store.list_ids()
     res = store.prune(p['keep'], protect=p['protect'], check_mode=module.check_mode)
-    res['diff'] = dict(before=_ids_text(before_ids), after=_ids_text([i for i in before_ids if i not in res['removed']]))
+    res['diff'] = _removal_diff(store, before_ids, res['removed'])
     return res
 
 

@@ -206,7 +206,8 @@ def test_list_absent_pruned_through_main(env):
         ok(present(env, id='s%d' % n, labels={'release': 'r%d' % n}))
     listed = ok(dict(store=env['store'], state='list'))
     assert listed['changed'] is False
-    assert [(s['id'], s['labels']['release']) for s in listed['snapshots']] == [('s2', 'r2'), ('s1', 'r1'), ('s0', 'r0')]
+    assert [(s['id'], s['labels']['release']) for s in listed['snapshots']] == [
+        ('s2', 'r2'), ('s1', 'r1'), ('s0', 'r0')]
 
     preview = ok(dict(store=env['store'], state='absent', id='s1'), check=True, diff=True)
     assert preview['changed'] is True and preview['removed'] == ['s1']
@@ -227,3 +228,13 @@ def test_list_absent_pruned_through_main(env):
 def test_list_of_a_missing_store_is_empty(env):
     assert ok(dict(store=env['store'], state='list'))['snapshots'] == []
     assert not os.path.exists(env['store'])
+
+
+def test_present_creates_a_private_store_under_missing_parents(env):
+    store = os.path.join(env['base'], 'var', 'lib', 'failsafe', 'snapshots')
+    res = ok(present(env, store=store))
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(res['manifest']).st_mode) == 0o600
+    objects = [os.path.join(d, n) for d, dummy, names in os.walk(os.path.join(store, 'objects')) for n in names]
+    assert len(objects) == 2 and all(stat.S_IMODE(os.stat(o).st_mode) == 0o400 for o in objects)
+    assert os.listdir(os.path.join(store, 'tmp')) == []

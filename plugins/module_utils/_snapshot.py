@@ -847,7 +847,7 @@ class SnapshotStore(object):
             if real != parent:
                 raise SnapshotError('refusing to restore %s: its parent %s now resolves to %s through a symlink'
                                     % (root, parent, real), path=root)
-        found, current = self.drift(manifest)
+        found, dummy = self.drift(manifest)
         result = dict(id=snapshot_id, manifest=manifest_file, entries=len(manifest['entries']), drift=found,
                       restored=sorted(set(d['path'] for d in found)), changed=bool(found))
         if check_mode:

@@ -33,7 +33,7 @@ options:
   state:
     description:
       - V(present) takes a snapshot of O(paths). With an O(id) that already exists, nothing is captured again
-        (the first snapshot of a change is the one to keep) and RV(changed) is V(false).
+        (the first snapshot of a change is the one to keep) and the task reports no change.
       - V(restored) restores snapshot O(id), then re-reads every path and fails if anything still differs
         (unless O(verify=false)).
       - V(verified) compares the live paths with snapshot O(id), reading every file, and returns RV(drift). It
@@ -118,7 +118,7 @@ seealso:
   - module: failsafe.deploy.release
   - module: failsafe.deploy.deploy_state
 author:
-  - failsafe.deploy maintainers
+  - failsafe.deploy maintainers (@failsafe-deploy)
 '''
 
 EXAMPLES = r'''

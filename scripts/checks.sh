@@ -222,6 +222,22 @@ EOF
   test -s "$root/.build/ee-context/Containerfile"
 }
 
+# What a failed gate shows: its finding lines (ERROR/FAILED/path:line: ...), at most 80, else the end of its log.
+findings() {
+  local logfile=$1 pattern count
+  pattern='^(ERROR|FATAL|FAILED|CRITICAL|WARNING: [a-z_./-]+:[0-9]+)|^[^ :]+:[0-9]+(:[0-9]+)?: |^In [^ ]+ line [0-9]+:$|SC[0-9]{4}'
+  count=$(grep -cE "$pattern" "$logfile")
+  if [ "$count" -eq 0 ]; then
+    tail -n 40 "$logfile"
+    return 0
+  fi
+  grep -E "$pattern" "$logfile" | head -n 80
+  if [ "$count" -gt 80 ]; then
+    echo "... $((count - 80)) more lines in the log"
+  fi
+  tail -n 1 "$logfile"
+}
+
 run_gate() {
   local gate=$1 start end rc status
   local logfile="$logs/$gate.log"
@@ -238,7 +254,7 @@ run_gate() {
   if [ "$rc" -ne 0 ]; then status=FAIL; fi
   printf '%s %-10s %7.1fs  (log: %s)\n' "$status" "$gate" "$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')" "${logfile#"$root"/}"
   if [ "$rc" -ne 0 ] && [ "$verbose" != 1 ]; then
-    tail -n 40 "$logfile" | sed 's/^/    | /'
+    findings "$logfile" | sed 's/^/    | /'
   fi
   return "$rc"
 }
@@ -265,6 +281,12 @@ main() {
     done
   fi
   mkdir -p "$logs"
+  # One run at a time: runs share the ansible-test HOME, the checks venv, .build/dist and the logs.
+  exec 9>"$logs/.lock"
+  if ! flock -n 9; then
+    log "waiting for another scripts/checks.sh run to finish"
+    flock 9
+  fi
   for gate in "${gates[@]}"; do
     run_gate "$gate" || failed=$((failed + 1))
   done

@@ -40,7 +40,8 @@ fi
 
 answer=$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())" \
   "http://127.0.0.1:$port/version")
-report=$(ls -t "$demo"/incidents/*.json 2>/dev/null | grep -v alerts | head -n 1 || true)
+report=$(find "$demo/incidents" -maxdepth 1 -name 'inc-*.json' ! -name '*.*.json' -printf '%T@ %p\n' 2>/dev/null \
+  | sort -n | tail -n 1 | cut -d' ' -f2-)
 outcome=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['outcome'])" "$report" 2>/dev/null || echo unknown)
 echo
 echo "==> Demo finished"

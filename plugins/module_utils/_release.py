@@ -657,6 +657,15 @@ def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=Fals
     if not src:
         raise ReleaseError('src is required for state=staged', id=release_id)
     if not os.path.exists(src):
+        if check_mode:
+            # In check mode the task that uploads src did not run either: plan the staging, still refuse quarantine.
+            call = _Call(rr)
+            entry = call.ledger['releases'].get(release_id)
+            if entry is not None and entry.get('state') == 'failed' and not force:
+                raise call.quarantined_error(release_id, 'stage')
+            return call.result(not rr.has_release_dir(release_id), release_id, diff_ids=[release_id],
+                               check_mode=True, path=rr.release_path(release_id),
+                               msg='src %s is not on the target yet: staging planned, not inspected' % src)
         raise ReleaseError('src %s does not exist on the target' % src, path=src, id=release_id)
     if os.path.isdir(src):
         kind = 'directory'

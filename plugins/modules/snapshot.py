@@ -39,11 +39,11 @@ options:
       - V(verified) compares the live paths with snapshot O(id), reading every file, and returns RV(drift). It
         fails when there is drift and O(verify=true); with O(verify=false) it only reports.
       - V(absent) removes snapshot O(id) and the stored contents no other snapshot uses.
-      - V(list) returns every snapshot, newest first.
+      - V(query) returns every snapshot, newest first, and changes nothing.
       - V(pruned) keeps the O(keep) newest snapshots plus those in O(protect), removes the others and the stored
         contents no remaining snapshot uses.
     type: str
-    choices: [present, restored, verified, absent, list, pruned]
+    choices: [present, restored, verified, absent, query, pruned]
     default: present
   id:
     description:
@@ -71,7 +71,7 @@ options:
     default: []
   labels:
     description:
-      - Free-form labels stored in the manifest and returned by O(state=list), for example the release and the
+      - Free-form labels stored in the manifest and returned by O(state=query), for example the release and the
         transaction id.
     type: dict
     default: {}
@@ -154,7 +154,7 @@ EXAMPLES = r'''
 - name: List snapshots, newest first
   failsafe.deploy.snapshot:
     store: /var/lib/failsafe-deploy/snapshots
-    state: list
+    state: query
   register: all_snapshots
 
 - name: Keep the five newest snapshots and the one of the running transaction
@@ -251,7 +251,7 @@ restored:
   elements: str
 snapshots:
   description: Every snapshot, newest first.
-  returned: state is list
+  returned: state is query
   type: list
   elements: dict
   contains:
@@ -360,7 +360,7 @@ def ensure_absent(module, store):
     return res
 
 
-def ensure_list(module, store):
+def ensure_query(module, store):
     return dict(changed=False, snapshots=store.summaries())
 
 
@@ -375,7 +375,7 @@ def ensure_pruned(module, store):
 
 
 STATES = dict(present=ensure_present, restored=ensure_restored, verified=ensure_verified, absent=ensure_absent,
-              list=ensure_list, pruned=ensure_pruned)
+              query=ensure_query, pruned=ensure_pruned)
 
 
 def main():

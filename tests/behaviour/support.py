@@ -147,13 +147,13 @@ class LocalDeploy:
 
     def http(self, path, timeout=5):
         with urllib.request.urlopen('http://127.0.0.1:%d%s' % (self.port, path), timeout=timeout) as r:
-            return r.status, r.read().decode()
+            return r.status, r.read().decode().strip()
 
     def incident_reports(self):
         if not os.path.isdir(self.incidents):
             return []
         return sorted(os.path.join(self.incidents, n) for n in os.listdir(self.incidents)
-                      if n.endswith('.json'))
+                      if re.match(r'^inc-[^.]+\.json$', n))
 
     def spool_events(self):
         if not os.path.exists(self.spool):
@@ -170,5 +170,3 @@ class LocalDeploy:
 def recap_changed(output):
     """The changed= counts of the PLAY RECAP, per host."""
     return {m.group(1): int(m.group(2)) for m in re.finditer(r'^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)', output, re.M)}
-
-

@@ -598,3 +598,13 @@ def test_given_corrupt_ledger_then_refused_not_overwritten(tmp_path, root, rr):
     with pytest.raises(ReleaseError, match='not valid JSON'):
         ensure_verified(rr, 'v1')
     assert read(path) == '{broken'
+
+
+def test_check_mode_staging_from_a_src_not_uploaded_yet_is_planned_not_failed(tmp_path):
+    from ansible_collections.failsafe.deploy.plugins.module_utils import _release
+    rr = _release.ReleaseRoot(str(tmp_path / 'app'))
+    res = _release.ensure_staged(rr, '1.0.0', str(tmp_path / 'missing.tar.gz'), check_mode=True)
+    assert res['changed'] is True
+    assert not (tmp_path / 'app').exists()
+    with pytest.raises(_release.ReleaseError):
+        _release.ensure_staged(rr, '1.0.0', str(tmp_path / 'missing.tar.gz'), check_mode=False)

@@ -204,7 +204,7 @@ def test_list_absent_pruned_through_main(env):
         with open(os.path.join(env['app'], 'conf', 'app.conf'), 'w') as f:
             f.write('v%d\n' % n)
         ok(present(env, id='s%d' % n, labels={'release': 'r%d' % n}))
-    listed = ok(dict(store=env['store'], state='list'))
+    listed = ok(dict(store=env['store'], state='query'))
     assert listed['changed'] is False
     assert [(s['id'], s['labels']['release']) for s in listed['snapshots']] == [
         ('s2', 'r2'), ('s1', 'r1'), ('s0', 'r0')]
@@ -222,11 +222,11 @@ def test_list_absent_pruned_through_main(env):
     assert preview['removed'] == ['s2'] and os.path.exists(os.path.join(env['store'], 'manifests', 's2.json'))
     pruned = ok(dict(store=env['store'], state='pruned', keep=0, protect=['s0']))
     assert pruned['removed'] == ['s2'] and pruned['changed'] is True
-    assert [s['id'] for s in ok(dict(store=env['store'], state='list'))['snapshots']] == ['s0']
+    assert [s['id'] for s in ok(dict(store=env['store'], state='query'))['snapshots']] == ['s0']
 
 
 def test_list_of_a_missing_store_is_empty(env):
-    assert ok(dict(store=env['store'], state='list'))['snapshots'] == []
+    assert ok(dict(store=env['store'], state='query'))['snapshots'] == []
     assert not os.path.exists(env['store'])
 
 

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import signal
 import socket
 import subprocess
@@ -76,6 +77,15 @@ HOST_ENV = {
 NAME_RE = re.compile(r'^[a-z][a-z0-9]{0,7}$')
 FIRST_HOST_OCTET = 10  # host i (1-based) gets <subnet>.(10 + i); .1 is the bridge in the root namespace
 MAX_UNIX_SOCKET = 100  # sun_path is 108 bytes; ssh adds a 17-character suffix while it binds
+
+
+def _shared_under_root():
+    """Folders below /root that fleet hosts must still see: the installation behind this Python (and its venv)."""
+    out = []
+    for path in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
+        if path.startswith('/root/') and os.path.isdir(path):
+            out.append(path)
+    return sorted(out)
 
 
 class FleetError(RuntimeError):
@@ -674,7 +684,12 @@ class Fleet:
         os.makedirs(os.path.join(hdir, 'run', 'sshd'), mode=0o755, exist_ok=True)
         q = shlex.quote
         script = ['set -e', 'mount --bind %s %s' % (q(hdir), STAGING)]
-        script += ['mount --bind %s/%s %s' % (STAGING, folder, mount) for mount, folder in HOST_MOUNTS]
+        # Machine folders under /root that the hosts need (the Python behind the controller's venv, when it lives
+        # in root's home, as pyenv's does) are bound into the host's own /root before that is mounted.
+        for shared in _shared_under_root():
+            os.makedirs(os.path.join(hdir, 'root', shared[len('/root/'):]), exist_ok=True)
+            script.append('mount --bind %s %s/root/%s' % (q(shared), STAGING, q(shared[len('/root/'):])))
+        script += ['mount --rbind %s/%s %s' % (STAGING, folder, mount) for mount, folder in HOST_MOUNTS]
         script += ['umount -l %s' % STAGING, 'hostname %s' % q(host.name),
                    'exec %s -D -e -f %s/sshd_config' % (SSHD, sshd_in_host)]
         argv = ['ip', 'netns', 'exec', host.netns,

@@ -135,7 +135,11 @@ options:
     description:
       - When true and the run is an AWX/Automation Controller job (E(JOB_ID) or the C(awx_job_id) extra var is
         set), do not start the rollback; alert and report only, and leave the rollback to the workflow's failure
-        path.
+        path (a job template running C(failsafe.deploy.rollback) with the artifacts the deploy published through
+        C(set_stats): C(failsafe_rollback_run_id), C(failsafe_deploy_release), C(failsafe_deploy_previous_releases)).
+      - The default is false because a failure node runs only if someone built that workflow; deferring when it
+        does not exist (the job template launched alone, or a workflow without a failure path) would leave the
+        hosts broken.
     type: bool
     default: false
     env:
@@ -143,6 +147,76 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: defer_to_workflow
+  rollback_via:
+    description:
+      - How the rollback is run.
+      - V(local) starts the rollback playbook as a child C(ansible-playbook) of this run.
+      - V(controller) launches the job template O(controller_rollback_template) on the AWX / Automation Controller
+        O(controller_host) over its REST API, with the rollback variables as extra vars and the hosts in scope as
+        limit, and waits up to O(rollback_timeout) seconds for it (then cancels it and reports ROLLBACK FAILED).
+        The job template must prompt on launch for variables and limit.
+    type: str
+    choices: [local, controller]
+    default: local
+    env:
+      - name: FAILSAFE_ROLLBACK_VIA
+    ini:
+      - section: failsafe_auto_rollback
+        key: rollback_via
+  controller_host:
+    description: Base URL of the AWX / Automation Controller, for O(rollback_via=controller).
+    type: str
+    env:
+      - name: FAILSAFE_CONTROLLER_HOST
+    ini:
+      - section: failsafe_auto_rollback
+        key: controller_host
+  controller_token:
+    description:
+      - OAuth2 token sent in the C(Authorization) header as a bearer token, for O(rollback_via=controller).
+      - A secret; it is never printed or written anywhere. Inject it through the environment, e.g. from an AWX
+        credential type.
+    type: str
+    env:
+      - name: FAILSAFE_CONTROLLER_TOKEN
+  controller_rollback_template:
+    description: Id or name of the rollback job template, for O(rollback_via=controller).
+    type: str
+    env:
+      - name: FAILSAFE_CONTROLLER_ROLLBACK_TEMPLATE
+    ini:
+      - section: failsafe_auto_rollback
+        key: controller_rollback_template
+  controller_api_path:
+    description:
+      - API root of the controller. V(v2) is C(/api/v2/), V(controller) is C(/api/controller/v2/) (platforms
+        behind the gateway), V(auto) tries C(/api/v2/) and falls back to C(/api/controller/v2/) on HTTP 404.
+    type: str
+    choices: [auto, v2, controller]
+    default: auto
+    env:
+      - name: FAILSAFE_CONTROLLER_API_PATH
+    ini:
+      - section: failsafe_auto_rollback
+        key: controller_api_path
+  controller_verify_ssl:
+    description: Verify the controller's TLS certificate.
+    type: bool
+    default: true
+    env:
+      - name: FAILSAFE_CONTROLLER_VERIFY_SSL
+    ini:
+      - section: failsafe_auto_rollback
+        key: controller_verify_ssl
+  controller_poll_interval:
+    description: Seconds between two polls of the rollback job's status.
+    type: float
+    default: 2
+    env:
+      - name: FAILSAFE_CONTROLLER_POLL_INTERVAL
+    ini:
+      - section: failsafe_auto_rollback
+        key: controller_poll_interval
   ansible_playbook:
     description:
       - The C(ansible-playbook) executable that runs the rollback.
@@ -196,7 +270,7 @@ from ansible import constants as C
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
     AlertDispatcher, SpoolSender, WebhookSender)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
@@ -307,6 +381,9 @@ class CallbackModule(CallbackBase):
         self.spool_path = os.path.abspath(os.path.expanduser(spool)) if spool else os.path.join(
             self.report_dir, 'alerts.jsonl')
         self.defer_to_workflow = bool(self.get_option('defer_to_workflow'))
+        self.rollback_via = self.get_option('rollback_via') or 'local'
+        if self.get_option('controller_token'):
+            self.redactor.add_secret(self.get_option('controller_token'))
         self.ansible_playbook = self.get_option('ansible_playbook') or _launcher.default_ansible_playbook()
         for value in self.get_option('redact_values') or []:
             self.redactor.add_secret(value)
@@ -550,6 +627,8 @@ class CallbackModule(CallbackBase):
         elif self.defer_to_workflow and (os.environ.get('JOB_ID') or self.awx_job_id):
             self.outcome = 'deferred'
             reason = 'defer_to_workflow is set and this is a controller job: the workflow runs the rollback'
+        elif self.rollback_via == 'controller':
+            launch, hosts, reason = self._run_rollback_controller(scope)
         else:
             launch, hosts, reason = self._run_rollback(scope, cliargs)
             self.outcome = 'rolled_back' if reason is None else 'rollback_failed'
@@ -633,6 +712,40 @@ class CallbackModule(CallbackBase):
         if unverified:
             reason = (reason + '; ' if reason else '') + 'verification failed on %s' % ', '.join(unverified)
         self._rollback_child = child
+        return launch, hosts, reason
+
+    def _run_rollback_controller(self, scope):
+        """Launch the rollback job template on the controller and wait; same return values as _run_rollback."""
+        self._rollback_files = {}
+        template = self.get_option('controller_rollback_template')
+        rollback_vars = {'failsafe_rollback_run_id': self.run.run_id,
+                         'failsafe_rollback_hosts': self.run.rollback_hosts(scope),
+                         'failsafe_rollback_incident': self.incident_id}
+        self._rollback_playbook_used = 'controller job template %s' % template
+        self.timeline.add('rollback_start', hosts=scope, playbook=self._rollback_playbook_used)
+        self._display.display('failsafe auto_rollback: rolling back %s with %s (timeout %d s)'
+                              % (', '.join(scope), self._rollback_playbook_used, self.rollback_timeout),
+                              color=C.COLOR_WARN)
+        try:
+            client = _controller.ControllerClient(
+                self.get_option('controller_host'), self.get_option('controller_token'),
+                api_path=self.get_option('controller_api_path') or 'auto',
+                verify_ssl=bool(self.get_option('controller_verify_ssl')),
+                poll_interval=float(self.get_option('controller_poll_interval') or 2))
+            if not template:
+                raise _controller.ControllerError('no rollback job template set (setting '
+                                                  'controller_rollback_template)')
+        except _controller.ControllerError as exc:
+            now = time.time()
+            launch = _launcher.LaunchResult(1, False, False, now, now, 0.0, None, str(exc))
+            return launch, dict((h, {'status': 'no_result', 'restored': None, 'verified': None,
+                                     'failed_tasks': []}) for h in scope), str(exc)
+        launch, hosts, reason, job = _controller.run_rollback(client, template, scope, rollback_vars,
+                                                              self.rollback_timeout, echo=self._echo)
+        self._rollback_command = ['controller', job.get('url') or client.host]
+        self.timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None,
+                          duration=launch.duration, error=launch.error, controller_job=job.get('job_id'),
+                          controller_status=job.get('status'))
         return launch, hosts, reason
 
     def _echo(self, line):

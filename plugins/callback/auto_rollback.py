@@ -136,7 +136,8 @@ options:
       - When true and the run is an AWX/Automation Controller job (E(JOB_ID) or the C(awx_job_id) extra var is
         set), do not start the rollback; alert and report only, and leave the rollback to the workflow's failure
         path (a job template running C(failsafe.deploy.rollback) with the artifacts the deploy published through
-        C(set_stats): C(failsafe_rollback_run_id), C(failsafe_deploy_release), C(failsafe_deploy_previous_releases)).
+        C(set_stats), namely C(failsafe_rollback_run_id), C(failsafe_deploy_release) and
+        C(failsafe_deploy_previous_releases)).
       - The default is false because a failure node runs only if someone built that workflow; deferring when it
         does not exist (the job template launched alone, or a workflow without a failure path) would leave the
         hosts broken.

@@ -228,6 +228,20 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: ansible_playbook
+  rollback_on_interrupt:
+    description:
+      - When C(ansible-playbook) is stopped by SIGINT (Ctrl-C) or SIGTERM while hosts have an open transaction,
+        roll back at exit, before the process ends, like after a failure (scope as O(rollback_scope), plus every
+        host whose transaction is still open).
+      - When false the callback only alerts and reports ROLLBACK NOT STARTED; the next deploy or
+        C(failsafe.deploy.recover) rolls back.
+    type: bool
+    default: true
+    env:
+      - name: FAILSAFE_ROLLBACK_ON_INTERRUPT
+    ini:
+      - section: failsafe_auto_rollback
+        key: rollback_on_interrupt
   redact_values:
     description: Further secret values that must never appear in alerts, reports or logs.
     type: list
@@ -241,9 +255,12 @@ options:
 notes:
   - The rollback child cannot answer interactive prompts (C(--ask-pass), C(--ask-become-pass),
     C(--ask-vault-pass)); use password files or vault IDs, which are passed through.
-  - If C(ansible-playbook) is interrupted (SIGINT) no C(v2_playbook_on_stats) event arrives; the callback then
-    records the incident as ROLLBACK NOT STARTED at exit and sends a critical alert. A SIGKILLed run leaves the
-    transactions open for the next run's preflight to recover.
+  - ansible-playbook runs no callback event after SIGINT and dies at once on SIGTERM. At playbook start the
+    callback arms handlers for both (SIGTERM then ends the run like SIGINT, exit code 99) and rolls back at exit
+    (O(rollback_on_interrupt)). One more signal during that rollback prints a warning; a second one aborts it.
+  - At playbook start the callback exports its process id as E(FAILSAFE_CONTROLLER_PID); the preflight role records
+    it in the deploy lock, so that a later run on the same controller sees at once that a SIGKILLed run is gone
+    and recovers its open transactions (otherwise only after the lock's TTL).
 '''
 
 EXAMPLES = r'''
@@ -364,6 +381,7 @@ class CallbackModule(CallbackBase):
         self.finished = False
         self.outcome = None
         self._atexit_registered = False
+        self._signals = _launcher.SignalGuard(on_signal=self._on_interrupt)
         super(CallbackModule, self).__init__(display=display, options=options)
 
     # options --------------------------------------------------------------------------------------------------
@@ -383,6 +401,7 @@ class CallbackModule(CallbackBase):
             self.report_dir, 'alerts.jsonl')
         self.defer_to_workflow = bool(self.get_option('defer_to_workflow'))
         self.rollback_via = self.get_option('rollback_via') or 'local'
+        self.rollback_on_interrupt = self.get_option('rollback_on_interrupt') is not False
         if self.get_option('controller_token'):
             self.redactor.add_secret(self.get_option('controller_token'))
         self.ansible_playbook = self.get_option('ansible_playbook') or _launcher.default_ansible_playbook()
@@ -441,6 +460,13 @@ class CallbackModule(CallbackBase):
         name = getattr(playbook, '_file_name', None)
         self.playbook_path = os.path.abspath(name) if name else None
         self.timeline.add('playbook_start', playbook=self.playbook_path, child_mode=self.child_mode or None)
+        os.environ[_launcher.CONTROLLER_PID_ENV] = str(os.getpid())
+        if not self.child_mode:
+            self._signals.arm()
+
+    def _on_interrupt(self, name):
+        """Called from the signal handler: no Display, no locks."""
+        self.timeline.add('interrupted', signal=name)
 
     def v2_playbook_on_play_start(self, play):
         self._guard('play start', self._on_play_start, play)
@@ -603,9 +629,12 @@ class CallbackModule(CallbackBase):
             return playbook
         return os.path.abspath(playbook)
 
-    def _finish(self, stats):
-        self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}), getattr(stats, 'rescued', {}))
-        if not self.run.needs_rollback():
+    def _finish(self, stats, interrupted=None):
+        """Roll back if needed. ``interrupted`` (exit handler, no play recap): why the run ended early."""
+        if stats is not None:
+            self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
+                               getattr(stats, 'rescued', {}))
+        if not self.run.needs_rollback() and not interrupted:
             if self.incident_id is not None:
                 # An alert went out, then the recap showed every failure rescued: say so, and write it up.
                 self.outcome = 'rescued'
@@ -618,6 +647,12 @@ class CallbackModule(CallbackBase):
             return
         self._ensure_incident()
         scope = self.run.scope(self.rollback_scope)
+        what = 'deploy failed on %s' % ', '.join(self.run.failed_hosts)
+        if interrupted:
+            scope += [h for h in self.run.opened_order if self.run.has_open_transaction(h) and h not in scope]
+            what = 'deploy interrupted (%s)' % interrupted if not self.run.failed_hosts else what
+            self._alert('deploy_interrupted', 'error', hosts=scope, reason=interrupted,
+                        summary='%s with open transactions on %s' % (what, ', '.join(scope)))
         cliargs = context.CLIARGS
         reason = None
         launch = None
@@ -637,8 +672,7 @@ class CallbackModule(CallbackBase):
         json_path, md_path = report_paths(self.report_dir, self.incident_id)
         if self.outcome == 'rolled_back':
             self._alert('rolled_back', 'warning', hosts=scope, outcome='rolled_back',
-                        summary='deploy failed on %s; rolled back %s' % (
-                            ', '.join(self.run.failed_hosts), ', '.join(scope)),
+                        summary='%s; rolled back %s' % (what, ', '.join(scope)),
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
         elif self.outcome == 'rollback_failed':
@@ -652,7 +686,7 @@ class CallbackModule(CallbackBase):
                         report_markdown=md_path)
         self.alerts.flush()
         self._report_alert_problems()
-        self._write_incident(launch, scope, reason=reason, hosts=hosts)
+        self._write_incident(launch, scope, reason=reason or (what if interrupted else None), hosts=hosts)
         if self.outcome == 'rollback_failed':
             self._banner_failed(reason)
         self._summary_line()
@@ -850,10 +884,23 @@ class CallbackModule(CallbackBase):
         self._display.display('\n'.join(lines), color=color)
 
     def _at_exit(self):
-        """The run ended without a play recap (interrupted): never leave a detected failure unreported."""
-        if self.finished or not self.enabled or self.child_mode or not self.run.needs_rollback():
+        """The run ended without a play recap (SIGINT, SIGTERM, a crash of ansible itself): roll back what is open
+        (rollback_on_interrupt), else never leave a detected failure unreported."""
+        if self.finished or not self.enabled or self.child_mode:
+            return
+        open_hosts = [h for h in self.run.opened_order if self.run.has_open_transaction(h)]
+        if not (self.run.needs_rollback() or open_hosts):
             return
         self.finished = True
+        if self.rollback_on_interrupt:
+            why = self._signals.fired or 'the run ended without a play recap'
+            try:
+                self._finish(None, interrupted=why)
+                return
+            except BaseException as exc:  # pylint: disable=broad-except
+                self._warn('rollback after the interruption failed: %s: %s' % (type(exc).__name__, exc))
+                if self.outcome is not None:
+                    return
         try:
             self._ensure_incident()
             self.outcome = 'not_started'

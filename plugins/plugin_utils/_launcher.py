@@ -22,6 +22,7 @@ import collections
 import json
 import os
 import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -63,6 +64,10 @@ _PASS_THROUGH = (
 )
 # Interactive prompts cannot be answered by a child whose stdin is closed.
 INTERACTIVE_OPTIONS = ('ask_pass', 'become_ask_pass', 'ask_vault_pass')
+
+# Exported by the callback at playbook start: the pid of this ansible-playbook, recorded in the deploy lock so that a
+# later run on the same controller can tell that the lock's holder is dead (SIGKILL) without waiting for its TTL.
+CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
 
 LaunchResult = collections.namedtuple(
     'LaunchResult', ['rc', 'timed_out', 'interrupted', 'started', 'ended', 'duration', 'log_path', 'error'])
@@ -225,6 +230,18 @@ def _pump(stream, lines):
         lines.put(None)
 
 
+def _read_line(stream, timeout):
+    """One line of ``stream`` (None at EOF) when it is ready within ``timeout`` s, else raise queue.Empty."""
+    try:
+        ready, _, _ = select.select([stream], [], [], timeout)
+    except (OSError, ValueError):
+        return None
+    if not ready:
+        raise queue.Empty()
+    raw = stream.readline()
+    return raw or None
+
+
 def _kill_group(proc, grace=5.0):
     """SIGTERM the child's process group, then SIGKILL after ``grace`` seconds."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
@@ -270,7 +287,11 @@ def run(cmd, env, log_path, timeout, echo=None, cwd=None, redact=None, header=No
                                 log_path, error)
         lines = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-        reader.start()
+        try:
+            reader.start()
+        except RuntimeError:
+            # No new thread at interpreter shutdown (Python 3.12+): the callback's exit handler reads inline.
+            reader = None
         deadline = started + float(timeout)
         eof = False
         try:
@@ -282,7 +303,8 @@ def run(cmd, env, log_path, timeout, echo=None, cwd=None, redact=None, header=No
                     _kill_group(proc)
                     break
                 try:
-                    raw = lines.get(timeout=min(0.2, remaining))
+                    raw = (lines.get(timeout=min(0.2, remaining)) if reader is not None
+                           else _read_line(proc.stdout, min(0.2, remaining)))
                 except queue.Empty:
                     if eof and proc.poll() is not None:
                         break
@@ -310,7 +332,8 @@ def run(cmd, env, log_path, timeout, echo=None, cwd=None, redact=None, header=No
             _kill_group(proc, grace=2.0)
             rc = proc.poll()
         # Drain what the reader still holds (bounded).
-        reader.join(timeout=1.0)
+        if reader is not None:
+            reader.join(timeout=1.0)
         while True:
             try:
                 raw = lines.get_nowait()
@@ -423,3 +446,88 @@ def merge_child_hosts(scope, child):
         out[host] = {'status': info.get('status') or 'no_result', 'restored': restored or None,
                      'verified': verified, 'failed_tasks': info.get('failed_tasks') or []}
     return out
+
+
+class SignalGuard:
+    """Turns SIGINT and SIGTERM into one orderly end of the run that the callback's exit handler can act on.
+
+    ansible-playbook runs no callback after SIGINT (KeyboardInterrupt unwinds the run, only ``atexit`` still runs)
+    and dies on SIGTERM without running anything. Armed at playbook start, the guard records the first signal
+    (``fired``: its name), sends SIGTERM the way of SIGINT (ansible's own SIGINT handler tells the workers and
+    raises KeyboardInterrupt), and stays armed: while the exit handler rolls back, one more signal only prints a
+    warning, a second one raises KeyboardInterrupt (``run()`` then kills the rollback child).
+
+    Workers forked by ansible inherit the handler until they install their own: in them it restores the default
+    and re-raises the signal. The handler never takes a lock (no Display): it writes straight to fd 2.
+    """
+
+    SIGNALS = ('SIGINT', 'SIGTERM')
+
+    def __init__(self, on_signal=None, write=None):
+        self.pid = None
+        self.fired = None
+        self.fired_at = None
+        self.extra = 0
+        self.previous = {}
+        self._on_signal = on_signal
+        self._write = write or _write_stderr
+
+    def arm(self):
+        """Install the handlers (main thread only; a no-op elsewhere or when armed). Returns self."""
+        if self.pid is not None:
+            return self
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self.pid = os.getpid()
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            previous = signal.getsignal(signum)
+            if previous == signal.SIG_IGN:
+                continue  # ignored on purpose (nohup, a supervisor): leave it so
+            self.previous[signum] = previous
+            signal.signal(signum, self._handle)
+        return self
+
+    def _rearm(self):
+        for signum in self.previous:
+            try:
+                signal.signal(signum, self._handle)
+            except (ValueError, OSError):
+                pass
+
+    def _handle(self, signum, frame):
+        if os.getpid() != self.pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        name = signal.Signals(signum).name
+        if self.fired is not None:
+            self.extra += 1
+            if self.extra == 1:
+                self._write('failsafe auto_rollback: %s received while the run ends and rolls back; send it once '
+                            'more to abort the rollback\n' % name)
+                return
+            raise KeyboardInterrupt()
+        self.fired = name
+        self.fired_at = time.time()
+        self._write('failsafe auto_rollback: %s received: stopping the run; open transactions will be rolled '
+                    'back\n' % name)
+        if self._on_signal is not None:
+            try:
+                self._on_signal(name)
+            except Exception:  # pylint: disable=broad-except
+                pass
+        previous = self.previous.get(signal.SIGINT)
+        try:
+            if callable(previous):
+                previous(signal.SIGINT, frame)  # ansible's: forwards to the workers, raises KeyboardInterrupt
+            raise KeyboardInterrupt()
+        finally:
+            self._rearm()
+
+
+def _write_stderr(text):
+    try:
+        os.write(2, text.encode('utf-8', 'replace'))
+    except OSError:
+        pass

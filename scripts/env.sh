@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the other scripts: the environment in which ansible finds this checkout as failsafe.deploy.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="${FAILSAFE_VENV:-$root/.venv}"

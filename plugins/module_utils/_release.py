@@ -509,8 +509,9 @@ def _record_activation(ledger, release_id, t, event):
 
 
 def is_verified_candidate(entry):
-    return (isinstance(entry, dict) and entry.get('verified') is not None and entry.get('state') != 'failed'
-            and not entry.get('removed'))
+    if not isinstance(entry, dict):
+        return False
+    return entry.get('verified') is not None and entry.get('state') != 'failed' and not entry.get('removed')
 
 
 def select_rollback_target(ledger, exclude=(), exists=None):

@@ -90,8 +90,9 @@ def _is_under(path, root):
 
 
 def _clean_abs(value):
-    return (isinstance(value, str) and value.startswith('/') and '\x00' not in value
-            and os.path.normpath(value) == value and not value.startswith('//'))
+    if not isinstance(value, str):
+        return False
+    return value.startswith('/') and '\x00' not in value and os.path.normpath(value) == value and not value.startswith('//')
 
 
 def validate_manifest(manifest, where):

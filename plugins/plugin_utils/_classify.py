@@ -138,7 +138,7 @@ def _is_health_task(action, task_name, tags, role):
         return 'health check task failed'
     if any(str(tag).lower() in ('verify', 'health', 'health_check', 'healthcheck', 'smoke') for tag in tags or ()):
         return 'verification task failed'
-    if role and str(role).split('.')[-1].lower() in ('verify', 'health', 'health_check'):
+    if role and str(role).rsplit('.', maxsplit=1)[-1].lower() in ('verify', 'health', 'health_check'):
         return 'verification role failed'
     if task_name and _VERIFY_WORD.search(str(task_name)):
         return 'verification task failed'

@@ -91,8 +91,8 @@ class ControllerClient:
                 detail = exc.read().decode('utf-8', 'replace')[:300]
             except Exception:  # pylint: disable=broad-except
                 pass
-            raise ControllerError('%s %s answered HTTP %s%s' % (method, url, exc.code,
-                                                                 (': ' + detail) if detail else ''), exc.code)
+            suffix = (': ' + detail) if detail else ''
+            raise ControllerError('%s %s answered HTTP %s%s' % (method, url, exc.code, suffix), exc.code)
         except (URLError, OSError, ValueError) as exc:
             reason = getattr(exc, 'reason', exc)
             raise ControllerError('%s %s failed: %s' % (method, url, reason))
@@ -220,10 +220,10 @@ def run_rollback(client, template, scope, rollback_vars, timeout, echo=None):
                     ignored_fields=(answer or {}).get('ignored_fields') or None)
         say('launched controller job %d from job template %s' % (job_id, template))
         if info['ignored_fields']:
-            say('the controller ignored %s: enable "prompt on launch" for them on the job template'
-                % ', '.join(sorted(info['ignored_fields'])))
-        status, _, timed_out = client.wait(job_id, timeout, on_status=lambda s: say('controller job %d: %s'
-                                                                                     % (job_id, s)))
+            ignored = ', '.join(sorted(info['ignored_fields']))
+            say('the controller ignored %s: enable "prompt on launch" for them on the job template' % ignored)
+        status, _, timed_out = client.wait(job_id, timeout,
+                                           on_status=lambda s: say('controller job %d: %s' % (job_id, s)))
         info['status'] = status
         if timed_out:
             error = 'controller job %d did not finish within %d s (last status %s); cancel requested' % (

@@ -12,7 +12,7 @@ type: notification
 short_description: Roll back failed deploys automatically, alert, and write the incident report
 version_added: 0.1.0
 author:
-  - failsafe.deploy maintainers
+  - failsafe.deploy maintainers (@failsafe-deploy)
 description:
   - Watches the run for hosts that open a deploy transaction (results carrying C(failsafe_transaction) from
     M(failsafe.deploy.deploy_state)) and for hosts that fail or become unreachable while their transaction is open.
@@ -353,8 +353,8 @@ def _transactions(result):
 
 
 def _censored(task, result):
-    return bool((isinstance(getattr(task, 'no_log', None), bool) and task.no_log) or result.get('_ansible_no_log')
-                or result.get('censored'))
+    task_no_log = isinstance(getattr(task, 'no_log', None), bool) and task.no_log
+    return bool(task_no_log or result.get('_ansible_no_log') or result.get('censored'))
 
 
 class CallbackModule(CallbackBase):
@@ -596,7 +596,7 @@ class CallbackModule(CallbackBase):
             'releases': self.run.releases,
             'previous_releases': self.run.previous_releases,
             'playbook': self.playbook_path,
-            'controller': _controller(),
+            'controller': _controller_identity(),
             'source': 'failsafe.deploy.auto_rollback',
         }
 
@@ -823,7 +823,7 @@ class CallbackModule(CallbackBase):
             'previous_releases': self.run.previous_releases,
             'run_id': self.run.run_id,
             'playbook': self.playbook_path,
-            'controller': _controller(),
+            'controller': _controller_identity(),
             'cause': ', '.join(causes) or None,
             'causes': causes,
             'failed_hosts': self.run.failed_hosts,
@@ -864,9 +864,9 @@ class CallbackModule(CallbackBase):
         return incident
 
     def _banner_failed(self, reason):
-        bar = '!' * 78
+        rule = '!' * 78
         text = ('%s\n!!! ROLLBACK FAILED: incident %s\n!!! %s\n!!! Hosts may be broken or on mixed releases. '
-                'Act now.\n%s' % (bar, self.incident_id, self.redactor.text(reason or 'unknown reason'), bar))
+                'Act now.\n%s' % (rule, self.incident_id, self.redactor.text(reason or 'unknown reason'), rule))
         self._display.display(text, color=C.COLOR_ERROR)
 
     def _summary_line(self):
@@ -920,7 +920,7 @@ def _host_status(hosts):
     return dict((host, info.get('status')) for host, info in (hosts or {}).items())
 
 
-def _controller():
+def _controller_identity():
     try:
         user = getpass.getuser()
     except Exception:  # pylint: disable=broad-except

@@ -1,0 +1,240 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Benchmarks on the namespace SSH fleet: fleet scaling (good deploys vs a copy-and-symlink playbook) and time to
+recover (auto_rollback vs a hand-written rollback started right after the same failure)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+from common import BENCH, ROOT, read_times, run, stats, ratio, task_durations, write_cfg
+
+sys.path.insert(0, ROOT)
+from tests.fleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position
+
+FLEET_NAME = 'fsb'
+VENV_BIN = os.path.dirname(sys.executable)
+SUPERVISORCTL = os.path.join(VENV_BIN, 'supervisorctl')
+
+
+class FleetBench(object):
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.work = os.path.join(ctx.work, 'fleet')
+        self.dist = os.path.join(self.work, 'dist')
+        self.reports = os.path.join(self.work, 'incidents')
+        self.log = os.path.join(self.work, 'ansible.log')
+        self.times = os.path.join(self.work, 'times.jsonl')
+        for d in (self.work, self.dist, self.reports):
+            os.makedirs(d, exist_ok=True)
+        self.cfg_cb = write_cfg(os.path.join(self.work, 'cb.cfg'), ['failsafe.deploy.auto_rollback', 'bench_times'])
+        self.cfg_plain = write_cfg(os.path.join(self.work, 'plain.cfg'), ['bench_times'])
+        self.fleet = None
+        self.good = 0
+        self.bad = 0
+        self.current = None
+        self.base_ready = set()
+
+    # ------------------------------------------------------------------ plumbing
+    def build_releases(self, good, bad):
+        args = [sys.executable, os.path.join(ROOT, 'examples/app/build.py'), '--out', self.dist,
+                '--files', str(self.ctx.app_files)]
+        for k in range(good):
+            args += ['--release', '1.0.%d=good' % k]
+        for k in range(bad):
+            args += ['--release', '9.0.%d=unhealthy' % k]
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+
+    def env(self, cfg):
+        env = dict(self.fleet.env())
+        env.update(ANSIBLE_CONFIG=cfg, ANSIBLE_COLLECTIONS_PATH=self.ctx.collections,
+                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(BENCH, 'callback_plugins'),
+                   FAILSAFE_DIST=self.dist, FAILSAFE_VENV_BIN=VENV_BIN, FAILSAFE_REPORT_DIR=self.reports,
+                   FAILSAFE_SPOOL_PATH=os.path.join(self.reports, 'alerts.jsonl'), BENCH_TIMES_FILE=self.times)
+        return env
+
+    def playbook(self, playbook, hosts, cfg, extra=(), match=None):
+        if os.path.exists(self.times):
+            os.unlink(self.times)
+        cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', self.fleet.inventory_path,
+               '--limit', ','.join(hosts), playbook, '-e', 'supervisorctl=%s' % SUPERVISORCTL]
+        for item in extra:
+            cmd += ['-e', item]
+        result = run(cmd, env=self.env(cfg), log=self.log, match=match)
+        result['events'] = read_times(self.times)
+        return result
+
+    def deploy(self, hosts, version, cfg):
+        return self.playbook('failsafe.deploy.deploy', hosts, cfg,
+                             ['@' + os.path.join(ROOT, 'tests/fleet/app-vars.yml'), 'release_version=%s' % version])
+
+    def host_release(self, host):
+        return os.path.basename(os.readlink(self.fleet.host_path(host, '/srv/app/current')))
+
+    def healthy(self, host, port=8080):
+        code = ('import urllib.request,sys; r=urllib.request.urlopen("http://127.0.0.1:%d/health",timeout=3); '
+                'sys.stdout.write(r.read().decode())' % port)
+        proc = self.fleet.run(host, ['/usr/bin/python3', '-c', code])
+        return proc.returncode == 0 and '"ok"' in proc.stdout
+
+    def check(self, ok, what):
+        if not ok:
+            raise RuntimeError('%s (see %s)' % (what, self.log))
+
+    # ------------------------------------------------------------------ the run
+    def up(self):
+        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts)
+        self.build_releases(good=2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts),
+                            bad=2 * sum(self.ctx.recovery_reps for dummy in self.ctx.recovery_hosts))
+        self.fleet = Fleet(n, name=FLEET_NAME, base_dir=os.path.join(self.work, 'fleet'))
+        self.fleet.up()
+        return {'hosts': n}
+
+    def setup_baseline(self, hosts):
+        """Untimed: the baseline app on hosts the collection has deployed to (its first deploy starts supervisord)."""
+        todo = [h for h in hosts if h not in self.base_ready]
+        if not todo:
+            return
+        setup = self.playbook(os.path.join(BENCH, 'playbooks/baseline_setup.yml'), todo, self.cfg_plain,
+                              ['archive=%s' % os.path.join(self.dist, 'app-%s.tar.gz' % self.current)])
+        self.check(setup['rc'] == 0, 'baseline setup failed')
+        self.base_ready.update(todo)
+
+    def down(self):
+        if self.fleet is not None:
+            self.fleet.down()
+
+    def next_good(self):
+        self.current = '1.0.%d' % self.good
+        self.good += 1
+        return self.current
+
+    def next_bad(self):
+        version = '9.0.%d' % self.bad
+        self.bad += 1
+        return version
+
+    def scaling(self):
+        rows = []
+        for n in self.ctx.scaling_hosts:
+            hosts = self.fleet.names[:n]
+            ours, base, peaks, slow = [], [], [], {}
+            for rep in range(self.ctx.reps_for(n)):
+                order = ('ours', 'base') if rep % 2 == 0 else ('base', 'ours')
+                version = self.next_good()
+                for which in order:
+                    if which == 'ours':
+                        res = self.deploy(hosts, version, self.cfg_cb)
+                        self.check(res['rc'] == 0, 'deploy of %s on %d hosts failed' % (version, n))
+                        self.check(all(self.host_release(h) == version for h in hosts), 'hosts not on %s' % version)
+                        ours.append(res['seconds'])
+                        peaks.append(res['peak_rss_kb'])
+                        for task, secs in task_durations(res['events']).items():
+                            slow.setdefault(task, []).append(secs)
+                    else:
+                        self.setup_baseline(hosts)
+                        res = self.playbook(os.path.join(BENCH, 'playbooks/baseline_deploy.yml'), hosts,
+                                            self.cfg_plain, ['archive=%s' % os.path.join(
+                                                self.dist, 'app-%s.tar.gz' % version), 'rid=b%s' % version])
+                        self.check(res['rc'] == 0, 'baseline deploy on %d hosts failed' % n)
+                        base.append(res['seconds'])
+            self.check(all(self.healthy(h) and self.healthy(h, 8081) for h in hosts), 'hosts not healthy')
+            top = sorted(((sum(v) / len(v), k) for k, v in slow.items()), reverse=True)[:3]
+            row = {'hosts': n, 'repeats': len(ours), 'deploy': stats(ours), 'baseline': stats(base),
+                   'controller_peak_rss_mb': stats([p / 1024.0 for p in peaks]),
+                   'slowest_tasks': [{'task': k, 'seconds': round(v, 2)} for v, k in top]}
+            row['ratio'] = ratio(row['deploy'], row['baseline'])
+            row['target'] = 1.3
+            row['met'] = row['ratio'] is not None and row['ratio'] <= 1.3
+            rows.append(row)
+        return rows
+
+    def _failing(self, hosts, cfg):
+        version = self.next_bad()
+        res = self.deploy(hosts, version, cfg)
+        self.check(res['rc'] != 0, 'deploy of unhealthy %s did not fail' % version)
+        fails = [e for e in res['events'] if e['event'] == 'result' and e['status'] == 'failed'
+                 and e['pid'] == res['events'][0]['pid']]
+        self.check(fails, 'no failed result recorded for %s' % version)
+        task = fails[0]['task']
+        res['fail_end'] = max(e['t'] for e in fails if e['task'] == task)
+        res['fail_task'] = task
+        return res
+
+    def _back(self, hosts, good):
+        return all(self.host_release(h) == good and self.healthy(h) for h in hosts)
+
+    def recovery(self):
+        rows = []
+        for n in self.ctx.recovery_hosts:
+            hosts = self.fleet.names[:n]
+            good = self.current
+            ours = {k: [] for k in ('total', 'detection', 'playbook_start', 'restore', 'verification')}
+            base = {k: [] for k in ('total', 'detection', 'playbook_start', 'restore', 'verification')}
+            peaks = []
+            for rep in range(self.ctx.recovery_reps):
+                order = ('ours', 'base') if rep % 2 == 0 else ('base', 'ours')
+                for which in order:
+                    if which == 'ours':
+                        before = set(glob.glob(os.path.join(self.reports, 'inc-*Z-*[0-9a-f].json')))
+                        res = self._failing(hosts, self.cfg_cb)
+                        new = sorted(set(glob.glob(os.path.join(self.reports, 'inc-*Z-*[0-9a-f].json'))) - before)
+                        self.check(len(new) == 1, 'expected one incident report, found %d' % len(new))
+                        with open(new[0]) as handle:
+                            incident = json.load(handle)
+                        self.check(incident['outcome'] == 'rolled_back', 'incident outcome %s' % incident['outcome'])
+                        self.check(self._back(hosts, good), 'hosts not back on %s and healthy' % good)
+                        split = self._split_ours(res, incident)
+                        peaks.append(res['peak_rss_kb'])
+                        for k, v in split.items():
+                            ours[k].append(v)
+                    else:
+                        res = self._failing(hosts, self.cfg_plain)
+                        launched = time.time()
+                        rb = self.playbook(os.path.join(BENCH, 'baseline_rollback.yml'), hosts, self.cfg_plain,
+                                           ['good_release=%s' % good])
+                        self.check(rb['rc'] == 0, 'baseline rollback failed')
+                        self.check(self._back(hosts, good), 'baseline: hosts not back on %s' % good)
+                        split = self._split_base(res, launched, rb)
+                        for k, v in split.items():
+                            base[k].append(v)
+                        close = self.playbook(os.path.join(BENCH, 'playbooks/close_txn.yml'), hosts, self.cfg_plain)
+                        self.check(close['rc'] == 0, 'closing the baseline transaction failed')
+            row = {'hosts': n, 'repeats': len(ours['total']),
+                   'ours': dict((k, stats(v)) for k, v in ours.items()),
+                   'baseline': dict((k, stats(v)) for k, v in base.items()),
+                   'controller_peak_rss_mb': stats([p / 1024.0 for p in peaks])}
+            row['ratio'] = ratio(row['ours']['total'], row['baseline']['total'])
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def _phases(fail_end, launch, child_start, verify_start, end):
+        return {'total': end - fail_end, 'detection': launch - fail_end, 'playbook_start': child_start - launch,
+                'restore': verify_start - child_start, 'verification': end - verify_start}
+
+    def _split_ours(self, res, incident):
+        """Phases from the incident report (timeline rollback_start/rollback_end, rollback.started) and the task
+        timestamps of the rollback child process (its playbook start and its health-check task)."""
+        timeline = incident['timeline']
+        launch = [e['t'] for e in timeline if e['event'] == 'rollback_start'][0]
+        end = [e['t'] for e in timeline if e['event'] == 'rollback_end'][0]
+        parent = res['events'][0]['pid']
+        child = [e for e in res['events'] if e['pid'] != parent]
+        self.check(child, 'no events from the rollback child (is the environment passed on?)')
+        child_start = min(e['t'] for e in child if e['event'] == 'playbook_start')
+        checks = [e['t'] for e in child if e['event'] == 'task_start'
+                  and e['task'].endswith('Check the health of the restored release')]
+        verify_start = min(checks) if checks else end
+        return self._phases(res['fail_end'], launch, child_start, verify_start, end)
+
+    def _split_base(self, res, launched, rb):
+        events = rb['events']
+        child_start = min(e['t'] for e in events if e['event'] == 'playbook_start')
+        verify_start = [e['t'] for e in events if e['event'] == 'task_start' and 'healthy' in e['task']][0]
+        # the failed deploy's process has to exit before a wrapper can start the rollback: that is detection
+        return self._phases(res['fail_end'], launched, child_start, verify_start, rb['end'])

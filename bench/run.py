@@ -1,0 +1,137 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Runs the benchmarks of failsafe.deploy and writes results.json and results.md. See bench/README.md."""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+from common import ROOT, loadavg
+
+import report
+
+FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps=2, scaling_hosts=[1, 3, 10, 30],
+            scaling_reps={1: 2, 3: 2, 10: 2, 30: 1}, app_files=500, snap_files=10000,
+            snap_bytes=1024 ** 3, repeats=3, callback_tasks=300, callback_reps=2)
+SMOKE = dict(recovery_hosts=[1], recovery_reps=1, scaling_hosts=[1], scaling_reps={1: 1}, app_files=5,
+             snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1)
+PARTS = ('snapshot', 'callback', 'fleet')
+
+
+class Ctx(object):
+    def __init__(self, sizes, work, collections):
+        self.__dict__.update(sizes)
+        self.work = work
+        self.collections = collections
+
+    def reps_for(self, hosts):
+        return self.scaling_reps[hosts]
+
+
+def freeze_collection(work, ref):
+    """A private copy of the collection, so edits made to the tree while the benchmarks run do not change them."""
+    base = os.path.join(work, 'collections')
+    dest = os.path.join(base, 'ansible_collections', 'failsafe', 'deploy')
+    os.makedirs(dest)
+    if ref:
+        archive = subprocess.run(['git', 'archive', ref], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(['tar', '-x', '-C', dest], input=archive, check=True)
+        commit = subprocess.run(['git', 'rev-parse', ref], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    else:
+        for name in ('galaxy.yml', 'meta', 'plugins', 'roles', 'playbooks'):
+            src = os.path.join(ROOT, name)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(dest, name), symlinks=True)
+            elif os.path.exists(src):
+                shutil.copy2(src, dest)
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'plugins', 'roles', 'playbooks', 'meta'],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        if dirty:
+            commit += ' + uncommitted changes'
+    return base, commit
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--smoke', action='store_true', help='tiny sizes, one repeat')
+    parser.add_argument('--out', default=os.path.join(ROOT, 'bench'), help='where results.json/.md go')
+    parser.add_argument('--only', action='append', choices=PARTS, help='run only these parts (repeatable)')
+    parser.add_argument('--ref', help='benchmark this git revision instead of the working tree')
+    parser.add_argument('--snap-mb', type=int, help='size of the snapshot tree in MB (default 1024)')
+    parser.add_argument('--snap-files', type=int, help='files in the snapshot tree (default 10000)')
+    args = parser.parse_args()
+    sizes = dict(SMOKE if args.smoke else FULL)
+    if args.snap_mb:
+        sizes['snap_bytes'] = args.snap_mb * 1024 ** 2
+    if args.snap_files:
+        sizes['snap_files'] = args.snap_files
+    parts = args.only or list(PARTS)
+    # the snapshot tree lives in a temp dir on the same disk as the repository
+    work = tempfile.mkdtemp(prefix='failsafe-bench-', dir=os.environ.get('FAILSAFE_BENCH_TMP', '/var/tmp'))
+    started = time.time()
+    collections, commit = freeze_collection(work, args.ref)
+    ctx = Ctx(sizes, work, collections)
+    results = {'meta': {'started': started, 'smoke': args.smoke, 'commit': commit, 'host': platform.node(),
+                        'cpus': os.cpu_count(), 'python': sys.version.split()[0], 'loadavg_start': loadavg(),
+                        'sizes': dict(sizes, scaling_reps=dict((str(k), v) for k, v in sizes['scaling_reps'].items())),
+                        'work_dir': work},
+               'errors': {}}
+    failed = False
+
+    def part(name, func):
+        nonlocal failed
+        t0 = time.time()
+        try:
+            results[name] = func()
+        except Exception:  # pylint: disable=broad-except
+            failed = True
+            results['errors'][name] = traceback.format_exc()[-3000:]
+            sys.stderr.write('bench: %s failed:\n%s\n' % (name, results['errors'][name]))
+        results['meta'].setdefault('part_seconds', {})[name] = round(time.time() - t0, 1)
+        print('bench: %s done in %.0f s' % (name, time.time() - t0), flush=True)
+
+    try:
+        if 'snapshot' in parts:
+            from snapshot_bench import SnapshotBench
+            snap = SnapshotBench(ctx)
+            part('snapshot', snap.run)
+            snap.cleanup()
+        if 'callback' in parts:
+            from callback_bench import CallbackBench
+            part('callback', CallbackBench(ctx).run)
+        if 'fleet' in parts:
+            from fleet_bench import FleetBench
+            fleet = FleetBench(ctx)
+            try:
+                part('fleet_setup', fleet.up)
+                if 'fleet_setup' not in results['errors']:
+                    part('scaling', fleet.scaling)
+                    part('recovery', fleet.recovery)
+            finally:
+                fleet.down()
+    finally:
+        results['meta']['finished'] = time.time()
+        results['meta']['seconds'] = round(time.time() - started, 1)
+        results['meta']['loadavg_end'] = loadavg()
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, 'results.json'), 'w') as handle:
+            json.dump(results, handle, indent=1, sort_keys=True)
+        with open(os.path.join(args.out, 'results.md'), 'w') as handle:
+            handle.write(report.markdown(results))
+        if not failed:
+            shutil.rmtree(work, ignore_errors=True)
+        print('bench: wrote %s/results.{json,md} in %.0f s' % (args.out, time.time() - started))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

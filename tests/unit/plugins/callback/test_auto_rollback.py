@@ -282,7 +282,7 @@ def test_deploy_failed_alert_at_once_and_once_per_host(env):
 
 
 def test_ignored_and_out_of_scope_failures_do_not_count(env):
-    cb, _ = make_callback(env)
+    cb = make_callback(env)[0]
     start = FakeTask('Open', action='failsafe.deploy.deploy_state')
     cb.v2_runner_on_ok(FakeResult('web1', start, txn('web1')))
     cb.v2_runner_on_failed(FakeResult('web1', FakeTask('probe'), {'msg': 'x'}), ignore_errors=True)
@@ -298,7 +298,7 @@ def test_ignored_and_out_of_scope_failures_do_not_count(env):
 
 
 def test_rescued_failure_is_not_a_deploy_failure(env):
-    cb, _ = make_callback(env)
+    cb = make_callback(env)[0]
     start = FakeTask('Open', action='failsafe.deploy.deploy_state')
     cb.v2_runner_on_ok(FakeResult('web1', start, txn('web1')))
     failing = FakeTask('Try fast path')
@@ -372,7 +372,7 @@ def test_rollback_of_every_opened_host(env):
 
 
 def test_rollback_scope_failed(env):
-    cb, _ = make_callback(env, rollback_scope='failed')
+    cb = make_callback(env, rollback_scope='failed')[0]
     open_and_fail(cb, hosts=('web1', 'web2'), failing=('web2',))
     cb.v2_playbook_on_stats(FakeStats(['web1', 'web2'], failures={'web2': 1}))
     call = json.loads((env / 'child-call.json').read_text())
@@ -402,7 +402,7 @@ def test_anything_but_a_clean_rollback_is_rollback_failed(env, monkeypatch, mode
 
 
 def test_no_log_results_are_censored(env):
-    cb, _ = make_callback(env)
+    cb = make_callback(env)[0]
     task = FakeTask('Set DB password', no_log=True)
     open_and_fail(cb, task=task)
     cb.v2_runner_on_failed(FakeResult('web2', task, {'msg': 'login hunter2hunter2 rejected', '_ansible_no_log': True}))
@@ -476,7 +476,7 @@ def test_child_mode_writes_the_result_and_never_recurses(env, monkeypatch):
     result_path = env / 'child-result.json'
     monkeypatch.setenv('FAILSAFE_ROLLBACK_CHILD', '1')
     monkeypatch.setenv('FAILSAFE_ROLLBACK_RESULT', str(result_path))
-    cb, _ = make_callback(env)
+    cb = make_callback(env)[0]
     assert cb.child_mode
     open_and_fail(cb)   # even a failing host with an open transaction starts nothing here
     restore = FakeTask('Restore', action='failsafe.deploy.snapshot')
@@ -517,7 +517,7 @@ def test_defer_to_workflow_reports_without_starting_the_child(env, monkeypatch, 
 
 def test_check_mode_does_not_roll_back(env, monkeypatch):
     monkeypatch.setattr(context, 'CLIARGS', CLIArgs({'check': True}))
-    cb, _ = make_callback(env)
+    cb = make_callback(env)[0]
     open_and_fail(cb)
     cb.v2_playbook_on_stats(FakeStats(['web1', 'web2'], failures={'web1': 1}))
     assert not (env / 'child-call.json').exists()
@@ -527,7 +527,7 @@ def test_check_mode_does_not_roll_back(env, monkeypatch):
 def test_relative_rollback_playbook_is_found_beside_the_playbook(env, monkeypatch):
     (env / 'rollback.yml').write_text('[]')
     monkeypatch.chdir(env / 'bin')
-    cb, _ = make_callback(env, rollback_playbook='rollback.yml')
+    cb = make_callback(env, rollback_playbook='rollback.yml')[0]
     open_and_fail(cb)
     cb.v2_playbook_on_stats(FakeStats(['web1', 'web2'], failures={'web1': 1}))
     call = json.loads((env / 'child-call.json').read_text())
@@ -543,7 +543,7 @@ def test_callback_never_raises(env):
 
 
 def test_at_exit_without_recap_reports_rollback_not_started(env):
-    cb, _ = make_callback(env)
+    cb = make_callback(env, rollback_on_interrupt=False)[0]
     open_and_fail(cb)
     cb._at_exit()   # what atexit runs when ansible-playbook is interrupted before the recap
     assert [a['event'] for a in spool(env)] == ['deploy_failed', 'rollback_failed']
@@ -552,3 +552,19 @@ def test_at_exit_without_recap_reports_rollback_not_started(env):
     assert data['outcome'] == 'not_started'
     cb._at_exit()   # only once
     assert len(spool(env)) == 2
+
+
+def test_at_exit_after_an_interrupt_rolls_back_the_open_transactions(env):
+    cb = make_callback(env)[0]
+    start = FakeTask('Open transaction', action='failsafe.deploy.deploy_state')
+    for host in ('web1', 'web2'):
+        cb.v2_runner_on_ok(FakeResult(host, start, txn(host)))
+    cb._signals.fired = 'SIGTERM'   # what the armed handler records before the run unwinds
+    cb._at_exit()
+    call = json.loads((env / 'child-call.json').read_text())
+    assert call['argv'][call['argv'].index('--limit') + 1] == 'web1,web2'
+    assert call['vars']['failsafe_rollback_run_id'] == 'run-7'
+    assert [a['event'] for a in spool(env)][0] == 'deploy_interrupted'
+    data = json.loads(reports(env)[cb.incident_id + '.json'].read_text())
+    assert data['summary']['reason'] == 'deploy interrupted (SIGTERM)'
+    assert os.environ['FAILSAFE_CONTROLLER_PID'] == str(os.getpid())

@@ -21,12 +21,23 @@ import tempfile
 CRASH_ENV = 'FAILSAFE_CRASH_AT'
 
 
+_CRASH_HITS = {}
+
+
 def _crash_point(name):
     """Die abruptly here when FAILSAFE_CRASH_AT names this point (used by crash-consistency tests).
 
-    os._exit skips every cleanup handler, like a SIGKILL or a power cut would.
+    ``FAILSAFE_CRASH_AT=<name>`` dies the first time the point is reached, ``<name>@<n>`` the n-th time (for points
+    inside loops). os._exit skips every cleanup handler, like a SIGKILL or a power cut would.
     """
-    if os.environ.get(CRASH_ENV) == name:
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted or not wanted.startswith(name):
+        return
+    point, dummy, nth = wanted.partition('@')
+    if point != name:
+        return
+    _CRASH_HITS[name] = _CRASH_HITS.get(name, 0) + 1
+    if _CRASH_HITS[name] >= int(nth or 1):
         os._exit(137)
 
 
@@ -65,6 +76,7 @@ def atomic_write_bytes(path, data, mode=0o600):
             os.fsync(fd)
         finally:
             os.close(fd)
+        _crash_point('write.tmp-synced')
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -72,6 +84,7 @@ def atomic_write_bytes(path, data, mode=0o600):
         except OSError:
             pass
         raise
+    _crash_point('write.replaced')
     fsync_dir(directory)
 
 
@@ -100,6 +113,20 @@ def read_json(path, default=None):
         raise ValueError('%s is not valid JSON: %s' % (path, e))
 
 
+def _remove_stale_links(directory, prefix):
+    """Remove temporary symlinks an earlier switch killed before its os.replace left beside the link."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        rest = name[len(prefix):]
+        if name.startswith(prefix) and len(rest) == 8 and all(c in '0123456789abcdef' for c in rest):
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                os.unlink(path)
+
+
 def replace_symlink(link_path, target):
     """Point link_path at target atomically: a temporary symlink beside it, os.replace over it, fsync the directory.
 
@@ -113,6 +140,7 @@ def replace_symlink(link_path, target):
         if e.errno not in (errno.ENOENT, errno.EINVAL):
             raise
     directory, prefix = _tmp_name(link_path, 'link')
+    _remove_stale_links(directory, prefix)
     tmp = None
     for dummy in range(100):
         candidate = os.path.join(directory, prefix + os.urandom(4).hex())

@@ -796,6 +796,7 @@ class SnapshotStore(object):
             os.fsync(dst)
             os.close(dst)
             dst = None
+            _crash_point('restore.file-tmp-written')
             os.replace(tmp, path)
         except BaseException:
             if dst is not None:
@@ -815,6 +816,7 @@ class SnapshotStore(object):
         os.symlink(entry['target'], tmp)
         try:
             os.lchown(tmp, entry['uid'], entry['gid'])
+            _crash_point('restore.link-tmp-created')
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -822,6 +824,20 @@ class SnapshotStore(object):
             except OSError:
                 pass
             raise
+
+    @staticmethod
+    def _remove_stale_temps(root):
+        """Remove temporaries a restore killed mid-way left beside a root (inside a root they count as drift)."""
+        parent, base = os.path.split(root)
+        pattern = re.compile(r'^\.%s\.fsrestore-[0-9a-f]{8}$' % re.escape(base[:200]))
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(parent, name)
+            if pattern.match(name) and (os.path.islink(path) or not os.path.isdir(path)):
+                os.unlink(path)
 
     @staticmethod
     def _set_meta(entry, st):
@@ -853,6 +869,8 @@ class SnapshotStore(object):
                       restored=sorted(set(d['path'] for d in found)), changed=bool(found))
         if check_mode:
             return result
+        for root in roots:
+            self._remove_stale_temps(root)
         wanted = dict((e['path'], e) for e in manifest['entries'])
         kinds = {}
         for d in found:
@@ -864,6 +882,7 @@ class SnapshotStore(object):
             for path in sorted(removals, reverse=True):
                 self._check_parent(path, roots)
                 self._remove(path)
+                _crash_point('restore.entry-removed')
                 self._cache_drop(path)
                 touched_dirs.add(os.path.dirname(path))
             _crash_point('restore.removed')
@@ -881,6 +900,7 @@ class SnapshotStore(object):
                     os.makedirs(parent, 0o755)
                 if entry['type'] == 'dir':
                     os.mkdir(path, 0o700)
+                    _crash_point('restore.dir-created')
                 elif entry['type'] == 'file':
                     self._write_file(entry)
                     self._cache_drop(path)
@@ -895,6 +915,7 @@ class SnapshotStore(object):
                     continue
                 self._check_parent(path, roots)
                 self._set_meta(entry, os.lstat(path))
+                _crash_point('restore.entry-metadata')
             _crash_point('restore.metadata-restored')
             for directory in sorted(touched_dirs):
                 if os.path.isdir(directory):

@@ -199,7 +199,7 @@ def run_playbook(site, receiver=None, extra_vars=None, **settings):
         cmd += ['-e', json.dumps(extra_vars)]
     start = time.time()
     proc = subprocess.run(cmd, cwd=str(site), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=180)
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=180, check=False)
     proc.elapsed = time.time() - start
     return proc
 
@@ -279,7 +279,7 @@ def test_failed_rollback_is_loud(site, receiver):
     proc = run_playbook(site, receiver, extra_vars={'fail_hosts': ['h1'], 'rollback_fail_hosts': ['h2']})
     assert proc.returncode == 2
     assert 'ROLLBACK FAILED' in proc.stdout
-    data, _, md_path = incident(site)
+    data, _json_path, md_path = incident(site)
     assert data['outcome'] == 'rollback_failed'
     assert data['rollback']['hosts']['h2']['status'] == 'failed'
     assert data['rollback']['hosts']['h1']['status'] == 'ok'
@@ -294,7 +294,7 @@ def test_scope_failed_rolls_back_only_the_failed_host(site):
     proc = run_playbook(site, extra_vars={'fail_hosts': ['h2']}, rollback_scope='failed')
     assert proc.returncode == 2, proc.stdout
     assert (site / 'h2.marker').exists() and not (site / 'h1.marker').exists()
-    data, _, _ = incident(site)
+    data = incident(site)[0]
     assert data['outcome'] == 'rolled_back' and data['summary']['scope_hosts'] == ['h2']
 
 
@@ -303,7 +303,7 @@ def test_rollback_that_outlives_its_timeout_is_killed_and_failed(site):
     assert proc.returncode == 2
     assert proc.elapsed < 45
     assert 'ROLLBACK FAILED' in proc.stdout
-    data, _, _ = incident(site)
+    data = incident(site)[0]
     assert data['outcome'] == 'rollback_failed' and data['rollback']['timed_out'] is True
     assert 'did not finish within 4 s' in data['summary']['reason']
     assert not list(site.glob('*.marker'))
@@ -315,7 +315,7 @@ def test_ansible_doc_renders():
                PATH=BIN + os.pathsep + os.environ.get('PATH', ''))
     proc = subprocess.run([os.path.join(BIN, 'ansible-doc'), '-t', 'callback', 'failsafe.deploy.auto_rollback'],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=60)
+                          timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout
     for option in ('rollback_scope', 'webhook_url', 'FAILSAFE_ROLLBACK_TIMEOUT', 'failsafe_auto_rollback'):
         assert option in proc.stdout
@@ -353,7 +353,7 @@ def test_under_ansible_runner_as_awx_runs_it(site, receiver):
     for host in ('h1', 'h2'):
         marker = json.loads((site / ('%s.marker' % host)).read_text())
         assert marker['release_version'] == '2.0' and marker['host']['txid'] == 'tx-%s' % host
-    data, _, _ = incident(site)
+    data = incident(site)[0]
     assert data['outcome'] == 'rolled_back'
     assert receiver.events() == ['deploy_failed', 'rolled_back']
     log = (site / 'incidents' / (data['incident_id'] + '.rollback.log')).read_text()

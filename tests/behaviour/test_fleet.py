@@ -53,7 +53,7 @@ def test_each_host_is_its_own_machine(fleet, tmp_path):
         assert re.search(r'^%s \| CHANGED \| rc=0 >>\n%s$' % (name, name), output, re.MULTILINE), output
 
     statuses, output, _elapsed = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.copy',
-                                  '-a', 'content={{ inventory_hostname }} dest=/srv/who mode=0644')
+                                         '-a', 'content={{ inventory_hostname }} dest=/srv/who mode=0644')
     assert statuses == {name: 'CHANGED' for name in hosts.names}, output
     for host in hosts:
         with open(hosts.host_path(host, '/srv/who'), encoding='utf-8') as handle:
@@ -85,7 +85,7 @@ def test_crashed_host_is_unreachable_fast_and_restart_keeps_srv(fleet, tmp_path)
     hosts = fleet(3)
     victim = hosts[2]
     statuses, output, _elapsed = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.copy',
-                                  '-a', 'content=kept dest=/srv/state mode=0644')
+                                         '-a', 'content=kept dest=/srv/state mode=0644')
     assert set(statuses.values()) == {'CHANGED'}, output
     hosts.run(victim, ['sh', '-c', 'echo volatile > /run/marker'])
 

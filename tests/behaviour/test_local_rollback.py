@@ -40,7 +40,7 @@ def test_when_health_fails_after_switch_then_deploy_fails_and_every_captured_pat
 
 
 def test_then_current_is_the_last_verified_release_and_the_bad_one_is_quarantined(after_switch_failure):
-    d, _, _ = after_switch_failure
+    d = after_switch_failure[0]
     assert d.current() == 'releases/2.0.0'
     ledger = d.ledger()
     assert ledger['last_verified'] == '2.0.0'
@@ -49,7 +49,7 @@ def test_then_current_is_the_last_verified_release_and_the_bad_one_is_quarantine
 
 
 def test_then_the_lock_is_released_and_the_journal_closed(after_switch_failure):
-    d, _, _ = after_switch_failure
+    d = after_switch_failure[0]
     assert not os.path.exists(d.lock_path())
     journal = d.journal()
     assert journal['release'] == '3.0.0'
@@ -57,20 +57,20 @@ def test_then_the_lock_is_released_and_the_journal_closed(after_switch_failure):
 
 
 def test_then_the_app_answers_the_previous_version_and_is_healthy(after_switch_failure):
-    d, _, _ = after_switch_failure
+    d = after_switch_failure[0]
     assert d.http('/version') == (200, '2.0.0')
     status, body = d.http('/health')
     assert status == 200 and json.loads(body)['status'] == 'ok'
 
 
 def test_then_the_receiver_got_deploy_failed_then_rolled_back(after_switch_failure):
-    d, _, _ = after_switch_failure
+    d = after_switch_failure[0]
     assert d.receiver.kinds() == ['deploy_failed', 'rolled_back']
     assert [e['event'] for e in d.spool_events()] == ['deploy_failed', 'rolled_back']
 
 
 def test_then_the_incident_report_names_task_host_and_cause(after_switch_failure):
-    d, _, _ = after_switch_failure
+    d = after_switch_failure[0]
     reports = d.incident_reports()
     assert len(reports) == 1
     with open(reports[0]) as f:
@@ -86,7 +86,7 @@ def test_then_the_incident_report_names_task_host_and_cause(after_switch_failure
 
 
 def test_when_the_quarantined_release_is_deployed_again_then_it_is_refused_and_nothing_changes(after_switch_failure):
-    d, _, _ = after_switch_failure
+    d = after_switch_failure[0]
     before = d.digest()
     reports = d.incident_reports()
     proc = d.deploy('3.0.0')

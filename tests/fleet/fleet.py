@@ -82,7 +82,7 @@ MAX_UNIX_SOCKET = 100  # sun_path is 108 bytes; ssh adds a 17-character suffix w
 def _shared_under_root():
     """Folders below /root that fleet hosts must still see: the installation behind this Python (and its venv)."""
     out = []
-    for path in {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}:
+    for path in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}):
         if path.startswith('/root/') and os.path.isdir(path):
             out.append(path)
     return sorted(out)

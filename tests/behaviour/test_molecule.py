@@ -32,7 +32,8 @@ def test_molecule_scenario_passes(scenario, tmp_path):
 
 def _run(scenario, home, tmp_path):
     env = dict(os.environ)
-    for key in ('ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'ANSIBLE_CONFIG', 'MOLECULE_EPHEMERAL_DIRECTORY'):
+    for key in ('ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'ANSIBLE_CONFIG',
+                'MOLECULE_EPHEMERAL_DIRECTORY'):
         env.pop(key, None)
     env.update({
         'PATH': VENV_BIN + os.pathsep + os.environ.get('PATH', ''),

@@ -122,7 +122,7 @@ class ControllerClient:
         text = str(template).strip()
         if text.isdigit():
             return int(text)
-        _, data = self._api_request('GET', 'job_templates/?name=%s' % quote(text, safe=''))
+        data = self._api_request('GET', 'job_templates/?name=%s' % quote(text, safe=''))[1]
         results = (data or {}).get('results') or []
         if len(results) != 1:
             raise ControllerError('job template %r: %d templates have that name' % (text, len(results)))
@@ -181,7 +181,7 @@ class ControllerClient:
     def host_summaries(self, job_id):
         """{host: 'ok' | 'failed' | 'unreachable'} from the job's host summaries (empty when unavailable)."""
         try:
-            _, data = self._api_request('GET', 'jobs/%d/job_host_summaries/?page_size=200' % job_id)
+            data = self._api_request('GET', 'jobs/%d/job_host_summaries/?page_size=200' % job_id)[1]
         except ControllerError:
             return {}
         out = {}
@@ -222,8 +222,8 @@ def run_rollback(client, template, scope, rollback_vars, timeout, echo=None):
         if info['ignored_fields']:
             ignored = ', '.join(sorted(info['ignored_fields']))
             say('the controller ignored %s: enable "prompt on launch" for them on the job template' % ignored)
-        status, _, timed_out = client.wait(job_id, timeout,
-                                           on_status=lambda s: say('controller job %d: %s' % (job_id, s)))
+        status, _job, timed_out = client.wait(job_id, timeout,
+                                              on_status=lambda s: say('controller job %d: %s' % (job_id, s)))
         info['status'] = status
         if timed_out:
             error = 'controller job %d did not finish within %d s (last status %s); cancel requested' % (

@@ -233,7 +233,7 @@ def _pump(stream, lines):
 def _read_line(stream, timeout):
     """One line of ``stream`` (None at EOF) when it is ready within ``timeout`` s, else raise queue.Empty."""
     try:
-        ready, _, _ = select.select([stream], [], [], timeout)
+        ready = select.select([stream], [], [], timeout)[0]
     except (OSError, ValueError):
         return None
     if not ready:

@@ -343,7 +343,7 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
                 assert state['last_verified'] == previous[host], (host, state)
                 assert matrix.digest(host) == before[host][1], '%s is not byte-identical to its snapshot' % host
                 assert state['served'] == previous[host], '%s serves %r, not %s' % (host, state['served'],
-                                                                                   previous[host])
+                                                                                    previous[host])
                 if new in state['ledger']:
                     assert state['ledger'][new]['state'] == 'failed', (host, state['ledger'][new])
         if fault in ('unreachable', 'host_crash') and not expect_new:

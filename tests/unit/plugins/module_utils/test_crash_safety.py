@@ -23,7 +23,7 @@ import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _atomic
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
-    ReleaseRoot, ensure_active, ensure_failed, ensure_staged, ensure_verified)
+    ReleaseRoot, ensure_active, ensure_staged, ensure_verified)
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
 
 MODULE_UTILS = os.path.dirname(_atomic.__file__)
@@ -73,7 +73,7 @@ def run_child(op, crash_at=None, **args):
         env[_atomic.CRASH_ENV] = crash_at
     env['PYTHONPATH'] = COLLECTIONS + os.pathsep + env.get('PYTHONPATH', '')
     return subprocess.run([sys.executable, '-c', CHILD, op, json.dumps(args)], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=60)
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=60, check=False)
 
 
 def tree_digest(top):

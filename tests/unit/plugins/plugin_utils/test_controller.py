@@ -158,7 +158,7 @@ def test_auto_falls_back_to_the_gateway_path_on_404_and_keeps_it(make_fake):
     assert paths[:3] == [('GET', '/api/v2/job_templates/?name=app%20rollback'),
                          ('GET', '/api/controller/v2/job_templates/?name=app%20rollback'),
                          ('POST', '/api/controller/v2/job_templates/7/launch/')]
-    assert not any(p.startswith('/api/v2/') for _, p in paths[2:])   # the answering root is kept
+    assert not any(p.startswith('/api/v2/') for _method, p in paths[2:])   # the answering root is kept
 
 
 def test_explicit_v2_path_does_not_fall_back(make_fake):
@@ -202,10 +202,10 @@ def test_a_controller_that_does_not_answer_in_time_fails_with_the_request_timeou
 
 def test_rejected_launch_and_wrong_token_never_show_the_token(make_fake):
     fake = make_fake(launch_status=400)
-    _, _, reason, _ = _controller.run_rollback(client_for(fake), 7, ['web1'], ROLLBACK_VARS, 10)
+    reason = _controller.run_rollback(client_for(fake), 7, ['web1'], ROLLBACK_VARS, 10)[2]
     assert 'HTTP 400' in reason and TOKEN not in reason
     wrong = _controller.ControllerClient(fake.url, 'wrong-' + TOKEN, api_path='v2')
-    _, _, reason, _ = _controller.run_rollback(wrong, 7, ['web1'], ROLLBACK_VARS, 10)
+    reason = _controller.run_rollback(wrong, 7, ['web1'], ROLLBACK_VARS, 10)[2]
     assert 'HTTP 401' in reason and TOKEN not in reason and 'wrong-' not in reason
     assert TOKEN not in repr(wrong)
 

@@ -8,6 +8,7 @@
 # Gates: sanity (ansible-test sanity), units (ansible-test units), shellcheck, lint (ansible-lint production
 # profile), importer (galaxy-importer on the built tarball), changelog (antsibull-changelog lint), docs
 # (antsibull-docs lint-collection-docs --plugin-docs), builder (ansible-builder introspect and create).
+# awx (syntax check and production lint of examples/awx/ against the real awx.awx collection).
 # Each gate's full output goes to .build/checks/<gate>.log; a failing gate also prints the end of its log.
 # FAILSAFE_CHECKS_VERBOSE=1 streams every log to the terminal as well.
 # Exit status: 0 when every gate that ran passed, 1 otherwise, 2 on a usage error.
@@ -17,7 +18,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/env.sh
 source "$root/scripts/env.sh"
 
-all_gates=(sanity units shellcheck lint importer changelog docs builder)
+all_gates=(sanity units shellcheck lint importer changelog docs builder awx)
 python_version=3.11
 logs="$root/.build/checks"
 checks_venv="${FAILSAFE_CHECKS_VENV:-$root/.build/venv-checks}"
@@ -220,6 +221,44 @@ EOF
   (cd "$root/examples/ee" && in_checks_venv ansible-builder create --file execution-environment.yml \
     --context "$root/.build/ee-context" --output-filename Containerfile -v 2) || return 1
   test -s "$root/.build/ee-context/Containerfile"
+}
+
+# Third virtualenv with the `ansible` package, the only offline source of the awx.awx collection (up to Ansible 13).
+awx_venv="${FAILSAFE_AWX_VENV:-$root/.build/venv-awx}"
+ensure_awx_venv() {
+  local want stamp="$awx_venv/.failsafe-stamp"
+  want=$(sha256sum "$root/requirements-awx.txt" | cut -d' ' -f1)
+  if [ -x "$awx_venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  log "==> Creating virtualenv $awx_venv"
+  python3 -m venv "$awx_venv" || return 1
+  "$awx_venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements-awx.txt" || return 1
+  echo "$want" >"$stamp"
+}
+
+# examples/awx/ uses awx.awx modules, which the main virtualenv lacks: the lint gate leaves it out
+# (.ansible-lint) and this gate checks it with the collection installed by the `ansible` package.
+gate_awx() {
+  ensure_awx_venv || return 1
+  local collections home="$root/.build/awx-home" playbooks=()
+  collections=$("$awx_venv/bin/python" -c 'import ansible_collections, os; print(os.path.dirname(list(ansible_collections.__path__)[0]))') \
+    || return 1
+  test -d "$collections/ansible_collections/awx/awx" || { log "awx.awx is not in $collections"; return 1; }
+  mkdir -p "$home"
+  while IFS= read -r -d '' f; do playbooks+=("$f"); done < <(cd "$root" && find examples/awx -name '*.yml' -print0 | sort -z)
+  [ "${#playbooks[@]}" -gt 0 ] || { log "no playbook in examples/awx"; return 1; }
+  echo "awx.awx $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["collection_info"]["version"])' \
+    "$collections/ansible_collections/awx/awx/MANIFEST.json") on ${playbooks[*]}"
+  local p
+  for p in "${playbooks[@]}"; do
+    (cd "$root" && ANSIBLE_HOME="$home" ANSIBLE_COLLECTIONS_PATH="$collections" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
+      "$awx_venv/bin/ansible-playbook" --syntax-check "$p") || return 1
+  done
+  printf 'profile: production\noffline: true\n' >"$home/ansible-lint.yml"
+  (cd "$root" && ANSIBLE_HOME="$home" ANSIBLE_COLLECTIONS_PATH="$collections" \
+    "$awx_venv/bin/ansible-lint" --profile production --offline --nocolor -f pep8 --config-file "$home/ansible-lint.yml" \
+    "${playbooks[@]}")
 }
 
 # What a failed gate shows: its finding lines (ERROR/FAILED/path:line: ...), at most 80, else the end of its log.

@@ -1,0 +1,99 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Tell a CI pipeline how a deploy ended, from the incident reports of the auto_rollback callback.
+
+Usage: python3 scripts/deploy_outcome.py [--report-dir DIR] [--rc N]
+
+DIR is the callback's report_dir (FAILSAFE_REPORT_DIR; default ./failsafe-incidents); use a fresh one per
+pipeline run. N is the exit status of ansible-playbook. The newest incident report in DIR decides:
+
+  exit 0  deployed          no incident and N is 0 (or every failure was rescued)
+  exit 1  rolled back       the deploy failed and every host is back on its last verified release
+  exit 2  rollback failed   the rollback failed, did not start, or was deferred/skipped: hosts may be broken
+  exit 3  unknown           ansible-playbook failed and there is no incident report (the deploy failed before a
+                            transaction opened, or the callback is not enabled)
+
+stdout gets ``key=value`` lines (outcome, label, exit_code, incident_id, report, report_markdown), ready for
+``$GITHUB_OUTPUT``; a one-line summary goes to stderr.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import argparse
+import json
+import os
+import re
+import sys
+
+EXIT_CODES = {'deployed': 0, 'rolled_back': 1, 'rollback_failed': 2, 'unknown': 3}
+LABELS = {'deployed': 'DEPLOYED', 'rolled_back': 'ROLLED BACK', 'rollback_failed': 'ROLLBACK FAILED',
+          'unknown': 'UNKNOWN'}
+_REPORT = re.compile(r'^inc-[^.]+\.json$')
+
+
+def latest_incident(report_dir):
+    """(path, data) of the newest incident report in report_dir, or (None, None)."""
+    if not os.path.isdir(report_dir):
+        return None, None
+    found = []
+    for name in os.listdir(report_dir):
+        if not _REPORT.match(name):
+            continue
+        path = os.path.join(report_dir, name)
+        try:
+            with open(path, encoding='utf-8') as handle:
+                data = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        found.append((data.get('written') or os.path.getmtime(path), name, path, data))
+    if not found:
+        return None, None
+    found.sort()
+    return found[-1][2], found[-1][3]
+
+
+def decide(report_dir, rc=None):
+    """The outcome as a dict: outcome, label, exit_code, incident_id, report, report_markdown, detail."""
+    path, data = latest_incident(report_dir)
+    result = {'incident_id': None, 'report': None, 'report_markdown': None}
+    if data is None:
+        if rc in (None, 0):
+            outcome, detail = 'deployed', 'no incident'
+        else:
+            outcome, detail = 'unknown', 'ansible-playbook exited %s and left no incident report' % rc
+    else:
+        recorded = data.get('outcome')
+        result.update(incident_id=data.get('incident_id'), report=path,
+                      report_markdown=path[:-len('.json')] + '.md')
+        summary = data.get('summary') or {}
+        detail = summary.get('reason') or summary.get('outcome_label') or recorded
+        if recorded == 'rolled_back':
+            outcome = 'rolled_back'
+        elif recorded == 'rescued' and rc in (None, 0):
+            outcome = 'deployed'
+        else:
+            outcome = 'rollback_failed'
+            detail = '%s: %s' % (summary.get('outcome_label') or recorded, detail)
+    result.update(outcome=outcome, label=LABELS[outcome], exit_code=EXIT_CODES[outcome], detail=detail)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--report-dir', default=os.environ.get('FAILSAFE_REPORT_DIR', './failsafe-incidents'))
+    parser.add_argument('--rc', type=int, default=None, help='exit status of ansible-playbook')
+    args = parser.parse_args(argv)
+    result = decide(args.report_dir, args.rc)
+    for key in ('outcome', 'label', 'exit_code', 'incident_id', 'report', 'report_markdown'):
+        value = result[key]
+        print('%s=%s' % (key, '' if value is None else value))
+    sys.stderr.write('deploy outcome: %s (%s)%s\n' % (result['label'], result['detail'],
+                                                     ('; report ' + result['report']) if result['report'] else ''))
+    return result['exit_code']
+
+
+if __name__ == '__main__':
+    sys.exit(main())

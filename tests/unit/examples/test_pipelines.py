@@ -1,0 +1,80 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The pipeline examples parse as YAML, run the deploy and hand its result to scripts/deploy_outcome.py, and map
+every exit code of that script to the job's result; and the script's decisions on edge cases that a real run does
+not easily produce (tests/behaviour/test_awx_runner.py checks it against real incident reports)."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import importlib.util
+import json
+import os
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+PIPELINES = os.path.join(ROOT, 'examples', 'pipelines')
+
+
+def load(name):
+    with open(os.path.join(PIPELINES, name)) as handle:
+        return yaml.safe_load(handle)
+
+
+def script_text(steps):
+    return '\n'.join(str(step.get('run') or step.get('script') or '') for step in steps)
+
+
+def test_github_actions_workflow_runs_the_deploy_and_surfaces_the_outcome():
+    wf = load('github-actions.yml')
+    assert 'workflow_dispatch' in wf['on']
+    steps = wf['jobs']['deploy']['steps']
+    text = script_text(steps)
+    assert 'failsafe.deploy.deploy' in text and 'scripts/deploy_outcome.py' in text
+    assert [s for s in steps if s.get('uses', '').startswith('actions/upload-artifact')][0]['if'] == 'always()'
+    for code in ('0)', '1)', '2)', '*)'):
+        assert code in steps[-1]['run']
+
+
+def test_azure_pipeline_runs_the_deploy_and_surfaces_the_outcome():
+    pipeline = load('azure-pipelines.yml')
+    steps = pipeline['jobs'][0]['steps']
+    text = script_text(steps)
+    assert 'failsafe.deploy.deploy' in text and 'scripts/deploy_outcome.py' in text
+    assert 'task.logissue type=error' in text and 'exit 2' in text
+    publish = [s for s in steps if s.get('task', '').startswith('PublishPipelineArtifact')][0]
+    assert publish['condition'] == 'always()'
+
+
+def outcome_module():
+    spec = importlib.util.spec_from_file_location('deploy_outcome', os.path.join(ROOT, 'scripts', 'deploy_outcome.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write(path, data):
+    with open(str(path), 'w') as handle:
+        json.dump(data, handle)
+
+
+def test_outcome_without_reports_depends_on_the_exit_status(tmp_path):
+    mod = outcome_module()
+    assert mod.decide(str(tmp_path / 'none'), 0)['outcome'] == 'deployed'
+    assert mod.decide(str(tmp_path / 'none'), 2)['exit_code'] == 3
+
+
+def test_outcome_takes_the_newest_report_and_ignores_rollback_files(tmp_path):
+    mod = outcome_module()
+    write(tmp_path / 'inc-a.json', {'incident_id': 'inc-a', 'outcome': 'rollback_failed', 'written': 1})
+    write(tmp_path / 'inc-b.json', {'incident_id': 'inc-b', 'outcome': 'rolled_back', 'written': 2})
+    write(tmp_path / 'inc-c.rollback-result.json', {'outcome': 'rollback_failed', 'written': 3})
+    result = mod.decide(str(tmp_path), 2)
+    assert (result['outcome'], result['incident_id'], result['exit_code']) == ('rolled_back', 'inc-b', 1)
+    write(tmp_path / 'inc-d.json', {'incident_id': 'inc-d', 'outcome': 'rescued', 'written': 4})
+    assert mod.decide(str(tmp_path), 0)['outcome'] == 'deployed'
+    write(tmp_path / 'inc-e.json', {'incident_id': 'inc-e', 'outcome': 'not_started', 'written': 5})
+    assert mod.decide(str(tmp_path), 99)['exit_code'] == 2

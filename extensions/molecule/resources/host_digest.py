@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to failsafe.deploy
 # SPDX-License-Identifier: GPL-3.0-or-later

@@ -663,10 +663,11 @@ class CallbackModule(CallbackBase):
         elif self.defer_to_workflow and (os.environ.get('JOB_ID') or self.awx_job_id):
             self.outcome = 'deferred'
             reason = 'defer_to_workflow is set and this is a controller job: the workflow runs the rollback'
-        elif self.rollback_via == 'controller':
-            launch, hosts, reason = self._run_rollback_controller(scope)
         else:
-            launch, hosts, reason = self._run_rollback(scope, cliargs)
+            if self.rollback_via == 'controller':
+                launch, hosts, reason = self._run_rollback_controller(scope)
+            else:
+                launch, hosts, reason = self._run_rollback(scope, cliargs)
             self.outcome = 'rolled_back' if reason is None else 'rollback_failed'
 
         json_path, md_path = report_paths(self.report_dir, self.incident_id)

@@ -568,3 +568,37 @@ def test_at_exit_after_an_interrupt_rolls_back_the_open_transactions(env):
     data = json.loads(reports(env)[cb.incident_id + '.json'].read_text())
     assert data['summary']['reason'] == 'deploy interrupted (SIGTERM)'
     assert os.environ['FAILSAFE_CONTROLLER_PID'] == str(os.getpid())
+
+
+@pytest.mark.parametrize('final, outcome, event', [
+    ('successful', 'rolled_back', 'rolled_back'),
+    ('failed', 'rollback_failed', 'rollback_failed'),
+])
+def test_rollback_through_the_controller_reports_its_outcome(env, final, outcome, event):
+    """rollback_via=controller launches the rollback job template (a local fake Controller answers) and the
+    outcome follows the job's final status, never 'skipped'."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'plugin_utils'))
+    try:
+        from test_controller import TOKEN, FakeController  # pylint: disable=import-error
+    finally:
+        sys.path.pop(0)
+    fake = FakeController(statuses=('pending', 'running', final),
+                          host_summaries=[{'host_name': 'web1', 'failed': final != 'successful', 'failures': 0,
+                                           'dark': 0}, {'host_name': 'web2', 'failed': False, 'failures': 0,
+                                                        'dark': 0}])
+    try:
+        cb, display = make_callback(env, rollback_via='controller', controller_host=fake.url,
+                                    controller_token=TOKEN, controller_rollback_template='7',
+                                    controller_poll_interval=0.01, rollback_timeout=20)
+        open_and_fail(cb)
+        cb.v2_playbook_on_stats(FakeStats(['web1', 'web2'], failures={'web1': 1}))
+    finally:
+        fake.close()
+    launches = [r for r in fake.requests if r['method'] == 'POST' and r['path'].endswith('/launch/')]
+    assert len(launches) == 1 and launches[0]['auth'] == 'Bearer %s' % TOKEN
+    assert launches[0]['body']['extra_vars']['failsafe_rollback_incident'] == cb.incident_id
+    assert not (env / 'child-call.json').exists()   # no local child
+    assert cb.outcome == outcome
+    assert [a['event'] for a in spool(env)] == ['deploy_failed', event]
+    assert TOKEN not in display.text()
+    assert TOKEN not in reports(env)[cb.incident_id + '.json'].read_text()

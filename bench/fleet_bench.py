@@ -16,7 +16,7 @@ from common import BENCH, ROOT, read_times, run, stats, ratio, task_durations, w
 sys.path.insert(0, ROOT)
 from tests.fleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position
 
-FLEET_NAME = 'fsb'
+FLEET_NAME = os.environ.get('FAILSAFE_BENCH_FLEET', 'fsb')  # the smoke test uses its own, so both can run at once
 VENV_BIN = os.path.dirname(sys.executable)
 SUPERVISORCTL = os.path.join(VENV_BIN, 'supervisorctl')
 

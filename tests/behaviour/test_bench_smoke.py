@@ -26,7 +26,8 @@ def test_bench_smoke(tmp_path):
     out = tmp_path / 'out'
     start = time.time()
     proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts/bench.sh'), '--smoke', '--out', str(out)],
-                          cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, FAILSAFE_FLEET_NAME='fsb'),
+                          cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, FAILSAFE_FLEET_NAME='fss', FAILSAFE_BENCH_FLEET='fss'),
                           check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     results = json.loads((out / 'results.json').read_text())

@@ -79,13 +79,22 @@ FIRST_HOST_OCTET = 10  # host i (1-based) gets <subnet>.(10 + i); .1 is the brid
 MAX_UNIX_SOCKET = 100  # sun_path is 108 bytes; ssh adds a 17-character suffix while it binds
 
 
-def _shared_under_root():
-    """Folders below /root that fleet hosts must still see: the installation behind this Python (and its venv)."""
+def _shared_under_host_mounts():
+    """Machine folders the hosts must still see although they live below a host-private mount point: the Python
+    behind the controller's venv (pyenv keeps it in /root) and the venv itself (a checkout in /tmp keeps it there).
+    Returns (path, host folder name, path relative to that mount)."""
+    wanted = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    if os.environ.get('VIRTUAL_ENV'):
+        wanted.add(os.path.realpath(os.environ['VIRTUAL_ENV']))
     out = []
-    for path in sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}):
-        if path.startswith('/root/') and os.path.isdir(path):
-            out.append(path)
-    return sorted(out)
+    for path in sorted(wanted):
+        if not os.path.isdir(path):
+            continue
+        for mount, folder in HOST_MOUNTS:
+            if path.startswith(mount + '/'):
+                out.append((path, folder, path[len(mount) + 1:]))
+                break
+    return out
 
 
 class FleetError(RuntimeError):
@@ -686,9 +695,9 @@ class Fleet:
         script = ['set -e', 'mount --bind %s %s' % (q(hdir), STAGING)]
         # Machine folders under /root that the hosts need (the Python behind the controller's venv, when it lives
         # in root's home, as pyenv's does) are bound into the host's own /root before that is mounted.
-        for shared in _shared_under_root():
-            os.makedirs(os.path.join(hdir, 'root', shared[len('/root/'):]), exist_ok=True)
-            script.append('mount --bind %s %s/root/%s' % (q(shared), STAGING, q(shared[len('/root/'):])))
+        for shared, folder, rel in _shared_under_host_mounts():
+            os.makedirs(os.path.join(hdir, folder, rel), exist_ok=True)
+            script.append('mount --bind %s %s/%s/%s' % (q(shared), STAGING, folder, q(rel)))
         script += ['mount --rbind %s/%s %s' % (STAGING, folder, mount) for mount, folder in HOST_MOUNTS]
         script += ['umount -l %s' % STAGING, 'hostname %s' % q(host.name),
                    'exec %s -D -e -f %s/sshd_config' % (SSHD, sshd_in_host)]

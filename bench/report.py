@@ -45,8 +45,8 @@ def recovery_md(rows):
     phases = dict((k, ten['ours'][k]['median']) for k in ('detection', 'playbook_start', 'restore', 'verification'))
     worst = max(phases, key=phases.get)
     out += ['', 'Aim (docs DESIGN "Speed"): detect, roll back and verify 10 hosts in about 3 s. On %d hosts: %.1f s, '
-            '%s; the largest phase is %s (%.1f s of %.1f s).' % (ten['hosts'], total, _met(total <= 3.0), worst,
-                                                                  phases[worst], total), '']
+            '%s; the largest phase is %s (%.1f s of %.1f s).'
+            % (ten['hosts'], total, _met(total <= 3.0), worst, phases[worst], total), '']
     return out
 
 
@@ -62,8 +62,8 @@ def snapshot_md(d):
              ('cp_a', 'baseline `cp -a` into a fresh folder'), ('rsync_a', 'baseline `rsync -a` into a fresh folder'),
              ('rsync_a_unchanged', 'baseline `rsync -a` again onto its unchanged copy'), ('tar', 'baseline `tar -cf`'))
     for key, label in names:
-        out.append('| %s | %s | %s |' % (label, _s(s[key], digits=3),
-                                          _s(disk[key], 'kB', 0) if key in disk else ''))
+        extra_disk = _s(disk[key], 'kB', 0) if key in disk else ''
+        out.append('| %s | %s | %s |' % (label, _s(s[key], digits=3), extra_disk))
     out += ['', 'Ratios (medians): ' + ', '.join('%s %.3f' % (k, v) for k, v in sorted(r.items()) if v is not None), '',
             'Target: unchanged re-snapshot <= 5%% of the first one\'s time: %.1f%%, %s; <= 1%% extra disk: %.2f%%, %s.'
             % (100 * r['unchanged_vs_first_time'], _met(d['target']['met_time']),
@@ -102,10 +102,10 @@ def scaling_md(rows):
            '| hosts | repeats | deploy | baseline | ratio | target <= 1.3 | slowest tasks of the deploy (mean s) |',
            '| --- | --- | --- | --- | --- | --- | --- |']
     for row in rows:
+        slowest = '; '.join('%s %.1f' % (t['task'].split(' : ')[-1], t['seconds']) for t in row['slowest_tasks'])
         out.append('| %d | %d | %s | %s | %.2f | %s | %s |' % (
             row['hosts'], row['repeats'], _s(row['deploy'], digits=1), _s(row['baseline'], digits=1), row['ratio'],
-            _met(row['met']), '; '.join('%s %.1f' % (t['task'].split(' : ')[-1], t['seconds'])
-                                         for t in row['slowest_tasks'])))
+            _met(row['met']), slowest))
     if not all(r['met'] for r in rows):
         out += ['', 'What limits it: the deploy runs many more tasks (journal, lock, snapshot, config, health checks), '
                 'each a round trip per host; the slowest are listed per row.']

@@ -44,7 +44,8 @@ def freeze_collection(work, ref):
     if ref:
         archive = subprocess.run(['git', 'archive', ref], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(['tar', '-x', '-C', dest], input=archive, check=True)
-        commit = subprocess.run(['git', 'rev-parse', ref], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(['git', 'rev-parse', ref], cwd=ROOT, capture_output=True, text=True,
+                                check=False).stdout.strip()
     else:
         for name in ('galaxy.yml', 'meta', 'plugins', 'roles', 'playbooks'):
             src = os.path.join(ROOT, name)
@@ -52,9 +53,10 @@ def freeze_collection(work, ref):
                 shutil.copytree(src, os.path.join(dest, name), symlinks=True)
             elif os.path.exists(src):
                 shutil.copy2(src, dest)
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True,
+                                check=False).stdout.strip()
         dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'plugins', 'roles', 'playbooks', 'meta'],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+                               cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
         if dirty:
             commit += ' + uncommitted changes'
     return base, commit

@@ -47,7 +47,7 @@ class SnapshotBench(object):
 
     def worker(self, *args):
         proc = subprocess.run([sys.executable, os.path.join(BENCH, 'snapshot_worker.py')] + list(args),
-                              env=dict(os.environ, **self.env), capture_output=True, text=True)
+                              env=dict(os.environ, **self.env), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError('snapshot worker failed: %s' % proc.stderr[-2000:])
         return json.loads(proc.stdout)

@@ -82,7 +82,7 @@ def decide(report_dir, rc=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--report-dir', default=os.environ.get('FAILSAFE_REPORT_DIR', './failsafe-incidents'))
     parser.add_argument('--rc', type=int, default=None, help='exit status of ansible-playbook')
     args = parser.parse_args(argv)
@@ -90,8 +90,8 @@ def main(argv=None):
     for key in ('outcome', 'label', 'exit_code', 'incident_id', 'report', 'report_markdown'):
         value = result[key]
         print('%s=%s' % (key, '' if value is None else value))
-    sys.stderr.write('deploy outcome: %s (%s)%s\n' % (result['label'], result['detail'],
-                                                     ('; report ' + result['report']) if result['report'] else ''))
+    where = ('; report ' + result['report']) if result['report'] else ''
+    sys.stderr.write('deploy outcome: %s (%s)%s\n' % (result['label'], result['detail'], where))
     return result['exit_code']
 
 

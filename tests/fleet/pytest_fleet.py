@@ -28,6 +28,24 @@ def pytest_configure(config):
     config.addinivalue_line('markers', MARKER)
 
 
+_FLEET_SECONDS = {'tests': 0, 'seconds': 0.0}
+
+
+def pytest_runtest_logreport(report):
+    """Adds up the time of every phase (setup included: that is where fleets come up) of tests marked fleet."""
+    if 'fleet' in report.keywords:
+        _FLEET_SECONDS['seconds'] += report.duration
+        if report.when == 'call':
+            _FLEET_SECONDS['tests'] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Reports the total time of the fleet tests, so their cost stays visible in every run."""
+    if _FLEET_SECONDS['tests']:
+        terminalreporter.write_line('fleet tests: %d tests, %.0f s in total (setup and teardown included)'
+                                    % (_FLEET_SECONDS['tests'], _FLEET_SECONDS['seconds']))
+
+
 @pytest.fixture
 def fleet(request, tmp_path_factory):
     """Factory fixture: ``fleet(n=3, name=None, subnet=None, **kwargs)`` returns a running Fleet.

@@ -28,7 +28,7 @@ import stat
 import time
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
-    _crash_point, fsync_dir, read_json, write_json_atomic,
+    _crash_point, atomic_write_bytes, fsync_dir, read_json, write_json_atomic,
 )
 
 FORMAT = 1
@@ -83,6 +83,18 @@ def manifest_checksum(manifest):
 def sign_manifest(manifest):
     manifest['checksum'] = manifest_checksum(manifest)
     return manifest
+
+
+def signed_manifest_bytes(manifest):
+    """Sign manifest (set its checksum) and return the content of its file, the canonical JSON of the signed
+    manifest, encoding the (large) entry list once instead of twice."""
+    body = dict((k, v) for k, v in manifest.items() if k != 'checksum')
+    raw = canonical_json(body)
+    manifest['checksum'] = hashlib.sha256(raw).hexdigest()
+    if body and min(body) > 'checksum':
+        # "checksum" sorts before every other key: the signed form is the body with it put in front
+        return b'{"checksum":"' + manifest['checksum'].encode('ascii') + b'",' + raw[1:] + b'\n'
+    return canonical_json(manifest) + b'\n'
 
 
 def _is_under(path, root):
@@ -316,7 +328,7 @@ class SnapshotStore(object):
                 pass
 
     def object_path(self, sha):
-        return os.path.join(self.objects, sha[:2], sha)
+        return '%s/%s/%s' % (self.objects, sha[:2], sha)  # not os.path.join: called once per file
 
     def manifest_path(self, snapshot_id):
         return os.path.join(self.manifests, check_id(snapshot_id) + '.json')
@@ -355,7 +367,7 @@ class SnapshotStore(object):
 
     def _save_cache(self):
         if self._cache_dirty and self._cache is not None and self.exists():
-            write_json_atomic(self.cache_path, {'format': FORMAT, 'entries': self._cache})
+            write_json_atomic(self.cache_path, {'format': FORMAT, 'entries': self._cache}, compact=True)
             self._cache_dirty = False
 
     # ------------------------------------------------------------------ reading files
@@ -642,7 +654,7 @@ class SnapshotStore(object):
                         stats=dict(files=self.counters['files'], dirs=self.counters['dirs'],
                                    links=self.counters['links'],
                                    bytes=sum(e.get('size', 0) for e in entries)))
-        sign_manifest(manifest)
+        content = signed_manifest_bytes(manifest)
         if not check_mode:
             if self.counters['objects_new']:
                 if self.counters['objects_new'] > SYNC_EACH and hasattr(os, 'sync'):
@@ -650,7 +662,7 @@ class SnapshotStore(object):
                 for directory in self._object_dirs:
                     fsync_dir(directory)
                 fsync_dir(self.objects)
-            write_json_atomic(manifest_file, manifest)
+            atomic_write_bytes(manifest_file, content, mode=0o600)
             self._save_cache()
         return dict(id=snapshot_id, manifest=manifest_file, entries=len(entries), changed=True, roots=roots,
                     existed=False)

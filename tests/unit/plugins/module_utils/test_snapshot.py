@@ -629,3 +629,30 @@ def test_helpers_reject_garbage(tmp_path):
         _snapshot.validate_manifest([], 'x.json')
     assert _snapshot.new_snapshot_id() != _snapshot.new_snapshot_id()
     assert _snapshot.ID_RE.match(_snapshot.new_snapshot_id())
+
+
+@pytest.mark.parametrize('extra', [{}, {'alpha': 1}])
+def test_signed_manifest_bytes_is_the_canonical_signed_manifest(extra):
+    """The one-encode fast path writes exactly what encoding the signed manifest would (and falls back when a key
+    sorts before "checksum")."""
+    manifest = dict(format=1, id='s1', entries=[{'path': '/a/\u00e9', 'type': 'file', 'sha256': 'ab' * 32}],
+                    labels={'k': 'v'}, checksum='stale', **extra)
+    content = _snapshot.signed_manifest_bytes(manifest)
+    assert content == _snapshot.canonical_json(manifest) + b'\n'
+    assert manifest['checksum'] == manifest_checksum(manifest) != 'stale'
+    assert json.loads(content.decode('utf-8')) == manifest
+
+
+def test_manifest_and_cache_files_are_compact_json(tmp_path):
+    """Large store files skip the indent (json's C encoder); they stay sorted, valid and verifiable."""
+    tree = tmp_path / 'tree'
+    tree.mkdir()
+    (tree / 'f').write_text('x')
+    store = SnapshotStore(str(tmp_path / 'store'))
+    store.capture([str(tree)], snapshot_id='s1')
+    raw = open(store.manifest_path('s1'), 'rb').read()
+    assert b'\n ' not in raw and raw.endswith(b'}\n')
+    assert raw == _snapshot.canonical_json(json.loads(raw.decode('utf-8'))) + b'\n'
+    assert store.verify('s1')['drift'] == []
+    cache = open(store.cache_path, 'rb').read()
+    assert b'\n ' not in cache and json.loads(cache.decode('utf-8'))['entries']

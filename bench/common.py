@@ -5,6 +5,7 @@
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import threading
@@ -97,6 +98,7 @@ def run(cmd, env=None, cwd=ROOT, log=None, match=None, timeout=1800):
         if log:
             out.write(('\n$ %s\n' % ' '.join(cmd)).encode())
             out.flush()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.time()
         proc = subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         sampler = TreeSampler(proc.pid, match=match)
@@ -107,11 +109,15 @@ def run(cmd, env=None, cwd=ROOT, log=None, match=None, timeout=1800):
             proc.kill()
             rc = proc.wait()
         end = time.time()
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         sampler.stop()
     finally:
         if log:
             out.close()
-    result = {'rc': rc, 'seconds': end - start, 'start': start, 'end': end, 'peak_rss_kb': sampler.peak_kb}
+    # CPU time (user + system) of the process and every descendant it waited for: less noisy than wall time
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    result = {'rc': rc, 'seconds': end - start, 'start': start, 'end': end, 'peak_rss_kb': sampler.peak_kb,
+              'cpu_seconds': cpu}
     if match:
         result['peak_match_kb'] = sampler.peak_match_kb
     return result
@@ -139,10 +145,35 @@ def task_durations(events, pid=None):
     return durations
 
 
+# actions that run on the controller only (no module on the host, no round trip)
+_LOCAL = ('assert', 'debug', 'fail', 'set_fact', 'set_stats', 'include_tasks', 'include_role', 'import_tasks',
+          'import_role', 'include_vars', 'meta', 'validate_argument_spec', 'pause')
+LOCAL_ACTIONS = frozenset(_LOCAL) | frozenset('ansible.builtin.' + name for name in _LOCAL)
+
+
+def remote_runs(events, pid=None):
+    """Per host: tasks that ran on the host (one per task result, or per loop item of a loop), from bench_times
+    events. Skipped tasks and controller-only actions are not counted."""
+    looped = set((e['host'], e['task']) for e in events if e['event'] == 'item' and (pid is None or e['pid'] == pid))
+    counts = {}
+    for e in events:
+        if pid is not None and e['pid'] != pid or e['event'] not in ('result', 'item'):
+            continue
+        if e.get('status') == 'skipped' or e.get('action') in LOCAL_ACTIONS:
+            continue
+        if e['event'] == 'result' and (e['host'], e['task']) in looped:
+            continue
+        counts[e['host']] = counts.get(e['host'], 0) + 1
+    return counts
+
+
 def write_cfg(path, callbacks, forks=30, extra=''):
+    """An ansible.cfg for one side of a comparison. Both sides get the settings examples/ansible.cfg recommends
+    for speed (SSH pipelining; ansible's default ControlPersist), so a ratio compares the work, not the setup."""
     with open(path, 'w') as handle:
         handle.write('[defaults]\n%sinterpreter_python = auto_silent\n'
                      'retry_files_enabled = false\nforks = %d\n%s\n'
+                     '[ssh_connection]\npipelining = True\n\n'
                      '[failsafe_auto_rollback]\nrollback_scope = opened\nrollback_timeout = 600\n'
                      % ('callbacks_enabled = %s\n' % ', '.join(callbacks) if callbacks else '', forks, extra))
     return path

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from common import BENCH, ROOT, read_times, run, stats, ratio, task_durations, write_cfg
+from common import BENCH, ROOT, read_times, remote_runs, run, stats, ratio, task_durations, write_cfg
 
 sys.path.insert(0, ROOT)
 from tests.fleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position
@@ -89,7 +89,7 @@ class FleetBench(object):
     def up(self):
         n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts)
         self.build_releases(good=2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts),
-                            bad=2 * sum(self.ctx.recovery_reps for dummy in self.ctx.recovery_hosts))
+                            bad=2 * sum(self.ctx.recovery_reps_for(h) for h in self.ctx.recovery_hosts))
         self.fleet = Fleet(n, name=FLEET_NAME, base_dir=os.path.join(self.work, 'fleet'))
         self.fleet.up()
         return {'hosts': n}
@@ -122,7 +122,7 @@ class FleetBench(object):
         rows = []
         for n in self.ctx.scaling_hosts:
             hosts = self.fleet.names[:n]
-            ours, base, peaks, slow = [], [], [], {}
+            ours, base, peaks, slow, trips = [], [], [], {}, {'deploy': [], 'baseline': []}
             for rep in range(self.ctx.reps_for(n)):
                 order = ('ours', 'base') if rep % 2 == 0 else ('base', 'ours')
                 version = self.next_good()
@@ -135,6 +135,7 @@ class FleetBench(object):
                         peaks.append(res['peak_rss_kb'])
                         for task, secs in task_durations(res['events']).items():
                             slow.setdefault(task, []).append(secs)
+                        trips['deploy'] += list(remote_runs(res['events']).values())
                     else:
                         self.setup_baseline(hosts)
                         res = self.playbook(os.path.join(BENCH, 'playbooks/baseline_deploy.yml'), hosts,
@@ -142,11 +143,13 @@ class FleetBench(object):
                                                 self.dist, 'app-%s.tar.gz' % version), 'rid=b%s' % version])
                         self.check(res['rc'] == 0, 'baseline deploy on %d hosts failed' % n)
                         base.append(res['seconds'])
+                        trips['baseline'] += list(remote_runs(res['events']).values())
             self.check(all(self.healthy(h) and self.healthy(h, 8081) for h in hosts), 'hosts not healthy')
             top = sorted(((sum(v) / len(v), k) for k, v in slow.items()), reverse=True)[:3]
             row = {'hosts': n, 'repeats': len(ours), 'deploy': stats(ours), 'baseline': stats(base),
                    'controller_peak_rss_mb': stats([p / 1024.0 for p in peaks]),
-                   'slowest_tasks': [{'task': k, 'seconds': round(v, 2)} for v, k in top]}
+                   'slowest_tasks': [{'task': k, 'seconds': round(v, 2)} for v, k in top],
+                   'remote_runs_per_host': dict((k, stats(v)) for k, v in trips.items())}
             row['ratio'] = ratio(row['deploy'], row['baseline'])
             row['target'] = 1.3
             row['met'] = row['ratio'] is not None and row['ratio'] <= 1.3
@@ -175,8 +178,8 @@ class FleetBench(object):
             good = self.current
             ours = {k: [] for k in ('total', 'detection', 'playbook_start', 'restore', 'verification')}
             base = {k: [] for k in ('total', 'detection', 'playbook_start', 'restore', 'verification')}
-            peaks = []
-            for rep in range(self.ctx.recovery_reps):
+            peaks, trips = [], {'ours': [], 'baseline': []}
+            for rep in range(self.ctx.recovery_reps_for(n)):
                 order = ('ours', 'base') if rep % 2 == 0 else ('base', 'ours')
                 for which in order:
                     if which == 'ours':
@@ -190,6 +193,9 @@ class FleetBench(object):
                         self.check(self._back(hosts, good), 'hosts not back on %s and healthy' % good)
                         split = self._split_ours(res, incident)
                         peaks.append(res['peak_rss_kb'])
+                        parent = res['events'][0]['pid']
+                        trips['ours'] += list(remote_runs(
+                            [e for e in res['events'] if e['pid'] != parent]).values())
                         for k, v in split.items():
                             ours[k].append(v)
                     else:
@@ -200,6 +206,7 @@ class FleetBench(object):
                         self.check(rb['rc'] == 0, 'baseline rollback failed')
                         self.check(self._back(hosts, good), 'baseline: hosts not back on %s' % good)
                         split = self._split_base(res, launched, rb)
+                        trips['baseline'] += list(remote_runs(rb['events']).values())
                         for k, v in split.items():
                             base[k].append(v)
                         close = self.playbook(os.path.join(BENCH, 'playbooks/close_txn.yml'), hosts, self.cfg_plain)
@@ -207,7 +214,8 @@ class FleetBench(object):
             row = {'hosts': n, 'repeats': len(ours['total']),
                    'ours': dict((k, stats(v)) for k, v in ours.items()),
                    'baseline': dict((k, stats(v)) for k, v in base.items()),
-                   'controller_peak_rss_mb': stats([p / 1024.0 for p in peaks])}
+                   'controller_peak_rss_mb': stats([p / 1024.0 for p in peaks]),
+                   'remote_runs_per_host': dict((k, stats(v)) for k, v in trips.items())}
             row['ratio'] = ratio(row['ours']['total'], row['baseline']['total'])
             rows.append(row)
         return rows

@@ -50,8 +50,9 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_handler_task_start(self, task):
         self._put('task_start', task=task.get_name())
 
-    def _result(self, result, status):
-        self._put('result', status=status, host=result._host.get_name(), task=result._task.get_name())
+    def _result(self, result, status, event='result'):
+        self._put(event, status=status, host=result._host.get_name(), task=result._task.get_name(),
+                  action=result._task.action)
 
     def v2_runner_on_ok(self, result):
         self._result(result, 'ok')
@@ -64,6 +65,16 @@ class CallbackModule(CallbackBase):
 
     def v2_runner_on_skipped(self, result):
         self._result(result, 'skipped')
+
+    # one event per loop item: each item is a module run on the host of its own
+    def v2_runner_item_on_ok(self, result):
+        self._result(result, 'ok', 'item')
+
+    def v2_runner_item_on_failed(self, result):
+        self._result(result, 'failed', 'item')
+
+    def v2_runner_item_on_skipped(self, result):
+        self._result(result, 'skipped', 'item')
 
     def v2_playbook_on_stats(self, stats):
         self._put('stats')

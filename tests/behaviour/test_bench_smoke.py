@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -29,6 +30,9 @@ def test_bench_smoke(tmp_path):
                           cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, FAILSAFE_FLEET_NAME='fss', FAILSAFE_BENCH_FLEET='fss'),
                           check=False)
+    readme = os.path.join(ROOT, 'README.md')
+    with open(readme, 'rb') as handle:
+        readme_before = handle.read()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     results = json.loads((out / 'results.json').read_text())
     md = (out / 'results.md').read_text()
@@ -42,6 +46,9 @@ def test_bench_smoke(tmp_path):
         parts = sum(rec[who][p]['median'] for p in ('detection', 'playbook_start', 'restore', 'verification'))
         assert abs(parts - rec[who]['total']['median']) < 0.01
     assert rec['ratio'] > 0
+    # modules run on each host by the rollback, counted from the task events: more than the 3-task baseline
+    runs = rec['remote_runs_per_host']
+    assert runs['baseline']['median'] >= 2 and runs['ours']['median'] > runs['baseline']['median']
 
     snap = results['snapshot']
     for key in ('first', 'unchanged', 'changed_1pct', 'restore_1pct', 'cp_a', 'rsync_a', 'tar'):
@@ -54,16 +61,42 @@ def test_bench_smoke(tmp_path):
     _stat(cb['enabled'])
     _stat(cb['disabled'])
     assert cb['ratio'] > 0
+    _stat(cb['cpu_enabled'])
+    _stat(cb['cpu_disabled'])
+    # the profiled run saw every task's events reach the callback, and measured their cost
+    prof = cb['profile']
+    assert prof['callback_calls'] >= 2 * cb['tasks'] and 0 < prof['callback_seconds'] < prof['wall_seconds']
+    assert 0 < prof['share'] < 1
 
     scale = results['scaling'][0]
     _stat(scale['deploy'])
     _stat(scale['baseline'])
     _stat(scale['controller_peak_rss_mb'])
     assert scale['ratio'] > 0
+    runs = scale['remote_runs_per_host']
+    assert runs['baseline']['median'] >= 4 and runs['deploy']['median'] > runs['baseline']['median']
 
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
                   '## 5. Peak memory'):
         assert title in md
-    # smoke output goes where it was asked, never over the committed results
+    # smoke output goes where it was asked, never over the committed results or the README's summary
     assert not os.path.samefile(str(out), os.path.join(ROOT, 'bench'))
+    with open(readme, 'rb') as handle:
+        assert handle.read() == readme_before
+
+    # the README summary a full run writes: one line per benchmark, numbers from these results
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    try:
+        import report  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.pop(0)
+    copy = tmp_path / 'README.md'
+    copy.write_text('intro\n%s\nold line\n%s\nrest\n' % (report.README_START, report.README_END))
+    assert report.update_readme(str(copy), results)
+    text = copy.read_text()
+    assert 'old line' not in text and text.startswith('intro\n') and text.endswith('rest\n')
+    for anchor in ('#1-time-to-recover', '#2-snapshot-cost', '#3-callback-overhead', '#4-fleet-scaling',
+                   '#5-peak-memory'):
+        assert text.count(anchor) == 1, anchor
+    assert ('%.3fx' % cb['ratio']) in text
     print('bench smoke: %.0f s' % (time.time() - start))

@@ -14,36 +14,14 @@ import socket
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.failsafe.deploy.plugins.modules import deploy_state
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
+from ansible_collections.failsafe.deploy.tests.unit.plugins.modules.utils import run_module
 
 
 @pytest.fixture
-def warnings(monkeypatch):
-    seen = []
-
-    def exit_json(self, **kwargs):
-        kwargs.setdefault('changed', False)
-        raise ExitJson(kwargs)
-
-    def fail_json(self, msg, **kwargs):
-        kwargs.update(failed=True, msg=msg)
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'warn', lambda self, msg: seen.append(msg))
-    return seen
+def warnings(patched_exits):
+    """What the module passed to AnsibleModule.warn."""
+    return patched_exits
 
 
 @pytest.fixture
@@ -52,15 +30,7 @@ def path(tmp_path, warnings):
 
 
 def run(args, check=False, diff=False):
-    args = dict(args)
-    if check:
-        args['_ansible_check_mode'] = True
-    if diff:
-        args['_ansible_diff'] = True
-    with patch_module_args(args):
-        with pytest.raises((ExitJson, FailJson)) as exc:
-            deploy_state.main()
-    return exc.value.args[0]
+    return run_module(deploy_state, args, check=check, diff=diff)
 
 
 def ok(args, **kw):

@@ -15,42 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.failsafe.deploy.plugins.module_utils import _health
 from ansible_collections.failsafe.deploy.plugins.modules import health_check
+from ansible_collections.failsafe.deploy.tests.unit.plugins.modules.utils import (
+    AnsibleExitJson, AnsibleFailJson, run_module)
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-def _exit_json(self, **kwargs):
-    raise ExitJson(kwargs)
-
-
-def _fail_json(self, msg, **kwargs):
-    kwargs['failed'] = True
-    kwargs['msg'] = msg
-    raise FailJson(kwargs)
-
-
-@pytest.fixture(autouse=True)
-def patched_module(monkeypatch):
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', _exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', _fail_json)
-
-
-def run_module(args, expect_fail=False):
-    with patch_module_args(args):
-        with pytest.raises(FailJson if expect_fail else ExitJson) as info:
-            health_check.main()
-    return info.value.args[0]
+def run_check(args, expect_fail=False):
+    return run_module(health_check, args, expect=AnsibleFailJson if expect_fail else AnsibleExitJson)
 
 
 class _Server(ThreadingHTTPServer):
@@ -113,7 +85,7 @@ needs_jmespath = pytest.mark.skipif(not _health.HAS_JMESPATH, reason='jmespath i
 
 @needs_jmespath
 def test_given_healthy_app_when_checked_then_ok_unchanged_with_json_and_one_attempt(server):
-    result = run_module(dict(FAST, url=server.url + '/health', json_query="status == 'ok'", max_latency=2))
+    result = run_check(dict(FAST, url=server.url + '/health', json_query="status == 'ok'", max_latency=2))
     assert result['changed'] is False
     assert result['type'] == 'http'
     assert result['status'] == 200
@@ -126,7 +98,7 @@ def test_given_healthy_app_when_checked_then_ok_unchanged_with_json_and_one_atte
 
 
 def test_given_sick_app_when_checked_then_fails_after_all_attempts_with_keys(server):
-    result = run_module(dict(FAST, url=server.url + '/sick', retries=2), expect_fail=True)
+    result = run_check(dict(FAST, url=server.url + '/sick', retries=2), expect_fail=True)
     assert result['msg'] == 'health check failed after 3 attempts: status 503 not in status_code [200]'
     assert result['changed'] is False
     assert server.hits == 3
@@ -137,55 +109,55 @@ def test_given_sick_app_when_checked_then_fails_after_all_attempts_with_keys(ser
 
 
 def test_given_recovering_app_when_checked_then_passes_on_third_attempt(server):
-    result = run_module(dict(FAST, url=server.url + '/recovering', retries=5))
+    result = run_check(dict(FAST, url=server.url + '/recovering', retries=5))
     assert [a['ok'] for a in result['attempts']] == [False, False, True]
     assert result['json'] == {'status': 'ok'}
 
 
 @needs_jmespath
 def test_given_wrong_json_when_query_then_fails_naming_query(server):
-    result = run_module(dict(FAST, url=server.url + '/health', json_query="version == '3.0.0'", retries=0),
-                        expect_fail=True)
+    result = run_check(dict(FAST, url=server.url + '/health', json_query="version == '3.0.0'", retries=0),
+                       expect_fail=True)
     assert result['msg'].startswith('health check failed after 1 attempts: json_query')
     assert 'not truthy' in result['msg']
 
 
 def test_given_slow_app_when_max_latency_exceeded_then_fails(server):
-    result = run_module(dict(FAST, url=server.url + '/slow', max_latency=0.1, retries=0), expect_fail=True)
+    result = run_check(dict(FAST, url=server.url + '/slow', max_latency=0.1, retries=0), expect_fail=True)
     assert 'exceeds max_latency' in result['msg']
     assert result['attempts'][0]['latency'] >= 0.3
 
 
 def test_given_slow_app_when_timeout_short_then_fails_with_timeout(server):
-    result = run_module(dict(FAST, url=server.url + '/slow', timeout=0.1, retries=0), expect_fail=True)
+    result = run_check(dict(FAST, url=server.url + '/slow', timeout=0.1, retries=0), expect_fail=True)
     assert 'timed out' in result['msg'].lower()
     assert result['status'] is None
 
 
 def test_given_check_mode_when_checked_then_probe_still_runs(server):
-    result = run_module(dict(FAST, url=server.url + '/health', _ansible_check_mode=True))
+    result = run_check(dict(FAST, url=server.url + '/health', _ansible_check_mode=True))
     assert result['changed'] is False
     assert server.hits == 1
-    result = run_module(dict(FAST, url=server.url + '/sick', retries=0, _ansible_check_mode=True),
-                        expect_fail=True)
+    result = run_check(dict(FAST, url=server.url + '/sick', retries=0, _ansible_check_mode=True),
+                       expect_fail=True)
     assert server.hits == 2
 
 
 def test_given_delay_when_checked_then_elapsed_includes_it(server):
-    result = run_module(dict(FAST, url=server.url + '/health', delay=0.3))
+    result = run_check(dict(FAST, url=server.url + '/health', delay=0.3))
     assert result['elapsed'] >= 0.3
     assert result['attempts'][0]['elapsed'] >= 0.3
 
 
 def test_given_port_when_open_then_tcp_ok(server):
-    result = run_module(dict(FAST, port=server.server_address[1]))
+    result = run_check(dict(FAST, port=server.server_address[1]))
     assert result['type'] == 'tcp'
     assert result['attempts'][0]['ok'] is True
     assert result['status'] is None and result['body'] is None
 
 
 def test_given_closed_port_when_tcp_then_fails_refused(closed_port):
-    result = run_module(dict(FAST, port=closed_port, retries=1), expect_fail=True)
+    result = run_check(dict(FAST, port=closed_port, retries=1), expect_fail=True)
     assert result['msg'].startswith('health check failed after 2 attempts: connect to 127.0.0.1:%d' % closed_port)
     assert len(result['attempts']) == 2
 
@@ -196,7 +168,7 @@ def test_given_closed_port_when_tcp_then_fails_refused(closed_port):
     (['false'], 1, True),
 ])
 def test_given_command_when_checked_then_rc_decides(cmd, expect_rc, ok):
-    result = run_module(dict(FAST, cmd=cmd, expect_rc=expect_rc, retries=0), expect_fail=not ok)
+    result = run_check(dict(FAST, cmd=cmd, expect_rc=expect_rc, retries=0), expect_fail=not ok)
     assert result['type'] == 'command'
     assert result['rc'] == (0 if cmd == ['true'] else 1)
     assert result['attempts'][0]['rc'] == result['rc']
@@ -205,7 +177,7 @@ def test_given_command_when_checked_then_rc_decides(cmd, expect_rc, ok):
 @needs_jmespath
 def test_given_command_with_json_stdout_when_queried_then_json_returned():
     cmd = [sys.executable, '-c', 'print(\'{"queue": 0, "state": "RUNNING"}\')']
-    result = run_module(dict(FAST, cmd=cmd, body_regex='RUNNING', json_query="state == 'RUNNING'"))
+    result = run_check(dict(FAST, cmd=cmd, body_regex='RUNNING', json_query="state == 'RUNNING'"))
     assert result['json'] == {'queue': 0, 'state': 'RUNNING'}
 
 
@@ -223,7 +195,7 @@ def test_given_command_with_json_stdout_when_queried_then_json_returned():
     ({'cmd': {'a': 1}}, 'cmd must be a list of arguments or a string'),
 ])
 def test_given_bad_arguments_when_run_then_fails_naming_the_option(args, msg):
-    result = run_module(args, expect_fail=True)
+    result = run_check(args, expect_fail=True)
     assert msg in result['msg']
     assert 'attempts' not in result
 
@@ -231,10 +203,10 @@ def test_given_bad_arguments_when_run_then_fails_naming_the_option(args, msg):
 def test_given_no_jmespath_when_json_query_then_missing_required_lib(monkeypatch, server):
     monkeypatch.setattr(health_check, 'HAS_JMESPATH', False)
     monkeypatch.setattr(health_check, 'JMESPATH_IMPORT_ERROR', ImportError('No module named jmespath'))
-    result = run_module(dict(FAST, url=server.url + '/health', json_query='status'), expect_fail=True)
+    result = run_check(dict(FAST, url=server.url + '/health', json_query='status'), expect_fail=True)
     assert 'Failed to import the required Python library (jmespath)' in result['msg']
     assert 'for json_query' in result['msg']
     assert server.hits == 0
     # Without json_query the module needs no jmespath at all.
     monkeypatch.setattr(_health, 'HAS_JMESPATH', False)
-    assert run_module(dict(FAST, url=server.url + '/health'))['status'] == 200
+    assert run_check(dict(FAST, url=server.url + '/health'))['status'] == 200

@@ -15,45 +15,13 @@ import tarfile
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.failsafe.deploy.plugins.modules import release
-
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-@pytest.fixture(autouse=True)
-def patched_exits(monkeypatch):
-    def exit_json(self, **kwargs):
-        kwargs.setdefault('changed', False)
-        raise ExitJson(kwargs)
-
-    def fail_json(self, msg, **kwargs):
-        kwargs.update(failed=True, msg=msg)
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, 'exit_json', exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, 'fail_json', fail_json)
+from ansible_collections.failsafe.deploy.tests.unit.plugins.modules.utils import run_module
 
 
 def run(args, check=False, diff=False):
     """Run the module; returns the result dict (with failed=True on failure)."""
-    args = dict(args)
-    if check:
-        args['_ansible_check_mode'] = True
-    if diff:
-        args['_ansible_diff'] = True
-    with patch_module_args(args):
-        with pytest.raises((ExitJson, FailJson)) as exc:
-            release.main()
-    return exc.value.args[0]
+    return run_module(release, args, check=check, diff=diff)
 
 
 def ok(args, **kw):

@@ -29,7 +29,9 @@ def recovery_md(rows):
            'verified release and answering healthy. Ours: the `auto_rollback` callback launching '
            '`failsafe.deploy.rollback`; phases from the incident report (timeline `rollback_start`/`rollback_end`) '
            'and the rollback process\'s task timestamps. Baseline: `bench/baseline_rollback.yml` (symlink back, '
-           '`supervisorctl restart`, wait for `/health`) started as soon as the failed `ansible-playbook` exits. '
+           '`supervisorctl restart`, wait for `/health`) started as soon as a plain deploy of the same unhealthy '
+           'release (`bench/playbooks/baseline_fail.yml`: upload, unpack, switch, restart, health check) exits '
+           'failed. '
            'Median (min-max) of the repeats.', '',
            '| hosts | repeats | | total | detection | rollback playbook start | restore | verification | ratio |',
            '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
@@ -93,10 +95,11 @@ def callback_md(d):
            'A generated playbook of %d localhost tasks (debug, set_fact, command true), runs interleaved, %d each; '
            'CPU time is user + system of the whole process tree.' % (d['tasks'], d['repeats']), '',
            '| | wall time | CPU time | controller peak RSS |', '| --- | --- | --- | --- |',
-           '| callback enabled | %s | %s | %s |' % (_s(d['enabled']), _s(d.get('cpu_enabled')),
-                                                  _s(d['controller_peak_rss_mb']['enabled'], 'MB', 0)),
-           '| callback disabled | %s | %s | %s |' % (_s(d['disabled']), _s(d.get('cpu_disabled')),
-                                                   _s(d['controller_peak_rss_mb']['disabled'], 'MB', 0)), '',
+           '| callback enabled | %s | %s | %s |' % (
+               _s(d['enabled']), _s(d.get('cpu_enabled')), _s(d['controller_peak_rss_mb']['enabled'], 'MB', 0)),
+           '| callback disabled | %s | %s | %s |' % (
+               _s(d['disabled']), _s(d.get('cpu_disabled')), _s(d['controller_peak_rss_mb']['disabled'], 'MB', 0)),
+           '',
            'Wall-time ratio %.3f (target <= 1.03: %s), %.2f ms per task; CPU-time ratio %s.'
            % (d['ratio'], _met(d['met']), d['per_task_ms'],
               '%.3f' % d['cpu_ratio'] if d.get('cpu_ratio') else 'n/a')]
@@ -179,9 +182,9 @@ def markdown(results):
               meta['seconds'], meta['seconds'] / 60.0, _met(meta['seconds'] <= 1200), meta['host'], meta['cpus'],
               meta['commit'], '/'.join('%.1f' % x for x in meta['loadavg_start']),
               '/'.join('%.1f' % x for x in meta['loadavg_end']),
-              ': other work on the machine inflated the times' if max(meta['loadavg_start'][0],
-                                                                      meta['loadavg_end'][0]) > meta['cpus']
-              else ''), '']
+              ': the machine was busy when the run started, which inflates the times'
+              if meta['loadavg_start'][0] > meta['cpus'] / 2.0 else ' (the end includes the benchmark\'s own load)'),
+           '']
     for key, func in (('recovery', recovery_md), ('snapshot', snapshot_md), ('callback', callback_md),
                       ('scaling', scaling_md)):
         if results.get(key):
@@ -191,8 +194,8 @@ def markdown(results):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):
             out += ['%s:' % key, '', '```', text.strip(), '```', '']
-    out.append('Part durations (s): %s.' % ', '.join('%s %s' % kv
-                                                    for kv in sorted(meta.get('part_seconds', {}).items())))
+    parts = sorted(meta.get('part_seconds', {}).items())
+    out.append('Part durations (s): %s.' % ', '.join('%s %s' % kv for kv in parts))
     return '\n'.join(out) + '\n'
 
 

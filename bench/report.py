@@ -111,7 +111,7 @@ def callback_md(d):
                       prof['wall_seconds']))
         if not d['met'] and prof['share'] is not None and prof['share'] < 0.03:
             out.append('What limits the measurement: the callback itself costs %.2f%%, so the rest of the wall-time '
-                       'difference is run-to-run variation (the disabled runs alone spread over %.1f%% of their '
+                       'difference is run-to-run variation (the runs of one side spread over up to %.1f%% of their '
                        'median).' % (100 * prof['share'], 100 * (d.get('noise') or 0)))
         elif not d['met']:
             out.append('What limits it: the callback\'s own work per event (%.3f ms per task).' % prof['per_task_ms'])
@@ -153,11 +153,11 @@ def _runs(row, keys=('deploy', 'baseline')):
 def memory_md(results):
     out = ['## 5. Peak memory', '', '| what | peak RSS |', '| --- | --- |']
     for row in results.get('scaling') or []:
-        out.append('| controller, good deploy on %d hosts (ansible-playbook process tree, callback on) | %s |'
-                   % (row['hosts'], _s(row['controller_peak_rss_mb'], 'MB', 0)))
+        out.append('| controller, good deploy on %d host%s (ansible-playbook process tree, callback on) | %s |'
+                   % (row['hosts'], '' if row['hosts'] == 1 else 's', _s(row['controller_peak_rss_mb'], 'MB', 0)))
     for row in results.get('recovery') or []:
-        out.append('| controller, failed deploy + automatic rollback on %d hosts (tree incl. the rollback) | %s |'
-                   % (row['hosts'], _s(row['controller_peak_rss_mb'], 'MB', 0)))
+        out.append('| controller, failed deploy + automatic rollback on %d host%s (tree incl. the rollback) | %s |'
+                   % (row['hosts'], '' if row['hosts'] == 1 else 's', _s(row['controller_peak_rss_mb'], 'MB', 0)))
     if results.get('callback'):
         out.append('| controller, %d-task localhost playbook, callback on / off | %s / %s |' % (
             results['callback']['tasks'], _s(results['callback']['controller_peak_rss_mb']['enabled'], 'MB', 0),

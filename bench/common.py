@@ -151,13 +151,13 @@ _LOCAL = ('assert', 'debug', 'fail', 'set_fact', 'set_stats', 'include_tasks', '
 LOCAL_ACTIONS = frozenset(_LOCAL) | frozenset('ansible.builtin.' + name for name in _LOCAL)
 
 
-def remote_runs(events, pid=None):
+def remote_runs(events):
     """Per host: tasks that ran on the host (one per task result, or per loop item of a loop), from bench_times
     events. Skipped tasks and controller-only actions are not counted."""
-    looped = set((e['host'], e['task']) for e in events if e['event'] == 'item' and (pid is None or e['pid'] == pid))
+    looped = set((e['host'], e['task']) for e in events if e['event'] == 'item')
     counts = {}
     for e in events:
-        if pid is not None and e['pid'] != pid or e['event'] not in ('result', 'item'):
+        if e['event'] not in ('result', 'item'):
             continue
         if e.get('status') == 'skipped' or e.get('action') in LOCAL_ACTIONS:
             continue

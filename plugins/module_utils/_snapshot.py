@@ -74,10 +74,15 @@ def canonical_json(data):
     return json.dumps(data, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
 
 
+def _signed_part(manifest):
+    """The manifest without its own checksum field, and that part's canonical JSON (what the checksum covers)."""
+    body = dict((k, v) for k, v in manifest.items() if k != 'checksum')
+    return body, canonical_json(body)
+
+
 def manifest_checksum(manifest):
     """sha256 over the canonical JSON of the manifest without its own checksum field."""
-    body = dict((k, v) for k, v in manifest.items() if k != 'checksum')
-    return hashlib.sha256(canonical_json(body)).hexdigest()
+    return hashlib.sha256(_signed_part(manifest)[1]).hexdigest()
 
 
 def sign_manifest(manifest):
@@ -88,8 +93,7 @@ def sign_manifest(manifest):
 def signed_manifest_bytes(manifest):
     """Sign manifest (set its checksum) and return the content of its file, the canonical JSON of the signed
     manifest, encoding the (large) entry list once instead of twice."""
-    body = dict((k, v) for k, v in manifest.items() if k != 'checksum')
-    raw = canonical_json(body)
+    body, raw = _signed_part(manifest)
     manifest['checksum'] = hashlib.sha256(raw).hexdigest()
     if body and min(body) > 'checksum':
         # "checksum" sorts before every other key: the signed form is the body with it put in front

@@ -93,3 +93,21 @@ def test_given_a_committed_transaction_when_it_is_rolled_back_twice_then_the_sec
     assert d.http('/version') == (200, '1.0.0')
     assert d.journal()['status'] == 'rolled_back'
     assert d.ledger()['releases']['2.0.0']['state'] == 'failed'
+
+
+def test_given_an_activation_cut_short_after_the_switch_when_activate_runs_again_then_the_service_restarts(
+        local_deploy):
+    d = local_deploy
+    base = d.deploy('1.0.0')
+    assert base.returncode == 0, base.stdout[-6000:]
+    for step in ('preflight', 'snapshot', 'release'):
+        res = run_step(d, step)
+        assert res.returncode == 0, res.stdout[-6000:]
+    cut = d.playbook(os.path.join(HERE, 'playbooks', 'switch_only.yml'), '-e', 'release_version=2.0.0')
+    assert cut.returncode == 0, cut.stdout[-6000:]
+    assert d.current().endswith('2.0.0') and d.http('/version') == (200, '1.0.0')
+    # Nothing activate writes changes any more, but its step is not in the journal: the old process must go.
+    again = run_step(d, 'activate')
+    assert again.returncode == 0, again.stdout[-6000:]
+    assert d.http('/version') == (200, '2.0.0')
+    assert [s['step'] for s in d.journal()['steps']] == ['snapshot', 'release', 'activate']

@@ -95,7 +95,7 @@ def write_specs(role):
         yaml.dump(spec, f, Dumper=IndentDumper, sort_keys=False, width=110, default_flow_style=False)
     meta = {'galaxy_info': {
         'author': 'failsafe.deploy maintainers', 'description': SHORT[role], 'license': 'GPL-3.0-or-later',
-        'min_ansible_version': '2.17',
+        'min_ansible_version': '2.19',
         'platforms': [{'name': 'Debian', 'versions': ['all']}, {'name': 'Ubuntu', 'versions': ['all']},
                       {'name': 'EL', 'versions': ['all']}],
         'galaxy_tags': ['deployment', 'rollback']}, 'dependencies': []}

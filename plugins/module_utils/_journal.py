@@ -309,7 +309,13 @@ def ensure_locked(ds, run_id, owner, controller=None, pid=None, ttl=1800, force=
                 new[key] = lock.get(key)
         new['acquired'] = lock.get('acquired', t)
         new['acquired_iso'] = lock.get('acquired_iso', iso(new['acquired']))
-        if not check_mode:
+        # A lease renewed at half-life: while the same holder keeps the same TTL and at least half of it is left,
+        # the lock file is left as it is, so that a step that takes the lock again changes nothing on the host.
+        same = all(lock.get(key) == new[key] for key in ('owner', 'controller', 'pid', 'ttl'))
+        expires = lock.get('expires')
+        if same and isinstance(expires, (int, float)) and expires - t >= ttl / 2.0:
+            new = lock
+        elif not check_mode:
             ds.write_lock(new)
     else:
         expired = lock_expired(lock, t)
@@ -438,6 +444,18 @@ def ensure_step(ds, run_id, step, status='ok', snapshots=None, data=None, force=
         raise JournalError("no open transaction for '%s' to record step %r in (journal status: %s)"
                            % (ds.name, step, journal.get('status') if journal else 'none'), journal=journal)
     _owned(ds, journal, run_id, force, 'record a step in')
+    # A step recorded again with the same status, data and snapshots (a step run twice, a retry) is already in
+    # the journal: the latest record of that step stands and nothing is written.
+    latest = None
+    for old in journal.get('steps') or []:
+        if old.get('step') == step:
+            latest = old
+    known = journal.get('snapshots') or {}
+    recorded = all(known.get(k) == v for k, v in (snapshots or {}).items())
+    if recorded and latest is not None and latest.get('status') == status and latest.get('data', {}) == record['data']:
+        result.update(changed=False, step=latest, diff=_diff(lock, lock, journal, journal),
+                      failsafe_transaction=ds.transaction(journal), journal=journal, lock=lock)
+        return result
     new = copy.deepcopy(journal)
     new.setdefault('steps', []).append(record)
     new.setdefault('snapshots', {}).update(snapshots or {})

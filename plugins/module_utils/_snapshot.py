@@ -598,6 +598,9 @@ class SnapshotStore(object):
         roots = self.resolve_roots(paths)
         self._refuse_store_overlap(roots)
         if snapshot_id is None:
+            same = self._unchanged_snapshot(paths, exclude, labels)
+            if same is not None:
+                return same
             snapshot_id = new_snapshot_id()
         check_id(snapshot_id)
         manifest_file = self.manifest_path(snapshot_id)
@@ -670,6 +673,26 @@ class SnapshotStore(object):
             self._save_cache()
         return dict(id=snapshot_id, manifest=manifest_file, entries=len(entries), changed=True, roots=roots,
                     existed=False)
+
+    def _unchanged_snapshot(self, paths, exclude, labels):
+        """The newest snapshot of the same paths, exclusions and labels, when the live paths still match it exactly.
+
+        Taking a snapshot again before anything changed (a step run twice in one run) then reuses that snapshot
+        instead of writing a second, identical one: the host is left as it was and the task reports no change.
+        Labels carry the run and release, so another run still gets its own snapshot.
+        """
+        for summary in self.summaries():
+            if not summary['valid'] or summary['labels'] != labels:
+                continue
+            manifest = self.load_manifest(summary['id'])
+            if manifest.get('paths') != list(paths) or (manifest.get('exclude') or []) != exclude:
+                continue
+            drift, dummy = self.drift(manifest)
+            if drift:
+                return None
+            return dict(id=manifest['id'], manifest=self.manifest_path(manifest['id']),
+                        entries=len(manifest['entries']), changed=False, roots=manifest['roots'], existed=True)
+        return None
 
     def _settle(self, racy):
         """Let the timestamp tick pass, then cache only the recently changed files that are provably unchanged."""

@@ -53,8 +53,9 @@ options:
     default: app
   state:
     description:
-      - V(locked) takes the deploy lock for O(run_id). If the same run already holds it, its expiry is pushed
-        O(ttl) seconds ahead and nothing is reported as changed. If another run holds it and it has not expired,
+      - V(locked) takes the deploy lock for O(run_id). If the same run already holds it, nothing is reported as
+        changed; its expiry is pushed O(ttl) seconds ahead once less than half of O(ttl) is left (or when the
+        holder's details or O(ttl) differ), otherwise the lock file is left untouched. If another run holds it and it has not expired,
         the module fails at once naming the holder (RV(holder)). An expired lock is taken over with a warning and
         RV(stale_takeover=true).
       - V(unlocked) releases the lock if O(run_id) holds it (or with O(force=true) whoever holds it; an expired
@@ -63,6 +64,8 @@ options:
         O(release), nothing changes. An open transaction of another run is refused (RV(open_transaction)) because
         it must be recovered first. O(force=true) records it as V(abandoned) in the history instead.
       - V(step) records a step (O(step), O(status), O(data)) in the open transaction and merges O(snapshots).
+        When the latest record of that step already has the same O(status) and O(data) and the journal already
+        holds O(snapshots), nothing is written and nothing is reported as changed.
       - V(committed), V(rolled_back) and V(rollback_failed) close the transaction with that outcome (O(data) is
         stored as its C(outcome)), append it to the history and release the lock if this run or the transaction's
         run holds it. V(committed) needs an open transaction. V(rolled_back) and V(rollback_failed) also close a
@@ -263,7 +266,7 @@ lock_released:
   returned: when O(state) is V(committed), V(rolled_back) or V(rollback_failed), not in check mode
   type: bool
 step:
-  description: The step record V(step) appended.
+  description: The step record V(step) appended, or the record already there when nothing changed.
   returned: when O(state=step)
   type: dict
 '''

@@ -33,7 +33,9 @@ options:
   state:
     description:
       - V(present) takes a snapshot of O(paths). With an O(id) that already exists, nothing is captured again
-        (the first snapshot of a change is the one to keep) and the task reports no change.
+        (the first snapshot of a change is the one to keep) and the task reports no change. Without O(id), when
+        the newest snapshot with the same O(paths), O(exclude) and O(labels) still matches the live paths exactly,
+        that snapshot is returned (RV(id)) and the task reports no change, rather than storing an identical one.
       - V(restored) restores snapshot O(id), then re-reads every path and fails if anything still differs
         (unless O(verify=false)).
       - V(verified) compares the live paths with snapshot O(id), reading every file, and returns RV(drift). It

@@ -79,11 +79,13 @@ FIRST_HOST_OCTET = 10  # host i (1-based) gets <subnet>.(10 + i); .1 is the brid
 MAX_UNIX_SOCKET = 100  # sun_path is 108 bytes; ssh adds a 17-character suffix while it binds
 
 
-def _shared_under_host_mounts():
+def _shared_under_host_mounts(extra=()):
     """Machine folders the hosts must still see although they live below a host-private mount point: the Python
-    behind the controller's venv (pyenv keeps it in /root) and the venv itself (a checkout in /tmp keeps it there).
+    behind the controller's venv (pyenv keeps it in /root), the venv itself (a checkout in /tmp keeps it there)
+    and the `extra` folders a fleet was asked to share (another Python for the hosts, say).
     Returns (path, host folder name, path relative to that mount)."""
     wanted = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
+    wanted.update(os.path.realpath(path) for path in extra)
     if os.environ.get('VIRTUAL_ENV'):
         wanted.add(os.path.realpath(os.environ['VIRTUAL_ENV']))
     out = []
@@ -254,7 +256,7 @@ class Fleet:
     """N SSH hosts in network namespaces. See the module docstring and tests/fleet/README.md."""
 
     def __init__(self, n=3, name=None, subnet=None, base_dir=None, user='root', keep_dir=False,
-                 cleanup_at_exit=True):
+                 cleanup_at_exit=True, shared_paths=()):
         name = name or DEFAULT_NAME
         if not NAME_RE.match(name):
             raise ValueError('fleet name %r must match %s (it prefixes interface names)' % (name, NAME_RE.pattern))
@@ -268,6 +270,11 @@ class Fleet:
         self.user = user
         self.keep_dir = keep_dir
         self.cleanup_at_exit = cleanup_at_exit
+        # Machine folders below a host-private mount (/root, /tmp, ...) bound into every host as they are.
+        self.shared_paths = tuple(shared_paths)
+        missing = [path for path in self.shared_paths if not os.path.isdir(path)]
+        if missing:
+            raise ValueError('shared paths must be existing folders: %s' % ', '.join(missing))
         self.bridge = '%s-br' % name
         self.gateway = str(self.subnet.network_address + 1)
         self.hosts = [Host(name, i, self.subnet.network_address + FIRST_HOST_OCTET + i) for i in range(1, n + 1)]
@@ -695,7 +702,7 @@ class Fleet:
         script = ['set -e', 'mount --bind %s %s' % (q(hdir), STAGING)]
         # Machine folders under /root that the hosts need (the Python behind the controller's venv, when it lives
         # in root's home, as pyenv's does) are bound into the host's own /root before that is mounted.
-        for shared, folder, rel in _shared_under_host_mounts():
+        for shared, folder, rel in _shared_under_host_mounts(self.shared_paths):
             os.makedirs(os.path.join(hdir, folder, rel), exist_ok=True)
             script.append('mount --bind %s %s/%s/%s' % (q(shared), STAGING, folder, q(rel)))
         script += ['mount --rbind %s/%s %s' % (STAGING, folder, mount) for mount, folder in HOST_MOUNTS]

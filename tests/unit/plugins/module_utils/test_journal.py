@@ -100,6 +100,37 @@ def test_given_lock_held_by_same_run_when_locked_then_unchanged_but_expiry_refre
     assert second['expires'] > first['expires'] + 3000
 
 
+def test_given_lock_held_by_same_run_with_most_of_its_ttl_left_when_locked_again_then_the_file_is_untouched(ds):
+    lock(ds, ttl=3600)
+    before = os.stat(ds.lock_path)
+    content = load(ds.lock_path)
+    res = lock(ds, ttl=3600)
+    assert res['changed'] is False and res['lock'] == content
+    assert load(ds.lock_path) == content
+    assert os.stat(ds.lock_path).st_ino == before.st_ino  # not even rewritten with the same content
+
+
+@pytest.mark.parametrize('change', ['half_life_passed', 'other_pid', 'other_ttl'])
+def test_given_lock_held_by_same_run_when_locked_again_past_half_life_or_by_another_process_then_renewed(ds, change):
+    lock(ds, ttl=3600)
+    if change == 'half_life_passed':
+        data = load(ds.lock_path)
+        data['expires'] = data['acquired'] + 1000  # less than half of 3600 s left
+        with open(ds.lock_path, 'w') as f:
+            json.dump(data, f)
+    first = load(ds.lock_path)
+    kw = {'ttl': 7200 if change == 'other_ttl' else 3600}
+    if change == 'other_pid':
+        res = ensure_locked(ds, 'run-1', owner='alice@ctl', controller='ctl', pid=5353, **kw)
+    else:
+        res = lock(ds, **kw)
+    assert res['changed'] is False
+    second = load(ds.lock_path)
+    assert second['acquired'] == first['acquired']
+    assert second['expires'] > first['expires']
+    assert second['pid'] == (5353 if change == 'other_pid' else 4242)
+
+
 def test_given_lock_held_by_another_run_when_locked_then_fails_fast_naming_holder(ds):
     lock(ds, 'run-1')
     with pytest.raises(JournalError) as exc:
@@ -285,6 +316,42 @@ def test_given_rolled_back_when_committed_then_refused(ds):
     ensure_closed(ds, 'rolled_back', 'run-1')
     with pytest.raises(JournalError, match='cannot be committed'):
         ensure_closed(ds, 'committed', 'run-1')
+
+
+def test_given_a_step_recorded_when_recorded_again_with_the_same_data_then_nothing_changes(ds):
+    lock(ds, 'run-1')
+    open_tx(ds)
+    first = ensure_step(ds, 'run-1', 'snapshot', snapshots={'files': 'snap-1'}, data={'entries': 3})
+    assert first['changed'] is True
+    written = os.stat(ds.journal_path)
+    journal = load(ds.journal_path)
+    again = ensure_step(ds, 'run-1', 'snapshot', snapshots={'files': 'snap-1'}, data={'entries': 3})
+    assert again['changed'] is False and again['step'] == first['step']
+    assert again['failsafe_transaction']['status'] == 'open'
+    assert load(ds.journal_path) == journal and os.stat(ds.journal_path).st_ino == written.st_ino
+    # a step recorded after others is still found: the latest record of that step counts
+    ensure_step(ds, 'run-1', 'release')
+    assert ensure_step(ds, 'run-1', 'snapshot', snapshots={'files': 'snap-1'}, data={'entries': 3})['changed'] is False
+    assert [s['step'] for s in load(ds.journal_path)['steps']] == ['snapshot', 'release']
+
+
+@pytest.mark.parametrize('differs', [
+    {'data': {'entries': 4}},
+    {'status': 'failed'},
+    {'snapshots': {'files': 'snap-2'}},
+    {'snapshots': {'db': 'snap-db'}},
+])
+def test_given_a_step_recorded_when_recorded_again_with_other_data_then_a_new_record_is_appended(ds, differs):
+    lock(ds, 'run-1')
+    open_tx(ds)
+    ensure_step(ds, 'run-1', 'snapshot', snapshots={'files': 'snap-1'}, data={'entries': 3})
+    kw = dict(snapshots={'files': 'snap-1'}, data={'entries': 3})
+    kw.update(differs)
+    res = ensure_step(ds, 'run-1', 'snapshot', **kw)
+    assert res['changed'] is True
+    journal = load(ds.journal_path)
+    assert len(journal['steps']) == 2 and journal['steps'][-1]['status'] == kw.get('status', 'ok')
+    assert journal['snapshots'] == dict({'files': 'snap-1'}, **kw['snapshots'])
 
 
 def test_given_another_runs_open_transaction_when_stepped_or_closed_then_refused(ds):

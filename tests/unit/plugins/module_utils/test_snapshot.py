@@ -153,6 +153,37 @@ def test_given_a_lost_stat_cache_when_snapshotted_again_then_files_are_hashed_bu
     assert store.counters['bytes_new'] == 0
 
 
+def test_given_no_id_and_an_unchanged_tree_when_snapshotted_again_with_the_same_labels_then_that_snapshot_is_reused(tree):
+    first, dummy = tree.snapshot(snapshot_id=None, labels={'run_id': 'r1'})
+    manifests = sorted(os.listdir(os.path.join(tree.store, 'manifests')))
+    cache = open(os.path.join(tree.store, 'statcache.json'), 'rb').read()
+    again, store = tree.snapshot(snapshot_id=None, labels={'run_id': 'r1'})
+    assert again['changed'] is False and again['existed'] is True
+    assert again['id'] == first['id'] and again['entries'] == first['entries'] and again['roots'] == first['roots']
+    assert sorted(os.listdir(os.path.join(tree.store, 'manifests'))) == manifests
+    assert open(os.path.join(tree.store, 'statcache.json'), 'rb').read() == cache
+    assert store.counters['objects_new'] == 0
+
+
+@pytest.mark.parametrize('what', ['content', 'mode', 'new_file', 'labels', 'exclude'])
+def test_given_no_id_when_the_tree_or_the_request_differs_then_a_new_snapshot_is_taken(tree, what):
+    first, dummy = tree.snapshot(snapshot_id=None, labels={'run_id': 'r1'})
+    kwargs = dict(snapshot_id=None, labels={'run_id': 'r1'})
+    if what == 'content':
+        tree.write('conf/app.conf', b'port=81\n')
+    elif what == 'mode':
+        os.chmod(tree.p('bin/run'), 0o700)
+    elif what == 'new_file':
+        os.makedirs(tree.later)
+    elif what == 'labels':
+        kwargs['labels'] = {'run_id': 'r2'}
+    else:
+        kwargs['exclude'] = ['*.bin']
+    again, dummy = tree.snapshot(**kwargs)
+    assert again['changed'] is True and again['id'] != first['id']
+    assert len(os.listdir(os.path.join(tree.store, 'manifests'))) == 2
+
+
 def test_given_an_existing_id_when_snapshotted_again_then_the_first_snapshot_is_kept(tree):
     first, dummy = tree.snapshot()
     original = open(first['manifest']).read()

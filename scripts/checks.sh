@@ -7,7 +7,7 @@
 #
 # Gates: sanity (ansible-test sanity), units (ansible-test units), shellcheck, lint (ansible-lint production
 # profile), importer (galaxy-importer on the built tarball), changelog (antsibull-changelog lint), docs
-# (antsibull-docs lint-collection-docs --plugin-docs), builder (ansible-builder introspect and create).
+# (scripts/gen_role_docs.py --check, antsibull-docs lint-collection-docs --plugin-docs), builder (ansible-builder introspect and create).
 # awx (syntax check and production lint of examples/awx/ against the real awx.awx collection).
 # Each gate's full output goes to .build/checks/<gate>.log; a failing gate also prints the end of its log.
 # FAILSAFE_CHECKS_VERBOSE=1 streams every log to the terminal as well.
@@ -184,6 +184,9 @@ gate_changelog() {
 }
 
 gate_docs() {
+  # Role docs are generated from the commented defaults: stale ones, options sharing one text, or a macro that a
+  # template breaks fail the gate.
+  python3 "$root/scripts/gen_role_docs.py" --check || return 1
   ensure_checks_venv || return 1
   stage_collection || return 1
   # The linter resolves collection references through ANSIBLE_COLLECTIONS_PATH: give it the staged copy only.

@@ -3,10 +3,13 @@
 """Writes each role's meta/argument_specs.yml, meta/main.yml and README.md from the commented roles/*/defaults/main.yml.
 
 Run after changing a role's defaults: python scripts/gen_role_docs.py (needs PyYAML, which the venv has).
+``--check`` writes nothing and exits 1 when a generated file is stale, two options of an entry point share one
+description, or a documentation macro would break on a template (the docs gate runs it).
 """
 import json
 import os
 import re
+import sys
 
 import yaml
 
@@ -22,6 +25,8 @@ SHORT = {
                  'restart, check health and prove the restore.'),
 }
 REQUIRED = {'release': {'failsafe_release_archive'}}
+# Defaults that are templates standing for a list or dict, by (role, variable): shown in the README only.
+TEMPLATE_DEFAULTS = {}
 DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks')
 
 
@@ -52,18 +57,20 @@ def write_specs(role):
         lines = f.read().splitlines()
     data = yaml.safe_load('\n'.join(lines)) or {}
     comments, pending = {}, []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         if line.startswith('#'):
             pending.append(line.lstrip('# ').strip())
         elif re.match(r'^[a-z_]+:', line):
             key = line.split(':', 1)[0]
-            comments[key] = ' '.join(pending) if pending else comments.get('_last', '')
-            comments['_last'] = comments[key]
+            if not pending:
+                # One text for several variables reads as if they were the same thing: each gets its own.
+                raise SystemExit('%s:%d: %s has no comment of its own above it' % (path, number, key))
+            comments[key] = ' '.join(pending)
             pending = []
     opts = {}
     for key, val in data.items():
         t = _type_of(val)
-        o = {'description': [comments.get(key) or key], 'type': t}
+        o = {'description': [comments[key]], 'type': t}
         if t == 'list':
             o['elements'] = 'dict' if key in DICT_LISTS else 'str'
         if key == 'failsafe_rollback_checks':
@@ -74,8 +81,9 @@ def write_specs(role):
         if key in REQUIRED.get(role, ()):
             o['required'] = True
         elif isinstance(val, str) and '{{' in val and o['type'] != 'str':
-            # A template standing for a list or dict is no valid default of that type: name it in the text instead.
-            o['description'].append('Defaults to C(%s).' % val)
+            # A template standing for a list or dict is no valid default of that type. The README shows it; the
+            # description says it in words (a template inside C() breaks at its first closing parenthesis).
+            TEMPLATE_DEFAULTS[(role, key)] = val
         else:
             o['default'] = val
         opts[key] = o
@@ -89,19 +97,17 @@ def write_specs(role):
             'description': ['Restarts the service under supervisor or systemd; used by activate and rollback.'],
             'options': dict((k, v) for k, v in opts.items()
                             if k.startswith('failsafe_service') or k.startswith('failsafe_supervisor'))}
-    os.makedirs(os.path.join(d, 'meta'), exist_ok=True)
-    with open(os.path.join(d, 'meta', 'argument_specs.yml'), 'w', encoding='utf-8') as f:
-        f.write('---\n')
-        yaml.dump(spec, f, Dumper=IndentDumper, sort_keys=False, width=110, default_flow_style=False)
+    _emit(os.path.join(d, 'meta', 'argument_specs.yml'),
+          '---\n' + yaml.dump(spec, Dumper=IndentDumper, sort_keys=False, width=110, default_flow_style=False))
     meta = {'galaxy_info': {
         'author': 'failsafe.deploy maintainers', 'description': SHORT[role], 'license': 'GPL-3.0-or-later',
         'min_ansible_version': '2.19',
         'platforms': [{'name': 'Debian', 'versions': ['all']}, {'name': 'Ubuntu', 'versions': ['all']},
                       {'name': 'EL', 'versions': ['all']}],
         'galaxy_tags': ['deployment', 'rollback']}, 'dependencies': []}
-    with open(os.path.join(d, 'meta', 'main.yml'), 'w', encoding='utf-8') as f:
-        f.write('---\n')
-        yaml.dump(meta, f, Dumper=IndentDumper, sort_keys=False, default_flow_style=False)
+    _emit(os.path.join(d, 'meta', 'main.yml'),
+          '---\n' + yaml.dump(meta, Dumper=IndentDumper, sort_keys=False, default_flow_style=False))
+    return spec
 
 
 EXAMPLES = {
@@ -221,24 +227,71 @@ def write_readme(role, spec):
             lines += [data['short_description'], '']
         lines += ['| Variable | Type | Default | Description |', '| --- | --- | --- | --- |']
         for key, o in data['options'].items():
-            desc = ' '.join(d for d in o['description'] if not d.startswith('Defaults to C('))
+            desc = ' '.join(o['description'])
             typ = o['type'] + (' of %s' % o['elements'] if 'elements' in o else '')
             default = _default_text(o)
-            if 'default' not in o and not o.get('required'):
-                default = '`%s`' % [d for d in o['description'] if d.startswith('Defaults to C(')][0][14:-2]
+            if (role, key) in TEMPLATE_DEFAULTS:
+                default = '`%s`' % TEMPLATE_DEFAULTS[(role, key)]
             lines.append('| `%s` | %s | %s | %s |' % (key, typ, _md(default), _md(desc)))
         lines.append('')
     lines += ['## Example', '', '```yaml', '---', EXAMPLES[role], '```', '']
-    with open(os.path.join(ROLES, role, 'README.md'), 'w', encoding='utf-8') as f:
-        f.write('\n'.join(lines))
+    _emit(os.path.join(ROLES, role, 'README.md'), '\n'.join(lines))
 
 
-def main():
+# A documentation macro ends at its first closing parenthesis: C(default([])) renders as "default([" and a stray ")".
+_MACRO = re.compile(r'\b[BCIOVMLRU]\(([^)]*)\)')
+
+
+def problems(role, spec):
+    """What is wrong with a role's generated documentation: options sharing one text, macros a template breaks."""
+    found = []
+    for entry, data in spec['argument_specs'].items():
+        seen = {}
+        for key, o in data['options'].items():
+            text = ' '.join(o['description'])
+            if text in seen:
+                found.append('%s/%s: %s and %s share one description' % (role, entry, seen[text], key))
+            seen[text] = key
+            for inner in _MACRO.findall(text):
+                if '(' in inner or inner.count('{{') != inner.count('}}'):
+                    found.append('%s/%s: %s: a macro breaks on %r' % (role, entry, key, inner))
+            if text.count('{{') > text.count('}}'):
+                found.append('%s/%s: %s: unbalanced template in its description' % (role, entry, key))
+    return found
+
+
+def _emit(path, text):
+    """Write a generated file, or with --check only note that it differs from what is committed."""
+    if CHECK['on']:
+        try:
+            with open(path, encoding='utf-8') as f:
+                same = f.read() == text
+        except FileNotFoundError:
+            same = False
+        if not same:
+            CHECK['stale'].append(os.path.relpath(path, os.path.dirname(ROLES)))
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(text)
+
+
+CHECK = {'on': False, 'stale': []}
+
+
+def main(argv):
+    """Writes every role's docs; with --check writes nothing and exits 1 when they are stale or wrong."""
+    CHECK['on'] = '--check' in argv
+    found = []
     for role in sorted(os.listdir(ROLES)):
-        write_specs(role)
-        with open(os.path.join(ROLES, role, 'meta', 'argument_specs.yml'), encoding='utf-8') as f:
-            write_readme(role, yaml.safe_load(f))
+        spec = yaml.safe_load(yaml.dump(write_specs(role), Dumper=IndentDumper, sort_keys=False))
+        write_readme(role, spec)
+        found += problems(role, spec)
+    found += ['%s is not what scripts/gen_role_docs.py writes: run it' % path for path in CHECK['stale']]
+    for line in found:
+        print(line)
+    return 1 if found else 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main(sys.argv[1:]))

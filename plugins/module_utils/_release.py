@@ -186,6 +186,32 @@ def scan_archive(archive):
     return count
 
 
+def archive_top_names(archive):
+    """The top-level directory names of an archive, or None when a file or link sits at its top level."""
+    tops = set()
+    with tarfile.open(archive, 'r:*') as tf:
+        for member in tf:
+            parts = [p for p in member.name.split('/') if p not in ('', '.')]
+            if not parts:
+                continue
+            if len(parts) == 1 and not member.isdir():
+                return []
+            tops.add(parts[0])
+    return sorted(tops)
+
+
+def check_layout(archive, top):
+    """Refuse an archive whose files all sit in one wrapping directory (``app-1.2.0/app.py``): the release would
+    stage without complaint and then fail to start, with the service looking for its files one level too high."""
+    names = [n for n in os.listdir(top) if n not in ('.', '..')]
+    if len(names) == 1 and os.path.isdir(os.path.join(top, names[0])) \
+            and not os.path.islink(os.path.join(top, names[0])):
+        raise ReleaseError(
+            "archive %s holds everything under one top directory '%s/': a release archive must have the release's "
+            "files at its top level (build it with: tar -czf <archive> -C <dir>/%s .)" % (archive, names[0], names[0]),
+            path=archive, top_dir=names[0])
+
+
 def _ensure_real_parents(dest, name, archive):
     """Create the parent directories of dest/name; refuse to go through a symlink (it could lead outside)."""
     parts = name.split('/')[:-1]
@@ -715,7 +741,11 @@ def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=Fals
     changed = bool(extract or links or shared_missing or state_change)
 
     if extract and kind == 'archive' and check_mode:
-        scan_archive(src)  # report a dangerous archive in check mode too
+        scan_archive(src)  # report a dangerous archive, or one wrapped in a top directory, in check mode too
+        with tempfile.TemporaryDirectory() as tops:
+            for name in archive_top_names(src):
+                os.mkdir(os.path.join(tops, name))
+            check_layout(src, tops)
 
     if changed and not check_mode:
         if not os.path.isdir(rr.releases_dir):
@@ -726,6 +756,7 @@ def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=Fals
                 if kind == 'archive':
                     os.chmod(tmp, 0o755)
                     extract_archive(src, tmp)
+                    check_layout(src, tmp)
                 else:
                     copy_directory(src, tmp)
                 rr.link_shared(tmp, shared)

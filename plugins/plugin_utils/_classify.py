@@ -46,7 +46,12 @@ _INFRASTRUCTURE = [
     (re.compile(r'out of memory|Cannot allocate memory|MemoryError|oom-kill|OOM killer|ENOMEM', re.I),
      'out of memory'),
     (re.compile(r'Too many open files|EMFILE|Input/output error|EIO\b', re.I), 'system resource error'),
+    (re.compile(r'Failed to import the required Python library|No module named|ModuleNotFoundError|'
+                r'command not found|executable file not found', re.I), 'missing dependency'),
 ]
+# What ansible says of a loop whose items failed: the real reason is in the first failed item.
+_LOOP_SUMMARY = re.compile(r'^(One or more items failed|All items completed)$')
+_MISSING_LIBRARY = re.compile(r'Failed to import the required Python library \(([^)]+)\)|No module named \'([^\']+)\'')
 _HEALTH_MSG = re.compile(r'health[ _-]?check failed|health check did not pass|unhealthy|metric gate failed', re.I)
 _HEALTH_ACTIONS = frozenset(('failsafe.deploy.health_check', 'health_check'))
 _VERIFY_WORD = re.compile(r'(^|[^a-z])(verify|verification|health|smoke[ _-]?test)([^a-z]|$)', re.I)
@@ -100,6 +105,10 @@ def first_line(result, limit=300):
         return ''
     if result.get('censored'):
         return 'output hidden (no_log)'
+    if _LOOP_SUMMARY.match(str(result.get('msg') or '').strip()):
+        item_line = _first_failed_item_line(result, limit)
+        if item_line:
+            return item_line
     for key in ('msg', 'reason', 'stderr', 'module_stderr', 'exception', 'stdout'):
         value = result.get(key)
         if isinstance(value, (list, tuple)):
@@ -123,6 +132,20 @@ def first_line(result, limit=300):
             line = first_line(item, limit)
             if line:
                 return line
+    return ''
+
+
+def _first_failed_item_line(result, limit):
+    """The first line of the first failed item of a loop, named by its label: ``[health] status 503 ...``."""
+    for item in result.get('results') or ():
+        if isinstance(item, dict) and item.get('failed'):
+            line = first_line(item, limit)
+            if not line:
+                continue
+            label = item.get('_ansible_item_label')
+            if isinstance(label, (str, int, float)) and str(label):
+                line = '[%s] %s' % (label, line)
+            return line if len(line) <= limit else line[:limit - 3] + '...'
     return ''
 
 
@@ -164,6 +187,9 @@ def classify(result, action=None, task_name=None, tags=None, role=None, unreacha
 
     evidence = _match(_INFRASTRUCTURE, text)
     if evidence:
+        library = _MISSING_LIBRARY.search(text)
+        if library:
+            evidence = '%s: %s' % (evidence, library.group(1) or library.group(2))
         return Classification('infrastructure', evidence)
 
     if _HEALTH_MSG.search(text):

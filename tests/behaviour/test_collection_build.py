@@ -1,5 +1,6 @@
 """The collection builds, installs into an empty collections path, documents itself, and deploys from there."""
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -22,7 +23,18 @@ def installed(tmp_path_factory):
     env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ['PATH'], ANSIBLE_HOME=str(base / 'home'),
                ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false', ANSIBLE_NOCOLOR='1')
     env.pop('ANSIBLE_COLLECTIONS_PATH', None)
-    run(['ansible-galaxy', 'collection', 'build', ROOT, '--output-path', str(base / 'dist')], env)
+    # A stray ledger left under playbooks/ by a run from the checkout must stay out of the tarball.
+    stray = os.path.join(ROOT, 'playbooks', '.failsafe')
+    made_stray = not os.path.exists(stray)
+    if made_stray:
+        os.makedirs(stray)
+        with open(os.path.join(stray, 'ledger.json'), 'w') as handle:
+            handle.write('{}')
+    try:
+        run(['ansible-galaxy', 'collection', 'build', ROOT, '--output-path', str(base / 'dist')], env)
+    finally:
+        if made_stray:
+            shutil.rmtree(stray)
     tarballs = os.listdir(str(base / 'dist'))
     assert len(tarballs) == 1 and tarballs[0].startswith('failsafe-deploy-')
     path = base / 'collections'
@@ -36,8 +48,12 @@ def test_the_tarball_installs_and_leaves_out_build_and_test_output(installed):
     coll = path / 'ansible_collections' / 'failsafe' / 'deploy'
     for want in ['MANIFEST.json', 'playbooks/deploy.yml', 'plugins/callback/auto_rollback.py']:
         assert (coll / want).exists(), want
-    for unwanted in ['.venv', '.build', 'demo-output', 'tests/output']:
+    for unwanted in ['.venv', '.build', 'demo-output', 'tests/output', 'Makefile', 'requirements-dev.txt',
+                     'requirements-checks.txt', 'scripts/checks.sh', 'scripts/setup.sh', 'scripts/gen_role_docs.py',
+                     'scripts/ansible-test-bootstrap', 'playbooks/.failsafe']:
         assert not (coll / unwanted).exists(), unwanted
+    # What the pipeline examples call stays.
+    assert (coll / 'scripts' / 'deploy_outcome.py').exists()
 
 
 @pytest.mark.parametrize('kind, name', [('module', m) for m in MODULES] + [('callback', 'auto_rollback')]

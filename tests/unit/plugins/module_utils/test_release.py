@@ -608,3 +608,20 @@ def test_check_mode_staging_from_a_src_not_uploaded_yet_is_planned_not_failed(tm
     assert not (tmp_path / 'app').exists()
     with pytest.raises(_release.ReleaseError):
         _release.ensure_staged(rr, '1.0.0', str(tmp_path / 'missing.tar.gz'), check_mode=False)
+
+
+@pytest.mark.parametrize('check_mode', [False, True], ids=['staged', 'check-mode'])
+def test_given_archive_wrapped_in_one_top_directory_when_staged_then_refused_saying_what_is_expected(
+        tmp_path, root, rr, check_mode):
+    wrapped = make_tarball(tmp_path / 'app-1.2.0.tar.gz', {'app-1.2.0/': ('dir', 0o755), 'app-1.2.0/app.py': 'x',
+                                                           'app-1.2.0/lib/m.py': 'y'})
+    with pytest.raises(ReleaseError, match=r"one top directory 'app-1.2.0/'.*top level.*-C <dir>/app-1.2.0 \."):
+        ensure_staged(rr, '1.2.0', wrapped, check_mode=check_mode)
+    assert not os.path.exists(os.path.join(root, 'releases', '1.2.0'))
+    assert not os.path.exists(os.path.join(root, '.failsafe', 'ledger.json'))
+
+
+def test_given_archive_with_one_directory_and_a_top_level_file_when_staged_then_accepted(tmp_path, root, rr):
+    arc = make_tarball(tmp_path / 'a.tar.gz', {'lib/': ('dir', 0o755), 'lib/m.py': 'y', 'start': 'z'})
+    ensure_staged(rr, 'a', arc)
+    assert os.path.isfile(os.path.join(root, 'releases', 'a', 'lib', 'm.py'))

@@ -182,3 +182,46 @@ def test_rescue_detection_survives_task_copies(tasks):
     assert copy is not tasks['deep in block']
     assert guarding_blocks(copy) == guarding_blocks(tasks['deep in block'])
     assert rescue_block_for(tasks['in rescue'].copy()) is None
+
+
+# --- the real reason of a failed loop, and missing dependencies ------------------------------------------------
+
+HEALTH_LOOP = {'msg': 'One or more items failed', 'failed': True, 'changed': False, 'results': [
+    {'_ansible_item_label': 'ready', 'failed': False, 'msg': 'ok after 1 attempt'},
+    {'_ansible_item_label': 'health', 'failed': True,
+     'msg': "health check 'health' failed after 6 attempts: status 503 not in status_code [200]"},
+]}
+
+
+def test_first_line_of_a_failed_loop_is_the_failed_items_reason_named_by_its_label():
+    assert first_line(HEALTH_LOOP) == "[health] health check 'health' failed after 6 attempts: status 503 not in " \
+                                      "status_code [200]"
+
+
+def test_first_line_of_a_failed_loop_without_labels_is_the_failed_items_reason():
+    result = {'msg': 'One or more items failed', 'results': [{'failed': True, 'msg': 'Could not find b.j2'}]}
+    assert first_line(result) == 'Could not find b.j2'
+
+
+def test_first_line_keeps_a_real_message_of_a_loop():
+    result = {'msg': 'release r2 is not allowed', 'results': [{'failed': True, 'msg': 'other'}]}
+    assert first_line(result) == 'release r2 is not allowed'
+
+
+@pytest.mark.parametrize('message, library', [
+    ("Failed to import the required Python library (jmespath) on host's Python /usr/bin/python3. This is required "
+     "for json_query. Please read the module documentation and install it in the appropriate location.", 'jmespath'),
+    ("Traceback (most recent call last):\nModuleNotFoundError: No module named 'psycopg2'", 'psycopg2'),
+])
+def test_a_missing_python_library_is_infrastructure_naming_it_even_in_a_health_check(message, library):
+    cls = classify({'msg': message, 'failed': True}, action='failsafe.deploy.health_check',
+                   task_name='Check the health of the new release', role='failsafe.deploy.verify')
+    assert cls == ('infrastructure', 'missing dependency: %s' % library)
+
+
+def test_a_missing_dependency_in_a_failed_loop_item_is_found():
+    result = {'msg': 'One or more items failed', 'results': [
+        {'failed': True, '_ansible_item_label': 'health',
+         'msg': 'Failed to import the required Python library (jmespath) on h. This is required for json_query.'}]}
+    assert classify(result, action='failsafe.deploy.health_check').cause == 'infrastructure'
+    assert first_line(result).startswith('[health] Failed to import the required Python library (jmespath)')

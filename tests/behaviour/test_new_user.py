@@ -1,0 +1,143 @@
+"""What a new user hits first, on the local demo setup (real ansible-playbook runs, a real supervisord, the real
+example app): a mistyped archive path changes nothing and names the right option; an archive wrapped in a top
+directory is refused at staging with what is expected; a failed health check is reported by its real reason; a
+committed deploy says how to roll it back, and so does a rollback by hand that finds nothing open; check mode
+never reports health it did not check; a first deploy that fails leaves nothing serving."""
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from support import VENV_BIN
+
+pytestmark = pytest.mark.slow
+
+
+def _state(d):
+    """Everything a refused deploy must leave as it was: captured paths, ledger, journal, lock, reports, alerts."""
+    return {
+        'digest': d.digest(),
+        'ledger': d.ledger(),
+        'journal': d.journal(),
+        'lock': os.path.exists(d.lock_path()),
+        'reports': d.incident_reports(),
+        'alerts': list(d.receiver.events),
+    }
+
+
+@pytest.fixture(scope='module')
+def on_1_0_0(module_deploy):
+    """One demo site for the whole module, on 1.0.0; the tests run in order on it."""
+    proc = module_deploy.deploy('1.0.0')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return module_deploy
+
+
+def test_given_a_mistyped_archive_path_when_deploying_then_preflight_refuses_it_naming_the_options_and_nothing_changes(
+        on_1_0_0):
+    d = on_1_0_0
+    before = _state(d)
+    proc = d.deploy('2.0.0', '-e', 'failsafe_release_archive=%s/dist/app-2.0.0.tgz' % d.dir)
+    assert proc.returncode != 0
+    assert 'failsafe_release_archive %s/dist/app-2.0.0.tgz is not a file on the controller' % d.dir in proc.stdout
+    assert 'failsafe_release_archive_remote=true' in proc.stdout
+    assert 'remote_src' not in proc.stdout
+    assert _state(d) == before
+    # Not quarantined: the corrected run deploys without failsafe_force.
+    proc = d.deploy('2.0.0')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert d.http('/version') == (200, '2.0.0')
+
+
+def test_given_an_empty_archive_setting_when_deploying_then_preflight_says_it_is_not_set(on_1_0_0):
+    d = on_1_0_0
+    before = _state(d)
+    proc = d.deploy('2.0.0', '-e', 'failsafe_release_archive=')
+    assert proc.returncode != 0
+    assert 'failsafe_release_archive is not set' in proc.stdout
+    assert _state(d) == before
+
+
+def test_given_check_mode_then_the_new_releases_health_checks_are_shown_as_not_run_never_as_passed(on_1_0_0):
+    d = on_1_0_0
+    before = _state(d)
+    # 3.0.0 fails its health check for real; in check mode a probe could only reach 2.0.0, which is still running.
+    proc = d.deploy('3.0.0', '--check')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "Check mode: the new release's 1 health check(s) were not run (health)" in proc.stdout
+    section = proc.stdout.split('Check the health of the new release]', 1)[1].split('TASK [', 1)[0]
+    assert 'skipping' in section and 'ok:' not in section, section
+    assert _state(d) == before
+
+
+def test_given_an_archive_wrapped_in_a_top_directory_when_deploying_then_staging_refuses_it_saying_what_is_expected(
+        on_1_0_0):
+    d = on_1_0_0
+    before = d.digest()
+    good = os.path.join(d.dir, 'dist', 'app-2.0.0.tar.gz')
+    wrapped = os.path.join(d.dir, 'dist', 'app-6.0.0.tar.gz')
+    with tarfile.open(good) as src, tarfile.open(wrapped, 'w:gz') as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isreg() else None
+            member.name = 'app-6.0.0/' + member.name.lstrip('./')
+            dst.addfile(member, data)
+    proc = d.deploy('6.0.0')
+    assert proc.returncode != 0
+    assert "holds everything under one top directory 'app-6.0.0/'" in proc.stdout
+    assert not os.path.exists(os.path.join(d.app_root, 'releases', '6.0.0'))
+    assert d.digest() == before
+    assert d.http('/version') == (200, '2.0.0')
+
+
+def test_given_a_release_failing_its_health_check_then_report_and_alerts_give_the_real_reason(on_1_0_0):
+    d = on_1_0_0
+    reports, seen = d.incident_reports(), len(d.receiver.events)
+    assert d.deploy('3.0.0').returncode != 0
+    reports = [r for r in d.incident_reports() if r not in reports]
+    assert len(reports) == 1
+    with open(reports[0][:-len('.json')] + '.md') as f:
+        markdown = f.read()
+    failed = [e for e in d.receiver.events[seen:] if e.get('event') == 'deploy_failed']
+    assert failed
+    for text in (markdown, json.dumps(failed)):
+        assert 'status 503 not in status_code [200]' in text
+        assert 'One or more items failed' not in text
+
+
+def test_given_a_committed_deploy_then_it_prints_its_run_id_and_a_rollback_by_hand_says_how_to_undo_it(on_1_0_0):
+    d = on_1_0_0
+    assert d.current() == 'releases/2.0.0'
+    proc = d.deploy('1.0.0')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    run_id = d.journal()['run_id']
+    assert d.journal()['status'] == 'committed'
+    assert '-e failsafe_rollback_run_id=%s' % run_id in proc.stdout
+    proc = d.playbook('failsafe.deploy.rollback')
+    assert proc.returncode == 0
+    assert 'nothing to roll back' in proc.stdout
+    assert 'run failsafe.deploy.rollback again with -e failsafe_rollback_run_id=%s' % run_id in proc.stdout
+    assert d.current() == 'releases/1.0.0'
+    proc = d.playbook('failsafe.deploy.rollback', '-e', 'failsafe_rollback_run_id=%s' % run_id)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert d.current() == 'releases/2.0.0'
+    assert d.http('/version') == (200, '2.0.0')
+
+
+def test_given_no_release_yet_when_the_first_deploy_fails_then_nothing_serves_it_after_the_rollback(local_deploy):
+    d = local_deploy
+    proc = d.deploy('3.0.0')
+    assert proc.returncode != 0
+    assert not os.path.lexists(os.path.join(d.app_root, 'current'))
+    assert not os.path.exists(d.program_conf)
+    with pytest.raises(OSError):  # refused: no process listens on the app's port any more
+        d.http('/version', timeout=2)
+    status = subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c', os.path.join(d.dir, 'supervisor',
+                                                                                         'supervisord.conf'),
+                             'status', 'demo-app'], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            check=False)
+    assert 'RUNNING' not in status.stdout and 'STARTING' not in status.stdout, status.stdout
+    assert d.journal()['status'] == 'rolled_back'
+    with open(d.incident_reports()[-1]) as f:
+        assert json.load(f)['outcome'] == 'rolled_back'

@@ -2,7 +2,8 @@
 example app): a mistyped archive path changes nothing and names the right option; an archive wrapped in a top
 directory is refused at staging with what is expected; a failed health check is reported by its real reason; a
 committed deploy says how to roll it back, and so does a rollback by hand that finds nothing open; check mode
-never reports health it did not check; a first deploy that fails leaves nothing serving."""
+never reports health it did not check; a service that cannot start is reported with its log; a first deploy
+that fails leaves nothing serving."""
 import json
 import os
 import subprocess
@@ -104,6 +105,16 @@ def test_given_a_release_failing_its_health_check_then_report_and_alerts_give_th
     for text in (markdown, json.dumps(failed)):
         assert 'status 503 not in status_code [200]' in text
         assert 'One or more items failed' not in text
+
+
+def test_given_a_release_that_crashes_on_start_then_the_failure_points_at_the_service_log_and_its_last_lines(on_1_0_0):
+    d = on_1_0_0
+    proc = d.deploy('4.0.0')
+    assert proc.returncode != 0
+    assert 'demo-app did not start under supervisor' in proc.stdout
+    assert 'Its log is %s/demo-app.log' % os.path.join(d.dir, 'logs') in proc.stdout
+    assert 'required setting \\"database_url\\" is missing' in proc.stdout  # the app's own words, from its log
+    assert d.http('/version') == (200, '2.0.0')
 
 
 def test_given_a_committed_deploy_then_it_prints_its_run_id_and_a_rollback_by_hand_says_how_to_undo_it(on_1_0_0):

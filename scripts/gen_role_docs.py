@@ -151,7 +151,12 @@ EXAMPLES = {
         failsafe_config_files:
           - dest: /srv/app/shared/config/app.json
             content: '{"port": 8080}'
+            mode: '0640'
+            owner: root
+            group: app
         failsafe_service_command: /usr/bin/python3 /srv/app/current/app.py
+        failsafe_service_environment:
+          APP_RELEASE: "{{ failsafe_release_id }}"
 
 # Only restart the service (the `service` entry point):
 - name: Restart the application

@@ -23,10 +23,14 @@ def free_port():
 
 
 def tree_digest(paths):
-    """Type, mode, owner, content hash or link target of every path below each of `paths` (absence too)."""
+    """Type, mode, owner and content hash or link target of every path below each of `paths` (absence too).
+
+    A symlink to a directory (such as `current`) is recorded as a link and the tree it points into is recorded
+    below the link's own path (`current/app.py`), so the digest covers what the link serves, not only its target.
+    """
     out = {}
 
-    def record(p):
+    def record(p, followed):
         try:
             st = os.lstat(p)
         except FileNotFoundError:
@@ -35,16 +39,22 @@ def tree_digest(paths):
         meta = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
         if stat.S_ISLNK(st.st_mode):
             out[p] = ('link', os.readlink(p)) + meta
+            real = os.path.realpath(p)
+            if os.path.isdir(real) and real not in followed:
+                listing(p, followed | {real})
         elif stat.S_ISDIR(st.st_mode):
             out[p] = ('dir',) + meta
-            for name in sorted(os.listdir(p)):
-                record(os.path.join(p, name))
+            listing(p, followed | {os.path.realpath(p)})
         else:
             with open(p, 'rb') as f:
                 out[p] = ('file', hashlib.sha256(f.read()).hexdigest()) + meta
 
+    def listing(directory, followed):
+        for name in sorted(os.listdir(directory)):
+            record(os.path.join(directory, name), followed)
+
     for p in paths:
-        record(p)
+        record(p, frozenset())
     return out
 
 

@@ -121,6 +121,7 @@ def awx(module_deploy, tmp_path_factory):
     project = AwxProject(module_deploy, tmp_path_factory.mktemp('awx'))
     good = project.run('deploy.yml', 'good', {'release_version': '2.0.0'})
     good.journal = module_deploy.journal()
+    good.digest = module_deploy.digest()
     bad = project.run('deploy.yml', 'bad', {'release_version': '3.0.0'})
     return project, good, bad
 
@@ -155,6 +156,7 @@ def test_failing_deploy_is_rolled_back_to_the_previous_verified_release(awx):
     out = stdout_of(bad)
     assert 'failsafe auto_rollback: ROLLED BACK' in out and 'rollback | PLAY RECAP' in out
 
+    assert d.digest() == awx[1].digest   # current and the release it serves, shared/, the program file
     assert d.current() == 'releases/2.0.0'
     assert not os.path.exists(d.lock_path())
     journal = d.journal()
@@ -177,12 +179,14 @@ def test_failing_deploy_is_rolled_back_to_the_previous_verified_release(awx):
 def test_deferred_to_the_workflow_then_the_failure_node_rolls_back_with_the_artifacts(awx):
     project = awx[0]
     d = project.d
+    before = d.digest()
     deferred = project.run('deploy.yml', 'deferred', {'release_version': '4.0.0', 'awx_job_id': 4711},
                            FAILSAFE_DEFER_TO_WORKFLOW='true')
     assert (deferred.status, deferred.rc) == ('failed', 2)
     report = incident(deferred.report_dir)
     assert report['outcome'] == 'deferred' and 'rollback_log' not in report['files']
     assert d.journal()['status'] == 'open' and d.journal()['release'] == '4.0.0'   # left to the workflow
+    assert d.digest() != before   # the failed deploy changed what the failure node must restore
     code, values = project.outcome(deferred)
     assert (code, values['outcome']) == (2, 'rollback_failed')   # nothing rolled back yet: a pipeline must not pass
 
@@ -196,6 +200,7 @@ def test_deferred_to_the_workflow_then_the_failure_node_rolls_back_with_the_arti
     assert (journal['release'], journal['status'], journal['run_id']) == (
         '4.0.0', 'rolled_back', artifacts['failsafe_rollback_run_id'])
     assert d.current() == 'releases/2.0.0' and d.http('/version') == (200, '2.0.0')
+    assert d.digest() == before
     assert not os.path.exists(d.lock_path())
 
 

@@ -22,10 +22,45 @@ def deploy_ok(d, version):
 def after_switch_failure(module_deploy):
     d = module_deploy
     deploy_ok(d, '1.0.0')
+    d.first_digest = d.digest()
     deploy_ok(d, '2.0.0')
     before = d.digest()
     failed = d.deploy('3.0.0')
     return d, before, failed
+
+
+def changes(old, new):
+    """What differs between two digests, as (kind, path) pairs: added, removed, content, mode, owner, group, target."""
+    found = set()
+    for path in set(old) | set(new):
+        a, b = old.get(path, ('absent',)), new.get(path, ('absent',))
+        if a == b:
+            continue
+        if a[0] == 'absent' or b[0] == 'absent':
+            found.add(('added' if a[0] == 'absent' else 'removed', path))
+            continue
+        found.add(('target' if a[0] == 'link' else 'content', path) if a[1] != b[1] else ('meta', path))
+        for kind, index in (('mode', -3), ('owner', -2), ('group', -1)):
+            if a[index] != b[index]:
+                found.add((kind, path))
+    return found
+
+
+def test_the_fixture_changes_every_kind_of_captured_state_from_one_release_to_the_next(after_switch_failure):
+    # Without this, a rollback that skipped the snapshot restore could pass the test below: the rollback role
+    # switches `current` back on its own.
+    d, before = after_switch_failure[:2]
+    found = changes(d.first_digest, before)
+    kinds = set(kind for kind, dummy in found)
+    owned = ('owner', 'group') if os.geteuid() == 0 else ()   # the demo changes ownership only as root
+    assert set(('added', 'removed', 'content', 'mode', 'target') + owned) <= kinds, sorted(found)
+    shared = os.path.join(d.app_root, 'shared') + os.sep
+    assert ('content', os.path.join(shared, 'config', 'app.json')) in found
+    assert ('content', d.program_conf) in found
+    assert ('target', os.path.join(d.app_root, 'current')) in found
+    assert ('content', os.path.join(d.app_root, 'current', 'release.json')) in found
+    for kind in ('added', 'removed', 'mode') + owned:
+        assert any(k == kind and p.startswith(shared) for k, p in found), (kind, sorted(found))
 
 
 def test_when_health_fails_after_switch_then_deploy_fails_and_every_captured_path_is_restored(after_switch_failure):

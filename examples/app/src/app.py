@@ -11,7 +11,8 @@ Standard library only, Python 3.8+. Routes: / (a page), /health (JSON), /version
 How a release behaves comes from release.json next to this file: {"version": "2.0.0", "mode": "good"}, where
 mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503) or errors (/ answers 500 to
 four requests out of five). Where it listens comes from a config file named by --config or $APP_CONFIG, in INI
-form ([app] bind = ..., port = ...) or JSON form ({"bind": ..., "port": ...}); the default is 127.0.0.1:8080.
+form ([app] bind = ..., port = ...) or JSON form ({"bind": ..., "port": ...}); the default is 127.0.0.1:8080. An
+optional `label` names the configuration (for example the release it was written for) in the start-up line.
 """
 
 import argparse
@@ -27,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ('good', 'crash', 'unhealthy', 'errors')
-DEFAULTS = {'bind': '127.0.0.1', 'port': 8080, 'access_log': True}
+DEFAULTS = {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': ''}
 # In mode "errors", every ERROR_EVERY-th request to / succeeds and the others fail.
 ERROR_EVERY = 5
 
@@ -50,8 +51,8 @@ def _parse_bool(value, where):
 def load_config(path=None):
     """Read the listen address from an INI or JSON file; missing keys keep their defaults.
 
-    INI: an [app] section with bind, port, access_log. JSON: an object with the same keys. A file whose name ends
-    in .json or whose first non-blank character is '{' is read as JSON.
+    INI: an [app] section with bind, port, access_log, label. JSON: an object with the same keys. A file whose
+    name ends in .json or whose first non-blank character is '{' is read as JSON.
     """
     config = dict(DEFAULTS)
     if not path:
@@ -91,6 +92,8 @@ def load_config(path=None):
             raise ConfigError('%s: port %d out of range' % (path, config['port']))
     if 'access_log' in values:
         config['access_log'] = _parse_bool(values['access_log'], '%s: access_log' % path)
+    if 'label' in values:
+        config['label'] = str(values['label']).strip()
     return config
 
 
@@ -274,7 +277,8 @@ def main(argv=None):
 
     signal.signal(signal.SIGTERM, stop)
     host, port = server.server_address[:2]
-    sys.stdout.write('app %s listening on http://%s:%d\n' % (release['version'], host, port))
+    label = ' (config: %s)' % config['label'] if config['label'] else ''
+    sys.stdout.write('app %s listening on http://%s:%d%s\n' % (release['version'], host, port, label))
     sys.stdout.flush()
     try:
         server.serve_forever()

@@ -1,9 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to failsafe.deploy
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Runs on a fleet host. `digest`: a JSON map of every path a deploy captures -> [type, sha256 or link target,
-mode, uid, gid]. `snapshot-drift`: the differences between those paths and the snapshot(s) named by the deploy
-journal, read straight from the snapshot manifests (empty list = byte-identical)."""
+"""Runs on a fleet host. `digest`: a JSON map of every path a deploy captures, and of the release `current` points
+into, -> [type, sha256 or link target, mode, uid, gid]. `snapshot-drift`: the differences between those paths and
+the snapshot(s) named by the deploy journal, read straight from the snapshot manifests (empty list =
+byte-identical)."""
 import hashlib
 import json
 import os
@@ -30,14 +31,19 @@ def describe(path):
 
 
 def digest():
+    """Every captured path and everything below it; a symlink to a directory (`current`) is followed, so the tree
+    it points into is recorded below the link's own path (`current/app.py`) beside the link itself."""
     out = {}
+
+    def record(path, followed):
+        out[path] = describe(path)
+        real = os.path.realpath(path)
+        if out[path][0] in ('dir', 'link') and os.path.isdir(real) and real not in followed:
+            for name in sorted(os.listdir(path)):
+                record(os.path.join(path, name), followed | {real})
+
     for root in CAPTURED:
-        out[root] = describe(root)
-        if out[root][0] == 'dir':
-            for top, dirs, files in os.walk(root):
-                for name in dirs + files:
-                    p = os.path.join(top, name)
-                    out[p] = describe(p)
+        record(root, frozenset())
     return out
 
 

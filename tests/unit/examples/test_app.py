@@ -295,6 +295,19 @@ def test_given_json_config_in_env_when_started_then_used_and_logged(releases, ru
     assert '"GET /version HTTP/1.1" 200' in app.log.read_text()
 
 
+def test_given_a_labelled_config_when_started_then_the_label_is_in_the_start_up_line(releases, tmp_path):
+    cfg = tmp_path / 'app.json'
+    cfg.write_text(json.dumps({'bind': '127.0.0.1', 'port': 0, 'label': 'release 2.0.0'}))
+    app = _start(releases['2.0.0'], tmp_path, args=['--config', str(cfg)], wait_listen=False)
+    try:
+        line = app.proc.stdout.readline().decode('utf-8')
+        assert 'listening on http://127.0.0.1:' in line and line.endswith(' (config: release 2.0.0)\n'), line
+    finally:
+        app.proc.kill()
+        app.proc.wait()
+        app.proc.stdout.close()
+
+
 @pytest.mark.parametrize('content, msg', [
     ('[app]\nport = eighty\n', 'port must be an integer'),
     ('[server]\nport = 1\n', 'no [app] section'),
@@ -321,7 +334,7 @@ def _import_app(path):
 
 def test_given_no_config_when_loaded_then_default_listen_address(releases):
     module = _import_app(releases['2.0.0'] / 'app.py')
-    assert module.load_config(None) == {'bind': '127.0.0.1', 'port': 8080, 'access_log': True}
+    assert module.load_config(None) == {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': ''}
     assert module.load_release(str(releases['2.0.0'])) == {'version': '2.0.0', 'mode': 'good'}
     assert module.AppServer.request_queue_size == 128
 

@@ -24,6 +24,8 @@ import time
 
 import pytest
 
+from support import assert_no_ignored_callback_errors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 HOOK_TOKEN = 'hOOkT0kenXYZ123'
@@ -201,6 +203,7 @@ def run_playbook(site, receiver=None, extra_vars=None, **settings):
     proc = subprocess.run(cmd, cwd=str(site), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=180, check=False)
     proc.elapsed = time.time() - start
+    assert_no_ignored_callback_errors(proc.stdout, where=' '.join(cmd))
     return proc
 
 
@@ -359,4 +362,6 @@ def test_under_ansible_runner_as_awx_runs_it(site, receiver):
     log = (site / 'incidents' / (data['incident_id'] + '.rollback.log')).read_text()
     assert '--inventory %s' % (site / 'inventory.ini') in log
     assert 'PLAY RECAP' in log   # the default stdout callback, not awx_display
-    assert 'ROLLED BACK' in result.stdout.read()
+    out = result.stdout.read()
+    assert 'ROLLED BACK' in out
+    assert_no_ignored_callback_errors(out, list(result.events), log, where='ansible-runner job')

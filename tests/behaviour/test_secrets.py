@@ -1,0 +1,159 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Given canary secrets in failing results, when a deploy fails and is rolled back, then no canary is written anywhere.
+
+Real ansible-playbook runs of the examples/demo setup (support.LocalDeploy) with the auto_rollback callback, a real
+rollback and a real webhook receiver. The canaries:
+
+- NOLOG: in the arguments and output of a failing ``no_log`` task (ansible censors its result; the task's own
+  arguments reach callbacks uncensored);
+- EXTRA: an extra var (``-e``) that the no_log task uses, which the rollback child is handed on its command line;
+- HOOK: the token in the webhook URL path (the URL is a secret by definition);
+- DECLARED: in the arguments and output of a failing command, declared secret by the operator with
+  ``FAILSAFE_REDACT_VALUES`` (option ``redact_values``);
+- PAIR: in the same output as ``api_token=<value>``, caught by the key pattern without being declared.
+
+Two failing deploys, each rolled back: in the first the no_log task is the failure (the command failed before,
+inside a rescued block); in the second the command is the failure (the no_log task failed before, rescued). So each
+canary passes through both the alerted failure and a rescued one. Checked: ansible-playbook's output (ansible's own
+``fatal:`` line of the command is the operator's business, every other line is checked), the host's journal, its
+history and every other file of its state, the ledger, the incident reports (JSON and Markdown), the alert spool, the
+rollback log, vars and result files, and every body the webhook receiver got.
+"""
+
+import json
+import os
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+NOLOG = 'CanaryNoLog8Rt4wQ'
+EXTRA = 'CanaryExtra5Vb7Kp'
+HOOK = 'CanaryHook3Zx9Lm'
+DECLARED = 'CanaryDeclared6Nh2Qs'
+PAIR = 'CanaryPair4Jd8Wy'
+CANARIES = (NOLOG, EXTRA, HOOK, DECLARED, PAIR)
+
+NOLOG_TASK = '''\
+- name: Log in to the database
+  ansible.builtin.command: /bin/sh -c "echo 'login with {{ app_db_password }} and %(nolog)s refused' >&2; exit 7"
+  changed_when: false
+  no_log: true
+''' % {'nolog': NOLOG}
+
+COMMAND_TASK = '''\
+- name: Run the data migration
+  ansible.builtin.command: >-
+    /bin/sh -c "echo 'migration aborted: upstream refused %(declared)s (api_token=%(pair)s)' >&2; exit 3"
+  changed_when: false
+''' % {'declared': DECLARED, 'pair': PAIR}
+
+
+def rescued(tasks):
+    body = ''.join('    ' + line + '\n' if line else '\n' for line in tasks.splitlines())
+    return ('- name: Try it, rescued\n  block:\n%s  rescue:\n    - name: Note the rescued failure\n'
+            '      ansible.builtin.debug:\n        msg: rescued\n' % body)
+
+
+HOOKS = {
+    # first run: the command fails inside a rescued block, then the no_log task fails the deploy
+    'nolog-fails': rescued(COMMAND_TASK) + NOLOG_TASK,
+    # second run: the no_log task fails inside a rescued block, then the command fails the deploy
+    'command-fails': rescued(NOLOG_TASK) + COMMAND_TASK,
+}
+
+
+def files_below(*roots):
+    for root in roots:
+        for folder, dummy, names in os.walk(root):
+            for name in names:
+                yield os.path.join(folder, name)
+
+
+def leaks_in_files(*roots):
+    found = []
+    for path in files_below(*roots):
+        with open(path, 'rb') as f:
+            data = f.read()
+        found.extend((path, c) for c in CANARIES if c.encode() in data)
+    return found
+
+
+@pytest.fixture(scope='module')
+def runs(module_deploy):
+    d = module_deploy
+    d.env['FAILSAFE_WEBHOOK_URL'] = '%s/%s' % (d.receiver.url, HOOK)
+    d.env['FAILSAFE_REDACT_VALUES'] = DECLARED
+    good = d.deploy('1.0.0', '-e', 'app_db_password=%s' % EXTRA)
+    assert good.returncode == 0, good.stdout[-6000:]
+    out = {}
+    for name, version in (('nolog-fails', '2.0.0'), ('command-fails', '5.0.0')):
+        hook = os.path.join(d.dir, '%s.yml' % name)
+        with open(hook, 'w') as f:
+            f.write('---\n' + HOOKS[name])
+        before = set(d.incident_reports())
+        proc = d.deploy(version, '-e', 'app_db_password=%s' % EXTRA, '-e', 'failsafe_activate_after_tasks=%s' % hook)
+        reports = sorted(set(d.incident_reports()) - before)
+        assert len(reports) == 1, proc.stdout[-6000:]
+        with open(reports[0]) as f:
+            out[name] = (proc, json.load(f))
+    return d, out
+
+
+@pytest.mark.parametrize('name', sorted(HOOKS))
+def test_given_a_secret_in_a_failing_result_then_the_deploy_is_rolled_back(runs, name):
+    d, out = runs
+    proc, incident = out[name]
+    assert proc.returncode == 2, proc.stdout[-6000:]
+    assert incident['outcome'] == 'rolled_back', proc.stdout[-6000:]
+    failing = {'nolog-fails': 'Log in to the database', 'command-fails': 'Run the data migration'}[name]
+    rescued_task = {'nolog-fails': 'Run the data migration', 'command-fails': 'Log in to the database'}[name]
+    assert [f['task'].split(' : ')[-1] for f in incident['failures']] == [failing]
+    assert rescued_task in [f['task'].split(' : ')[-1] for f in incident['ignored_failures']]
+    assert d.current() == 'releases/1.0.0'
+
+
+def test_the_canaries_really_were_in_failing_results(runs):
+    """Else the checks below would prove nothing: the command's failure carried DECLARED and PAIR (ansible's own
+    fatal line shows it), the no_log task really failed with its output censored."""
+    out = runs[1]
+    fatal = [line for line in out['command-fails'][0].stdout.splitlines() if line.startswith('fatal: [')]
+    assert any(DECLARED in line and PAIR in line for line in fatal), fatal
+    nolog = out['nolog-fails'][1]['failures'][0]
+    assert nolog['message'] == 'output hidden (no_log)' and 'censored' in nolog['result']
+    assert out['command-fails'][1]['failures'][0]['result'].get('rc') == 3
+
+
+@pytest.mark.parametrize('name', sorted(HOOKS))
+def test_no_canary_in_the_output_except_ansibles_own_fatal_line_of_the_command(runs, name):
+    proc = runs[1][name][0]
+    for number, line in enumerate(proc.stdout.splitlines(), 1):
+        allowed = (DECLARED, PAIR) if line.startswith('fatal: [') else ()
+        leaked = [c for c in CANARIES if c in line and c not in allowed]
+        assert not leaked, 'line %d of the output leaks %s: %s' % (number, leaked, line)
+
+
+def test_no_canary_in_the_reports_spool_or_rollback_files(runs):
+    d = runs[0]
+    names = os.listdir(d.incidents)
+    assert len(d.incident_reports()) == 2
+    for kind in ('.md', '.rollback.log', '.rollback-vars.json', '.rollback-result.json'):
+        assert len([n for n in names if n.endswith(kind)]) == 2, (kind, names)
+    assert 'alerts.jsonl' in names
+    assert leaks_in_files(d.incidents) == []
+
+
+def test_no_canary_in_the_hosts_journal_history_or_state(runs):
+    d = runs[0]
+    state = os.path.join(d.state_dir, 'demo-app')
+    assert os.path.exists(os.path.join(state, 'journal.json')) and os.path.exists(os.path.join(state, 'history.jsonl'))
+    assert leaks_in_files(d.state_dir, os.path.join(d.app_root, '.failsafe')) == []
+
+
+def test_no_canary_in_anything_the_webhook_receiver_got(runs):
+    d = runs[0]
+    assert d.receiver.kinds() == ['deploy_failed', 'rolled_back', 'deploy_failed', 'rolled_back']
+    text = json.dumps(d.receiver.events)
+    assert [c for c in CANARIES if c in text] == []

@@ -27,6 +27,8 @@ import os
 
 import pytest
 
+from support import free_port
+
 pytestmark = pytest.mark.slow
 
 NOLOG = 'CanaryNoLog8Rt4wQ'
@@ -35,6 +37,8 @@ HOOK = 'CanaryHook3Zx9Lm'
 DECLARED = 'CanaryDeclared6Nh2Qs'
 PAIR = 'CanaryPair4Jd8Wy'
 CANARIES = (NOLOG, EXTRA, HOOK, DECLARED, PAIR)
+USERINFO = 'CanaryUserinfo2Fq8Dn'
+QUERY = 'CanaryQuery7Tg5Hv'
 
 NOLOG_TASK = '''\
 - name: Log in to the database
@@ -157,3 +161,28 @@ def test_no_canary_in_anything_the_webhook_receiver_got(runs):
     assert d.receiver.kinds() == ['deploy_failed', 'rolled_back', 'deploy_failed', 'rolled_back']
     text = json.dumps(d.receiver.events)
     assert [c for c in CANARIES if c in text] == []
+
+
+def test_given_a_health_url_with_credentials_when_the_rollback_fails_then_the_host_keeps_no_secret(local_deploy):
+    """A failed rollback is written into the host's journal (and history) by the host itself, where the
+    callback's redaction cannot reach, and the health check's error reaches ansible's output and job events
+    unredacted: the health check itself must not show the URL's password or token."""
+    d = local_deploy
+    good = d.deploy('1.0.0')
+    assert good.returncode == 0, good.stdout[-6000:]
+    url = 'http://probe:%s@127.0.0.1:%d/health?token=%s' % (USERINFO, free_port(), QUERY)
+    checks = json.dumps({'failsafe_verify_checks': [{'name': 'health', 'url': url, 'retries': 0, 'timeout': 2}]})
+    bad = d.deploy('2.0.0', '-e', checks)   # its health check fails, and so does the rollback's
+    assert bad.returncode == 2, bad.stdout[-6000:]
+    journal = d.journal()
+    assert journal['status'] == 'rollback_failed', journal
+    assert 'health' in json.dumps(journal), journal   # the error was recorded: the check below is not vacuous
+    found = [(path, c) for path in files_below(d.state_dir, os.path.join(d.app_root, '.failsafe'), d.incidents)
+             for c in (USERINFO, QUERY) if c.encode() in open(path, 'rb').read()]
+    assert found == []
+    assert [e['event'] for e in d.spool_events()] == ['deploy_failed', 'rollback_failed']
+    # the module's own messages mask the URL; ansible's echo of the loop item (the operator's check) is not ours
+    errors = [line for line in bad.stdout.splitlines() if line.startswith(('[ERROR]', 'rollback |'))]
+    assert any('health check failed' in line for line in errors), bad.stdout[-6000:]
+    assert [line for line in errors if USERINFO in line or QUERY in line] == []
+    assert '"error": "GET http://********@127.0.0.1' in bad.stdout and '/health?token=********' in bad.stdout

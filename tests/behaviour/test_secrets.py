@@ -27,7 +27,7 @@ import os
 
 import pytest
 
-from support import free_port
+from support import DEMO, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -186,3 +186,53 @@ def test_given_a_health_url_with_credentials_when_the_rollback_fails_then_the_ho
     assert any('health check failed' in line for line in errors), bad.stdout[-6000:]
     assert [line for line in errors if USERINFO in line or QUERY in line] == []
     assert '"error": "GET http://********@127.0.0.1' in bad.stdout and '/health?token=********' in bad.stdout
+
+
+def test_under_ansible_runner_no_canary_in_job_events_or_artifacts_but_ansibles_own_failed_result(runs, tmp_path):
+    """The same failing deploy run the way AWX runs it: every job event (our callback's lines arrive as events of
+    their own), the job's stdout and event files, and again every file we write and every webhook body."""
+    ansible_runner = pytest.importorskip('ansible_runner')
+    d = runs[0]
+    project = tmp_path / 'project'
+    project.mkdir()
+    (tmp_path / 'job').mkdir()
+    with open(os.path.join(DEMO, 'ansible.cfg')) as f:
+        (project / 'ansible.cfg').write_text(f.read())
+    (project / 'deploy.yml').write_text('---\n- name: Run failsafe.deploy.deploy\n'
+                                        '  ansible.builtin.import_playbook: failsafe.deploy.deploy\n')
+    (project / 'hook.yml').write_text('---\n' + HOOKS['command-fails'])
+    envvars = dict((k, v) for k, v in d.env.items() if k.startswith(('FAILSAFE_', 'ANSIBLE_', 'PATH')))
+    envvars.pop('ANSIBLE_CONFIG')   # the project's own ansible.cfg enables the callback, as in AWX
+    saved = dict((k, os.environ.pop(k)) for k in list(os.environ) if k.startswith(('FAILSAFE_', 'ANSIBLE_')))
+    seen = len(d.receiver.events)
+    try:
+        r = ansible_runner.run(private_data_dir=str(tmp_path / 'job'), project_dir=str(project), ident='secrets',
+                               playbook='deploy.yml', inventory=os.path.join(DEMO, 'inventory.yml'), envvars=envvars,
+                               extravars={'release_version': '3.0.0', 'app_db_password': EXTRA,
+                                          'failsafe_activate_after_tasks': str(project / 'hook.yml')},
+                               quiet=True, timeout=300)
+    finally:
+        os.environ.update(saved)
+    events = list(r.events)
+    assert (r.status, r.rc) == ('failed', 2)
+    assert [e.get('event') for e in d.receiver.events[seen:]] == ['deploy_failed', 'rolled_back']
+    assert d.current() == 'releases/1.0.0'
+
+    ours = 0
+    for event in events:
+        text = json.dumps(event)
+        # ansible's own result of the failing command (and its display) shows the command: the operator's business
+        allowed = (DECLARED, PAIR) if event['event'] == 'runner_on_failed' else ()
+        leaked = [c for c in CANARIES if c in text and c not in allowed]
+        assert not leaked, (leaked, event['event'], text[:2000])
+        ours += 'failsafe auto_rollback' in (event.get('stdout') or '') or 'rollback |' in (event.get('stdout') or '')
+    assert ours > 5   # our lines were among the events checked
+    assert any(DECLARED in json.dumps(e) for e in events if e['event'] == 'runner_on_failed')
+    stdout_path = os.path.join(r.config.artifact_dir, 'stdout')
+    with open(stdout_path) as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        allowed = (DECLARED, PAIR) if line.startswith('fatal: [') else ()
+        assert not [c for c in CANARIES if c in line and c not in allowed], line
+    assert leaks_in_files(d.incidents, d.state_dir, os.path.join(d.app_root, '.failsafe')) == []
+    assert [c for c in CANARIES if c in json.dumps(d.receiver.events)] == []

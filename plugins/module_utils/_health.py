@@ -171,8 +171,8 @@ def probe_http(url, matchers, method='GET', status_code=(200,), headers=None, ti
         return Outcome(False, latency, error='%s %s: %s' % (method, display_url(url), to_native(reason)))
     except Exception as exc:  # http.client raises its own family (RemoteDisconnected, BadStatusLine, ...)
         latency = time.monotonic() - start
-        return Outcome(False, latency, error='%s %s: %s: %s' % (method, display_url(url), type(exc).__name__,
-                                                               to_native(exc)))
+        shown = display_url(url)
+        return Outcome(False, latency, error='%s %s: %s: %s' % (method, shown, type(exc).__name__, to_native(exc)))
     latency = time.monotonic() - start
     body = to_text(raw, errors='surrogate_or_replace')
     error = None

@@ -59,7 +59,8 @@ def run_pytest(tmp_path, *args, ci=None, euid=None):
     env.pop('CI', None)
     if ci is not None:
         env['CI'] = ci
-    proc = subprocess.run([sys.executable, '-m', 'pytest', '-rA', '--junitxml', str(tmp_path / 'junit.xml'), str(tmp_path)] + list(args), cwd=str(tmp_path), env=env,
+    cmd = [sys.executable, '-m', 'pytest', '-rA', '--junitxml', str(tmp_path / 'junit.xml'), str(tmp_path)] + list(args)
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=120,
                           check=False)
     outcomes = {}

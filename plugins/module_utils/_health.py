@@ -40,6 +40,24 @@ except ImportError as exc:  # pragma: no cover - depends on the target
 BODY_READ_LIMIT = 1024 * 1024
 BODY_RETURN_LIMIT = 4096
 
+# What a probe's messages never show of its URL: the userinfo (``user:password@``) and secret-looking query values.
+URL_MASK = '********'
+_URL_USERINFO_RE = re.compile(r'^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#@]*@')
+_URL_SECRET_QUERY_RE = re.compile(
+    r'(?P<key>[?&;](?:access_token|token|password|passwd|secret|api_key|apikey|key|sig|signature|auth)=)[^&;#]*',
+    re.IGNORECASE)
+
+
+def display_url(url):
+    """``url`` as messages and results may show it: credentials in the userinfo and secret query values masked.
+
+    Errors travel from the host into ansible's output, job events and the deploy journal, where no controller-side
+    redaction reaches.
+    """
+    url = to_text(url, errors='surrogate_or_replace')
+    url = _URL_USERINFO_RE.sub(lambda m: m.group('scheme') + URL_MASK + '@', url)
+    return _URL_SECRET_QUERY_RE.sub(lambda m: m.group('key') + URL_MASK, url)
+
 
 class Outcome(object):
     """The result of one attempt."""
@@ -150,10 +168,11 @@ def probe_http(url, matchers, method='GET', status_code=(200,), headers=None, ti
     except (URLError, socket.timeout, OSError, ValueError) as exc:
         latency = time.monotonic() - start
         reason = getattr(exc, 'reason', None) or exc
-        return Outcome(False, latency, error='%s %s: %s' % (method, url, to_native(reason)))
+        return Outcome(False, latency, error='%s %s: %s' % (method, display_url(url), to_native(reason)))
     except Exception as exc:  # http.client raises its own family (RemoteDisconnected, BadStatusLine, ...)
         latency = time.monotonic() - start
-        return Outcome(False, latency, error='%s %s: %s: %s' % (method, url, type(exc).__name__, to_native(exc)))
+        shown = display_url(url)
+        return Outcome(False, latency, error='%s %s: %s: %s' % (method, shown, type(exc).__name__, to_native(exc)))
     latency = time.monotonic() - start
     body = to_text(raw, errors='surrogate_or_replace')
     error = None

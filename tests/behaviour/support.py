@@ -16,6 +16,35 @@ VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.ven
 DEMO = os.path.join(ROOT, 'examples', 'demo')
 
 
+# The warning the auto_rollback callback's event guard (CallbackModule._guard, v2_playbook_on_stats) prints when a
+# handler raised: the run goes on, but the callback did less than it should. No behaviour test accepts one.
+IGNORED_CALLBACK_ERROR = re.compile(
+    r'failsafe\.deploy\.auto_rollback: error while (?:handling [\w ]+?|finishing the run) \(ignored\)[^\n]{0,400}')
+
+
+def ignored_callback_errors(*outputs):
+    """Every "error while ... (ignored)" warning of the auto_rollback callback in ``outputs``: strings (a run's
+    output, a log) or anything JSON-serialisable (ansible-runner job events)."""
+    found = []
+    for output in outputs:
+        text = output if isinstance(output, str) else json.dumps(output)
+        found.extend(m.group(0) for m in IGNORED_CALLBACK_ERROR.finditer(text or ''))
+    return found
+
+
+def assert_no_ignored_callback_errors(*outputs, where='the run'):
+    """Fails the test when the callback swallowed an exception in an event handler anywhere in ``outputs``."""
+    found = ignored_callback_errors(*outputs)
+    assert not found, 'the auto_rollback callback ignored errors in its event handlers (%s):\n%s' % (
+        where, '\n'.join(found))
+
+
+def assert_log_has_no_ignored_callback_errors(path):
+    """The same check on a log file (the fault matrix's runs.log, a rollback log)."""
+    with open(path, encoding='utf-8', errors='replace') as f:
+        assert_no_ignored_callback_errors(f.read(), where=path)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -133,6 +162,7 @@ class LocalDeploy:
                               text=True, timeout=600, check=False)
         with open(os.path.join(self.dir, 'runs.log'), 'a') as log:
             log.write('$ %s\n%s\nrc=%s\n' % (' '.join(cmd), proc.stdout, proc.returncode))
+        assert_no_ignored_callback_errors(proc.stdout, where=' '.join(cmd))
         return proc
 
     def deploy(self, version, *args):

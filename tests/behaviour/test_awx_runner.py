@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from support import DEMO, ROOT
+from support import DEMO, ROOT, assert_no_ignored_callback_errors
 
 ansible_runner = pytest.importorskip('ansible_runner')
 pytestmark = pytest.mark.slow
@@ -79,6 +79,7 @@ class AwxProject:
             os.environ.update(saved)
         r.events_list = list(r.events)
         r.report_dir = envvars['FAILSAFE_REPORT_DIR']
+        assert_no_ignored_callback_errors(r.events_list, where='job events of %s' % name)
         self.results.append(r)
         return r
 

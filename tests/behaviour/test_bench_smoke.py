@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from support import assert_no_ignored_callback_errors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -34,6 +36,7 @@ def test_bench_smoke(tmp_path):
     with open(readme, 'rb') as handle:
         readme_before = handle.read()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert_no_ignored_callback_errors(proc.stdout, proc.stderr, where='bench.sh --smoke')
     results = json.loads((out / 'results.json').read_text())
     md = (out / 'results.md').read_text()
     assert results['meta']['smoke'] is True and results['errors'] == {}

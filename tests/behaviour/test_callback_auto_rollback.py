@@ -8,6 +8,10 @@ A test-only module in the playbooks' ``library/`` returns its argument under a c
 report a ``failsafe_transaction`` (deploy side) or a ``failsafe_rollback`` (rollback side) without the real
 modules. The rollback playbook writes a marker file per host: the tests assert on those files, on the incident
 report files, on the alert spool and on what a real HTTP server on 127.0.0.1 received.
+
+Those fakes prove the plumbing (scope, variables passed on, timeouts, a failing child). What the callback reports
+about a real rollback is proved by the last test: a real deploy state (examples/demo), a failing real deploy, the
+real ``failsafe.deploy.rollback`` playbook started by the callback, and assertions on the restored host.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -23,6 +27,8 @@ import threading
 import time
 
 import pytest
+
+from support import assert_no_ignored_callback_errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -201,6 +207,7 @@ def run_playbook(site, receiver=None, extra_vars=None, **settings):
     proc = subprocess.run(cmd, cwd=str(site), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=180, check=False)
     proc.elapsed = time.time() - start
+    assert_no_ignored_callback_errors(proc.stdout, where=' '.join(cmd))
     return proc
 
 
@@ -359,4 +366,48 @@ def test_under_ansible_runner_as_awx_runs_it(site, receiver):
     log = (site / 'incidents' / (data['incident_id'] + '.rollback.log')).read_text()
     assert '--inventory %s' % (site / 'inventory.ini') in log
     assert 'PLAY RECAP' in log   # the default stdout callback, not awx_display
-    assert 'ROLLED BACK' in result.stdout.read()
+    out = result.stdout.read()
+    assert 'ROLLED BACK' in out
+    assert_no_ignored_callback_errors(out, list(result.events), log, where='ansible-runner job')
+
+
+@pytest.mark.slow
+def test_given_a_real_deploy_state_when_a_deploy_fails_then_the_real_rollback_playbook_restores_it(local_deploy):
+    """No fake here: the callback starts failsafe.deploy.rollback, which restores the snapshot of the real deploy;
+    what the incident says was restored and verified must be what the host really is."""
+    d = local_deploy
+    good = d.deploy('1.0.0')
+    assert good.returncode == 0, good.stdout[-6000:]
+    before = d.digest()
+    bad = d.deploy('3.0.0')   # its health check fails after the switch
+    assert bad.returncode == 2, bad.stdout[-6000:]
+
+    reports = d.incident_reports()
+    assert len(reports) == 1
+    with open(reports[0]) as f:
+        data = json.load(f)
+    assert data['outcome'] == 'rolled_back'
+    assert data['rollback']['playbook'] == 'failsafe.deploy.rollback'
+    assert data['rollback']['rc'] == 0
+    with open(data['rollback']['log']) as f:
+        log = f.read()
+    assert 'PLAY [Roll back to the last verified state]' in log
+    assert 'TASK [failsafe.deploy.rollback : Prove the restored state still matches the snapshot]' in log
+
+    journal = d.journal()
+    host = data['rollback']['hosts']['localhost']
+    assert host['status'] == 'ok' and host['verified'] is True
+    assert host['restored']['txid'] == journal['txid'] == data['transactions']['localhost']['txid']
+    assert host['restored']['failed_release'] == '3.0.0' and host['restored']['target_release'] == '1.0.0'
+    assert os.path.join(d.app_root, 'current') in host['restored']['restored']
+    assert data['summary']['verification'] == 'passed on every host'
+
+    # the host really is what the incident claims
+    assert d.digest() == before
+    assert d.current() == 'releases/1.0.0'
+    assert journal['status'] == 'rolled_back' and journal['release'] == '3.0.0'
+    ledger = d.ledger()
+    assert ledger['releases']['3.0.0']['state'] == 'failed' and ledger['last_verified'] == '1.0.0'
+    assert not os.path.exists(d.lock_path())
+    assert d.http('/version') == (200, '1.0.0')
+    assert d.receiver.events() == ['deploy_failed', 'rolled_back']   # this module's receiver (see the fixture)

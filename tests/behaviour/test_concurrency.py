@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from support import DEMO, recap_changed
+from support import DEMO, assert_no_ignored_callback_errors, recap_changed
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +84,7 @@ def test_second_concurrent_deploy_is_refused_naming_the_holder_and_state_stays_i
 
     # the first deploy went through as if alone
     assert winner.returncode == 0, out_a[-6000:]
+    assert_no_ignored_callback_errors(out_a, where='the first deploy')
     assert d.current() == 'releases/2.0.0'
     assert d.http('/version') == (200, '2.0.0')
     ledger = d.ledger()

@@ -34,7 +34,7 @@ import time
 
 import pytest
 
-from support import ROOT, VENV_BIN, tree_digest
+from support import ROOT, VENV_BIN, assert_log_has_no_ignored_callback_errors, tree_digest
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -127,6 +127,8 @@ class Matrix:
             _kill_group(proc.pid)
             proc.log.write('rc=%s\n' % proc.returncode)
             proc.log.close()
+        # a handler exception the callback swallowed fails the cell, whatever the outcome looked like
+        assert_log_has_no_ignored_callback_errors(proc.log.name)
         return rc
 
     def play(self, cell_dir, playbook, *args):

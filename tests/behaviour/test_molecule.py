@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from support import assert_no_ignored_callback_errors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.venv')), 'bin')
 
@@ -53,3 +55,4 @@ def _run(scenario, home, tmp_path):
     print('molecule test -s %s: rc=%d in %.1f s' % (scenario, proc.returncode, elapsed))
     assert proc.returncode == 0, proc.stdout[-8000:]
     assert 'verify' in proc.stdout and 'failed=0' in proc.stdout.split('SCENARIO RECAP')[-1], proc.stdout[-3000:]
+    assert_no_ignored_callback_errors(proc.stdout, where='molecule test -s %s' % scenario)

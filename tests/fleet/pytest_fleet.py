@@ -28,22 +28,50 @@ def pytest_configure(config):
     config.addinivalue_line('markers', MARKER)
 
 
-_FLEET_SECONDS = {'tests': 0, 'seconds': 0.0}
+_FLEET_SECONDS = {'tests': 0, 'skipped': 0, 'seconds': 0.0}
+
+
+def must_run():
+    """True where a fleet test that cannot run is a failure, not a skip: under CI (``CI=true``) and as root.
+
+    Elsewhere (a developer's laptop without root) fleet tests still skip, with their reason shown by ``-rs``.
+    """
+    return os.environ.get('CI', '').strip().lower() in ('true', '1', 'yes') or os.geteuid() == 0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
+    """Turns the skip of a test marked ``fleet`` into a failure where fleet tests must run (see must_run)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, 'wasxfail') or item.get_closest_marker('fleet') is None:
+        return
+    if not must_run():
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3 \
+        else str(report.longrepr)
+    if reason.startswith('Skipped: '):
+        reason = reason[len('Skipped: '):]
+    report.outcome = 'failed'
+    report.fleet_not_run = True
+    report.longrepr = ('fleet test did not run (CI=%s, euid=%d); under CI and as root a skipped fleet test fails '
+                       'the run. Skip reason: %s' % (os.environ.get('CI', ''), os.geteuid(), reason))
 
 
 def pytest_runtest_logreport(report):
     """Adds up the time of every phase (setup included: that is where fleets come up) of tests marked fleet."""
     if 'fleet' in report.keywords:
         _FLEET_SECONDS['seconds'] += report.duration
-        if report.when == 'call':
+        if report.skipped or getattr(report, 'fleet_not_run', False):
+            _FLEET_SECONDS['skipped'] += 1
+        elif report.when == 'call':
             _FLEET_SECONDS['tests'] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Reports the total time of the fleet tests, so their cost stays visible in every run."""
-    if _FLEET_SECONDS['tests']:
-        terminalreporter.write_line('fleet tests: %d tests, %.0f s in total (setup and teardown included)'
-                                    % (_FLEET_SECONDS['tests'], _FLEET_SECONDS['seconds']))
+    """Reports how many fleet tests ran (0 included) and their total time, so neither can go unnoticed."""
+    terminalreporter.write_line('fleet tests: %d tests ran, %d did not run, %.0f s in total (setup and teardown included)'
+                                % (_FLEET_SECONDS['tests'], _FLEET_SECONDS['skipped'], _FLEET_SECONDS['seconds']))
 
 
 @pytest.fixture

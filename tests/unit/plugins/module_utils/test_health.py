@@ -225,6 +225,24 @@ def test_given_closed_port_when_http_probed_then_connection_refused(closed_port)
     assert str(closed_port) in out.error
 
 
+def test_given_credentials_in_the_url_when_the_probe_fails_then_the_error_does_not_show_them(closed_port):
+    url = 'http://probe:s3cretPw@127.0.0.1:%d/health?token=t0kenValue&region=eu' % closed_port
+    out = probe_http(url, Matchers(), use_proxy=False, timeout=2)
+    assert not out.ok and 'refused' in out.error.lower()
+    assert 's3cretPw' not in out.error and 't0kenValue' not in out.error and 'probe' not in out.error
+    assert 'http://********@127.0.0.1:%d/health?token=********&region=eu' % closed_port in out.error
+
+
+@pytest.mark.parametrize('url, shown', [
+    ('http://127.0.0.1:8080/health', 'http://127.0.0.1:8080/health'),
+    ('https://user:pw@example.test/ready', 'https://********@example.test/ready'),
+    ('https://example.test/h?api_key=abc;x=1&Signature=zz#frag', 'https://example.test/h?api_key=********;x=1&Signature=********#frag'),
+    ('http://example.test/h?monkey=banana', 'http://example.test/h?monkey=banana'),
+])
+def test_display_url_masks_userinfo_and_secret_query_values(url, shown):
+    assert _health.display_url(url) == shown
+
+
 def test_given_redirect_when_get_then_followed_to_target(http_server):
     out = _http(http_server, '/redirect')
     assert out.ok and out.status == 200

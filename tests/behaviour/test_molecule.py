@@ -1,6 +1,6 @@
 """The molecule scenarios of extensions/molecule, run as an operator would: `molecule test -s <scenario>`.
 
-Each scenario builds its own namespace SSH fleet (tests/fleet, name `fsm`) in create.yml and tears it down in
+Each scenario builds its own namespace SSH fleet (tests/fleet, name `fsm` or FAILSAFE_MOLECULE_FLEET) in create.yml and tears it down in
 destroy.yml, so they run one after the other. Needs root (the fleet does).
 """
 import os
@@ -12,7 +12,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, '.venv', 'bin')
+VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.venv')), 'bin')
 
 pytestmark = [pytest.mark.slow, pytest.mark.fleet]
 
@@ -43,7 +43,7 @@ def _run(scenario, home, tmp_path):
         'ANSIBLE_LOCAL_TEMP': os.path.join(home, 'tmp'),
         'ANSIBLE_NOCOLOR': '1',
         'NO_COLOR': '1',
-        'FAILSAFE_MOLECULE_FLEET': 'fsm',
+        'FAILSAFE_MOLECULE_FLEET': os.environ.get('FAILSAFE_MOLECULE_FLEET', 'fsm'),
     })
     started = time.monotonic()
     proc = subprocess.run([os.path.join(VENV_BIN, 'molecule'), 'test', '-s', scenario], cwd=ROOT, env=env,

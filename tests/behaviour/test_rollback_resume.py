@@ -39,8 +39,8 @@ def deploy(d, version, extra_env=None):
     return run(d, ['failsafe.deploy.deploy', '-e', 'release_version=%s' % version], extra_env)
 
 
-@pytest.fixture
-def crashed_rollback(local_deploy):
+@pytest.fixture(name='crashed_rollback')
+def fixture_crashed_rollback(local_deploy):
     """1.0.0 verified; 3.0.0 fails its health check; the rollback's controller dies mid-restore."""
     d = local_deploy
     proc = deploy(d, '1.0.0')

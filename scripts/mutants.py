@@ -464,6 +464,8 @@ def run_mutant(root, files, mutant, venv, slot, args, tests=None):
         statuses = [s for case, s in cases.items() if node_matches(named, case)]
         (result['failed'] if 'failed' in statuses else result['not_failed']).append(named)
     result['failed_cases'] = sorted(c for c, s in cases.items() if s == 'failed')
+    # pytest's short summary (-rfE): which assertion killed the mutant, for the report.
+    result['why'] = [line[:300] for line in text.splitlines() if line.startswith(('FAILED ', 'ERROR '))][:10]
     if result['detail']:  # timed out: an error of the check
         result['status'] = 'error'
     elif proc.returncode == 0:

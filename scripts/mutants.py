@@ -440,7 +440,7 @@ def run_mutant(root, files, mutant, venv, slot, args, tests=None):
     timeout = args.timeout or (BEHAVIOUR_TIMEOUT if behaviour else UNIT_TIMEOUT)
     scratch = make_scratch(root, files, mutant, venv)
     junit = os.path.join(scratch, '.build', 'mutant-junit.xml')
-    cmd = [os.path.join(venv, 'bin', 'python'), '-m', 'pytest', '-q', '-rfE', '-p', 'no:cacheprovider',
+    cmd = [os.path.join(venv, 'bin', 'python'), '-m', 'pytest', '-q', '-rfE', '--tb=line', '-p', 'no:cacheprovider',
            '--junitxml', junit] + list(tests)
     result = {'name': mutant['name'], 'breaks': mutant['breaks'], 'file': mutant['file'], 'tests': list(tests),
               'killed': False, 'status': 'error', 'rc': None, 'failed': [], 'not_failed': [], 'seconds': 0.0,
@@ -464,8 +464,9 @@ def run_mutant(root, files, mutant, venv, slot, args, tests=None):
         statuses = [s for case, s in cases.items() if node_matches(named, case)]
         (result['failed'] if 'failed' in statuses else result['not_failed']).append(named)
     result['failed_cases'] = sorted(c for c, s in cases.items() if s == 'failed')
-    # pytest's short summary (-rfE): which assertion killed the mutant, for the report.
-    result['why'] = [line[:300] for line in text.splitlines() if line.startswith(('FAILED ', 'ERROR '))][:10]
+    # pytest's failure lines (--tb=line: path:line: error), which assertion killed the mutant, for the report.
+    result['why'] = [line.replace(scratch + os.sep, '')[:300] for line in text.splitlines()
+                     if line.startswith(scratch + os.sep)][:10]
     if result['detail']:  # timed out: an error of the check
         result['status'] = 'error'
     elif proc.returncode == 0:
@@ -492,11 +493,13 @@ def run_mutant(root, files, mutant, venv, slot, args, tests=None):
 def markdown(results, total_seconds):
     killed = sum(1 for r in results if r['killed'])
     lines = ['# Mutation check', '', 'mutants: %d killed / %d total (%.0f s)' % (killed, len(results), total_seconds),
-             '', '| mutant | breaks | status | seconds | killer tests |', '|---|---|---|---|---|']
+             '', '| mutant | breaks | status | seconds | killer tests | first failure |', '|---|---|---|---|---|---|']
     for r in results:
         status = r['status'] + (' (%s)' % r['detail'] if r['detail'] and not r['killed'] else '')
-        lines.append('| %s | %s | %s | %s | %s |' % (r['name'], r['breaks'], status, r['seconds'],
-                                                     '<br>'.join('`%s`' % t for t in r['tests'])))
+        why = (r.get('why') or [''])[0].replace('|', '\\|')
+        lines.append('| %s | %s | %s | %s | %s | %s |' % (r['name'], r['breaks'], status, r['seconds'],
+                                                          '<br>'.join('`%s`' % t for t in r['tests']),
+                                                          '`%s`' % why if why else ''))
     return '\n'.join(lines) + '\n'
 
 

@@ -39,6 +39,7 @@ import xml.etree.ElementTree as ET
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIT_TIMEOUT = 180
 BEHAVIOUR_TIMEOUT = 600
+RUNNING = set()  # pytest processes under way (each leads its own process group)
 
 LOCAL_ROLLBACK_DIGEST = ('tests/behaviour/test_local_rollback.py::'
                          'test_when_health_fails_after_switch_then_deploy_fails_and_every_captured_path_is_restored')
@@ -374,7 +375,7 @@ def make_scratch(root, files, mutant, venv):
 def mutant_env(scratch, venv, slot, args):
     env = dict(os.environ)
     for key in ('ANSIBLE_CONFIG', 'ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'PYTEST_ADDOPTS',
-                'FAILSAFE_CRASH_AT'):
+                'FAILSAFE_CRASH_AT', 'FAILSAFE_CRASH_SCOPE'):
         env.pop(key, None)
     home = os.path.join(scratch, '.build', 'ansible-home')
     env.update({
@@ -447,6 +448,7 @@ def run_mutant(root, files, mutant, venv, slot, args, tests=None):
               'detail': ''}
     proc = subprocess.Popen(cmd, cwd=scratch, env=mutant_env(scratch, venv, slot, args), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    RUNNING.add(proc)
     try:
         output = proc.communicate(timeout=timeout)[0]
     except subprocess.TimeoutExpired:
@@ -457,6 +459,8 @@ def run_mutant(root, files, mutant, venv, slot, args, tests=None):
             os.killpg(proc.pid, signal.SIGKILL)
             output = proc.communicate()[0]
         result['detail'] = 'timed out after %d s' % timeout
+    finally:
+        RUNNING.discard(proc)
     text = output.decode('utf-8', 'replace')
     result['rc'] = proc.returncode
     cases = read_junit(junit)
@@ -575,11 +579,23 @@ def main(argv=None):
                 print('mutant %-28s %-8s %6.1f s%s' % (res['name'], res['status'], res['seconds'],
                                                        '' if res['killed'] else '  ' + res['detail']), flush=True)
 
-    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(max(1, args.workers))]
+    threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in range(max(1, args.workers))]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        with lock:
+            del pending[:]
+        for proc in list(RUNNING):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        print('mutants: interrupted', file=sys.stderr)
+        return 130
     ordered = [results[m['name']] for m in chosen]
     total = time.monotonic() - started
     killed = sum(1 for r in ordered if r['killed'])

@@ -20,6 +20,7 @@ scripts/test.sh runs this check after the whole suite has passed.
     python scripts/mutants.py --list          # the mutants and their killer tests
     python scripts/mutants.py --only NAME     # one mutant (repeatable)
     python scripts/mutants.py --only NAME --tests tests/unit   # which tests of a directory kill it
+    python scripts/mutants.py --baseline      # the killer tests pass on an unmutated copy (no false kills)
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -359,11 +360,12 @@ def make_scratch(root, files, mutant, venv):
             os.symlink(os.readlink(src), dest)
         elif os.path.isfile(src):
             shutil.copy2(src, dest)
-    path = os.path.join(scratch, mutant['file'])
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write(text.replace(mutant['old'], mutant['new'], 1))
+    if mutant.get('file'):
+        path = os.path.join(scratch, mutant['file'])
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(text.replace(mutant['old'], mutant['new'], 1))
     link = os.path.join(scratch, '.build', 'collections', 'ansible_collections', 'failsafe', 'deploy')
     os.makedirs(os.path.dirname(link), exist_ok=True)
     os.symlink(scratch, link)
@@ -531,6 +533,8 @@ def main(argv=None):
     parser.add_argument('--output', default=os.path.join(ROOT, 'tests', 'output'), help='report directory')
     parser.add_argument('--keep', action='store_true', help='keep the scratch copies')
     parser.add_argument('--verbose', action='store_true', help='keep the pytest output of every mutant in the json')
+    parser.add_argument('--baseline', action='store_true',
+                        help='run the killer tests of the chosen mutants once on an unmutated copy: they must pass')
     args = parser.parse_args(argv)
 
     venv = os.environ.get('FAILSAFE_VENV') or os.path.join(ROOT, '.venv')
@@ -554,6 +558,17 @@ def main(argv=None):
     except MutantError as e:
         print('mutants: %s' % e, file=sys.stderr)
         return 2
+    if args.baseline:
+        tests = []
+        for m in chosen:
+            tests.extend(t for t in m['tests'] if t not in tests)
+        base = {'name': 'baseline', 'breaks': 'nothing (unmutated copy)', 'file': None, 'tests': args.tests or tests}
+        res = run_mutant(ROOT, files, base, venv, 0, args, tests=base['tests'])
+        for line in res['why']:
+            print('    %s' % line)
+        print('baseline: pytest exited %s in %.0f s; failing: %s' % (
+            res['rc'], res['seconds'], ', '.join(res['failed_cases']) or 'none'))
+        return 0 if res['rc'] == 0 else 1
     if args.list:
         for m in chosen:
             print('%s: %s (%s)' % (m['name'], m['breaks'], m['file']))

@@ -39,7 +39,7 @@ import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIT_TIMEOUT = 180
-BEHAVIOUR_TIMEOUT = 600
+BEHAVIOUR_TIMEOUT = 900
 RUNNING = set()  # pytest processes under way (each leads its own process group)
 
 LOCAL_ROLLBACK_DIGEST = ('tests/behaviour/test_local_rollback.py::'
@@ -525,7 +525,7 @@ def main(argv=None):
     parser.add_argument('--only', action='append', default=[], help='run only this mutant (repeatable)')
     parser.add_argument('--tests', nargs='+', help='run these tests instead of the killer tests (to find killers)')
     parser.add_argument('--workers', type=int, default=2, help='mutants run side by side (default 2)')
-    parser.add_argument('--timeout', type=int, default=0, help='seconds per mutant (default 180 unit, 600 behaviour)')
+    parser.add_argument('--timeout', type=int, default=0, help='seconds per mutant (default 180 unit, 900 behaviour)')
     parser.add_argument('--fleet-prefix', default=os.environ.get('FAILSAFE_MUTANTS_FLEET', 'fsmu'),
                         help='fleet names are <prefix><slot>, <prefix>m<slot>, <prefix>x<slot> (default fsmu)')
     parser.add_argument('--subnet-base', type=int, default=int(os.environ.get('FAILSAFE_MUTANTS_SUBNET', '250')),

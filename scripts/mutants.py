@@ -7,9 +7,9 @@
 Each mutant below breaks one promise of the collection (the restore does nothing, the rollback picks the wrong
 release, a secret reaches the spool, ...) by replacing an exact piece of text, which must occur exactly once in its
 file: a mutant whose text has gone stale stops the check instead of passing silently. For each mutant the git-tracked
-files of this checkout are copied to a scratch directory, the mutation is applied there, and the mutant's killer
-tests run against that copy (same virtualenv, own ANSIBLE_HOME, own fleet names). The mutant is killed when pytest
-exits 1 and every named test failed; pytest exiting 0 means it survived; any other exit (usage error, collection
+files of this checkout are copied to a scratch directory (under .build/mutants/), the mutation is applied there, and
+the mutant's killer tests run against that copy (same virtualenv, own ANSIBLE_HOME, own fleet names). It is killed
+when pytest exits 1 and every named test failed; pytest exiting 0 means it survived; any other exit (usage error, collection
 error, nothing collected, timeout) is an error of the check, not a kill.
 
 The report goes to tests/output/mutants.md and mutants.json and to stdout ("mutants: K killed / N total"). The exit
@@ -349,7 +349,11 @@ def check_mutant(root, mutant, need_tests=True):
 
 
 def make_scratch(root, files, mutant, venv):
-    scratch = tempfile.mkdtemp(prefix='fsmut-%s-' % mutant['name'][:12])
+    # Not under /tmp: the namespace fleet hosts have a /tmp of their own, and they run the venv's supervisord
+    # through the scratch copy's path.
+    parent = os.path.join(root, '.build', 'mutants')
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix='%s-' % mutant['name'][:16], dir=parent)
     for rel in files:
         src = os.path.join(root, rel)
         dest = os.path.join(scratch, rel)

@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
 SHELL := /bin/bash
 
-.PHONY: setup demo test unit behaviour bench clean
+.PHONY: setup demo test unit mutants behaviour bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -14,6 +14,9 @@ test: setup
 
 unit: setup
 	bash scripts/test.sh unit
+
+mutants: setup
+	bash scripts/test.sh mutants
 
 bench: setup
 	bash scripts/bench.sh

@@ -16,9 +16,11 @@ __metaclass__ = type
 import errno
 import json
 import os
+import signal
 import tempfile
 
 CRASH_ENV = 'FAILSAFE_CRASH_AT'
+CRASH_SCOPE_ENV = 'FAILSAFE_CRASH_SCOPE'
 
 
 _CRASH_HITS = {}
@@ -29,6 +31,8 @@ def _crash_point(name):
 
     ``FAILSAFE_CRASH_AT=<name>`` dies the first time the point is reached, ``<name>@<n>`` the n-th time (for points
     inside loops). os._exit skips every cleanup handler, like a SIGKILL or a power cut would.
+    ``FAILSAFE_CRASH_SCOPE=controller`` (local connection only) SIGKILLs the ansible-playbook that runs this module
+    first, with its process group: the controller dies mid-task, so no rescue section of the play runs.
     """
     wanted = os.environ.get(CRASH_ENV)
     if not wanted or not wanted.startswith(name):
@@ -38,7 +42,21 @@ def _crash_point(name):
         return
     _CRASH_HITS[name] = _CRASH_HITS.get(name, 0) + 1
     if _CRASH_HITS[name] >= int(nth or 1):
+        if os.environ.get(CRASH_SCOPE_ENV) == 'controller':
+            _kill_controller()
         os._exit(137)
+
+
+def _kill_controller():
+    """SIGKILL the process group of the ansible-playbook above this module (the parent of its worker, which leads
+    this session), then this module's own group (the worker)."""
+    try:
+        with open('/proc/%d/stat' % os.getsid(0)) as f:
+            ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+        os.killpg(os.getpgid(ppid), signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        pass
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def fsync_dir(path):

@@ -282,7 +282,7 @@ def run(cmd, env, log_path, timeout, echo=None, cwd=None, redact=None, header=No
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
         except (OSError, ValueError) as exc:
             error = 'could not start %s: %s' % (cmd[0], exc)
-            log.write(error + '\n')
+            log.write(redact(error) + '\n')
             return LaunchResult(None, False, False, started, time.time(), round(time.time() - started, 3),
                                 log_path, error)
         lines = queue.Queue()

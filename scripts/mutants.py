@@ -1,0 +1,646 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The mutation check: deliberate breakages that the test suite must catch.
+
+Each mutant below breaks one promise of the collection (the restore does nothing, the rollback picks the wrong
+release, a secret reaches the spool, ...) by replacing an exact piece of text, which must occur exactly once in its
+file: a mutant whose text has gone stale stops the check instead of passing silently. For each mutant the git-tracked
+files of this checkout are copied to a scratch directory (under .build/mutants/), the mutation is applied there, and
+the mutant's killer tests run against that copy (same virtualenv, own ANSIBLE_HOME, own fleet names). It is killed
+when pytest exits 1 and every named test failed; pytest exiting 0 means it survived; any other exit (usage error, collection
+error, nothing collected, timeout) is an error of the check, not a kill.
+
+The report goes to tests/output/mutants.md and mutants.json and to stdout ("mutants: K killed / N total"). The exit
+status is non-zero when a mutant survives or errors. The killer tests are assumed to pass on the unmutated checkout:
+scripts/test.sh runs this check after the whole suite has passed.
+
+    python scripts/mutants.py                 # every mutant, two at a time
+    python scripts/mutants.py --list          # the mutants and their killer tests
+    python scripts/mutants.py --only NAME     # one mutant (repeatable)
+    python scripts/mutants.py --only NAME --tests tests/unit   # which tests of a directory kill it
+    python scripts/mutants.py --baseline      # the killer tests pass on an unmutated copy (no false kills)
+"""
+
+from __future__ import (absolute_import, division, print_function)
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNIT_TIMEOUT = 180
+BEHAVIOUR_TIMEOUT = 900
+RUNNING = set()  # pytest processes under way (each leads its own process group)
+
+LOCAL_ROLLBACK_DIGEST = ('tests/behaviour/test_local_rollback.py::'
+                         'test_when_health_fails_after_switch_then_deploy_fails_and_every_captured_path_is_restored')
+CALLBACK = 'tests/unit/plugins/callback/test_auto_rollback.py::'
+RELEASE = 'tests/unit/plugins/module_utils/test_release.py::'
+SNAPSHOT = 'tests/unit/plugins/module_utils/test_snapshot.py::'
+JOURNAL = 'tests/unit/plugins/module_utils/test_journal.py::'
+HEALTH = 'tests/unit/plugins/module_utils/test_health.py::'
+SNAPSHOT_MODULE = 'tests/unit/plugins/modules/test_snapshot_module.py::'
+DEPLOY_STATE_MODULE = 'tests/unit/plugins/modules/test_deploy_state_module.py::'
+HEALTH_MODULE = 'tests/unit/plugins/modules/test_health_check_module.py::'
+INCIDENT = 'tests/unit/plugins/plugin_utils/test_incident.py::'
+REDACT = 'tests/unit/plugins/plugin_utils/test_redact.py::'
+CRASH_SAFETY = 'tests/unit/plugins/module_utils/test_crash_safety.py::'
+RESUME = 'tests/behaviour/test_rollback_resume.py::'
+
+CLOSE_EARLY = """    - name: Close the transaction as rolled back before restoring anything
+      failsafe.deploy.deploy_state:
+        path: "{{ __failsafe_rollback_state_dir }}"
+        name: "{{ __failsafe_rollback_name }}"
+        state: rolled_back
+        run_id: "{{ __failsafe_rollback_txn.run_id }}"
+        data:
+          reason: "{{ failsafe_rollback_reason }}"
+          verified: true
+
+"""
+RESTORE_TASK = '    - name: Restore every captured path from the snapshot and verify it\n'
+
+# Each mutant: name, what it breaks (one line), file, old text (must occur exactly once), new text, and the killer
+# tests (pytest node ids, files or directories) that must all fail.
+MUTANTS = [
+    # --- restore -------------------------------------------------------------------------------------------------
+    {
+        'name': 'restore-noop',
+        'breaks': 'the snapshot restore changes nothing and reports success',
+        'file': 'plugins/module_utils/_snapshot.py',
+        'old': '        if check_mode:\n            return result\n        for root in roots:\n',
+        'new': '        if True:  # mutant\n            return result\n        for root in roots:\n',
+        'tests': [
+            LOCAL_ROLLBACK_DIGEST,
+            'tests/behaviour/test_fault_matrix.py::test_fault_matrix[verify-task_failure]',
+            'tests/behaviour/test_molecule.py::test_molecule_scenario_passes[rollback]',
+        ],
+    },
+    {
+        'name': 'restore-module-dry-run',
+        'breaks': 'the snapshot module runs state=restored as a dry run',
+        'file': 'plugins/modules/snapshot.py',
+        'old': "verify=module.params['verify'], check_mode=module.check_mode)",
+        'new': "verify=module.params['verify'], check_mode=True)",
+        'tests': [
+            SNAPSHOT_MODULE + 'test_restored_brings_everything_back_with_diff_and_is_idempotent',
+        ],
+    },
+    {
+        'name': 'restore-self-check-skipped',
+        'breaks': "the restore's own re-read of every path after writing (verify=true) is skipped",
+        'file': 'plugins/module_utils/_snapshot.py',
+        'old': '        if verify:\n            remaining, dummy = self.drift(manifest, full=True)\n',
+        'new': '        if False:  # mutant\n            remaining, dummy = self.drift(manifest, full=True)\n',
+        'tests': [
+            SNAPSHOT + 'test_given_verify_when_the_restore_does_not_take_then_it_fails_listing_what_differs',
+        ],
+    },
+    # --- verification --------------------------------------------------------------------------------------------
+    {
+        'name': 'verify-always-passes',
+        'breaks': 'snapshot verification reports no drift whatever the paths hold',
+        'file': 'plugins/module_utils/_snapshot.py',
+        'old': "                    drift=found, changed=False)",
+        'new': "                    drift=[], changed=False)",
+        'tests': [
+            SNAPSHOT + 'test_given_drift_when_verified_then_each_kind_is_reported_and_nothing_changes',
+            SNAPSHOT_MODULE + 'test_verified_fails_on_drift_unless_verify_false',
+        ],
+    },
+    {
+        'name': 'drift-blind-to-content',
+        'breaks': 'the drift check ignores file content',
+        'file': 'plugins/module_utils/_snapshot.py',
+        'old': "                if kind == 'file' and not self._content_matches(path, st, entry, full):",
+        'new': "                if False:  # mutant",
+        'tests': [
+            SNAPSHOT + 'test_verify_rereads_content_even_when_stat_looks_unchanged',
+            CRASH_SAFETY + 'test_snapshot_restore_interrupted_at_each_point_then_rerun_completes',
+        ],
+    },
+    {
+        'name': 'drift-blind-to-owner',
+        'breaks': 'the drift check ignores the owner of a path',
+        'file': 'plugins/module_utils/_snapshot.py',
+        'old': "            if st.st_uid != entry['uid']:",
+        'new': "            if False:  # mutant",
+        'tests': [
+            SNAPSHOT + 'test_given_drift_when_verified_then_each_kind_is_reported_and_nothing_changes',
+        ],
+    },
+    # --- target choice, quarantine, retention --------------------------------------------------------------------
+    {
+        'name': 'target-previous-directory',
+        'breaks': 'the rollback switches to the newest other release directory, not the last verified release',
+        'file': 'plugins/module_utils/_release.py',
+        'old': '    target = select_rollback_target(call.ledger, exclude=exclude, exists=call.exists)\n',
+        'new': "    target = ([r for r in sorted(call.ledger['releases']) if r not in exclude and call.exists(r)]"
+               " or [None])[-1]  # mutant\n",
+        'tests': [
+            RELEASE + 'test_given_failed_deploy_when_rolled_back_then_current_is_last_verified_not_previous_dir',
+            RELEASE + 'test_given_previous_failed_release_when_rolled_back_then_never_chosen',
+        ],
+    },
+    {
+        'name': 'quarantine-not-recorded',
+        'breaks': 'a rolled back release is not marked failed (it could be deployed again)',
+        'file': 'plugins/module_utils/_release.py',
+        'old': "            _mark(call.ledger, release_id, 'failed', call.t, event='rolled back', "
+               "reason=reason or 'rolled back')\n",
+        'new': "            pass  # mutant\n",
+        'tests': [
+            CRASH_SAFETY + 'test_rollback_switch_interrupted_at_each_point',
+            'tests/unit/plugins/modules/test_release_module.py::test_given_failed_release_when_rolled_back_through_main_then_last_verified_is_current',
+        ],
+    },
+    {
+        'name': 'retention-prunes-last-verified',
+        'breaks': 'retention may remove the last verified release',
+        'file': 'plugins/module_utils/_release.py',
+        'old': "        kept[ledger['last_verified']] = 'last verified'\n",
+        'new': "        pass  # mutant\n",
+        'tests': [
+            RELEASE + 'test_given_keep_zero_when_pruned_then_current_and_last_verified_survive',
+            RELEASE + 'test_given_releases_when_planning_retention_then_protected_ones_stay',
+        ],
+    },
+    # --- scope and failure detection -----------------------------------------------------------------------------
+    {
+        'name': 'scope-failed-hosts-only',
+        'breaks': 'the rollback covers only the failed hosts, not every host with a transaction of this run',
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': '        return failed + [h for h in self.opened_order if h not in failed]\n',
+        'new': '        return list(failed)  # mutant\n',
+        'tests': [
+            CALLBACK + 'test_rollback_of_every_opened_host',
+            INCIDENT + 'test_scope_opened_vs_failed',
+        ],
+    },
+    {
+        'name': 'unreachable-not-counted',
+        'breaks': 'an unreachable host with an open transaction is not counted as a failure',
+        'file': 'plugins/callback/auto_rollback.py',
+        'old': '        self._failure(host, task, data, unreachable=True)\n',
+        'new': '        return  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/callback/test_auto_rollback_unreachable.py',
+        ],
+    },
+    {
+        'name': 'failed-rollback-reported-ok',
+        'breaks': 'a failed rollback is reported as rolled_back',
+        'file': 'plugins/callback/auto_rollback.py',
+        'old': "            self.outcome = 'rolled_back' if reason is None else 'rollback_failed'\n",
+        'new': "            self.outcome = 'rolled_back'  # mutant\n",
+        'tests': [
+            CALLBACK + 'test_anything_but_a_clean_rollback_is_rollback_failed',
+        ],
+    },
+    {
+        'name': 'unverified-rollback-accepted',
+        'breaks': 'a rollback whose restore could not be verified counts as a success',
+        'file': 'plugins/callback/auto_rollback.py',
+        'old': '        if unverified:\n',
+        'new': '        if False:  # mutant\n',
+        'tests': [
+            CALLBACK + 'test_anything_but_a_clean_rollback_is_rollback_failed',
+        ],
+    },
+    # --- lock and journal ----------------------------------------------------------------------------------------
+    {
+        'name': 'lock-not-taken',
+        'breaks': 'deploy_state state=locked reports the lock taken but writes nothing',
+        'file': 'plugins/module_utils/_journal.py',
+        'old': '        if not check_mode and not ds.create_lock(new):\n',
+        'new': '        if False:  # mutant\n',
+        'tests': [
+            JOURNAL + 'test_given_lock_held_by_another_run_when_locked_then_fails_fast_naming_holder',
+            JOURNAL + 'test_given_no_lock_when_locked_then_lock_file_names_holder',
+        ],
+    },
+    {
+        'name': 'live-lock-taken-over',
+        'breaks': 'a lock held by a live run that has not expired is taken over',
+        'file': 'plugins/module_utils/_journal.py',
+        'old': '        if not expired and not force:\n',
+        'new': '        if False:  # mutant\n',
+        'tests': [
+            JOURNAL + 'test_given_lock_held_by_another_run_when_locked_then_fails_fast_naming_holder',
+            DEPLOY_STATE_MODULE + 'test_lock_held_by_another_run_fails_fast_and_same_run_is_unchanged',
+        ],
+    },
+    {
+        'name': 'journal-closed-before-restore',
+        'breaks': 'the rollback closes the transaction as rolled_back (and frees the lock) before it restores',
+        'file': 'roles/rollback/tasks/main.yml',
+        'old': RESTORE_TASK,
+        'new': CLOSE_EARLY + RESTORE_TASK,
+        'tests': [
+            RESUME + 'test_then_recover_finishes_the_restore_byte_for_byte',
+        ],
+    },
+    {
+        'name': 'preflight-ignores-dead-run',
+        'breaks': "preflight does not finish the transaction that a dead run left open",
+        'file': 'roles/preflight/tasks/main.yml',
+        'old': '    - failsafe_preflight_recover | bool\n',
+        'new': '    - false  # mutant\n',
+        'tests': [
+            RESUME + 'test_then_the_next_deploy_finishes_the_rollback_first',
+        ],
+    },
+    # --- redaction -----------------------------------------------------------------------------------------------
+    {
+        'name': 'alerts-not-redacted',
+        'breaks': 'alert payloads reach the spool and the webhook without redaction',
+        'file': 'plugins/callback/auto_rollback.py',
+        'old': '        payload = self.redactor.data(payload)\n',
+        'new': '        payload = dict(payload)  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/callback/test_auto_rollback_redaction.py',
+        ],
+    },
+    {
+        'name': 'failure-output-not-redacted',
+        'breaks': "a failed task's output reaches alerts and reports unredacted",
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': '            message = self._redactor.text(first_line(result))\n',
+        'new': '            message = first_line(result)  # mutant\n',
+        'tests': [
+            INCIDENT + 'test_failure_result_is_redacted_and_bounded',
+        ],
+    },
+    {
+        'name': 'secret-keys-not-recognised',
+        'breaks': 'values under secret-looking keys (password, token, ...) are not redacted',
+        'file': 'plugins/plugin_utils/_redact.py',
+        'old': '    return bool(_SECRET_KEY_RE.search(key))\n',
+        'new': '    return False  # mutant\n',
+        'tests': [
+            REDACT + 'test_secret_keys',
+            REDACT + 'test_data_redacts_by_key_and_in_values_deeply',
+        ],
+    },
+    # --- health checks -------------------------------------------------------------------------------------------
+    {
+        'name': 'health-retries-ignored',
+        'breaks': 'a health check makes one attempt whatever its retries',
+        'file': 'plugins/module_utils/_health.py',
+        'old': '    total = 1 + max(0, int(retries))\n',
+        'new': '    total = 1  # mutant\n',
+        'tests': [
+            HEALTH + 'test_given_always_failing_when_retries_2_then_three_attempts_and_no_trailing_sleep',
+            HEALTH_MODULE + 'test_given_recovering_app_when_checked_then_passes_on_third_attempt',
+        ],
+    },
+    {
+        'name': 'health-status-not-compared',
+        'breaks': 'an HTTP health check accepts any status code',
+        'file': 'plugins/module_utils/_health.py',
+        'old': '    if status not in status_code:\n',
+        'new': '    if False:  # mutant\n',
+        'tests': [
+            HEALTH + 'test_given_503_when_probed_then_fails_naming_status_and_keeps_body',
+            HEALTH + 'test_given_status_code_list_when_201_then_only_listed_codes_pass',
+        ],
+    },
+]
+
+
+class MutantError(Exception):
+    pass
+
+
+def tracked_files(root):
+    """The checkout's files as git sees them (tracked, plus new files not ignored), working-tree content."""
+    proc = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=root,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    if proc.returncode != 0:
+        raise MutantError('git ls-files failed in %s: %s' % (root, proc.stderr.decode('utf-8', 'replace')))
+    return sorted(set(p for p in proc.stdout.decode('utf-8').split('\0') if p))
+
+
+def check_mutant(root, mutant, need_tests=True):
+    """The mutation applies exactly once to the checkout, or the check stops here."""
+    path = os.path.join(root, mutant['file'])
+    if not os.path.isfile(path):
+        raise MutantError('mutant %s: %s does not exist' % (mutant['name'], mutant['file']))
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    count = text.count(mutant['old'])
+    if count != 1:
+        raise MutantError('mutant %s is stale: its text occurs %d times in %s, not once:\n%s'
+                          % (mutant['name'], count, mutant['file'], mutant['old']))
+    if mutant['old'] == mutant['new']:
+        raise MutantError('mutant %s changes nothing' % mutant['name'])
+    if need_tests and not mutant.get('tests'):
+        raise MutantError('mutant %s names no killer test' % mutant['name'])
+
+
+def make_scratch(root, files, mutant, venv):
+    # Not under /tmp: the namespace fleet hosts have a /tmp of their own, and they run the venv's supervisord
+    # through the scratch copy's path.
+    parent = os.path.join(root, '.build', 'mutants')
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix='%s-' % mutant['name'][:16], dir=parent)
+    for rel in files:
+        src = os.path.join(root, rel)
+        dest = os.path.join(scratch, rel)
+        if not os.path.lexists(src):
+            continue  # deleted in the working tree
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), dest)
+        elif os.path.isfile(src):
+            shutil.copy2(src, dest)
+    if mutant.get('file'):
+        path = os.path.join(scratch, mutant['file'])
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(text.replace(mutant['old'], mutant['new'], 1))
+    link = os.path.join(scratch, '.build', 'collections', 'ansible_collections', 'failsafe', 'deploy')
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    os.symlink(scratch, link)
+    if not os.path.lexists(os.path.join(scratch, '.venv')):
+        os.symlink(venv, os.path.join(scratch, '.venv'))
+    return scratch
+
+
+def mutant_env(scratch, venv, slot, args):
+    env = dict(os.environ)
+    for key in ('ANSIBLE_CONFIG', 'ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'PYTEST_ADDOPTS',
+                'FAILSAFE_CRASH_AT', 'FAILSAFE_CRASH_SCOPE'):
+        env.pop(key, None)
+    home = os.path.join(scratch, '.build', 'ansible-home')
+    env.update({
+        'PATH': os.path.join(venv, 'bin') + os.pathsep + os.environ.get('PATH', ''),
+        'FAILSAFE_VENV': venv,
+        'ANSIBLE_COLLECTIONS_PATH': os.path.join(scratch, '.build', 'collections'),
+        'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
+        'ANSIBLE_HOME': home,
+        'ANSIBLE_LOCAL_TEMP': os.path.join(home, 'tmp'),
+        'PYTHONDONTWRITEBYTECODE': '1',
+        # Fleet names of this worker slot: two mutants never share a fleet.
+        'FAILSAFE_FLEET_NAME': '%s%d' % (args.fleet_prefix, slot),
+        'FAILSAFE_FLEET_SUBNET': '10.213.%d.0/24' % (args.subnet_base + slot),
+        'FAILSAFE_MOLECULE_FLEET': '%sm%d' % (args.fleet_prefix, slot),
+        'FAILSAFE_FAULT_FLEET': '%sx%d' % (args.fleet_prefix, slot),
+    })
+    return env
+
+
+def node_matches(node_id, case_id):
+    """Does the junit test case (as a node id) belong to the named test (a node id, a file or a directory)?"""
+    if case_id == node_id or case_id.startswith(node_id + '['):
+        return True
+    if '::' not in node_id:
+        return case_id.startswith(node_id.rstrip('/') + ('::' if node_id.endswith('.py') else '/'))
+    return False
+
+
+def read_junit(path):
+    """{node id: 'passed'|'failed'|'skipped'} from pytest's junit xml."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    for case in ET.parse(path).getroot().iter('testcase'):
+        classname = case.get('classname') or ''
+        name = case.get('name') or ''
+        parts = classname.split('.')
+        # tests.unit.x.test_mod(.TestClass)? -> tests/unit/x/test_mod.py(::TestClass)?
+        mod_end = len(parts)
+        for i in range(len(parts), 0, -1):
+            if parts[i - 1].startswith('test_'):
+                mod_end = i
+                break
+        node = '/'.join(parts[:mod_end]) + '.py'
+        for cls in parts[mod_end:]:
+            node += '::' + cls
+        node += '::' + name
+        if case.find('failure') is not None or case.find('error') is not None:
+            status = 'failed'
+        elif case.find('skipped') is not None:
+            status = 'skipped'
+        else:
+            status = 'passed'
+        if out.get(node) != 'failed':
+            out[node] = status
+    return out
+
+
+def run_mutant(root, files, mutant, venv, slot, args, tests=None):
+    started = time.monotonic()
+    tests = tests or mutant['tests']
+    behaviour = any(t.startswith('tests/behaviour') for t in tests)
+    timeout = args.timeout or (BEHAVIOUR_TIMEOUT if behaviour else UNIT_TIMEOUT)
+    scratch = make_scratch(root, files, mutant, venv)
+    junit = os.path.join(scratch, '.build', 'mutant-junit.xml')
+    cmd = [os.path.join(venv, 'bin', 'python'), '-m', 'pytest', '-q', '-rfE', '--tb=line', '-p', 'no:cacheprovider',
+           '--junitxml', junit] + list(tests)
+    result = {'name': mutant['name'], 'breaks': mutant['breaks'], 'file': mutant['file'], 'tests': list(tests),
+              'killed': False, 'status': 'error', 'rc': None, 'failed': [], 'not_failed': [], 'seconds': 0.0,
+              'detail': ''}
+    proc = subprocess.Popen(cmd, cwd=scratch, env=mutant_env(scratch, venv, slot, args), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    RUNNING.add(proc)
+    try:
+        output = proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            output = proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output = proc.communicate()[0]
+        result['detail'] = 'timed out after %d s' % timeout
+    finally:
+        RUNNING.discard(proc)
+    text = output.decode('utf-8', 'replace')
+    result['rc'] = proc.returncode
+    cases = read_junit(junit)
+    for named in tests:
+        statuses = [s for case, s in cases.items() if node_matches(named, case)]
+        (result['failed'] if 'failed' in statuses else result['not_failed']).append(named)
+    result['failed_cases'] = sorted(c for c, s in cases.items() if s == 'failed')
+    # pytest's failure lines (--tb=line: path:line: error), which assertion killed the mutant, for the report.
+    result['why'] = [line.replace(scratch + os.sep, '')[:300] for line in text.splitlines()
+                     if line.startswith(scratch + os.sep)][:10]
+    if result['detail']:  # timed out: an error of the check
+        result['status'] = 'error'
+    elif proc.returncode == 0:
+        result['status'] = 'survived'
+        result['detail'] = 'every killer test passed'
+    elif proc.returncode == 1 and not result['not_failed']:
+        result['status'] = 'killed'
+        result['killed'] = True
+    elif proc.returncode == 1:
+        result['status'] = 'survived'
+        result['detail'] = 'passed: %s' % ', '.join(result['not_failed'])
+    else:
+        result['detail'] = 'pytest exited %d (not a test failure)' % proc.returncode
+    if args.verbose or result['status'] == 'error':
+        result['output_tail'] = text[-4000:]
+    result['seconds'] = round(time.monotonic() - started, 1)
+    if args.keep:
+        result['scratch'] = scratch
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def markdown(results, total_seconds):
+    killed = sum(1 for r in results if r['killed'])
+    lines = ['# Mutation check', '', 'mutants: %d killed / %d total (%.0f s)' % (killed, len(results), total_seconds),
+             '', '| mutant | breaks | status | seconds | killer tests | first failure |', '|---|---|---|---|---|---|']
+    for r in results:
+        status = r['status'] + (' (%s)' % r['detail'] if r['detail'] and not r['killed'] else '')
+        why = (r.get('why') or [''])[0].replace('|', '\\|')
+        lines.append('| %s | %s | %s | %s | %s | %s |' % (r['name'], r['breaks'], status, r['seconds'],
+                                                          '<br>'.join('`%s`' % t for t in r['tests']),
+                                                          '`%s`' % why if why else ''))
+    return '\n'.join(lines) + '\n'
+
+
+def table(results):
+    width = max(len(r['name']) for r in results)
+    rows = []
+    for r in results:
+        rows.append('%-*s  %-8s %6.1f s  %s' % (width, r['name'], r['status'], r['seconds'], r['breaks']))
+        if not r['killed']:
+            rows.append('%*s  %s' % (width, '', r['detail']))
+    return '\n'.join(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='Apply each mutant to a scratch copy and run its killer tests.')
+    parser.add_argument('--list', action='store_true', help='print the mutants and their killer tests')
+    parser.add_argument('--only', action='append', default=[], help='run only this mutant (repeatable)')
+    parser.add_argument('--tests', nargs='+', help='run these tests instead of the killer tests (to find killers)')
+    parser.add_argument('--workers', type=int, default=2, help='mutants run side by side (default 2)')
+    parser.add_argument('--timeout', type=int, default=0, help='seconds per mutant (default 180 unit, 900 behaviour)')
+    parser.add_argument('--fleet-prefix', default=os.environ.get('FAILSAFE_MUTANTS_FLEET', 'fsmu'),
+                        help='fleet names are <prefix><slot>, <prefix>m<slot>, <prefix>x<slot> (default fsmu)')
+    parser.add_argument('--subnet-base', type=int, default=int(os.environ.get('FAILSAFE_MUTANTS_SUBNET', '250')),
+                        help='worker slot n uses 10.213.<base+n>.0/24 (default 250)')
+    parser.add_argument('--output', default=os.path.join(ROOT, 'tests', 'output'), help='report directory')
+    parser.add_argument('--keep', action='store_true', help='keep the scratch copies')
+    parser.add_argument('--verbose', action='store_true', help='keep the pytest output of every mutant in the json')
+    parser.add_argument('--baseline', action='store_true',
+                        help='run the killer tests of the chosen mutants once on an unmutated copy: they must pass')
+    args = parser.parse_args(argv)
+
+    venv = os.environ.get('FAILSAFE_VENV') or os.path.join(ROOT, '.venv')
+    if not os.path.exists(os.path.join(venv, 'bin', 'python')):
+        print('mutants: no virtualenv at %s (set FAILSAFE_VENV)' % venv, file=sys.stderr)
+        return 2
+    venv = os.path.abspath(venv)
+    names = set(m['name'] for m in MUTANTS)
+    if len(names) != len(MUTANTS):
+        print('mutants: two mutants share a name', file=sys.stderr)
+        return 2
+    unknown = [n for n in args.only if n not in names]
+    if unknown:
+        print('mutants: no such mutant: %s' % ', '.join(unknown), file=sys.stderr)
+        return 2
+    chosen = [m for m in MUTANTS if not args.only or m['name'] in args.only]
+    try:
+        for mutant in MUTANTS:
+            check_mutant(ROOT, mutant, need_tests=not args.tests)
+        files = tracked_files(ROOT)
+    except MutantError as e:
+        print('mutants: %s' % e, file=sys.stderr)
+        return 2
+    if args.baseline:
+        tests = []
+        for m in chosen:
+            tests.extend(t for t in m['tests'] if t not in tests)
+        base = {'name': 'baseline', 'breaks': 'nothing (unmutated copy)', 'file': None, 'tests': args.tests or tests}
+        res = run_mutant(ROOT, files, base, venv, 0, args, tests=base['tests'])
+        for line in res['why']:
+            print('    %s' % line)
+        print('baseline: pytest exited %s in %.0f s; failing: %s' % (
+            res['rc'], res['seconds'], ', '.join(res['failed_cases']) or 'none'))
+        return 0 if res['rc'] == 0 else 1
+    if args.list:
+        for m in chosen:
+            print('%s: %s (%s)' % (m['name'], m['breaks'], m['file']))
+            for t in m['tests']:
+                print('    %s' % t)
+        return 0
+
+    started = time.monotonic()
+    # The slow mutants (behaviour tests) first, so that the quick ones fill the other worker meanwhile.
+    pending = sorted(chosen, key=lambda m: not any(t.startswith('tests/behaviour') for t in m['tests']))
+    results = {}
+    lock = threading.Lock()
+
+    def worker(slot):
+        while True:
+            with lock:
+                if not pending:
+                    return
+                mutant = pending.pop(0)
+            res = run_mutant(ROOT, files, mutant, venv, slot, args, tests=args.tests)
+            with lock:
+                results[mutant['name']] = res
+                print('mutant %-28s %-8s %6.1f s%s' % (res['name'], res['status'], res['seconds'],
+                                                       '' if res['killed'] else '  ' + res['detail']), flush=True)
+
+    threads = [threading.Thread(target=worker, args=(slot,), daemon=True) for slot in range(max(1, args.workers))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        with lock:
+            del pending[:]
+        for proc in list(RUNNING):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
+        print('mutants: interrupted', file=sys.stderr)
+        return 130
+    ordered = [results[m['name']] for m in chosen]
+    total = time.monotonic() - started
+    killed = sum(1 for r in ordered if r['killed'])
+
+    if args.tests:
+        for r in ordered:
+            print('%s: rc=%s; failing tests:' % (r['name'], r['rc']))
+            for case in r['failed_cases']:
+                print('    %s' % case)
+        return 0
+
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, 'mutants.json'), 'w', encoding='utf-8') as f:
+        json.dump({'killed': killed, 'total': len(ordered), 'seconds': round(total, 1), 'mutants': ordered}, f,
+                  indent=2, sort_keys=True)
+        f.write('\n')
+    with open(os.path.join(args.output, 'mutants.md'), 'w', encoding='utf-8') as f:
+        f.write(markdown(ordered, total))
+    for r in ordered:
+        if r['status'] == 'error' and r.get('output_tail'):
+            print('--- %s: pytest output (tail)\n%s' % (r['name'], r['output_tail']))
+    print(table(ordered))
+    print('mutants: %d killed / %d total in %.0f s (report: %s)' % (
+        killed, len(ordered), total, os.path.join(os.path.relpath(args.output, ROOT), 'mutants.md')))
+    return 0 if killed == len(ordered) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -2,12 +2,17 @@
 # Every test: unit and behaviour tests (real ansible-playbook runs on this machine and on a fleet of
 # namespace SSH hosts), the mutation check (scripts/mutants.py: deliberate breakages the suite must catch), then the
 # ecosystem gates. `scripts/test.sh unit` runs the unit tests alone, `scripts/test.sh mutants` the mutation check.
+#
+# `all` runs waiting-bound work side by side, each on fleets of its own names: the fault matrix (its own 3-host
+# fleet, mostly waiting on hosts, supervisor start-ups and health checks) beside the other tests, then the mutation
+# check beside the gates. Each part's output is printed whole when it ends; the run fails if any part failed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=scripts/env.sh
 source "$root/scripts/env.sh"
-mkdir -p tests/output
+out="$root/tests/output"
+mkdir -p "$out"
 start=$(date +%s)
 
 run_pytest() {
@@ -17,17 +22,58 @@ run_pytest() {
   return "$rc"
 }
 
+# The closing line: every test of every pytest run of this command, from their JUnit reports.
+summary() {
+  python3 - "$@" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+totals = dict(tests=0, failures=0, errors=0, skipped=0)
+for path in sys.argv[1:]:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        print('test.sh: no JUnit report %s (%s)' % (path, exc))
+        totals['errors'] += 1
+        continue
+    for suite in ([root] if root.tag == 'testsuite' else root.iter('testsuite')):
+        for key in totals:
+            totals[key] += int(suite.get(key, 0))
+failed = totals['failures'] + totals['errors']
+passed = totals['tests'] - failed - totals['skipped']
+print('tests: %d passed, %d failed, %d skipped' % (passed, failed, totals['skipped']))
+EOF
+}
+
 case "${1:-all}" in
   unit)
     run_pytest -q tests/unit
     ;;
   all)
     if [ -x scripts/fleet-prereqs.sh ]; then bash scripts/fleet-prereqs.sh; fi
-    run_pytest -q -rs tests/unit tests/behaviour --junitxml=tests/output/pytest.xml
-    # Every mutant must be killed by its named tests (which the run above has just seen pass).
-    python scripts/mutants.py
-    # The ecosystem gates are part of the test: a failing gate fails this command (set -e).
-    bash scripts/checks.sh
+    rm -f "$out/pytest.xml" "$out/pytest-matrix.xml"
+    status=0
+    echo "==> fault matrix (tests/behaviour/test_fault_matrix.py) beside the other tests; its output: $out/fault-matrix.log"
+    run_pytest -q -rs tests/behaviour/test_fault_matrix.py --junitxml="$out/pytest-matrix.xml" \
+      > "$out/fault-matrix.log" 2>&1 &
+    matrix=$!
+    run_pytest -q -rs tests/unit tests/behaviour --ignore=tests/behaviour/test_fault_matrix.py \
+      --junitxml="$out/pytest.xml" || status=1
+    wait "$matrix" || status=1
+    echo "==> fault matrix output"
+    cat "$out/fault-matrix.log"
+
+    # Every mutant must be killed by its named tests (which the runs above have just seen pass), beside the gates.
+    echo "==> mutation check beside the gates; its output: $out/mutants.log"
+    python scripts/mutants.py > "$out/mutants.log" 2>&1 &
+    mutants=$!
+    # The ecosystem gates are part of the test: a failing gate fails this command.
+    bash scripts/checks.sh || status=1
+    wait "$mutants" || status=1
+    echo "==> mutation check output"
+    cat "$out/mutants.log"
+    echo "test.sh: finished in $(( $(date +%s) - start )) s"
+    summary "$out/pytest.xml" "$out/pytest-matrix.xml"
+    exit "$status"
     ;;
   mutants)
     python scripts/mutants.py

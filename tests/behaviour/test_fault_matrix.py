@@ -47,7 +47,8 @@ STEPS = ('preflight', 'snapshot', 'release', 'activate', 'verify', 'commit')
 FAULTS = ('task_failure', 'unreachable', 'host_crash', 'sigkill', 'sigint', 'sigterm')
 CELLS = [(step, fault) for step in STEPS for fault in FAULTS]
 
-FLEET_NAME = 'fsx'
+# A mutation-testing run of single cells uses a fleet of its own name beside a running matrix.
+FLEET_NAME = os.environ.get('FAILSAFE_FAULT_FLEET', 'fsx')
 HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fault_hooks', 'fault.yml')
 APP_VARS = os.path.join(ROOT, 'tests', 'fleet', 'app-vars.yml')
 OUTPUT_DIR = os.path.join(ROOT, 'tests', 'output')

@@ -419,6 +419,7 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
 DEEP_CELLS = [
     ('snapshot', 'module_crash'),   # dies inside the snapshot capture loop
     ('commit', 'module_crash'),     # dies inside the journal commit while the other hosts commit
+    ('commit', 'sigkill'),          # the journal commit holds on one host, the others commit, the controller dies
     ('rollback', 'module_crash'),   # dies inside the restore, between two paths
     ('rollback', 'host_crash'),     # the restore holds part-way, the test kills the host
     ('rollback', 'unreachable'),    # the restore holds part-way, the test cuts the host's network
@@ -568,15 +569,21 @@ def test_fault_inside(fsx, step, fault):  # pylint: disable=redefined-outer-name
             state = matrix.state(target)
             assert (state['journal_run'], state['journal']) == (
                 run_id, 'rollback_failed' if fault == 'module_crash' else 'open'), (target, state)
-        if step == 'commit':
+        if step == 'commit' and fault == 'sigkill':
+            # The controller died mid-commit: a mixed fleet that recover.yml must not leave behind.
+            journals = {host: (matrix.state(host)['journal_run'], matrix.state(host)['journal']) for host in hosts}
+            assert journals == {host: (run_id, 'open' if host == target else 'committed') for host in hosts}, journals
+        elif step == 'commit':
             # The mixed-fleet risk was real: the other hosts had committed this run before the rollback undid it.
             for host in hosts:
                 statuses = [t['status'] for t in _journal_history(matrix, host) if t.get('run_id') == run_id]
                 if host != target:
                     assert statuses[-2:] == ['committed', 'rolled_back'], (host, statuses)
 
-        recovery = {'module_crash': 'recover.yml', 'host_crash': 'recover.yml', 'unreachable': 'recover.yml',
-                    'sigkill': 'deploy %s' % previous}[fault] if step == 'rollback' else None
+        if fault == 'sigkill':
+            recovery = 'deploy %s' % previous if step == 'rollback' else 'recover.yml'
+        else:
+            recovery = 'recover.yml' if step == 'rollback' else None
         if recovery == 'recover.yml':
             rc_rec, took = matrix.play(cell_dir, 'failsafe.deploy.recover')
         elif recovery:

@@ -20,7 +20,18 @@ was before the cell (tree digest of current, shared/ and the supervisor program 
 lock released, journal closed; or, only when the fault came after the commit (the commit step's after-hook), the new
 verified release on every host. A host that could not be rolled back at once must be named by the incident report.
 
-The summary (cell, outcome, rollback seconds) goes to tests/output/fault-matrix.md and .json.
+Each cell also asserts the outcome the deploy reported (rolled back; ROLLBACK FAILED naming the host; or no
+incident, after a commit or when the controller was SIGKILLed) and that every host's journal holds this cell's run
+(FAILSAFE_RUN_ID) and release.
+
+test_fault_inside adds faults where they hurt, on the same fleet (DEEP_CELLS): a module that dies at a crash point of
+module_utils on one host (FAILSAFE_CRASH_AT, armed on that host only by an interpreter wrapper), mid-snapshot,
+mid-commit with the other hosts committed, and mid-restore in the rollback child; and a host crash, a network cut
+and a controller SIGKILL while that host's restore holds part-way (FAILSAFE_CRASH_HOLD), and while its commit holds
+with the other hosts committed.
+
+The summary (cell, outcome, rollback seconds) goes to tests/output/fault-matrix.md and .json. FAILSAFE_FAULT_FLEET
+names the fleet (default fsx), so that single cells can run beside a running matrix.
 """
 
 import glob
@@ -188,7 +199,9 @@ class Matrix:
             json.dump(data, handle, indent=2, sort_keys=True)
         lines = ['# Fault-injection matrix', '',
                  '3 namespace SSH hosts; a good release per cell; the fault hits one host inside the step (its '
-                 'after-hook). Rollback seconds: the automatic rollback run plus the recovery run, where needed.', '',
+                 'after-hook), or, for module_crash and the rollback-* cells, inside a module (a crash point of the '
+                 'target-side code). Outcome: what the deploy reported, then the state of the fleet. Rollback '
+                 'seconds: the automatic rollback run plus the recovery run, where needed.', '',
                  '| cell | outcome | rollback s | recovery | cell s |', '| --- | --- | ---: | --- | ---: |']
         for row in self.rows:
             lines.append('| %s | %s | %s | %s | %.1f |' % (
@@ -420,7 +433,7 @@ DEEP_CELLS = [
     ('snapshot', 'module_crash'),   # dies inside the snapshot capture loop
     ('commit', 'module_crash'),     # dies inside the journal commit while the other hosts commit
     ('commit', 'sigkill'),          # the journal commit holds on one host, the others commit, the controller dies
-    ('rollback', 'module_crash'),   # dies inside the restore, between two paths
+    ('rollback', 'module_crash'),   # dies inside the restore, between two paths: the next deploy finishes it
     ('rollback', 'host_crash'),     # the restore holds part-way, the test kills the host
     ('rollback', 'unreachable'),    # the restore holds part-way, the test cuts the host's network
     ('rollback', 'sigkill'),        # the restore holds part-way, the test SIGKILLs the controller and its child
@@ -580,10 +593,12 @@ def test_fault_inside(fsx, step, fault):  # pylint: disable=redefined-outer-name
                 if host != target:
                     assert statuses[-2:] == ['committed', 'rolled_back'], (host, statuses)
 
-        if fault == 'sigkill':
-            recovery = 'deploy %s' % previous if step == 'rollback' else 'recover.yml'
+        # recover.yml after a lost host, and after the controller died mid-commit; the next deploy (preflight)
+        # after a rollback that failed inside its restore and after a controller SIGKILL mid-rollback.
+        if step == 'rollback':
+            recovery = 'deploy %s' % previous if fault in ('module_crash', 'sigkill') else 'recover.yml'
         else:
-            recovery = 'recover.yml' if step == 'rollback' else None
+            recovery = 'recover.yml' if fault == 'sigkill' else None
         if recovery == 'recover.yml':
             rc_rec, took = matrix.play(cell_dir, 'failsafe.deploy.recover')
         elif recovery:

@@ -506,6 +506,19 @@ def _process_tree(pid):
     return tree
 
 
+def _wait_for_commits(matrix, hosts, run_id, proc, timeout=120):
+    """Until the other hosts' commit of this run is on disk (the target's holds inside its own)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        journals = [matrix.read_json(host, '/var/lib/failsafe-deploy/app/journal.json') or {} for host in hosts]
+        if all((j.get('run_id'), j.get('status')) == (run_id, 'committed') for j in journals):
+            return
+        if proc.poll() is not None:
+            raise AssertionError('the deploy ended (rc %s) before the other hosts committed' % proc.returncode)
+        time.sleep(0.1)
+    raise AssertionError('the other hosts did not commit within %s s' % timeout)
+
+
 def _journal_history(matrix, host):
     try:
         with open(matrix.path(host, '/var/lib/failsafe-deploy/app/history.jsonl'), encoding='utf-8') as handle:
@@ -551,6 +564,8 @@ def test_fault_inside(fsx, step, fault):  # pylint: disable=redefined-outer-name
         if hold:
             _wait_for_marker(matrix, target, proc)
             time.sleep(0.3)
+            if step == 'commit':
+                _wait_for_commits(matrix, [host for host in hosts if host != target], run_id, proc)
             if fault == 'host_crash':
                 fleet.crash(target)
             elif fault == 'unreachable':

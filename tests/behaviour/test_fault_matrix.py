@@ -199,7 +199,7 @@ class Matrix:
             json.dump(data, handle, indent=2, sort_keys=True)
         lines = ['# Fault-injection matrix', '',
                  '3 namespace SSH hosts; a good release per cell; the fault hits one host inside the step (its '
-                 'after-hook), or, for module_crash and the rollback-* cells, inside a module (a crash point of the '
+                 'after-hook), or, for the mid_* cells, inside a module (a crash point of the '
                  'target-side code). Outcome: what the deploy reported, then the state of the fleet. Rollback '
                  'seconds: the automatic rollback run plus the recovery run, where needed.', '',
                  '| cell | outcome | rollback s | recovery | cell s |', '| --- | --- | ---: | --- | ---: |']
@@ -429,17 +429,18 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
 # Faults where they hurt, on the same fleet: inside a module (a crash point of module_utils, armed on one host by
 # the interpreter wrapper FAULT_PYTHON), part-way through the commit with the other hosts committed, and during the
 # rollback child (the deploy fails on another host first). Cell -> crash point on the target host.
+# The ids (mid_<phase>-<fault>) differ from the matrix's <step>-<fault>: cell folders and summary rows are unique.
 DEEP_CELLS = [
-    ('snapshot', 'module_crash'),   # dies inside the snapshot capture loop
-    ('commit', 'module_crash'),     # dies inside the journal commit while the other hosts commit
-    ('commit', 'sigkill'),          # the journal commit holds on one host, the others commit, the controller dies
-    ('rollback', 'module_crash'),   # dies inside the restore, between two paths: the next deploy finishes it
-    ('rollback', 'host_crash'),     # the restore holds part-way, the test kills the host
-    ('rollback', 'unreachable'),    # the restore holds part-way, the test cuts the host's network
-    ('rollback', 'sigkill'),        # the restore holds part-way, the test SIGKILLs the controller and its child
+    ('mid_snapshot', 'module_crash'),   # dies inside the snapshot capture loop
+    ('mid_commit', 'module_crash'),     # dies inside the journal commit while the other hosts commit
+    ('mid_commit', 'sigkill'),          # the journal commit holds on one host, the others commit, the controller dies
+    ('mid_rollback', 'module_crash'),   # dies inside the restore, between two paths: the next deploy finishes it
+    ('mid_rollback', 'host_crash'),     # the restore holds part-way, the test kills the host
+    ('mid_rollback', 'unreachable'),    # the restore holds part-way, the test cuts the host's network
+    ('mid_rollback', 'sigkill'),        # the restore holds part-way, the test SIGKILLs the controller and its child
 ]
-CRASH_AT = {'snapshot': 'snapshot.entry-captured@3', 'commit': 'journal.history-appended',
-            'rollback': 'restore.entry-restored'}
+CRASH_AT = {'mid_snapshot': 'snapshot.entry-captured@3', 'mid_commit': 'journal.history-appended',
+            'mid_rollback': 'restore.entry-restored'}
 FAULT_PYTHON = '/srv/fault-python'
 FAULT_ENV = '/srv/fault-crash.env'
 # Runs every module on a host; arms the crash point named in FAULT_ENV on that host only, and once: after a crash
@@ -527,8 +528,8 @@ def _journal_history(matrix, host):
         return []
 
 
-@pytest.mark.parametrize('step,fault', DEEP_CELLS, ids=['%s-%s' % cell for cell in DEEP_CELLS])
-def test_fault_inside(fsx, step, fault):  # pylint: disable=redefined-outer-name,too-many-locals,too-many-statements
+@pytest.mark.parametrize('where,fault', DEEP_CELLS, ids=['%s-%s' % cell for cell in DEEP_CELLS])
+def test_fault_inside(fsx, where, fault):  # pylint: disable=redefined-outer-name,too-many-locals,too-many-statements
     """Given a fleet on a verified release, when a module dies part-way on one host (in the snapshot, in the
     commit after the other hosts committed, in the rollback's restore), or the host crashes, loses its network or
     the controller is SIGKILLed while that host's rollback is part-way, then the deploy reports the outcome the
@@ -537,10 +538,11 @@ def test_fault_inside(fsx, step, fault):  # pylint: disable=redefined-outer-name
     matrix = fsx
     fleet = matrix.fleet
     hosts = fleet.names
-    index = DEEP_CELLS.index((step, fault))
+    index = DEEP_CELLS.index((where, fault))
+    step = where[len('mid_'):]
     target = hosts[index % len(hosts)]
     failing = hosts[(index + 1) % len(hosts)]  # where the deploy fails first, for the rollback cells
-    cell = '%s-%s' % (step, fault)
+    cell = '%s-%s' % (where, fault)
     cell_dir = os.path.join(matrix.base, cell)
     os.makedirs(cell_dir)
     started = time.monotonic()
@@ -555,7 +557,7 @@ def test_fault_inside(fsx, step, fault):  # pylint: disable=redefined-outer-name
         _install_fault_python(matrix)
         for host in hosts:
             _disarm(matrix, host)
-        _arm(matrix, target, CRASH_AT[step], hold)
+        _arm(matrix, target, CRASH_AT[where], hold)
         args = ['-e', 'release_version=%s' % new, '-e', 'ansible_python_interpreter=%s' % FAULT_PYTHON]
         if step == 'rollback':
             args += ['-e', 'failsafe_activate_after_tasks=%s' % HOOK, '-e', 'failsafe_fault_host=%s' % failing,

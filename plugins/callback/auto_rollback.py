@@ -671,6 +671,12 @@ class CallbackModule(CallbackBase):
             self.outcome = 'rolled_back' if reason is None else 'rollback_failed'
 
         json_path, md_path = report_paths(self.report_dir, self.incident_id)
+        # rollback_scope=failed: hosts that opened (or even committed) this run stay on its release. Say so.
+        self._left_by_scope = [h for h in self.run.opened_order if h not in scope]
+        if self._left_by_scope:
+            what += '; MIXED RELEASES: %s left on release %s by rollback_scope=%s' % (
+                ', '.join(self._left_by_scope), ', '.join(self.run.releases) or '?', self.rollback_scope)
+            self._warn(what)
         if self.outcome == 'rolled_back':
             self._alert('rolled_back', 'warning', hosts=scope, outcome='rolled_back',
                         summary='%s; rolled back %s' % (what, ', '.join(scope)),
@@ -830,6 +836,7 @@ class CallbackModule(CallbackBase):
             'failed_hosts': self.run.failed_hosts,
             'rollback_scope': self.rollback_scope,
             'scope_hosts': scope,
+            'left_by_scope': getattr(self, '_left_by_scope', []),
             'run_started_at': utc_iso(self.run.started),
             'detected_at': first['at'] if first else None,
             'detection_seconds': first['since_task_start'] if first else None,

@@ -18,19 +18,34 @@ import json
 import os
 import signal
 import tempfile
+import time
 
 CRASH_ENV = 'FAILSAFE_CRASH_AT'
 CRASH_SCOPE_ENV = 'FAILSAFE_CRASH_SCOPE'
+HOLD_ENV = 'FAILSAFE_CRASH_HOLD'
+HOLD_LIMIT = 600
 
 
 _CRASH_HITS = {}
+
+
+def _hold(marker):
+    """Write this process's pid to ``marker`` and wait while the file exists (at most HOLD_LIMIT seconds)."""
+    with open(marker, 'wb') as f:
+        f.write(b'%d\n' % os.getpid())
+    waited = 0.0
+    while os.path.exists(marker) and waited < HOLD_LIMIT:
+        time.sleep(0.05)
+        waited += 0.05
 
 
 def _crash_point(name):
     """Die abruptly here when FAILSAFE_CRASH_AT names this point (used by crash-consistency tests).
 
     ``FAILSAFE_CRASH_AT=<name>`` dies the first time the point is reached, ``<name>@<n>`` the n-th time (for points
-    inside loops). os._exit skips every cleanup handler, like a SIGKILL or a power cut would.
+    inside loops). os._exit skips every cleanup handler, like a SIGKILL or a power cut would. With
+    ``FAILSAFE_CRASH_HOLD=<file>`` the process first writes its pid to that file and waits there until the file is
+    removed, so that a test can crash the host, cut its network or kill the controller at exactly this point.
     ``FAILSAFE_CRASH_SCOPE=controller`` (local connection only) SIGKILLs the ansible-playbook that runs this module
     first, with its process group: the controller dies mid-task, so no rescue section of the play runs.
     """
@@ -42,6 +57,8 @@ def _crash_point(name):
         return
     _CRASH_HITS[name] = _CRASH_HITS.get(name, 0) + 1
     if _CRASH_HITS[name] >= int(nth or 1):
+        if os.environ.get(HOLD_ENV):
+            _hold(os.environ[HOLD_ENV])
         if os.environ.get(CRASH_SCOPE_ENV) == 'controller':
             _kill_controller()
         os._exit(137)

@@ -653,6 +653,7 @@ class SnapshotStore(object):
                     entry['sha256'] = sha
                     entry['size'] = size
                 entries.append(entry)
+                _crash_point('snapshot.entry-captured')
         if racy and not check_mode:
             self._settle(racy)
         created = time.time()

@@ -388,6 +388,7 @@ def render_markdown(incident):
         ('Cause', summary.get('cause')),
         ('Failed hosts', ', '.join(summary.get('failed_hosts') or []) or None),
         ('Rollback scope', '%s: %s' % (summary.get('rollback_scope'), ', '.join(summary.get('scope_hosts') or []))),
+        ('MIXED RELEASES: left on the new release by the scope', ', '.join(summary.get('left_by_scope') or []) or None),
         ('Run started', summary.get('run_started_at')),
         ('Failure detected', summary.get('detected_at')),
         ('Detection time', _seconds(summary.get('detection_seconds')) + ' after the failing task started'),
@@ -396,6 +397,8 @@ def render_markdown(incident):
         ('Verification', summary.get('verification')),
     ]
     for key, value in rows:
+        if key.startswith('MIXED') and not value:
+            continue  # only when the scope left hosts out
         lines.append('| %s | %s |' % (key, _md(value)))
     lines.append('')
 

@@ -20,7 +20,18 @@ was before the cell (tree digest of current, shared/ and the supervisor program 
 lock released, journal closed; or, only when the fault came after the commit (the commit step's after-hook), the new
 verified release on every host. A host that could not be rolled back at once must be named by the incident report.
 
-The summary (cell, outcome, rollback seconds) goes to tests/output/fault-matrix.md and .json.
+Each cell also asserts the outcome the deploy reported (rolled back; ROLLBACK FAILED naming the host; or no
+incident, after a commit or when the controller was SIGKILLed) and that every host's journal holds this cell's run
+(FAILSAFE_RUN_ID) and release.
+
+test_fault_inside adds faults where they hurt, on the same fleet (DEEP_CELLS): a module that dies at a crash point of
+module_utils on one host (FAILSAFE_CRASH_AT, armed on that host only by an interpreter wrapper), mid-snapshot,
+mid-commit with the other hosts committed, and mid-restore in the rollback child; and a host crash, a network cut
+and a controller SIGKILL while that host's restore holds part-way (FAILSAFE_CRASH_HOLD), and while its commit holds
+with the other hosts committed.
+
+The summary (cell, outcome, rollback seconds) goes to tests/output/fault-matrix.md and .json. FAILSAFE_FAULT_FLEET
+names the fleet (default fsx), so that single cells can run beside a running matrix.
 """
 
 import glob
@@ -47,7 +58,8 @@ STEPS = ('preflight', 'snapshot', 'release', 'activate', 'verify', 'commit')
 FAULTS = ('task_failure', 'unreachable', 'host_crash', 'sigkill', 'sigint', 'sigterm')
 CELLS = [(step, fault) for step in STEPS for fault in FAULTS]
 
-FLEET_NAME = 'fsx'
+# A mutation-testing run of single cells uses a fleet of its own name beside a running matrix.
+FLEET_NAME = os.environ.get('FAILSAFE_FAULT_FLEET', 'fsx')
 HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fault_hooks', 'fault.yml')
 APP_VARS = os.path.join(ROOT, 'tests', 'fleet', 'app-vars.yml')
 OUTPUT_DIR = os.path.join(ROOT, 'tests', 'output')
@@ -109,8 +121,10 @@ class Matrix:
     def argv(self, playbook, *args):
         return ['ansible-playbook', '-i', self.fleet.inventory_path, playbook, '-e', '@' + APP_VARS] + list(args)
 
-    def start(self, cell_dir, playbook, *args):
+    def start(self, cell_dir, playbook, *args, run_id=None):
         env = dict(self.env, FAILSAFE_REPORT_DIR=os.path.join(cell_dir, 'incidents'))
+        if run_id:
+            env['FAILSAFE_RUN_ID'] = run_id  # the identity the deploy's journal must carry afterwards
         log = open(os.path.join(cell_dir, 'runs.log'), 'a', encoding='utf-8')  # pylint: disable=consider-using-with
         log.write('$ %s\n' % ' '.join(self.argv(playbook, *args)))
         log.flush()
@@ -173,6 +187,8 @@ class Matrix:
             'last_verified': ledger.get('last_verified'),
             'ledger': ledger.get('releases', {}),
             'journal': journal.get('status'),
+            'journal_run': journal.get('run_id'),
+            'journal_release': journal.get('release'),
             'lock': os.path.exists(self.path(host, '/var/lib/failsafe-deploy/app/lock.json')),
             'served': self.served_version(host),
         }
@@ -185,7 +201,9 @@ class Matrix:
             json.dump(data, handle, indent=2, sort_keys=True)
         lines = ['# Fault-injection matrix', '',
                  '3 namespace SSH hosts; a good release per cell; the fault hits one host inside the step (its '
-                 'after-hook). Rollback seconds: the automatic rollback run plus the recovery run, where needed.', '',
+                 'after-hook), or, for the mid_* cells, inside a module (a crash point of the '
+                 'target-side code). Outcome: what the deploy reported, then the state of the fleet. Rollback '
+                 'seconds: the automatic rollback run plus the recovery run, where needed.', '',
                  '| cell | outcome | rollback s | recovery | cell s |', '| --- | --- | ---: | --- | ---: |']
         for row in self.rows:
             lines.append('| %s | %s | %s | %s | %.1f |' % (
@@ -247,11 +265,86 @@ def _incidents(cell_dir):
     return out
 
 
+def _run_id(cell):
+    return 'fm-%s-%s' % (cell, os.urandom(3).hex())
+
+
+def _expected_outcome(step, fault):
+    """The outcome the faulty deploy's own incident report must give: 'rolled_back', 'rollback_failed', or None
+    (no incident at all: nothing to roll back after a commit, or the controller was killed before it could act)."""
+    if step == 'commit' and fault != 'module_crash' or fault == 'sigkill':
+        return None
+    if step == 'rollback' or fault in ('unreachable', 'host_crash'):
+        return 'rollback_failed'
+    return 'rolled_back'
+
+
+def _precondition(matrix):
+    """Every host healthy on one verified release, unlocked, journal closed: {host: (release, digest)}."""
+    before = {}
+    for host in matrix.fleet.names:
+        state = matrix.state(host)
+        assert state['current'] == state['last_verified'] and state['served'] == state['current'], \
+            'precondition: %s is not on a healthy verified release: %r' % (host, state)
+        assert not state['lock'] and state['journal'] != 'open', (host, state)
+        before[host] = (state['current'], matrix.digest(host))
+    assert len({release for release, dummy in before.values()}) == 1, 'precondition: mixed fleet %r' % before
+    return before
+
+
+def _assert_outcome(cell_dir, cell, expected, run_id, target):
+    """The faulty run reported what the cell expects, about this cell's run; a failed rollback names the host."""
+    incidents = _incidents(cell_dir)
+    outcomes = [i.get('outcome') for i in incidents]
+    assert outcomes == ([expected] if expected else []), 'incident outcomes %r, expected %s; see %s/runs.log' % (
+        outcomes, expected or 'none', cell_dir)
+    for incident in incidents:
+        assert incident['summary']['run_id'] == run_id, (incident['summary']['run_id'], run_id)
+    if expected == 'rollback_failed':
+        named = [i for i in incidents if (i['rollback']['hosts'].get(target) or {}).get('status') not in (None, 'ok')]
+        assert named, 'the incident report does not name %s as not rolled back' % target
+        with open(os.path.join(cell_dir, 'runs.log'), encoding='utf-8', errors='replace') as handle:
+            banner = [line for line in handle if line.startswith('!!! ') and target in line]
+        assert banner, 'no loud ROLLBACK FAILED banner naming %s in %s/runs.log' % (target, cell_dir)
+    return incidents
+
+
+def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new):
+    """Every host on the previous verified release, byte-identical and healthy (or, only after a commit, on the new
+    verified release): never a mix. The journal holds this cell's transaction, closed as the outcome says."""
+    hosts = matrix.fleet.names
+    after = {host: matrix.state(host) for host in hosts}
+    log = 'see %s/runs.log' % cell_dir
+    currents = {host: after[host]['current'] for host in hosts}
+    assert len(set(currents.values())) == 1, 'MIXED fleet after %s: %r; %s' % (cell, currents, log)
+    for host in hosts:
+        state = after[host]
+        previous = before[host][0]
+        assert not state['lock'], '%s: lock still held; %s' % (host, log)
+        assert (state['journal_run'], state['journal_release']) == (run_id, new), \
+            '%s: the journal holds run %s release %s, not this cell\'s run %s release %s; %s' % (
+                host, state['journal_run'], state['journal_release'], run_id, new, log)
+        assert state['journal'] == ('committed' if expect_new else 'rolled_back'), '%s: journal %s; %s' % (
+            host, state['journal'], log)
+        if expect_new:
+            assert state['current'] == new and state['last_verified'] == new, (host, state, log)
+            assert state['ledger'][new]['state'] == 'verified', (host, state['ledger'].get(new))
+            assert state['served'] == new, '%s serves %r, not %s' % (host, state['served'], new)
+        else:
+            assert state['current'] == previous, (host, state, log)
+            assert state['last_verified'] == previous, (host, state)
+            assert matrix.digest(host) == before[host][1], '%s is not byte-identical to its snapshot' % host
+            assert state['served'] == previous, '%s serves %r, not %s' % (host, state['served'], previous)
+            if new in state['ledger']:
+                assert state['ledger'][new]['state'] == 'failed', (host, state['ledger'][new])
+
+
 @pytest.mark.parametrize('step,fault', CELLS, ids=['%s-%s' % cell for cell in CELLS])
-def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name,too-many-locals,too-many-statements
+def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name,too-many-locals
     """Given a fleet on a verified release, when a deploy meets the fault inside the step (and the recovery the
     fault needs runs), then every host is on the previous verified release, byte-identical and healthy, or, only
-    for a fault after the commit, every host is on the new verified release: never a mix."""
+    for a fault after the commit, every host is on the new verified release: never a mix. The deploy reports the
+    outcome the fault calls for, and every journal holds this cell's run and release."""
     matrix = fsx
     fleet = matrix.fleet
     hosts = fleet.names
@@ -264,16 +357,10 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
     row = {'cell': cell, 'host': target, 'outcome': 'FAILED', 'rollback_seconds': None, 'recovery': None,
            'cell_seconds': None}
     try:
-        before = {}
-        for host in hosts:
-            state = matrix.state(host)
-            assert state['current'] == state['last_verified'] and state['served'] == state['current'], \
-                'precondition: %s is not on a healthy verified release: %r' % (host, state)
-            assert not state['lock'] and state['journal'] != 'open', (host, state)
-            before[host] = (state['current'], matrix.digest(host))
+        before = _precondition(matrix)
         previous = {host: before[host][0] for host in hosts}
-        assert len(set(previous.values())) == 1, 'precondition: mixed fleet %r' % previous
         new = matrix.new_release()
+        run_id = _run_id(cell)
         kind = 'fail' if fault == 'task_failure' else 'hold'
         for host in hosts:
             if os.path.exists(matrix.path(host, MARKER)):
@@ -282,7 +369,7 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
         proc = matrix.start(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % new,
                             '-e', 'failsafe_%s_after_tasks=%s' % (step, HOOK), '-e', 'failsafe_fault_host=%s' % target,
                             '-e', 'failsafe_fault_kind=%s' % kind, '-e', 'failsafe_fault_step=%s' % step,
-                            '-e', 'failsafe_fault_marker=%s' % MARKER)
+                            '-e', 'failsafe_fault_marker=%s' % MARKER, run_id=run_id)
         if kind == 'hold':
             _wait_for_marker(matrix, target, proc)
             time.sleep(0.3)
@@ -300,7 +387,7 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
         assert rc != 0, 'the faulty deploy exited 0'
         if fault in ('sigint', 'sigterm'):
             assert rc == 99, 'interrupted ansible-playbook should exit 99 (KeyboardInterrupt), not %s' % rc
-        incidents = _incidents(cell_dir)
+        incidents = _assert_outcome(cell_dir, cell, _expected_outcome(step, fault), run_id, target)
         rollback_seconds = sum(i.get('rollback', {}).get('duration') or 0 for i in incidents)
 
         # Recovery, where the fault needs one.
@@ -326,44 +413,231 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
         row['recovery'] = recovery
         row['rollback_seconds'] = round(rollback_seconds, 1)
 
-        after = {host: matrix.state(host) for host in hosts}
         expect_new = step == 'commit'
-        log = 'see %s/runs.log' % cell_dir
-        currents = {host: after[host]['current'] for host in hosts}
-        assert len(set(currents.values())) == 1, 'MIXED fleet after %s: %r; %s' % (cell, currents, log)
-        for host in hosts:
-            state = after[host]
-            assert not state['lock'], '%s: lock still held; %s' % (host, log)
-            assert state['journal'] in ('committed', 'rolled_back'), '%s: journal %s; %s' % (
-                host, state['journal'], log)
-            if expect_new:
-                assert state['current'] == new and state['last_verified'] == new, (host, state, log)
-                assert state['ledger'][new]['state'] == 'verified', (host, state['ledger'].get(new))
-                assert state['served'] == new, '%s serves %r, not %s' % (host, state['served'], new)
-            else:
-                assert state['current'] == previous[host], (host, state, log)
-                assert state['last_verified'] == previous[host], (host, state)
-                assert matrix.digest(host) == before[host][1], '%s is not byte-identical to its snapshot' % host
-                assert state['served'] == previous[host], '%s serves %r, not %s' % (host, state['served'],
-                                                                                    previous[host])
-                if new in state['ledger']:
-                    assert state['ledger'][new]['state'] == 'failed', (host, state['ledger'][new])
-        if fault in ('unreachable', 'host_crash') and not expect_new:
-            # The automatic rollback could not reach the host: the incident report names it.
-            assert incidents, 'no incident report for %s' % cell
-            named = [i for i in incidents if target in json.dumps(i.get('rollback', {}).get('hosts', {}))
-                     and (i['rollback']['hosts'].get(target) or {}).get('status') != 'ok']
-            assert named, 'the incident report does not name %s as not rolled back' % target
-            assert incidents[-1]['outcome'] == 'rollback_failed'
-        if fault in ('sigint', 'sigterm') and not expect_new:
-            assert incidents and incidents[-1]['outcome'] == 'rolled_back', [i.get('outcome') for i in incidents]
-        row['outcome'] = 'new release %s on every host' % new if expect_new else \
-            'previous %s restored on every host' % previous[target]
+        _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new)
+        row['outcome'] = '%s; %s' % (_expected_outcome(step, fault) or 'no incident',
+                                     'new release %s on every host' % new if expect_new else
+                                     'previous %s restored on every host' % previous[target])
     finally:
         row['cell_seconds'] = round(time.monotonic() - started, 1)
         matrix.rows.append(row)
         if fault == 'unreachable':
             fleet.restore_network(target)
         if not fleet.is_running(target):
+            fleet.restart(target)
+            matrix.boot(target)
+
+
+# Faults where they hurt, on the same fleet: inside a module (a crash point of module_utils, armed on one host by
+# the interpreter wrapper FAULT_PYTHON), part-way through the commit with the other hosts committed, and during the
+# rollback child (the deploy fails on another host first). Cell -> crash point on the target host.
+# The ids (mid_<phase>-<fault>) differ from the matrix's <step>-<fault>: cell folders and summary rows are unique.
+DEEP_CELLS = [
+    ('mid_snapshot', 'module_crash'),   # dies inside the snapshot capture loop
+    ('mid_commit', 'module_crash'),     # dies inside the journal commit while the other hosts commit
+    ('mid_commit', 'sigkill'),          # the journal commit holds on one host, the others commit, the controller dies
+    ('mid_rollback', 'module_crash'),   # dies inside the restore, between two paths: the next deploy finishes it
+    ('mid_rollback', 'host_crash'),     # the restore holds part-way, the test kills the host
+    ('mid_rollback', 'unreachable'),    # the restore holds part-way, the test cuts the host's network
+    ('mid_rollback', 'sigkill'),        # the restore holds part-way, the test SIGKILLs the controller and its child
+]
+CRASH_AT = {'mid_snapshot': 'snapshot.entry-captured@3', 'mid_commit': 'journal.history-appended',
+            'mid_rollback': 'restore.entry-restored'}
+FAULT_PYTHON = '/srv/fault-python'
+FAULT_ENV = '/srv/fault-crash.env'
+# Runs every module on a host; arms the crash point named in FAULT_ENV on that host only, and once: after a crash
+# (exit 137) it disarms itself, so the rollback or recovery that follows runs clean.
+FAULT_PYTHON_SCRIPT = '''#!/bin/sh
+# Interpreter of the fault tests (tests/behaviour/test_fault_matrix.py).
+if [ -s %(env)s ]; then
+  set -a; . %(env)s; set +a
+  /usr/bin/python3 "$@"; rc=$?
+  if [ "$rc" -eq 137 ]; then rm -f %(env)s; fi
+  exit "$rc"
+fi
+exec /usr/bin/python3 "$@"
+''' % {'env': FAULT_ENV}
+
+
+def _install_fault_python(matrix):
+    for host in matrix.fleet.names:
+        path = matrix.path(host, FAULT_PYTHON)
+        with open(path, 'w', encoding='utf-8') as handle:
+            handle.write(FAULT_PYTHON_SCRIPT)
+        os.chmod(path, 0o755)
+
+
+def _arm(matrix, host, point, hold):
+    lines = ['FAILSAFE_CRASH_AT=%s' % point] + (['FAILSAFE_CRASH_HOLD=%s' % MARKER] if hold else [])
+    with open(matrix.path(host, FAULT_ENV), 'w', encoding='utf-8') as handle:
+        handle.write('\n'.join(lines) + '\n')
+
+
+def _disarm(matrix, host):
+    for path in (FAULT_ENV, MARKER):
+        if os.path.exists(matrix.path(host, path)):
+            os.unlink(matrix.path(host, path))
+
+
+def _release_hold(matrix, host, timeout=30):
+    """Let a held module go (it then dies at its crash point, and the wrapper disarms the host)."""
+    if os.path.exists(matrix.path(host, MARKER)):
+        os.unlink(matrix.path(host, MARKER))
+        deadline = time.monotonic() + timeout
+        while os.path.exists(matrix.path(host, FAULT_ENV)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _disarm(matrix, host)
+
+
+def _process_tree(pid):
+    """pid and all its descendants (the controller and the rollback child it started in a session of its own)."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry, encoding='ascii', errors='replace') as handle:
+                ppid = int(handle.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            tree.append(child)
+            todo.append(child)
+    return tree
+
+
+def _wait_for_commits(matrix, hosts, run_id, proc, timeout=120):
+    """Until the other hosts' commit of this run is on disk (the target's holds inside its own)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        journals = [matrix.read_json(host, '/var/lib/failsafe-deploy/app/journal.json') or {} for host in hosts]
+        if all((j.get('run_id'), j.get('status')) == (run_id, 'committed') for j in journals):
+            return
+        if proc.poll() is not None:
+            raise AssertionError('the deploy ended (rc %s) before the other hosts committed' % proc.returncode)
+        time.sleep(0.1)
+    raise AssertionError('the other hosts did not commit within %s s' % timeout)
+
+
+def _journal_history(matrix, host):
+    try:
+        with open(matrix.path(host, '/var/lib/failsafe-deploy/app/history.jsonl'), encoding='utf-8') as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.parametrize('where,fault', DEEP_CELLS, ids=['%s-%s' % cell for cell in DEEP_CELLS])
+def test_fault_inside(fsx, where, fault):  # pylint: disable=redefined-outer-name,too-many-locals,too-many-statements
+    """Given a fleet on a verified release, when a module dies part-way on one host (in the snapshot, in the
+    commit after the other hosts committed, in the rollback's restore), or the host crashes, loses its network or
+    the controller is SIGKILLed while that host's rollback is part-way, then the deploy reports the outcome the
+    fault calls for (rolled back; ROLLBACK FAILED naming the host; nothing, for a killed controller), the recovery
+    finishes the job, and every host ends on the previous verified release, byte-identical: never a mix."""
+    matrix = fsx
+    fleet = matrix.fleet
+    hosts = fleet.names
+    index = DEEP_CELLS.index((where, fault))
+    step = where[len('mid_'):]
+    target = hosts[index % len(hosts)]
+    failing = hosts[(index + 1) % len(hosts)]  # where the deploy fails first, for the rollback cells
+    cell = '%s-%s' % (where, fault)
+    cell_dir = os.path.join(matrix.base, cell)
+    os.makedirs(cell_dir)
+    started = time.monotonic()
+    row = {'cell': cell, 'host': target, 'outcome': 'FAILED', 'rollback_seconds': None, 'recovery': None,
+           'cell_seconds': None}
+    hold = fault in ('host_crash', 'unreachable', 'sigkill')
+    try:
+        before = _precondition(matrix)
+        previous = before[target][0]
+        new = matrix.new_release()
+        run_id = _run_id(cell)
+        _install_fault_python(matrix)
+        for host in hosts:
+            _disarm(matrix, host)
+        _arm(matrix, target, CRASH_AT[where], hold)
+        args = ['-e', 'release_version=%s' % new, '-e', 'ansible_python_interpreter=%s' % FAULT_PYTHON]
+        if step == 'rollback':
+            args += ['-e', 'failsafe_activate_after_tasks=%s' % HOOK, '-e', 'failsafe_fault_host=%s' % failing,
+                     '-e', 'failsafe_fault_kind=fail', '-e', 'failsafe_fault_step=activate']
+        proc = matrix.start(cell_dir, 'failsafe.deploy.deploy', *args, run_id=run_id)
+        if hold:
+            _wait_for_marker(matrix, target, proc)
+            time.sleep(0.3)
+            if step == 'commit':
+                _wait_for_commits(matrix, [host for host in hosts if host != target], run_id, proc)
+            if fault == 'host_crash':
+                fleet.crash(target)
+            elif fault == 'unreachable':
+                fleet.cut(target)
+            else:
+                for pid in _process_tree(proc.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        rc = matrix.finish(proc)
+        assert rc != 0, 'the faulty deploy exited 0'
+        expected = _expected_outcome(step, fault)
+        incidents = _assert_outcome(cell_dir, cell, expected, run_id, target)
+        rollback_seconds = sum(i.get('rollback', {}).get('duration') or 0 for i in incidents)
+
+        if fault == 'unreachable':
+            fleet.restore_network(target)
+            fleet.wait_ssh(target)
+        if fault == 'host_crash':
+            _disarm(matrix, target)
+            fleet.restart(target)
+            matrix.boot(target)
+        else:
+            _release_hold(matrix, target)
+        if step == 'rollback':
+            # What the interrupted rollback left on the host it could not finish: a loud mark, or an open
+            # transaction, never a silent close.
+            state = matrix.state(target)
+            assert (state['journal_run'], state['journal']) == (
+                run_id, 'rollback_failed' if fault == 'module_crash' else 'open'), (target, state)
+        if step == 'commit' and fault == 'sigkill':
+            # The controller died mid-commit: a mixed fleet that recover.yml must not leave behind.
+            journals = {host: (matrix.state(host)['journal_run'], matrix.state(host)['journal']) for host in hosts}
+            assert journals == {host: (run_id, 'open' if host == target else 'committed') for host in hosts}, journals
+        elif step == 'commit':
+            # The mixed-fleet risk was real: the other hosts had committed this run before the rollback undid it.
+            for host in hosts:
+                statuses = [t['status'] for t in _journal_history(matrix, host) if t.get('run_id') == run_id]
+                if host != target:
+                    assert statuses[-2:] == ['committed', 'rolled_back'], (host, statuses)
+
+        # recover.yml after a lost host, and after the controller died mid-commit; the next deploy (preflight)
+        # after a rollback that failed inside its restore and after a controller SIGKILL mid-rollback.
+        if step == 'rollback':
+            recovery = 'deploy %s' % previous if fault in ('module_crash', 'sigkill') else 'recover.yml'
+        else:
+            recovery = 'recover.yml' if fault == 'sigkill' else None
+        if recovery == 'recover.yml':
+            rc_rec, took = matrix.play(cell_dir, 'failsafe.deploy.recover')
+        elif recovery:
+            rc_rec, took = matrix.play(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % previous)
+        if recovery:
+            assert rc_rec == 0, 'recovery (%s) failed: see %s/runs.log' % (recovery, cell_dir)
+            rollback_seconds += took
+        row['recovery'] = recovery
+        row['rollback_seconds'] = round(rollback_seconds, 1)
+
+        _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new=False)
+        row['outcome'] = '%s; previous %s restored on every host' % (expected or 'no incident', previous)
+    finally:
+        row['cell_seconds'] = round(time.monotonic() - started, 1)
+        matrix.rows.append(row)
+        if fault == 'unreachable':
+            fleet.restore_network(target)
+        if fleet.is_running(target):
+            _release_hold(matrix, target)
+        else:
+            _disarm(matrix, target)
             fleet.restart(target)
             matrix.boot(target)

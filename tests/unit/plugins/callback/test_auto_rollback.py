@@ -372,12 +372,26 @@ def test_rollback_of_every_opened_host(env):
 
 
 def test_rollback_scope_failed(env):
-    cb = make_callback(env, rollback_scope='failed')[0]
+    cb, display = make_callback(env, rollback_scope='failed')
     open_and_fail(cb, hosts=('web1', 'web2'), failing=('web2',))
     cb.v2_playbook_on_stats(FakeStats(['web1', 'web2'], failures={'web2': 1}))
     call = json.loads((env / 'child-call.json').read_text())
     assert call['argv'][call['argv'].index('--limit') + 1] == 'web2'
     assert list(call['vars']['failsafe_rollback_hosts']) == ['web2']
+    # The host left out stays on the new release: never silently.
+    data = json.loads(reports(env)[cb.incident_id + '.json'].read_text())
+    assert data['summary']['left_by_scope'] == ['web1']
+    assert '| MIXED RELEASES: left on the new release by the scope | web1 |' in reports(env)[cb.incident_id + '.md'].read_text()
+    assert 'MIXED RELEASES: web1 left on release' in spool(env)[-1]['summary']
+    assert any('MIXED RELEASES: web1' in w for w in display.warnings)
+
+
+def test_rollback_scope_opened_leaves_no_host_out(env):
+    cb = make_callback(env)[0]
+    open_and_fail(cb, hosts=('web1', 'web2'), failing=('web2',))
+    cb.v2_playbook_on_stats(FakeStats(['web1', 'web2'], failures={'web2': 1}))
+    data = json.loads(reports(env)[cb.incident_id + '.json'].read_text())
+    assert data['summary']['left_by_scope'] == [] and 'MIXED' not in spool(env)[-1]['summary']
 
 
 @pytest.mark.parametrize('mode, options, reason', [

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -79,6 +80,30 @@ def test_replace_symlink_refuses_a_real_directory(tmp_path):
 def test_crash_point_is_inert_without_env(monkeypatch):
     monkeypatch.delenv(_atomic.CRASH_ENV, raising=False)
     _atomic._crash_point('symlink.replaced')  # returns: the process is still alive
+
+
+def test_crash_point_holds_while_the_marker_exists_then_dies(tmp_path):
+    marker = str(tmp_path / 'held')
+    code = ('from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import _crash_point; '
+            '_crash_point("symlink.replaced"); print("not reached")')
+    env = dict(os.environ, FAILSAFE_CRASH_AT='symlink.replaced', FAILSAFE_CRASH_HOLD=marker,
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, '-c', code], env=env, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(marker) and os.path.getsize(marker)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with open(marker) as f:
+            assert int(f.read()) == proc.pid
+        time.sleep(0.2)
+        assert proc.poll() is None, 'the crash point did not hold'
+        os.unlink(marker)
+        assert proc.wait(timeout=30) == 137
+        assert proc.stdout.read() == b''
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
 
 
 @pytest.mark.parametrize('point,expected', [

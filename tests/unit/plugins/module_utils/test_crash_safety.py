@@ -43,6 +43,7 @@ RESTORE_POINTS = ['restore.entry-removed', 'restore.entry-removed@2', 'restore.r
                   'restore.link-tmp-created', 'restore.link-tmp-created@2',
                   'restore.entry-restored', 'restore.entry-restored@3', 'restore.entry-metadata',
                   'restore.entry-metadata@4', 'restore.metadata-restored']
+CAPTURE_POINTS = ['snapshot.entry-captured', 'snapshot.entry-captured@5']
 FILES = ('_atomic.py', '_release.py', '_snapshot.py')
 NOT_COVERED_HERE = {'journal.opened', 'journal.history-appended', 'journal.closed'}  # _journal.py: the lock file
 
@@ -61,6 +62,8 @@ elif op == 'absent':
     rel.ensure_absent(rel.ReleaseRoot(args['root']), args['id'])
 elif op == 'restore':
     SnapshotStore(args['store']).restore(args['snapshot'])
+elif op == 'capture':
+    SnapshotStore(args['store']).capture(args['paths'])
 else:
     raise SystemExit('unknown op %s' % op)
 '''
@@ -271,12 +274,28 @@ def test_snapshot_restore_interrupted_at_each_point_then_rerun_completes(point, 
     assert after == dict((k, v) for k, v in before.items() if not k.startswith('.failsafe'))
 
 
+@pytest.mark.parametrize('point', CAPTURE_POINTS)
+def test_snapshot_capture_interrupted_leaves_no_snapshot_and_the_tree_alone(point, tmp_path):
+    site = Site(tmp_path)
+    site.activate('1.0.0')
+    shared = _shared_tree(site.root)
+    store_path = os.path.join(site.base, 'store')
+    before = tree_digest(site.root)
+    crashed(run_child('capture', point, store=store_path, paths=[site.rr.current_link, shared]))
+    # A half-taken snapshot is never listed (no manifest), so a rollback cannot restore from it.
+    assert SnapshotStore(store_path).list_ids() == []
+    assert tree_digest(site.root) == before
+    completed(run_child('capture', store=store_path, paths=[site.rr.current_link, shared]))
+    ids = SnapshotStore(store_path).list_ids()
+    assert len(ids) == 1 and SnapshotStore(store_path).verify(ids[0])['drift'] == []
+
+
 def test_every_crash_point_is_exercised():
     in_code = set()
     for name in FILES:
         with open(os.path.join(MODULE_UTILS, name)) as f:
             in_code.update(re.findall(r"_crash_point\('([^']+)'\)", f.read()))
     exercised = set(p.split('@')[0] for p in SWITCH_POINTS + ROLLBACK_POINTS + STAGE_POINTS + PRUNE_POINTS
-                    + RESTORE_POINTS)
+                    + RESTORE_POINTS + CAPTURE_POINTS)
     assert in_code - NOT_COVERED_HERE - exercised == set()
     assert exercised - in_code == set()

@@ -256,7 +256,10 @@ class _ChannelWorker:
         self._lock = threading.Lock()
 
     def put(self, payload, record):
+        # Every key the worker will set exists from now on: a report written while a send is still running copies
+        # the record without its size changing under it.
         record[self.name] = 'queued'
+        record['%s_attempts' % self.name] = 0
         self._queue.put((payload, record))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():

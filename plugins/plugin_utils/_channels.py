@@ -327,6 +327,8 @@ class PagerDutyChannel(Channel):
                 'class': payload.get('cause') or payload.get('event'),
                 'custom_details': _details(payload),
             }
+            # optional fields are left out rather than sent as null
+            body['payload'] = dict((k, v) for k, v in body['payload'].items() if v not in (None, ''))
         return self._base + '/v2/enqueue', body
 
     def _change(self, payload):
@@ -337,6 +339,7 @@ class PagerDutyChannel(Channel):
                             'source': _clip(payload.get('controller') or 'failsafe.deploy', 255),
                             'timestamp': payload.get('at'),
                             'custom_details': _details(payload)}}
+        body['payload'] = dict((k, v) for k, v in body['payload'].items() if v not in (None, ''))
         return self._base + '/v2/change/enqueue', body
 
     def requests(self, payload):

@@ -47,6 +47,8 @@ def pagerduty_problems(path, body):
             problems.append('dedup_key > 255')
         if action == 'trigger':
             payload = body.get('payload') or {}
+            if any(value is None for value in payload.values()):
+                problems.append('null field in payload')
             if not payload.get('summary') or len(payload['summary']) > 1024:
                 problems.append('payload.summary')
             if not payload.get('source'):
@@ -252,6 +254,14 @@ def test_pagerduty_limits_hold_for_long_values(receivers):
     assert channel.send(dict(ROLLED_BACK, playbook=long_alert['playbook'], releases=long_alert['releases'],
                              run_id=long_alert['run_id'])).ok
     assert pd.received[1]['json']['dedup_key'] == body['dedup_key']
+
+
+def test_pagerduty_sends_no_null_fields_when_the_run_knows_little(receivers):
+    pd = receivers('pagerduty')
+    channel = PagerDutyChannel(ROUTING_KEY, url=pd.base, **fast())
+    sparse = {'event': 'deploy_failed', 'severity': 'error', 'releases': [], 'run_id': None, 'incident_id': 'inc-2'}
+    assert channel.send(sparse).ok, pd.rejected
+    assert pd.received[0]['json']['dedup_key']
 
 
 def test_pagerduty_committed_deploy_is_a_change_event_only(receivers):

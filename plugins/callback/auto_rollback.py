@@ -720,9 +720,9 @@ class CallbackModule(CallbackBase):
         if not self.alerts.channels:
             return
         payload = self._base_payload('deploy_committed', 'info')
+        what = ', '.join(self.run.releases) or 'a release'
         payload.update(hosts=list(self.run.opened_order), outcome='committed',
-                       summary='deploy of %s committed on %s' % (', '.join(self.run.releases) or 'a release',
-                                                                ', '.join(self.run.opened_order)))
+                       summary='deploy of %s committed on %s' % (what, ', '.join(self.run.opened_order)))
         self.alerts.notify(self.redactor.data(payload))
         self.alerts.flush()
         self._report_alert_problems()

@@ -121,6 +121,76 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: webhook_retries
+  pagerduty_routing_key:
+    description:
+      - Integration (routing) key of a PagerDuty service using the Events API v2. When set, C(deploy_failed)
+        triggers an incident (severity error) under one dedup key per deployment, release and run,
+        C(rolled_back) resolves it, C(rollback_failed) re-triggers it as critical, and every deploy that ends
+        (committed, rolled back or failed) is recorded as a change event.
+      - A secret; it is never printed or written anywhere. Set it through the environment only.
+      - When not set the PagerDuty channel is off.
+    type: str
+    env:
+      - name: FAILSAFE_PAGERDUTY_ROUTING_KEY
+  pagerduty_url:
+    description: Base URL of the PagerDuty Events API (C(/v2/enqueue) and C(/v2/change/enqueue) are added).
+    type: str
+    default: https://events.pagerduty.com
+    env:
+      - name: FAILSAFE_PAGERDUTY_URL
+    ini:
+      - section: failsafe_auto_rollback
+        key: pagerduty_url
+  slack_webhook_url:
+    description:
+      - Slack incoming webhook URL. Every alert is posted as a Block Kit message kept within Slack's limits
+        (50 blocks, 3,000 characters a section); long host lists end with C(... and N more hosts).
+      - A secret; it is never printed or written anywhere. Set it through the environment only.
+      - When not set the Slack channel is off.
+    type: str
+    env:
+      - name: FAILSAFE_SLACK_WEBHOOK_URL
+  teams_webhook_url:
+    description:
+      - Microsoft Teams Workflows webhook URL (the retired Office 365 connectors are not supported). Every alert is
+        posted as an Adaptive Card 1.4 kept under 28 KB.
+      - A secret; it is never printed or written anywhere. Set it through the environment only.
+      - When not set the Teams channel is off.
+    type: str
+    env:
+      - name: FAILSAFE_TEAMS_WEBHOOK_URL
+  channel_timeout:
+    description: Seconds per request of the PagerDuty, Slack and Teams channels.
+    type: float
+    default: 1
+    env:
+      - name: FAILSAFE_CHANNEL_TIMEOUT
+    ini:
+      - section: failsafe_auto_rollback
+        key: channel_timeout
+  channel_retries:
+    description:
+      - Further attempts of a PagerDuty, Slack or Teams request after a connection error, a timeout, HTTP 429 or
+        5xx, with exponential backoff. Other answers (such as HTTP 400) are not retried.
+    type: int
+    default: 2
+    env:
+      - name: FAILSAFE_CHANNEL_RETRIES
+    ini:
+      - section: failsafe_auto_rollback
+        key: channel_retries
+  channel_time_limit:
+    description:
+      - Seconds each of the PagerDuty, Slack and Teams channels may spend sending, over the whole run. The
+        channels send from threads of their own, side by side, so the run waits for them at most this long at its
+        end; what a channel could not send is still in the spool, and a warning names the channel.
+    type: float
+    default: 3
+    env:
+      - name: FAILSAFE_CHANNEL_TIME_LIMIT
+    ini:
+      - section: failsafe_auto_rollback
+        key: channel_time_limit
   spool_path:
     description:
       - File that every alert is appended to as one JSON line (fsynced).
@@ -274,6 +344,12 @@ EXAMPLES = r'''
 #
 # The webhook URL is a secret: inject it through the environment, e.g. from an AWX credential type.
 # FAILSAFE_WEBHOOK_URL=https://hooks.example.com/services/T000/B000/XXXX ansible-playbook failsafe.deploy.deploy
+#
+# PagerDuty, Slack and Teams: secrets too, so through the environment.
+# FAILSAFE_PAGERDUTY_ROUTING_KEY=R0123456789abcdef0123456789abcdef \
+# FAILSAFE_SLACK_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/XXXX \
+# FAILSAFE_TEAMS_WEBHOOK_URL='https://prod-00.westeurope.logic.azure.com/workflows/...&sig=XXXX' \
+#   ansible-playbook failsafe.deploy.deploy -e release_version=1.4.2
 '''
 
 import atexit
@@ -291,12 +367,15 @@ from ansible.plugins.callback import CallbackBase
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
     AlertDispatcher, SpoolSender, WebhookSender)
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import build_channels
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
     OUTCOME_LABELS, DeployRun, Timeline, new_incident_id, report_paths, utc_iso, write_json_atomic, write_report)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
+_CHANNEL_SETTINGS = {'pagerduty': 'FAILSAFE_PAGERDUTY_ROUTING_KEY', 'slack': 'FAILSAFE_SLACK_WEBHOOK_URL',
+                     'teams': 'FAILSAFE_TEAMS_WEBHOOK_URL'}
 _FQCN_PLAYBOOK = re.compile(r'^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[A-Za-z_][\w.]*$')
 
 
@@ -413,7 +492,22 @@ class CallbackModule(CallbackBase):
         if self.webhook_url and not self.child_mode:
             webhook = WebhookSender(self.webhook_url, timeout=self.webhook_timeout, retries=self.webhook_retries,
                                     redactor=self.redactor)
-        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook)
+        secrets = dict((name, self.get_option(name)) for name in (
+            'pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url'))
+        for value in secrets.values():
+            if value:
+                self.redactor.add_secret(value)
+        channels = []
+        if not self.child_mode:
+            channels = build_channels(
+                pagerduty_url=self.get_option('pagerduty_url'), redactor=self.redactor,
+                timeout=float(self.get_option('channel_timeout') or 1),
+                retries=int(self.get_option('channel_retries') if self.get_option('channel_retries') is not None
+                            else 2),
+                time_limit=float(self.get_option('channel_time_limit') if self.get_option('channel_time_limit')
+                                 is not None else 3),
+                **secrets)
+        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook, channels=channels)
         if self.enabled and not self.child_mode and not self._atexit_registered:
             atexit.register(self._at_exit)
             self._atexit_registered = True
@@ -448,6 +542,9 @@ class CallbackModule(CallbackBase):
             if channel == 'webhook':
                 self._warn('webhook alert %r not delivered after %s attempt(s): %s (setting webhook_url / '
                            'FAILSAFE_WEBHOOK_URL)' % (event, result.attempts, result.error))
+            elif channel in _CHANNEL_SETTINGS:
+                self._warn('%s alert %r not delivered after %s attempt(s): %s; it is in the spool (setting %s)'
+                           % (channel, event, result.attempts, result.error, _CHANNEL_SETTINGS[channel]))
             else:
                 self._warn('could not write alert %r to the spool %s: %s (setting spool_path)'
                            % (event, self.spool_path, result.error))
@@ -617,6 +714,19 @@ class CallbackModule(CallbackBase):
                           webhook=record.get('webhook'))
         return record
 
+    def _notify_committed(self):
+        """A deploy that ended without a failure: a change event for the channels that record deploys (PagerDuty).
+        Not an alert, so not spooled."""
+        if not self.alerts.channels:
+            return
+        payload = self._base_payload('deploy_committed', 'info')
+        what = ', '.join(self.run.releases) or 'a release'
+        payload.update(hosts=list(self.run.opened_order), outcome='committed',
+                       summary='deploy of %s committed on %s' % (what, ', '.join(self.run.opened_order)))
+        self.alerts.notify(self.redactor.data(payload))
+        self.alerts.flush()
+        self._report_alert_problems()
+
     def _resolve_playbook(self):
         playbook = self.rollback_playbook
         if os.path.isabs(playbook) or os.path.exists(playbook):
@@ -644,6 +754,7 @@ class CallbackModule(CallbackBase):
             elif self.run.opened_order:
                 self._display.display('failsafe auto_rollback: %d host(s) opened a transaction; no failure, no '
                                       'rollback needed.' % len(self.run.opened_order))
+                self._notify_committed()
             return
         self._ensure_incident()
         scope = self.run.scope(self.rollback_scope)

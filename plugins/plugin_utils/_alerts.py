@@ -10,7 +10,8 @@
 - ``SpoolSender``: appends one JSON line per alert to a local file and fsyncs it (the record that survives a dead
   webhook).
 - ``AlertDispatcher``: spools at once and posts webhooks in order from one background thread, so a slow endpoint
-  never stalls the play; ``flush()`` waits a bounded time.
+  never stalls the play; the provider channels (``_channels.py``) each get a thread of their own, so one slow
+  channel never delays another; ``flush()`` waits a bounded time.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -159,9 +160,10 @@ class AlertDispatcher:
     ``problems()`` hands back (once) the failed deliveries so the caller can warn from its own thread.
     """
 
-    def __init__(self, spool=None, webhook=None):
+    def __init__(self, spool=None, webhook=None, channels=()):
         self.spool = spool
         self.webhook = webhook
+        self.channels = [_ChannelWorker(channel, self._problem) for channel in channels or ()]
         self.records = []
         self._problems = []
         self._lock = threading.Lock()
@@ -182,6 +184,16 @@ class AlertDispatcher:
             record['webhook'] = 'queued'
             self._queue.put((payload, record))
             self._ensure_thread()
+        for worker in self.channels:
+            worker.put(payload, record)
+        return record
+
+    def notify(self, payload):
+        """Send ``payload`` to the channels only (no spool, no webhook): for notices that are not alerts, such as
+        the change event of a deploy that committed."""
+        record = {'event': payload.get('event'), 'at': payload.get('at')}
+        for worker in self.channels:
+            worker.put(payload, record)
         return record
 
     def _ensure_thread(self):
@@ -216,13 +228,65 @@ class AlertDispatcher:
         return out
 
     def flush(self, timeout=None):
-        """Wait until queued webhooks are sent or ``timeout`` seconds passed. True when nothing is pending."""
+        """Wait until queued webhooks are sent or ``timeout`` seconds passed, and each channel is done or its time
+        limit spent. True when nothing is pending."""
+        done = True
+        for worker in self.channels:
+            done = worker.flush() and done
         if self.webhook is None:
-            return True
+            return done
         if timeout is None:
             timeout = self.webhook.max_duration() * max(1, self._queue.unfinished_tasks)
         deadline = time.time() + timeout
         while self._queue.unfinished_tasks and time.time() < deadline:
             self._ensure_thread()
             time.sleep(0.02)
+        return not self._queue.unfinished_tasks and done
+
+
+class _ChannelWorker:
+    """One channel's queue and daemon thread: alerts go out in order; a failure is handed to ``on_problem``."""
+
+    def __init__(self, channel, on_problem):
+        self.channel = channel
+        self.name = channel.name
+        self._on_problem = on_problem
+        self._queue = queue.Queue()
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def put(self, payload, record):
+        # Every key the worker will set exists from now on: a report written while a send is still running copies
+        # the record without its size changing under it.
+        record[self.name] = 'queued'
+        record['%s_attempts' % self.name] = 0
+        self._queue.put((payload, record))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name='failsafe-%s' % self.name, daemon=True)
+                self._thread.start()
+
+    def _run(self):
+        while True:
+            payload, record = self._queue.get()
+            try:
+                result = self.channel.send(payload)
+                if result is None:
+                    record[self.name] = 'not applicable'
+                else:
+                    record[self.name] = 'delivered' if result.ok else 'failed'
+                    record['%s_attempts' % self.name] = result.attempts
+                    if not result.ok:
+                        self._on_problem(self.name, payload.get('event'), result)
+            except Exception as exc:  # pylint: disable=broad-except
+                record[self.name] = 'failed'
+                self._on_problem(self.name, payload.get('event'), SendResult(False, 0, None, type(exc).__name__, 0.0))
+            finally:
+                self._queue.task_done()
+
+    def flush(self):
+        """Wait while work is pending and the channel has time left (each send is bounded by that time)."""
+        deadline = time.time() + self.channel.max_duration()
+        while self._queue.unfinished_tasks and time.time() < deadline:
+            time.sleep(0.01)
         return not self._queue.unfinished_tasks

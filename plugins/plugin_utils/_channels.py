@@ -1,0 +1,499 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Alert channels of the auto_rollback callback, each speaking one provider's own API.
+
+- ``PagerDutyChannel``: Events API v2. One ``dedup_key`` per deployment, release and run: ``trigger`` (error) on
+  ``deploy_failed``, ``resolve`` on ``rolled_back``, a ``critical`` re-trigger on ``rollback_failed``; a change event
+  (``/v2/change/enqueue``) for each deploy that ends.
+- ``SlackChannel``: incoming webhook with Block Kit, kept within Slack's limits (50 blocks, 3,000 characters a
+  section text).
+- ``TeamsChannel``: Workflows webhook with an Adaptive Card 1.4, kept under 28 KB.
+
+Every channel posts with a timeout per request, retries connection errors, timeouts, 429 and 5xx with exponential
+backoff (never another 4xx), and stops when its total time limit for the run is spent. ``send()`` returns a
+``SendResult`` (or None when the event means nothing to that channel) and never raises; errors never carry the
+URL or the key. The spool stays the record of every alert; channels are best effort on top of it.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import hashlib
+import http.client
+import json
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import USER_AGENT, SendResult
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+
+PAGERDUTY_URL = 'https://events.pagerduty.com'
+PAGERDUTY_DEDUP_MAX = 255
+PAGERDUTY_SUMMARY_MAX = 1024
+SLACK_MAX_BLOCKS = 50
+SLACK_SECTION_MAX = 3000
+SLACK_HEADER_MAX = 150
+SLACK_FIELD_MAX = 2000
+SLACK_MAX_FIELDS = 10
+TEAMS_MAX_BYTES = 28 * 1024
+# Margin under the documented limit: the service counts its own envelope too.
+TEAMS_BUDGET_BYTES = 26 * 1024
+
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_RETRIES = 2
+DEFAULT_TIME_LIMIT = 3.0
+
+_TITLES = {
+    'deploy_failed': 'Deploy failed',
+    'deploy_interrupted': 'Deploy interrupted',
+    'rolled_back': 'Rolled back',
+    'rollback_failed': 'ROLLBACK FAILED',
+    'rollback_deferred': 'Rollback deferred to the workflow',
+    'rollback_skipped': 'Rollback skipped',
+    'failure_rescued': 'Failure rescued',
+    'deploy_committed': 'Deploy committed',
+}
+
+
+def _retryable(status):
+    return status == 429 or 500 <= status <= 599
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would re-send the payload (and the key) somewhere else: treat it as an error."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class Channel:
+    """Base of the channels: bounded, retried JSON POSTs. Subclasses build the requests for one alert."""
+
+    name = 'channel'
+    setting = None
+
+    def __init__(self, timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES, time_limit=DEFAULT_TIME_LIMIT,
+                 backoff=0.2, max_backoff=2.0, redactor=None, sleep=time.sleep, clock=time.monotonic):
+        self.timeout = max(0.05, float(timeout))
+        self.retries = max(0, int(retries))
+        self.time_limit = max(0.0, float(time_limit))
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self._redactor = redactor or Redactor()
+        self._sleep = sleep
+        self._clock = clock
+        self._spent = 0.0
+        self._lock = threading.Lock()
+        self._opener = urllib.request.build_opener(_NoRedirect())
+
+    def __repr__(self):
+        return '<%s channel>' % self.name
+
+    # budget -----------------------------------------------------------------------------------------------
+    def remaining(self):
+        """Seconds left of this channel's total time limit for the run."""
+        with self._lock:
+            return max(0.0, self.time_limit - self._spent)
+
+    def _charge(self, seconds):
+        with self._lock:
+            self._spent += max(0.0, seconds)
+
+    def max_duration(self):
+        return self.remaining() + 0.5
+
+    # sending ------------------------------------------------------------------------------------------------
+    def requests(self, payload):
+        """[(url, body dict)] for one alert; empty when the event means nothing to this channel."""
+        raise NotImplementedError
+
+    def send(self, payload):
+        start = self._clock()
+        try:
+            requests = self.requests(payload)
+        except Exception as exc:  # pylint: disable=broad-except
+            return SendResult(False, 0, None, self._redactor.text('could not build the message: %s: %s'
+                                                                  % (type(exc).__name__, exc)), 0.0)
+        if not requests:
+            return None
+        attempts = 0
+        status = None
+        for url, body in requests:
+            result = self._post(url, body)
+            attempts += result.attempts
+            status = result.status
+            if not result.ok:
+                return SendResult(False, attempts, status, result.error, round(self._clock() - start, 3))
+        return SendResult(True, attempts, status, None, round(self._clock() - start, 3))
+
+    def _post(self, url, body):
+        """One JSON POST with retries, bounded by what is left of the time limit."""
+        try:
+            data = json.dumps(body, sort_keys=True, default=str).encode('utf-8')
+        except (TypeError, ValueError) as exc:
+            return SendResult(False, 0, None, 'message is not JSON serialisable: %s' % exc, 0.0)
+        headers = {'Content-Type': 'application/json', 'User-Agent': USER_AGENT}
+        attempts = 0
+        status = None
+        error = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                pause = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+                if pause >= self.remaining():
+                    error = '%s; total time limit of %.1f s reached' % (error, self.time_limit)
+                    break
+                started = self._clock()
+                self._sleep(pause)
+                self._charge(self._clock() - started)
+            left = self.remaining()
+            if left <= 0.01:
+                error = ('%s; ' % error if error else '') + 'total time limit of %.1f s reached' % self.time_limit
+                break
+            attempts += 1
+            started = self._clock()
+            status, error, retry = self._attempt(url, data, headers, min(self.timeout, left))
+            self._charge(self._clock() - started)
+            if error is None:
+                return SendResult(True, attempts, status, None, 0.0)
+            if not retry:
+                break
+        return SendResult(False, attempts, status, self._redactor.text(error), 0.0)
+
+    def _attempt(self, url, data, headers, timeout):
+        """(status, error or None, retry?) of one request. Never raises."""
+        try:
+            request = urllib.request.Request(url, data=data, headers=headers, method='POST')
+            with self._opener.open(request, timeout=timeout) as response:
+                status = response.getcode()
+                response.read(65536)
+            if 200 <= status < 300:
+                return status, None, False
+            return status, 'HTTP %s' % status, _retryable(status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            try:
+                exc.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+            return status, 'HTTP %s %s' % (exc.code, exc.reason), _retryable(status)
+        except (socket.timeout, TimeoutError):
+            return None, 'timed out after %.1f s' % timeout, True
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (socket.timeout, TimeoutError)):
+                return None, 'timed out after %.1f s' % timeout, True
+            return None, 'connection failed: %s' % (exc.reason,), True
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            return None, '%s: %s' % (type(exc).__name__, exc), True
+        except Exception as exc:  # pylint: disable=broad-except
+            return None, '%s: %s' % (type(exc).__name__, exc), False
+
+
+# Message content shared by the chat channels ---------------------------------------------------------------
+
+def _clip(text, limit, tail='...'):
+    text = '' if text is None else str(text)
+    if len(text) <= limit:
+        return text
+    return text[:max(0, limit - len(tail))] + tail
+
+
+def title_of(payload):
+    event = payload.get('event') or 'alert'
+    return _TITLES.get(event, event.replace('_', ' ').capitalize())
+
+
+def deployment_name(payload):
+    """The deployment: the playbook's file name without its extension (the callback sees nothing better)."""
+    playbook = payload.get('playbook') or ''
+    name = re.sub(r'\.ya?ml$', '', playbook.rstrip('/').rsplit('/', 1)[-1])
+    return name or 'deploy'
+
+
+def _join(values):
+    if isinstance(values, (list, tuple)):
+        return ', '.join(str(v) for v in values) or None
+    return values or None
+
+
+def facts_of(payload):
+    """[(label, value)] worth showing, in a fixed order; empty values left out."""
+    facts = [
+        ('Deployment', deployment_name(payload)),
+        ('Release', _join(payload.get('releases'))),
+        ('Previous release', _join(payload.get('previous_releases'))),
+        ('Severity', payload.get('severity')),
+        ('Cause', payload.get('cause')),
+        ('Host', payload.get('host')),
+        ('Task', payload.get('task')),
+        ('Outcome', payload.get('outcome')),
+        ('Rollback duration', '%s s' % payload['duration'] if payload.get('duration') is not None else None),
+        ('Incident', payload.get('incident_id')),
+        ('Run id', payload.get('run_id')),
+        ('Controller', payload.get('controller')),
+        ('Report', payload.get('report')),
+        ('At', payload.get('at')),
+    ]
+    return [(label, str(value)) for label, value in facts if value not in (None, '', [])]
+
+
+def host_lines(payload):
+    """One line per host the alert is about: its rollback status when known."""
+    per_host = payload.get('per_host')
+    if isinstance(per_host, dict) and per_host:
+        return ['%s: %s' % (host, status) for host, status in per_host.items()]
+    hosts = payload.get('hosts')
+    if isinstance(hosts, (list, tuple)):
+        return [str(h) for h in hosts]
+    return []
+
+
+def details_of(payload):
+    """The failure's own words: message, reason, evidence."""
+    parts = []
+    for key in ('message', 'reason'):
+        if payload.get(key):
+            parts.append(str(payload[key]))
+    evidence = payload.get('evidence')
+    if evidence and not isinstance(evidence, str):
+        evidence = json.dumps(evidence, sort_keys=True, default=str)
+    if evidence:
+        parts.append(str(evidence))
+    return '\n'.join(parts)
+
+
+def fit_lines(lines, limit, noun='hosts', bullet=''):
+    """Join ``lines`` within ``limit`` characters; what does not fit becomes '... and N more <noun>'."""
+    out = []
+    used = 0
+    for index, line in enumerate(lines):
+        line = bullet + _clip(line, 300)
+        rest = len(lines) - index - 1
+        more = '\n... and %d more %s' % (rest, noun) if rest else ''
+        if used + len(line) + 1 + len(more) <= limit:
+            out.append(line)
+            used += len(line) + 1
+            continue
+        return '\n'.join(out + ['... and %d more %s' % (len(lines) - index, noun)])
+    return '\n'.join(out)
+
+
+# PagerDuty -------------------------------------------------------------------------------------------------
+
+class PagerDutyChannel(Channel):
+    """PagerDuty Events API v2, written directly so that one incident follows the deploy through its rollback."""
+
+    name = 'pagerduty'
+    setting = 'FAILSAFE_PAGERDUTY_ROUTING_KEY'
+
+    def __init__(self, routing_key, url=PAGERDUTY_URL, **kwargs):
+        super(PagerDutyChannel, self).__init__(**kwargs)
+        self._routing_key = routing_key
+        self._redactor.add_secret(routing_key)
+        self._base = (url or PAGERDUTY_URL).rstrip('/')
+        self._dedup_keys = {}
+
+    def dedup_key(self, payload):
+        """One key per deployment, release and run, the same for every event of that run (<= 255 chars)."""
+        run = payload.get('run_id') or payload.get('incident_id') or ''
+        with self._lock:
+            if run in self._dedup_keys:
+                return self._dedup_keys[run]
+        key = 'failsafe.deploy/%s/%s/%s' % (deployment_name(payload), _join(payload.get('releases')) or '-', run)
+        if len(key) > PAGERDUTY_DEDUP_MAX:
+            digest = hashlib.sha256(key.encode('utf-8')).hexdigest()[:16]
+            key = key[:PAGERDUTY_DEDUP_MAX - len(digest) - 1] + '~' + digest
+        with self._lock:
+            return self._dedup_keys.setdefault(run, key)
+
+    def _event(self, payload, action, severity=None):
+        body = {'routing_key': self._routing_key, 'event_action': action, 'dedup_key': self.dedup_key(payload),
+                'client': 'failsafe.deploy'}
+        if action == 'trigger':
+            summary = '%s: %s' % (title_of(payload), payload.get('summary') or deployment_name(payload))
+            body['payload'] = {
+                'summary': _clip(summary, PAGERDUTY_SUMMARY_MAX),
+                'source': _clip(payload.get('controller') or payload.get('source') or 'failsafe.deploy', 255),
+                'severity': severity,
+                'timestamp': payload.get('at'),
+                'component': deployment_name(payload),
+                'group': _join(payload.get('releases')),
+                'class': payload.get('cause') or payload.get('event'),
+                'custom_details': _details(payload),
+            }
+            # optional fields are left out rather than sent as null
+            body['payload'] = dict((k, v) for k, v in body['payload'].items() if v not in (None, ''))
+        return self._base + '/v2/enqueue', body
+
+    def _change(self, payload):
+        summary = '%s %s: %s' % (deployment_name(payload), _join(payload.get('releases')) or '',
+                                 title_of(payload).lower())
+        body = {'routing_key': self._routing_key,
+                'payload': {'summary': _clip(summary, PAGERDUTY_SUMMARY_MAX),
+                            'source': _clip(payload.get('controller') or 'failsafe.deploy', 255),
+                            'timestamp': payload.get('at'),
+                            'custom_details': _details(payload)}}
+        body['payload'] = dict((k, v) for k, v in body['payload'].items() if v not in (None, ''))
+        return self._base + '/v2/change/enqueue', body
+
+    def requests(self, payload):
+        event = payload.get('event')
+        if event in ('deploy_failed', 'deploy_interrupted'):
+            return [self._event(payload, 'trigger', 'error')]
+        if event == 'rolled_back':
+            return [self._event(payload, 'resolve'), self._change(payload)]
+        if event == 'rollback_failed':
+            return [self._event(payload, 'trigger', 'critical'), self._change(payload)]
+        if event == 'failure_rescued':
+            return [self._event(payload, 'resolve')]
+        if event in ('deploy_committed', 'rollback_deferred', 'rollback_skipped'):
+            return [self._change(payload)]
+        return []
+
+
+def _details(payload):
+    keep = ('event', 'incident_id', 'run_id', 'releases', 'previous_releases', 'host', 'task', 'role', 'cause',
+            'message', 'outcome', 'reason', 'hosts', 'per_host', 'duration', 'report', 'at')
+    details = dict((k, payload[k]) for k in keep if payload.get(k) not in (None, '', [], {}))
+    for key in ('message', 'reason'):
+        if key in details:
+            details[key] = _clip(details[key], 2000)
+    hosts = details.get('hosts')
+    if isinstance(hosts, list) and len(hosts) > 100:
+        details['hosts'] = hosts[:100] + ['... and %d more hosts' % (len(hosts) - 100)]
+    per_host = details.get('per_host')
+    if isinstance(per_host, dict) and len(per_host) > 100:
+        items = list(per_host.items())
+        details['per_host'] = dict(items[:100])
+        details['per_host_more'] = len(items) - 100
+    return details
+
+
+# Slack -----------------------------------------------------------------------------------------------------
+
+def _mrkdwn(text):
+    return str(text).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+
+
+class SlackChannel(Channel):
+    """Slack incoming webhook, Block Kit within Slack's limits."""
+
+    name = 'slack'
+    setting = 'FAILSAFE_SLACK_WEBHOOK_URL'
+
+    def __init__(self, url, **kwargs):
+        super(SlackChannel, self).__init__(**kwargs)
+        self._url = url
+        self._redactor.add_secret(url)
+
+    def message(self, payload):
+        title = title_of(payload)
+        icon = ':rotating_light:' if payload.get('severity') in ('critical', 'error') else ':warning:'
+        if payload.get('severity') == 'info':
+            icon = ':information_source:'
+        blocks = [{'type': 'header', 'text': {'type': 'plain_text', 'text': _clip('%s %s' % (
+            title, deployment_name(payload)), SLACK_HEADER_MAX), 'emoji': True}}]
+        summary = payload.get('summary') or title
+        blocks.append({'type': 'section', 'text': {'type': 'mrkdwn', 'text': _clip(
+            '%s *%s*' % (icon, _mrkdwn(summary)), SLACK_SECTION_MAX)}})
+        fields = [{'type': 'mrkdwn', 'text': _clip('*%s*\n%s' % (label, _mrkdwn(value)), SLACK_FIELD_MAX)}
+                  for label, value in facts_of(payload)]
+        for start in range(0, len(fields), SLACK_MAX_FIELDS):
+            blocks.append({'type': 'section', 'fields': fields[start:start + SLACK_MAX_FIELDS]})
+        details = details_of(payload)
+        if details:
+            # ``` fences cost 8 characters of the section's 3,000
+            blocks.append({'type': 'section', 'text': {'type': 'mrkdwn', 'text': '```%s```' % _clip(
+                _mrkdwn(details), SLACK_SECTION_MAX - 8, tail='\n... (cut)')}})
+        hosts = host_lines(payload)
+        if hosts:
+            head = '*Hosts (%d)*\n' % len(hosts)
+            blocks.append({'type': 'section', 'text': {'type': 'mrkdwn', 'text': head + fit_lines(
+                [_mrkdwn(h) for h in hosts], SLACK_SECTION_MAX - len(head), bullet='\u2022 ')}})
+        blocks.append({'type': 'context', 'elements': [{'type': 'mrkdwn', 'text': _clip(_mrkdwn(
+            'failsafe.deploy | incident %s | %s' % (payload.get('incident_id'), payload.get('at'))), 300)}]})
+        if len(blocks) > SLACK_MAX_BLOCKS:
+            blocks = blocks[:SLACK_MAX_BLOCKS - 1] + [blocks[-1]]
+        return {'text': _clip('%s: %s' % (title, summary), SLACK_SECTION_MAX), 'blocks': blocks}
+
+    def requests(self, payload):
+        if payload.get('event') == 'deploy_committed':
+            return []
+        return [(self._url, self.message(payload))]
+
+
+# Microsoft Teams -------------------------------------------------------------------------------------------
+
+class TeamsChannel(Channel):
+    """Microsoft Teams Workflows webhook: one Adaptive Card 1.4 in a message, under 28 KB."""
+
+    name = 'teams'
+    setting = 'FAILSAFE_TEAMS_WEBHOOK_URL'
+
+    def __init__(self, url, **kwargs):
+        super(TeamsChannel, self).__init__(**kwargs)
+        self._url = url
+        self._redactor.add_secret(url)
+
+    @staticmethod
+    def _card(payload, details_max, hosts_max):
+        severity = payload.get('severity')
+        color = {'critical': 'Attention', 'error': 'Attention', 'warning': 'Warning'}.get(severity, 'Default')
+        body = [
+            {'type': 'TextBlock', 'text': _clip('%s: %s' % (title_of(payload), deployment_name(payload)), 200),
+             'weight': 'Bolder', 'size': 'Medium', 'color': color, 'wrap': True},
+            {'type': 'TextBlock', 'text': _clip(payload.get('summary') or title_of(payload), 1000), 'wrap': True},
+            {'type': 'FactSet', 'facts': [{'title': label, 'value': _clip(value, 500)}
+                                          for label, value in facts_of(payload)]},
+        ]
+        details = details_of(payload)
+        if details and details_max:
+            body.append({'type': 'TextBlock', 'text': _clip(details, details_max, tail='\n... (cut)'),
+                         'wrap': True, 'fontType': 'Monospace', 'size': 'Small'})
+        hosts = host_lines(payload)
+        if hosts:
+            body.append({'type': 'TextBlock', 'text': 'Hosts (%d)' % len(hosts), 'weight': 'Bolder'})
+            # Adaptive Card markdown: a blank line between lines keeps them apart
+            body.append({'type': 'TextBlock', 'text': fit_lines(hosts, hosts_max).replace('\n', '\n\n'),
+                         'wrap': True, 'size': 'Small'})
+        card = {'$schema': 'http://adaptivecards.io/schemas/adaptive-card.json', 'type': 'AdaptiveCard',
+                'version': '1.4', 'body': body, 'msteams': {'width': 'Full'}}
+        return {'type': 'message', 'attachments': [{'contentType': 'application/vnd.microsoft.card.adaptive',
+                                                    'contentUrl': None, 'content': card}]}
+
+    def message(self, payload):
+        """The card, shrunk (details, then hosts) until the message is under the size budget."""
+        details_max, hosts_max = 8000, 12000
+        while True:
+            message = self._card(payload, details_max, hosts_max)
+            size = len(json.dumps(message, sort_keys=True, default=str).encode('utf-8'))
+            if size <= TEAMS_BUDGET_BYTES or (details_max == 0 and hosts_max <= 200):
+                return message
+            details_max = details_max // 2 if details_max > 500 else 0
+            if details_max == 0:
+                hosts_max = max(200, hosts_max // 2)
+
+    def requests(self, payload):
+        if payload.get('event') == 'deploy_committed':
+            return []
+        return [(self._url, self.message(payload))]
+
+
+def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook_url=None, teams_webhook_url=None,
+                   redactor=None, **kwargs):
+    """The channels that are configured, each with the same timeout, retries and time limit."""
+    channels = []
+    if pagerduty_routing_key:
+        channels.append(PagerDutyChannel(pagerduty_routing_key, url=pagerduty_url or PAGERDUTY_URL,
+                                         redactor=redactor, **kwargs))
+    if slack_webhook_url:
+        channels.append(SlackChannel(slack_webhook_url, redactor=redactor, **kwargs))
+    if teams_webhook_url:
+        channels.append(TeamsChannel(teams_webhook_url, redactor=redactor, **kwargs))
+    return channels

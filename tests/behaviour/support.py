@@ -1,6 +1,7 @@
 # Support for behaviour tests: real ansible-playbook runs against this machine, a real HTTP receiver for
 # webhook alerts, and helpers that read the hosts' real state (files, checksums, processes, HTTP answers).
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -43,6 +44,15 @@ def assert_log_has_no_ignored_callback_errors(path):
     """The same check on a log file (the fault matrix's runs.log, a rollback log)."""
     with open(path, encoding='utf-8', errors='replace') as f:
         assert_no_ignored_callback_errors(f.read(), where=path)
+
+
+def load_example_build():
+    """examples/app/build.py as a module: builds release archives of the example app (``build(out, files, releases)``)."""
+    spec = importlib.util.spec_from_file_location('failsafe_example_build', os.path.join(ROOT, 'examples', 'app',
+                                                                                         'build.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port():

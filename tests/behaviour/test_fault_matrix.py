@@ -35,7 +35,6 @@ names the fleet (default fsx), so that single cells can run beside a running mat
 """
 
 import glob
-import importlib.util
 import json
 import os
 import signal
@@ -45,7 +44,7 @@ import time
 
 import pytest
 
-from support import ROOT, VENV_BIN, assert_log_has_no_ignored_callback_errors, tree_digest
+from support import ROOT, VENV_BIN, assert_log_has_no_ignored_callback_errors, load_example_build, tree_digest
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -72,13 +71,6 @@ VERSION_PROBE = ("import urllib.request;"
 PLAYBOOK_TIMEOUT = 600
 
 
-def _load_build():
-    spec = importlib.util.spec_from_file_location('failsafe_example_build', os.path.join(ROOT, 'examples', 'app',
-                                                                                         'build.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 class Matrix:
     """The shared fleet, the release archives and the playbook runs of the matrix."""
@@ -87,7 +79,7 @@ class Matrix:
         self.fleet = fleet
         self.base = base
         self.dist = os.path.join(base, 'dist')
-        self.build = _load_build()
+        self.build = load_example_build()
         self.serial = 0
         self.rows = []
         self.started = time.time()

@@ -11,7 +11,6 @@ the probe command. Every module of a run goes through the same interpreter.
 """
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -20,7 +19,7 @@ import sys
 
 import pytest
 
-from support import ROOT, VENV_BIN, tree_digest
+from support import ROOT, VENV_BIN, load_example_build, tree_digest
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -40,20 +39,13 @@ VERSION_PROBE = ("import urllib.request;"
                  "print(urllib.request.urlopen('http://127.0.0.1:8080/version', timeout=5).read().decode().strip())")
 
 
-def _build():
-    spec = importlib.util.spec_from_file_location('failsafe_example_build', os.path.join(ROOT, 'examples', 'app',
-                                                                                         'build.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 class Py38Fleet:
     def __init__(self, hosts, base):
         self.hosts = hosts
         self.base = base
         self.dist = os.path.join(base, 'dist')
-        _build().build(self.dist, 0, [('1.0.0', 'good'), ('2.0.0', 'good'), ('3.0.0', 'unhealthy')])
+        load_example_build().build(self.dist, 0, [('1.0.0', 'good'), ('2.0.0', 'good'), ('3.0.0', 'unhealthy')])
         # The hosts' interpreter, set where an operator sets it: in the inventory.
         with open(hosts.inventory_path, encoding='utf-8') as handle:
             text = handle.read()

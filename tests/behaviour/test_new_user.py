@@ -6,6 +6,7 @@ never reports health it did not check; a service that cannot start is reported w
 that fails leaves nothing serving."""
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 
@@ -152,3 +153,26 @@ def test_given_no_release_yet_when_the_first_deploy_fails_then_nothing_serves_it
     assert d.journal()['status'] == 'rolled_back'
     with open(d.incident_reports()[-1]) as f:
         assert json.load(f)['outcome'] == 'rolled_back'
+
+
+def test_given_a_deploy_failing_before_activation_then_it_is_rolled_back_not_quarantined_and_the_rerun_needs_no_force(
+        on_1_0_0):
+    d = on_1_0_0
+    assert d.current() == 'releases/2.0.0'
+    before = d.digest()
+    shutil.copy(os.path.join(d.dir, 'dist', 'app-2.0.0.tar.gz'), os.path.join(d.dir, 'dist', 'app-5.0.0.tar.gz'))
+    hook = os.path.join(d.dir, 'fail-before-activate.yml')
+    with open(hook, 'w') as f:
+        f.write('- name: Fail before the switch\n  ansible.builtin.fail:\n    msg: a mistake in a hook\n')
+    proc = d.deploy('5.0.0', '-e', 'failsafe_activate_before_tasks=%s' % hook)
+    assert proc.returncode != 0
+    assert d.journal()['status'] == 'rolled_back' and d.journal()['release'] == '5.0.0'
+    assert d.digest() == before
+    assert d.current() == 'releases/2.0.0'
+    assert d.ledger()['releases']['5.0.0']['state'] != 'failed'
+    assert d.http('/version') == (200, '2.0.0')
+    # The release was never shown bad: the corrected run deploys it without failsafe_force.
+    proc = d.deploy('5.0.0')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert d.current() == 'releases/5.0.0'
+    assert d.ledger()['releases']['5.0.0']['state'] == 'verified'

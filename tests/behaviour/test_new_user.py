@@ -66,11 +66,14 @@ def test_given_check_mode_then_the_new_releases_health_checks_are_shown_as_not_r
     d = on_1_0_0
     before = _state(d)
     # 3.0.0 fails its health check for real; in check mode a probe could only reach 2.0.0, which is still running.
-    proc = d.deploy('3.0.0', '--check')
+    proc = d.deploy('3.0.0', '--check', '--diff')
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "Check mode: the new release's 1 health check(s) were not run (health)" in proc.stdout
     section = proc.stdout.split('Check the health of the new release]', 1)[1].split('TASK [', 1)[0]
     assert 'skipping' in section and 'ok:' not in section, section
+    # The journal diff of a later step shows the transaction that would be open, with its release.
+    section = proc.stdout.split('Record the staged release in the journal]', 1)[1].split('TASK [', 1)[0]
+    assert '+        "release": "3.0.0"' in section and 'a new transaction of run' in section, section
     assert _state(d) == before
 
 
@@ -176,3 +179,4 @@ def test_given_a_deploy_failing_before_activation_then_it_is_rolled_back_not_qua
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert d.current() == 'releases/5.0.0'
     assert d.ledger()['releases']['5.0.0']['state'] == 'verified'
+

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from support import VENV_BIN
+from support import VENV_BIN, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -180,3 +180,19 @@ def test_given_a_deploy_failing_before_activation_then_it_is_rolled_back_not_qua
     assert d.current() == 'releases/5.0.0'
     assert d.ledger()['releases']['5.0.0']['state'] == 'verified'
 
+
+def test_given_a_check_that_fails_on_the_running_verified_release_when_deploying_then_it_is_refused_naming_the_check(
+        on_1_0_0):
+    d = on_1_0_0
+    assert d.current() == 'releases/5.0.0' and d.ledger()['releases']['5.0.0']['state'] == 'verified'
+    before = _state(d)
+    wrong = {'failsafe_verify_checks': [{'name': 'health-on-a-wrong-port', 'timeout': 2,
+                                         'url': 'http://127.0.0.1:%d/health' % free_port()}]}
+    proc = d.deploy('2.0.0', '-e', json.dumps(wrong))
+    assert proc.returncode != 0
+    assert "failsafe_verify_checks 'health-on-a-wrong-port'" in proc.stdout
+    assert 'fail(s) on release 5.0.0, which is running and verified' in proc.stdout
+    assert 'Open the deploy transaction' not in proc.stdout.split('Refuse health checks that fail', 1)[1]
+    # Nothing changed: same files, ledger (2.0.0 not quarantined), journal, no lock, no incident, no alert.
+    assert _state(d) == before
+    assert d.http('/version') == (200, '2.0.0')  # 5.0.0 is a copy of 2.0.0's archive

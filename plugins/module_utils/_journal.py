@@ -270,8 +270,21 @@ class DeployState:
 def _summary(journal):
     if not journal:
         return None
-    return {'txid': journal.get('txid'), 'run_id': journal.get('run_id'), 'status': journal.get('status'),
-            'release': journal.get('release'), 'steps': [s.get('step') for s in journal.get('steps', [])]}
+    summary = {'txid': journal.get('txid'), 'run_id': journal.get('run_id'), 'status': journal.get('status'),
+               'release': journal.get('release'), 'steps': [s.get('step') for s in journal.get('steps', [])]}
+    if journal.get('would_open'):
+        summary['would_open'] = journal['would_open']
+    return summary
+
+
+def _would_open(run_id, release, status, **fields):
+    """Check mode, when no transaction is open yet: the one this run's (check mode) open would have opened. Its
+    txid is only drawn when it really opens, so the plan says so in words, with the release it is for."""
+    planned = {'txid': None, 'run_id': run_id, 'status': status, 'release': release,
+               'would_open': 'a new transaction of run %s for release %s' % (
+                   run_id, release if release else '(not given)')}
+    planned.update(fields)
+    return planned
 
 
 def _diff(lock_before, lock_after, journal_before, journal_after):
@@ -428,7 +441,8 @@ def _owned(ds, journal, run_id, force, action):
             open_transaction=journal if journal.get('status') == 'open' else None, journal=journal)
 
 
-def ensure_step(ds, run_id, step, status='ok', snapshots=None, data=None, force=False, check_mode=False):
+def ensure_step(ds, run_id, step, status='ok', snapshots=None, data=None, force=False, check_mode=False,
+                release=None):
     t = time.time()
     journal = ds.read_journal()
     lock = ds.read_lock()
@@ -437,8 +451,7 @@ def ensure_step(ds, run_id, step, status='ok', snapshots=None, data=None, force=
     if not journal or journal.get('status') != 'open':
         if check_mode:
             # The transaction this step belongs to would have been opened by an earlier (check mode) task.
-            planned = {'txid': None, 'run_id': run_id, 'status': 'open', 'steps': [record],
-                       'snapshots': dict(snapshots or {})}
+            planned = _would_open(run_id, release, 'open', steps=[record], snapshots=dict(snapshots or {}))
             result['diff'] = _diff(lock, lock, journal, planned)
             return _planned(ds, result, planned, lock)
         raise JournalError("no open transaction for '%s' to record step %r in (journal status: %s)"
@@ -467,7 +480,7 @@ def ensure_step(ds, run_id, step, status='ok', snapshots=None, data=None, force=
     return result
 
 
-def ensure_closed(ds, status, run_id, data=None, force=False, check_mode=False):
+def ensure_closed(ds, status, run_id, data=None, force=False, check_mode=False, release=None):
     """Close the transaction as committed, rolled_back or rollback_failed.
 
     committed closes an open transaction. rolled_back and rollback_failed also close a transaction again after a
@@ -483,7 +496,7 @@ def ensure_closed(ds, status, run_id, data=None, force=False, check_mode=False):
     result = {'changed': False}
     if not journal or (journal.get('run_id') != run_id and journal.get('status') != 'open'):
         if check_mode:
-            planned = {'txid': None, 'run_id': run_id, 'status': status}
+            planned = _would_open(run_id, release, status)
             result['changed'] = True
             result['diff'] = _diff(lock, lock, journal, planned)
             return _planned(ds, result, planned, lock)

@@ -856,14 +856,17 @@ def ensure_failed(rr, release_id, reason=None, check_mode=False):
     return call.result(changed, release_id, diff_ids=[release_id])
 
 
-def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False):
+def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False, quarantine=True):
+    """Switch back to the last verified release other than release_id. With quarantine, release_id is marked
+    failed first; without it (the release never ran: its deploy failed before activation) its ledger entry is left
+    as it is, so a corrected run deploys it without force."""
     if release_id is not None:
         validate_release_id(release_id)
     call = _Call(rr)
     changed = False
     if release_id is not None:
         entry = call.ledger['releases'].get(release_id)
-        if entry is None or entry.get('state') != 'failed':
+        if quarantine and (entry is None or entry.get('state') != 'failed'):
             _mark(call.ledger, release_id, 'failed', call.t, event='rolled back', reason=reason or 'rolled back')
             changed = True
         _refresh_last_verified(call.ledger, call.exists)
@@ -886,7 +889,8 @@ def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False):
         changed = True
     if changed:
         call.save(check_mode)
-    return call.result(changed, release_id, target=target, diff_ids=[release_id, target])
+    marked = (call.ledger['releases'].get(release_id) or {}).get('state') == 'failed' if release_id else False
+    return call.result(changed, release_id, target=target, diff_ids=[release_id, target], quarantined=marked)
 
 
 def ensure_absent(rr, release_id, check_mode=False):

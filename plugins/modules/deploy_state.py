@@ -97,7 +97,11 @@ options:
     type: int
     default: 1800
   release:
-    description: Release id the transaction deploys, for V(open).
+    description:
+      - Release id the transaction deploys, for V(open).
+      - In check mode, for V(step), V(committed), V(rolled_back) and V(rollback_failed) when no transaction is open
+        yet (the check mode V(open) before it wrote nothing): the release of the transaction that would be open,
+        shown in the diff and in RV(journal) with C(would_open). Ignored otherwise.
     type: str
   previous_release:
     description: Release that was current before the transaction, for V(open).
@@ -303,8 +307,9 @@ def run(module):
         return ensure_open(ds, p['run_id'], p['release'], p['previous_release'], p['app_root'], p['snapshots'],
                            p['data'], owner, p['controller'], p['pid'], p['force'], check, module.warn)
     if state == 'step':
-        return ensure_step(ds, p['run_id'], p['step'], p['status'], p['snapshots'], p['data'], p['force'], check)
-    return ensure_closed(ds, state, p['run_id'], p['data'], p['force'], check)
+        return ensure_step(ds, p['run_id'], p['step'], p['status'], p['snapshots'], p['data'], p['force'], check,
+                           release=p['release'])
+    return ensure_closed(ds, state, p['run_id'], p['data'], p['force'], check, release=p['release'])
 
 
 def main():

@@ -113,6 +113,14 @@ options:
     description:
       - Why the release failed, stored in the ledger with V(failed) and V(rolled_back).
     type: str
+  quarantine:
+    description:
+      - For V(rolled_back), whether O(id) is marked failed (quarantined).
+      - V(false) switches back without marking O(id), for a release that was never shown bad (its deploy failed
+        before it was activated, for a configuration, network or infrastructure cause). A corrected run deploys it
+        again without O(force=true). A release already marked failed stays failed.
+    type: bool
+    default: true
 notes:
   - Use one deploy lock (M(failsafe.deploy.deploy_state)) per application root. The module does not lock the
     ledger itself.
@@ -251,8 +259,10 @@ cleaned:
   type: list
   elements: str
 quarantined:
-  description: Set when the call was refused because the release is failed.
-  returned: on refusal
+  description:
+    - Set when the call was refused because the release is failed.
+    - For V(rolled_back), whether O(id) is marked failed after the call.
+  returned: on refusal, and when O(state=rolled_back)
   type: bool
 '''
 
@@ -290,7 +300,7 @@ def run(module):
     if state == 'failed':
         return ensure_failed(rr, p['id'], p['reason'], check)
     if state == 'rolled_back':
-        return ensure_rolled_back(rr, p['id'], p['reason'], check)
+        return ensure_rolled_back(rr, p['id'], p['reason'], check, quarantine=p['quarantine'])
     if state == 'absent':
         return ensure_absent(rr, p['id'], check)
     return ensure_pruned(rr, p['keep'], p['prune_failed'], p['id'], check)
@@ -309,6 +319,7 @@ def main():
             keep=dict(type='int', default=5),
             prune_failed=dict(type='bool', default=False),
             reason=dict(type='str'),
+            quarantine=dict(type='bool', default=True),
         ),
         required_if=[
             ('state', 'staged', ('id', 'src')),

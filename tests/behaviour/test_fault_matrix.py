@@ -301,9 +301,11 @@ def _assert_outcome(cell_dir, cell, expected, run_id, target):
     return incidents
 
 
-def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new):
+def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new, quarantined=None):
     """Every host on the previous verified release, byte-identical and healthy (or, only after a commit, on the new
-    verified release): never a mix. The journal holds this cell's transaction, closed as the outcome says."""
+    verified release): never a mix. The journal holds this cell's transaction, closed as the outcome says.
+    ``quarantined``: True when the release failed after its activation (it must be marked failed), None when that
+    depends on how far the host got (it must not be verified)."""
     hosts = matrix.fleet.names
     after = {host: matrix.state(host) for host in hosts}
     log = 'see %s/runs.log' % cell_dir
@@ -327,8 +329,11 @@ def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new):
             assert state['last_verified'] == previous, (host, state)
             assert matrix.digest(host) == before[host][1], '%s is not byte-identical to its snapshot' % host
             assert state['served'] == previous, '%s serves %r, not %s' % (host, state['served'], previous)
-            if new in state['ledger']:
+            if new in state['ledger'] and quarantined:
                 assert state['ledger'][new]['state'] == 'failed', (host, state['ledger'][new])
+            elif new in state['ledger']:
+                # Failed before or during its activation: quarantined only where the switch happened.
+                assert state['ledger'][new]['state'] != 'verified', (host, state['ledger'][new])
 
 
 @pytest.mark.parametrize('step,fault', CELLS, ids=['%s-%s' % cell for cell in CELLS])
@@ -406,7 +411,8 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
         row['rollback_seconds'] = round(rollback_seconds, 1)
 
         expect_new = step == 'commit'
-        _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new)
+        _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new,
+                      quarantined=STEPS.index(step) > STEPS.index('activate'))
         row['outcome'] = '%s; %s' % (_expected_outcome(step, fault) or 'no incident',
                                      'new release %s on every host' % new if expect_new else
                                      'previous %s restored on every host' % previous[target])

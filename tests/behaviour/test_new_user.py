@@ -6,12 +6,13 @@ never reports health it did not check; a service that cannot start is reported w
 that fails leaves nothing serving."""
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 
 import pytest
 
-from support import VENV_BIN
+from support import VENV_BIN, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -65,11 +66,14 @@ def test_given_check_mode_then_the_new_releases_health_checks_are_shown_as_not_r
     d = on_1_0_0
     before = _state(d)
     # 3.0.0 fails its health check for real; in check mode a probe could only reach 2.0.0, which is still running.
-    proc = d.deploy('3.0.0', '--check')
+    proc = d.deploy('3.0.0', '--check', '--diff')
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "Check mode: the new release's 1 health check(s) were not run (health)" in proc.stdout
     section = proc.stdout.split('Check the health of the new release]', 1)[1].split('TASK [', 1)[0]
     assert 'skipping' in section and 'ok:' not in section, section
+    # The journal diff of a later step shows the transaction that would be open, with its release.
+    section = proc.stdout.split('Record the staged release in the journal]', 1)[1].split('TASK [', 1)[0]
+    assert '+        "release": "3.0.0"' in section and 'a new transaction of run' in section, section
     assert _state(d) == before
 
 
@@ -152,3 +156,43 @@ def test_given_no_release_yet_when_the_first_deploy_fails_then_nothing_serves_it
     assert d.journal()['status'] == 'rolled_back'
     with open(d.incident_reports()[-1]) as f:
         assert json.load(f)['outcome'] == 'rolled_back'
+
+
+def test_given_a_deploy_failing_before_activation_then_it_is_rolled_back_not_quarantined_and_the_rerun_needs_no_force(
+        on_1_0_0):
+    d = on_1_0_0
+    assert d.current() == 'releases/2.0.0'
+    before = d.digest()
+    shutil.copy(os.path.join(d.dir, 'dist', 'app-2.0.0.tar.gz'), os.path.join(d.dir, 'dist', 'app-5.0.0.tar.gz'))
+    hook = os.path.join(d.dir, 'fail-before-activate.yml')
+    with open(hook, 'w') as f:
+        f.write('- name: Fail before the switch\n  ansible.builtin.fail:\n    msg: a mistake in a hook\n')
+    proc = d.deploy('5.0.0', '-e', 'failsafe_activate_before_tasks=%s' % hook)
+    assert proc.returncode != 0
+    assert d.journal()['status'] == 'rolled_back' and d.journal()['release'] == '5.0.0'
+    assert d.digest() == before
+    assert d.current() == 'releases/2.0.0'
+    assert d.ledger()['releases']['5.0.0']['state'] != 'failed'
+    assert d.http('/version') == (200, '2.0.0')
+    # The release was never shown bad: the corrected run deploys it without failsafe_force.
+    proc = d.deploy('5.0.0')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert d.current() == 'releases/5.0.0'
+    assert d.ledger()['releases']['5.0.0']['state'] == 'verified'
+
+
+def test_given_a_check_that_fails_on_the_running_verified_release_when_deploying_then_it_is_refused_naming_the_check(
+        on_1_0_0):
+    d = on_1_0_0
+    assert d.current() == 'releases/5.0.0' and d.ledger()['releases']['5.0.0']['state'] == 'verified'
+    before = _state(d)
+    wrong = {'failsafe_verify_checks': [{'name': 'health-on-a-wrong-port', 'timeout': 2,
+                                         'url': 'http://127.0.0.1:%d/health' % free_port()}]}
+    proc = d.deploy('2.0.0', '-e', json.dumps(wrong))
+    assert proc.returncode != 0
+    assert "failsafe_verify_checks 'health-on-a-wrong-port'" in proc.stdout
+    assert 'fail(s) on release 5.0.0, which is running and verified' in proc.stdout
+    assert 'Open the deploy transaction' not in proc.stdout.split('Refuse health checks that fail', 1)[1]
+    # Nothing changed: same files, ledger (2.0.0 not quarantined), journal, no lock, no incident, no alert.
+    assert _state(d) == before
+    assert d.http('/version') == (200, '2.0.0')  # 5.0.0 is a copy of 2.0.0's archive

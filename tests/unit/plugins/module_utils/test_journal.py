@@ -396,6 +396,22 @@ def test_given_check_mode_then_journal_states_write_nothing_and_report_planned(d
     assert files(state_dir) == before
 
 
+def test_given_check_mode_and_nothing_open_then_steps_and_close_show_the_release_of_the_transaction_to_open(
+        ds, state_dir):
+    open_tx(ds, 'run-0')
+    ensure_closed(ds, 'committed', 'run-0')  # a committed transaction of an earlier run, as after a deploy
+    before = files(state_dir)
+    for res in (ensure_step(ds, 'run-1', 'release', check_mode=True, release='2.0.0'),
+                ensure_closed(ds, 'committed', 'run-1', check_mode=True, release='2.0.0')):
+        after = res['diff']['after']['journal']
+        assert after['release'] == '2.0.0' and after['run_id'] == 'run-1'
+        assert after['would_open'] == 'a new transaction of run run-1 for release 2.0.0'
+        assert res['failsafe_transaction']['release'] == '2.0.0'
+        assert res['failsafe_transaction']['status'] == 'planned'
+        assert res['diff']['before']['journal']['release'] == '1.4.2'
+    assert files(state_dir) == before
+
+
 def test_history_survives_a_torn_last_line(ds):
     open_tx(ds, 'run-1')
     ensure_closed(ds, 'committed', 'run-1')

@@ -490,6 +490,27 @@ def test_given_no_verified_release_when_rolled_back_then_target_none_and_current
     assert ledger_of(root)['releases']['first']['state'] == 'failed'
 
 
+def test_given_a_release_staged_but_never_activated_when_rolled_back_without_quarantine_then_it_stays_deployable(
+        tmp_path, root, rr):
+    deploy(tmp_path, rr, 'v1')
+    stage_dir(tmp_path, rr, 'v2')  # the deploy failed before the switch (a hook, the configuration, the network)
+    res = ensure_rolled_back(rr, 'v2', reason='hook failed', quarantine=False)
+    assert res['target'] == 'v1' and res['current'] == 'v1' and res['quarantined'] is False
+    assert ledger_of(root)['releases']['v2']['state'] == 'staged'
+    ensure_active(rr, 'v2')  # no force needed
+    assert os.readlink(os.path.join(root, 'current')) == 'releases/v2'
+
+
+def test_given_a_quarantined_release_when_rolled_back_without_quarantine_then_it_stays_quarantined(
+        tmp_path, root, rr):
+    deploy(tmp_path, rr, 'v1')
+    deploy(tmp_path, rr, 'v2', verify=False)
+    assert ensure_rolled_back(rr, 'v2')['quarantined'] is True
+    res = ensure_rolled_back(rr, 'v2', quarantine=False)
+    assert res['quarantined'] is True and res['changed'] is False
+    assert ledger_of(root)['releases']['v2']['state'] == 'failed'
+
+
 def test_given_rolled_back_when_repeated_then_unchanged(tmp_path, root, rr):
     deploy(tmp_path, rr, 'v1')
     deploy(tmp_path, rr, 'v2', verify=False)

@@ -193,6 +193,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code, body, content_type='text/plain; charset=utf-8'):
         data = body if isinstance(body, bytes) else body.encode('utf-8')
+        # Counted before the answer leaves: a client that reads /metrics right after its last answer sees it counted.
+        self.server.metrics.record(code)
         self.send_response(code)
         self.send_header('Content-Type', content_type)
         self.send_header('Content-Length', str(len(data)))
@@ -200,7 +202,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != 'HEAD':
             self.wfile.write(data)
-        self.server.metrics.record(code)
 
     def _json(self, code, value):
         self._send(code, json.dumps(value, sort_keys=True) + '\n', 'application/json')

@@ -100,7 +100,7 @@ options:
     description:
       - Release id the transaction deploys, for V(open).
       - In check mode, for V(step), V(committed), V(rolled_back) and V(rollback_failed) when no transaction is open
-        yet (the check mode V(open) before it wrote nothing): the release of the transaction that would be open,
+        yet (the check mode V(open) before it wrote nothing), the release of the transaction that would be open,
         shown in the diff and in RV(journal) with C(would_open). Ignored otherwise.
     type: str
   previous_release:

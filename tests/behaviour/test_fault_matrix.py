@@ -71,7 +71,6 @@ VERSION_PROBE = ("import urllib.request;"
 PLAYBOOK_TIMEOUT = 600
 
 
-
 class Matrix:
     """The shared fleet, the release archives and the playbook runs of the matrix."""
 

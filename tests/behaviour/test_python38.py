@@ -39,7 +39,6 @@ VERSION_PROBE = ("import urllib.request;"
                  "print(urllib.request.urlopen('http://127.0.0.1:8080/version', timeout=5).read().decode().strip())")
 
 
-
 class Py38Fleet:
     def __init__(self, hosts, base):
         self.hosts = hosts

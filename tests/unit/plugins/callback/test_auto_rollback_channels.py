@@ -13,16 +13,12 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import json
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'plugin_utils'))
-
-from test_auto_rollback import (  # noqa: E402 pylint: disable=unused-import,wrong-import-position
+from ansible_collections.failsafe.deploy.tests.unit.plugins.callback.test_auto_rollback import (  # pylint: disable=unused-import
     FakeResult, FakeStats, FakeTask, env, make_callback, open_and_fail, reports, spool, txn,
 )
-from test_channels import (  # noqa: E402 pylint: disable=unused-import,wrong-import-position
+from ansible_collections.failsafe.deploy.tests.unit.plugins.plugin_utils.test_channels import (  # pylint: disable=unused-import
     ROUTING_KEY, SLACK_TOKEN, TEAMS_SIG, receivers,
 )
 

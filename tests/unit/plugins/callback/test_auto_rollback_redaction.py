@@ -11,7 +11,7 @@ rollback that could not start (the error names the configured ansible-playbook p
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-from test_auto_rollback import (  # pylint: disable=unused-import
+from ansible_collections.failsafe.deploy.tests.unit.plugins.callback.test_auto_rollback import (  # pylint: disable=unused-import
     FakeStats, env, make_callback, open_and_fail, spool,
 )
 

@@ -12,7 +12,7 @@ __metaclass__ = type
 
 import json
 
-from test_auto_rollback import (  # pylint: disable=unused-import
+from ansible_collections.failsafe.deploy.tests.unit.plugins.callback.test_auto_rollback import (  # pylint: disable=unused-import
     FakeResult, FakeStats, FakeTask, env, make_callback, reports, spool, txn,
 )
 

@@ -55,6 +55,30 @@ def load_example_build():
     return module
 
 
+def fleet_env(fleet, base, dist):
+    """The environment of an ansible-playbook run against a namespace fleet with the demo ansible.cfg: this checkout
+    as failsafe.deploy, a private ANSIBLE_HOME under ``base``, release archives in ``dist``, and nothing of the
+    caller's callback, webhook or run settings."""
+    env = dict(os.environ)
+    env.update(fleet.env())
+    env.update({
+        'PATH': VENV_BIN + os.pathsep + os.environ.get('PATH', ''),
+        'ANSIBLE_CONFIG': os.path.join(DEMO, 'ansible.cfg'),
+        'ANSIBLE_COLLECTIONS_PATH': os.path.join(ROOT, '.build', 'collections'),
+        'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
+        'ANSIBLE_HOME': os.path.join(base, 'ansible-home'),
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_FORCE_COLOR': '0',
+        'ANSIBLE_PIPELINING': 'True',
+        'FAILSAFE_DIST': dist,
+        'FAILSAFE_VENV_BIN': VENV_BIN,
+    })
+    for key in ('ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'FAILSAFE_WEBHOOK_URL',
+                'FAILSAFE_CONTROLLER_PID', 'FAILSAFE_RUN_ID', 'FAILSAFE_ROLLBACK_CHILD'):
+        env.pop(key, None)
+    return env
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -44,7 +44,8 @@ import time
 
 import pytest
 
-from support import ROOT, VENV_BIN, assert_log_has_no_ignored_callback_errors, load_example_build, tree_digest
+from support import (ROOT, VENV_BIN, assert_log_has_no_ignored_callback_errors, fleet_env, load_example_build,
+                     tree_digest)
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -82,24 +83,8 @@ class Matrix:
         self.serial = 0
         self.rows = []
         self.started = time.time()
-        self.env = dict(os.environ)
-        self.env.update(fleet.env())
-        self.env.update({
-            'PATH': VENV_BIN + os.pathsep + os.environ.get('PATH', ''),
-            'ANSIBLE_CONFIG': os.path.join(ROOT, 'examples', 'demo', 'ansible.cfg'),
-            'ANSIBLE_COLLECTIONS_PATH': os.path.join(ROOT, '.build', 'collections'),
-            'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
-            'ANSIBLE_HOME': os.path.join(base, 'ansible-home'),
-            'ANSIBLE_NOCOLOR': '1',
-            'ANSIBLE_FORCE_COLOR': '0',
-            'ANSIBLE_PIPELINING': 'True',
-            'ANSIBLE_DEPRECATION_WARNINGS': 'False',
-            'FAILSAFE_DIST': self.dist,
-            'FAILSAFE_VENV_BIN': VENV_BIN,
-        })
-        for key in ('ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'FAILSAFE_WEBHOOK_URL',
-                    'FAILSAFE_CONTROLLER_PID', 'FAILSAFE_RUN_ID', 'FAILSAFE_ROLLBACK_CHILD'):
-            self.env.pop(key, None)
+        self.env = fleet_env(fleet, base, self.dist)
+        self.env['ANSIBLE_DEPRECATION_WARNINGS'] = 'False'
 
     # releases and runs ------------------------------------------------------------------------------------
     def new_release(self):

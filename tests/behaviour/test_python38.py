@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from support import ROOT, VENV_BIN, load_example_build, tree_digest
+from support import ROOT, fleet_env, load_example_build, tree_digest
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -62,24 +62,8 @@ class Py38Fleet:
         self.checks = os.path.join(base, 'checks.json')
         with open(self.checks, 'w', encoding='utf-8') as handle:
             json.dump(checks, handle)
-        self.env = dict(os.environ)
-        self.env.update(hosts.env())
-        self.env.update({
-            'PATH': VENV_BIN + os.pathsep + os.environ.get('PATH', ''),
-            'ANSIBLE_CONFIG': os.path.join(ROOT, 'examples', 'demo', 'ansible.cfg'),
-            'ANSIBLE_COLLECTIONS_PATH': os.path.join(ROOT, '.build', 'collections'),
-            'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
-            'ANSIBLE_HOME': os.path.join(base, 'ansible-home'),
-            'ANSIBLE_NOCOLOR': '1',
-            'ANSIBLE_FORCE_COLOR': '0',
-            'ANSIBLE_PIPELINING': 'True',
-            'FAILSAFE_DIST': self.dist,
-            'FAILSAFE_VENV_BIN': VENV_BIN,
-            'FAILSAFE_REPORT_DIR': os.path.join(base, 'incidents'),
-        })
-        for key in ('ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'FAILSAFE_WEBHOOK_URL',
-                    'FAILSAFE_CONTROLLER_PID', 'FAILSAFE_RUN_ID', 'FAILSAFE_ROLLBACK_CHILD'):
-            self.env.pop(key, None)
+        self.env = fleet_env(hosts, base, self.dist)
+        self.env['FAILSAFE_REPORT_DIR'] = os.path.join(base, 'incidents')
 
     def deploy(self, version):
         argv = ['ansible-playbook', '-i', self.inventory, 'failsafe.deploy.deploy', '-e', '@' + APP_VARS,

@@ -57,18 +57,9 @@ REDACT = 'tests/unit/plugins/plugin_utils/test_redact.py::'
 CRASH_SAFETY = 'tests/unit/plugins/module_utils/test_crash_safety.py::'
 RESUME = 'tests/behaviour/test_rollback_resume.py::'
 
-CLOSE_EARLY = """    - name: Close the transaction as rolled back before restoring anything
-      failsafe.deploy.deploy_state:
-        path: "{{ __failsafe_rollback_state_dir }}"
-        name: "{{ __failsafe_rollback_name }}"
-        state: rolled_back
-        run_id: "{{ __failsafe_rollback_txn.run_id }}"
-        data:
-          reason: "{{ failsafe_rollback_reason }}"
-          verified: true
-
+CLOSE_EARLY = """    ensure_closed(ds, 'rolled_back', txn['run_id'], data={'reason': reason, 'verified': True})  # mutant
 """
-RESTORE_TASK = '    - name: Restore every captured path from the snapshot and verify it\n'
+UNDO_START = "    step = 'read the journal'\n"
 
 # Each mutant: name, what it breaks (one line), file, old text (must occur exactly once), new text, and the killer
 # tests (pytest node ids, files or directories) that must all fail.
@@ -243,9 +234,9 @@ MUTANTS = [
     {
         'name': 'journal-closed-before-restore',
         'breaks': 'the rollback closes the transaction as rolled_back (and frees the lock) before it restores',
-        'file': 'roles/rollback/tasks/main.yml',
-        'old': RESTORE_TASK,
-        'new': CLOSE_EARLY + RESTORE_TASK,
+        'file': 'plugins/module_utils/_engine.py',
+        'old': UNDO_START,
+        'new': CLOSE_EARLY + UNDO_START,
         'tests': [
             RESUME + 'test_then_recover_finishes_the_restore_byte_for_byte',
         ],
@@ -253,9 +244,9 @@ MUTANTS = [
     {
         'name': 'preflight-ignores-dead-run',
         'breaks': "preflight does not finish the transaction that a dead run left open",
-        'file': 'roles/preflight/tasks/main.yml',
-        'old': '    - failsafe_preflight_recover | bool\n',
-        'new': '    - false  # mutant\n',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "    if (p.get('recover', True) and status in ('open', 'rollback_failed') and journal.get('run_id') != run_id\n",
+        'new': "    if (False and status in ('open', 'rollback_failed') and journal.get('run_id') != run_id  # mutant\n",
         'tests': [
             RESUME + 'test_then_the_next_deploy_finishes_the_rollback_first',
         ],

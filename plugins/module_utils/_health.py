@@ -297,3 +297,216 @@ def summarize(outcome):
     if outcome.rc is not None:
         result['rc'] = outcome.rc
     return result
+
+
+# --- check lists: one definition for verify, preflight and rollback -----------------------------------------------
+
+class CheckError(Exception):
+    """A check list that is not well formed (raised before any probe runs)."""
+
+    def __init__(self, msg, **details):
+        super(CheckError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+# Every option a check takes, with the default used when neither the check nor the call's defaults set it.
+CHECK_OPTIONS = {
+    'name': None, 'type': None, 'url': None, 'method': 'GET', 'status_code': [200], 'body_regex': None,
+    'json_query': None, 'max_latency': None, 'host': '127.0.0.1', 'port': None, 'cmd': None, 'expect_rc': 0,
+    'timeout': 5.0, 'retries': 10, 'delay': 0.0, 'sleep': 1.0, 'validate_certs': True, 'use_proxy': True,
+    'headers': None,
+}
+_FLOATS = ('timeout', 'delay', 'sleep', 'max_latency')
+_INTS = ('retries', 'port', 'expect_rc')
+_BOOLS = ('validate_certs', 'use_proxy')
+
+
+def _to_bool(value, key, label):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'yes', 'on', 'y'):
+        return True
+    if text in ('0', 'false', 'no', 'off', 'n'):
+        return False
+    raise CheckError('check %s: %s must be a boolean, got %r' % (label, key, value))
+
+
+def check_label(spec):
+    """How a check is named in messages: its name, else its URL (credentials masked), port or command."""
+    if spec.get('name'):
+        return str(spec['name'])
+    if spec.get('url'):
+        return display_url(str(spec['url']))
+    if spec.get('port') is not None:
+        return '%s:%s' % (spec.get('host') or '127.0.0.1', spec['port'])
+    if spec.get('cmd'):
+        return ' '.join(command_argv(spec['cmd']))
+    return 'check'
+
+
+def normalize_check(raw, defaults=None, index=0):
+    """One check as a complete dict of CHECK_OPTIONS: the check's own keys, then ``defaults``, then the built-in
+    defaults. Types are coerced and every rule the health_check module enforces is checked here, so the same list
+    behaves the same wherever it runs. Raises CheckError naming the check."""
+    if not isinstance(raw, dict):
+        raise CheckError('check #%d must be a dict of options, got %s' % (index + 1, type(raw).__name__))
+    unknown = sorted(set(raw) - set(CHECK_OPTIONS))
+    spec = dict(CHECK_OPTIONS)
+    for key, value in (defaults or {}).items():
+        if key in CHECK_OPTIONS and value is not None:
+            spec[key] = value
+    for key, value in raw.items():
+        if key in CHECK_OPTIONS and value is not None:
+            spec[key] = value
+    label = '#%d (%s)' % (index + 1, check_label(spec))
+    if unknown:
+        raise CheckError('check %s: unknown option(s) %s; a check takes %s'
+                         % (label, ', '.join(unknown), ', '.join(sorted(CHECK_OPTIONS))))
+    try:
+        for key in _FLOATS:
+            if spec[key] is not None:
+                spec[key] = float(spec[key])
+        for key in _INTS:
+            if spec[key] is not None:
+                spec[key] = int(spec[key])
+    except (TypeError, ValueError) as exc:
+        raise CheckError('check %s: %s' % (label, to_native(exc)))
+    for key in _BOOLS:
+        spec[key] = _to_bool(spec[key], key, label)
+    codes = spec['status_code']
+    if not isinstance(codes, (list, tuple)):
+        codes = [codes]
+    try:
+        spec['status_code'] = [int(c) for c in codes]
+    except (TypeError, ValueError):
+        raise CheckError('check %s: status_code must be a list of integers, got %r' % (label, spec['status_code']))
+    targets = [k for k in ('url', 'port', 'cmd') if raw.get(k) is not None]
+    if len(targets) != 1:
+        raise CheckError('check %s: give exactly one of url, port or cmd (got %s)'
+                         % (label, ', '.join(targets) or 'none'))
+    inferred = {'url': 'http', 'port': 'tcp', 'cmd': 'command'}[targets[0]]
+    if spec['type'] is None:
+        spec['type'] = inferred
+    if spec['type'] not in ('http', 'tcp', 'command'):
+        raise CheckError('check %s: type must be http, tcp or command, got %r' % (label, spec['type']))
+    if spec['type'] != inferred:
+        raise CheckError('check %s: type %s needs %s' % (label, spec['type'],
+                                                          {'http': 'url', 'tcp': 'port', 'command': 'cmd'}[spec['type']]))
+    for key in _FLOATS:
+        if spec[key] is not None and spec[key] < 0:
+            raise CheckError('check %s: %s must not be negative, got %s' % (label, key, spec[key]))
+    if spec['timeout'] == 0:
+        raise CheckError('check %s: timeout must be greater than 0' % label)
+    if spec['retries'] < 0:
+        raise CheckError('check %s: retries must not be negative, got %s' % (label, spec['retries']))
+    for key in ('body_regex', 'json_query'):
+        if spec['type'] == 'tcp' and spec[key] is not None:
+            raise CheckError('check %s: %s does not apply to a tcp probe' % (label, key))
+    if spec['body_regex'] is not None:
+        error = compile_regex_error(spec['body_regex'])
+        if error:
+            raise CheckError('check %s: body_regex is not a valid regular expression: %s' % (label, error))
+    if spec['json_query'] is not None:
+        if not HAS_JMESPATH:
+            raise CheckError('check %s: json_query needs the jmespath library on the host' % label)
+        error = compile_query_error(spec['json_query'])
+        if error:
+            raise CheckError('check %s: json_query is not a valid JMESPath expression: %s' % (label, error))
+    if spec['type'] == 'command':
+        if not isinstance(spec['cmd'], (list, str)):
+            raise CheckError('check %s: cmd must be a list of arguments or a string, got %s'
+                             % (label, type(spec['cmd']).__name__))
+        if not command_argv(spec['cmd']):
+            raise CheckError('check %s: cmd is empty' % label)
+    if spec['headers'] is not None and not isinstance(spec['headers'], dict):
+        raise CheckError('check %s: headers must be a dict' % label)
+    spec['method'] = str(spec['method']).upper()
+    spec['label'] = check_label(spec)
+    return spec
+
+
+def normalize_checks(checks, defaults=None):
+    """Every check of a list, normalized; the whole list is refused before anything runs if one is malformed."""
+    if checks is None:
+        return []
+    if not isinstance(checks, (list, tuple)):
+        raise CheckError('checks must be a list of dicts, got %s' % type(checks).__name__)
+    return [normalize_check(c, defaults, i) for i, c in enumerate(checks)]
+
+
+def probe_for(spec):
+    """The one-attempt probe of a normalized check."""
+    matchers = Matchers(body_regex=spec['body_regex'], json_query=spec['json_query'], max_latency=spec['max_latency'])
+    if spec['type'] == 'http':
+        return lambda: probe_http(spec['url'], matchers, method=spec['method'], status_code=spec['status_code'],
+                                  headers=spec['headers'], timeout=spec['timeout'],
+                                  validate_certs=spec['validate_certs'], use_proxy=spec['use_proxy'])
+    if spec['type'] == 'tcp':
+        return lambda: probe_tcp(spec['host'], spec['port'], matchers, timeout=spec['timeout'])
+    return lambda: probe_command(command_argv(spec['cmd']), matchers, expect_rc=spec['expect_rc'],
+                                 timeout=spec['timeout'])
+
+
+def expected_of(spec):
+    """What a check expects, in words, for a failure message."""
+    parts = []
+    if spec['type'] == 'http':
+        parts.append('%s %s answering %s' % (spec['method'], display_url(spec['url']),
+                                             '/'.join(str(c) for c in spec['status_code'])))
+    elif spec['type'] == 'tcp':
+        parts.append('a TCP connection to %s:%s' % (spec['host'], spec['port']))
+    else:
+        parts.append('exit code %s' % spec['expect_rc'])
+    if spec['body_regex']:
+        parts.append('body matching %r' % spec['body_regex'])
+    if spec['json_query']:
+        parts.append('json_query %r truthy' % spec['json_query'])
+    if spec['max_latency'] is not None:
+        parts.append('latency <= %ss' % spec['max_latency'])
+    return ', '.join(parts)
+
+
+def observed_of(outcome):
+    """What came back on the last attempt: status or exit code, a body excerpt, the latency."""
+    parts = []
+    if outcome.status is not None:
+        parts.append('status %s' % outcome.status)
+    if outcome.rc is not None:
+        parts.append('rc %s' % outcome.rc)
+    if outcome.body:
+        excerpt = ' '.join(outcome.body.split())[:BODY_EXCERPT]
+        parts.append('body %r' % excerpt)
+    parts.append('latency %.3fs' % outcome.latency)
+    return ', '.join(parts)
+
+
+BODY_EXCERPT = 200
+
+
+def run_checks(specs, retries=None, delay=None, sleeper=time.sleep):
+    """Run normalized checks in order; every check runs even after one fails, so the report names all of them.
+
+    ``retries``/``delay`` override every check's own (the preflight probe of the running release makes one quick
+    attempt and a retry; the new release gets the full budget). Returns (ok, results, msg): results are one dict
+    per check (name, ok, attempts, elapsed, expected, observed, error, status/rc/body/json), msg names each failed
+    check with what was expected and what came back, or is None when all passed.
+    """
+    results = []
+    failed = []
+    for spec in specs:
+        run = run_probe(probe_for(spec),
+                        retries=spec['retries'] if retries is None else retries,
+                        delay=spec['delay'] if delay is None else delay,
+                        sleep=spec['sleep'], sleeper=sleeper)
+        last = run['last']
+        entry = dict(name=spec['label'], type=spec['type'], ok=run['ok'], attempts=len(run['attempts']),
+                     elapsed=run['elapsed'], expected=expected_of(spec), observed=observed_of(last),
+                     error=last.error)
+        entry.update(summarize(last))
+        results.append(entry)
+        if not run['ok']:
+            failed.append("check '%s' failed after %d attempt(s): %s (expected %s; got %s)"
+                          % (spec['label'], len(run['attempts']), last.error, entry['expected'], entry['observed']))
+    return not failed, results, ('; '.join(failed) if failed else None)

@@ -231,7 +231,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import (
-    HAS_JMESPATH, JMESPATH_IMPORT_ERROR, Matchers, command_argv, compile_query_error, compile_regex_error,
+    CHECK_OPTIONS, HAS_JMESPATH, JMESPATH_IMPORT_ERROR, CheckError, Matchers, command_argv, normalize_check,
     probe_command, probe_http, probe_tcp, run_probe, summarize,
 )
 
@@ -264,31 +264,19 @@ def build_probe(module, probe_type, matchers):
 
 
 def validate(module, probe_type):
+    """The same rules as every check list of the collection (verify, preflight, rollback): one definition."""
     p = module.params
-    for name in ('timeout', 'delay', 'sleep', 'max_latency'):
-        if p[name] is not None and p[name] < 0:
-            module.fail_json(msg='%s must not be negative, got %s' % (name, p[name]))
-    if p['timeout'] == 0:
-        module.fail_json(msg='timeout must be greater than 0')
-    if p['retries'] < 0:
-        module.fail_json(msg='retries must not be negative, got %s' % p['retries'])
-    if probe_type == 'tcp' and p['body_regex'] is not None:
-        module.fail_json(msg='body_regex does not apply to a tcp probe')
-    if probe_type == 'tcp' and p['json_query'] is not None:
-        module.fail_json(msg='json_query does not apply to a tcp probe')
-    if p['body_regex'] is not None:
-        error = compile_regex_error(p['body_regex'])
-        if error:
-            module.fail_json(msg='body_regex is not a valid regular expression: %s' % error)
-    if p['json_query'] is not None:
-        if not HAS_JMESPATH:
-            module.fail_json(msg=missing_required_lib('jmespath', reason='for json_query'),
-                             exception=''.join(traceback.format_exception(
-                                 type(JMESPATH_IMPORT_ERROR), JMESPATH_IMPORT_ERROR,
-                                 JMESPATH_IMPORT_ERROR.__traceback__)))
-        error = compile_query_error(p['json_query'])
-        if error:
-            module.fail_json(msg='json_query is not a valid JMESPath expression: %s' % error)
+    if p['json_query'] is not None and not HAS_JMESPATH:
+        module.fail_json(msg=missing_required_lib('jmespath', reason='for json_query'),
+                         exception=''.join(traceback.format_exception(
+                             type(JMESPATH_IMPORT_ERROR), JMESPATH_IMPORT_ERROR,
+                             JMESPATH_IMPORT_ERROR.__traceback__)))
+    spec = dict((k, p[k]) for k in CHECK_OPTIONS if k in p and k != 'name')
+    spec['type'] = probe_type
+    try:
+        normalize_check(spec)
+    except CheckError as e:
+        module.fail_json(msg=e.msg.split(': ', 1)[-1])
 
 
 def ensure_healthy(module):

@@ -392,7 +392,7 @@ def test_given_a_real_deploy_state_when_a_deploy_fails_then_the_real_rollback_pl
     with open(data['rollback']['log']) as f:
         log = f.read()
     assert 'PLAY [Roll back to the last verified state]' in log
-    assert 'TASK [failsafe.deploy.rollback : Prove the restored state still matches the snapshot]' in log
+    assert 'TASK [failsafe.deploy.rollback : Undo the transaction, check health and prove the restore]' in log
 
     journal = d.journal()
     host = data['rollback']['hosts']['localhost']

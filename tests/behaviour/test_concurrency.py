@@ -1,7 +1,7 @@
 """Two deploys to the same host at once: one proceeds, the other is refused fast naming the holder, nothing breaks.
 
 Real ansible-playbook processes against the demo setup (examples/demo under a private directory). The race is made
-deterministic with the snapshot step's before-hook: the first deploy takes the lock, opens its transaction, then
+deterministic with the release step's before-hook: the first deploy takes the lock, opens its transaction, then
 waits in the hook until the test lets it go; the second deploy runs in that window.
 """
 import json
@@ -54,7 +54,7 @@ def test_second_concurrent_deploy_is_refused_naming_the_holder_and_state_stays_i
     env_a = dict(d.env, FAILSAFE_RUN_ID='run-alice-0001')
     cmd_a = ['ansible-playbook', '-i', os.path.join(DEMO, 'inventory.yml'), 'failsafe.deploy.deploy',
              '-e', 'release_version=2.0.0', '-e', 'failsafe_lock_owner=alice@ctl-a',
-             '-e', 'failsafe_run_id=run-alice-0001', '-e', 'failsafe_snapshot_before_tasks=%s' % hook]
+             '-e', 'failsafe_run_id=run-alice-0001', '-e', 'failsafe_release_before_tasks=%s' % hook]
     winner = subprocess.Popen(cmd_a, env=env_a, cwd=d.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
     try:
@@ -76,7 +76,7 @@ def test_second_concurrent_deploy_is_refused_naming_the_holder_and_state_stays_i
     assert loser.returncode != 0, loser.stdout[-6000:]
     assert 'held by alice@ctl-a' in loser.stdout, loser.stdout[-6000:]
     assert 'run-alice-0001' in loser.stdout, loser.stdout[-6000:]
-    assert 'TASK [failsafe.deploy.snapshot' not in loser.stdout
+    assert 'TASK [failsafe.deploy.release' not in loser.stdout
     assert refused_in < 120, 'the refused deploy took %.0f s' % refused_in
     # it opened no transaction, so nothing was rolled back and no incident was raised for it
     assert d.incident_reports() == []

@@ -71,9 +71,9 @@ def test_given_check_mode_then_the_new_releases_health_checks_are_shown_as_not_r
     assert "Check mode: the new release's 1 health check(s) were not run (health)" in proc.stdout
     section = proc.stdout.split('Check the health of the new release]', 1)[1].split('TASK [', 1)[0]
     assert 'skipping' in section and 'ok:' not in section, section
-    # The journal diff of a later step shows the transaction that would be open, with its release.
-    section = proc.stdout.split('Record the staged release in the journal]', 1)[1].split('TASK [', 1)[0]
-    assert '+        "release": "3.0.0"' in section and 'a new transaction of run' in section, section
+    # The journal diff of the open phase shows the transaction that would be open, with its release.
+    section = proc.stdout.split('Open the deploy transaction]', 1)[1].split('TASK [', 1)[0]
+    assert '"release": "3.0.0"' in section and '"status": "open"' in section, section
     assert _state(d) == before
 
 
@@ -192,7 +192,8 @@ def test_given_a_check_that_fails_on_the_running_verified_release_when_deploying
     assert proc.returncode != 0
     assert "failsafe_verify_checks 'health-on-a-wrong-port'" in proc.stdout
     assert 'fail(s) on release 5.0.0, which is running and verified' in proc.stdout
-    assert 'Open the deploy transaction' not in proc.stdout.split('Refuse health checks that fail', 1)[1]
+    # refused inside the open phase, before the transaction opened: no later step ran
+    assert 'TASK [failsafe.deploy.release' not in proc.stdout
     # Nothing changed: same files, ledger (2.0.0 not quarantined), journal, no lock, no incident, no alert.
     assert _state(d) == before
     assert d.http('/version') == (200, '2.0.0')  # 5.0.0 is a copy of 2.0.0's archive

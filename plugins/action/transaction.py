@@ -1,0 +1,139 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Controller side of failsafe.deploy.transaction: the controller's identity for the lock, the judgement whether a
+lock's holder died on this controller, and the upload of the release archive for the stage phase, all in the same
+task as the module call (as ``unarchive`` pairs an action plugin with its module)."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import getpass
+import os
+import socket
+
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.module_utils.common.text.converters import to_native
+from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template
+
+CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
+
+
+def controller_pid():
+    """The ansible-playbook process this task runs under: exported by the auto_rollback callback, else the parent
+    of this worker process."""
+    value = os.environ.get(CONTROLLER_PID_ENV, '')
+    return int(value) if value.isdigit() else os.getppid()
+
+
+def process_gone(pid):
+    """Whether no live process has this pid on this machine (a zombie counts as gone)."""
+    try:
+        with open('/proc/%d/status' % int(pid)) as handle:
+            for line in handle:
+                if line.startswith('State:'):
+                    return line.split()[1] in ('Z', 'X')
+    except (IOError, OSError, ValueError):
+        return True
+    return False
+
+
+def holder_dead(holder, run_id, hostname, own_pid):
+    """A lock of another run, taken from this controller, whose ansible-playbook process no longer runs here (or
+    is the process that started this run's parent: the callback's rollback of its own run). A lock from another
+    controller cannot be judged from here: it stays until its TTL runs out."""
+    if not isinstance(holder, dict) or holder.get('run_id') == run_id:
+        return False
+    if (holder.get('controller') or '') != hostname:
+        return False
+    pid = str(holder.get('pid') or '')
+    if not pid.isdigit():
+        return False
+    return pid == os.environ.get(CONTROLLER_PID_ENV, '') or process_gone(int(pid))
+
+
+def _user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):
+        return 'root'
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = True
+
+    def _rendered(self, spec, task_vars):
+        """A file given by ``src`` (a template on the controller, found as the template module finds it) becomes
+        one given by ``content``, rendered here with the task's variables."""
+        if not isinstance(spec, dict) or spec.get('content') is not None or not spec.get('src'):
+            return spec
+        try:
+            source = self._find_needle('templates', spec['src'])
+        except AnsibleError as e:
+            raise AnsibleActionFail('template %s for %s: %s' % (spec['src'], spec.get('dest'), to_native(e)))
+        data = trust_as_template(self._loader.get_text_file_contents(source))
+        searchpath = list(task_vars.get('ansible_search_path', [])) + [self._loader._basedir, os.path.dirname(source)]
+        searchpath = [x for p in searchpath for x in (os.path.join(p, 'templates'), p)]
+        available = dict(task_vars)
+        available.setdefault('ansible_managed', 'Ansible managed: %s' % spec['src'])
+        templar = self._templar.copy_with_new_env(searchpath=searchpath, available_variables=available)
+        rendered = dict(spec)
+        rendered.pop('src')
+        rendered['content'] = templar.template(data, escape_backslashes=False) or ''
+        return rendered
+
+    def run(self, tmp=None, task_vars=None):
+        if task_vars is None:
+            task_vars = dict()
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        args = dict(self._task.args)
+        phase = args.get('phase')
+        hostname = socket.gethostname()
+        if phase == 'open':
+            args.setdefault('controller', hostname)
+            args.setdefault('pid', controller_pid())
+            if not args.get('owner'):
+                args['owner'] = '%s@%s' % (os.environ.get('USER') or _user(), hostname)
+        cleanup = False
+        if phase == 'activate' and args.get('files'):
+            args['files'] = [self._rendered(spec, task_vars) for spec in args['files']]
+        try:
+            if phase == 'stage' and args.get('src') and not args.get('remote_src'):
+                try:
+                    local = self._find_needle('files', args['src'])
+                except AnsibleError as e:
+                    raise AnsibleActionFail('release archive %s is not on the controller: %s. If it is already on '
+                                            'the hosts, set remote_src (failsafe_release_archive_remote=true).'
+                                            % (args['src'], to_native(e)))
+                if os.path.isdir(local):
+                    raise AnsibleActionFail('src %s is a directory on the controller: give a .tar.gz, .tgz or '
+                                            '.tar archive, or a directory already on the hosts with remote_src'
+                                            % local)
+                tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
+                remote = self._connection._shell.join_path(tmpdir, os.path.basename(local))
+                self._transfer_file(local, remote)
+                self._fixup_perms2((tmpdir, remote))
+                args['src'] = remote
+                args['remote_src'] = True
+                cleanup = True
+            res = self._execute_module(module_name='failsafe.deploy.transaction', module_args=args,
+                                       task_vars=task_vars)
+            if (phase == 'open' and res.get('failed') and res.get('holder')
+                    and holder_dead(res['holder'], args.get('run_id'), hostname, args.get('pid'))):
+                args['takeover_pid'] = int(res['holder']['pid'])
+                res = self._execute_module(module_name='failsafe.deploy.transaction', module_args=args,
+                                           task_vars=task_vars)
+                res['lock_taken_over'] = True
+            if phase == 'query' and not res.get('failed'):
+                lock = res.get('lock')
+                res['controller'] = hostname
+                res['holder_gone'] = bool(lock) and holder_dead(lock, args.get('run_id'), hostname, None)
+            result.update(res)
+        finally:
+            if cleanup:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result

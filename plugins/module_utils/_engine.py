@@ -1,0 +1,472 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The host-side transaction engine: each phase of a deploy is one call, whatever layers it touches.
+
+Phases: ``open`` (dead-run recovery, lock, ledger and quarantine checks, disk check, a probe of the running
+release's checks, open, snapshot), ``stage`` (unpack the release beside the others), ``activate`` (write the
+configuration and program files, switch ``current``, restart when something changed), ``verify`` (the health
+checks), ``commit`` (ledger verified, close, unlock, prune) and ``rollback`` (undo every applied layer in reverse
+order, restart, check health, prove the restore, close). Each records in the journal what it applied, so that a
+rollback, run by this run, a later one or by hand, knows what to undo; every phase is safe to run again, and a
+rollback cut short anywhere finishes the job when run again.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import copy
+import grp
+import os
+import pwd
+import time
+
+from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import _crash_point, atomic_write_bytes
+from ansible_collections.failsafe.deploy.plugins.module_utils._health import normalize_checks, run_checks
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
+    DeployState, JournalError, ensure_closed, ensure_locked, ensure_open, ensure_step, ensure_unlocked, iso,
+    lock_expired,
+)
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
+    FilesLayer, LayerError, ReleaseLayer, ServiceLayer,
+)
+from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
+    ReleaseRoot, ensure_active, ensure_pruned, ensure_query as release_query, ensure_staged, ensure_verified,
+)
+from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
+
+
+class EngineError(Exception):
+    """A phase refused or failed; ``details`` go into the module's failure result."""
+
+    def __init__(self, msg, **details):
+        super(EngineError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+def _ds(p):
+    return DeployState(p['state_dir'], p['name'])
+
+
+def _store_dir(p):
+    return os.path.join(p['state_dir'], 'snapshots')
+
+
+def record_layer(ds, run_id, kind, record):
+    """Append (or replace) the undo record of a layer kind in the open transaction of run_id."""
+    journal = ds.read_journal()
+    if not journal or journal.get('status') != 'open' or journal.get('run_id') != run_id:
+        raise JournalError("no open transaction of run %s for '%s' to record the %s layer in"
+                           % (run_id, ds.name, kind), journal=journal)
+    layers = [dict(entry) for entry in journal.get('layers') or []]
+    for entry in layers:
+        if entry.get('kind') == kind:
+            if entry.get('record') == record:
+                return journal, False
+            entry['record'] = record
+            break
+    else:
+        layers.append({'kind': kind, 'record': record, 'time': time.time(), 'iso': iso(time.time())})
+    new = copy.deepcopy(journal)
+    new['layers'] = layers
+    if kind == 'files':
+        new.setdefault('snapshots', {})['files'] = record['snapshot']
+    ds.write_journal(new)
+    return new, True
+
+
+def layers_of(txn):
+    """The transaction's undo log. Journals written before layers existed are read from their snapshot and steps."""
+    layers = list(txn.get('layers') or [])
+    kinds = [entry.get('kind') for entry in layers]
+    files = (txn.get('snapshots') or {}).get('files')
+    if files and 'files' not in kinds:
+        layers.insert(0, {'kind': 'files', 'record': {'snapshot': files}})
+    if 'release' not in kinds:
+        layers.append({'kind': 'release', 'record': {'release': txn.get('release'),
+                                                     'previous': txn.get('previous_release')}})
+    if 'service' not in kinds:
+        layers.append({'kind': 'service', 'record': {}})
+    return layers
+
+
+# The order a host's layers are undone in: the snapshot restore first (files and configuration, and the current
+# link as it was), then the release pointer (back to the last verified release, quarantining the failed one), and
+# the service last, restarted on what the other layers restored.
+UNDO_ORDER = {'files': 0, 'release': 1}
+
+
+def _activated(txn):
+    return any(s.get('step') == 'activate' for s in txn.get('steps') or [])
+
+
+# --- rollback -----------------------------------------------------------------------------------------------------
+
+def pick_transaction(journal, rollback_run_id=None):
+    """The transaction a rollback undoes: an open one or one whose rollback failed, or the committed transaction
+    of ``rollback_run_id`` (a rollback of a finished deploy)."""
+    if not journal:
+        return None
+    status = journal.get('status')
+    if status in ('open', 'rollback_failed'):
+        return journal
+    if rollback_run_id and journal.get('run_id') == rollback_run_id and status == 'committed':
+        return journal
+    return None
+
+
+def _progress(ds, txn, kind):
+    """Note in the journal that a layer's undo finished (for the report; a re-run undoes every layer again)."""
+    journal = ds.read_journal()
+    if not journal or journal.get('txid') != txn.get('txid'):
+        return
+    new = copy.deepcopy(journal)
+    rb = new.setdefault('rollback', {})
+    undone = rb.setdefault('undone', [])
+    if kind not in undone:
+        undone.append(kind)
+    ds.write_journal(new)
+
+
+def rollback(p, run, check_mode=False):
+    """Undo the transaction in the journal, in one process: the snapshot restore, the release pointer, the service
+    last (UNDO_ORDER), then the health checks and the proof of the restore, then close. Returns the module result."""
+    ds = _ds(p)
+    journal = ds.read_journal()
+    txn = pick_transaction(journal, p.get('rollback_run_id'))
+    if txn is None:
+        status = journal.get('status') if journal else 'none'
+        lock = ds.read_lock()
+        if (not check_mode and journal and lock and status in ('rolled_back', 'committed')
+                and lock.get('run_id') == journal.get('run_id')):
+            # closed, then cut short before the lock was given back: finish that too
+            ensure_unlocked(ds, lock.get('run_id'))
+        msg = ("No open transaction for '%s' on this host (journal status: %s): nothing to roll back."
+               % (p['name'], status))
+        if status == 'committed':
+            msg += (' The last deploy (release %s, run %s) committed; to roll it back to the release before it, run '
+                    'failsafe.deploy.rollback again with -e failsafe_rollback_run_id=%s'
+                    % (journal.get('release'), journal.get('run_id'), journal.get('run_id')))
+        return {'changed': False, 'msg': msg, 'nothing_to_undo': True, 'journal': journal}
+    app_root = txn.get('app_root') or p.get('app_root')
+    rr = ReleaseRoot(app_root)
+    before = rr.read_current()
+    quarantine = _activated(txn) or before == txn.get('release')
+    layers = layers_of(txn)
+    reason = p.get('reason') or 'rollback requested'
+    report = {'txid': txn.get('txid'), 'run_id': txn.get('run_id'), 'failed_release': txn.get('release'),
+              'quarantined': False, 'target_release': None, 'restored': [], 'verified': False, 'layers': []}
+    if check_mode:
+        for entry in layers:
+            if entry['kind'] == 'files':
+                res = SnapshotStore(_store_dir(p)).restore(entry['record']['snapshot'], check_mode=True)
+                report['restored'] = res['restored']
+        report['would_undo'] = [entry['kind'] for entry in reversed(layers)]
+        return {'changed': True, 'failsafe_rollback': report, 'msg': 'check mode: would undo %s of transaction %s'
+                % (', '.join(report['would_undo']), txn.get('txid'))}
+    step = 'read the journal'
+    try:
+        state_layers = sorted((e for e in layers if e['kind'] != 'service'), key=lambda e: UNDO_ORDER.get(e['kind'], 99))
+        for entry in state_layers:
+            kind = entry['kind']
+            step = 'undo the %s layer' % kind
+            if kind == 'files':
+                res = FilesLayer(_store_dir(p)).undo(entry['record'])
+                report['restored'] = res['restored']
+                _progress(ds, txn, kind)
+                _crash_point('engine.files-undone')
+            elif kind == 'release':
+                res = ReleaseLayer(app_root).undo(entry['record'], reason=reason, quarantine=quarantine)
+                report['target_release'] = res['target']
+                report['quarantined'] = res['quarantined']
+                _progress(ds, txn, kind)
+                _crash_point('engine.release-undone')
+            else:
+                raise LayerError('layer kind %r is undone by its own play, not on this host' % kind)
+            report['layers'].append({'kind': kind, 'undone': True})
+        target = report['target_release'] if 'release' in [e['kind'] for e in layers] else rr.read_current()
+        serving = target is not None
+        service = ServiceLayer(p.get('service') or {}, run)
+        if p.get('restart', True) and (p.get('service') or {}).get('manager', 'supervisor') != 'none':
+            step = 'restart the service' if serving else 'stop and unload the service of a first release'
+            service.undo({}, serving=serving)
+            problems = service.verify({}, serving=serving)
+            if problems:
+                raise LayerError('; '.join(problems))
+            report['layers'].append({'kind': 'service', 'undone': True,
+                                     'action': 'restarted' if serving else 'unloaded'})
+            _progress(ds, txn, 'service')
+        _crash_point('engine.service-undone')
+        if serving and p.get('checks'):
+            step = 'check the health of the restored release'
+            specs = normalize_checks(p['checks'], p.get('check_defaults'))
+            ok, results, msg = run_checks(specs)
+            report['checks'] = results
+            if not ok:
+                raise LayerError(msg, checks=results)
+        _crash_point('engine.checked')
+        step = 'prove the restore'
+        problems = []
+        for entry in layers:
+            if entry['kind'] == 'files':
+                problems += FilesLayer(_store_dir(p)).verify(entry['record'])
+            elif entry['kind'] == 'release':
+                problems += ReleaseLayer(app_root).verify({'target': report['target_release']})
+        if problems:
+            raise LayerError('the restored state does not match the snapshot: %s' % '; '.join(problems))
+        report['verified'] = True
+        step = 'close the transaction'
+        ensure_closed(ds, 'rolled_back', txn['run_id'],
+                      data={'reason': reason, 'target': report['target_release'], 'restored': report['restored'],
+                            'verified': True, 'layers': [e['kind'] for e in layers]})
+    except (LayerError, JournalError, EngineError, OSError, IOError) as exc:
+        msg = getattr(exc, 'msg', None) or str(exc)
+        details = dict(getattr(exc, 'details', {}) or {})
+        try:
+            ensure_closed(ds, 'rollback_failed', txn['run_id'],
+                          data={'reason': reason, 'failed_step': step, 'error': msg})
+        except (JournalError, OSError, IOError):
+            pass
+        details.pop('msg', None)
+        raise EngineError('ROLLBACK FAILED at %s: %s' % (step, msg), failed_step=step, failsafe_rollback=report,
+                          **details)
+    except Exception as exc:  # any other error from a layer must still leave the journal saying so
+        msg = '%s: %s' % (type(exc).__name__, exc)
+        try:
+            ensure_closed(ds, 'rollback_failed', txn['run_id'],
+                          data={'reason': reason, 'failed_step': step, 'error': msg})
+        except (JournalError, OSError, IOError):
+            pass
+        raise EngineError('ROLLBACK FAILED at %s: %s' % (step, msg), failed_step=step, failsafe_rollback=report)
+    return {'changed': True, 'failsafe_rollback': report,
+            'msg': 'rolled back transaction %s: %s -> %s, %d path(s) restored, restore proven'
+                   % (txn.get('txid'), txn.get('release'), report['target_release'], len(report['restored']))}
+
+
+# --- open ---------------------------------------------------------------------------------------------------------
+
+def _deploy_needed(p, ledger, current):
+    entry = ledger['releases'].get(p['release']) or {}
+    return bool(p.get('force')) or current != p['release'] or entry.get('state') != 'verified'
+
+
+def open_phase(p, run, check_mode=False, warn=None):
+    """Open a deploy on this host: finish a dead run's transaction, take the lock, decide whether the release
+    still needs deploying, check the ledger, the disk and the running release's checks, open the transaction and
+    snapshot what the deploy may change. Everything that can refuse runs before anything changes."""
+    ds = _ds(p)
+    run_id = p['run_id']
+    journal = ds.read_journal()
+    lock = ds.read_lock()
+    status = (journal or {}).get('status')
+    result = {'changed': False, 'recovered': None}
+    takeover = p.get('takeover_pid')
+    holder_gone = bool(lock and takeover is not None and lock.get('run_id') != run_id
+                       and str(lock.get('pid')) == str(takeover) and lock.get('controller') == p.get('controller'))
+    if status == 'rollback_failed' and not p.get('recover', True):
+        raise EngineError(
+            'The rollback of transaction %s (run %s, release %s) failed on this host and was never finished: run '
+            'failsafe.deploy.recover first, or deploy with failsafe_preflight_recover=true.'
+            % (journal.get('txid'), journal.get('run_id'), journal.get('release')), journal=journal)
+    if (p.get('recover', True) and status in ('open', 'rollback_failed') and journal.get('run_id') != run_id
+            and (lock is None or lock_expired(lock) or holder_gone)):
+        if check_mode:
+            result['would_recover'] = journal.get('txid')
+        else:
+            rp = dict(p, reason='recovered: transaction %s was left %s by run %s'
+                      % (journal.get('txid'), status, journal.get('run_id')), rollback_run_id=None)
+            rp['checks'] = p.get('rollback_checks', p.get('checks'))
+            rp['check_defaults'] = p.get('rollback_check_defaults', p.get('check_defaults'))
+            result['recovered'] = rollback(rp, run)['failsafe_rollback']
+            result['changed'] = True
+            lock = ds.read_lock()
+    locked = ensure_locked(ds, run_id, p.get('owner'), p.get('controller'), p.get('pid'), p.get('ttl') or 1800,
+                           force=holder_gone, check_mode=check_mode, warn=warn)
+    result['lock'] = locked.get('lock')
+    try:
+        rr = ReleaseRoot(p['app_root'])
+        ledger_view = release_query(rr)
+        current = ledger_view['current']
+        needed = _deploy_needed(p, ledger_view['ledger'], current)
+        result.update(needed=needed, previous_release=current)
+        if not needed:
+            if not check_mode:
+                ensure_unlocked(ds, run_id)
+            result['msg'] = 'Release %s is already active and verified on this host: nothing to deploy.' % p['release']
+            return result
+        free = ledger_view['free_bytes']
+        if free < (p.get('min_free_mb') or 0) * 1048576:
+            raise EngineError('Only %.1f MiB free under %s; failsafe_preflight_min_free_mb is %s.'
+                              % (free / 1048576.0, p['app_root'], p['min_free_mb']), free_bytes=free)
+        entry = ledger_view['ledger']['releases'].get(p['release']) or {}
+        if entry.get('state') == 'failed' and not p.get('force'):
+            raise EngineError(
+                'Release %s is quarantined: it failed before on this host (%s). Deploy a fixed release, or set '
+                'failsafe_force=true to deploy it anyway.' % (p['release'], entry.get('reason') or 'no reason recorded'))
+        running = (ledger_view['ledger']['releases'].get(current) or {}).get('state') if current else None
+        if p.get('check_running', True) and p.get('checks') and running == 'verified':
+            specs = normalize_checks(p['checks'], p.get('check_defaults'))
+            ok, results, msg = run_checks(specs, retries=p.get('running_check_retries', 1), delay=0)
+            result['running_checks'] = results
+            if not ok:
+                names = ', '.join("'%s'" % r['name'] for r in results if not r['ok'])
+                raise EngineError(
+                    'Refusing to deploy %s: failsafe_verify_checks %s fail(s) on release %s, which is running and '
+                    'verified (%s). A check that fails on the known-good release is broken: fix it, or it fails '
+                    'this deploy and then the rollback. Nothing was changed. (failsafe_preflight_check_running=false '
+                    'skips this check.)' % (p['release'], names, current, msg), running_checks=results)
+        elif p.get('checks'):
+            normalize_checks(p['checks'], p.get('check_defaults'))  # malformed checks refuse before anything changes
+        opened = ensure_open(ds, run_id, p['release'], current, p['app_root'], owner=p.get('owner'),
+                             controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn)
+        result['changed'] = result['changed'] or opened['changed']
+        result['failsafe_transaction'] = opened.get('failsafe_transaction')
+        result['diff'] = opened.get('diff')
+        if p.get('snapshot_paths') and not check_mode:
+            files = FilesLayer(_store_dir(p))
+            record = files.capture({'paths': p['snapshot_paths'], 'exclude': p.get('snapshot_exclude') or [],
+                                    'labels': {'name': p['name'], 'release': p['release'], 'run_id': run_id}})
+            dummy, wrote = record_layer(ds, run_id, 'files', {'snapshot': record['snapshot']})
+            ensure_step(ds, run_id, 'snapshot', snapshots={'files': record['snapshot']},
+                        data={'entries': record['entries']}, release=p['release'])
+            result['snapshot'] = record
+            result['changed'] = result['changed'] or wrote
+        elif p.get('snapshot_paths'):
+            result['snapshot'] = {'would_capture': list(p['snapshot_paths'])}
+    except Exception:
+        if not check_mode:
+            journal_now = ds.read_journal()
+            if not (journal_now and journal_now.get('status') == 'open' and journal_now.get('run_id') == run_id):
+                ensure_unlocked(ds, run_id)
+        raise
+    result['journal'] = ds.read_journal() if not check_mode else None
+    return result
+
+
+def snapshot_phase(p, check_mode=False):
+    """Snapshot paths into the open transaction (the snapshot role on its own; ``open`` already does this)."""
+    ds = _ds(p)
+    files = FilesLayer(_store_dir(p))
+    if check_mode:
+        return {'changed': True, 'msg': 'check mode: would snapshot %s' % ', '.join(p['snapshot_paths'])}
+    record = files.capture({'paths': p['snapshot_paths'], 'exclude': p.get('snapshot_exclude') or [],
+                            'labels': {'name': p['name'], 'release': p['release'], 'run_id': p['run_id']}})
+    dummy, wrote = record_layer(ds, p['run_id'], 'files', {'snapshot': record['snapshot']})
+    step = ensure_step(ds, p['run_id'], 'snapshot', snapshots={'files': record['snapshot']},
+                       data={'entries': record['entries']}, release=p['release'])
+    return {'changed': wrote or step['changed'] or not record['reused'], 'snapshot': record, 'id': record['snapshot']}
+
+
+# --- stage, activate, verify, commit --------------------------------------------------------------------------
+
+def stage_phase(p, check_mode=False):
+    rr = ReleaseRoot(p['app_root'])
+    res = ensure_staged(rr, p['release'], p['src'], shared=p.get('shared') or [], force=p.get('force', False),
+                        check_mode=check_mode)
+    step = ensure_step(_ds(p), p['run_id'], 'release', check_mode=check_mode, release=p['release'])
+    out = dict(res)
+    out['failsafe_transaction'] = step.get('failsafe_transaction')
+    return out
+
+
+def _write_file(spec, check_mode):
+    """Write one file given by content; returns whether it changed. Owner, group and mode as given."""
+    dest = spec['dest']
+    data = spec['content'].encode('utf-8') if not isinstance(spec['content'], bytes) else spec['content']
+    mode = int(str(spec.get('mode') or '0644'), 8)
+    uid = pwd.getpwnam(spec['owner']).pw_uid if spec.get('owner') else -1
+    gid = grp.getgrnam(spec['group']).gr_gid if spec.get('group') else -1
+    try:
+        with open(dest, 'rb') as handle:
+            same = handle.read() == data
+        st = os.stat(dest)
+        meta_same = ((st.st_mode & 0o7777) == mode and (uid == -1 or st.st_uid == uid)
+                     and (gid == -1 or st.st_gid == gid))
+    except (IOError, OSError):
+        same = meta_same = False
+    if same and meta_same:
+        return False
+    if check_mode:
+        return True
+    parent = os.path.dirname(dest)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, 0o755)
+    if same:
+        if uid != -1 or gid != -1:
+            os.chown(dest, uid, gid)
+        os.chmod(dest, mode)
+        return True
+    atomic_write_bytes(dest, data, mode=mode)
+    if uid != -1 or gid != -1:
+        os.chown(dest, uid, gid)
+        os.chmod(dest, mode)
+    return True
+
+
+def activate_phase(p, run, check_mode=False):
+    """Write the files, switch current, restart the service when anything it picks up changed (or when this run's
+    activation was cut short before its restart), and record the activation."""
+    ds = _ds(p)
+    written = []
+    for directory in p.get('directories') or []:
+        if not os.path.isdir(directory) and not check_mode:
+            os.makedirs(directory, 0o755)
+    for spec in p.get('files') or []:
+        if _write_file(spec, check_mode):
+            written.append(spec['dest'])
+    release = ReleaseLayer(p['app_root'])
+    journal = ds.read_journal() or {}
+    if journal.get('status') == 'open' and journal.get('run_id') == p['run_id'] and not check_mode:
+        record_layer(ds, p['run_id'], 'release', {'release': p['release'], 'previous': journal.get('previous_release')})
+    switch = ensure_active(release.root, p['release'], force=p.get('force', False), check_mode=check_mode)
+    finished = journal.get('run_id') == p['run_id'] and any(
+        s.get('step') == 'activate' and s.get('status') == 'ok' for s in journal.get('steps') or [])
+    restart = bool(p.get('force')) or switch['changed'] or bool(written) or not finished
+    service = ServiceLayer(p.get('service') or {}, run)
+    svc = {'changed': False}
+    if not check_mode:
+        if journal.get('status') == 'open' and journal.get('run_id') == p['run_id']:
+            record_layer(ds, p['run_id'], 'service', {'manager': service.s['manager']})
+        svc = service.apply({}, {}, restart=restart)
+        step = ensure_step(ds, p['run_id'], 'activate', release=p['release'])
+    else:
+        step = ensure_step(ds, p['run_id'], 'activate', check_mode=True, release=p['release'])
+    changed = bool(written) or switch['changed'] or svc['changed']
+    return {'changed': changed, 'written': written, 'current': switch['current'], 'previous': switch['previous'],
+            'restarted': bool(svc.get('changed')) and restart, 'diff': switch.get('diff'),
+            'failsafe_transaction': step.get('failsafe_transaction')}
+
+
+def verify_phase(p, check_mode=False):
+    specs = normalize_checks(p.get('checks') or [], p.get('check_defaults'))
+    ds = _ds(p)
+    if check_mode:
+        return {'changed': False, 'checks': [], 'msg': "Check mode: the new release's %d health check(s) were not "
+                'run (%s).' % (len(specs), ', '.join(s['label'] for s in specs) or 'none')}
+    ok, results, msg = run_checks(specs)
+    if not ok:
+        raise EngineError('health check failed: %s' % msg, checks=results)
+    step = ensure_step(ds, p['run_id'], 'verify', data={'checks': len(specs)}, release=p['release'])
+    # the checks change nothing; recording the verification in the journal does, the first time
+    return {'changed': step['changed'], 'checks': results, 'failsafe_transaction': step.get('failsafe_transaction')}
+
+
+def commit_phase(p, check_mode=False):
+    ds = _ds(p)
+    rr = ReleaseRoot(p['app_root'])
+    verified = ensure_verified(rr, p['release'], check_mode=check_mode)
+    closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode, release=p['release'])
+    pruned = ensure_pruned(rr, keep=p.get('keep_releases', 5), check_mode=check_mode)
+    store = SnapshotStore(_store_dir(p))
+    snaps = {'removed': []}
+    if store.exists():
+        snaps = store.prune(p.get('keep_snapshots', 5), check_mode=check_mode)
+    return {'changed': verified['changed'] or closed['changed'] or pruned['changed'] or bool(snaps['removed']),
+            'pruned_releases': pruned.get('removed', []), 'pruned_snapshots': snaps['removed'],
+            'failsafe_transaction': closed.get('failsafe_transaction'), 'lock_released': closed.get('lock_released'),
+            'msg': 'Release %s is verified and committed (run %s). To roll this deploy back to the release before '
+                   'it: ansible-playbook failsafe.deploy.rollback -e failsafe_rollback_run_id=%s'
+                   % (p['release'], p['run_id'], p['run_id'])}

@@ -1,0 +1,411 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: transaction
+short_description: Run one phase of a fail-safe deploy on a host, in one call
+version_added: 0.2.0
+description:
+  - The host-side transaction engine. A deploy is a transaction recorded in the host's journal as an ordered undo
+    log of layers (files and configuration, the release pointer, the service). Each phase is one call of this
+    module, whatever layers it touches, so a deploy costs one round trip per phase and a rollback one per host.
+  - V(open) finishes a transaction a dead run left open (or whose rollback failed), takes the deploy lock, decides
+    whether the release still needs deploying (releasing the lock if not), refuses a quarantined release, too little
+    disk, malformed checks and checks that fail on the running verified release, then opens the transaction and
+    snapshots O(snapshot_paths). Nothing changes before every refusal has had its say.
+  - V(snapshot) snapshots O(snapshot_paths) into the open transaction (V(open) already does).
+  - V(stage) puts the release in C(releases/<id>) from O(src). The action plugin uploads O(src) from the controller
+    in the same task unless O(remote_src=true).
+  - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
+    or when this run's activation was cut short before its restart.
+  - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
+  - V(commit) marks the release verified, closes the transaction, releases the lock and prunes old releases and
+    snapshots.
+  - V(query) reads the journal and the lock; the action plugin adds whether the lock's holder is a run that died
+    on this controller (C(holder_gone)).
+  - V(rollback) undoes the transaction in the journal (the open one, one whose rollback failed, or the committed one
+    of O(rollback_run_id)): restores the snapshot, switches back to the last verified release (quarantining the
+    failed one only if it was activated on this host), restarts the service (or stops and unloads it when there is
+    no release to go back to), runs O(checks), proves the restore byte for byte and closes the journal. A failure
+    closes it as C(rollback_failed) and fails loudly; a rollback cut short anywhere finishes the job when run again.
+author:
+  - failsafe.deploy maintainers (@failsafe-deploy)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+    details: The action plugin adds the controller's host name and process id to V(open), takes over the lock of
+      a run that died on this controller, and uploads O(src) for V(stage).
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: Every phase plans and reports what it would do. V(verify) reports which checks a real run would make.
+  diff_mode:
+    support: partial
+    details: V(open) shows the journal it would open, V(activate) the C(current) switch.
+  platform:
+    support: full
+    platforms: posix
+options:
+  phase:
+    description: The phase to run.
+    type: str
+    required: true
+    choices: [open, snapshot, stage, activate, verify, commit, rollback, query]
+  state_dir:
+    description: Where the journal, the lock and the snapshot store (C(snapshots/)) live on the host.
+    type: path
+    default: /var/lib/failsafe-deploy
+  name:
+    description: Name of the deployment; keys the journal and the lock in O(state_dir).
+    type: str
+    default: app
+  app_root:
+    description: Application root (C(releases/), C(current), C(shared/), the ledger).
+    type: path
+  release:
+    description: Release id being deployed. Required by every phase but V(rollback).
+    type: str
+  run_id:
+    description: The run that owns the lock and the transaction. Required by every phase but V(rollback).
+    type: str
+  owner:
+    description: Who takes the lock (C(user@host)), recorded in the lock and the journal.
+    type: str
+  controller:
+    description: Host name of the controller; set by the action plugin.
+    type: str
+  pid:
+    description: Process id of the controller's C(ansible-playbook); set by the action plugin.
+    type: int
+  takeover_pid:
+    description:
+      - Set by the action plugin when the lock's holder is a run on this controller whose process is gone: a lock
+        held by that pid from O(controller) is taken over, and its open transaction finished first.
+    type: int
+  ttl:
+    description: Seconds until the lock expires unless renewed.
+    type: int
+    default: 1800
+  recover:
+    description: V(open) finishes a transaction a dead run left open, or whose rollback failed, before it opens.
+    type: bool
+    default: true
+  force:
+    description: Deploy even when the release is active and verified, or quarantined; restart on V(activate).
+    type: bool
+    default: false
+  min_free_mb:
+    description: V(open) refuses when the application root has less free space (MiB).
+    type: int
+    default: 100
+  check_running:
+    description: V(open) runs O(checks) against the running verified release first and refuses a check that fails.
+    type: bool
+    default: true
+  running_check_retries:
+    description: Retries of each check in the V(open) probe of the running release.
+    type: int
+    default: 1
+  checks:
+    description:
+      - Health checks, each a dict of the options of M(failsafe.deploy.health_check) (C(name), C(type), C(url),
+        C(method), C(status_code), C(body_regex), C(json_query), C(max_latency), C(host), C(port), C(cmd),
+        C(expect_rc), C(timeout), C(retries), C(delay), C(sleep), C(validate_certs), C(use_proxy), C(headers)).
+        Every option means the same in V(open), V(verify) and V(rollback).
+    type: list
+    elements: dict
+    default: []
+  check_defaults:
+    description: Values for the check options a check does not set.
+    type: dict
+  rollback_checks:
+    description: Checks for the rollback V(open) runs when it finishes a dead run's transaction; default O(checks).
+    type: list
+    elements: dict
+  rollback_check_defaults:
+    description: O(check_defaults) for O(rollback_checks).
+    type: dict
+  snapshot_paths:
+    description: Paths V(open) and V(snapshot) capture before anything changes.
+    type: list
+    elements: path
+    default: []
+  snapshot_exclude:
+    description: Glob patterns, relative to each path, left out of the snapshot (and untouched by a restore).
+    type: list
+    elements: str
+    default: []
+  src:
+    description: The release archive (C(.tar.gz), C(.tgz), C(.tar)) or directory for V(stage).
+    type: path
+  remote_src:
+    description: O(src) is already on the host; otherwise the action plugin uploads it from the controller.
+    type: bool
+    default: false
+  shared:
+    description: Paths under C(shared/) linked into the release by V(stage).
+    type: list
+    elements: str
+    default: []
+  files:
+    description:
+      - Files V(activate) writes before the switch, each C(dest), C(content), and optional C(mode) (default
+        V(0644)), C(owner) and C(group). Written atomically; an unchanged file is left alone.
+    type: list
+    elements: dict
+    default: []
+  directories:
+    description: Directories V(activate) creates (mode 0755) when missing.
+    type: list
+    elements: path
+    default: []
+  service:
+    description:
+      - The service that serves the release. Keys C(manager) (V(supervisor), V(systemd) or V(none)), C(name),
+        C(supervisorctl), C(supervisord), C(conf) (supervisord's configuration), C(start) (start supervisord when
+        it is not running) and C(log) (the program's log, named when it does not start).
+    type: dict
+    default: {}
+  restart:
+    description: V(rollback) restarts the service on the restored release.
+    type: bool
+    default: true
+  keep_releases:
+    description: Releases V(commit) keeps (never removing current or the last verified).
+    type: int
+    default: 5
+  keep_snapshots:
+    description: Snapshots V(commit) keeps.
+    type: int
+    default: 5
+  rollback_run_id:
+    description: V(rollback) also undoes the committed transaction of this run.
+    type: str
+  reason:
+    description: Why V(rollback) runs; recorded in the ledger and the journal.
+    type: str
+notes:
+  - Crash points for the crash-consistency tests (C(FAILSAFE_CRASH_AT)) sit between the layers of a rollback
+    (C(engine.files-undone), C(engine.release-undone), C(engine.service-undone), C(engine.checked)).
+seealso:
+  - module: failsafe.deploy.deploy_state
+  - module: failsafe.deploy.release
+  - module: failsafe.deploy.snapshot
+  - module: failsafe.deploy.health_check
+'''
+
+EXAMPLES = r'''
+- name: Open the deploy
+  failsafe.deploy.transaction:
+    phase: open
+    app_root: /srv/app
+    release: "1.4.2"
+    run_id: "{{ failsafe_run_id }}"
+    snapshot_paths: [/srv/app/current, /srv/app/shared]
+    checks:
+      - url: http://127.0.0.1:8080/health
+
+- name: Roll back this host in one call
+  failsafe.deploy.transaction:
+    phase: rollback
+    service:
+      manager: supervisor
+      name: app
+      conf: /etc/supervisor/supervisord.conf
+    checks:
+      - url: http://127.0.0.1:8080/health
+'''
+
+RETURN = r'''
+needed:
+  description: Whether the release still needs deploying (V(open)).
+  returned: phase is open
+  type: bool
+previous_release:
+  description: The release that was current before (V(open)).
+  returned: phase is open
+  type: str
+recovered:
+  description: What V(open) rolled back of a dead run's transaction, or null.
+  returned: phase is open
+  type: dict
+snapshot:
+  description: The snapshot taken (C(snapshot) id, C(entries), C(reused)).
+  returned: phase is open or snapshot
+  type: dict
+running_checks:
+  description: Results of the probe of the running release.
+  returned: phase is open and the probe ran
+  type: list
+  elements: dict
+checks:
+  description:
+    - One dict per check, C(name), C(ok), C(attempts), C(elapsed), C(expected), C(observed), C(error), C(status),
+      C(body), C(json), C(rc).
+  returned: phase is verify
+  type: list
+  elements: dict
+written:
+  description: Files V(activate) wrote.
+  returned: phase is activate
+  type: list
+  elements: str
+restarted:
+  description: Whether V(activate) restarted the service.
+  returned: phase is activate
+  type: bool
+failsafe_transaction:
+  description: The transaction after the phase.
+  returned: success
+  type: dict
+failsafe_rollback:
+  description:
+    - What V(rollback) did, C(txid), C(run_id), C(failed_release), C(quarantined), C(target_release), C(restored),
+      C(verified), C(layers) and C(checks). Also returned when the rollback fails.
+  returned: phase is rollback and there was a transaction to undo
+  type: dict
+journal:
+  description: The journal (V(query)).
+  returned: phase is query
+  type: dict
+lock:
+  description: The lock, or null (V(query)).
+  returned: phase is query
+  type: dict
+lock_expired:
+  description: Whether the lock has expired (V(query)).
+  returned: phase is query
+  type: bool
+holder_gone:
+  description: Whether the lock's holder is a run whose process is gone from this controller (V(query)).
+  returned: phase is query
+  type: bool
+controller:
+  description: This controller's host name (V(query)).
+  returned: phase is query
+  type: str
+failed_step:
+  description: Where a rollback failed.
+  returned: failure of phase rollback
+  type: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
+    EngineError, activate_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
+)
+from ansible_collections.failsafe.deploy.plugins.module_utils._health import CheckError
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, JournalError, ensure_query
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import LayerError
+from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError
+from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotError
+
+NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            phase=dict(type='str', required=True,
+                       choices=['open', 'snapshot', 'stage', 'activate', 'verify', 'commit', 'rollback', 'query']),
+            state_dir=dict(type='path', default='/var/lib/failsafe-deploy'),
+            name=dict(type='str', default='app'),
+            app_root=dict(type='path'),
+            release=dict(type='str'),
+            run_id=dict(type='str'),
+            owner=dict(type='str'),
+            controller=dict(type='str'),
+            pid=dict(type='int'),
+            takeover_pid=dict(type='int'),
+            ttl=dict(type='int', default=1800),
+            recover=dict(type='bool', default=True),
+            force=dict(type='bool', default=False),
+            min_free_mb=dict(type='int', default=100),
+            check_running=dict(type='bool', default=True),
+            running_check_retries=dict(type='int', default=1),
+            checks=dict(type='list', elements='dict', default=[]),
+            check_defaults=dict(type='dict'),
+            rollback_checks=dict(type='list', elements='dict'),
+            rollback_check_defaults=dict(type='dict'),
+            snapshot_paths=dict(type='list', elements='path', default=[]),
+            snapshot_exclude=dict(type='list', elements='str', default=[]),
+            src=dict(type='path'),
+            remote_src=dict(type='bool', default=False),
+            shared=dict(type='list', elements='str', default=[]),
+            files=dict(type='list', elements='dict', default=[]),
+            directories=dict(type='list', elements='path', default=[]),
+            service=dict(type='dict', default={}),
+            restart=dict(type='bool', default=True),
+            keep_releases=dict(type='int', default=5),
+            keep_snapshots=dict(type='int', default=5),
+            rollback_run_id=dict(type='str'),
+            reason=dict(type='str'),
+        ),
+        required_if=[
+            ('phase', 'stage', ('src',)),
+        ],
+        supports_check_mode=True,
+    )
+    p = dict(module.params)
+    phase = p['phase']
+    if phase in NEEDS_RELEASE:
+        missing = [k for k in ('release', 'run_id', 'app_root') if not p.get(k)]
+        if phase == 'verify':
+            missing = [k for k in missing if k != 'app_root']
+        if missing:
+            module.fail_json(msg='phase=%s needs %s' % (phase, ', '.join(missing)))
+    for spec in p['files']:
+        if not isinstance(spec, dict) or not spec.get('dest') or spec.get('content') is None:
+            module.fail_json(msg='every entry of files needs dest and content, got %r' % (spec,))
+
+    def run(argv):
+        return module.run_command(argv)
+
+    check = module.check_mode
+    try:
+        if phase == 'open':
+            result = open_phase(p, run, check, module.warn)
+        elif phase == 'snapshot':
+            result = snapshot_phase(p, check)
+        elif phase == 'stage':
+            result = stage_phase(p, check)
+        elif phase == 'activate':
+            result = activate_phase(p, run, check)
+        elif phase == 'verify':
+            result = verify_phase(p, check)
+        elif phase == 'commit':
+            result = commit_phase(p, check)
+        elif phase == 'query':
+            result = ensure_query(DeployState(p['state_dir'], p['name']))
+        else:
+            result = rollback(p, run, check)
+    except (EngineError, LayerError, CheckError, JournalError, ReleaseError, SnapshotError) as e:
+        details = dict((k, v) for k, v in (e.details or {}).items() if k not in ('msg', 'failed', 'changed'))
+        module.fail_json(msg=e.msg, **details)
+    except (OSError, IOError) as e:
+        where = getattr(e, 'filename', None) or p['state_dir']
+        module.fail_json(msg='%s: %s' % (where, to_native(e.strerror or e)), path=where)
+    if not module._diff:
+        result.pop('diff', None)
+    elif result.get('diff') is None:
+        result.pop('diff', None)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

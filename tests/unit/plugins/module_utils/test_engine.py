@@ -1,0 +1,245 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The transaction engine: one check definition for every phase, and the single-call rollback of a partial apply.
+
+Health checks run against a real local HTTP server; the service manager is ``none`` here (the service layer has
+its own tests with a real supervisord)."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import json
+import os
+import threading
+import time
+
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._health import CheckError, normalize_checks
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
+from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
+    ReleaseRoot, ensure_active, ensure_staged, ensure_verified,
+)
+
+from ansible_collections.failsafe.deploy.tests.unit.plugins.module_utils.test_layers import digest as tree_digest
+
+
+def digest(app):
+    """What a deploy changes and a rollback must put back: shared/ and where current points."""
+    return (tree_digest(os.path.join(app, 'shared')), os.readlink(os.path.join(app, 'current')))
+
+
+class Handler(BaseHTTPRequestHandler):
+    hits = []
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        Handler.hits.append((self.command, self.path, self.headers.get('X-Probe')))
+        if self.path.startswith('/slow'):
+            time.sleep(0.3)
+        status = 503 if self.path.startswith('/down') else 200
+        body = json.dumps({'status': 'down' if status == 503 else 'ok', 'release': '1.0'}).encode()
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = do_POST = _answer
+
+
+@pytest.fixture(scope='module')
+def server():
+    httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield 'http://127.0.0.1:%d' % httpd.server_address[1]
+    httpd.shutdown()
+
+
+# Every option of a check, each set to something other than its default.
+def every_option_checks(base):
+    return [
+        {'name': 'health', 'url': base + '/health', 'method': 'POST', 'status_code': [200, 204],
+         'body_regex': '"status": *"ok"', 'json_query': "release == '1.0'", 'max_latency': 5,
+         'headers': {'X-Probe': 'yes'}, 'timeout': 2, 'retries': 1, 'delay': 0.1, 'sleep': 0.1,
+         'validate_certs': False, 'use_proxy': False},
+        {'name': 'port', 'port': int(base.rsplit(':', 1)[1]), 'host': '127.0.0.1', 'type': 'tcp', 'retries': 0},
+        {'name': 'cmd', 'cmd': ['sh', '-c', 'echo "{\\"ok\\": true}"; exit 3'], 'expect_rc': 3,
+         'json_query': 'ok', 'retries': 0},
+        {'name': 'slow', 'url': base + '/slow', 'max_latency': 0.1, 'retries': 1, 'sleep': 0},
+        {'name': 'down', 'url': base + '/down', 'body_regex': 'never', 'retries': 2, 'sleep': 0},
+    ]
+
+
+def _shape(results):
+    return [(r['name'], r['ok'], r['attempts'], r['expected'], r.get('status'), r.get('rc'), r['error'] is None)
+            for r in results]
+
+
+@pytest.fixture
+def host(tmp_path):
+    """An application root with 1.0 verified and current, 2.0 staged, and a state directory."""
+    app = tmp_path / 'app'
+    (app / 'shared').mkdir(parents=True)
+    (app / 'shared' / 'app.json').write_text('{"label": "one"}')
+    rr = ReleaseRoot(str(app))
+    for rid in ('1.0', '2.0'):
+        src = tmp_path / ('src-' + rid)
+        src.mkdir()
+        (src / 'VERSION').write_text(rid)
+        ensure_staged(rr, rid, str(src))
+    ensure_active(rr, '1.0')
+    ensure_verified(rr, '1.0')
+    return {'state_dir': str(tmp_path / 'state'), 'name': 'app', 'app_root': str(app), 'release': '2.0',
+            'run_id': 'run-1', 'snapshot_paths': [str(app / 'current'), str(app / 'shared')],
+            'service': {'manager': 'none'}, 'min_free_mb': 0, 'check_running': False}
+
+
+def no_run(argv):
+    raise AssertionError('no command expected with manager none: %r' % (argv,))
+
+
+def test_verify_and_rollback_run_the_same_check_list_the_same_way(server, host):
+    checks = every_option_checks(server)
+    defaults = {'retries': 4, 'sleep': 0.05, 'timeout': 3, 'delay': 0}
+    Handler.hits[:] = []
+    engine.open_phase(dict(host), no_run)
+    with pytest.raises(engine.EngineError) as verify_err:
+        engine.verify_phase(dict(host, checks=checks, check_defaults=defaults))
+    verify_hits = list(Handler.hits)
+    verify_results = verify_err.value.details['checks']
+    Handler.hits[:] = []
+    with pytest.raises(engine.EngineError) as rollback_err:
+        engine.rollback(dict(host, checks=checks, check_defaults=defaults, reason='test'), no_run)
+    rollback_results = rollback_err.value.details['checks']
+    assert _shape(verify_results) == _shape(rollback_results)
+    assert Handler.hits == verify_hits, 'the same requests, methods and headers in both'
+    by_name = dict((r['name'], r) for r in verify_results)
+    # every option honoured: POST with the header, JSON query, tcp, expected exit code, latency ceiling, retries
+    assert ('POST', '/health', 'yes') in verify_hits
+    assert by_name['health']['ok'] and by_name['health']['attempts'] == 1
+    assert by_name['port']['ok'] and by_name['cmd']['ok'] and by_name['cmd']['rc'] == 3
+    assert not by_name['slow']['ok'] and by_name['slow']['attempts'] == 2 and 'latency' in by_name['slow']['error']
+    assert not by_name['down']['ok'] and by_name['down']['attempts'] == 3 and by_name['down']['status'] == 503
+    # the failure message names each failed check, what it expected and what came back
+    for err in (verify_err.value.msg, rollback_err.value.msg):
+        assert "check 'down' failed after 3 attempt(s)" in err
+        assert 'status 503' in err and '"status": "down"' in err
+        assert "check 'slow'" in err and "check 'health'" not in err
+
+
+@pytest.mark.parametrize('bad, words', [
+    ({'url': 'http://x', 'port': 1}, 'exactly one of url, port or cmd'),
+    ({'url': 'http://x', 'retries': -1}, 'retries must not be negative'),
+    ({'url': 'http://x', 'body_regex': '('}, 'not a valid regular expression'),
+    ({'port': 80, 'body_regex': 'x'}, 'body_regex does not apply to a tcp probe'),
+    ({'url': 'http://x', 'stauts_code': [200]}, 'unknown option(s) stauts_code'),
+    ({'cmd': []}, 'cmd is empty'),
+])
+def test_a_malformed_check_is_refused_naming_it_before_anything_runs(bad, words):
+    with pytest.raises(CheckError) as err:
+        normalize_checks([{'name': 'ok', 'url': 'http://127.0.0.1:1/'}, dict(bad, name='broken')])
+    assert words in err.value.msg and 'broken' in err.value.msg
+
+
+def test_open_refuses_a_malformed_check_and_changes_nothing(host):
+    with pytest.raises(CheckError):
+        engine.open_phase(dict(host, checks=[{'url': 'http://x', 'retries': 'many'}]), no_run)
+    ds = DeployState(host['state_dir'], 'app')
+    assert ds.read_journal() is None and ds.read_lock() is None
+
+
+@pytest.mark.parametrize('cut', ['after-open', 'after-files', 'after-switch'])
+def test_rollback_in_one_call_undoes_a_partial_apply(host, cut):
+    app = host['app_root']
+    before = digest(app)
+    opened = engine.open_phase(dict(host), no_run)
+    assert opened['needed'] and opened['snapshot']['snapshot']
+    if cut in ('after-files', 'after-switch'):
+        with open(os.path.join(app, 'shared', 'app.json'), 'w') as handle:
+            handle.write('{"label": "two"}')
+        with open(os.path.join(app, 'shared', 'extra.txt'), 'w') as handle:
+            handle.write('new')
+    if cut == 'after-switch':
+        engine.activate_phase(dict(host), no_run)
+        assert ReleaseRoot(app).read_current() == '2.0'
+    assert digest(app) != before or cut == 'after-open'
+    res = engine.rollback(dict(host, reason='test'), no_run)
+    report = res['failsafe_rollback']
+    assert report['verified'] is True and report['target_release'] == '1.0'
+    assert report['quarantined'] is (cut == 'after-switch'), 'only an activated release is quarantined'
+    assert ReleaseRoot(app).read_current() == '1.0'
+    journal = DeployState(host['state_dir'], 'app').read_journal()
+    assert journal['status'] == 'rolled_back' and journal['rollback']['undone'][:2] == ['files', 'release']
+    assert DeployState(host['state_dir'], 'app').read_lock() is None
+    # everything the snapshot captured is as it was
+    assert digest(app) == before
+    assert os.path.exists(os.path.join(app, 'shared', 'extra.txt')) is False
+    with open(os.path.join(app, 'shared', 'app.json')) as handle:
+        assert handle.read() == '{"label": "one"}'
+    # nothing left to undo
+    assert engine.rollback(dict(host), no_run)['nothing_to_undo'] is True
+
+
+# --- crash safety of the single-call rollback ---------------------------------------------------------------------
+
+# Every crash point between the layers of a rollback (and in its close); a re-run after each finishes the job.
+ENGINE_POINTS = ['engine.files-undone', 'engine.release-undone', 'engine.service-undone', 'engine.checked',
+                 'journal.history-appended', 'journal.closed', 'restore.entry-restored',
+                 'write.replaced@2']  # the second atomic write: the ledger, as the release pointer is undone
+
+CHILD = r'''
+import json, sys
+from ansible_collections.failsafe.deploy.plugins.module_utils import _engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
+_engine.rollback(json.loads(sys.argv[1]), _run)
+'''
+
+
+def _rollback_child(params, crash_at):
+    import subprocess
+    import sys
+    from ansible_collections.failsafe.deploy.plugins.module_utils import _atomic
+    collections = os.path.abspath(os.path.join(os.path.dirname(_atomic.__file__), '..', '..', '..', '..', '..'))
+    env = dict(os.environ)
+    env[_atomic.CRASH_ENV] = crash_at
+    env.pop(_atomic.CRASH_SCOPE_ENV, None)
+    env['PYTHONPATH'] = collections + os.pathsep + env.get('PYTHONPATH', '')
+    return subprocess.run([sys.executable, '-c', CHILD, json.dumps(params)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize('point', ENGINE_POINTS)
+def test_a_rollback_killed_at_each_point_is_finished_by_running_it_again(server, host, point):
+    app = host['app_root']
+    before = digest(app)
+    engine.open_phase(dict(host), no_run)
+    with open(os.path.join(app, 'shared', 'app.json'), 'w') as handle:
+        handle.write('{"label": "two"}')
+    engine.activate_phase(dict(host), no_run)
+    params = dict(host, reason='test', checks=[{'name': 'health', 'url': server + '/health', 'retries': 0}])
+    proc = _rollback_child(params, point)
+    assert proc.returncode == 137, 'the crash point was not reached (rc=%s): %s' % (proc.returncode, proc.stdout)
+    journal = DeployState(host['state_dir'], 'app').read_journal()
+    if point == 'journal.closed':
+        # the close was written just before the crash, not the unlock: a re-run gives the lock back
+        assert journal['status'] == 'rolled_back'
+        assert engine.rollback(params, no_run)['nothing_to_undo'] is True
+    else:
+        assert journal['status'] == 'open', 'a rollback cut short must not look finished'
+        res = engine.rollback(params, no_run)
+        assert res['failsafe_rollback']['verified'] is True
+    assert DeployState(host['state_dir'], 'app').read_journal()['status'] == 'rolled_back'
+    assert digest(app) == before
+    assert ReleaseRoot(app).read_current() == '1.0'
+    assert ReleaseRoot(app).load_ledger()['releases']['2.0']['state'] == 'failed'
+    assert DeployState(host['state_dir'], 'app').read_lock() is None

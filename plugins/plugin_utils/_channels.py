@@ -739,9 +739,8 @@ class AppriseChannel(Channel):
     def requests(self, payload):
         if payload.get('event') == 'deploy_committed':
             return []
-        return [(None, {'title': '%s: %s %s' % (title_of(payload), deployment_name(payload),
-                                                  _join(payload.get('releases')) or ''),
-                        'body': email_text(payload)})]
+        title = '%s: %s %s' % (title_of(payload), deployment_name(payload), _join(payload.get('releases')) or '')
+        return [(None, {'title': title.rstrip(), 'body': email_text(payload)})]
 
     def _deliver(self, target, body):
         return self._retrying(lambda timeout: self._notify_once(body, timeout))

@@ -191,10 +191,116 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: channel_time_limit
+  email_host:
+    description:
+      - SMTP server that sends every alert as an email (smtplib on the controller). The subject names the event,
+        the release and the hosts; the body is plain text with an HTML alternative (O(email_html)).
+      - When not set the email channel is off. O(email_from) and O(email_to) are needed too.
+    type: str
+    env:
+      - name: FAILSAFE_EMAIL_HOST
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_host
+  email_port:
+    description: Port of the SMTP server (submission with STARTTLS).
+    type: int
+    default: 587
+    env:
+      - name: FAILSAFE_EMAIL_PORT
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_port
+  email_from:
+    description: Sender address of the alert emails.
+    type: str
+    env:
+      - name: FAILSAFE_EMAIL_FROM
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_from
+  email_to:
+    description: Recipients of the alert emails (a comma-separated list in the environment or C(ansible.cfg)).
+    type: list
+    elements: str
+    env:
+      - name: FAILSAFE_EMAIL_TO
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_to
+  email_username:
+    description:
+      - User name for SMTP AUTH. When not set, no AUTH. The password is only ever sent after STARTTLS (or to
+        C(localhost)).
+    type: str
+    env:
+      - name: FAILSAFE_EMAIL_USERNAME
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_username
+  email_password:
+    description:
+      - Password for SMTP AUTH. A secret; it is never printed or written anywhere. Set it through the environment
+        only.
+    type: str
+    env:
+      - name: FAILSAFE_EMAIL_PASSWORD
+  email_starttls:
+    description:
+      - Upgrade the SMTP session with STARTTLS, verifying the server's certificate and host name, before AUTH and
+        before the message. A server that does not offer STARTTLS gets no message.
+    type: bool
+    default: true
+    env:
+      - name: FAILSAFE_EMAIL_STARTTLS
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_starttls
+  email_ca_file:
+    description: CA bundle (PEM) that verifies the SMTP server's certificate; the system's CAs when not set.
+    type: path
+    env:
+      - name: FAILSAFE_EMAIL_CA_FILE
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_ca_file
+  email_timeout:
+    description:
+      - Seconds one SMTP session may take. The email channel also keeps to O(channel_retries) and
+        O(channel_time_limit).
+    type: float
+    default: 2
+    env:
+      - name: FAILSAFE_EMAIL_TIMEOUT
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_timeout
+  email_html:
+    description: Add an HTML alternative to the plain-text body of the alert emails.
+    type: bool
+    default: true
+    env:
+      - name: FAILSAFE_EMAIL_HTML
+    ini:
+      - section: failsafe_auto_rollback
+        key: email_html
+  apprise_urls:
+    description:
+      - Apprise URLs (separated by spaces or new lines) that receive every alert as a title and a plain-text body,
+        for any of the services Apprise supports. Needs the optional C(apprise) Python package on the controller;
+        without it the channel is off with one warning.
+      - A secret (the URLs hold tokens); it is never printed or written anywhere. Set it through the environment
+        only.
+      - When not set the Apprise channel is off.
+    type: str
+    env:
+      - name: FAILSAFE_APPRISE_URLS
   spool_path:
     description:
       - File that every alert is appended to as one JSON line (fsynced).
       - Defaults to C(<report_dir>/alerts.jsonl).
+      - What each channel did with each alert is appended beside it, to C(alerts.delivery.jsonl); the replay
+        command sends again what a channel never received (see the collection's C(docs/callback.md)).
     type: path
     env:
       - name: FAILSAFE_SPOOL_PATH
@@ -373,9 +479,12 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
     OUTCOME_LABELS, DeployRun, Timeline, new_incident_id, report_paths, utc_iso, write_json_atomic, write_report)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import email_settings
 
 _CHANNEL_SETTINGS = {'pagerduty': 'FAILSAFE_PAGERDUTY_ROUTING_KEY', 'slack': 'FAILSAFE_SLACK_WEBHOOK_URL',
-                     'teams': 'FAILSAFE_TEAMS_WEBHOOK_URL'}
+                     'teams': 'FAILSAFE_TEAMS_WEBHOOK_URL', 'email': 'FAILSAFE_EMAIL_HOST',
+                     'apprise': 'FAILSAFE_APPRISE_URLS'}
+_WARNED_ONCE = set()
 _FQCN_PLAYBOOK = re.compile(r'^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[A-Za-z_][\w.]*$')
 
 
@@ -493,14 +602,15 @@ class CallbackModule(CallbackBase):
             webhook = WebhookSender(self.webhook_url, timeout=self.webhook_timeout, retries=self.webhook_retries,
                                     redactor=self.redactor)
         secrets = dict((name, self.get_option(name)) for name in (
-            'pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url'))
-        for value in secrets.values():
+            'pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url', 'apprise_urls'))
+        for value in list(secrets.values()) + [self.get_option('email_password')]:
             if value:
                 self.redactor.add_secret(value)
         channels = []
         if not self.child_mode:
             channels = build_channels(
                 pagerduty_url=self.get_option('pagerduty_url'), redactor=self.redactor,
+                email=email_settings(self.get_option), warn=self._warn_once,
                 timeout=float(self.get_option('channel_timeout') or 1),
                 retries=int(self.get_option('channel_retries') if self.get_option('channel_retries') is not None
                             else 2),
@@ -516,6 +626,12 @@ class CallbackModule(CallbackBase):
     # plumbing -------------------------------------------------------------------------------------------------
     def _active(self):
         return self._ready and self.enabled and not self.finished
+
+    def _warn_once(self, msg):
+        """A setting that cannot work is said once per process, however often the options are set."""
+        if msg not in _WARNED_ONCE:
+            _WARNED_ONCE.add(msg)
+            self._warn(msg)
 
     def _warn(self, msg):
         try:

@@ -12,6 +12,13 @@
 - ``AlertDispatcher``: spools at once and posts webhooks in order from one background thread, so a slow endpoint
   never stalls the play; the provider channels (``_channels.py``) each get a thread of their own, so one slow
   channel never delays another; ``flush()`` waits a bounded time.
+
+The spool stays one JSON line per alert; each line carries an ``alert_id`` and the ``channels`` it was meant for.
+What each channel (and the webhook) did with it goes to the delivery ledger beside the spool
+(``delivery_path()``: ``alerts.jsonl`` -> ``alerts.delivery.jsonl``), one JSON line per outcome:
+``{"record": "delivery", "alert_id", "event", "channel", "status": delivered|failed|not applicable, "attempts",
+"error", "at", "replayed"}``. An alert whose line names a channel with no ``delivered`` (or ``not applicable``)
+outcome was never received there: ``_replay.py`` sends it again.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -25,6 +32,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 import urllib.error
 import urllib.request
 
@@ -126,6 +134,27 @@ class WebhookSender:
         return SendResult(False, attempts, status, self._redactor.text(error), round(time.time() - start, 3))
 
 
+def delivery_path(spool_path):
+    """The delivery ledger that goes with a spool: ``alerts.jsonl`` -> ``alerts.delivery.jsonl``."""
+    if spool_path.endswith('.jsonl'):
+        return spool_path[:-len('.jsonl')] + '.delivery.jsonl'
+    return spool_path + '.delivery.jsonl'
+
+
+def _utc_now():
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+
+
+def delivery_record(alert_id, event, channel, result, replayed=False):
+    """One line of the delivery ledger for ``result`` (a SendResult, or None: the alert means nothing there)."""
+    if result is None:
+        status, attempts, error = 'not applicable', 0, None
+    else:
+        status, attempts, error = ('delivered' if result.ok else 'failed'), result.attempts, result.error
+    return {'record': 'delivery', 'alert_id': alert_id, 'event': event, 'channel': channel, 'status': status,
+            'attempts': attempts, 'error': error, 'at': _utc_now(), 'replayed': bool(replayed)}
+
+
 class SpoolSender:
     """Append alerts as JSON lines to ``path`` (mode 0600), fsynced. ``send()`` never raises."""
 
@@ -133,8 +162,13 @@ class SpoolSender:
 
     def __init__(self, path):
         self.path = path
+        self._lock = threading.Lock()
 
     def send(self, payload):
+        with self._lock:
+            return self._append(payload)
+
+    def _append(self, payload):
         start = time.time()
         try:
             line = json.dumps(payload, sort_keys=True, default=str) + '\n'
@@ -160,10 +194,13 @@ class AlertDispatcher:
     ``problems()`` hands back (once) the failed deliveries so the caller can warn from its own thread.
     """
 
-    def __init__(self, spool=None, webhook=None, channels=()):
+    def __init__(self, spool=None, webhook=None, channels=(), ledger=None):
         self.spool = spool
         self.webhook = webhook
-        self.channels = [_ChannelWorker(channel, self._problem) for channel in channels or ()]
+        if ledger is None and spool is not None:
+            ledger = SpoolSender(delivery_path(spool.path))
+        self.ledger = ledger
+        self.channels = [_ChannelWorker(channel, self._problem, self._delivered) for channel in channels or ()]
         self.records = []
         self._problems = []
         self._lock = threading.Lock()
@@ -171,12 +208,16 @@ class AlertDispatcher:
         self._thread = None
 
     def send(self, payload):
-        record = {'event': payload.get('event'), 'at': payload.get('at'),
+        # One id per alert, for every channel: the ledger and a replay refer to it, receivers can de-duplicate by it.
+        payload = dict(payload)
+        payload.setdefault('alert_id', uuid.uuid4().hex)
+        record = {'event': payload.get('event'), 'at': payload.get('at'), 'alert_id': payload['alert_id'],
                   'spool': 'disabled', 'webhook': 'disabled'}
         with self._lock:
             self.records.append(record)
         if self.spool is not None:
-            result = self.spool.send(payload)
+            meant_for = (['webhook'] if self.webhook is not None else []) + [w.name for w in self.channels]
+            result = self.spool.send(dict(payload, channels=meant_for))
             record['spool'] = 'written' if result.ok else 'failed'
             if not result.ok:
                 self._problem('spool', payload.get('event'), result)
@@ -189,12 +230,21 @@ class AlertDispatcher:
         return record
 
     def notify(self, payload):
-        """Send ``payload`` to the channels only (no spool, no webhook): for notices that are not alerts, such as
-        the change event of a deploy that committed."""
+        """Send ``payload`` to the channels only (no spool, no webhook, no ledger): for notices that are not alerts,
+        such as the change event of a deploy that committed."""
         record = {'event': payload.get('event'), 'at': payload.get('at')}
         for worker in self.channels:
-            worker.put(payload, record)
+            worker.put(payload, record, ledger=False)
         return record
+
+    def _delivered(self, payload, channel, result):
+        """Write what ``channel`` did with a spooled alert to the ledger (never raises)."""
+        if self.ledger is None or not payload.get('alert_id'):
+            return
+        try:
+            self.ledger.send(delivery_record(payload['alert_id'], payload.get('event'), channel, result))
+        except Exception:  # pylint: disable=broad-except
+            pass
 
     def _ensure_thread(self):
         # One daemon worker for the life of the process: it never delays the exit of ansible-playbook.
@@ -214,7 +264,10 @@ class AlertDispatcher:
                     self._problem('webhook', payload.get('event'), result)
             except Exception as exc:  # pylint: disable=broad-except
                 record['webhook'] = 'failed'
-                self._problem('webhook', payload.get('event'), SendResult(False, 0, None, str(exc), 0.0))
+                result = SendResult(False, 0, None, type(exc).__name__, 0.0)
+                self._problem('webhook', payload.get('event'), result)
+            try:
+                self._delivered(payload, 'webhook', result)
             finally:
                 self._queue.task_done()
 
@@ -247,20 +300,21 @@ class AlertDispatcher:
 class _ChannelWorker:
     """One channel's queue and daemon thread: alerts go out in order; a failure is handed to ``on_problem``."""
 
-    def __init__(self, channel, on_problem):
+    def __init__(self, channel, on_problem, on_outcome=None):
         self.channel = channel
         self.name = channel.name
         self._on_problem = on_problem
+        self._on_outcome = on_outcome
         self._queue = queue.Queue()
         self._thread = None
         self._lock = threading.Lock()
 
-    def put(self, payload, record):
+    def put(self, payload, record, ledger=True):
         # Every key the worker will set exists from now on: a report written while a send is still running copies
         # the record without its size changing under it.
         record[self.name] = 'queued'
         record['%s_attempts' % self.name] = 0
-        self._queue.put((payload, record))
+        self._queue.put((payload, record, ledger))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name='failsafe-%s' % self.name, daemon=True)
@@ -268,7 +322,8 @@ class _ChannelWorker:
 
     def _run(self):
         while True:
-            payload, record = self._queue.get()
+            payload, record, ledger = self._queue.get()
+            result = SendResult(False, 0, None, 'not sent', 0.0)
             try:
                 result = self.channel.send(payload)
                 if result is None:
@@ -280,7 +335,11 @@ class _ChannelWorker:
                         self._on_problem(self.name, payload.get('event'), result)
             except Exception as exc:  # pylint: disable=broad-except
                 record[self.name] = 'failed'
-                self._on_problem(self.name, payload.get('event'), SendResult(False, 0, None, type(exc).__name__, 0.0))
+                result = SendResult(False, 0, None, type(exc).__name__, 0.0)
+                self._on_problem(self.name, payload.get('event'), result)
+            try:
+                if ledger and self._on_outcome is not None:
+                    self._on_outcome(payload, self.name, result)
             finally:
                 self._queue.task_done()
 

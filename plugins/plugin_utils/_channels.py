@@ -11,6 +11,9 @@
 - ``SlackChannel``: incoming webhook with Block Kit, kept within Slack's limits (50 blocks, 3,000 characters a
   section text).
 - ``TeamsChannel``: Workflows webhook with an Adaptive Card 1.4, kept under 28 KB.
+- ``EmailChannel``: SMTP with STARTTLS and AUTH (smtplib): subject with event, release and hosts; a plain-text body
+  and an HTML alternative.
+- ``AppriseChannel``: the Apprise URLs configured, when the optional ``apprise`` package is installed.
 
 Every channel posts with a timeout per request, retries connection errors, timeouts, 429 and 5xx with exponential
 backoff (never another 4xx), and stops when its total time limit for the run is spent. ``send()`` returns a
@@ -21,11 +24,17 @@ URL or the key. The spool stays the record of every alert; channels are best eff
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import email.message
+import email.utils
 import hashlib
+import html
 import http.client
 import json
+import logging
 import re
+import smtplib
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -126,12 +135,16 @@ class Channel:
         attempts = 0
         status = None
         for url, body in requests:
-            result = self._post(url, body)
+            result = self._deliver(url, body)
             attempts += result.attempts
             status = result.status
             if not result.ok:
                 return SendResult(False, attempts, status, result.error, round(self._clock() - start, 3))
         return SendResult(True, attempts, status, None, round(self._clock() - start, 3))
+
+    def _deliver(self, target, body):
+        """Deliver one request of an alert; subclasses that do not POST JSON override it."""
+        return self._post(target, body)
 
     def _post(self, url, body):
         """One JSON POST with retries, bounded by what is left of the time limit."""
@@ -140,6 +153,11 @@ class Channel:
         except (TypeError, ValueError) as exc:
             return SendResult(False, 0, None, 'message is not JSON serialisable: %s' % exc, 0.0)
         headers = {'Content-Type': 'application/json', 'User-Agent': USER_AGENT}
+        return self._retrying(lambda timeout: self._attempt(url, data, headers, timeout))
+
+    def _retrying(self, attempt_once):
+        """Call ``attempt_once(timeout)`` -> (status, error or None, retry?) until it succeeds, must not be retried,
+        the retries are used up or the time limit is spent."""
         attempts = 0
         status = None
         error = None
@@ -158,7 +176,7 @@ class Channel:
                 break
             attempts += 1
             started = self._clock()
-            status, error, retry = self._attempt(url, data, headers, min(self.timeout, left))
+            status, error, retry = attempt_once(min(self.timeout, left))
             self._charge(self._clock() - started)
             if error is None:
                 return SendResult(True, attempts, status, None, 0.0)
@@ -485,9 +503,278 @@ class TeamsChannel(Channel):
         return [(self._url, self.message(payload))]
 
 
+# Email (SMTP) -----------------------------------------------------------------------------------------------
+
+EMAIL_SUBJECT_MAX = 200
+EMAIL_SUBJECT_HOSTS = 3
+
+
+def hosts_of(payload):
+    """The hosts an alert is about, in order: its failed host, then the rollback's hosts."""
+    hosts = []
+    if payload.get('host'):
+        hosts.append(str(payload['host']))
+    per_host = payload.get('per_host')
+    more = list(per_host) if isinstance(per_host, dict) else (payload.get('hosts') or [])
+    for host in more if isinstance(more, (list, tuple)) else []:
+        if str(host) not in hosts:
+            hosts.append(str(host))
+    return hosts
+
+
+def email_subject(payload):
+    """'[failsafe.deploy] <event>: <deployment> <release> on <hosts>', on one line, at most 200 characters."""
+    hosts = hosts_of(payload)
+    shown = ', '.join(hosts[:EMAIL_SUBJECT_HOSTS])
+    if len(hosts) > EMAIL_SUBJECT_HOSTS:
+        shown += ' and %d more' % (len(hosts) - EMAIL_SUBJECT_HOSTS)
+    subject = '[failsafe.deploy] %s: %s %s' % (title_of(payload), deployment_name(payload),
+                                               _join(payload.get('releases')) or '')
+    subject = subject.rstrip() + (' on %s' % shown if shown else '')
+    return _clip(re.sub(r'[\r\n\t]+', ' ', subject), EMAIL_SUBJECT_MAX)
+
+
+def email_text(payload):
+    """The plain-text body: title, summary, facts, details, hosts."""
+    title = '%s: %s' % (title_of(payload), deployment_name(payload))
+    lines = [title, '=' * len(title), '', str(payload.get('summary') or title_of(payload)), '']
+    width = max([len(label) for label, dummy in facts_of(payload)] or [0])
+    lines.extend('%s  %s' % ((label + ':').ljust(width + 1), value) for label, value in facts_of(payload))
+    details = details_of(payload)
+    if details:
+        lines.extend(['', 'Details', '-------', _clip(details, 20000, tail='\n... (cut)')])
+    hosts = host_lines(payload)
+    if hosts:
+        lines.extend(['', 'Hosts (%d)' % len(hosts), '-' * len('Hosts (%d)' % len(hosts)),
+                      fit_lines(hosts, 20000, bullet='- ')])
+    lines.extend(['', '-- ', 'failsafe.deploy auto_rollback, incident %s' % payload.get('incident_id')])
+    return '\n'.join(lines) + '\n'
+
+
+def email_html(payload):
+    """The HTML alternative of ``email_text``: the same content, every value escaped."""
+    esc = html.escape
+    color = {'critical': '#b00020', 'error': '#b00020', 'warning': '#b26a00'}.get(payload.get('severity'), '#333')
+    parts = ['<html><body style="font-family: sans-serif">',
+             '<h2 style="color: %s">%s: %s</h2>' % (color, esc(title_of(payload)), esc(deployment_name(payload))),
+             '<p>%s</p>' % esc(str(payload.get('summary') or title_of(payload))), '<table>']
+    parts.extend('<tr><th align="left">%s</th><td>%s</td></tr>' % (esc(label), esc(value))
+                 for label, value in facts_of(payload))
+    parts.append('</table>')
+    details = details_of(payload)
+    if details:
+        parts.append('<h3>Details</h3><pre>%s</pre>' % esc(_clip(details, 20000, tail='\n... (cut)')))
+    hosts = host_lines(payload)
+    if hosts:
+        parts.append('<h3>Hosts (%d)</h3><ul>%s</ul>' % (len(hosts), ''.join(
+            '<li>%s</li>' % esc(line) for line in fit_lines(hosts, 20000).split('\n'))))
+    parts.append('<p style="color: #666">failsafe.deploy auto_rollback, incident %s</p></body></html>'
+                 % esc(str(payload.get('incident_id'))))
+    return '\n'.join(parts)
+
+
+class EmailChannel(Channel):
+    """Email over SMTP: STARTTLS (on by default, certificate and host name verified) and AUTH, with the channel's
+    timeout, retries and time limit. The password is never sent without TLS, never logged and never recorded."""
+
+    name = 'email'
+    setting = 'FAILSAFE_EMAIL_HOST'
+
+    def __init__(self, host, sender, recipients, port=587, username=None, password=None, starttls=True,
+                 ca_file=None, html_body=True, **kwargs):
+        super(EmailChannel, self).__init__(**kwargs)
+        self.host = host
+        self.port = int(port or 587)
+        self.sender = sender
+        self.recipients = [str(r).strip() for r in (recipients or ()) if str(r).strip()]
+        self.username = username or None
+        self._password = password or None
+        self.starttls = bool(starttls)
+        self.ca_file = ca_file or None
+        self.html_body = bool(html_body)
+        self._redactor.add_secret(password)
+
+    def __repr__(self):
+        return '<email channel %s:%s>' % (self.host, self.port)
+
+    def message(self, payload):
+        msg = email.message.EmailMessage()
+        msg['Subject'] = email_subject(payload)
+        msg['From'] = self.sender
+        msg['To'] = ', '.join(self.recipients)
+        msg['Date'] = email.utils.formatdate(localtime=False, usegmt=True)
+        # One Message-ID per alert, so that a replayed alert is recognised as the same message.
+        ident = re.sub(r'[^A-Za-z0-9._-]', '', str(payload.get('alert_id') or '')) or None
+        msg['Message-ID'] = ('<%s@failsafe.deploy>' % ident) if ident else email.utils.make_msgid(
+            domain='failsafe.deploy')
+        msg['X-Failsafe-Event'] = str(payload.get('event') or 'alert')
+        if payload.get('incident_id'):
+            msg['X-Failsafe-Incident'] = str(payload['incident_id'])
+        msg['Auto-Submitted'] = 'auto-generated'
+        msg.set_content(email_text(payload))
+        if self.html_body:
+            msg.add_alternative(email_html(payload), subtype='html')
+        return msg
+
+    def requests(self, payload):
+        if payload.get('event') == 'deploy_committed':
+            return []
+        return [(None, self.message(payload))]
+
+    def _deliver(self, target, body):
+        return self._retrying(lambda timeout: self._send_once(body, timeout))
+
+    def _tls_context(self):
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def _send_once(self, msg, timeout):
+        """(status, error or None, retry?) of one SMTP session. Never raises."""
+        deadline = self._clock() + timeout
+        client = None
+
+        def step():
+            left = deadline - self._clock()
+            if left <= 0:
+                raise socket.timeout('timed out')
+            if client is not None and client.sock is not None:
+                client.sock.settimeout(left)
+
+        try:
+            client = smtplib.SMTP(self.host, self.port, timeout=timeout)
+            step()
+            client.ehlo()
+            if self.starttls:
+                if not client.has_extn('starttls'):
+                    return None, 'the SMTP server does not offer STARTTLS (setting email_starttls)', False
+                step()
+                client.starttls(context=self._tls_context())
+                step()
+                client.ehlo()
+            if self.username:
+                if not self.starttls and self.host not in ('localhost', '127.0.0.1', '::1'):
+                    return None, ('will not send the SMTP password without TLS (settings email_starttls, '
+                                  'email_username)'), False
+                step()
+                client.login(self.username, self._password or '')
+            step()
+            refused = client.send_message(msg, from_addr=self.sender, to_addrs=self.recipients)
+            try:
+                step()
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+            if refused:
+                return 250, 'refused recipients: %s' % ', '.join(sorted(refused)), False
+            return 250, None, False
+        except smtplib.SMTPAuthenticationError as exc:
+            return exc.smtp_code, 'SMTP authentication failed: %s' % exc.smtp_code, False
+        except smtplib.SMTPRecipientsRefused as exc:
+            return 550, 'every recipient was refused: %s' % ', '.join(sorted(exc.recipients)), False
+        except smtplib.SMTPResponseException as exc:
+            reply = exc.smtp_error.decode('utf-8', 'replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+            return exc.smtp_code, 'SMTP %s %s' % (exc.smtp_code, _clip(reply, 200)), 400 <= exc.smtp_code < 500
+        except (socket.timeout, TimeoutError):
+            return None, 'timed out after %.1f s' % timeout, True
+        except ssl.SSLError as exc:
+            return None, 'TLS failed: %s' % (getattr(exc, 'reason', None) or type(exc).__name__), False
+        except smtplib.SMTPNotSupportedError as exc:
+            return None, 'SMTP: %s' % exc, False
+        except (smtplib.SMTPException, OSError) as exc:
+            return None, 'connection failed: %s: %s' % (type(exc).__name__, exc), True
+        except Exception as exc:  # pylint: disable=broad-except
+            return None, '%s: %s' % (type(exc).__name__, exc), False
+        finally:
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # pylint: disable=broad-except
+                    pass
+
+
+# Apprise (optional) ------------------------------------------------------------------------------------------
+
+APPRISE_MISSING = ('apprise_urls (FAILSAFE_APPRISE_URLS) is set but the apprise package is not installed on the '
+                   'controller (pip install apprise): the Apprise channel is off')
+
+
+def apprise_module():
+    """The apprise module, or None when it is not installed."""
+    try:
+        import apprise  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return apprise
+
+
+def split_urls(value):
+    """Apprise URLs from one setting: separated by whitespace (each entry may hold several, comma-separated, as
+    Apprise itself allows)."""
+    if isinstance(value, (list, tuple)):
+        value = ' '.join(str(v) for v in value)
+    return [url for url in re.split(r'\s+', value or '') if url]
+
+
+class AppriseChannel(Channel):
+    """Any service Apprise knows (``apprise.Apprise().add(url).notify(title, body)``). Optional: used only when the
+    apprise package is installed. Apprise reports only success or failure, so a failure is retried within the
+    channel's retries and time limit; its log lines are kept out of the run's output."""
+
+    name = 'apprise'
+    setting = 'FAILSAFE_APPRISE_URLS'
+
+    def __init__(self, urls, module=None, **kwargs):
+        super(AppriseChannel, self).__init__(**kwargs)
+        self._urls = split_urls(urls)
+        for url in self._urls:
+            self._redactor.add_secret(url)
+        self._apprise = module or apprise_module()
+        logger = logging.getLogger('apprise')
+        logger.propagate = False
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+    def __repr__(self):
+        return '<apprise channel, %d URL(s)>' % len(self._urls)
+
+    def requests(self, payload):
+        if payload.get('event') == 'deploy_committed':
+            return []
+        title = '%s: %s %s' % (title_of(payload), deployment_name(payload), _join(payload.get('releases')) or '')
+        return [(None, {'title': title.rstrip(), 'body': email_text(payload)})]
+
+    def _deliver(self, target, body):
+        return self._retrying(lambda timeout: self._notify_once(body, timeout))
+
+    def _notify_once(self, body, timeout):
+        if self._apprise is None:
+            return None, 'the apprise package is not installed', False
+        try:
+            notifier = self._apprise.Apprise()
+            for index, url in enumerate(self._urls):
+                if not notifier.add(url):
+                    return None, 'Apprise URL %d of %s is not understood (setting apprise_urls)' % (
+                        index + 1, len(self._urls)), False
+            for service in notifier:
+                service.socket_connect_timeout = timeout
+                service.socket_read_timeout = timeout
+            with self._apprise.LogCapture(level=logging.WARNING) as captured:
+                ok = notifier.notify(title=_clip(body['title'], 250), body=body['body'],
+                                     body_format=self._apprise.NotifyFormat.TEXT)
+            if ok:
+                return None, None, False
+            said = [line for line in captured.getvalue().splitlines() if line.strip()]
+            return None, 'Apprise could not notify every URL%s' % (
+                (': ' + _clip(said[-1], 300)) if said else ''), True
+        except Exception as exc:  # pylint: disable=broad-except
+            return None, 'Apprise: %s: %s' % (type(exc).__name__, exc), False
+
+
 def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook_url=None, teams_webhook_url=None,
-                   redactor=None, **kwargs):
-    """The channels that are configured, each with the same timeout, retries and time limit."""
+                   email=None, apprise_urls=None, warn=None, redactor=None, **kwargs):
+    """The channels that are configured, each with the same timeout, retries and time limit.
+
+    ``email``: a dict of EmailChannel arguments (``host``, ``sender``, ``recipients``, ...) or None; its ``timeout``
+    replaces the shared one. ``warn(message)`` is told what is set but cannot work (once per call)."""
     channels = []
     if pagerduty_routing_key:
         channels.append(PagerDutyChannel(pagerduty_routing_key, url=pagerduty_url or PAGERDUTY_URL,
@@ -496,4 +783,22 @@ def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook
         channels.append(SlackChannel(slack_webhook_url, redactor=redactor, **kwargs))
     if teams_webhook_url:
         channels.append(TeamsChannel(teams_webhook_url, redactor=redactor, **kwargs))
+    if email and email.get('host'):
+        missing = [name for name, key in (('email_from', 'sender'), ('email_to', 'recipients')) if not email.get(key)]
+        if missing:
+            if warn:
+                warn('email_host is set but %s is not: the email channel is off' % ' and '.join(missing))
+        else:
+            options = dict(kwargs)
+            options.update(email)
+            channels.append(EmailChannel(redactor=redactor, **options))
+    if apprise_urls:
+        if redactor is not None:
+            for url in split_urls(apprise_urls):
+                redactor.add_secret(url)
+        if apprise_module() is None:
+            if warn:
+                warn(APPRISE_MISSING)
+        else:
+            channels.append(AppriseChannel(apprise_urls, redactor=redactor, **kwargs))
     return channels

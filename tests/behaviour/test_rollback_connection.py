@@ -94,7 +94,7 @@ def test_given_a_play_with_become_when_its_deploy_fails_then_the_rollback_become
     # through su, and the witness hook can see it in its process ancestry. sudo is not needed (nor installed here).
     d.env['ANSIBLE_BECOME_ALLOW_SAME_USER'] = 'true'
     witness = os.path.join(d.dir, 'witness.log')
-    hook = os.path.join(HERE, 'playbooks', 'become_witness.yml')
+    hook = os.path.join(HERE, 'fault_hooks', 'become_witness.yml')
     playbook = write_playbook(d, 'deploy-become.yml', {'become': True, 'become_method': 'su', 'become_user': 'root'},
                               pre_tasks=[{'name': 'Witness how the deploy runs',
                                           'ansible.builtin.include_tasks': hook}])

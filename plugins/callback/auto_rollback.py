@@ -22,7 +22,14 @@ description:
     infrastructure, health, script_error, unknown) and sends a C(deploy_failed) alert at once.
   - When the run ends it starts the rollback playbook as a child C(ansible-playbook) for the hosts in scope, with
     the same inventory sources, the original C(-e) arguments and connection options, C(--limit) to those hosts, and
-    C(-e @file) holding C(failsafe_rollback_run_id), C(failsafe_rollback_hosts) and C(failsafe_rollback_incident).
+    C(-e @file) holding C(failsafe_rollback_run_id), C(failsafe_rollback_hosts), C(failsafe_rollback_incident) and
+    C(failsafe_rollback_connection).
+  - >-
+    C(failsafe_rollback_connection) carries, per host, the play keywords C(connection), C(remote_user), C(become),
+    C(become_method) and C(become_user) that the play which opened the host's transaction set explicitly (templated
+    values resolved with that host's variables). The rollback playbook applies them, so a host deployed by a
+    C(connection: local) or C(become: true) play is rolled back the same way; a host variable such as
+    C(ansible_connection) or C(ansible_become) still wins over them, as it does over any play keyword.
   - The child runs with E(FAILSAFE_ROLLBACK_CHILD=1); in that mode this callback never starts a rollback itself and
     instead writes the per-host outcome of the rollback run, including every C(failsafe_rollback) value a task
     returned, to the file named by E(FAILSAFE_ROLLBACK_RESULT).
@@ -566,6 +573,11 @@ class CallbackModule(CallbackBase):
         self.incident_id = None
         self.playbook_path = None
         self.awx_job_id = None
+        # The play running now and the connection keywords it sets; per host, those of the play that opened its
+        # transaction (the rollback reaches the host the same way).
+        self.play = None
+        self.play_connection = {}
+        self.connections = {}
         self.finished = False
         self.outcome = None
         self._atexit_registered = False
@@ -687,6 +699,8 @@ class CallbackModule(CallbackBase):
     def _on_play_start(self, play):
         self.timeline.add('play_start', play=self.redactor.text(play.get_name() if hasattr(play, 'get_name')
                                                                 else str(play)))
+        self.play = play
+        self.play_connection = _launcher.play_connection(play)
         if self.awx_job_id is None:
             # Only this one key is read: extra vars are never recorded wholesale.
             try:
@@ -722,7 +736,28 @@ class CallbackModule(CallbackBase):
             self.child_report.on_result(host, data, 'ok', task_name=info['name'])
             return
         for txn in _transactions(data):
-            self.run.observe_transaction(host, txn)
+            if self.run.observe_transaction(host, txn) == 'opened':
+                self.connections[host] = self._connection_for(host, _result_host(result))
+
+    def _connection_for(self, host, host_obj):
+        """The connection keywords of the current play for ``host``, templates resolved with its variables. A value
+        that does not resolve is left out with a warning (the child then decides that keyword as a play without it)."""
+        settings = dict(self.play_connection)
+        templar = None
+        for keyword, value in list(settings.items()):
+            try:
+                if _launcher.is_template(value):
+                    if templar is None:
+                        templar = _host_templar(self.play, host_obj)
+                    value = templar.template(value)
+                    if _launcher.is_template(value):
+                        raise ValueError('%r is not a trusted template' % value)
+                settings[keyword] = _launcher.normalize_connection({keyword: value}).get(keyword)
+            except Exception as exc:  # pylint: disable=broad-except
+                settings.pop(keyword)
+                self._warn('could not resolve the play keyword %s for %s: %s: %s; the rollback decides it from the '
+                           'inventory and command line alone' % (keyword, host, type(exc).__name__, exc))
+        return dict((k, v) for k, v in settings.items() if v is not None)
 
     def v2_runner_on_skipped(self, result):
         self._guard('skipped result', self._on_ok, result, 'skipped')
@@ -933,7 +968,8 @@ class CallbackModule(CallbackBase):
         log_file = base + '.rollback.log'
         self._rollback_files = {'rollback_vars': vars_file, 'rollback_result': result_file, 'rollback_log': log_file}
         playbook = self._resolve_playbook()
-        _launcher.write_rollback_vars(vars_file, self.run.run_id, self.run.rollback_hosts(scope), self.incident_id)
+        _launcher.write_rollback_vars(vars_file, self.run.run_id, self.run.rollback_hosts(scope), self.incident_id,
+                                      connection=self._scope_connections(scope))
         cmd = _launcher.build_command(self.ansible_playbook, playbook, cliargs, scope, vars_file,
                                       defaults=_launcher.config_defaults())
         prompts = _launcher.interactive_options(cliargs)
@@ -989,7 +1025,8 @@ class CallbackModule(CallbackBase):
         template = self.get_option('controller_rollback_template')
         rollback_vars = {'failsafe_rollback_run_id': self.run.run_id,
                          'failsafe_rollback_hosts': self.run.rollback_hosts(scope),
-                         'failsafe_rollback_incident': self.incident_id}
+                         'failsafe_rollback_incident': self.incident_id,
+                         'failsafe_rollback_connection': self._scope_connections(scope)}
         self._rollback_playbook_used = 'controller job template %s' % template
         self.timeline.add('rollback_start', hosts=scope, playbook=self._rollback_playbook_used)
         self._display.display('failsafe auto_rollback: rolling back %s with %s (timeout %d s)'
@@ -1016,6 +1053,11 @@ class CallbackModule(CallbackBase):
                           duration=launch.duration, error=launch.error, controller_job=job.get('job_id'),
                           controller_status=job.get('status'))
         return launch, hosts, reason
+
+    def _scope_connections(self, scope):
+        """The ``failsafe_rollback_connection`` extra var: {host: {keyword: value}} for the hosts in scope whose play
+        set a connection keyword."""
+        return dict((host, self.connections[host]) for host in scope if self.connections.get(host))
 
     def _echo(self, line):
         self._display.display('rollback | %s' % line)
@@ -1149,6 +1191,20 @@ class CallbackModule(CallbackBase):
             sys.stderr.write('failsafe auto_rollback: ROLLBACK NOT STARTED; incident %s\n' % (json_path,))
         except Exception:  # pylint: disable=broad-except
             pass
+
+
+def _result_host(result):
+    """The inventory Host object of a callback TaskResult, for ansible-core 2.19 and older names."""
+    return getattr(result, 'host', None) or getattr(result, '_host', None)
+
+
+def _host_templar(play, host):
+    """A Templar with the variables ``host`` has in ``play``: play keywords may be templates, which ansible resolves
+    per host when a task runs."""
+    from ansible.template import Templar
+    manager = play.get_variable_manager()
+    loader = getattr(manager, '_loader', None) or getattr(play, '_loader', None)
+    return Templar(loader=loader, variables=manager.get_vars(play=play, host=host))
 
 
 def _host_status(hosts):

@@ -7,7 +7,8 @@
 the protocol.
 
 Parent side: ``build_command()`` (same inventories, ``--limit`` the scope, pass-through of ``-e`` and connection
-options, ``-e @<vars file>``), ``build_env()`` (``FAILSAFE_ROLLBACK_CHILD=1`` against recursion, our callback kept
+options, ``-e @<vars file>``), ``play_connection()`` (the connection keywords a play sets, which the vars file carries
+per host as ``failsafe_rollback_connection``), ``build_env()`` (``FAILSAFE_ROLLBACK_CHILD=1`` against recursion, our callback kept
 enabled, runner/AWX variables scrubbed), ``run()`` (stdin closed, output to a log file and echoed, killed at the
 timeout) and ``read_child_result()``.
 
@@ -29,6 +30,9 @@ import subprocess
 import sys
 import threading
 import time
+
+from ansible.module_utils.common.sentinel import Sentinel
+from ansible.module_utils.parsing.convert_bool import boolean
 
 CHILD_ENV = 'FAILSAFE_ROLLBACK_CHILD'
 RESULT_ENV = 'FAILSAFE_ROLLBACK_RESULT'
@@ -62,6 +66,13 @@ _PASS_THROUGH = (
     ('vault_ids', '--vault-id', 'list'),
     ('vault_password_files', '--vault-password-file', 'list'),
 )
+# Play keywords that decide how a host is reached and who runs the tasks there. The rollback playbook is a play of
+# its own: without them it would reach a host of a `connection: local` play over SSH, and run unprivileged where the
+# play had `become: true`. The callback records the ones the play that opened a host's transaction set explicitly;
+# playbooks/rollback.yml applies each unless the host has a variable that overrides that keyword (as in any play,
+# ansible lets variables win over keywords), so inventory settings stay in force.
+CONNECTION_KEYWORDS = ('connection', 'remote_user', 'become', 'become_method', 'become_user')
+
 # Interactive prompts cannot be answered by a child whose stdin is closed.
 INTERACTIVE_OPTIONS = ('ask_pass', 'become_ask_pass', 'ask_vault_pass')
 
@@ -201,12 +212,50 @@ def build_env(base_env, result_path, callbacks_enabled=None):
     return env
 
 
-def write_rollback_vars(path, run_id, hosts, incident_id):
-    """The ``-e @file`` of the child: failsafe_rollback_run_id, failsafe_rollback_hosts, failsafe_rollback_incident."""
+def play_connection(play):
+    """{keyword: value} of the CONNECTION_KEYWORDS that ``play`` sets itself. A keyword the play leaves unset (ansible
+    keeps Sentinel in the attribute's storage; the public attribute would answer the command line's default) is left
+    out: the child gets the same command line and inventory, which decide it there as they did here. Values may
+    still be templates (see ``is_template``)."""
+    out = {}
+    for keyword in CONNECTION_KEYWORDS:
+        value = getattr(play, '_' + keyword, Sentinel)
+        if value is Sentinel or value is None:
+            continue
+        out[keyword] = value
+    return out
+
+
+def is_template(value):
+    """Whether a keyword value is a Jinja template that needs the host's variables to resolve."""
+    return isinstance(value, str) and ('{{' in value or '{%' in value)
+
+
+def normalize_connection(settings):
+    """Resolved keyword values as the child receives them: ``become`` a bool, the others strings.
+    Raises TypeError or ValueError on a value that is neither."""
+    out = {}
+    for keyword, value in (settings or {}).items():
+        if keyword not in CONNECTION_KEYWORDS or value is None:
+            continue
+        if keyword == 'become':
+            out[keyword] = boolean(value, strict=True)
+        elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            out[keyword] = str(value)
+        else:
+            raise TypeError('%s must be a string, not %s' % (keyword, type(value).__name__))
+    return out
+
+
+def write_rollback_vars(path, run_id, hosts, incident_id, connection=None):
+    """The ``-e @file`` of the child: failsafe_rollback_run_id, failsafe_rollback_hosts, failsafe_rollback_incident
+    and failsafe_rollback_connection ({host: {keyword: value}}, only hosts whose play set a connection keyword)."""
     data = {
         'failsafe_rollback_run_id': run_id,
         'failsafe_rollback_hosts': hosts,
         'failsafe_rollback_incident': incident_id,
+        'failsafe_rollback_connection': dict((host, dict(settings)) for host, settings in (connection or {}).items()
+                                             if settings),
     }
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from ansible import context
 from ansible.utils.context_objects import CLIArgs
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
@@ -129,8 +130,66 @@ def test_write_rollback_vars(tmp_path):
     hosts = {'web1': {'state_dir': '/s', 'name': 'app', 'txid': 't1', 'release': 'r2', 'previous_release': 'r1'}}
     _launcher.write_rollback_vars(path, 'run-1', hosts, 'inc-1')
     assert json.loads(open(path).read()) == {'failsafe_rollback_run_id': 'run-1', 'failsafe_rollback_hosts': hosts,
-                                             'failsafe_rollback_incident': 'inc-1'}
+                                             'failsafe_rollback_incident': 'inc-1', 'failsafe_rollback_connection': {}}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_write_rollback_vars_carries_the_connection_keywords_of_hosts_that_have_some(tmp_path):
+    path = str(tmp_path / 'v.json')
+    hosts = {'web1': {'name': 'app'}, 'web2': {'name': 'app'}}
+    connection = {'web1': {'connection': 'local', 'become': True}, 'web2': {}}
+    _launcher.write_rollback_vars(path, 'run-1', hosts, 'inc-1', connection=connection)
+    assert json.loads(open(path).read())['failsafe_rollback_connection'] == {
+        'web1': {'connection': 'local', 'become': True}}
+
+
+def load_play(ds):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.playbook.play import Play
+    return Play.load(dict(ds, hosts='all'), loader=DataLoader())
+
+
+@pytest.mark.parametrize('ds, expected', [
+    ({}, {}),
+    ({'connection': 'local'}, {'connection': 'local'}),
+    ({'become': True, 'become_user': 'app', 'become_method': 'su'},
+     {'become': True, 'become_user': 'app', 'become_method': 'su'}),
+    ({'become': False}, {'become': False}),   # an explicit "no" is a setting too: it beats a -b of the command line
+    ({'user': 'deploy'}, {'remote_user': 'deploy'}),   # the old name of remote_user
+    ({'remote_user': '{{ deploy_user }}'}, {'remote_user': '{{ deploy_user }}'}),
+    ({'gather_facts': False, 'serial': 2}, {}),
+], ids=['none', 'connection', 'become', 'become-false', 'user', 'template', 'other-keywords'])
+def test_play_connection_names_only_the_keywords_the_play_sets(monkeypatch, ds, expected):
+    # The command line's values are the attributes' defaults: they must not pass for the play's own settings.
+    monkeypatch.setattr(context, 'CLIARGS', CLIArgs({'connection': 'ssh', 'become': True, 'become_method': 'sudo',
+                                                     'become_user': 'root', 'remote_user': 'ops'}))
+    play = load_play(ds)
+    assert _launcher.play_connection(play) == expected
+
+
+def test_play_connection_of_an_object_without_keywords_is_empty():
+    assert _launcher.play_connection(object()) == {}
+
+
+@pytest.mark.parametrize('settings, expected', [
+    ({'become': 'yes', 'connection': 'local'}, {'become': True, 'connection': 'local'}),
+    ({'become': 0, 'remote_user': 1000}, {'become': False, 'remote_user': '1000'}),
+    ({'become_user': None, 'other': 'x'}, {}),
+])
+def test_normalize_connection(settings, expected):
+    assert _launcher.normalize_connection(settings) == expected
+
+
+@pytest.mark.parametrize('settings', [{'become': 'maybe'}, {'connection': ['local']}, {'become_user': True}])
+def test_normalize_connection_refuses_what_is_no_keyword_value(settings):
+    with pytest.raises((TypeError, ValueError)):
+        _launcher.normalize_connection(settings)
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('{{ x }}', True), ('{% if a %}local{% endif %}', True), ('local', False), (True, False), (None, False)])
+def test_is_template(value, expected):
+    assert _launcher.is_template(value) is expected
 
 
 def test_default_ansible_playbook_is_beside_the_python(tmp_path):

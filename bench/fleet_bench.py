@@ -233,8 +233,9 @@ class FleetBench(object):
                 'restore': verify_start - child_start, 'verification': end - verify_start}
 
     def _split_ours(self, res, incident):
-        """Phases from the incident report (timeline rollback_start/rollback_end, rollback.started) and the task
-        timestamps of the rollback child process (its playbook start and its health-check task)."""
+        """Phases from the incident report (timeline rollback_start/rollback_end), the rollback child's playbook
+        start, and the engine's own timings per host (failsafe_rollback.timings: undo, checks, prove): the rollback
+        is one task per host, so verification is the slowest host's checks and proof, counted back from the end."""
         timeline = incident['timeline']
         launch = [e['t'] for e in timeline if e['event'] == 'rollback_start'][0]
         end = [e['t'] for e in timeline if e['event'] == 'rollback_end'][0]
@@ -242,9 +243,10 @@ class FleetBench(object):
         child = [e for e in res['events'] if e['pid'] != parent]
         self.check(child, 'no events from the rollback child (is the environment passed on?)')
         child_start = min(e['t'] for e in child if e['event'] == 'playbook_start')
-        checks = [e['t'] for e in child if e['event'] == 'task_start'
-                  and e['task'].endswith('Check the health of the restored release')]
-        verify_start = min(checks) if checks else end
+        verifying = [((info.get('restored') or {}).get('timings') or {}) for info in
+                     ((incident.get('rollback') or {}).get('hosts') or {}).values()]
+        verification = max([t.get('checks', 0) + t.get('prove', 0) for t in verifying] or [0])
+        verify_start = max(child_start, end - verification)
         return self._phases(res['fail_end'], launch, child_start, verify_start, end)
 
     def _split_base(self, res, launched, rb):

@@ -168,6 +168,7 @@ def rollback(p, run, check_mode=False):
         return {'changed': True, 'failsafe_rollback': report, 'msg': 'check mode: would undo %s of transaction %s'
                 % (', '.join(report['would_undo']), txn.get('txid'))}
     step = 'read the journal'
+    started = time.time()
     try:
         state_layers = sorted((e for e in layers if e['kind'] != 'service'), key=lambda e: UNDO_ORDER.get(e['kind'], 99))
         for entry in state_layers:
@@ -200,6 +201,7 @@ def rollback(p, run, check_mode=False):
                                      'action': 'restarted' if serving else 'unloaded'})
             _progress(ds, txn, 'service')
         _crash_point('engine.service-undone')
+        undone_at = time.time()
         if serving and p.get('checks'):
             step = 'check the health of the restored release'
             specs = normalize_checks(p['checks'], p.get('check_defaults'))
@@ -208,6 +210,7 @@ def rollback(p, run, check_mode=False):
             if not ok:
                 raise LayerError(msg, checks=results)
         _crash_point('engine.checked')
+        checked_at = time.time()
         step = 'prove the restore'
         problems = []
         for entry in layers:
@@ -218,6 +221,9 @@ def rollback(p, run, check_mode=False):
         if problems:
             raise LayerError('the restored state does not match the snapshot: %s' % '; '.join(problems))
         report['verified'] = True
+        # seconds spent undoing the layers (restart included), on the health checks, and proving the restore
+        report['timings'] = {'undo': round(undone_at - started, 3), 'checks': round(checked_at - undone_at, 3),
+                             'prove': round(time.time() - checked_at, 3)}
         step = 'close the transaction'
         ensure_closed(ds, 'rolled_back', txn['run_id'],
                       data={'reason': reason, 'target': report['target_release'], 'restored': report['restored'],

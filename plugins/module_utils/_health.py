@@ -392,8 +392,8 @@ def normalize_check(raw, defaults=None, index=0):
     if spec['type'] not in ('http', 'tcp', 'command'):
         raise CheckError('check %s: type must be http, tcp or command, got %r' % (label, spec['type']))
     if spec['type'] != inferred:
-        raise CheckError('check %s: type %s needs %s' % (label, spec['type'],
-                                                          {'http': 'url', 'tcp': 'port', 'command': 'cmd'}[spec['type']]))
+        needs = {'http': 'url', 'tcp': 'port', 'command': 'cmd'}[spec['type']]
+        raise CheckError('check %s: type %s needs %s' % (label, spec['type'], needs))
     for key in _FLOATS:
         if spec[key] is not None and spec[key] < 0:
             raise CheckError('check %s: %s must not be negative, got %s' % (label, key, spec[key]))

@@ -31,7 +31,7 @@ description:
   - V(query) reads the journal and the lock; the action plugin adds whether the lock's holder is a run that died
     on this controller (C(holder_gone)).
   - V(rollback) undoes the transaction in the journal (the open one, one whose rollback failed, or the committed one
-    of O(rollback_run_id)): restores the snapshot, switches back to the last verified release (quarantining the
+    of O(rollback_run_id)). It restores the snapshot, switches back to the last verified release (quarantining the
     failed one only if it was activated on this host), restarts the service (or stops and unloads it when there is
     no release to go back to), runs O(checks), proves the restore byte for byte and closes the journal. A failure
     closes it as C(rollback_failed) and fails loudly; a rollback cut short anywhere finishes the job when run again.
@@ -92,7 +92,7 @@ options:
     type: int
   takeover_pid:
     description:
-      - Set by the action plugin when the lock's holder is a run on this controller whose process is gone: a lock
+      - Set by the action plugin when the lock's holder is a run on this controller whose process is gone. A lock
         held by that pid from O(controller) is taken over, and its open transaction finished first.
     type: int
   ttl:

@@ -3,6 +3,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The fault-injection matrix: every deploy step x every fault, on one 3-host namespace SSH fleet.
 
+The steps are the roles of failsafe.deploy.deploy; preflight opens the transaction and takes the snapshot in one
+call, so its after-hook is the moment after the snapshot (faults inside the snapshot: test_fault_inside).
+
 Each cell deploys a new good release (2.0.<n>) with the auto_rollback callback enabled, and injects its fault inside
 the step's role, after the step's work, through the step's after-hook (fault_hooks/fault.yml) on one host:
 
@@ -54,7 +57,7 @@ from tests.fleet.fleet import Fleet, ensure_prereqs  # noqa: E402  pylint: disab
 
 pytestmark = pytest.mark.fleet
 
-STEPS = ('preflight', 'snapshot', 'release', 'activate', 'verify', 'commit')
+STEPS = ('preflight', 'release', 'activate', 'verify', 'commit')
 FAULTS = ('task_failure', 'unreachable', 'host_crash', 'sigkill', 'sigint', 'sigterm')
 CELLS = [(step, fault) for step in STEPS for fault in FAULTS]
 

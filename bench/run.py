@@ -18,13 +18,14 @@ from common import BENCH as BENCH_DIR, ROOT, loadavg
 
 import report
 
-# Repeats: two for the snapshot operations, the callback runs and the 1-host fleet, one for 3, 10 and 30 hosts
-# (on an idle machine the fleet runs spread by a few percent), so that a whole run stays well within 20 minutes on
-# 2 cores even when the machine is a fifth slower than usual.
-FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 1}, scaling_hosts=[1, 3, 10, 30],
-            scaling_reps={1: 2, 3: 1, 10: 1, 30: 1}, app_files=500, snap_files=10000,
+# Repeats: two for the snapshot operations, the callback runs and the 1-host fleet, one for 3, 10, 30 and 100 hosts
+# (on an idle machine the fleet runs spread by a few percent), so that a whole run stays within about 25 minutes on
+# 2 cores. The 100-host row deploys in waves (SCALING_WAVES: ansible's serial), as a fleet that size is deployed.
+FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 1}, scaling_hosts=[1, 3, 10, 30, 100],
+            scaling_reps={1: 2, 3: 1, 10: 1, 30: 1, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,
             snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=2)
-SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, app_files=5,
+SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
+             app_files=5,
              snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1)
 PARTS = ('snapshot', 'callback', 'fleet')
 

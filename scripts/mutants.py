@@ -251,6 +251,27 @@ MUTANTS = [
             RESUME + 'test_then_the_next_deploy_finishes_the_rollback_first',
         ],
     },
+    # --- the transaction engine ------------------------------------------------------------------------------------
+    {
+        'name': 'rollback-service-not-restarted',
+        'breaks': 'the single-call rollback restores files and the release pointer but leaves the old process serving',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': '            service.undo({}, serving=serving)\n',
+        'new': '            pass  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_local_rollback.py::test_then_the_app_answers_the_previous_version_and_is_healthy',
+        ],
+    },
+    {
+        'name': 'never-applied-layer-undone',
+        'breaks': 'the rollback undoes layers the transaction never applied (a release it never switched to)',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "    if 'layers' in txn:\n",
+        'new': "    if False:  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_engine.py::test_rollback_in_one_call_undoes_a_partial_apply',
+        ],
+    },
     # --- redaction -----------------------------------------------------------------------------------------------
     {
         'name': 'alerts-not-redacted',

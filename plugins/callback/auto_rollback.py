@@ -484,7 +484,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import b
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
-    OUTCOME_LABELS, DeployRun, Timeline, new_incident_id, report_paths, utc_iso, write_json_atomic, write_report)
+    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, utc_iso, write_json_atomic,
+    write_report)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import email_settings
 
@@ -945,10 +946,15 @@ class CallbackModule(CallbackBase):
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
         elif self.outcome == 'rollback_failed':
+            likely = broken_check_hint(self.run.counted_failures, hosts)
             self._alert('rollback_failed', 'critical', hosts=scope, outcome='rollback_failed', reason=reason,
-                        summary='ROLLBACK FAILED on %s: %s' % (', '.join(scope), reason),
+                        summary='ROLLBACK FAILED on %s: %s%s' % (', '.join(scope), reason,
+                                                               ('. ' + likely) if likely else ''),
+                        likely_cause=likely,
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
+            if likely:
+                self._warn(likely)
         else:
             self._alert('rollback_%s' % ('deferred' if self.outcome == 'deferred' else 'skipped'), 'warning',
                         hosts=scope, outcome=self.outcome, reason=reason, report=json_path,
@@ -1113,6 +1119,7 @@ class CallbackModule(CallbackBase):
             'seconds_to_rollback': round(launch.started - detected, 3) if launch and detected else None,
             'rollback_duration': launch.duration if launch else None,
             'verification': verification,
+            'likely_cause': broken_check_hint(failures, hosts),
         }
         files = dict(getattr(self, '_rollback_files', {}) or {})
         files['alert_spool'] = self.spool_path

@@ -78,10 +78,22 @@ def record_layer(ds, run_id, kind, record):
     return new, True
 
 
+def init_layers(ds, run_id):
+    """Give the open transaction of run_id an empty undo log: from now on only layers applied are undone."""
+    journal = ds.read_journal()
+    if journal and journal.get('status') == 'open' and journal.get('run_id') == run_id and 'layers' not in journal:
+        new = copy.deepcopy(journal)
+        new['layers'] = []
+        ds.write_journal(new)
+
+
 def layers_of(txn):
-    """The transaction's undo log. Journals written before layers existed are read from their snapshot and steps."""
-    layers = list(txn.get('layers') or [])
-    kinds = [entry.get('kind') for entry in layers]
+    """The transaction's undo log: exactly the layers that were applied (a layer never applied is never undone).
+    Journals written before the undo log existed are read from their snapshot and steps."""
+    if 'layers' in txn:
+        return list(txn.get('layers') or [])
+    layers = []
+    kinds = []
     files = (txn.get('snapshots') or {}).get('files')
     if files and 'files' not in kinds:
         layers.insert(0, {'kind': 'files', 'record': {'snapshot': files}})
@@ -152,10 +164,10 @@ def rollback(p, run, check_mode=False):
                     % (journal.get('release'), journal.get('run_id'), journal.get('run_id')))
         return {'changed': False, 'msg': msg, 'nothing_to_undo': True, 'journal': journal}
     app_root = txn.get('app_root') or p.get('app_root')
-    rr = ReleaseRoot(app_root)
-    before = rr.read_current()
-    quarantine = _activated(txn) or before == txn.get('release')
     layers = layers_of(txn)
+    kinds = [entry['kind'] for entry in layers]
+    before = ReleaseRoot(app_root).read_current() if 'release' in kinds else None
+    quarantine = _activated(txn) or (before is not None and before == txn.get('release'))
     reason = p.get('reason') or 'rollback requested'
     report = {'txid': txn.get('txid'), 'run_id': txn.get('run_id'), 'failed_release': txn.get('release'),
               'quarantined': False, 'target_release': None, 'restored': [], 'verified': False, 'layers': []}
@@ -188,10 +200,11 @@ def rollback(p, run, check_mode=False):
             else:
                 raise LayerError('layer kind %r is undone by its own play, not on this host' % kind)
             report['layers'].append({'kind': kind, 'undone': True})
-        target = report['target_release'] if 'release' in [e['kind'] for e in layers] else rr.read_current()
-        serving = target is not None
+        # Without a release layer nothing switched: what runs is what ran before, and it keeps serving.
+        serving = report['target_release'] is not None if 'release' in kinds else True
         service = ServiceLayer(p.get('service') or {}, run)
-        if p.get('restart', True) and (p.get('service') or {}).get('manager', 'supervisor') != 'none':
+        if ('service' in kinds and p.get('restart', True)
+                and (p.get('service') or {}).get('manager', 'supervisor') != 'none'):
             step = 'restart the service' if serving else 'stop and unload the service of a first release'
             service.undo({}, serving=serving)
             problems = service.verify({}, serving=serving)
@@ -328,6 +341,8 @@ def open_phase(p, run, check_mode=False, warn=None):
             normalize_checks(p['checks'], p.get('check_defaults'))  # malformed checks refuse before anything changes
         opened = ensure_open(ds, run_id, p['release'], current, p['app_root'], owner=p.get('owner'),
                              controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn)
+        if not check_mode:
+            init_layers(ds, run_id)
         result['changed'] = result['changed'] or opened['changed']
         result['failsafe_transaction'] = opened.get('failsafe_transaction')
         result['diff'] = opened.get('diff')

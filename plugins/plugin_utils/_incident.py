@@ -17,6 +17,7 @@ __metaclass__ = type
 import datetime
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -320,6 +321,37 @@ class DeployRun:
         return out
 
 
+_CHECK_FAILED_RE = re.compile(r"check '(?P<name>[^']*)' failed after \d+ attempt\(s\): (?P<error>.*?) \(expected ")
+
+
+def failed_checks(message):
+    """{check name: error} of every failed health check a failure message names (the engine's wording)."""
+    return dict((m.group('name'), m.group('error')) for m in _CHECK_FAILED_RE.finditer(message or ''))
+
+
+def broken_check_hint(failures, hosts):
+    """When a health check failed on the new release and then failed the same way on the restored one (which was
+    verified before), the likely cause is the check itself (a wrong port, path or query), not the release and not
+    the rollback. Returns that sentence, or None."""
+    same = []
+    for failure in failures or []:
+        deploy = failed_checks(failure.get('message'))
+        if not deploy:
+            continue
+        info = (hosts or {}).get(failure.get('host')) or {}
+        for task in info.get('failed_tasks') or []:
+            for name, error in failed_checks(task.get('message')).items():
+                if deploy.get(name) == error and (name, error) not in same:
+                    same.append((name, error))
+    if not same:
+        return None
+    return ('Likely cause: the health check%s %s itself. It failed the same way on the new release and on the '
+            'restored release, which was verified before (%s): the check is probably wrong (port, path, query), '
+            'not the release. Fix the check; the hosts may well be healthy on the restored release.'
+            % ('s' if len(same) > 1 else '', ', '.join("'%s'" % n for n, dummy in same),
+               '; '.join('%s: %s' % (n, e) for n, e in same)))
+
+
 def _compact_result(result, limit=4000):
     """A bounded copy of a failed result for the report: long strings cut, noisy keys dropped."""
     if not isinstance(result, dict):
@@ -386,6 +418,7 @@ def render_markdown(incident):
         ('Playbook', summary.get('playbook')),
         ('Controller', summary.get('controller')),
         ('Cause', summary.get('cause')),
+        ('Likely cause', summary.get('likely_cause')),
         ('Failed hosts', ', '.join(summary.get('failed_hosts') or []) or None),
         ('Rollback scope', '%s: %s' % (summary.get('rollback_scope'), ', '.join(summary.get('scope_hosts') or []))),
         ('MIXED RELEASES: left on the new release by the scope', ', '.join(summary.get('left_by_scope') or []) or None),

@@ -195,8 +195,10 @@ def test_deferred_to_the_workflow_then_the_failure_node_rolls_back_with_the_arti
     assert artifacts['failsafe_deploy_previous_releases'] == {'localhost': '2.0.0'}
     node = project.run('rollback.yml', 'failure-node', dict(artifacts))
     assert (node.status, node.rc) == ('successful', 0), stdout_of(node)[-4000:]
-    assert 'Quarantine the release and switch back to the last verified one' in [
-        e['event_data'].get('task') for e in node.events_list if e['event'] == 'runner_on_ok']
+    undone = [e['event_data'] for e in node.events_list if e['event'] == 'runner_on_ok'
+              and e['event_data'].get('task') == 'Undo the transaction, check health and prove the restore']
+    assert undone and undone[0]['res']['failsafe_rollback']['verified'] is True
+    assert undone[0]['res']['failsafe_rollback']['target_release'] == '2.0.0'
     journal = d.journal()
     assert (journal['release'], journal['status'], journal['run_id']) == (
         '4.0.0', 'rolled_back', artifacts['failsafe_rollback_run_id'])

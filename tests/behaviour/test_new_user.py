@@ -197,3 +197,94 @@ def test_given_a_check_that_fails_on_the_running_verified_release_when_deploying
     # Nothing changed: same files, ledger (2.0.0 not quarantined), journal, no lock, no incident, no alert.
     assert _state(d) == before
     assert d.http('/version') == (200, '2.0.0')  # 5.0.0 is a copy of 2.0.0's archive
+
+
+CONFIG_ONLY = """---
+- name: Change a configuration file, fail safe (no release)
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    failsafe_release_id: config-2
+    failsafe_preflight_snapshot: true
+    failsafe_snapshot_paths: ["{conf_dir}"]
+  roles:
+    - failsafe.deploy.preflight
+  tasks:
+    - name: Write the new configuration
+      ansible.builtin.copy:
+        content: "level = debug\\n"
+        dest: "{conf_dir}/app.ini"
+        mode: '0644'
+
+    - name: A later step fails
+      ansible.builtin.fail:
+        msg: the new configuration broke something
+"""
+
+
+def test_given_a_transaction_without_a_release_when_it_fails_then_only_what_it_applied_is_undone(local_deploy):
+    """Item 5: a playbook that only snapshots and changes a configuration file (no release) and fails. The rollback
+    restores the file and undoes no layer that was never applied: no ledger is written anywhere, no release is
+    switched or quarantined, the service is not restarted."""
+    d = local_deploy
+    base = d.deploy('1.0.0')
+    assert base.returncode == 0, base.stdout[-4000:]
+    conf_dir = os.path.join(d.dir, 'etc-myapp')
+    os.makedirs(conf_dir)
+    with open(os.path.join(conf_dir, 'app.ini'), 'w') as handle:
+        handle.write('level = info\n')
+    app_root = os.path.join(d.dir, 'no-app-here')  # the play never names an application root of its own
+    playbook = os.path.join(d.dir, 'playbooks', 'config-only.yml')
+    os.makedirs(os.path.dirname(playbook))
+    with open(playbook, 'w') as handle:
+        handle.write(CONFIG_ONLY.format(conf_dir=conf_dir))
+    ledger_before = d.ledger()
+    pid_before = subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c',
+                                 os.path.join(d.dir, 'supervisor', 'supervisord.conf'), 'pid', 'demo-app'],
+                                capture_output=True, text=True, check=False).stdout.strip()
+    proc = d.playbook(playbook, '-e', 'failsafe_app_root=%s' % app_root)
+    assert proc.returncode != 0
+    with open(os.path.join(conf_dir, 'app.ini')) as handle:
+        assert handle.read() == 'level = info\n'
+    with open(d.incident_reports()[-1]) as handle:
+        assert json.load(handle)['outcome'] == 'rolled_back'
+    assert d.journal()['status'] == 'rolled_back'
+    assert [layer['kind'] for layer in d.journal()['layers']] == ['files']
+    # nothing was written for a release layer that never existed: no ledger beside the playbook, in the working
+    # directory or under the application root; the app's own ledger and process are untouched
+    for where in (os.path.dirname(playbook), d.dir, app_root):
+        assert not os.path.exists(os.path.join(where, '.failsafe')), where
+    assert not os.path.exists(app_root)
+    assert d.ledger() == ledger_before
+    pid_after = subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c',
+                                os.path.join(d.dir, 'supervisor', 'supervisord.conf'), 'pid', 'demo-app'],
+                               capture_output=True, text=True, check=False).stdout.strip()
+    assert pid_after == pid_before and pid_after.isdigit()
+
+
+def test_given_a_check_that_fails_before_and_after_the_rollback_then_the_report_names_the_check_as_the_likely_cause(
+        local_deploy):
+    """Item 2: with the probe of the running release switched off, a check pointed at a wrong port fails the new
+    release and then the restored one, identically: the rollback fails its verification, and the report and the
+    alert say that the check itself is the likely cause (the hosts are back on the previous release)."""
+    d = local_deploy
+    base = d.deploy('1.0.0')
+    assert base.returncode == 0, base.stdout[-4000:]
+    wrong = {'failsafe_verify_checks': [{'name': 'health-on-a-wrong-port', 'timeout': 1, 'retries': 1, 'sleep': 0,
+                                         'url': 'http://127.0.0.1:%d/health' % free_port()}],
+             'failsafe_rollback_check_retries': 1, 'failsafe_preflight_check_running': False}
+    proc = d.deploy('2.0.0', '-e', json.dumps(wrong))
+    assert proc.returncode != 0
+    with open(d.incident_reports()[-1]) as handle:
+        incident = json.load(handle)
+    assert incident['outcome'] == 'rollback_failed'
+    likely = incident['summary']['likely_cause']
+    assert likely and "'health-on-a-wrong-port'" in likely and 'failed the same way' in likely
+    with open(d.incident_reports()[-1][:-len('.json')] + '.md') as handle:
+        assert 'Likely cause' in handle.read()
+    failed = [e for e in d.spool_events() if e.get('event') == 'rollback_failed']
+    assert failed and "'health-on-a-wrong-port'" in (failed[-1].get('likely_cause') or '')
+    # the hosts are in fact back on the previous release and healthy on its real port
+    assert d.current() == 'releases/1.0.0'
+    assert d.http('/version') == (200, '1.0.0')

@@ -548,6 +548,15 @@ def _transactions(result):
     return found
 
 
+def _opens_transaction(task):
+    """Whether the task is the call that opens a deploy transaction (failsafe.deploy.transaction, phase open)."""
+    action = str(getattr(task, '_resolved_action', None) or getattr(task, 'action', None) or '')
+    if action.rsplit('.', 1)[-1] != 'transaction':
+        return False
+    args = getattr(task, 'args', None) or {}
+    return str(args.get('phase', '')) == 'open'
+
+
 def _censored(task, result):
     task_no_log = isinstance(getattr(task, 'no_log', None), bool) and task.no_log
     return bool(task_no_log or result.get('_ansible_no_log') or result.get('censored'))
@@ -798,7 +807,8 @@ class CallbackModule(CallbackBase):
             self.timeline.add('result', host=host, task=info['name'], status='unreachable' if unreachable else 'failed')
             return
         failure = self.run.record_failure(host, info, data, unreachable=unreachable, guards=guards,
-                                          blocks=enclosing_blocks(task), censored=censored)
+                                          blocks=enclosing_blocks(task), censored=censored,
+                                          open_failed=_opens_transaction(task))
         if failure['in_scope'] and not failure['rescued'] and failure['first_for_host']:
             self._ensure_incident()
             self._alert('deploy_failed', 'error', failure=failure)
@@ -909,6 +919,11 @@ class CallbackModule(CallbackBase):
                 self._notify_committed()
             return
         self._ensure_incident()
+        if self.run.counted_failures and not any(
+                (a or {}).get('event') == 'deploy_failed' for a in (self.alerts.records if self.alerts else [])):
+            # a failure that only counted once another host had opened its transaction (an open refused or cut
+            # short on one host while the others opened): it is alerted now
+            self._alert('deploy_failed', 'error', failure=self.run.counted_failures[0])
         scope = self.run.scope(self.rollback_scope)
         what = 'deploy failed on %s' % ', '.join(self.run.failed_hosts)
         if interrupted:

@@ -78,15 +78,6 @@ def record_layer(ds, run_id, kind, record):
     return new, True
 
 
-def init_layers(ds, run_id):
-    """Give the open transaction of run_id an empty undo log: from now on only layers applied are undone."""
-    journal = ds.read_journal()
-    if journal and journal.get('status') == 'open' and journal.get('run_id') == run_id and 'layers' not in journal:
-        new = copy.deepcopy(journal)
-        new['layers'] = []
-        ds.write_journal(new)
-
-
 def layers_of(txn):
     """The transaction's undo log: exactly the layers that were applied (a layer never applied is never undone).
     Journals written before the undo log existed are read from their snapshot and steps."""
@@ -152,9 +143,11 @@ def rollback(p, run, check_mode=False):
     if txn is None:
         status = journal.get('status') if journal else 'none'
         lock = ds.read_lock()
-        if (not check_mode and journal and lock and status in ('rolled_back', 'committed')
-                and lock.get('run_id') == journal.get('run_id')):
-            # closed, then cut short before the lock was given back: finish that too
+        if not check_mode and lock and (
+                (journal and status in ('rolled_back', 'committed') and lock.get('run_id') == journal.get('run_id'))
+                or (p.get('rollback_run_id') and lock.get('run_id') == p.get('rollback_run_id'))):
+            # closed, then cut short before the lock was given back; or the run being rolled back took the lock
+            # and died before it opened its transaction: give the lock back
             ensure_unlocked(ds, lock.get('run_id'))
         msg = ("No open transaction for '%s' on this host (journal status: %s): nothing to roll back."
                % (p['name'], status))
@@ -339,24 +332,29 @@ def open_phase(p, run, check_mode=False, warn=None):
                     'skips this check.)' % (p['release'], names, current, msg), running_checks=results)
         elif p.get('checks'):
             normalize_checks(p['checks'], p.get('check_defaults'))  # malformed checks refuse before anything changes
-        opened = ensure_open(ds, run_id, p['release'], current, p['app_root'], owner=p.get('owner'),
-                             controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn)
-        if not check_mode:
-            init_layers(ds, run_id)
-        result['changed'] = result['changed'] or opened['changed']
-        result['failsafe_transaction'] = opened.get('failsafe_transaction')
-        result['diff'] = opened.get('diff')
+        # The snapshot comes before the open: it changes nothing the deploy touches, and a crash while it is taken
+        # leaves no transaction to undo (the lock, this run's, is given back by the rollback or taken over later).
+        record = None
         if p.get('snapshot_paths') and not check_mode:
-            files = FilesLayer(_store_dir(p))
-            record = files.capture({'paths': p['snapshot_paths'], 'exclude': p.get('snapshot_exclude') or [],
-                                    'labels': {'name': p['name'], 'release': p['release'], 'run_id': run_id}})
-            dummy, wrote = record_layer(ds, run_id, 'files', {'snapshot': record['snapshot']})
-            ensure_step(ds, run_id, 'snapshot', snapshots={'files': record['snapshot']},
-                        data={'entries': record['entries']}, release=p['release'])
+            record = FilesLayer(_store_dir(p)).capture(
+                {'paths': p['snapshot_paths'], 'exclude': p.get('snapshot_exclude') or [],
+                 'labels': {'name': p['name'], 'release': p['release'], 'run_id': run_id}})
             result['snapshot'] = record
-            result['changed'] = result['changed'] or wrote
         elif p.get('snapshot_paths'):
             result['snapshot'] = {'would_capture': list(p['snapshot_paths'])}
+        layers = [{'kind': 'files', 'record': {'snapshot': record['snapshot']}, 'time': time.time(),
+                   'iso': iso(time.time())}] if record else []
+        opened = ensure_open(ds, run_id, p['release'], current, p['app_root'],
+                             snapshots={'files': record['snapshot']} if record else None, owner=p.get('owner'),
+                             controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn,
+                             layers=layers)
+        if record and not check_mode:
+            ensure_step(ds, run_id, 'snapshot', snapshots={'files': record['snapshot']},
+                        data={'entries': record['entries']}, release=p['release'])
+        result['changed'] = result['changed'] or opened['changed']
+        result['failsafe_transaction'] = ds.transaction(ds.read_journal()) if not check_mode \
+            else opened.get('failsafe_transaction')
+        result['diff'] = opened.get('diff')
     except Exception:
         if not check_mode:
             journal_now = ds.read_journal()

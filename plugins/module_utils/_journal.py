@@ -389,7 +389,7 @@ def _planned(ds, result, journal, lock):
 
 
 def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, snapshots=None, data=None,
-                owner=None, controller=None, pid=None, force=False, check_mode=False, warn=None):
+                owner=None, controller=None, pid=None, force=False, check_mode=False, warn=None, layers=None):
     if warn is None:
         warn = _no_warn
     t = time.time()
@@ -423,6 +423,9 @@ def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, 
         'pid': pid,
         'data': dict(data or {}), 'status_history': [{'status': 'open', 'time': t, 'iso': iso(t)}],
     }
+    if layers is not None:
+        # the undo log of the transaction engine: only the layers listed (and those recorded later) are undone
+        new['layers'] = list(layers)
     result['changed'] = True
     result['diff'] = _diff(lock, lock, journal, new)
     if check_mode:

@@ -197,12 +197,14 @@ class DeployRun:
             self.task_started[task_uuid] = self._clock()
 
     def record_failure(self, host, task_info, result, unreachable=False, guards=None, blocks=None,
-                       censored=False):
+                       censored=False, open_failed=False):
         """Record a failed or unreachable result. Returns the failure dict (``in_scope`` tells if it counts).
 
         ``guards`` are the uuids of the enclosing blocks whose rescue section will run for this failure
         (``_classify.guarding_blocks``): such a failure is rescued, not a deploy failure. An unreachable host is
-        never rescued.
+        never rescued. ``open_failed``: the failure is the call that opens a transaction (refused, or died before
+        it opened); it counts as soon as any other host opened a transaction in this run, so that those hosts are
+        rolled back rather than left open.
         """
         now = self._clock()
         guards = [] if unreachable else list(guards or [])
@@ -249,6 +251,7 @@ class DeployRun:
             'blocks': [b for b in (blocks or []) if b is not None],
             'first_for_host': first,
             'txid': (self.transactions.get(host) or {}).get('txid'),
+            'open_failed': bool(open_failed),
         }
         self.failures.append(failure)
         self.timeline.add('unreachable' if unreachable else 'failure', host=host, task=failure['task'],
@@ -280,7 +283,8 @@ class DeployRun:
 
     @property
     def counted_failures(self):
-        return [f for f in self.failures if f['in_scope'] and not f['rescued']]
+        return [f for f in self.failures if not f['rescued']
+                and (f['in_scope'] or (f.get('open_failed') and self.opened_order))]
 
     @property
     def failed_hosts(self):

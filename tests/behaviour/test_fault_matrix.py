@@ -288,11 +288,13 @@ def _assert_outcome(cell_dir, cell, expected, run_id, target):
     return incidents
 
 
-def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new, quarantined=None):
+def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new, quarantined=None, unopened=()):
     """Every host on the previous verified release, byte-identical and healthy (or, only after a commit, on the new
     verified release): never a mix. The journal holds this cell's transaction, closed as the outcome says.
     ``quarantined``: True when the release failed after its activation (it must be marked failed), None when that
-    depends on how far the host got (it must not be verified)."""
+    depends on how far the host got (it must not be verified). ``unopened``: hosts that died before they opened
+    this cell's transaction (the snapshot is taken before the open): their journal must still hold an earlier,
+    closed transaction."""
     hosts = matrix.fleet.names
     after = {host: matrix.state(host) for host in hosts}
     log = 'see %s/runs.log' % cell_dir
@@ -302,11 +304,15 @@ def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new, quara
         state = after[host]
         previous = before[host][0]
         assert not state['lock'], '%s: lock still held; %s' % (host, log)
-        assert (state['journal_run'], state['journal_release']) == (run_id, new), \
-            '%s: the journal holds run %s release %s, not this cell\'s run %s release %s; %s' % (
-                host, state['journal_run'], state['journal_release'], run_id, new, log)
-        assert state['journal'] == ('committed' if expect_new else 'rolled_back'), '%s: journal %s; %s' % (
-            host, state['journal'], log)
+        if host in unopened:
+            assert state['journal_run'] != run_id and state['journal'] in ('committed', 'rolled_back'), \
+                '%s never opened this cell\'s transaction, yet its journal says %r; %s' % (host, state, log)
+        else:
+            assert (state['journal_run'], state['journal_release']) == (run_id, new), \
+                '%s: the journal holds run %s release %s, not this cell\'s run %s release %s; %s' % (
+                    host, state['journal_run'], state['journal_release'], run_id, new, log)
+            assert state['journal'] == ('committed' if expect_new else 'rolled_back'), '%s: journal %s; %s' % (
+                host, state['journal'], log)
         if expect_new:
             assert state['current'] == new and state['last_verified'] == new, (host, state, log)
             assert state['ledger'][new]['state'] == 'verified', (host, state['ledger'].get(new))
@@ -613,7 +619,9 @@ def test_fault_inside(fsx, where, fault):  # pylint: disable=redefined-outer-nam
         row['recovery'] = recovery
         row['rollback_seconds'] = round(rollback_seconds, 1)
 
-        _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new=False)
+        # The snapshot is taken before the transaction opens: a host that died inside it never opened one.
+        _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new=False,
+                      unopened=[target] if step == 'snapshot' else [])
         row['outcome'] = '%s; previous %s restored on every host' % (expected or 'no incident', previous)
     finally:
         row['cell_seconds'] = round(time.monotonic() - started, 1)

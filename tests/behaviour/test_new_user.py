@@ -109,6 +109,8 @@ def test_given_a_release_failing_its_health_check_then_report_and_alerts_give_th
     for text in (markdown, json.dumps(failed)):
         assert 'status 503 not in status_code [200]' in text
         assert 'One or more items failed' not in text
+        # the check by name, what it expected and what came back (status and a body excerpt)
+        assert "check 'health' failed" in text and 'got status 503' in text and 'body' in text
 
 
 def test_given_a_release_that_crashes_on_start_then_the_failure_points_at_the_service_log_and_its_last_lines(on_1_0_0):

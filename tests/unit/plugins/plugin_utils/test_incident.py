@@ -221,3 +221,40 @@ def test_markdown_of_a_failed_rollback_is_loud(run):
     assert md.startswith('# Incident inc-20231114T221320Z-0badc0de: ROLLBACK FAILED')
     assert '**ROLLBACK FAILED.**' in md
     assert 'rollback playbook exited 2' in md
+
+
+OPEN_TASK = dict(TASK, name='Open the deploy transaction', role='failsafe.deploy.preflight',
+                 action='failsafe.deploy.transaction', uuid='u-open')
+
+
+def test_an_open_refused_on_one_host_counts_once_another_host_opened_and_rolls_that_host_back(run):
+    # web1 refuses (or dies inside) the open call while web2 and web3, in the same task, open theirs: the deploy
+    # failed, and the hosts that opened must be rolled back, not left open with their locks.
+    failure = run.record_failure('web1', OPEN_TASK, {'msg': 'Release r2 is quarantined'}, open_failed=True)
+    assert not failure['in_scope'] and not run.needs_rollback()   # nobody opened yet
+    run.observe_transaction('web2', txn('web2'))
+    run.observe_transaction('web3', txn('web3'))
+    assert run.needs_rollback()
+    assert run.failed_hosts == ['web1']
+    assert run.scope('opened') == ['web1', 'web2', 'web3']
+
+
+def test_an_open_refused_when_no_host_opened_changes_nothing(run):
+    run.record_failure('web1', OPEN_TASK, {'msg': 'Release r2 is quarantined'}, open_failed=True)
+    assert not run.needs_rollback() and run.counted_failures == []
+
+
+def test_a_check_failing_the_same_way_before_and_after_the_rollback_is_named_as_the_likely_cause():
+    from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import broken_check_hint
+    deploy = ("health check failed: check 'health' failed after 2 attempt(s): GET http://127.0.0.1:1/health: "
+              "Connection refused (expected GET http://127.0.0.1:1/health answering 200; got latency 0.001s)")
+    rollback = ("ROLLBACK FAILED at check the health of the restored release: check 'health' failed after 2 "
+                "attempt(s): GET http://127.0.0.1:1/health: Connection refused (expected GET ... answering 200)")
+    other = rollback.replace('Connection refused', 'status 503 not in status_code [200]')
+    failures = [{'host': 'web1', 'message': deploy}]
+    same = {'web1': {'failed_tasks': [{'message': rollback}]}}
+    hint = broken_check_hint(failures, same)
+    assert "'health'" in hint and 'failed the same way' in hint and 'Connection refused' in hint
+    # a different error after the rollback says something about the restored release: no hint
+    assert broken_check_hint(failures, {'web1': {'failed_tasks': [{'message': other}]}}) is None
+    assert broken_check_hint(failures, {}) is None

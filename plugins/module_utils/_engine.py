@@ -24,6 +24,7 @@ import pwd
 import time
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import _crash_point, atomic_write_bytes
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import normalize_checks, run_checks
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     DeployState, JournalError, ensure_closed, ensure_locked, ensure_open, ensure_step, ensure_unlocked, iso,
@@ -38,13 +39,8 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
 
 
-class EngineError(Exception):
+class EngineError(FailsafeError):
     """A phase refused or failed; ``details`` go into the module's failure result."""
-
-    def __init__(self, msg, **details):
-        super(EngineError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
 
 
 def _ds(p):
@@ -234,7 +230,7 @@ def rollback(p, run, check_mode=False):
         ensure_closed(ds, 'rolled_back', txn['run_id'],
                       data={'reason': reason, 'target': report['target_release'], 'restored': report['restored'],
                             'verified': True, 'layers': [e['kind'] for e in layers]})
-    except (LayerError, JournalError, EngineError, OSError, IOError) as exc:
+    except (FailsafeError, OSError, IOError) as exc:
         msg = getattr(exc, 'msg', None) or str(exc)
         details = dict(getattr(exc, 'details', {}) or {})
         try:

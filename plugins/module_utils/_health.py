@@ -27,6 +27,8 @@ from urllib.error import HTTPError, URLError
 from ansible.module_utils.common.text.converters import to_native, to_text
 from ansible.module_utils.urls import Request
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
+
 try:
     import jmespath
     HAS_JMESPATH = True
@@ -301,13 +303,8 @@ def summarize(outcome):
 
 # --- check lists: one definition for verify, preflight and rollback -----------------------------------------------
 
-class CheckError(Exception):
+class CheckError(FailsafeError):
     """A check list that is not well formed (raised before any probe runs)."""
-
-    def __init__(self, msg, **details):
-        super(CheckError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
 
 
 # Every option a check takes, with the default used when neither the check nor the call's defaults set it.

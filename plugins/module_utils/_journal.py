@@ -30,6 +30,7 @@ import socket
 import tempfile
 import time
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     _crash_point,
     dumps_json,
@@ -49,13 +50,8 @@ _TAIL_BYTES = 256 * 1024
 TRANSACTION_KEYS = ('txid', 'run_id', 'name', 'state_dir', 'release', 'previous_release', 'app_root', 'status')
 
 
-class JournalError(Exception):
+class JournalError(FailsafeError):
     """A refusal with a human message and structured details for fail_json."""
-
-    def __init__(self, msg, **details):
-        super(JournalError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
 
 
 def _no_warn(msg):

@@ -27,19 +27,15 @@ __metaclass__ = type
 import os
 import subprocess
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseRoot, ensure_active, ensure_rolled_back,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore, describe_drift
 
 
-class LayerError(Exception):
+class LayerError(FailsafeError):
     """A layer could not apply, undo or verify; ``details`` go into the module's failure result."""
-
-    def __init__(self, msg, **details):
-        super(LayerError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
 
 
 class Layer(object):

@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import time
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     _crash_point,
     fsync_dir,
@@ -57,13 +58,8 @@ CHECK_MODE_UNSTAGED = ('release %s is not staged yet; in check mode this assumes
                        '(a real run fails here if nothing does)')
 
 
-class ReleaseError(Exception):
+class ReleaseError(FailsafeError):
     """A refusal or failure with a human message and structured details for fail_json."""
-
-    def __init__(self, msg, **details):
-        super(ReleaseError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
 
 
 def iso(t):

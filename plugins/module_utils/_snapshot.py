@@ -27,6 +27,7 @@ import shutil
 import stat
 import time
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     _crash_point, atomic_write_bytes, fsync_dir, read_json, write_json_atomic,
 )
@@ -46,13 +47,8 @@ O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
 O_CLOEXEC = getattr(os, 'O_CLOEXEC', 0)
 
 
-class SnapshotError(Exception):
+class SnapshotError(FailsafeError):
     """A failure with a message naming the path and the reason, plus structured details for fail_json."""
-
-    def __init__(self, msg, **details):
-        super(SnapshotError, self).__init__(msg)
-        self.msg = msg
-        self.details = details
 
 
 def new_snapshot_id():

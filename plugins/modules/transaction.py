@@ -307,13 +307,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
-    EngineError, activate_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
+    activate_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
 )
-from ansible_collections.failsafe.deploy.plugins.module_utils._health import CheckError
-from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, JournalError, ensure_query
-from ansible_collections.failsafe.deploy.plugins.module_utils._layers import LayerError
-from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError
-from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotError
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
 
@@ -394,7 +391,7 @@ def main():
             result = ensure_query(DeployState(p['state_dir'], p['name']))
         else:
             result = rollback(p, run, check)
-    except (EngineError, LayerError, CheckError, JournalError, ReleaseError, SnapshotError) as e:
+    except FailsafeError as e:
         details = dict((k, v) for k, v in (e.details or {}).items() if k not in ('msg', 'failed', 'changed'))
         module.fail_json(msg=e.msg, **details)
     except (OSError, IOError) as e:

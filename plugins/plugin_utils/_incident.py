@@ -313,15 +313,11 @@ class DeployRun:
         out = {}
         for host in hosts:
             txn = self.transactions.get(host) or {}
-            out[host] = {
-                'state_dir': txn.get('state_dir'),
-                'name': txn.get('name'),
-                'txid': txn.get('txid'),
-                'release': txn.get('release'),
-                'previous_release': txn.get('previous_release'),
-                'run_id': txn.get('run_id'),
-                'app_root': txn.get('app_root'),
-            }
+            # A host whose open was refused or cut short has no transaction on record: its entry stays empty, and
+            # the rollback falls back to the play's own state_dir and name for it.
+            out[host] = dict((key, txn.get(key)) for key in ('state_dir', 'name', 'txid', 'release',
+                                                              'previous_release', 'run_id', 'app_root')
+                             if txn.get(key) is not None)
         return out
 
 

@@ -391,7 +391,10 @@ def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name
             matrix.boot(target)
             recovery = 'recover.yml'
         elif fault == 'sigkill':
-            recovery = 'deploy %s' % previous[target] if STEPS.index(step) % 2 == 0 else 'recover.yml'
+            # Alternate the two ways back; after the commit only recover.yml (a deploy of the previous release
+            # would be a new deploy, not a recovery).
+            recovery = ('deploy %s' % previous[target] if STEPS.index(step) % 2 == 0 and step != 'commit'
+                        else 'recover.yml')
         if recovery == 'recover.yml':
             rc_rec, took = matrix.play(cell_dir, 'failsafe.deploy.recover')
         elif recovery:

@@ -258,3 +258,12 @@ def test_a_check_failing_the_same_way_before_and_after_the_rollback_is_named_as_
     # a different error after the rollback says something about the restored release: no hint
     assert broken_check_hint(failures, {'web1': {'failed_tasks': [{'message': other}]}}) is None
     assert broken_check_hint(failures, {}) is None
+
+
+def test_a_host_without_a_transaction_on_record_gets_an_empty_rollback_entry(run):
+    run.observe_transaction('web2', txn('web2'))
+    run.record_failure('web1', OPEN_TASK, {'msg': 'MODULE FAILURE'}, open_failed=True)
+    hosts = run.rollback_hosts(run.scope('opened'))
+    # no None values: the rollback role falls back to the play's own state_dir and name for web1
+    assert hosts['web1'] == {}
+    assert hosts['web2']['state_dir'] == '/var/lib/failsafe-deploy' and hosts['web2']['name'] == 'app'

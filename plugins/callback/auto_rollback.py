@@ -964,8 +964,8 @@ class CallbackModule(CallbackBase):
         elif self.outcome == 'rollback_failed':
             likely = broken_check_hint(self.run.counted_failures, hosts)
             self._alert('rollback_failed', 'critical', hosts=scope, outcome='rollback_failed', reason=reason,
-                        summary='ROLLBACK FAILED on %s: %s%s' % (', '.join(scope), reason,
-                                                               ('. ' + likely) if likely else ''),
+                        summary='ROLLBACK FAILED on %s: %s%s' % (
+                            ', '.join(scope), reason, ('. ' + likely) if likely else ''),
                         likely_cause=likely,
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))

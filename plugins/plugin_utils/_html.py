@@ -121,8 +121,8 @@ class _Raw(str):
 
 
 def _table(headers, rows, cls=None):
-    out = ['<table%s><tr>%s</tr>' % (' class="%s"' % cls if cls else '', ''.join('<th>%s</th>' % esc(h)
-                                                                                for h in headers))]
+    head = ''.join('<th>%s</th>' % esc(h) for h in headers)
+    out = ['<table%s><tr>%s</tr>' % (' class="%s"' % cls if cls else '', head)]
     for row in rows:
         out.append('<tr>%s</tr>' % ''.join('<td>%s</td>' % (c if isinstance(c, _Raw) else esc(c)) for c in row))
     out.append('</table>')
@@ -247,9 +247,9 @@ def render_timeline(incident):
             r_end = _num(entry['t'])
     if r_start is not None:
         end = r_end if r_end is not None else t1
-        title = 'rollback %s \u2192 %s (%s)' % (rollback.get('started_at') or '+%.2f s' % (r_start - t0),
-                                               rollback.get('ended_at') or 'no end recorded',
-                                               _seconds(rollback.get('duration')) or 'duration unknown')
+        title = 'rollback %s \u2192 %s (%s)' % (
+            rollback.get('started_at') or '+%.2f s' % (r_start - t0), rollback.get('ended_at') or 'no end recorded',
+            _seconds(_num(rollback.get('duration'))) or 'duration unknown')
         out.append('<g class="rollback-phase" id="rollback-band"><title>%s</title>'
                    '<rect class="rollback-band" x="%.1f" y="%d" width="%.1f" height="%d"/>'
                    '<line class="rollback-edge" x1="%.1f" y1="%d" x2="%.1f" y2="%d"/>'

@@ -44,7 +44,9 @@ h3 { font-size: 15px; margin: 18px 0 6px; }
 table { border-collapse: collapse; width: 100%; background: #fff; margin: 6px 0 10px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top;
          overflow-wrap: anywhere; }
-th { background: #f0f0f0; font-weight: 600; }
+th { background: #f0f0f0; font-weight: 600; white-space: nowrap; }
+td { min-width: 4.5em; }
+table.kv th { white-space: normal; }
 table.kv th { width: 230px; }
 code, pre { font: 12px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #fff; border: 1px solid var(--line); padding: 8px;

@@ -49,5 +49,6 @@ echo "    app now answers version: $answer (expected 2.0.0)"
 echo "    outcome:         $outcome"
 echo "    incident report: $report"
 echo "                     ${report%.json}.md"
+echo "                     ${report%.json}.html"
 echo "    alert spool:     $FAILSAFE_SPOOL_PATH"
 [ "$answer" = "2.0.0" ] && [ "$outcome" = "rolled_back" ]

@@ -35,7 +35,8 @@ description:
     returned, to the file named by E(FAILSAFE_ROLLBACK_RESULT).
   - It then sends a C(rolled_back) alert (every host rolled back and none reported a failed verification) or a
     critical C(rollback_failed) alert (anything else, including a timeout or a missing result), and writes the
-    incident report as C(<report_dir>/<incident_id>.json) and C(.md), with the rollback log beside them.
+    incident report as C(<report_dir>/<incident_id>.json), C(.md) and C(.html) (a self-contained page with a
+    timeline picture), with the rollback log beside them.
   - A callback cannot set the exit code of C(ansible-playbook). A run that needed a rollback has failed hosts and
     therefore already exits non-zero (2, or 4 for unreachable hosts), whether or not the rollback worked. A failed
     rollback is made loud by a C(ROLLBACK FAILED) banner, the critical alert and the report.
@@ -963,8 +964,8 @@ class CallbackModule(CallbackBase):
         elif self.outcome == 'rollback_failed':
             likely = broken_check_hint(self.run.counted_failures, hosts)
             self._alert('rollback_failed', 'critical', hosts=scope, outcome='rollback_failed', reason=reason,
-                        summary='ROLLBACK FAILED on %s: %s%s' % (', '.join(scope), reason,
-                                                               ('. ' + likely) if likely else ''),
+                        summary='ROLLBACK FAILED on %s: %s%s' % (
+                            ', '.join(scope), reason, ('. ' + likely) if likely else ''),
                         likely_cause=likely,
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
@@ -1157,8 +1158,9 @@ class CallbackModule(CallbackBase):
         incident = self.redactor.data(incident)
         try:
             self.report_json, self.report_md = write_report(incident, self.report_dir)
+            self.report_html = incident['files'].get('report_html')
         except OSError as exc:
-            self.report_json = self.report_md = None
+            self.report_json = self.report_md = self.report_html = None
             self._warn('could not write the incident report to %s: %s (setting report_dir)' % (self.report_dir, exc))
         return incident
 
@@ -1176,6 +1178,8 @@ class CallbackModule(CallbackBase):
         if getattr(self, 'report_json', None):
             lines.append('  incident report: %s' % self.report_json)
             lines.append('  incident report (Markdown): %s' % self.report_md)
+            if getattr(self, 'report_html', None):
+                lines.append('  incident report (HTML): %s' % self.report_html)
         if getattr(self, '_rollback_files', None):
             lines.append('  rollback log: %s' % self._rollback_files['rollback_log'])
         lines.append('  alert spool: %s' % self.spool_path)

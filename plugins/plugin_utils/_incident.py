@@ -8,7 +8,8 @@
 ``DeployRun`` follows the transactions hosts open and close in this run (``failsafe_transaction`` results) and the
 failures of hosts whose transaction is open; it decides whether a rollback is needed and for which hosts.
 ``Timeline`` keeps a bounded, compact record of the run. ``render_markdown()`` and ``write_report()`` turn the
-incident dict into ``<report_dir>/<incident_id>.json`` and ``.md``, written atomically.
+incident dict into ``<report_dir>/<incident_id>.json``, ``.md`` and ``.html`` (``_html.render_html()``), written
+atomically.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -497,12 +498,29 @@ def report_paths(report_dir, incident_id):
     return base + '.json', base + '.md'
 
 
+def html_report_path(report_dir, incident_id):
+    return os.path.join(report_dir, incident_id) + '.html'
+
+
 def write_report(incident, report_dir):
-    """Write ``<report_dir>/<incident_id>.json`` and ``.md`` atomically; returns both paths."""
+    """Write ``<report_dir>/<incident_id>.json``, ``.md`` and ``.html`` atomically; returns the JSON and Markdown
+    paths (``incident['files']['report_html']`` names the HTML one).
+
+    The HTML report is written last, so that a fault in drawing it can never cost the JSON and Markdown reports;
+    such a fault leaves an HTML page that says so instead of the picture.
+    """
+    # _html imports this module for its labels: import it here, not at the top.
+    from ansible_collections.failsafe.deploy.plugins.plugin_utils._html import render_html, render_html_error
     json_path, md_path = report_paths(report_dir, incident['incident_id'])
+    html_path = html_report_path(report_dir, incident['incident_id'])
     files = dict(incident.get('files') or {})
-    files.update({'report_json': json_path, 'report_markdown': md_path})
+    files.update({'report_json': json_path, 'report_markdown': md_path, 'report_html': html_path})
     incident['files'] = files
     write_json_atomic(json_path, incident)
     write_text_atomic(md_path, render_markdown(incident))
+    try:
+        page = render_html(incident)
+    except Exception as exc:  # pylint: disable=broad-except
+        page = render_html_error(incident, exc)
+    write_text_atomic(html_path, page)
     return json_path, md_path

@@ -368,6 +368,11 @@ def test_rollback_of_every_opened_host(env):
     assert 'rollback | PLAY [Rollback] fake child' in text   # echoed
     assert 'ROLLED BACK' in text and str(env / 'reports' / json_name) in text
     assert str(env / 'reports' / md_name) in text and str(env / 'reports' / 'alerts.jsonl') in text
+    html_path = env / 'reports' / (cb.incident_id + '.html')
+    assert '  incident report (HTML): %s' % html_path in text.splitlines()
+    assert data['files']['report_html'] == str(html_path)
+    page = html_path.read_text()
+    assert 'ROLLED BACK' in page and 'data-lane="web1"' in page and 'class="failure-marker"' in page
     assert 'ROLLBACK FAILED' not in text
 
 

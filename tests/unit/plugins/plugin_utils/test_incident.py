@@ -210,7 +210,8 @@ def test_report_json_and_markdown(run, tmp_path):
     assert '## Timeline' in md and 'transaction_opened' in md
     # atomic writes leave no temp files and private modes
     assert sorted(os.listdir(str(tmp_path / 'reports'))) == sorted([os.path.basename(json_path),
-                                                                   os.path.basename(md_path)])
+                                                                   os.path.basename(md_path),
+                                                                   os.path.basename(data['files']['report_html'])])
     assert oct(os.stat(json_path).st_mode & 0o777) == '0o600'
 
 

@@ -46,6 +46,8 @@ EOF
 
 case "${1:-all}" in
   unit)
+    # Debian's chromium for the HTML report test (installed as root; without root and without it, the test skips).
+    if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
     run_pytest -q tests/unit
     ;;
   all)

@@ -143,7 +143,7 @@ def test_no_canary_in_the_reports_spool_or_rollback_files(runs):
     d = runs[0]
     names = os.listdir(d.incidents)
     assert len(d.incident_reports()) == 2
-    for kind in ('.md', '.rollback.log', '.rollback-vars.json', '.rollback-result.json'):
+    for kind in ('.md', '.html', '.rollback.log', '.rollback-vars.json', '.rollback-result.json'):
         assert len([n for n in names if n.endswith(kind)]) == 2, (kind, names)
     assert 'alerts.jsonl' in names
     assert leaks_in_files(d.incidents) == []

@@ -15,7 +15,8 @@ import yaml
 
 ROLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'roles')
 SHORT = {
-    'preflight': 'Take the deploy lock, check disk and quarantine, recover a dead run, open the transaction.',
+    'preflight': ('Take the deploy lock, check disk, quarantine and checks, recover a dead run, snapshot and open the '
+                  'transaction.'),
     'snapshot': 'Snapshot every path the deploy will touch and record it in the journal.',
     'release': 'Upload and stage the release beside the others, with shared paths linked in.',
     'activate': 'Write configuration, switch current atomically to the new release and restart the service.',
@@ -222,8 +223,9 @@ def _default_text(o):
 def write_readme(role, spec):
     lines = ['# failsafe.deploy.%s' % role, '', SHORT[role], '',
              'One step of the failsafe.deploy transaction (preflight, snapshot, release, activate, verify, commit; '
-             'rollback undoes it). `playbooks/deploy.yml` and `playbooks/rollback.yml` compose the steps; see '
-             '[the deploy transaction](../../docs/transaction.md). '
+             'rollback undoes it), each one `failsafe.deploy.transaction` call on the host. `playbooks/deploy.yml` '
+             '(whose preflight takes the snapshot in the same call) and `playbooks/rollback.yml` compose the steps; '
+             'see [the deploy transaction](../../docs/transaction.md). '
              '`ansible-doc -t role failsafe.deploy.%s` shows the same variables.' % role, '']
     for entry, data in spec['argument_specs'].items():
         title = 'Variables' if entry == 'main' else 'Variables of the `%s` entry point' % entry

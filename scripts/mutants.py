@@ -245,8 +245,8 @@ MUTANTS = [
         'name': 'preflight-ignores-dead-run',
         'breaks': "preflight does not finish the transaction that a dead run left open",
         'file': 'plugins/module_utils/_engine.py',
-        'old': "    if (p.get('recover', True) and status in ('open', 'rollback_failed') and journal.get('run_id') != run_id\n",
-        'new': "    if (False and status in ('open', 'rollback_failed') and journal.get('run_id') != run_id  # mutant\n",
+        'old': "    if p.get('recover', True) and unfinished and lock_free:\n",
+        'new': "    if False and unfinished and lock_free:  # mutant\n",
         'tests': [
             RESUME + 'test_then_the_next_deploy_finishes_the_rollback_first',
         ],

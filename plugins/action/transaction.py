@@ -122,8 +122,8 @@ class ActionModule(ActionBase):
                 cleanup = True
             res = self._execute_module(module_name='failsafe.deploy.transaction', module_args=args,
                                        task_vars=task_vars)
-            if (phase == 'open' and res.get('failed') and res.get('holder')
-                    and holder_dead(res['holder'], args.get('run_id'), hostname, args.get('pid'))):
+            holder = res.get('holder') if phase == 'open' and res.get('failed') else None
+            if holder and holder_dead(holder, args.get('run_id'), hostname, args.get('pid')):
                 args['takeover_pid'] = int(res['holder']['pid'])
                 res = self._execute_module(module_name='failsafe.deploy.transaction', module_args=args,
                                            task_vars=task_vars)

@@ -139,9 +139,10 @@ def rollback(p, run, check_mode=False):
     if txn is None:
         status = journal.get('status') if journal else 'none'
         lock = ds.read_lock()
-        if not check_mode and lock and (
-                (journal and status in ('rolled_back', 'committed') and lock.get('run_id') == journal.get('run_id'))
-                or (p.get('rollback_run_id') and lock.get('run_id') == p.get('rollback_run_id'))):
+        lock_run = (lock or {}).get('run_id')
+        closed_here = bool(journal) and status in ('rolled_back', 'committed') and lock_run == journal.get('run_id')
+        taken_by_run = bool(p.get('rollback_run_id')) and lock_run == p.get('rollback_run_id')
+        if not check_mode and lock and (closed_here or taken_by_run):
             # closed, then cut short before the lock was given back; or the run being rolled back took the lock
             # and died before it opened its transaction: give the lock back
             ensure_unlocked(ds, lock.get('run_id'))
@@ -192,8 +193,8 @@ def rollback(p, run, check_mode=False):
         # Without a release layer nothing switched: what runs is what ran before, and it keeps serving.
         serving = report['target_release'] is not None if 'release' in kinds else True
         service = ServiceLayer(p.get('service') or {}, run)
-        if ('service' in kinds and p.get('restart', True)
-                and (p.get('service') or {}).get('manager', 'supervisor') != 'none'):
+        managed = (p.get('service') or {}).get('manager', 'supervisor') != 'none'
+        if 'service' in kinds and p.get('restart', True) and managed:
             step = 'restart the service' if serving else 'stop and unload the service of a first release'
             service.undo({}, serving=serving)
             problems = service.verify({}, serving=serving)
@@ -272,15 +273,17 @@ def open_phase(p, run, check_mode=False, warn=None):
     status = (journal or {}).get('status')
     result = {'changed': False, 'recovered': None}
     takeover = p.get('takeover_pid')
-    holder_gone = bool(lock and takeover is not None and lock.get('run_id') != run_id
-                       and str(lock.get('pid')) == str(takeover) and lock.get('controller') == p.get('controller'))
+    same_pid = str((lock or {}).get('pid')) == str(takeover)
+    same_controller = (lock or {}).get('controller') == p.get('controller')
+    holder_gone = bool(lock) and takeover is not None and lock.get('run_id') != run_id and same_pid and same_controller
     if status == 'rollback_failed' and not p.get('recover', True):
         raise EngineError(
             'The rollback of transaction %s (run %s, release %s) failed on this host and was never finished: run '
             'failsafe.deploy.recover first, or deploy with failsafe_preflight_recover=true.'
             % (journal.get('txid'), journal.get('run_id'), journal.get('release')), journal=journal)
-    if (p.get('recover', True) and status in ('open', 'rollback_failed') and journal.get('run_id') != run_id
-            and (lock is None or lock_expired(lock) or holder_gone)):
+    unfinished = status in ('open', 'rollback_failed') and journal.get('run_id') != run_id
+    lock_free = lock is None or lock_expired(lock) or holder_gone
+    if p.get('recover', True) and unfinished and lock_free:
         if check_mode:
             result['would_recover'] = journal.get('txid')
         else:
@@ -398,8 +401,8 @@ def _write_file(spec, check_mode):
         with open(dest, 'rb') as handle:
             same = handle.read() == data
         st = os.stat(dest)
-        meta_same = ((st.st_mode & 0o7777) == mode and (uid == -1 or st.st_uid == uid)
-                     and (gid == -1 or st.st_gid == gid))
+        same_owner = (uid == -1 or st.st_uid == uid) and (gid == -1 or st.st_gid == gid)
+        meta_same = (st.st_mode & 0o7777) == mode and same_owner
     except (IOError, OSError):
         same = meta_same = False
     if same and meta_same:

@@ -316,9 +316,8 @@ class DeployRun:
             txn = self.transactions.get(host) or {}
             # A host whose open was refused or cut short has no transaction on record: its entry stays empty, and
             # the rollback falls back to the play's own state_dir and name for it.
-            out[host] = dict((key, txn.get(key)) for key in ('state_dir', 'name', 'txid', 'release',
-                                                              'previous_release', 'run_id', 'app_root')
-                             if txn.get(key) is not None)
+            keys = ('state_dir', 'name', 'txid', 'release', 'previous_release', 'run_id', 'app_root')
+            out[host] = dict((key, txn.get(key)) for key in keys if txn.get(key) is not None)
         return out
 
 

@@ -18,11 +18,13 @@ import base64
 import fcntl
 import json
 import os
+import pathlib
 import re
 import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -182,8 +184,20 @@ def _have_chromium():
     return os.access(CHROMIUM, os.X_OK)
 
 
+@pytest.fixture(name='workdir')
+def fixture_workdir():
+    """A scratch directory outside pytest's own temporary tree: Chromium's helper processes may still write into
+    their profile for a moment after the browser closed, which must not disturb pytest's cleanup (or that of the
+    parallel workers ansible-test units runs)."""
+    path = tempfile.mkdtemp(prefix='failsafe-html-')
+    try:
+        yield pathlib.Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope='module')
-def chromium(tmp_path_factory):
+def chromium():
     if not _have_chromium() and os.geteuid() == 0 and CHROMIUM == '/usr/bin/chromium':
         subprocess.run(['bash', PREREQS], check=True, stdin=subprocess.DEVNULL)
     if not _have_chromium():
@@ -191,12 +205,14 @@ def chromium(tmp_path_factory):
         if must_run():
             pytest.fail('%s; under CI and as root the HTML report test must run, not skip' % message)
         pytest.skip(message)
-    browser = Chromium(CHROMIUM, str(tmp_path_factory.mktemp('chromium-profile')))
+    profile = tempfile.mkdtemp(prefix='failsafe-chromium-')
+    browser = Chromium(CHROMIUM, profile)
     try:
         browser.open_page()
         yield browser
     finally:
         browser.close()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 DOM_FACTS = '''JSON.stringify({
@@ -215,10 +231,10 @@ DOM_FACTS = '''JSON.stringify({
 })'''
 
 
-def test_the_html_report_renders_in_headless_chromium(chromium, tmp_path):
+def test_the_html_report_renders_in_headless_chromium(chromium, workdir):
     # Given a ROLLBACK FAILED incident on three hosts (one failed) with alerts, written by write_report
     incident = make_incident(outcome='rollback_failed')
-    write_report(incident, str(tmp_path))
+    write_report(incident, str(workdir))
     page = incident['files']['report_html']
     # When Chromium opens the file
     chromium.load('file://' + page)
@@ -244,9 +260,9 @@ def test_the_html_report_renders_in_headless_chromium(chromium, tmp_path):
     assert os.path.getsize(shot) > 10000
 
 
-def test_the_harness_sees_console_errors_and_exceptions(chromium, tmp_path):
+def test_the_harness_sees_console_errors_and_exceptions(chromium, workdir):
     # Given a page that logs a console error and throws (no CSP, unlike the report)
-    page = tmp_path / 'broken.html'
+    page = workdir / 'broken.html'
     page.write_text('<!DOCTYPE html><html><head><title>x</title></head><body><p>x</p>'
                     '<script>console.error("deliberate error"); throw new Error("deliberate exception");</script>'
                     '</body></html>')
@@ -260,12 +276,14 @@ def test_the_harness_sees_console_errors_and_exceptions(chromium, tmp_path):
 
 # A fixture that fails makes an error of its test: a failed run all the same.
 @pytest.mark.parametrize('ci, euid, outcome', [('true', 1000, 'error'), ('', 0, 'error'), ('', 1000, 'skipped')])
-def test_a_missing_browser_fails_under_ci_and_as_root_and_skips_elsewhere(tmp_path, ci, euid, outcome):
+def test_a_missing_browser_fails_under_ci_and_as_root_and_skips_elsewhere(workdir, ci, euid, outcome):
     # Given no browser where FAILSAFE_CHROMIUM points, and a run under CI, as root, or neither (euid simulated)
-    env = dict(os.environ, FAILSAFE_CHROMIUM=str(tmp_path / 'no-chromium'), CI=ci, PYTHONDONTWRITEBYTECODE='1')
+    env = dict(os.environ, FAILSAFE_CHROMIUM=str(workdir / 'no-chromium'), CI=ci, PYTHONDONTWRITEBYTECODE='1')
+    # The inner run gets a temporary directory of its own: under the default one it would rotate (and remove) the
+    # numbered directories the outer run's parallel workers are using.
     code = ('import os, sys, pytest; os.geteuid = lambda: %d; '
-            'sys.exit(pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "-k", "renders_in_headless", %r]))'
-            % (euid, os.path.abspath(__file__)))
+            'sys.exit(pytest.main(["-q", "-rs", "-p", "no:cacheprovider", "--basetemp", %r, "-k", '
+            '"renders_in_headless", %r]))' % (euid, str(workdir / 'inner'), os.path.abspath(__file__)))
     # When the report test runs
     run = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120, check=False)

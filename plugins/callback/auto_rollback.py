@@ -589,6 +589,7 @@ class CallbackModule(CallbackBase):
         self.play = None
         self.play_connection = {}
         self.connections = {}
+        self.layer_stages = {}
         self.finished = False
         self.outcome = None
         self._atexit_registered = False
@@ -749,6 +750,11 @@ class CallbackModule(CallbackBase):
         for txn in _transactions(data):
             if self.run.observe_transaction(host, txn) == 'opened':
                 self.connections[host] = self._connection_for(host, _result_host(result))
+        stages = data.get('failsafe_layer_stages')
+        if isinstance(stages, list) and stages:
+            # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each
+            # stage on every host before the next
+            self.layer_stages[host] = [str(stage) for stage in stages]
 
     def _connection_for(self, host, host_obj):
         """The connection keywords of the current play for ``host``, templates resolved with its variables. A value
@@ -991,7 +997,8 @@ class CallbackModule(CallbackBase):
         self._rollback_files = {'rollback_vars': vars_file, 'rollback_result': result_file, 'rollback_log': log_file}
         playbook = self._resolve_playbook()
         _launcher.write_rollback_vars(vars_file, self.run.run_id, self.run.rollback_hosts(scope), self.incident_id,
-                                      connection=self._scope_connections(scope))
+                                      connection=self._scope_connections(scope),
+                                      stages=dict((h, self.layer_stages[h]) for h in scope if h in self.layer_stages))
         cmd = _launcher.build_command(self.ansible_playbook, playbook, cliargs, scope, vars_file,
                                       defaults=_launcher.config_defaults())
         prompts = _launcher.interactive_options(cliargs)

@@ -31,8 +31,9 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     lock_expired,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
-    FilesLayer, LayerError, ReleaseLayer, ServiceLayer,
+    KINDS, STAGES, FilesLayer, LayerError, ReleaseLayer, ServiceLayer, stage_of,
 )
+from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 (registers the kinds)
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseRoot, ensure_active, ensure_pruned, ensure_query as release_query, ensure_staged, ensure_verified,
 )
@@ -51,21 +52,34 @@ def _store_dir(p):
     return os.path.join(p['state_dir'], 'snapshots')
 
 
-def record_layer(ds, run_id, kind, record):
-    """Append (or replace) the undo record of a layer kind in the open transaction of run_id."""
+def layer_key(entry):
+    """A layer's identity in the undo log: its kind, or kind:id when a transaction holds several of one kind."""
+    return entry.get('key') or entry['kind']
+
+
+def record_layer(ds, run_id, kind, record, key=None, options=None):
+    """Append (or replace) the undo record of a layer (kind, or key for one of several of a kind) in the open
+    transaction of run_id."""
     journal = ds.read_journal()
     if not journal or journal.get('status') != 'open' or journal.get('run_id') != run_id:
         raise JournalError("no open transaction of run %s for '%s' to record the %s layer in"
-                           % (run_id, ds.name, kind), journal=journal)
+                           % (run_id, ds.name, key or kind), journal=journal)
     layers = [dict(entry) for entry in journal.get('layers') or []]
     for entry in layers:
-        if entry.get('kind') == kind:
-            if entry.get('record') == record:
+        if layer_key(entry) == (key or kind):
+            if entry.get('record') == record and (options is None or entry.get('options') == options):
                 return journal, False
             entry['record'] = record
+            if options is not None:
+                entry['options'] = options
             break
     else:
-        layers.append({'kind': kind, 'record': record, 'time': time.time(), 'iso': iso(time.time())})
+        entry = {'kind': kind, 'record': record, 'time': time.time(), 'iso': iso(time.time())}
+        if key and key != kind:
+            entry['key'] = key
+        if options is not None:
+            entry['options'] = options
+        layers.append(entry)
     new = copy.deepcopy(journal)
     new['layers'] = layers
     if kind == 'files':
@@ -117,22 +131,93 @@ def pick_transaction(journal, rollback_run_id=None):
     return None
 
 
-def _progress(ds, txn, kind):
+def _progress(ds, txn, kind, field='undone'):
     """Note in the journal that a layer's undo finished (for the report; a re-run undoes every layer again)."""
     journal = ds.read_journal()
     if not journal or journal.get('txid') != txn.get('txid'):
         return
     new = copy.deepcopy(journal)
     rb = new.setdefault('rollback', {})
-    undone = rb.setdefault('undone', [])
+    undone = rb.setdefault(field, [])
     if kind not in undone:
         undone.append(kind)
     ds.write_journal(new)
 
 
+def _generic_layer(entry, p, run):
+    """Build the registered layer kind of an undo-log entry, with the options recorded at apply time and the secret
+    ones (never written to the journal) given again to the rollback in ``layer_secrets``."""
+    cls = KINDS.get(entry['kind'])
+    if cls is None:
+        raise LayerError('layer kind %r is not known to this version of failsafe.deploy: it cannot be undone here'
+                         % entry['kind'])
+    options = dict(entry.get('options') or {})
+    options.update((p.get('layer_secrets') or {}).get(layer_key(entry)) or {})
+    return cls(options, run)
+
+
+def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
+    """Undo files and release pointer, restart the service on what they restored, check health, prove the restore."""
+    kinds = [entry['kind'] for entry in layers]
+    app_root = txn.get('app_root') or p.get('app_root')
+    step = 'undo the code layers'
+    state_layers = sorted((e for e in layers if e['kind'] in UNDO_ORDER), key=lambda e: UNDO_ORDER[e['kind']])
+    for entry in state_layers:
+        kind = entry['kind']
+        report['step'] = step = 'undo the %s layer' % kind
+        if kind == 'files':
+            res = FilesLayer(_store_dir(p)).undo(entry['record'])
+            report['restored'] = res['restored']
+            _progress(ds, txn, kind)
+            _crash_point('engine.files-undone')
+        else:
+            res = ReleaseLayer(app_root).undo(entry['record'], reason=reason, quarantine=quarantine)
+            report['target_release'] = res['target']
+            report['quarantined'] = res['quarantined']
+            _progress(ds, txn, kind)
+            _crash_point('engine.release-undone')
+        report['layers'].append({'kind': kind, 'undone': True})
+    # Without a release layer nothing switched: what runs is what ran before, and it keeps serving.
+    serving = report['target_release'] is not None if 'release' in kinds else True
+    service = ServiceLayer(p.get('service') or {}, run)
+    managed = (p.get('service') or {}).get('manager', 'supervisor') != 'none'
+    if 'service' in kinds and p.get('restart', True) and managed:
+        report['step'] = 'restart the service' if serving else 'stop and unload the service of a first release'
+        service.undo({}, serving=serving)
+        problems = service.verify({}, serving=serving)
+        if problems:
+            raise LayerError('; '.join(problems))
+        report['layers'].append({'kind': 'service', 'undone': True, 'action': 'restarted' if serving else 'unloaded'})
+        _progress(ds, txn, 'service')
+    _crash_point('engine.service-undone')
+    undone_at = time.time()
+    if serving and p.get('checks'):
+        report['step'] = 'check the health of the restored release'
+        specs = normalize_checks(p['checks'], p.get('check_defaults'))
+        ok, results, msg = run_checks(specs)
+        report['checks'] = results
+        if not ok:
+            raise LayerError(msg, checks=results)
+    _crash_point('engine.checked')
+    checked_at = time.time()
+    report['step'] = 'prove the restore'
+    problems = []
+    for entry in state_layers:
+        if entry['kind'] == 'files':
+            problems += FilesLayer(_store_dir(p)).verify(entry['record'])
+        else:
+            problems += ReleaseLayer(app_root).verify({'target': report['target_release']})
+    if problems:
+        raise LayerError('the restored state does not match the snapshot: %s' % '; '.join(problems))
+    return undone_at, checked_at
+
+
 def rollback(p, run, check_mode=False):
-    """Undo the transaction in the journal, in one process: the snapshot restore, the release pointer, the service
-    last (UNDO_ORDER), then the health checks and the proof of the restore, then close. Returns the module result."""
+    """Undo the transaction in the journal, in one process, stage by stage (``STAGES``: flags, traffic, code,
+    database; ``stages`` limits a call to some of them, for a fleet that undoes one stage everywhere before the next):
+    registered layers in the reverse order of their application, each verified before the next; the code stage
+    restores the snapshot, the release pointer and the service last (UNDO_ORDER), then checks health and proves the
+    restore. The transaction closes once no layer is left to undo. Returns the module result."""
     ds = _ds(p)
     journal = ds.read_journal()
     txn = pick_transaction(journal, p.get('rollback_run_id'))
@@ -156,103 +241,90 @@ def rollback(p, run, check_mode=False):
     app_root = txn.get('app_root') or p.get('app_root')
     layers = layers_of(txn)
     kinds = [entry['kind'] for entry in layers]
+    stages = [s for s in STAGES if s in (p.get('stages') or STAGES)]
+    done_before = set((txn.get('rollback') or {}).get('stages_done') or []) if p.get('stages') else set()
     before = ReleaseRoot(app_root).read_current() if 'release' in kinds else None
     quarantine = _activated(txn) or (before is not None and before == txn.get('release'))
     reason = p.get('reason') or 'rollback requested'
     report = {'txid': txn.get('txid'), 'run_id': txn.get('run_id'), 'failed_release': txn.get('release'),
-              'quarantined': False, 'target_release': None, 'restored': [], 'verified': False, 'layers': []}
+              'quarantined': False, 'target_release': None, 'restored': [], 'verified': False, 'layers': [],
+              'stages': stages}
+    by_stage = dict((s, []) for s in STAGES)
+    for entry in layers:
+        by_stage[stage_of(entry['kind'])].append(entry)
     if check_mode:
         for entry in layers:
             if entry['kind'] == 'files':
                 res = SnapshotStore(_store_dir(p)).restore(entry['record']['snapshot'], check_mode=True)
                 report['restored'] = res['restored']
-        report['would_undo'] = [entry['kind'] for entry in reversed(layers)]
+        report['would_undo'] = [layer_key(e) for s in stages for e in
+                                (by_stage[s] if s == 'code' else list(reversed(by_stage[s])))]
         return {'changed': True, 'failsafe_rollback': report, 'msg': 'check mode: would undo %s of transaction %s'
-                % (', '.join(report['would_undo']), txn.get('txid'))}
-    step = 'read the journal'
+                % (', '.join(report['would_undo']) or 'nothing', txn.get('txid'))}
+    report['step'] = 'read the journal'
     started = time.time()
+    undone_at = checked_at = None
     try:
-        state_layers = sorted((e for e in layers if e['kind'] != 'service'), key=lambda e: UNDO_ORDER.get(e['kind'], 99))
-        for entry in state_layers:
-            kind = entry['kind']
-            step = 'undo the %s layer' % kind
-            if kind == 'files':
-                res = FilesLayer(_store_dir(p)).undo(entry['record'])
-                report['restored'] = res['restored']
-                _progress(ds, txn, kind)
-                _crash_point('engine.files-undone')
-            elif kind == 'release':
-                res = ReleaseLayer(app_root).undo(entry['record'], reason=reason, quarantine=quarantine)
-                report['target_release'] = res['target']
-                report['quarantined'] = res['quarantined']
-                _progress(ds, txn, kind)
-                _crash_point('engine.release-undone')
-            else:
-                raise LayerError('layer kind %r is undone by its own play, not on this host' % kind)
-            report['layers'].append({'kind': kind, 'undone': True})
-        # Without a release layer nothing switched: what runs is what ran before, and it keeps serving.
-        serving = report['target_release'] is not None if 'release' in kinds else True
-        service = ServiceLayer(p.get('service') or {}, run)
-        managed = (p.get('service') or {}).get('manager', 'supervisor') != 'none'
-        if 'service' in kinds and p.get('restart', True) and managed:
-            step = 'restart the service' if serving else 'stop and unload the service of a first release'
-            service.undo({}, serving=serving)
-            problems = service.verify({}, serving=serving)
-            if problems:
-                raise LayerError('; '.join(problems))
-            report['layers'].append({'kind': 'service', 'undone': True,
-                                     'action': 'restarted' if serving else 'unloaded'})
-            _progress(ds, txn, 'service')
-        _crash_point('engine.service-undone')
-        undone_at = time.time()
-        if serving and p.get('checks'):
-            step = 'check the health of the restored release'
-            specs = normalize_checks(p['checks'], p.get('check_defaults'))
-            ok, results, msg = run_checks(specs)
-            report['checks'] = results
-            if not ok:
-                raise LayerError(msg, checks=results)
-        _crash_point('engine.checked')
-        checked_at = time.time()
-        step = 'prove the restore'
-        problems = []
-        for entry in layers:
-            if entry['kind'] == 'files':
-                problems += FilesLayer(_store_dir(p)).verify(entry['record'])
-            elif entry['kind'] == 'release':
-                problems += ReleaseLayer(app_root).verify({'target': report['target_release']})
-        if problems:
-            raise LayerError('the restored state does not match the snapshot: %s' % '; '.join(problems))
+        for stage in stages:
+            if stage == 'code' and by_stage['code']:
+                undone_at, checked_at = _code_stage(p, run, txn, by_stage['code'], ds, report, reason, quarantine)
+            for entry in reversed(by_stage[stage] if stage != 'code' else []):
+                key = layer_key(entry)
+                report['step'] = 'undo the %s layer' % key
+                layer = _generic_layer(entry, p, run)
+                res = layer.undo(entry['record'])
+                report['step'] = 'verify the undo of the %s layer' % key
+                problems = layer.verify(entry['record'])
+                if problems:
+                    raise LayerError('the %s layer was undone but does not check out: %s'
+                                     % (key, '; '.join(problems)), layer=key)
+                done = {'kind': entry['kind'], 'undone': True, 'stage': stage}
+                if key != entry['kind']:
+                    done['key'] = key
+                done.update(res.get('report') or {})
+                report['layers'].append(done)
+                _progress(ds, txn, key)
+                _crash_point('engine.%s-undone' % entry['kind'])
+            if by_stage[stage]:
+                _progress(ds, txn, stage, field='stages_done')
+        # a stage with layers, not undone in this call nor by an earlier call of this rollback, is still pending
+        pending = [s for s in STAGES if s not in stages and by_stage[s] and s not in done_before]
         report['verified'] = True
+        finished = time.time()
         # seconds spent undoing the layers (restart included), on the health checks, and proving the restore
-        report['timings'] = {'undo': round(undone_at - started, 3), 'checks': round(checked_at - undone_at, 3),
-                             'prove': round(time.time() - checked_at, 3)}
-        step = 'close the transaction'
+        report['timings'] = {'undo': round((undone_at or finished) - started, 3),
+                             'checks': round((checked_at or finished) - (undone_at or finished), 3),
+                             'prove': round(finished - (checked_at or finished), 3)}
+        if pending:
+            report['pending'] = pending
+            return {'changed': True, 'failsafe_rollback': report,
+                    'msg': 'undid the %s stage(s) of transaction %s; still to undo: the %s stage(s)'
+                           % (', '.join(stages), txn.get('txid'), ', '.join(pending))}
+        report['step'] = 'close the transaction'
         ensure_closed(ds, 'rolled_back', txn['run_id'],
                       data={'reason': reason, 'target': report['target_release'], 'restored': report['restored'],
-                            'verified': True, 'layers': [e['kind'] for e in layers]})
+                            'verified': True, 'layers': [layer_key(e) for e in layers]})
     except (FailsafeError, OSError, IOError) as exc:
-        msg = getattr(exc, 'msg', None) or str(exc)
-        details = dict(getattr(exc, 'details', {}) or {})
-        try:
-            ensure_closed(ds, 'rollback_failed', txn['run_id'],
-                          data={'reason': reason, 'failed_step': step, 'error': msg})
-        except (JournalError, OSError, IOError):
-            pass
-        details.pop('msg', None)
-        raise EngineError('ROLLBACK FAILED at %s: %s' % (step, msg), failed_step=step, failsafe_rollback=report,
-                          **details)
+        raise _rollback_failed(ds, txn, reason, report, getattr(exc, 'msg', None) or str(exc),
+                               dict(getattr(exc, 'details', {}) or {}))
     except Exception as exc:  # any other error from a layer must still leave the journal saying so
-        msg = '%s: %s' % (type(exc).__name__, exc)
-        try:
-            ensure_closed(ds, 'rollback_failed', txn['run_id'],
-                          data={'reason': reason, 'failed_step': step, 'error': msg})
-        except (JournalError, OSError, IOError):
-            pass
-        raise EngineError('ROLLBACK FAILED at %s: %s' % (step, msg), failed_step=step, failsafe_rollback=report)
+        raise _rollback_failed(ds, txn, reason, report, '%s: %s' % (type(exc).__name__, exc), {})
+    report.pop('step', None)
     return {'changed': True, 'failsafe_rollback': report,
             'msg': 'rolled back transaction %s: %s -> %s, %d path(s) restored, restore proven'
                    % (txn.get('txid'), txn.get('release'), report['target_release'], len(report['restored']))}
+
+
+def _rollback_failed(ds, txn, reason, report, msg, details):
+    """Close the journal as rollback_failed (naming the step, and so the layer) and build the module's error."""
+    step = report.pop('step', 'read the journal')
+    try:
+        ensure_closed(ds, 'rollback_failed', txn['run_id'], data={'reason': reason, 'failed_step': step, 'error': msg})
+    except (JournalError, OSError, IOError):
+        pass
+    details.pop('msg', None)
+    details.pop('failsafe_rollback', None)
+    return EngineError('ROLLBACK FAILED at %s: %s' % (step, msg), failed_step=step, failsafe_rollback=report, **details)
 
 
 # --- open ---------------------------------------------------------------------------------------------------------
@@ -298,6 +370,8 @@ def open_phase(p, run, check_mode=False, warn=None):
                            force=holder_gone, check_mode=check_mode, warn=warn)
     result['lock'] = locked.get('lock')
     try:
+        if not p.get('release'):
+            return _open_layers_only(p, ds, run_id, result, check_mode, warn)
         rr = ReleaseRoot(p['app_root'])
         ledger_view = release_query(rr)
         current = ledger_view['current']
@@ -362,6 +436,71 @@ def open_phase(p, run, check_mode=False, warn=None):
         raise
     result['journal'] = ds.read_journal() if not check_mode else None
     return result
+
+
+def _open_layers_only(p, ds, run_id, result, check_mode, warn):
+    """A transaction with no release: a host whose part of the deploy is layers applied by the ``apply`` phase (a
+    load balancer, a database or flag host), or configuration files snapshotted with ``snapshot_paths``."""
+    record = None
+    if p.get('snapshot_paths') and not check_mode:
+        record = FilesLayer(_store_dir(p)).capture(
+            {'paths': p['snapshot_paths'], 'exclude': p.get('snapshot_exclude') or [],
+             'labels': {'name': p['name'], 'run_id': run_id}})
+        result['snapshot'] = record
+    layers = [{'kind': 'files', 'record': {'snapshot': record['snapshot']}, 'time': time.time(),
+               'iso': iso(time.time())}] if record else []
+    opened = ensure_open(ds, run_id, None, None, p.get('app_root'),
+                         snapshots={'files': record['snapshot']} if record else None, owner=p.get('owner'),
+                         controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn,
+                         layers=layers)
+    result.update(needed=True, previous_release=None)
+    result['changed'] = result['changed'] or opened['changed']
+    result['failsafe_transaction'] = ds.transaction(ds.read_journal()) if not check_mode \
+        else opened.get('failsafe_transaction')
+    result['diff'] = opened.get('diff')
+    result['journal'] = ds.read_journal() if not check_mode else None
+    return result
+
+
+def layer_stages(journal):
+    """The rollback stages the transaction's layers need, in order (for the callback: which rollback plays a host
+    takes part in)."""
+    kinds = set(entry['kind'] for entry in layers_of(journal or {})) if journal else set()
+    return [s for s in STAGES if any(stage_of(k) == s for k in kinds)]
+
+
+def apply_phase(p, run, check_mode=False):
+    """Apply one registered layer (``layer``: its ``kind``, an optional ``id`` and the kind's options) in the open
+    transaction: capture what it is about to change (once: a re-run keeps the first capture), record it in the undo
+    log, then apply. Check mode says what would change and changes nothing."""
+    spec = dict(p.get('layer') or {})
+    kind = spec.get('kind')
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise EngineError('layer kind %r is unknown: the kinds are %s' % (kind, ', '.join(sorted(KINDS)) or 'none'))
+    key = '%s:%s' % (kind, spec['id']) if spec.get('id') else kind
+    ds = _ds(p)
+    journal = ds.read_journal()
+    is_open = bool(journal) and journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
+    layer = cls(spec, run)
+    if check_mode:
+        plan = layer.plan(spec)
+        plan.setdefault('msg', 'check mode: would %s' % layer.describe(spec))
+        return dict(plan, layer=key)
+    if not is_open:
+        raise EngineError("no open transaction of run %s for '%s' on this host: open one first (phase=open) before "
+                          'applying the %s layer' % (p['run_id'], p['name'], key), journal=journal)
+    existing = [e for e in journal.get('layers') or [] if layer_key(e) == key]
+    record = existing[0]['record'] if existing else layer.capture(spec)
+    stored = dict((k, v) for k, v in spec.items() if k not in (cls.secret_options or ()))
+    journal, dummy = record_layer(ds, p['run_id'], kind, record, key=key, options=stored)
+    res = dict(layer.apply(spec, record) or {})
+    res.setdefault('changed', False)
+    res['layer'] = key
+    res['record'] = record
+    res['failsafe_layer_stages'] = layer_stages(journal)
+    res['failsafe_transaction'] = ds.transaction(journal)
+    return res
 
 
 def snapshot_phase(p, check_mode=False):
@@ -474,6 +613,12 @@ def verify_phase(p, check_mode=False):
 
 def commit_phase(p, check_mode=False):
     ds = _ds(p)
+    if not p.get('release'):
+        # a transaction of layers only: nothing to mark verified, no releases to prune
+        closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode)
+        return {'changed': closed['changed'], 'failsafe_transaction': closed.get('failsafe_transaction'),
+                'lock_released': closed.get('lock_released'),
+                'msg': 'Transaction of run %s committed on this host.' % p['run_id']}
     rr = ReleaseRoot(p['app_root'])
     verified = ensure_verified(rr, p['release'], check_mode=check_mode)
     closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode, release=p['release'])

@@ -19,6 +19,11 @@ and the ledger) and ``service`` (supervisor or systemd). A rollback undoes them 
 (files, configuration and the ``current`` link as they were), then the release pointer (back to the last verified
 release), and a layer whose ``restarts`` is true (the service) last: a restart reads what the other layers restored.
 Layers that live on other hosts (a load balancer, a database server, a flag service) are undone by their own plays.
+
+More kinds plug in through ``register``: a class with ``kind``, ``stage`` (one of ``STAGES``) and the four methods,
+built as ``cls(options, run)`` from the ``layer`` option of the transaction module's ``apply`` phase. Across a fleet,
+and on one host, layers are undone stage by stage in the order of ``STAGES`` (flags, then traffic, then code and
+configuration, then the database), and within a stage in the reverse order of their application.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -38,11 +43,48 @@ class LayerError(FailsafeError):
     """A layer could not apply, undo or verify; ``details`` go into the module's failure result."""
 
 
+# The order in which a rollback undoes layers, across the fleet and on each host: the kill switch first, traffic
+# back next, then code and configuration (files, release pointer, service), the database last.
+STAGES = ('flags', 'traffic', 'code', 'database')
+
+# kind -> class of the layers applied through the ``apply`` phase (filled by ``register``)
+KINDS = {}
+
+
+def register(cls):
+    """Class decorator: make a layer kind available to the ``apply`` phase and to the rollback."""
+    if cls.stage not in STAGES:
+        raise ValueError('layer kind %s: stage %r is not one of %s' % (cls.kind, cls.stage, ', '.join(STAGES)))
+    KINDS[cls.kind] = cls
+    return cls
+
+
+def stage_of(kind):
+    """The rollback stage of a layer kind: the built-in kinds are code, registered kinds say theirs."""
+    cls = KINDS.get(kind)
+    return cls.stage if cls is not None else 'code'
+
+
 class Layer(object):
-    """The interface every layer kind implements."""
+    """The interface every layer kind implements.
+
+    Registered kinds are built as ``cls(options, run)``: ``options`` is the ``layer`` dict of the ``apply`` phase
+    (its ``kind`` and ``id`` keys included), ``run`` a callable(argv) -> (rc, out, err). ``describe(options)`` says
+    in words what ``apply`` would change (check mode); ``apply`` returns a dict with at least ``changed``.
+    """
 
     kind = None
+    stage = 'code'
     restarts = False
+    # options never written to the journal (passwords, tokens); the rollback gets them again in ``layer_secrets``
+    secret_options = ()
+
+    def describe(self, options):
+        return 'apply the %s layer' % self.kind
+
+    def plan(self, options):
+        """Check mode: what ``apply`` would change, without changing it (``changed``, ``msg``, optional ``diff``)."""
+        return {'changed': True, 'msg': 'check mode: would %s' % self.describe(options)}
 
     def capture(self, params):  # pragma: no cover - interface
         raise NotImplementedError

@@ -25,6 +25,9 @@ description:
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
     or when this run's activation was cut short before its restart.
+  - V(apply) applies one more layer kind (O(layer)) in the open transaction: it records what the layer is about
+    to change in the undo log first, then changes it. A host whose part of a deploy is only such layers (a load
+    balancer, a database or flag host) opens its transaction with V(open) and no O(release).
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
   - V(commit) marks the release verified, closes the transaction, releases the lock and prunes old releases and
     snapshots.
@@ -63,7 +66,7 @@ options:
     description: The phase to run.
     type: str
     required: true
-    choices: [open, snapshot, stage, activate, verify, commit, rollback, query]
+    choices: [open, snapshot, stage, activate, apply, verify, commit, rollback, query]
   state_dir:
     description: Where the journal, the lock and the snapshot store (C(snapshots/)) live on the host.
     type: path
@@ -197,6 +200,25 @@ options:
   reason:
     description: Why V(rollback) runs; recorded in the ledger and the journal.
     type: str
+  layer:
+    description:
+      - For V(apply), the layer to apply. C(kind) names a registered layer kind; C(id) tells apart several layers of
+        one kind in a transaction; the other keys are the kind's options, recorded in the journal with the undo
+        record (except the kind's secret options) so that a rollback can undo the layer.
+    type: dict
+  stages:
+    description:
+      - For V(rollback), undo only the layers of these stages. A fleet rolls back stage by stage in this order
+        (flags, then traffic, then code and configuration, then the database), each stage on every host before the
+        next. The transaction closes when no stage with layers is left. Default is every stage, in that order.
+    type: list
+    elements: str
+    choices: [flags, traffic, code, database]
+  layer_secrets:
+    description:
+      - For V(rollback), the secret options of layers (never written to the journal), keyed by layer (C(kind) or
+        C(kind:id)).
+    type: dict
 notes:
   - Crash points for the crash-consistency tests (C(FAILSAFE_CRASH_AT)) sit between the layers of a rollback
     (C(engine.files-undone), C(engine.release-undone), C(engine.service-undone), C(engine.checked)).
@@ -307,19 +329,21 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
-    activate_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
+    activate_phase, apply_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
+# phases that also run in a transaction without a release (a host with only layers of other kinds)
+LAYERS_ONLY = ('open', 'commit')
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             phase=dict(type='str', required=True,
-                       choices=['open', 'snapshot', 'stage', 'activate', 'verify', 'commit', 'rollback', 'query']),
+                       choices=['open', 'snapshot', 'stage', 'activate', 'apply', 'verify', 'commit', 'rollback', 'query']),
             state_dir=dict(type='path', default='/var/lib/failsafe-deploy'),
             name=dict(type='str', default='app'),
             app_root=dict(type='path'),
@@ -352,15 +376,22 @@ def main():
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
             reason=dict(type='str'),
+            layer=dict(type='dict'),
+            stages=dict(type='list', elements='str', choices=['flags', 'traffic', 'code', 'database']),
+            layer_secrets=dict(type='dict', no_log=True),
         ),
         required_if=[
             ('phase', 'stage', ('src',)),
+            ('phase', 'apply', ('layer', 'run_id')),
         ],
         supports_check_mode=True,
     )
     p = dict(module.params)
     phase = p['phase']
-    if phase in NEEDS_RELEASE:
+    layers_only = phase in LAYERS_ONLY and not p.get('release') and not p.get('app_root')
+    if layers_only and not p.get('run_id'):
+        module.fail_json(msg='phase=%s needs run_id' % phase)
+    if phase in NEEDS_RELEASE and not layers_only:
         missing = [k for k in ('release', 'run_id', 'app_root') if not p.get(k)]
         if phase == 'verify':
             missing = [k for k in missing if k != 'app_root']
@@ -385,6 +416,8 @@ def main():
             result = activate_phase(p, run, check)
         elif phase == 'verify':
             result = verify_phase(p, check)
+        elif phase == 'apply':
+            result = apply_phase(p, run, check)
         elif phase == 'commit':
             result = commit_phase(p, check)
         elif phase == 'query':

@@ -247,9 +247,10 @@ def normalize_connection(settings):
     return out
 
 
-def write_rollback_vars(path, run_id, hosts, incident_id, connection=None):
-    """The ``-e @file`` of the child: failsafe_rollback_run_id, failsafe_rollback_hosts, failsafe_rollback_incident
-    and failsafe_rollback_connection ({host: {keyword: value}}, only hosts whose play set a connection keyword)."""
+def write_rollback_vars(path, run_id, hosts, incident_id, connection=None, stages=None):
+    """The ``-e @file`` of the child: failsafe_rollback_run_id, failsafe_rollback_hosts, failsafe_rollback_incident,
+    failsafe_rollback_connection ({host: {keyword: value}}, only hosts whose play set a connection keyword) and
+    failsafe_rollback_stages ({host: [stage, ...]}, only hosts whose layers need stages other than code alone)."""
     data = {
         'failsafe_rollback_run_id': run_id,
         'failsafe_rollback_hosts': hosts,
@@ -257,6 +258,10 @@ def write_rollback_vars(path, run_id, hosts, incident_id, connection=None):
         'failsafe_rollback_connection': dict((host, dict(settings)) for host, settings in (connection or {}).items()
                                              if settings),
     }
+    staged = dict((host, list(host_stages)) for host, host_stages in (stages or {}).items()
+                  if host_stages and list(host_stages) != ['code'])
+    if staged:
+        data['failsafe_rollback_stages'] = staged
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = path + '.tmp'

@@ -143,6 +143,17 @@ def test_write_rollback_vars_carries_the_connection_keywords_of_hosts_that_have_
         'web1': {'connection': 'local', 'become': True}}
 
 
+def test_write_rollback_vars_lists_the_stages_of_hosts_with_more_than_code(tmp_path):
+    path = str(tmp_path / 'v.json')
+    hosts = {'web1': {'name': 'app'}, 'lb1': {'name': 'app'}, 'db1': {'name': 'app'}}
+    stages = {'web1': ['code'], 'lb1': ['traffic'], 'db1': ['code', 'database']}
+    _launcher.write_rollback_vars(path, 'run-1', hosts, 'inc-1', stages=stages)
+    assert json.loads(open(path).read())['failsafe_rollback_stages'] == {
+        'lb1': ['traffic'], 'db1': ['code', 'database']}
+    _launcher.write_rollback_vars(path, 'run-1', hosts, 'inc-1', stages={'web1': ['code']})
+    assert 'failsafe_rollback_stages' not in json.loads(open(path).read())
+
+
 def load_play(ds):
     from ansible.parsing.dataloader import DataLoader
     from ansible.playbook.play import Play

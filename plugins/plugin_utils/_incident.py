@@ -512,8 +512,12 @@ def render_markdown(incident):
                 _md(', '.join(gate.get('baseline_instances') or []) or None)), '',
                 '| Metric | Kind | Query | Values | Thresholds | Verdict | Reason |', '|---|---|---|---|---|---|---|']
             for row in gate.get('rows') or []:
-                lines.append('| %s | %s | `%s` | %s | %s | %s | %s |' % tuple(_md(row.get(k)) for k in (
-                    'metric', 'kind', 'query', 'values', 'thresholds', 'verdict', 'reason')))
+                # a code span shows backslashes as they are: only the table's pipes need escaping there
+                query = '`%s`' % str(row['query']).replace('`', "'").replace('|', '\\|').replace('\n', ' ') \
+                    if row.get('query') else '-'
+                lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+                    _md(row.get('metric')), _md(row.get('kind')), query, _md(row.get('values')),
+                    _md(row.get('thresholds')), _md(row.get('verdict')), _md(row.get('reason'))))
             lines.append('')
 
     lines += ['## Rollback', '']

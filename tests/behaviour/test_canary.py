@@ -12,6 +12,7 @@ every host's example app each second, under a steady load from this machine.
 """
 
 import glob
+import http.client
 import json
 import os
 import subprocess
@@ -48,7 +49,7 @@ class Load:
             for instance in list(self.targets):
                 try:
                     urllib.request.urlopen('http://%s/' % instance, timeout=2).read()
-                except OSError:
+                except (OSError, http.client.HTTPException):
                     pass  # 500s of the flaky release, a host restarting its app
             time.sleep(0.02)
 
@@ -254,7 +255,11 @@ def test_paused_canary_waits_for_a_person(canary, decision):
                                 '-e', 'failsafe_canary_decision_file=%s' % decision_file)
         assert rc == 0
         if decision == 'promote':
-            # the last wave pauses too: promote it as well
+            # the gate takes the decision (and removes its pause file), then the last wave pauses too: promote it
+            deadline = time.monotonic() + 60
+            while os.path.exists(decision_file + '.paused'):
+                assert time.monotonic() < deadline, 'the paused gate never took the decision'
+                time.sleep(0.1)
             _wait_paused(proc, decision_file)
             assert canary.current(h2) == canary.current(h3) == '2.0.0'
             rc, dummy = canary.play('decide-again', 'failsafe.deploy.canary_decision',

@@ -7,6 +7,7 @@ four, or 2.0.0 again), both under a steady load from the test. Also bad input an
 that does not parse, a Prometheus that does not answer, and a marginal result that pauses until a person promotes
 or aborts."""
 
+import http.client
 import json
 import os
 import subprocess
@@ -67,7 +68,7 @@ class Load:
             for instance in self.instances:
                 try:
                     urllib.request.urlopen('http://%s/' % instance, timeout=2).read()
-                except OSError:
+                except (OSError, http.client.HTTPException):
                     pass  # a 500 is what the flaky release answers
             time.sleep(0.02)
 

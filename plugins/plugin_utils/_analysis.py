@@ -23,9 +23,9 @@ bad ``direction`` (increase, decrease, either) and either the test is significan
 dominates the baseline (``A >= dominance``), or most canary values lie beyond the baseline's whole range widened by
 the tolerance (a gross regression). The last rule is what fails a canary 100 times worse than the baseline on 7 of
 10 samples, which Kayenta's classifier let pass: with 10 samples a side that gives p = 0.07 and A = 0.7, so
-significance alone (which depends on sample counts) misses it; the size of the shift does not. Metrics are weighted; a failed ``critical`` metric fails the analysis; otherwise the
-score (percentage of the weight that passed) decides pass / marginal / fail against ``pass_score`` and
-``marginal_score``.
+significance alone (which depends on sample counts) misses it; the size of the shift does not. Metrics are
+weighted; a failed ``critical`` metric fails the analysis; otherwise the score (percentage of the weight that
+passed) decides pass / marginal / fail against ``pass_score`` and ``marginal_score``.
 
 The statistics are implemented here rather than taken from scipy: scipy and numpy weigh about 100 MB installed,
 too much to require on every controller and execution environment for one test. The unit tests cross-check every
@@ -275,8 +275,8 @@ def compare_metric(name, canary, baseline, direction='increase', tolerance=0.25,
     ``status``: pass, fail (a regression in the bad direction), no_data (then ``policy`` says what it means)."""
     _check_policy(no_data)
     if direction not in DIRECTIONS:
-        raise AnalysisError('metric %r: direction must be one of %s, not %r' % (name, ', '.join(DIRECTIONS),
-                                                                             direction))
+        raise AnalysisError('metric %r: direction must be one of %s, not %r'
+                            % (name, ', '.join(DIRECTIONS), direction))
     if not 0 < confidence < 1:
         raise AnalysisError('metric %r: confidence must be between 0 and 1, not %r' % (name, confidence))
     if tolerance is None or tolerance < 0:

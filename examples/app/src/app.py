@@ -11,7 +11,8 @@ Standard library only, Python 3.8+. Routes: / (a page), /health (JSON), /version
 How a release behaves comes from release.json next to this file: {"version": "2.0.0", "mode": "good"}, where
 mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503), errors (/ answers 500 to
 four requests out of five), flaky (/ answers 500 to one request in four: a partial error-rate regression that
-health checks do not see) or slow (/ takes SLOW_SECONDS longer: a latency regression). Where it listens comes from a config file named by --config or $APP_CONFIG, in INI
+health checks do not see) or slow (/ takes SLOW_SECONDS longer: a latency regression). Where it listens comes
+from a config file named by --config or $APP_CONFIG, in INI
 form ([app] bind = ..., port = ...) or JSON form ({"bind": ..., "port": ...}); the default is 127.0.0.1:8080. An
 optional `label` names the configuration (for example the release it was written for) in the start-up line.
 """

@@ -81,20 +81,23 @@ class Load:
 def apps(tmp_path_factory, prometheus):
     base = str(tmp_path_factory.mktemp('gate-apps'))
     dist = os.path.join(base, 'dist')
-    load_example_build().build(dist, 0, [('2.0.0', 'good'), ('6.0.0', 'flaky')])
+    load_example_build().build(dist, 0, [('2.0.0', 'good'), ('6.0.0', 'flaky'), ('7.0.0', 'slow')])
     baseline = App(dist, '2.0.0', base)
     flaky = App(dist, '6.0.0', base)
     good = App(dist, '2.0.0', base)
-    everyone = [baseline, flaky, good]
+    slow = App(dist, '7.0.0', base)
+    everyone = [baseline, flaky, good, slow]
     prometheus.set_targets([a.instance for a in everyone])
-    load = Load([a.instance for a in everyone])
+    # the slow release gets a load of its own, so that its 0.25 s answers do not slow the others' load down
+    loads = [Load([baseline.instance, flaky.instance, good.instance]), Load([slow.instance])]
     try:
         # a few scrapes with traffic in them, on every app
         prometheus.wait_for('count(rate(app_request_duration_seconds_count[5s]) > 0)',
-                            lambda r: r and float(r[0]['value'][1]) >= 3, timeout=60)
-        yield {'baseline': baseline, 'flaky': flaky, 'good': good, 'base': base}
+                            lambda r: r and float(r[0]['value'][1]) >= 4, timeout=60)
+        yield {'baseline': baseline, 'flaky': flaky, 'good': good, 'slow': slow, 'base': base}
     finally:
-        load.stop()
+        for load in loads:
+            load.stop()
         for app in everyone:
             app.stop()
 
@@ -184,8 +187,28 @@ def test_good_canary_passes(prometheus, apps):
     assert result['failsafe_metric_gate']['analyses'][0]['values'] == [0.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize('policy,word', [('fail', 'failed'), ('ignore', 'marginal')])
-def test_query_that_does_not_parse_is_decided_by_the_policy(prometheus, apps, policy, word):
+P99 = 'histogram_quantile(0.99, sum by (le) (rate(app_request_duration_seconds_bucket{instance=~"$canary"}[5s])))'
+
+
+def test_slow_canary_fails_a_p99_latency_threshold(prometheus, apps):
+    gate = _gate(prometheus, apps['slow'], apps['baseline'],
+                 thresholds=[{'name': 'p99_latency', 'query': P99, 'max': 0.1}])
+    proc, result = _run_gate(apps['base'], gate, 'slow')
+    assert proc.returncode != 0, proc.stdout
+    analysis = result['failsafe_metric_gate']['analyses'][0]
+    # every answer of the slow release takes 0.25 s: its p99 lies in the 0.25-0.5 s bucket
+    assert all(0.25 <= v <= 0.5 for v in analysis['values']), analysis
+    assert analysis['verdict'] == 'fail' and 'p99_latency' in result['msg']
+    # the same gate on the good release passes: its answers take milliseconds
+    good = _gate(prometheus, apps['good'], apps['baseline'],
+                 thresholds=[{'name': 'p99_latency', 'query': P99, 'max': 0.1}])
+    proc, result = _run_gate(apps['base'], good, 'fast')
+    assert proc.returncode == 0, proc.stdout
+    assert all(v < 0.1 for v in result['failsafe_metric_gate']['analyses'][0]['values'])
+
+
+@pytest.mark.parametrize('policy', ['fail', 'ignore'])
+def test_query_that_does_not_parse_is_decided_by_the_policy(prometheus, apps, policy):
     gate = _gate(prometheus, apps['good'], apps['baseline'], count=2, no_data=policy, on_marginal='fail',
                  thresholds=[{'name': 'broken', 'query': 'sum(rate(app_errors_total[5s]', 'max': 1}])
     proc, result = _run_gate(apps['base'], gate, 'parse-%s' % policy)

@@ -24,9 +24,9 @@ import math
 import os
 import re
 import time
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode
 
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import urlencode
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _analysis

@@ -9,6 +9,7 @@ every host's example app each second, under a steady load from this machine.
   incident report shows the gate's queries, values and thresholds.
 - A failed gate in the second wave also rolls back the first wave's host, whose transaction had already committed.
 - A marginal gate pauses: the next wave does not start by itself; abort rolls the wave back, promote goes on.
+- A wave whose first host already had the release is still judged, and its failure still rolls back the wave.
 """
 
 import glob
@@ -291,3 +292,23 @@ def _wait_paused(proc, decision_file, timeout=300):
         assert proc.poll() is None, 'the canary ended (rc %s) instead of pausing' % proc.returncode
         assert time.monotonic() < deadline, 'the canary never paused'
         time.sleep(0.2)
+
+
+def test_wave_is_judged_even_when_its_first_host_had_nothing_to_deploy(canary):
+    """The gate runs once per wave (run_once), which takes the first host's condition: a wave whose first host was
+    already on the release must still be judged by its other hosts."""
+    h1, h2, h3 = canary.fleet.names
+    rc, run_dir = canary.play('h1-first', 'failsafe.deploy.deploy', '-e', 'release_version=6.0.0', '--limit', h1)
+    assert rc == 0, 'see %s/run.log' % run_dir
+    canary.load.targets = list(canary.instances.values())
+    gate = {'failsafe_canary_bake': 3, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 3,
+            'failsafe_canary_thresholds': [{'name': 'error_rate', 'query': ERROR_RATE, 'max': 0.05}]}
+    rc, run_dir = canary.play('first-host-done', 'failsafe.deploy.canary',
+                              *canary.canary_args('6.0.0', [2, '100%'], gate))
+    assert rc != 0, 'the wave of %s and %s was not judged: see %s/run.log' % (h1, h2, run_dir)
+    canary.assert_on(h2, '1.0.0')
+    canary.assert_on(h3, '1.0.0')
+    canary.assert_on(h1, '6.0.0')  # committed by the earlier run, not part of this one
+    incident, dummy = canary.incident(run_dir)
+    assert incident['failures'][0]['metric_gate']['verdict'] == 'fail'
+    assert incident['summary']['scope_hosts'] == [h2]

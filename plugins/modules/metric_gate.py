@@ -226,6 +226,9 @@ seealso:
 '''
 
 EXAMPLES = r'''
+# Once per wave, inside a deploy play. The auto_rollback callback counts a failure only on a host with an open
+# transaction: run the gate on such a host (failsafe.deploy.canary picks the wave's first host that deployed);
+# run_once is enough when every host of the wave deploys.
 - name: Judge this wave by its error rate and against the hosts not deployed yet
   failsafe.deploy.metric_gate:
     prometheus_url: http://prometheus.example.com:9090

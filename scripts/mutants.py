@@ -56,6 +56,7 @@ INCIDENT = 'tests/unit/plugins/plugin_utils/test_incident.py::'
 REDACT = 'tests/unit/plugins/plugin_utils/test_redact.py::'
 CRASH_SAFETY = 'tests/unit/plugins/module_utils/test_crash_safety.py::'
 RESUME = 'tests/behaviour/test_rollback_resume.py::'
+ANALYSIS = 'tests/unit/plugins/plugin_utils/test_analysis.py::'
 
 CLOSE_EARLY = """    ensure_closed(ds, 'rolled_back', txn['run_id'], data={'reason': reason, 'verified': True})  # mutant
 """
@@ -325,6 +326,37 @@ MUTANTS = [
         'tests': [
             HEALTH + 'test_given_503_when_probed_then_fails_naming_status_and_keeps_body',
             HEALTH + 'test_given_status_code_list_when_201_then_only_listed_codes_pass',
+        ],
+    },
+    # --- metric gates --------------------------------------------------------------------------------------------
+    {
+        'name': 'canary-gross-regression-ignored',
+        'breaks': 'a canary 100 times worse than the baseline on 7 of 10 samples passes (the Kayenta weakness)',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': '    gross = beyond_share > 0.5\n',
+        'new': '    gross = False  # mutant\n',
+        'tests': [
+            ANALYSIS + 'test_seven_of_ten_samples_a_hundred_times_worse_fails',
+        ],
+    },
+    {
+        'name': 'no-data-ignored-is-a-pass',
+        'breaks': 'a threshold with no data at all passes under no_data=ignore',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': "    return MARGINAL, '%s: nothing left to judge",
+        'new': "    return PASS, '%s: nothing left to judge",
+        'tests': [
+            ANALYSIS + 'test_threshold_all_nan_is_never_a_pass',
+        ],
+    },
+    {
+        'name': 'metric-gate-report-empty',
+        'breaks': 'the incident report shows no query, value or threshold of a failed metric gate',
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': "            'wave': gate.get('wave'), 'decision': gate.get('decision'), 'rows': rows}",
+        'new': "            'wave': gate.get('wave'), 'decision': gate.get('decision'), 'rows': []}",
+        'tests': [
+            INCIDENT + 'test_report_shows_the_metric_gate_queries_values_and_thresholds',
         ],
     },
 ]

@@ -52,6 +52,8 @@ case "${1:-all}" in
     ;;
   all)
     if [ -x scripts/fleet-prereqs.sh ]; then bash scripts/fleet-prereqs.sh; fi
+    # Debian's prometheus for the metric gate tests (the real server they query).
+    if [ "$(id -u)" -eq 0 ]; then bash scripts/prometheus-prereqs.sh; fi
     # Debian's chromium for the HTML report test; a non-root run without it skips that test (with -rs its reason).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
     rm -f "$out/pytest.xml" "$out/pytest-matrix.xml"

@@ -37,8 +37,10 @@ RELEASES = (
     ('3.0.0', 'unhealthy'),
     ('4.0.0', 'crash'),
     ('5.0.0', 'errors'),
+    ('6.0.0', 'flaky'),
+    ('7.0.0', 'slow'),
 )
-MODES = ('good', 'crash', 'unhealthy', 'errors')
+MODES = ('good', 'crash', 'unhealthy', 'errors', 'flaky', 'slow')
 
 
 def source_mtime():

@@ -192,6 +192,9 @@ def classify(result, action=None, task_name=None, tags=None, role=None, unreacha
             evidence = '%s: %s' % (evidence, library.group(1) or library.group(2))
         return Classification('infrastructure', evidence)
 
+    # A gate that judged metrics (its settings were sound): a health/metric regression, or no data under no_data=fail.
+    if isinstance(result.get('failsafe_metric_gate'), dict):
+        return Classification('health', 'metric gate failed')
     if _HEALTH_MSG.search(text):
         return Classification('health', 'health check failed')
     evidence = _is_health_task(action, task_name, tags, role)

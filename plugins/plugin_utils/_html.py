@@ -19,7 +19,7 @@ import html
 import json
 import re
 
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import OUTCOME_LABELS
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import OUTCOME_LABELS, metric_gate_rows
 
 CONTROLLER_LANE = 'controller'
 _HOST_RESULTS = frozenset(('result', 'failure', 'unreachable'))
@@ -116,6 +116,12 @@ def _kv_table(rows):
         out.append('<tr><th>%s</th><td>%s</td></tr>' % (esc(key), value if isinstance(value, _Raw) else esc(value)))
     out.append('</table>')
     return '\n'.join(out)
+
+
+def _json(value):
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 class _Raw(str):
@@ -350,6 +356,15 @@ def _failures_section(incident):
             if checks:
                 out.append('<h3>Checks that failed %s on %s</h3>' % (esc(failure.get('task')), esc(failure.get('host'))))
                 out.append(checks)
+    for host, task, gate in metric_gate_rows(incident):
+        out.append('<h3>Metric gate %s on %s: %s</h3>' % (esc(task), esc(host), esc(gate.get('verdict'))))
+        out.append('<p>%s</p>' % esc(gate.get('reason')))
+        out.append(_kv_table((('Prometheus', gate.get('prometheus_url')),
+                              ('Canary instances', ', '.join(gate.get('canary_instances') or []) or None),
+                              ('Baseline instances', ', '.join(gate.get('baseline_instances') or []) or None))))
+        out.append(_table(('Metric', 'Kind', 'Query', 'Values', 'Thresholds', 'Verdict', 'Reason'), [
+            (r.get('metric'), r.get('kind'), r.get('query'), _json(r.get('values')), _json(r.get('thresholds')),
+             r.get('verdict'), r.get('reason')) for r in gate.get('rows') or []], cls='gate'))
     ignored = incident.get('ignored_failures') or []
     if ignored:
         out.append('<p class="muted">Not counted (rescued, or no open transaction): %s.</p>' % ', '.join(

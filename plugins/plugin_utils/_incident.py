@@ -254,6 +254,9 @@ class DeployRun:
             'txid': (self.transactions.get(host) or {}).get('txid'),
             'open_failed': bool(open_failed),
         }
+        gate = result.get('failsafe_metric_gate') if isinstance(result, dict) and not censored else None
+        if isinstance(gate, dict):
+            failure['metric_gate'] = self._redactor.data(metric_gate_summary(gate))
         self.failures.append(failure)
         self.timeline.add('unreachable' if unreachable else 'failure', host=host, task=failure['task'],
                           cause=cls.cause, in_scope=in_scope, rescued=True if rescuable else None,
@@ -319,6 +322,59 @@ class DeployRun:
             keys = ('state_dir', 'name', 'txid', 'release', 'previous_release', 'run_id', 'app_root')
             out[host] = dict((key, txn.get(key)) for key in keys if txn.get(key) is not None)
         return out
+
+
+def _values(values, limit=30):
+    """A bounded list of a gate's values for the report (None is no data)."""
+    values = list(values or [])
+    shown = [round(v, 6) if isinstance(v, float) else v for v in values[:limit]]
+    if len(values) > limit:
+        shown.append('... %d more' % (len(values) - limit))
+    return shown
+
+
+def metric_gate_summary(gate):
+    """What decided a failsafe.deploy.metric_gate result, for the report: the verdict, the server, the instances and
+    one row per metric with its query or queries, its values, its thresholds, its verdict and why."""
+    rows = []
+    for analysis in gate.get('analyses') or []:
+        if not isinstance(analysis, dict):
+            continue
+        if analysis.get('kind') == 'threshold':
+            rows.append({'metric': analysis.get('name'), 'kind': 'threshold', 'query': analysis.get('query'),
+                         'values': _values(analysis.get('values')), 'thresholds': analysis.get('thresholds'),
+                         'no_data_policy': analysis.get('no_data_policy'), 'verdict': analysis.get('verdict'),
+                         'reason': analysis.get('reason'), 'errors': analysis.get('errors')})
+            continue
+        for metric in analysis.get('metrics') or []:
+            canary = metric.get('canary') or {}
+            baseline = metric.get('baseline') or {}
+            thresholds = dict(metric.get('thresholds') or {})
+            thresholds.update(direction=metric.get('direction'), critical=metric.get('critical'),
+                              weight=metric.get('weight'))
+            rows.append({'metric': metric.get('name'), 'kind': 'canary vs baseline',
+                         'query': 'canary: %s; baseline: %s' % (metric.get('canary_query'), metric.get('baseline_query')),
+                         'values': {'canary': _values(canary.get('values')), 'baseline': _values(baseline.get('values')),
+                                    'canary_median': canary.get('median'), 'baseline_median': baseline.get('median'),
+                                    'p_value': metric.get('p_value'), 'relative_shift': metric.get('relative_shift')},
+                         'thresholds': thresholds, 'no_data_policy': metric.get('no_data_policy'),
+                         'verdict': metric.get('status'), 'reason': metric.get('reason'), 'errors': metric.get('errors')})
+        if analysis.get('kind') == 'canary':
+            rows.append({'metric': 'canary score', 'kind': 'canary vs baseline', 'query': None,
+                         'values': {'score': analysis.get('score')}, 'thresholds': analysis.get('thresholds'),
+                         'verdict': analysis.get('verdict'), 'reason': analysis.get('reason')})
+    return {'verdict': gate.get('verdict'), 'reason': gate.get('reason'), 'prometheus_url': gate.get('prometheus_url'),
+            'canary_instances': gate.get('canary_instances'), 'baseline_instances': gate.get('baseline_instances'),
+            'wave': gate.get('wave'), 'decision': gate.get('decision'), 'rows': rows}
+
+
+def metric_gate_rows(incident):
+    """(host, task, gate summary) of every failure that a metric gate decided."""
+    out = []
+    for failure in incident.get('failures') or []:
+        if isinstance(failure.get('metric_gate'), dict):
+            out.append((failure.get('host'), failure.get('task'), failure['metric_gate']))
+    return out
 
 
 _CHECK_FAILED_RE = re.compile(r"check '(?P<name>[^']*)' failed after \d+ attempt\(s\): (?P<error>.*?) \(expected ")
@@ -445,6 +501,24 @@ def render_markdown(incident):
         lines += ['', 'Not counted (rescued, or no open transaction): %s.' % ', '.join(
             '%s on %s' % (f.get('task'), f.get('host')) for f in ignored)]
     lines.append('')
+
+    gates = metric_gate_rows(incident)
+    if gates:
+        lines += ['## Metric gates', '']
+        for host, task, gate in gates:
+            lines += ['Gate **%s** (task %s on %s): %s. Prometheus %s; canary %s; baseline %s.' % (
+                _md(gate.get('verdict')), _md(task), _md(host), _md(gate.get('reason')), _md(gate.get('prometheus_url')),
+                _md(', '.join(gate.get('canary_instances') or []) or None),
+                _md(', '.join(gate.get('baseline_instances') or []) or None)), '',
+                '| Metric | Kind | Query | Values | Thresholds | Verdict | Reason |', '|---|---|---|---|---|---|---|']
+            for row in gate.get('rows') or []:
+                # a code span shows backslashes as they are: only the table's pipes need escaping there
+                query = '`%s`' % str(row['query']).replace('`', "'").replace('|', '\\|').replace('\n', ' ') \
+                    if row.get('query') else '-'
+                lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+                    _md(row.get('metric')), _md(row.get('kind')), query, _md(row.get('values')),
+                    _md(row.get('thresholds')), _md(row.get('verdict')), _md(row.get('reason'))))
+            lines.append('')
 
     lines += ['## Rollback', '']
     if rollback.get('started_at'):

@@ -30,3 +30,15 @@ def module_deploy(tmp_path_factory, module_receiver):
     d = LocalDeploy(tmp_path_factory.mktemp('site'), module_receiver)
     yield d
     d.stop()
+
+
+@pytest.fixture(scope='session')
+def prometheus(tmp_path_factory):
+    """One real Prometheus server for the test session (its own port, config and data dir); tests set its
+    targets with ``set_targets``."""
+    from prometheus_server import Prometheus, ensure_prometheus
+    if not ensure_prometheus():
+        pytest.skip('prometheus is missing (Debian package prometheus; scripts/prometheus-prereqs.sh as root)')
+    server = Prometheus(str(tmp_path_factory.mktemp('prometheus'))).start()
+    yield server
+    server.stop()

@@ -9,8 +9,10 @@ Standard library only, Python 3.8+. Routes: / (a page), /health (JSON), /version
 (Prometheus text format) and /static/<file>.
 
 How a release behaves comes from release.json next to this file: {"version": "2.0.0", "mode": "good"}, where
-mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503) or errors (/ answers 500 to
-four requests out of five). Where it listens comes from a config file named by --config or $APP_CONFIG, in INI
+mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503), errors (/ answers 500 to
+four requests out of five), flaky (/ answers 500 to one request in four: a partial error-rate regression that
+health checks do not see) or slow (/ takes SLOW_SECONDS longer: a latency regression). Where it listens comes
+from a config file named by --config or $APP_CONFIG, in INI
 form ([app] bind = ..., port = ...) or JSON form ({"bind": ..., "port": ...}); the default is 127.0.0.1:8080. An
 optional `label` names the configuration (for example the release it was written for) in the start-up line.
 """
@@ -27,10 +29,16 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ('good', 'crash', 'unhealthy', 'errors')
+MODES = ('good', 'crash', 'unhealthy', 'errors', 'flaky', 'slow')
 DEFAULTS = {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': ''}
 # In mode "errors", every ERROR_EVERY-th request to / succeeds and the others fail.
 ERROR_EVERY = 5
+# In mode "flaky", every FLAKY_EVERY-th request to / fails (25 %).
+FLAKY_EVERY = 4
+# In mode "slow", each request to / waits this long before it is answered.
+SLOW_SECONDS = 0.25
+# Upper bounds (seconds) of the request duration histogram on /metrics.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class ConfigError(Exception):
@@ -126,12 +134,21 @@ class Metrics(object):
         self._by_code = {}
         self._errors = 0
         self._root_hits = 0
+        self._buckets = [0] * len(BUCKETS)
+        self._duration_count = 0
+        self._duration_sum = 0.0
 
-    def record(self, code):
+    def record(self, code, duration=None):
         with self._lock:
             self._by_code[code] = self._by_code.get(code, 0) + 1
             if code >= 500:
                 self._errors += 1
+            if duration is not None:
+                self._duration_count += 1
+                self._duration_sum += duration
+                for index, bound in enumerate(BUCKETS):
+                    if duration <= bound:
+                        self._buckets[index] += 1
 
     def next_root_hit(self):
         with self._lock:
@@ -142,6 +159,8 @@ class Metrics(object):
         with self._lock:
             by_code = sorted(self._by_code.items())
             errors = self._errors
+            buckets = list(self._buckets)
+            count, total = self._duration_count, self._duration_sum
         lines = [
             '# HELP app_requests_total HTTP requests answered, by status code.',
             '# TYPE app_requests_total counter',
@@ -157,6 +176,15 @@ class Metrics(object):
             '# HELP app_start_time_seconds Start time of the process since the epoch.',
             '# TYPE app_start_time_seconds gauge',
             'app_start_time_seconds %.3f' % self.started,
+            '# HELP app_request_duration_seconds Time to answer a request to /, in seconds.',
+            '# TYPE app_request_duration_seconds histogram',
+        ])
+        lines.extend('app_request_duration_seconds_bucket{le="%s"} %d' % (bound, hits)
+                     for bound, hits in zip(BUCKETS, buckets))
+        lines.extend([
+            'app_request_duration_seconds_bucket{le="+Inf"} %d' % count,
+            'app_request_duration_seconds_sum %.6f' % total,
+            'app_request_duration_seconds_count %d' % count,
         ])
         return '\n'.join(lines) + '\n'
 
@@ -191,10 +219,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.access_log:
             sys.stderr.write('%s - %s\n' % (self.address_string(), fmt % args))
 
-    def _send(self, code, body, content_type='text/plain; charset=utf-8'):
+    def _send(self, code, body, content_type='text/plain; charset=utf-8', started=None):
         data = body if isinstance(body, bytes) else body.encode('utf-8')
         # Counted before the answer leaves: a client that reads /metrics right after its last answer sees it counted.
-        self.server.metrics.record(code)
+        self.server.metrics.record(code, None if started is None else time.monotonic() - started)
         self.send_response(code)
         self.send_header('Content-Type', content_type)
         self.send_header('Content-Length', str(len(data)))
@@ -222,10 +250,15 @@ class Handler(BaseHTTPRequestHandler):
         elif path == '/metrics':
             self._send(200, self.server.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8')
         elif path in ('/', '/index.html'):
-            if release['mode'] == 'errors' and self.server.metrics.next_root_hit() % ERROR_EVERY != 0:
-                self._send(500, 'internal error\n')
+            started = time.monotonic()
+            mode = release['mode']
+            hit = self.server.metrics.next_root_hit()
+            if mode == 'slow':
+                time.sleep(SLOW_SECONDS)
+            if (mode == 'errors' and hit % ERROR_EVERY != 0) or (mode == 'flaky' and hit % FLAKY_EVERY == 0):
+                self._send(500, 'internal error\n', started=started)
             else:
-                self._send(200, PAGE % {'version': release['version']}, 'text/html; charset=utf-8')
+                self._send(200, PAGE % {'version': release['version']}, 'text/html; charset=utf-8', started=started)
         elif path.startswith('/static/'):
             self._static(path[len('/static/'):])
         else:

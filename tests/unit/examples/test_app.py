@@ -26,7 +26,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 APP_DIR = os.path.join(ROOT, 'examples', 'app')
 BUILD = os.path.join(APP_DIR, 'build.py')
-EXPECTED = {'1.0.0': 'good', '2.0.0': 'good', '3.0.0': 'unhealthy', '4.0.0': 'crash', '5.0.0': 'errors'}
+EXPECTED = {'1.0.0': 'good', '2.0.0': 'good', '3.0.0': 'unhealthy', '4.0.0': 'crash', '5.0.0': 'errors',
+            '6.0.0': 'flaky', '7.0.0': 'slow'}
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -174,7 +175,7 @@ def test_given_gzip_when_read_then_header_has_no_name_or_time(dist):
 
 
 def test_given_bad_release_spec_when_built_then_refused(tmp_path):
-    proc = subprocess.run([sys.executable, BUILD, '--out', str(tmp_path), '--release', '9.0.0=flaky'],
+    proc = subprocess.run([sys.executable, BUILD, '--out', str(tmp_path), '--release', '9.0.0=wobbly'],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert proc.returncode == 2 and 'VERSION=MODE' in proc.stderr
     assert os.listdir(str(tmp_path)) == []
@@ -238,6 +239,33 @@ def test_given_errors_release_when_running_then_most_pages_fail_and_counter_clim
     assert 'app_build_info{version="5.0.0"} 1' in metrics
     codes = [app.get('/')[0] for dummy in range(10)]
     assert _metric(app.get('/metrics')[2], 'app_errors_total') == 16 + codes.count(500) == 24
+
+
+def test_given_flaky_release_when_running_then_one_page_in_four_fails_and_health_stays_ok(releases, run_app):
+    app = run_app(releases['6.0.0'])
+    assert json.loads(app.get('/health')[2])['status'] == 'ok'
+    codes = [app.get('/')[0] for dummy in range(20)]
+    assert codes.count(500) == 5 and codes.count(200) == 15
+    metrics = app.get('/metrics')[2]
+    assert _metric(metrics, 'app_errors_total') == 5
+    assert _metric(metrics, 'app_request_duration_seconds_count') == 20
+
+
+def test_given_slow_release_when_running_then_pages_land_in_the_slow_buckets(releases, run_app):
+    fast = run_app(releases['2.0.0'])
+    for dummy in range(3):
+        assert fast.get('/')[0] == 200
+    fast_metrics = fast.get('/metrics')[2]
+    assert _metric(fast_metrics, 'app_request_duration_seconds_bucket{le="0.1"}') == 3
+    slow = run_app(releases['7.0.0'])
+    codes = [slow.get('/')[0] for dummy in range(3)]
+    assert codes == [200, 200, 200]
+    metrics = slow.get('/metrics')[2]
+    # every answer took at least SLOW_SECONDS (0.25 s): none in the buckets below it, all counted
+    assert _metric(metrics, 'app_request_duration_seconds_bucket{le="0.1"}') == 0
+    assert _metric(metrics, 'app_request_duration_seconds_bucket{le="+Inf"}') == 3
+    assert _metric(metrics, 'app_request_duration_seconds_sum') >= 0.75
+    assert _metric(metrics, 'app_errors_total') == 0
 
 
 def test_given_running_app_when_sigterm_then_exits_zero_promptly(releases, run_app):

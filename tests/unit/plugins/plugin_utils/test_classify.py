@@ -225,3 +225,13 @@ def test_a_missing_dependency_in_a_failed_loop_item_is_found():
          'msg': 'Failed to import the required Python library (jmespath) on h. This is required for json_query.'}]}
     assert classify(result, action='failsafe.deploy.health_check').cause == 'infrastructure'
     assert first_line(result).startswith('[health] Failed to import the required Python library (jmespath)')
+
+
+def test_failed_metric_gate_is_a_metric_regression():
+    result = {'failed': True, 'msg': 'metric gate failed: error_rate: 3 of 3 measurement(s) failed (limit 0)',
+              'failsafe_metric_gate': {'verdict': 'fail', 'analyses': []}}
+    assert classify(result, action='failsafe.deploy.metric_gate', task_name='Judge the wave') == (
+        'health', 'metric gate failed')
+    # a gate whose settings were refused judged nothing: not a regression
+    bad = {'failed': True, 'msg': 'metric gate settings: give at least one entry in thresholds or comparisons'}
+    assert classify(bad, action='failsafe.deploy.metric_gate', task_name='Gate').cause != 'health'

@@ -268,3 +268,39 @@ def test_a_host_without_a_transaction_on_record_gets_an_empty_rollback_entry(run
     # no None values: the rollback role falls back to the play's own state_dir and name for web1
     assert hosts['web1'] == {}
     assert hosts['web2']['state_dir'] == '/var/lib/failsafe-deploy' and hosts['web2']['name'] == 'app'
+
+
+def test_report_shows_the_metric_gate_queries_values_and_thresholds(run, tmp_path):
+    gate = {'verdict': 'fail', 'reason': 'error_rate: 3 of 3 measurement(s) failed (limit 0)',
+            'prometheus_url': 'http://prom:9090', 'canary_instances': ['10.0.0.11:8080'],
+            'baseline_instances': ['10.0.0.12:8080'],
+            'analyses': [
+                {'kind': 'threshold', 'name': 'error_rate', 'query': 'sum(rate(app_errors_total[5s]))',
+                 'values': [0.25, 0.2512345678, None], 'thresholds': {'min': None, 'max': 0.05, 'failure_limit': 0},
+                 'no_data_policy': 'fail', 'verdict': 'fail', 'reason': '3 of 3 measurement(s) failed'},
+                {'kind': 'canary', 'verdict': 'fail', 'score': 0.0, 'reason': 'critical metric(s) failed: errors',
+                 'thresholds': {'pass_score': 95, 'marginal_score': 75},
+                 'metrics': [{'name': 'errors', 'canary_query': 'c_q', 'baseline_query': 'b_q', 'status': 'fail',
+                              'direction': 'increase', 'critical': True, 'weight': 1.0, 'p_value': 0.001,
+                              'thresholds': {'tolerance': 0.25, 'confidence': 0.98},
+                              'canary': {'values': [3.0] * 40, 'median': 3.0},
+                              'baseline': {'values': [0.0] * 5, 'median': 0.0},
+                              'reason': 'canary above the baseline'}]}]}
+    run.observe_transaction('web1', txn('web1'))
+    run.record_failure('web1', dict(TASK, name='Judge the wave', action='failsafe.deploy.metric_gate'),
+                       {'failed': True, 'msg': 'metric gate failed: ' + gate['reason'], 'failsafe_metric_gate': gate})
+    failure = run.counted_failures[0]
+    assert failure['cause'] == 'health' and failure['evidence'] == 'metric gate failed'
+    rows = failure['metric_gate']['rows']
+    assert [r['metric'] for r in rows] == ['error_rate', 'errors', 'canary score']
+    assert rows[0]['values'] == [0.25, 0.251235, None]
+    assert len(rows[1]['values']['canary']) == 31 and rows[1]['values']['canary'][-1] == '... 10 more'
+    json_path, md_path = write_report(_incident(run), str(tmp_path / 'reports'))
+    md = open(md_path).read()
+    assert '## Metric gates' in md
+    assert '| error_rate | threshold | `sum(rate(app_errors_total[5s]))` | [0.25, 0.251235, null] | ' \
+           '{"failure_limit": 0, "max": 0.05, "min": null} | fail |' in md
+    assert 'canary: c_q; baseline: b_q' in md and '"critical": true' in md
+    html = open(json.loads(open(json_path).read())['files']['report_html']).read()
+    assert 'Metric gate Judge the wave on web1: fail' in html
+    assert 'sum(rate(app_errors_total[5s]))' in html and '&quot;max&quot;: 0.05' in html

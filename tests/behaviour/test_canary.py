@@ -1,0 +1,314 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Canary waves (playbooks/canary.yml) on a 3-host namespace fleet, judged by a real Prometheus server that scrapes
+every host's example app each second, under a steady load from this machine.
+
+- A release that errors on one request in four (6.0.0, flaky) is caught by the gate in its first wave; the wave is
+  rolled back (current symlink and /version back on 1.0.0), the hosts of later waves were never touched, and the
+  incident report shows the gate's queries, values and thresholds.
+- A failed gate in the second wave also rolls back the first wave's host, whose transaction had already committed.
+- A marginal gate pauses: the next wave does not start by itself; abort rolls the wave back, promote goes on.
+- A wave whose first host already had the release is still judged, and its failure still rolls back the wave.
+"""
+
+import glob
+import http.client
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from support import ROOT, assert_log_has_no_ignored_callback_errors, fleet_env, load_example_build
+
+pytestmark = pytest.mark.fleet
+
+APP_VARS = os.path.join(ROOT, 'tests', 'fleet', 'app-vars.yml')
+VERSION_PROBE = ("import urllib.request;"
+                 "print(urllib.request.urlopen('http://127.0.0.1:8080/version', timeout=5).read().decode().strip())")
+ERROR_RATE = ('sum(rate(app_errors_total{instance=~"$canary"}[5s])) '
+              '/ sum(rate(app_request_duration_seconds_count{instance=~"$canary"}[5s]))')
+# Errors answered by the canary's processes since they started (each activation restarts the app).
+ERRORS_SINCE_START = 'sum(app_errors_total{instance=~"$canary"})'
+
+
+class Load:
+    """A steady load on / of the instances in ``targets`` (changeable at any time), from a thread of the test."""
+
+    def __init__(self):
+        self.targets = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped.is_set():
+            for instance in list(self.targets):
+                try:
+                    urllib.request.urlopen('http://%s/' % instance, timeout=2).read()
+                except (OSError, http.client.HTTPException):
+                    pass  # 500s of the flaky release, a host restarting its app
+            time.sleep(0.02)
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(timeout=10)
+
+
+class Canary:
+    def __init__(self, fleet, base, prometheus):
+        self.fleet = fleet
+        self.base = base
+        self.prometheus = prometheus
+        self.dist = os.path.join(base, 'dist')
+        self.env = fleet_env(fleet, base, self.dist)
+        self.env['ANSIBLE_DEPRECATION_WARNINGS'] = 'False'
+        self.instances = dict((h, '%s:8080' % fleet.host(h).address) for h in fleet.names)
+        self.runs = 0
+
+    def argv(self, playbook, *args):
+        return ['ansible-playbook', '-i', self.fleet.inventory_path, playbook, '-e', '@' + APP_VARS] + list(args)
+
+    def start(self, name, playbook, *args):
+        self.runs += 1
+        run_dir = os.path.join(self.base, '%02d-%s' % (self.runs, name))
+        os.makedirs(run_dir)
+        env = dict(self.env, FAILSAFE_REPORT_DIR=os.path.join(run_dir, 'incidents'))
+        log = open(os.path.join(run_dir, 'run.log'), 'w', encoding='utf-8')  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(self.argv(playbook, *args), env=env, cwd=run_dir, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log, proc.dir = log, run_dir
+        return proc
+
+    @staticmethod
+    def finish(proc, timeout=600):
+        try:
+            rc = proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.log.close()
+        assert_log_has_no_ignored_callback_errors(proc.log.name)
+        return rc
+
+    def play(self, name, playbook, *args):
+        proc = self.start(name, playbook, *args)
+        return self.finish(proc), proc.dir
+
+    def canary_args(self, release, waves, gate):
+        """Extra vars of a canary deploy: the release, the waves and the gate settings (as JSON)."""
+        settings = {'release_version': release, 'failsafe_canary_waves': waves,
+                    'failsafe_canary_prometheus_url': self.prometheus.url}
+        settings.update(gate)
+        path = os.path.join(self.base, 'canary-%s-%d.json' % (release, self.runs + 1))
+        with open(path, 'w') as handle:
+            json.dump(settings, handle)
+        return ['-e', '@' + path]
+
+    # host state -------------------------------------------------------------------------------------------
+    def current(self, host):
+        try:
+            return os.path.basename(os.readlink(self.fleet.host_path(host, '/srv/app/current')))
+        except OSError:
+            return None
+
+    def served(self, host):
+        result = self.fleet.run(host, ['/usr/bin/python3', '-c', VERSION_PROBE], timeout=30)
+        return result.stdout.strip() if result.returncode == 0 else 'unhealthy: %s' % result.stderr.strip()[-200:]
+
+    def journal(self, host):
+        try:
+            with open(self.fleet.host_path(host, '/var/lib/failsafe-deploy/app/journal.json')) as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return {}
+
+    def assert_on(self, host, release):
+        assert self.current(host) == release, '%s: current is %s, not %s' % (host, self.current(host), release)
+        assert self.served(host) == release, '%s serves %r, not %s' % (host, self.served(host), release)
+
+    def incident(self, run_dir):
+        paths = [p for p in glob.glob(os.path.join(run_dir, 'incidents', 'inc-*.json')) if p.count('.') == 1]
+        assert len(paths) == 1, 'expected one incident report in %s, found %r' % (run_dir, paths)
+        with open(paths[0]) as handle:
+            incident = json.load(handle)
+        with open(paths[0][:-len('.json')] + '.md') as handle:
+            return incident, handle.read()
+
+
+@pytest.fixture
+def canary(fleet, prometheus, tmp_path):
+    """3 fleet hosts on 1.0.0 (verified), scraped by Prometheus, with the load thread ready (no target yet)."""
+    hosts = fleet(3)
+    setup = Canary(hosts, str(tmp_path), prometheus)
+    load_example_build().build(setup.dist, 0, [('1.0.0', 'good'), ('2.0.0', 'good'), ('6.0.0', 'flaky')])
+    rc, run_dir = setup.play('setup', 'failsafe.deploy.deploy', '-e', 'release_version=1.0.0')
+    assert rc == 0, 'the first deploy of 1.0.0 failed: see %s/run.log' % run_dir
+    prometheus.set_targets(list(setup.instances.values()))
+    prometheus.wait_for('count(up{job="app"} == 1)', lambda r: r and float(r[0]['value'][1]) == 3, timeout=60)
+    setup.load = Load()
+    try:
+        yield setup
+    finally:
+        setup.load.stop()
+        prometheus.set_targets([])
+
+
+def test_flaky_release_is_caught_in_its_first_wave_and_rolled_back(canary):
+    """The issue's done-when: errors on a fraction of requests are detected by the Prometheus gate, every host done
+    so far is rolled back, and the report shows the queries, values and thresholds that decided it."""
+    h1, h2, h3 = canary.fleet.names
+    canary.load.targets = list(canary.instances.values())
+    gate = {'failsafe_canary_bake': 3, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 3,
+            'failsafe_canary_thresholds': [{'name': 'error_rate', 'query': ERROR_RATE, 'max': 0.05}],
+            'failsafe_canary_comparisons': [{'name': 'errors_vs_baseline',
+                                             'canary_query': 'sum(rate(app_errors_total{instance=~"$canary"}[3s]))',
+                                             'baseline_query': 'sum(rate(app_errors_total{instance=~"$baseline"}[3s]))',
+                                             'critical': True}],
+            'failsafe_canary_window': 6, 'failsafe_canary_step': 1}
+    rc, run_dir = canary.play('flaky', 'failsafe.deploy.canary', *canary.canary_args('6.0.0', [1, '100%'], gate))
+    assert rc != 0, 'the flaky canary passed its gate: see %s/run.log' % run_dir
+    # the first wave (h1) is back on 1.0.0; the later waves never started
+    for host in (h1, h2, h3):
+        canary.assert_on(host, '1.0.0')
+    assert canary.journal(h1)['status'] == 'rolled_back' and canary.journal(h1)['release'] == '6.0.0'
+    for host in (h2, h3):
+        assert canary.journal(host).get('release') == '1.0.0', canary.journal(host)
+    incident, markdown = canary.incident(run_dir)
+    assert incident['outcome'] == 'rolled_back'
+    assert incident['summary']['scope_hosts'] == [h1]
+    failure = incident['failures'][0]
+    assert failure['cause'] == 'health' and failure['evidence'] == 'metric gate failed'
+    gate_report = failure['metric_gate']
+    assert gate_report['verdict'] == 'fail'
+    assert gate_report['canary_instances'] == [canary.instances[h1]]
+    assert gate_report['baseline_instances'] == [canary.instances[h2], canary.instances[h3]]
+    rows = dict((row['metric'], row) for row in gate_report['rows'])
+    error_rate = rows['error_rate']
+    assert canary.instances[h1].replace('.', '\\\\.') in error_rate['query']
+    assert error_rate['thresholds']['max'] == 0.05 and error_rate['verdict'] == 'fail'
+    # one request in four fails on the canary: that is what the gate measured
+    assert len(error_rate['values']) == 3 and all(0.15 < v < 0.35 for v in error_rate['values']), error_rate
+    assert rows['errors_vs_baseline']['verdict'] == 'fail'
+    assert '## Metric gates' in markdown and '| error_rate | threshold |' in markdown and '"max": 0.05' in markdown
+
+
+def test_failed_gate_in_a_later_wave_rolls_back_the_committed_earlier_wave(canary):
+    """Wave 1 gets no traffic and passes (no error since its start) and commits; wave 2 gets traffic, its gate sees
+    errors on both canary hosts and fails: both are rolled back, the committed one too, and h3 is never touched."""
+    h1, h2, h3 = canary.fleet.names
+    canary.load.targets = []
+    gate = {'failsafe_canary_bake': 4, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 3,
+            'failsafe_canary_thresholds': [{'name': 'errors_since_start', 'query': ERRORS_SINCE_START, 'max': 0}]}
+    proc = canary.start('later-wave', 'failsafe.deploy.canary', *canary.canary_args('6.0.0', [1, 1, '100%'], gate))
+    try:
+        deadline = time.monotonic() + 300
+        # wave 2 has switched h2 to the new release: now the load starts, on every host
+        while canary.current(h2) != '6.0.0':
+            assert proc.poll() is None, 'the deploy ended (rc %s) before wave 2 switched h2' % proc.returncode
+            assert time.monotonic() < deadline, 'wave 2 never switched h2'
+            time.sleep(0.1)
+        # wave 1 committed before wave 2 started
+        assert canary.journal(h1)['status'] == 'committed' and canary.journal(h1)['release'] == '6.0.0'
+        canary.load.targets = list(canary.instances.values())
+        rc = canary.finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc != 0, 'the gate of wave 2 passed: see %s/run.log' % proc.dir
+    for host in (h1, h2, h3):
+        canary.assert_on(host, '1.0.0')
+    for host in (h1, h2):
+        journal = canary.journal(host)
+        assert (journal['status'], journal['release']) == ('rolled_back', '6.0.0'), (host, journal)
+    assert canary.journal(h3).get('release') == '1.0.0'
+    incident, markdown = canary.incident(proc.dir)
+    assert incident['outcome'] == 'rolled_back'
+    assert sorted(incident['summary']['scope_hosts']) == [h1, h2]
+    assert incident['failures'][0]['metric_gate']['rows'][0]['values'][0] > 0
+    assert 'errors_since_start' in markdown
+
+
+@pytest.mark.parametrize('decision', ['abort', 'promote'])
+def test_paused_canary_waits_for_a_person(canary, decision):
+    """A gate without data under no_data=pause waits: the next wave does not start by itself. abort rolls the
+    wave back; promote goes on to the next wave (which pauses again and is promoted too)."""
+    h1, h2, h3 = canary.fleet.names
+    canary.load.targets = list(canary.instances.values())
+    decision_file = os.path.join(canary.base, 'decision')
+    gate = {'failsafe_canary_bake': 0, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 1,
+            'failsafe_canary_no_data': 'pause', 'failsafe_canary_decision_file': decision_file,
+            'failsafe_canary_thresholds': [{'name': 'absent', 'query': 'app_metric_nobody_exports', 'max': 1}]}
+    proc = canary.start('pause-%s' % decision, 'failsafe.deploy.canary',
+                        *canary.canary_args('2.0.0', [1, '100%'], gate))
+    try:
+        _wait_paused(proc, decision_file)
+        time.sleep(5)
+        assert proc.poll() is None, 'a paused canary went on by itself'
+        assert canary.current(h1) == '2.0.0' and canary.current(h2) == canary.current(h3) == '1.0.0'
+        assert canary.journal(h1)['status'] == 'open'
+        rc, dummy = canary.play('decide-%s' % decision, 'failsafe.deploy.canary_decision',
+                                '-e', 'failsafe_canary_decision=%s' % decision,
+                                '-e', 'failsafe_canary_decision_file=%s' % decision_file)
+        assert rc == 0
+        if decision == 'promote':
+            # the gate takes the decision (and removes its pause file), then the last wave pauses too: promote it
+            deadline = time.monotonic() + 60
+            while os.path.exists(decision_file + '.paused'):
+                assert time.monotonic() < deadline, 'the paused gate never took the decision'
+                time.sleep(0.1)
+            _wait_paused(proc, decision_file)
+            assert canary.current(h2) == canary.current(h3) == '2.0.0'
+            rc, dummy = canary.play('decide-again', 'failsafe.deploy.canary_decision',
+                                    '-e', 'failsafe_canary_decision=promote',
+                                    '-e', 'failsafe_canary_decision_file=%s' % decision_file)
+            assert rc == 0
+        rc = canary.finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if decision == 'abort':
+        assert rc != 0
+        for host in (h1, h2, h3):
+            canary.assert_on(host, '1.0.0')
+        assert canary.journal(h1)['status'] == 'rolled_back'
+        incident, dummy = canary.incident(proc.dir)
+        assert incident['outcome'] == 'rolled_back'
+        assert incident['failures'][0]['metric_gate']['decision']['decision'] == 'abort'
+    else:
+        assert rc == 0, 'see %s/run.log' % proc.dir
+        for host in (h1, h2, h3):
+            canary.assert_on(host, '2.0.0')
+            assert canary.journal(host)['status'] == 'committed'
+
+
+def _wait_paused(proc, decision_file, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(decision_file + '.paused'):
+        assert proc.poll() is None, 'the canary ended (rc %s) instead of pausing' % proc.returncode
+        assert time.monotonic() < deadline, 'the canary never paused'
+        time.sleep(0.2)
+
+
+def test_wave_is_judged_even_when_its_first_host_had_nothing_to_deploy(canary):
+    """The gate runs once per wave (run_once), which takes the first host's condition: a wave whose first host was
+    already on the release must still be judged by its other hosts."""
+    h1, h2, h3 = canary.fleet.names
+    rc, run_dir = canary.play('h1-first', 'failsafe.deploy.deploy', '-e', 'release_version=6.0.0', '--limit', h1)
+    assert rc == 0, 'see %s/run.log' % run_dir
+    canary.load.targets = list(canary.instances.values())
+    gate = {'failsafe_canary_bake': 3, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 3,
+            'failsafe_canary_thresholds': [{'name': 'error_rate', 'query': ERROR_RATE, 'max': 0.05}]}
+    rc, run_dir = canary.play('first-host-done', 'failsafe.deploy.canary',
+                              *canary.canary_args('6.0.0', [2, '100%'], gate))
+    assert rc != 0, 'the wave of %s and %s was not judged: see %s/run.log' % (h1, h2, run_dir)
+    canary.assert_on(h2, '1.0.0')
+    canary.assert_on(h3, '1.0.0')
+    canary.assert_on(h1, '6.0.0')  # committed by the earlier run, not part of this one
+    incident, dummy = canary.incident(run_dir)
+    assert incident['failures'][0]['metric_gate']['verdict'] == 'fail'
+    assert incident['summary']['scope_hosts'] == [h2]

@@ -1,0 +1,80 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The metric gate's helpers: instance expressions, waves of a serial play, settings and the pause for a person.
+The gate against a real Prometheus: tests/behaviour/test_metric_gate.py and test_canary.py."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import os
+import re
+
+import pytest
+
+from ansible_collections.failsafe.deploy.plugins.action.metric_gate import _waves
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _metric_gate as mg
+
+
+def test_instance_regex_matches_exactly_the_instances():
+    expression = mg.instance_regex(['10.0.0.11:8080', 'web-2:9100'])
+    # inside a PromQL double-quoted string the backslashes are doubled; once unquoted it is an exact alternation
+    assert expression == '10\\\\.0\\\\.0\\\\.11:8080|web-2:9100'
+    unquoted = re.compile('^(?:%s)$' % expression.replace('\\\\', '\\'))
+    assert unquoted.match('10.0.0.11:8080') and unquoted.match('web-2:9100')
+    assert not unquoted.match('10x0.0.11:8080') and not unquoted.match('10.0.0.11:80801')
+
+
+def test_expand_replaces_both_placeholders():
+    query = mg.expand('a{instance=~"$canary"} / b{instance=~"$baseline"}', ['h1:1'], ['h2:1', 'h3:1'])
+    assert query == 'a{instance=~"h1:1"} / b{instance=~"h2:1|h3:1"}'
+
+
+def test_waves_of_a_serial_play():
+    everyone = ['h1', 'h2', 'h3', 'h4', 'h5']
+    assert _waves({'ansible_play_hosts_all': everyone, 'ansible_play_batch': ['h1']}) == (
+        ['h1'], ['h1'], ['h2', 'h3', 'h4', 'h5'])
+    assert _waves({'ansible_play_hosts_all': everyone, 'ansible_play_batch': ['h2', 'h3']}) == (
+        ['h1', 'h2', 'h3'], ['h2', 'h3'], ['h4', 'h5'])
+    assert _waves({'ansible_play_hosts_all': everyone, 'ansible_play_batch': ['h4', 'h5']}) == (
+        everyone, ['h4', 'h5'], [])
+
+
+@pytest.mark.parametrize('params,error', [
+    ({'prometheus_url': 'http://p', 'count': 1}, 'at least one entry'),
+    ({'prometheus_url': 'http://p', 'count': 0, 'thresholds': [{'name': 'a', 'query': 'q', 'max': 1}]}, 'count'),
+    ({'prometheus_url': 'http://p', 'count': 1, 'thresholds': [{'name': 'a', 'query': 'q', 'max': 1},
+                                                               {'name': 'a', 'query': 'q', 'max': 2}]}, 'unique'),
+    ({'prometheus_url': 'ftp://p', 'count': 1, 'thresholds': [{'name': 'a', 'query': 'q', 'max': 1}]}, 'http://'),
+])
+def test_bad_settings_are_refused_before_any_query(params, error):
+    with pytest.raises(mg.GateError, match=error):
+        mg.run_gate(params, ['c'], ['b'], sleep=lambda s: None)
+
+
+def test_a_pause_without_decision_aborts_at_its_timeout_never_promotes(tmp_path):
+    path = str(tmp_path / 'decisions' / 'run.decision')
+    clock = iter(range(0, 1000, 5))
+    decision, waited, timed_out = mg.wait_for_decision(path, {'verdict': 'marginal', 'reason': 'r'}, timeout=30,
+                                                       sleep=lambda s: None, clock=lambda: next(clock))
+    assert (decision, timed_out) == ('abort', True) and waited >= 30
+    assert not os.path.exists(path + '.paused')
+
+
+def test_a_decision_left_from_an_earlier_pause_does_not_decide_this_one(tmp_path):
+    path = str(tmp_path / 'run.decision')
+    with open(path, 'w') as handle:
+        handle.write('promote\n')
+    seen = []
+
+    def sleep(seconds):
+        # while waiting: the stale decision is gone and the pause is announced; then a person aborts
+        seen.append((os.path.exists(path), os.path.exists(path + '.paused')))
+        with open(path, 'w') as handle:
+            handle.write('abort\n')
+
+    decision, dummy, timed_out = mg.wait_for_decision(path, {'verdict': 'marginal', 'reason': 'r'}, sleep=sleep)
+    assert (decision, timed_out) == ('abort', False)
+    assert seen == [(False, True)]
+    assert not os.path.exists(path) and not os.path.exists(path + '.paused')

@@ -60,7 +60,7 @@ ANALYSIS = 'tests/unit/plugins/plugin_utils/test_analysis.py::'
 
 CLOSE_EARLY = """    ensure_closed(ds, 'rolled_back', txn['run_id'], data={'reason': reason, 'verified': True})  # mutant
 """
-UNDO_START = "    step = 'read the journal'\n"
+UNDO_START = "    report['step'] = 'read the journal'\n"
 
 # Each mutant: name, what it breaks (one line), file, old text (must occur exactly once), new text, and the killer
 # tests (pytest node ids, files or directories) that must all fail.
@@ -257,8 +257,8 @@ MUTANTS = [
         'name': 'rollback-service-not-restarted',
         'breaks': 'the single-call rollback restores files and the release pointer but leaves the old process serving',
         'file': 'plugins/module_utils/_engine.py',
-        'old': '            service.undo({}, serving=serving)\n',
-        'new': '            pass  # mutant\n',
+        'old': '        service.undo({}, serving=serving)\n',
+        'new': '        pass  # mutant\n',
         'tests': [
             'tests/behaviour/test_local_rollback.py::test_then_the_app_answers_the_previous_version_and_is_healthy',
         ],

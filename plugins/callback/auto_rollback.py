@@ -129,6 +129,32 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: webhook_retries
+  webhook_time_limit:
+    description:
+      - Seconds the webhook may spend sending, over the whole run (attempts and the pauses between them). A webhook
+        that never answers costs the run at most this long; what it did not receive stays in the spool for the
+        replay command.
+    type: float
+    default: 8
+    env:
+      - name: FAILSAFE_WEBHOOK_TIME_LIMIT
+    ini:
+      - section: failsafe_auto_rollback
+        key: webhook_time_limit
+  alert_wait_limit:
+    description:
+      - The total time limit of the channels, that is the most seconds the run waits at its end for the webhook and
+        every channel together. They send from threads of their own, side by side, and never delay the rollback
+        (an alert is spooled and queued, and the rollback starts at once). At the run's end the callback waits until
+        each is done or out of its own time limit (O(webhook_time_limit), O(channel_time_limit)), or until this
+        limit, whichever comes first. What was not delivered is in the spool; a warning names the channel.
+    type: float
+    default: 10
+    env:
+      - name: FAILSAFE_ALERT_WAIT_LIMIT
+    ini:
+      - section: failsafe_auto_rollback
+        key: alert_wait_limit
   pagerduty_routing_key:
     description:
       - Integration (routing) key of a PagerDuty service using the Events API v2. When set, C(deploy_failed)
@@ -191,7 +217,8 @@ options:
     description:
       - Seconds each of the PagerDuty, Slack and Teams channels may spend sending, over the whole run. The
         channels send from threads of their own, side by side, so the run waits for them at most this long at its
-        end; what a channel could not send is still in the spool, and a warning names the channel.
+        end (and never longer than O(alert_wait_limit)); what a channel could not send is still in the spool, and a
+        warning names the channel.
     type: float
     default: 3
     env:
@@ -623,7 +650,8 @@ class CallbackModule(CallbackBase):
         webhook = None
         if self.webhook_url and not self.child_mode:
             webhook = WebhookSender(self.webhook_url, timeout=self.webhook_timeout, retries=self.webhook_retries,
-                                    redactor=self.redactor)
+                                    redactor=self.redactor, time_limit=_float_option(
+                                        self.get_option('webhook_time_limit'), 8.0))
         secrets = dict((name, self.get_option(name)) for name in (
             'pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url', 'apprise_urls'))
         for value in list(secrets.values()) + [self.get_option('email_password')]:
@@ -640,7 +668,8 @@ class CallbackModule(CallbackBase):
                 time_limit=float(self.get_option('channel_time_limit') if self.get_option('channel_time_limit')
                                  is not None else 3),
                 **secrets)
-        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook, channels=channels)
+        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook, channels=channels,
+                                      wait_limit=_float_option(self.get_option('alert_wait_limit'), 10.0))
         if self.enabled and not self.child_mode and not self._atexit_registered:
             atexit.register(self._at_exit)
             self._atexit_registered = True
@@ -1217,6 +1246,13 @@ class CallbackModule(CallbackBase):
             sys.stderr.write('failsafe auto_rollback: ROLLBACK NOT STARTED; incident %s\n' % (json_path,))
         except Exception:  # pylint: disable=broad-except
             pass
+
+
+def _float_option(value, default):
+    """A float option that may be 0 (which ``or default`` would lose)."""
+    if value is None or value == '':
+        return default
+    return float(value)
 
 
 def _result_host(result):

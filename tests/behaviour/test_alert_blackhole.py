@@ -203,13 +203,13 @@ def test_given_every_channel_blackholed_when_a_deploy_fails_then_rollback_and_ru
     assert [e['alert_id'] for e in d.receiver.events if e.get('alert_id') in ids] == ids
     sent = [(r['path'], r['json'].get('event_action')) for r in pd.received[before['pd']:]]
     assert sent == [('/v2/enqueue', 'trigger'), ('/v2/enqueue', 'resolve'), ('/v2/change/enqueue', None)]
-    assert [r['json']['text'].split(':')[0] for r in slack.received[before['slack']:]] == ['Deploy failed',
-                                                                                             'Rolled back']
+    slack_titles = [r['json']['text'].split(':')[0] for r in slack.received[before['slack']:]]
+    assert slack_titles == ['Deploy failed', 'Rolled back']
     assert len(teams.received) - before['teams'] == 2 and pd.rejected == slack.rejected == teams.rejected == []
     assert [m['message']['Message-ID'] for m in smtp.messages[before['smtp']:]] == [
         '<%s@failsafe.deploy>' % i for i in ids]
-    assert [e['title'].split(':')[0] for e in apprise_receiver.events[before['apprise']:]] == ['Deploy failed',
-                                                                                                'Rolled back']
+    apprise_titles = [e['title'].split(':')[0] for e in apprise_receiver.events[before['apprise']:]]
+    assert apprise_titles == ['Deploy failed', 'Rolled back']
     again = subprocess.run([os.path.join(VENV_BIN, 'python'), '-m',
                             'ansible_collections.failsafe.deploy.plugins.plugin_utils._replay', '--dry-run', d.spool],
                            env=env, cwd=d.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

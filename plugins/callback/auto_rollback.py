@@ -330,6 +330,38 @@ options:
     type: str
     env:
       - name: FAILSAFE_APPRISE_URLS
+  dependencies:
+    description:
+      - The deployment's dependencies, probed from the controller at the moment of the first counted failure, all
+        side by side, each within O(dependency_timeout). The C(deploy_failed) alert and the incident report (JSON,
+        Markdown and HTML) then answer "was it us or a dependency?", naming each dependency that was down.
+      - "Each entry is C([name=]kind:target), one of C(tcp:HOST:PORT) (a connection opens), C(http:URL) or the
+        bare C(http://) or C(https://) URL (a GET answers below HTTP 400), C(dns:NAME) (the name resolves),
+        C(disk:/PATH:MIN_FREE) (at least MIN_FREE free, such as C(500M), C(2G) or C(10%)) and C(command:COMMAND)
+        (split like a shell would, run without one, exits 0)."
+      - "Example: C(db=tcp:db.example.org:5432, cache=tcp:10.0.0.7:6379, api=https://api.example.org/health,
+        dns:db.example.org, disk:/var:1G)."
+      - An entry that cannot be understood is left out with a warning. A URL's password and query are kept out of
+        the report and alerts.
+    type: list
+    elements: str
+    default: []
+    env:
+      - name: FAILSAFE_DEPENDENCIES
+    ini:
+      - section: failsafe_auto_rollback
+        key: dependencies
+  dependency_timeout:
+    description:
+      - Seconds each dependency probe may take. The probes run side by side, so they hold up the run at most this
+        long (plus half a second), once, at the first counted failure.
+    type: float
+    default: 2
+    env:
+      - name: FAILSAFE_DEPENDENCY_TIMEOUT
+    ini:
+      - section: failsafe_auto_rollback
+        key: dependency_timeout
   spool_path:
     description:
       - File that every alert is appended to as one JSON line (fsynced).
@@ -505,7 +537,7 @@ from ansible import constants as C
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher, _probes
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
     AlertDispatcher, SpoolSender, WebhookSender)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import build_channels
@@ -668,6 +700,14 @@ class CallbackModule(CallbackBase):
                 time_limit=float(self.get_option('channel_time_limit') if self.get_option('channel_time_limit')
                                  is not None else 3),
                 **secrets)
+        self.dependencies, problems = _probes.parse_all(self.get_option('dependencies') or [])
+        for dep in self.dependencies:
+            for secret in dep.get('secrets') or ():
+                self.redactor.add_secret(secret)
+        for problem in problems:
+            self._warn_once('dependencies: %s; that entry is not probed' % problem)
+        self.dependency_timeout = _float_option(self.get_option('dependency_timeout'), _probes.DEFAULT_TIMEOUT)
+        self.dependency_probes = None
         self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook, channels=channels,
                                       wait_limit=_float_option(self.get_option('alert_wait_limit'), 10.0))
         if self.enabled and not self.child_mode and not self._atexit_registered:
@@ -841,7 +881,25 @@ class CallbackModule(CallbackBase):
                                           open_failed=_opens_transaction(task))
         if failure['in_scope'] and not failure['rescued'] and failure['first_for_host']:
             self._ensure_incident()
+            self._probe_dependencies()
             self._alert('deploy_failed', 'error', failure=failure)
+
+    def _probe_dependencies(self):
+        """Probe the listed dependencies once, at the first counted failure (side by side, bounded)."""
+        if self.dependency_probes is not None or not self.dependencies:
+            return
+        started = time.time()
+        self.dependency_probes = self.redactor.data(_probes.probe_all(self.dependencies, self.dependency_timeout))
+        answer = _probes.verdict(self.dependency_probes)
+        self.timeline.add('dependency_probes', seconds=round(time.time() - started, 3),
+                          down=', '.join(answer['down']) or None)
+        if answer['down']:
+            self._warn(answer['text'])
+
+    def _dependency_answer(self):
+        if self.dependency_probes is None:
+            return None
+        return self.redactor.data(_probes.verdict(self.dependency_probes))
 
     def v2_playbook_on_stats(self, stats):
         if not self._ready or not self.enabled or self.finished:
@@ -895,10 +953,13 @@ class CallbackModule(CallbackBase):
             payload.update({
                 'host': failure['host'], 'task': failure['task'], 'role': failure['role'], 'path': failure['path'],
                 'cause': failure['cause'], 'evidence': failure['evidence'], 'message': failure['message'],
-                'unreachable': failure['unreachable'],
+                'unreachable': failure['unreachable'], 'details': failure.get('details') or None,
                 'summary': 'deploy failed on %s at task %r (cause: %s)' % (
                     failure['host'], failure['task'], failure['cause']),
             })
+        answer = self._dependency_answer()
+        if answer is not None and event in ('deploy_failed', 'rolled_back', 'rollback_failed'):
+            payload['was_it_us'] = answer
         payload.update(extra)
         payload = self.redactor.data(payload)
         record = self.alerts.send(payload)
@@ -1165,6 +1226,7 @@ class CallbackModule(CallbackBase):
             'rollback_duration': launch.duration if launch else None,
             'verification': verification,
             'likely_cause': broken_check_hint(failures, hosts),
+            'was_it_us': self._dependency_answer(),
         }
         files = dict(getattr(self, '_rollback_files', {}) or {})
         files['alert_spool'] = self.spool_path
@@ -1177,6 +1239,7 @@ class CallbackModule(CallbackBase):
             'ignored_failures': ignored,
             'transactions': self.run.transactions,
             'rollback': rollback,
+            'dependency_probes': self.dependency_probes,
             'alerts': list(self.alerts.records) if self.alerts else [],
             'timeline': self.timeline.to_list(),
             'timeline_dropped': self.timeline.dropped,

@@ -41,6 +41,7 @@ import urllib.error
 import urllib.request
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import USER_AGENT, SendResult
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
 PAGERDUTY_URL = 'https://events.pagerduty.com'
@@ -273,16 +274,22 @@ def host_lines(payload):
 
 
 def details_of(payload):
-    """The failure's own words: message, reason, evidence."""
+    """The failure's own words: message, reason, evidence, the failed task's details (stderr tail, HTTP status and
+    body, failed checks) and the answer of the dependency probes."""
     parts = []
+    answer = payload.get('was_it_us')
+    if isinstance(answer, dict) and answer.get('text'):
+        parts.append(str(answer['text']))
     for key in ('message', 'reason'):
         if payload.get(key):
             parts.append(str(payload[key]))
     evidence = payload.get('evidence')
     if evidence and not isinstance(evidence, str):
         evidence = json.dumps(evidence, sort_keys=True, default=str)
-    if evidence:
+    if evidence and evidence != payload.get('message'):
         parts.append(str(evidence))
+    if isinstance(payload.get('details'), dict):
+        parts.extend(details_lines(payload['details']))
     return '\n'.join(parts)
 
 
@@ -377,7 +384,7 @@ class PagerDutyChannel(Channel):
 
 def _details(payload):
     keep = ('event', 'incident_id', 'run_id', 'releases', 'previous_releases', 'host', 'task', 'role', 'cause',
-            'message', 'outcome', 'reason', 'hosts', 'per_host', 'duration', 'report', 'at')
+            'message', 'outcome', 'reason', 'hosts', 'per_host', 'duration', 'report', 'at', 'details', 'was_it_us')
     details = dict((k, payload[k]) for k in keep if payload.get(k) not in (None, '', [], {}))
     for key in ('message', 'reason'):
         if key in details:

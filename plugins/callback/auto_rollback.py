@@ -362,6 +362,47 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: dependency_timeout
+  stakeholder_email_to:
+    description:
+      - Recipients of the stakeholder notices (a comma-separated list in the environment or C(ansible.cfg)), sent by
+        email through the SMTP server of the email channel (O(email_host), O(email_from), O(email_port),
+        O(email_username), O(email_password), O(email_starttls), O(email_ca_file)), whether or not O(email_to) is
+        set.
+      - Stakeholders get plain words, never the alerts' details, in up to three notices per run, in order; when the
+        first host opens its transaction (a release is being deployed), at the first counted failure (a problem,
+        the previous version is being put back), and when the run ends (service restored, with the time and how
+        long the impact lasted; or not yet restored; or the release is live).
+      - The notices are written only from the service name, the releases, times and durations, never from a task's
+        output, so no error text, host name or secret reaches them. No notice in check mode.
+    type: list
+    elements: str
+    env:
+      - name: FAILSAFE_STAKEHOLDER_EMAIL_TO
+    ini:
+      - section: failsafe_auto_rollback
+        key: stakeholder_email_to
+  stakeholder_templates:
+    description:
+      - Directory whose C(started.txt), C(failed.txt), C(restored.txt), C(not_restored.txt) and C(completed.txt)
+        replace the built-in stakeholder notices (each file that exists). The first line is the subject. Python
+        C(string.Template) placeholders; C($service), C($release), C($previous), C($started_at), C($failed_at),
+        C($restored_at), C($impact) and C($incident).
+    type: path
+    env:
+      - name: FAILSAFE_STAKEHOLDER_TEMPLATES
+    ini:
+      - section: failsafe_auto_rollback
+        key: stakeholder_templates
+  service_name:
+    description:
+      - The service as stakeholders know it, in the notices. Defaults to the deployment's name (C(failsafe_name)
+        of the first host that opened a transaction).
+    type: str
+    env:
+      - name: FAILSAFE_SERVICE_NAME
+    ini:
+      - section: failsafe_auto_rollback
+        key: service_name
   spool_path:
     description:
       - File that every alert is appended to as one JSON line (fsynced).
@@ -537,10 +578,10 @@ from ansible import constants as C
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher, _probes
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher, _notices, _probes
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
     AlertDispatcher, SpoolSender, WebhookSender)
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import build_channels
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import build_channels, deployment_name
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
@@ -651,6 +692,9 @@ class CallbackModule(CallbackBase):
         self.finished = False
         self.outcome = None
         self._atexit_registered = False
+        self._notices_sent = []
+        self.dependencies = []
+        self.dependency_probes = None
         self._signals = _launcher.SignalGuard(on_signal=self._on_interrupt)
         super(CallbackModule, self).__init__(display=display, options=options)
 
@@ -699,7 +743,11 @@ class CallbackModule(CallbackBase):
                             else 2),
                 time_limit=float(self.get_option('channel_time_limit') if self.get_option('channel_time_limit')
                                  is not None else 3),
+                stakeholder_email_to=self.get_option('stakeholder_email_to') or None,
                 **secrets)
+        self.service_name = self.get_option('service_name') or None
+        self.notice_templates = _notices.load_templates(self.get_option('stakeholder_templates'))
+        self._notices_sent = []
         self.dependencies, problems = _probes.parse_all(self.get_option('dependencies') or [])
         for dep in self.dependencies:
             for secret in dep.get('secrets') or ():
@@ -818,6 +866,7 @@ class CallbackModule(CallbackBase):
         for txn in _transactions(data):
             if self.run.observe_transaction(host, txn) == 'opened':
                 self.connections[host] = self._connection_for(host, _result_host(result))
+                self._notice('started')
 
     def _connection_for(self, host, host_obj):
         """The connection keywords of the current play for ``host``, templates resolved with its variables. A value
@@ -883,6 +932,7 @@ class CallbackModule(CallbackBase):
             self._ensure_incident()
             self._probe_dependencies()
             self._alert('deploy_failed', 'error', failure=failure)
+            self._notice('failed')
 
     def _probe_dependencies(self):
         """Probe the listed dependencies once, at the first counted failure (side by side, bounded)."""
@@ -895,6 +945,28 @@ class CallbackModule(CallbackBase):
                           down=', '.join(answer['down']) or None)
         if answer['down']:
             self._warn(answer['text'])
+
+    def _notice(self, kind, restored=None):
+        """Send the stakeholder notice ``kind`` once per run (plain words from a few facts, see _notices.py)."""
+        if kind in self._notices_sent or self.alerts is None or not self.alerts.has_channel('stakeholders'):
+            return
+        if context.CLIARGS.get('check'):
+            return
+        self._notices_sent.append(kind)
+        first = self.run.counted_failures[0] if self.run.counted_failures else None
+        opened = [t.get('opened_at') for t in self.run.transactions.values() if t.get('opened_at')]
+        names = [t.get('name') for t in self.run.transactions.values() if t.get('name')]
+        facts = {'service': self.service_name or (names[0] if names else deployment_name(
+            {'playbook': self.playbook_path})),
+            'releases': self.run.releases, 'previous_releases': self.run.previous_releases,
+            'started': min(opened) if opened else self.run.started, 'failed': first['time'] if first else None,
+            'restored': restored, 'incident_id': self.incident_id}
+        subject, text = _notices.render(kind, facts, self.notice_templates)
+        now = time.time()
+        payload = {'event': 'stakeholder_notice', 'notice': kind, 'notice_subject': subject, 'notice_text': text,
+                   'time': round(now, 3), 'at': utc_iso(now), 'incident_id': self.incident_id}
+        self.alerts.notify(self.redactor.data(payload), only=['stakeholders'])
+        self.timeline.add('stakeholder_notice', notice=kind)
 
     def _dependency_answer(self):
         if self.dependency_probes is None:
@@ -968,8 +1040,8 @@ class CallbackModule(CallbackBase):
         return record
 
     def _notify_committed(self):
-        """A deploy that ended without a failure: a change event for the channels that record deploys (PagerDuty).
-        Not an alert, so not spooled."""
+        """A deploy that ended without a failure: a change event for the channels that record deploys (PagerDuty)
+        and the stakeholders' notice that the release is live. Not an alert, so not spooled."""
         if not self.alerts.channels:
             return
         payload = self._base_payload('deploy_committed', 'info')
@@ -977,6 +1049,7 @@ class CallbackModule(CallbackBase):
         payload.update(hosts=list(self.run.opened_order), outcome='committed',
                        summary='deploy of %s committed on %s' % (what, ', '.join(self.run.opened_order)))
         self.alerts.notify(self.redactor.data(payload))
+        self._notice('completed', restored=time.time())
         self.alerts.flush()
         self._report_alert_problems()
 
@@ -1051,6 +1124,7 @@ class CallbackModule(CallbackBase):
                         summary='%s; rolled back %s' % (what, ', '.join(scope)),
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
+            self._notice('restored', restored=launch.ended if launch else time.time())
         elif self.outcome == 'rollback_failed':
             likely = broken_check_hint(self.run.counted_failures, hosts)
             self._alert('rollback_failed', 'critical', hosts=scope, outcome='rollback_failed', reason=reason,
@@ -1059,6 +1133,7 @@ class CallbackModule(CallbackBase):
                         likely_cause=likely,
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
+            self._notice('not_restored')
             if likely:
                 self._warn(likely)
         else:

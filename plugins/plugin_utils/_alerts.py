@@ -241,6 +241,8 @@ class AlertDispatcher:
         self.ledger = ledger
         self.wait_limit = max(0.0, float(wait_limit))
         self.channels = [_ChannelWorker(channel, self._problem, self._delivered) for channel in channels or ()]
+        # channels that take notices only (stakeholders) never get an alert, and the spool never names them
+        self._alert_workers = [w for w in self.channels if getattr(w.channel, 'takes_alerts', True)]
         self._webhook = _ChannelWorker(webhook, self._problem, self._delivered) if webhook is not None else None
         self.records = []
         self._problems = []
@@ -255,24 +257,30 @@ class AlertDispatcher:
         with self._lock:
             self.records.append(record)
         if self.spool is not None:
-            meant_for = (['webhook'] if self.webhook is not None else []) + [w.name for w in self.channels]
+            meant_for = (['webhook'] if self.webhook is not None else []) + [w.name for w in self._alert_workers]
             result = self.spool.send(dict(payload, channels=meant_for))
             record['spool'] = 'written' if result.ok else 'failed'
             if not result.ok:
                 self._problem('spool', payload.get('event'), result)
         if self._webhook is not None:
             self._webhook.put(payload, record)
-        for worker in self.channels:
+        for worker in self._alert_workers:
             worker.put(payload, record)
         return record
 
-    def notify(self, payload):
+    def notify(self, payload, only=None):
         """Send ``payload`` to the channels only (no spool, no webhook, no ledger): for notices that are not alerts,
-        such as the change event of a deploy that committed."""
+        such as the change event of a deploy that committed, or a stakeholder notice. ``only``: the names of the
+        channels that get it (default: those that take alerts)."""
         record = {'event': payload.get('event'), 'at': payload.get('at')}
         for worker in self.channels:
-            worker.put(payload, record, ledger=False)
+            wanted = worker.name in only if only is not None else getattr(worker.channel, 'takes_alerts', True)
+            if wanted:
+                worker.put(payload, record, ledger=False)
         return record
+
+    def has_channel(self, name):
+        return any(w.name == name for w in self.channels)
 
     def _delivered(self, payload, channel, result):
         """Write what ``channel`` did with a spooled alert to the ledger (never raises)."""

@@ -88,6 +88,9 @@ class Channel:
 
     name = 'channel'
     setting = None
+    # False for a channel that takes only notices (never alerts): the dispatcher neither sends nor spools alerts
+    # for it.
+    takes_alerts = True
 
     def __init__(self, timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES, time_limit=DEFAULT_TIME_LIMIT,
                  backoff=0.2, max_backoff=2.0, redactor=None, sleep=time.sleep, clock=time.monotonic):
@@ -698,6 +701,36 @@ class EmailChannel(Channel):
                     pass
 
 
+class StakeholderEmailChannel(EmailChannel):
+    """The stakeholder notices (``_notices.py``) by email: plain text only, written from the notice's subject and
+    text, never from an alert. Same SMTP server, STARTTLS, AUTH, timeouts and time limit as the email channel."""
+
+    name = 'stakeholders'
+    setting = 'FAILSAFE_STAKEHOLDER_EMAIL_TO'
+    takes_alerts = False
+
+    def __repr__(self):
+        return '<stakeholder email channel %s:%s>' % (self.host, self.port)
+
+    def message(self, payload):
+        msg = email.message.EmailMessage()
+        msg['Subject'] = _clip(re.sub(r'[\r\n\t]+', ' ', str(payload.get('notice_subject') or '')),
+                               EMAIL_SUBJECT_MAX)
+        msg['From'] = self.sender
+        msg['To'] = ', '.join(self.recipients)
+        msg['Date'] = email.utils.formatdate(localtime=False, usegmt=True)
+        msg['Message-ID'] = email.utils.make_msgid(domain='failsafe.deploy')
+        msg['X-Failsafe-Notice'] = str(payload.get('notice') or '')
+        msg['Auto-Submitted'] = 'auto-generated'
+        msg.set_content(str(payload.get('notice_text') or ''))
+        return msg
+
+    def requests(self, payload):
+        if payload.get('event') != 'stakeholder_notice':
+            return []
+        return [(None, self.message(payload))]
+
+
 # Apprise (optional) ------------------------------------------------------------------------------------------
 
 APPRISE_MISSING = ('apprise_urls (FAILSAFE_APPRISE_URLS) is set but the apprise package is not installed on the '
@@ -777,7 +810,7 @@ class AppriseChannel(Channel):
 
 
 def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook_url=None, teams_webhook_url=None,
-                   email=None, apprise_urls=None, warn=None, redactor=None, **kwargs):
+                   email=None, apprise_urls=None, warn=None, redactor=None, stakeholder_email_to=None, **kwargs):
     """The channels that are configured, each with the same timeout, retries and time limit.
 
     ``email``: a dict of EmailChannel arguments (``host``, ``sender``, ``recipients``, ...) or None; its ``timeout``
@@ -808,4 +841,13 @@ def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook
                 warn(APPRISE_MISSING)
         else:
             channels.append(AppriseChannel(apprise_urls, redactor=redactor, **kwargs))
+    if stakeholder_email_to:
+        if not (email and email.get('host') and email.get('sender')):
+            if warn:
+                warn('stakeholder_email_to is set but email_host or email_from is not: no stakeholder notices')
+        else:
+            options = dict(kwargs)
+            options.update(email)
+            options.update(recipients=stakeholder_email_to, html_body=False)
+            channels.append(StakeholderEmailChannel(redactor=redactor, **options))
     return channels

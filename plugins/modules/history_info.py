@@ -226,8 +226,8 @@ def deployment(state_dir, name, app_root, limit, only, skipped):
     records = _read_lines(os.path.join(folder, 'history.jsonl'), skipped)
     if isinstance(journal, dict) and journal.get('txid'):
         # the journal holds the open transaction, or again the last closed one: listed once, its newest state
-        records = [r for r in records if not (r.get('txid') == journal.get('txid')
-                                              and r.get('status') == journal.get('status'))]
+        newest = (journal.get('txid'), journal.get('status'))
+        records = [r for r in records if (r.get('txid'), r.get('status')) != newest]
         records.append(journal)
     transactions = [_transaction(r) for r in records]
     transactions.sort(key=lambda t: (t['closed'] or t['opened'] or 0, t['opened'] or 0), reverse=True)

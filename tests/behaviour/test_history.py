@@ -8,6 +8,7 @@ answer is checked against the hosts' own journal and ledger files and the contro
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -47,8 +48,7 @@ def test_given_two_commits_and_a_rollback_on_two_hosts_then_history_lists_them_a
         assert proc.returncode == 0, proc.stdout[-6000:]
     bad = playbook('failsafe.deploy.deploy', '-e', 'release_version=3.0.0')
     assert bad.returncode != 0 and 'ROLLED BACK' in bad.stdout, bad.stdout[-6000:]
-    reports = sorted(n for n in os.listdir(env['FAILSAFE_REPORT_DIR']) if n.startswith('inc-') and n.endswith('.json')
-                     and '.rollback' not in n)
+    reports = sorted(n for n in os.listdir(env['FAILSAFE_REPORT_DIR']) if re.match(r'^inc-[^.]+\.json$', n))
     assert len(reports) == 1
     incident = reports[0][:-len('.json')]
 

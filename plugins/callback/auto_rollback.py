@@ -381,6 +381,14 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: stakeholder_email_to
+  stakeholder_slack_webhook_url:
+    description:
+      - Slack incoming webhook URL of the stakeholders' channel, which gets the same plain-words notices as
+        O(stakeholder_email_to) (never the alerts).
+      - A secret; it is never printed or written anywhere. Set it through the environment only.
+    type: str
+    env:
+      - name: FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL
   stakeholder_templates:
     description:
       - Directory whose C(started.txt), C(failed.txt), C(restored.txt), C(not_restored.txt) and C(completed.txt)
@@ -592,7 +600,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import ema
 
 _CHANNEL_SETTINGS = {'pagerduty': 'FAILSAFE_PAGERDUTY_ROUTING_KEY', 'slack': 'FAILSAFE_SLACK_WEBHOOK_URL',
                      'teams': 'FAILSAFE_TEAMS_WEBHOOK_URL', 'email': 'FAILSAFE_EMAIL_HOST',
-                     'apprise': 'FAILSAFE_APPRISE_URLS'}
+                     'apprise': 'FAILSAFE_APPRISE_URLS', 'stakeholders': 'FAILSAFE_STAKEHOLDER_EMAIL_TO',
+                     'stakeholders_slack': 'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL'}
 _WARNED_ONCE = set()
 _FQCN_PLAYBOOK = re.compile(r'^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[A-Za-z_][\w.]*$')
 
@@ -730,7 +739,8 @@ class CallbackModule(CallbackBase):
                                         self.get_option('webhook_time_limit'), 8.0))
         secrets = dict((name, self.get_option(name)) for name in (
             'pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url', 'apprise_urls'))
-        for value in list(secrets.values()) + [self.get_option('email_password')]:
+        for value in list(secrets.values()) + [self.get_option('email_password'),
+                                               self.get_option('stakeholder_slack_webhook_url')]:
             if value:
                 self.redactor.add_secret(value)
         channels = []
@@ -744,6 +754,7 @@ class CallbackModule(CallbackBase):
                 time_limit=float(self.get_option('channel_time_limit') if self.get_option('channel_time_limit')
                                  is not None else 3),
                 stakeholder_email_to=self.get_option('stakeholder_email_to') or None,
+                stakeholder_slack_webhook_url=self.get_option('stakeholder_slack_webhook_url') or None,
                 **secrets)
         self.service_name = self.get_option('service_name') or None
         self.notice_templates = _notices.load_templates(self.get_option('stakeholder_templates'))
@@ -798,6 +809,9 @@ class CallbackModule(CallbackBase):
             if channel == 'webhook':
                 self._warn('webhook alert %r not delivered after %s attempt(s): %s (setting webhook_url / '
                            'FAILSAFE_WEBHOOK_URL)' % (event, result.attempts, result.error))
+            elif channel.startswith('stakeholders') and channel in _CHANNEL_SETTINGS:
+                self._warn('stakeholder notice not delivered (%s) after %s attempt(s): %s; notices are not spooled '
+                           '(setting %s)' % (channel, result.attempts, result.error, _CHANNEL_SETTINGS[channel]))
             elif channel in _CHANNEL_SETTINGS:
                 self._warn('%s alert %r not delivered after %s attempt(s): %s; it is in the spool (setting %s)'
                            % (channel, event, result.attempts, result.error, _CHANNEL_SETTINGS[channel]))
@@ -948,7 +962,9 @@ class CallbackModule(CallbackBase):
 
     def _notice(self, kind, restored=None):
         """Send the stakeholder notice ``kind`` once per run (plain words from a few facts, see _notices.py)."""
-        if kind in self._notices_sent or self.alerts is None or not self.alerts.has_channel('stakeholders'):
+        audience = [name for name in ('stakeholders', 'stakeholders_slack') if self.alerts is not None
+                    and self.alerts.has_channel(name)]
+        if kind in self._notices_sent or not audience:
             return
         if context.CLIARGS.get('check'):
             return
@@ -965,7 +981,7 @@ class CallbackModule(CallbackBase):
         now = time.time()
         payload = {'event': 'stakeholder_notice', 'notice': kind, 'notice_subject': subject, 'notice_text': text,
                    'time': round(now, 3), 'at': utc_iso(now), 'incident_id': self.incident_id}
-        self.alerts.notify(self.redactor.data(payload), only=['stakeholders'])
+        self.alerts.notify(self.redactor.data(payload), only=audience)
         self.timeline.add('stakeholder_notice', notice=kind)
 
     def _dependency_answer(self):

@@ -458,6 +458,31 @@ class SlackChannel(Channel):
 
 # Microsoft Teams -------------------------------------------------------------------------------------------
 
+class StakeholderSlackChannel(Channel):
+    """The stakeholder notices (``_notices.py``) to a Slack incoming webhook of their own: the subject in bold and
+    the text, as one section, never an alert."""
+
+    name = 'stakeholders_slack'
+    setting = 'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL'
+    takes_alerts = False
+
+    def __init__(self, url, **kwargs):
+        super(StakeholderSlackChannel, self).__init__(**kwargs)
+        self._url = url
+        self._redactor.add_secret(url)
+
+    def message(self, payload):
+        subject = str(payload.get('notice_subject') or '')
+        text = '*%s*\n%s' % (_mrkdwn(subject), _mrkdwn(str(payload.get('notice_text') or '')))
+        return {'text': _clip(subject, SLACK_SECTION_MAX),
+                'blocks': [{'type': 'section', 'text': {'type': 'mrkdwn', 'text': _clip(text, SLACK_SECTION_MAX)}}]}
+
+    def requests(self, payload):
+        if payload.get('event') != 'stakeholder_notice':
+            return []
+        return [(self._url, self.message(payload))]
+
+
 class TeamsChannel(Channel):
     """Microsoft Teams Workflows webhook: one Adaptive Card 1.4 in a message, under 28 KB."""
 
@@ -810,7 +835,8 @@ class AppriseChannel(Channel):
 
 
 def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook_url=None, teams_webhook_url=None,
-                   email=None, apprise_urls=None, warn=None, redactor=None, stakeholder_email_to=None, **kwargs):
+                   email=None, apprise_urls=None, warn=None, redactor=None, stakeholder_email_to=None,
+                   stakeholder_slack_webhook_url=None, **kwargs):
     """The channels that are configured, each with the same timeout, retries and time limit.
 
     ``email``: a dict of EmailChannel arguments (``host``, ``sender``, ``recipients``, ...) or None; its ``timeout``
@@ -850,4 +876,6 @@ def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook
             options.update(email)
             options.update(recipients=stakeholder_email_to, html_body=False)
             channels.append(StakeholderEmailChannel(redactor=redactor, **options))
+    if stakeholder_slack_webhook_url:
+        channels.append(StakeholderSlackChannel(stakeholder_slack_webhook_url, redactor=redactor, **kwargs))
     return channels

@@ -1,11 +1,14 @@
 """Given stakeholders listed for notices, when a deploy is started, fails and is rolled back, then a real SMTP server
 receives three plain-words notices for them, in order (started, problem, service restored), and none of them
-carries an error text, a host name, a task name or a secret; the on-call mailbox still gets every detail.
+carries an error text, a host name, a task name or a secret; the on-call mailbox still gets every detail. The
+stakeholders' Slack channel gets the same notices (a local receiver that stands in for Slack and checks its payload
+rules, tests/unit/plugins/plugin_utils/test_channels.py), and the on-call Slack channel none of them.
 
 Real ansible-playbook runs of the examples/demo setup (1.0.0 deploys, 3.0.0 fails its health check and is rolled
 back); the mail goes to a real SMTP server on 127.0.0.1 (aiosmtpd requiring STARTTLS and AUTH,
 tests/unit/plugins/plugin_utils/smtp_server.py).
 """
+import json
 import os
 import re
 import sys
@@ -16,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 'unit', 'plugins', 'plugin_utils'))
 
 from smtp_server import SMTP_PASSWORD, SMTP_USER, SmtpServer  # noqa: E402 pylint: disable=wrong-import-position
+from test_channels import SLACK_TOKEN, Receiver as ProviderReceiver  # noqa: E402 pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +36,22 @@ def test_given_stakeholders_when_a_deploy_fails_and_is_restored_then_they_get_th
         local_deploy, tmp_path):
     d = local_deploy
     smtp = SmtpServer(str(tmp_path))
+    stakeholder_slack, oncall_slack = ProviderReceiver('slack'), ProviderReceiver('slack')
     try:
         d.env.update({'FAILSAFE_EMAIL_HOST': '127.0.0.1', 'FAILSAFE_EMAIL_PORT': str(smtp.port),
                       'FAILSAFE_EMAIL_FROM': 'deploy@example.org', 'FAILSAFE_EMAIL_TO': ONCALL,
                       'FAILSAFE_EMAIL_USERNAME': SMTP_USER, 'FAILSAFE_EMAIL_PASSWORD': SMTP_PASSWORD,
                       'FAILSAFE_EMAIL_CA_FILE': smtp.cert, 'FAILSAFE_EMAIL_TIMEOUT': '5',
-                      'FAILSAFE_STAKEHOLDER_EMAIL_TO': STAKEHOLDERS, 'FAILSAFE_SERVICE_NAME': 'Demo shop'})
+                      'FAILSAFE_STAKEHOLDER_EMAIL_TO': STAKEHOLDERS, 'FAILSAFE_SERVICE_NAME': 'Demo shop',
+                      'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL': stakeholder_slack.url,
+                      'FAILSAFE_SLACK_WEBHOOK_URL': oncall_slack.url})
         good = d.deploy('1.0.0')
         assert good.returncode == 0, good.stdout[-6000:]
         first = len(smtp.messages)
         bad = d.deploy('3.0.0', '-e', 'demo_api_token=%s' % EXTRA_SECRET)
     finally:
-        smtp.close()
+        for server in (smtp, stakeholder_slack, oncall_slack):
+            server.close()
     assert bad.returncode != 0 and 'ROLLED BACK' in bad.stdout, bad.stdout[-6000:]
     assert d.current() == 'releases/1.0.0'
 
@@ -78,3 +86,13 @@ def test_given_stakeholders_when_a_deploy_fails_and_is_restored_then_they_get_th
                      'failsafe.deploy', 'verify', 'task', EXTRA_SECRET, SMTP_PASSWORD, d.dir):
             assert word not in text, (word, text)
     assert EXTRA_SECRET not in ''.join(m['raw'].decode('utf-8', 'replace') for m in smtp.messages)
+
+    # the stakeholders' Slack channel: the same notices, in order; the on-call channel: the alerts only
+    assert stakeholder_slack.rejected == [] and oncall_slack.rejected == []
+    assert [r['json']['text'] for r in stakeholder_slack.received] == [
+        m['message']['Subject'] for m in mails_to(smtp, STAKEHOLDERS)]
+    assert 'How long the impact lasted' in stakeholder_slack.received[-1]['json']['blocks'][0]['text']['text']
+    slack_notices = json.dumps([r['json'] for r in stakeholder_slack.received])
+    assert not [w for w in ('503', 'unhealthy', 'localhost', EXTRA_SECRET, SLACK_TOKEN) if w in slack_notices]
+    assert [r['json']['text'].split(':')[0] for r in oncall_slack.received] == ['Deploy failed', 'Rolled back']
+    assert SLACK_TOKEN not in bad.stdout

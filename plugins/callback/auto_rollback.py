@@ -962,8 +962,9 @@ class CallbackModule(CallbackBase):
 
     def _notice(self, kind, restored=None):
         """Send the stakeholder notice ``kind`` once per run (plain words from a few facts, see _notices.py)."""
-        audience = [name for name in ('stakeholders', 'stakeholders_slack') if self.alerts is not None
-                    and self.alerts.has_channel(name)]
+        if self.alerts is None:
+            return
+        audience = [name for name in ('stakeholders', 'stakeholders_slack') if self.alerts.has_channel(name)]
         if kind in self._notices_sent or not audience:
             return
         if context.CLIARGS.get('check'):

@@ -129,6 +129,32 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: webhook_retries
+  webhook_time_limit:
+    description:
+      - Seconds the webhook may spend sending, over the whole run (attempts and the pauses between them). A webhook
+        that never answers costs the run at most this long; what it did not receive stays in the spool for the
+        replay command.
+    type: float
+    default: 8
+    env:
+      - name: FAILSAFE_WEBHOOK_TIME_LIMIT
+    ini:
+      - section: failsafe_auto_rollback
+        key: webhook_time_limit
+  alert_wait_limit:
+    description:
+      - The total time limit of the channels, that is the most seconds the run waits at its end for the webhook and
+        every channel together. They send from threads of their own, side by side, and never delay the rollback
+        (an alert is spooled and queued, and the rollback starts at once). At the run's end the callback waits until
+        each is done or out of its own time limit (O(webhook_time_limit), O(channel_time_limit)), or until this
+        limit, whichever comes first. What was not delivered is in the spool; a warning names the channel.
+    type: float
+    default: 10
+    env:
+      - name: FAILSAFE_ALERT_WAIT_LIMIT
+    ini:
+      - section: failsafe_auto_rollback
+        key: alert_wait_limit
   pagerduty_routing_key:
     description:
       - Integration (routing) key of a PagerDuty service using the Events API v2. When set, C(deploy_failed)
@@ -191,7 +217,8 @@ options:
     description:
       - Seconds each of the PagerDuty, Slack and Teams channels may spend sending, over the whole run. The
         channels send from threads of their own, side by side, so the run waits for them at most this long at its
-        end; what a channel could not send is still in the spool, and a warning names the channel.
+        end (and never longer than O(alert_wait_limit)); what a channel could not send is still in the spool, and a
+        warning names the channel.
     type: float
     default: 3
     env:
@@ -303,6 +330,87 @@ options:
     type: str
     env:
       - name: FAILSAFE_APPRISE_URLS
+  dependencies:
+    description:
+      - The deployment's dependencies, probed from the controller at the moment of the first counted failure, all
+        side by side, each within O(dependency_timeout). The C(deploy_failed) alert and the incident report (JSON,
+        Markdown and HTML) then answer "was it us or a dependency?", naming each dependency that was down.
+      - "Each entry is C([name=]kind:target), one of C(tcp:HOST:PORT) (a connection opens), C(http:URL) or the
+        bare C(http://) or C(https://) URL (a GET answers below HTTP 400), C(dns:NAME) (the name resolves),
+        C(disk:/PATH:MIN_FREE) (at least MIN_FREE free, such as C(500M), C(2G) or C(10%)) and C(command:COMMAND)
+        (split like a shell would, run without one, exits 0)."
+      - "Example: C(db=tcp:db.example.org:5432, cache=tcp:10.0.0.7:6379, api=https://api.example.org/health,
+        dns:db.example.org, disk:/var:1G)."
+      - An entry that cannot be understood is left out with a warning. A URL's password and query are kept out of
+        the report and alerts.
+    type: list
+    elements: str
+    default: []
+    env:
+      - name: FAILSAFE_DEPENDENCIES
+    ini:
+      - section: failsafe_auto_rollback
+        key: dependencies
+  dependency_timeout:
+    description:
+      - Seconds each dependency probe may take. The probes run side by side, so they hold up the run at most this
+        long (plus half a second), once, at the first counted failure.
+    type: float
+    default: 2
+    env:
+      - name: FAILSAFE_DEPENDENCY_TIMEOUT
+    ini:
+      - section: failsafe_auto_rollback
+        key: dependency_timeout
+  stakeholder_email_to:
+    description:
+      - Recipients of the stakeholder notices (a comma-separated list in the environment or C(ansible.cfg)), sent by
+        email through the SMTP server of the email channel (O(email_host), O(email_from), O(email_port),
+        O(email_username), O(email_password), O(email_starttls), O(email_ca_file)), whether or not O(email_to) is
+        set.
+      - Stakeholders get plain words, never the alerts' details, in up to three notices per run, in order; when the
+        first host opens its transaction (a release is being deployed), at the first counted failure (a problem,
+        the previous version is being put back), and when the run ends (service restored, with the time and how
+        long the impact lasted; or not yet restored; or the release is live).
+      - The notices are written only from the service name, the releases, times and durations, never from a task's
+        output, so no error text, host name or secret reaches them. No notice in check mode.
+    type: list
+    elements: str
+    env:
+      - name: FAILSAFE_STAKEHOLDER_EMAIL_TO
+    ini:
+      - section: failsafe_auto_rollback
+        key: stakeholder_email_to
+  stakeholder_slack_webhook_url:
+    description:
+      - Slack incoming webhook URL of the stakeholders' channel, which gets the same plain-words notices as
+        O(stakeholder_email_to) (never the alerts).
+      - A secret; it is never printed or written anywhere. Set it through the environment only.
+    type: str
+    env:
+      - name: FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL
+  stakeholder_templates:
+    description:
+      - Directory whose C(started.txt), C(failed.txt), C(restored.txt), C(not_restored.txt) and C(completed.txt)
+        replace the built-in stakeholder notices (each file that exists). The first line is the subject. Python
+        C(string.Template) placeholders; C($service), C($release), C($previous), C($started_at), C($failed_at),
+        C($restored_at), C($impact) and C($incident).
+    type: path
+    env:
+      - name: FAILSAFE_STAKEHOLDER_TEMPLATES
+    ini:
+      - section: failsafe_auto_rollback
+        key: stakeholder_templates
+  service_name:
+    description:
+      - The service as stakeholders know it, in the notices. Defaults to the deployment's name (C(failsafe_name)
+        of the first host that opened a transaction).
+    type: str
+    env:
+      - name: FAILSAFE_SERVICE_NAME
+    ini:
+      - section: failsafe_auto_rollback
+        key: service_name
   spool_path:
     description:
       - File that every alert is appended to as one JSON line (fsynced).
@@ -478,10 +586,10 @@ from ansible import constants as C
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher, _notices, _probes
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
     AlertDispatcher, SpoolSender, WebhookSender)
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import build_channels
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import build_channels, deployment_name
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
@@ -492,7 +600,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import ema
 
 _CHANNEL_SETTINGS = {'pagerduty': 'FAILSAFE_PAGERDUTY_ROUTING_KEY', 'slack': 'FAILSAFE_SLACK_WEBHOOK_URL',
                      'teams': 'FAILSAFE_TEAMS_WEBHOOK_URL', 'email': 'FAILSAFE_EMAIL_HOST',
-                     'apprise': 'FAILSAFE_APPRISE_URLS'}
+                     'apprise': 'FAILSAFE_APPRISE_URLS', 'stakeholders': 'FAILSAFE_STAKEHOLDER_EMAIL_TO',
+                     'stakeholders_slack': 'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL'}
 _WARNED_ONCE = set()
 _FQCN_PLAYBOOK = re.compile(r'^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[A-Za-z_][\w.]*$')
 
@@ -593,6 +702,9 @@ class CallbackModule(CallbackBase):
         self.finished = False
         self.outcome = None
         self._atexit_registered = False
+        self._notices_sent = []
+        self.dependencies = []
+        self.dependency_probes = None
         self._signals = _launcher.SignalGuard(on_signal=self._on_interrupt)
         super(CallbackModule, self).__init__(display=display, options=options)
 
@@ -624,10 +736,12 @@ class CallbackModule(CallbackBase):
         webhook = None
         if self.webhook_url and not self.child_mode:
             webhook = WebhookSender(self.webhook_url, timeout=self.webhook_timeout, retries=self.webhook_retries,
-                                    redactor=self.redactor)
+                                    redactor=self.redactor, time_limit=_float_option(
+                                        self.get_option('webhook_time_limit'), 8.0))
         secrets = dict((name, self.get_option(name)) for name in (
             'pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url', 'apprise_urls'))
-        for value in list(secrets.values()) + [self.get_option('email_password')]:
+        for value in list(secrets.values()) + [self.get_option('email_password'),
+                                               self.get_option('stakeholder_slack_webhook_url')]:
             if value:
                 self.redactor.add_secret(value)
         channels = []
@@ -640,8 +754,22 @@ class CallbackModule(CallbackBase):
                             else 2),
                 time_limit=float(self.get_option('channel_time_limit') if self.get_option('channel_time_limit')
                                  is not None else 3),
+                stakeholder_email_to=self.get_option('stakeholder_email_to') or None,
+                stakeholder_slack_webhook_url=self.get_option('stakeholder_slack_webhook_url') or None,
                 **secrets)
-        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook, channels=channels)
+        self.service_name = self.get_option('service_name') or None
+        self.notice_templates = _notices.load_templates(self.get_option('stakeholder_templates'))
+        self._notices_sent = []
+        self.dependencies, problems = _probes.parse_all(self.get_option('dependencies') or [])
+        for dep in self.dependencies:
+            for secret in dep.get('secrets') or ():
+                self.redactor.add_secret(secret)
+        for problem in problems:
+            self._warn_once('dependencies: %s; that entry is not probed' % problem)
+        self.dependency_timeout = _float_option(self.get_option('dependency_timeout'), _probes.DEFAULT_TIMEOUT)
+        self.dependency_probes = None
+        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook, channels=channels,
+                                      wait_limit=_float_option(self.get_option('alert_wait_limit'), 10.0))
         if self.enabled and not self.child_mode and not self._atexit_registered:
             atexit.register(self._at_exit)
             self._atexit_registered = True
@@ -682,6 +810,9 @@ class CallbackModule(CallbackBase):
             if channel == 'webhook':
                 self._warn('webhook alert %r not delivered after %s attempt(s): %s (setting webhook_url / '
                            'FAILSAFE_WEBHOOK_URL)' % (event, result.attempts, result.error))
+            elif channel.startswith('stakeholders') and channel in _CHANNEL_SETTINGS:
+                self._warn('stakeholder notice not delivered (%s) after %s attempt(s): %s; notices are not spooled '
+                           '(setting %s)' % (channel, result.attempts, result.error, _CHANNEL_SETTINGS[channel]))
             elif channel in _CHANNEL_SETTINGS:
                 self._warn('%s alert %r not delivered after %s attempt(s): %s; it is in the spool (setting %s)'
                            % (channel, event, result.attempts, result.error, _CHANNEL_SETTINGS[channel]))
@@ -750,6 +881,7 @@ class CallbackModule(CallbackBase):
         for txn in _transactions(data):
             if self.run.observe_transaction(host, txn) == 'opened':
                 self.connections[host] = self._connection_for(host, _result_host(result))
+                self._notice('started')
         stages = data.get('failsafe_layer_stages')
         if isinstance(stages, list) and stages:
             # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each
@@ -818,7 +950,51 @@ class CallbackModule(CallbackBase):
                                           open_failed=_opens_transaction(task))
         if failure['in_scope'] and not failure['rescued'] and failure['first_for_host']:
             self._ensure_incident()
+            self._probe_dependencies()
             self._alert('deploy_failed', 'error', failure=failure)
+            self._notice('failed')
+
+    def _probe_dependencies(self):
+        """Probe the listed dependencies once, at the first counted failure (side by side, bounded)."""
+        if self.dependency_probes is not None or not self.dependencies:
+            return
+        started = time.time()
+        self.dependency_probes = self.redactor.data(_probes.probe_all(self.dependencies, self.dependency_timeout))
+        answer = _probes.verdict(self.dependency_probes)
+        self.timeline.add('dependency_probes', seconds=round(time.time() - started, 3),
+                          down=', '.join(answer['down']) or None)
+        if answer['down']:
+            self._warn(answer['text'])
+
+    def _notice(self, kind, restored=None):
+        """Send the stakeholder notice ``kind`` once per run (plain words from a few facts, see _notices.py)."""
+        if self.alerts is None:
+            return
+        audience = [name for name in ('stakeholders', 'stakeholders_slack') if self.alerts.has_channel(name)]
+        if kind in self._notices_sent or not audience:
+            return
+        if context.CLIARGS.get('check'):
+            return
+        self._notices_sent.append(kind)
+        first = self.run.counted_failures[0] if self.run.counted_failures else None
+        opened = [t.get('opened_at') for t in self.run.transactions.values() if t.get('opened_at')]
+        names = [t.get('name') for t in self.run.transactions.values() if t.get('name')]
+        facts = {'service': self.service_name or (names[0] if names else deployment_name(
+            {'playbook': self.playbook_path})),
+            'releases': self.run.releases, 'previous_releases': self.run.previous_releases,
+            'started': min(opened) if opened else self.run.started, 'failed': first['time'] if first else None,
+            'restored': restored, 'incident_id': self.incident_id}
+        subject, text = _notices.render(kind, facts, self.notice_templates)
+        now = time.time()
+        payload = {'event': 'stakeholder_notice', 'notice': kind, 'notice_subject': subject, 'notice_text': text,
+                   'time': round(now, 3), 'at': utc_iso(now), 'incident_id': self.incident_id}
+        self.alerts.notify(self.redactor.data(payload), only=audience)
+        self.timeline.add('stakeholder_notice', notice=kind)
+
+    def _dependency_answer(self):
+        if self.dependency_probes is None:
+            return None
+        return self.redactor.data(_probes.verdict(self.dependency_probes))
 
     def v2_playbook_on_stats(self, stats):
         if not self._ready or not self.enabled or self.finished:
@@ -872,10 +1048,13 @@ class CallbackModule(CallbackBase):
             payload.update({
                 'host': failure['host'], 'task': failure['task'], 'role': failure['role'], 'path': failure['path'],
                 'cause': failure['cause'], 'evidence': failure['evidence'], 'message': failure['message'],
-                'unreachable': failure['unreachable'],
+                'unreachable': failure['unreachable'], 'details': failure.get('details') or None,
                 'summary': 'deploy failed on %s at task %r (cause: %s)' % (
                     failure['host'], failure['task'], failure['cause']),
             })
+        answer = self._dependency_answer()
+        if answer is not None and event in ('deploy_failed', 'rolled_back', 'rollback_failed'):
+            payload['was_it_us'] = answer
         payload.update(extra)
         payload = self.redactor.data(payload)
         record = self.alerts.send(payload)
@@ -884,8 +1063,8 @@ class CallbackModule(CallbackBase):
         return record
 
     def _notify_committed(self):
-        """A deploy that ended without a failure: a change event for the channels that record deploys (PagerDuty).
-        Not an alert, so not spooled."""
+        """A deploy that ended without a failure: a change event for the channels that record deploys (PagerDuty)
+        and the stakeholders' notice that the release is live. Not an alert, so not spooled."""
         if not self.alerts.channels:
             return
         payload = self._base_payload('deploy_committed', 'info')
@@ -893,6 +1072,7 @@ class CallbackModule(CallbackBase):
         payload.update(hosts=list(self.run.opened_order), outcome='committed',
                        summary='deploy of %s committed on %s' % (what, ', '.join(self.run.opened_order)))
         self.alerts.notify(self.redactor.data(payload))
+        self._notice('completed', restored=time.time())
         self.alerts.flush()
         self._report_alert_problems()
 
@@ -967,6 +1147,7 @@ class CallbackModule(CallbackBase):
                         summary='%s; rolled back %s' % (what, ', '.join(scope)),
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
+            self._notice('restored', restored=launch.ended if launch else time.time())
         elif self.outcome == 'rollback_failed':
             likely = broken_check_hint(self.run.counted_failures, hosts)
             self._alert('rollback_failed', 'critical', hosts=scope, outcome='rollback_failed', reason=reason,
@@ -975,6 +1156,7 @@ class CallbackModule(CallbackBase):
                         likely_cause=likely,
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
+            self._notice('not_restored')
             if likely:
                 self._warn(likely)
         else:
@@ -1143,6 +1325,7 @@ class CallbackModule(CallbackBase):
             'rollback_duration': launch.duration if launch else None,
             'verification': verification,
             'likely_cause': broken_check_hint(failures, hosts),
+            'was_it_us': self._dependency_answer(),
         }
         files = dict(getattr(self, '_rollback_files', {}) or {})
         files['alert_spool'] = self.spool_path
@@ -1155,6 +1338,7 @@ class CallbackModule(CallbackBase):
             'ignored_failures': ignored,
             'transactions': self.run.transactions,
             'rollback': rollback,
+            'dependency_probes': self.dependency_probes,
             'alerts': list(self.alerts.records) if self.alerts else [],
             'timeline': self.timeline.to_list(),
             'timeline_dropped': self.timeline.dropped,
@@ -1224,6 +1408,13 @@ class CallbackModule(CallbackBase):
             sys.stderr.write('failsafe auto_rollback: ROLLBACK NOT STARTED; incident %s\n' % (json_path,))
         except Exception:  # pylint: disable=broad-except
             pass
+
+
+def _float_option(value, default):
+    """A float option that may be 0 (which ``or default`` would lose)."""
+    if value is None or value == '':
+        return default
+    return float(value)
 
 
 def _result_host(result):

@@ -6,12 +6,13 @@
 """Alert senders for the auto_rollback callback.
 
 - ``WebhookSender``: JSON POST with a timeout per attempt and retries with exponential backoff on connection
-  errors, timeouts, HTTP 5xx and 429. It never raises and never puts its URL in a message (errors are redacted).
+  errors, timeouts, HTTP 5xx and 429, within a total time limit for the run (``time_limit``). It never raises and
+  never puts its URL in a message (errors are redacted).
 - ``SpoolSender``: appends one JSON line per alert to a local file and fsyncs it (the record that survives a dead
   webhook).
-- ``AlertDispatcher``: spools at once and posts webhooks in order from one background thread, so a slow endpoint
-  never stalls the play; the provider channels (``_channels.py``) each get a thread of their own, so one slow
-  channel never delays another; ``flush()`` waits a bounded time.
+- ``AlertDispatcher``: spools at once; the webhook and each provider channel (``_channels.py``) send from a daemon
+  thread of their own, so neither a slow receiver nor a dead one delays the play, the rollback or another channel;
+  ``flush()`` waits for all of them side by side against one deadline (``wait_limit``, 10 s by default).
 
 The spool stays one JSON line per alert; each line carries an ``alert_id`` and the ``channels`` it was meant for.
 What each channel (and the webhook) did with it goes to the delivery ledger beside the spool
@@ -57,12 +58,17 @@ class WebhookSender:
     name = 'webhook'
 
     def __init__(self, url, timeout=5.0, retries=2, backoff=0.5, max_backoff=8.0, redactor=None, headers=None,
-                 sleep=time.sleep):
+                 sleep=time.sleep, time_limit=None, clock=time.monotonic):
         self._url = url
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
+        # Seconds this sender may spend over the whole run (None: no limit, e.g. for a replay run by hand).
+        self.time_limit = None if time_limit is None else max(0.0, float(time_limit))
+        self._spent = 0.0
+        self._clock = clock
+        self._budget_lock = threading.Lock()
         self._redactor = redactor or Redactor()
         self._redactor.add_secret(url)
         self._headers = dict(headers or {})
@@ -72,8 +78,21 @@ class WebhookSender:
     def __repr__(self):
         return '<WebhookSender url=%s>' % '<redacted>'
 
+    def remaining(self):
+        """Seconds left of the time limit (None when there is none)."""
+        if self.time_limit is None:
+            return None
+        with self._budget_lock:
+            return max(0.0, self.time_limit - self._spent)
+
+    def _charge(self, seconds):
+        with self._budget_lock:
+            self._spent += max(0.0, seconds)
+
     def max_duration(self):
         """Upper bound of one send(), for callers that wait on it."""
+        if self.time_limit is not None:
+            return self.remaining() + 0.5
         total = (self.retries + 1) * self.timeout
         for attempt in range(self.retries):
             total += min(self.max_backoff, self.backoff * (2 ** attempt))
@@ -91,13 +110,26 @@ class WebhookSender:
         headers = {'Content-Type': 'application/json', 'User-Agent': USER_AGENT}
         headers.update(self._headers)
         for attempt in range(self.retries + 1):
+            left = self.remaining()
             if attempt:
-                self._sleep(min(self.max_backoff, self.backoff * (2 ** (attempt - 1))))
+                pause = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+                if left is not None and pause >= left:
+                    error = '%s; total time limit of %.1f s reached' % (error, self.time_limit)
+                    break
+                started = self._clock()
+                self._sleep(pause)
+                self._charge(self._clock() - started)
+                left = self.remaining()
+            if left is not None and left <= 0.01:
+                error = ('%s; ' % error if error else '') + 'total time limit of %.1f s reached' % self.time_limit
+                break
+            timeout = self.timeout if left is None else min(self.timeout, left)
             attempts += 1
             retry = False
+            started = self._clock()
             try:
                 request = urllib.request.Request(self._url, data=body, headers=headers, method='POST')
-                with self._opener.open(request, timeout=self.timeout) as response:
+                with self._opener.open(request, timeout=timeout) as response:
                     status = response.getcode()
                     response.read(65536)
                 if 200 <= status < 300:
@@ -113,12 +145,12 @@ class WebhookSender:
                 except Exception:  # pylint: disable=broad-except
                     pass
             except (socket.timeout, TimeoutError):
-                error = 'timed out after %.1f s' % self.timeout
+                error = 'timed out after %.1f s' % timeout
                 retry = True
             except urllib.error.URLError as exc:
                 reason = exc.reason
                 if isinstance(reason, (socket.timeout, TimeoutError)):
-                    error = 'timed out after %.1f s' % self.timeout
+                    error = 'timed out after %.1f s' % timeout
                 else:
                     error = 'connection failed: %s' % (reason,)
                 retry = True
@@ -129,6 +161,8 @@ class WebhookSender:
                 # never raise out of an alert
                 error = '%s: %s' % (type(exc).__name__, exc)
                 retry = False
+            finally:
+                self._charge(self._clock() - started)
             if not retry:
                 break
         return SendResult(False, attempts, status, self._redactor.text(error), round(time.time() - start, 3))
@@ -188,24 +222,31 @@ class SpoolSender:
             return SendResult(False, 1, None, '%s: %s' % (type(exc).__name__, exc), round(time.time() - start, 3))
 
 
-class AlertDispatcher:
-    """Spool every alert at once; post webhooks in order from one daemon thread.
+DEFAULT_WAIT_LIMIT = 10.0
 
+
+class AlertDispatcher:
+    """Spool every alert at once; post to the webhook and to each channel from a daemon thread of its own.
+
+    Nothing here waits on a receiver: ``send()`` returns once the alert is spooled and queued, so an alert never
+    delays the rollback. ``flush()`` waits for all senders side by side against one deadline (``wait_limit``).
     ``problems()`` hands back (once) the failed deliveries so the caller can warn from its own thread.
     """
 
-    def __init__(self, spool=None, webhook=None, channels=(), ledger=None):
+    def __init__(self, spool=None, webhook=None, channels=(), ledger=None, wait_limit=DEFAULT_WAIT_LIMIT):
         self.spool = spool
         self.webhook = webhook
         if ledger is None and spool is not None:
             ledger = SpoolSender(delivery_path(spool.path))
         self.ledger = ledger
+        self.wait_limit = max(0.0, float(wait_limit))
         self.channels = [_ChannelWorker(channel, self._problem, self._delivered) for channel in channels or ()]
+        # channels that take notices only (stakeholders) never get an alert, and the spool never names them
+        self._alert_workers = [w for w in self.channels if getattr(w.channel, 'takes_alerts', True)]
+        self._webhook = _ChannelWorker(webhook, self._problem, self._delivered) if webhook is not None else None
         self.records = []
         self._problems = []
         self._lock = threading.Lock()
-        self._queue = queue.Queue()
-        self._thread = None
 
     def send(self, payload):
         # One id per alert, for every channel: the ledger and a replay refer to it, receivers can de-duplicate by it.
@@ -216,26 +257,30 @@ class AlertDispatcher:
         with self._lock:
             self.records.append(record)
         if self.spool is not None:
-            meant_for = (['webhook'] if self.webhook is not None else []) + [w.name for w in self.channels]
+            meant_for = (['webhook'] if self.webhook is not None else []) + [w.name for w in self._alert_workers]
             result = self.spool.send(dict(payload, channels=meant_for))
             record['spool'] = 'written' if result.ok else 'failed'
             if not result.ok:
                 self._problem('spool', payload.get('event'), result)
-        if self.webhook is not None:
-            record['webhook'] = 'queued'
-            self._queue.put((payload, record))
-            self._ensure_thread()
-        for worker in self.channels:
+        if self._webhook is not None:
+            self._webhook.put(payload, record)
+        for worker in self._alert_workers:
             worker.put(payload, record)
         return record
 
-    def notify(self, payload):
+    def notify(self, payload, only=None):
         """Send ``payload`` to the channels only (no spool, no webhook, no ledger): for notices that are not alerts,
-        such as the change event of a deploy that committed."""
+        such as the change event of a deploy that committed, or a stakeholder notice. ``only``: the names of the
+        channels that get it (default: those that take alerts)."""
         record = {'event': payload.get('event'), 'at': payload.get('at')}
         for worker in self.channels:
-            worker.put(payload, record, ledger=False)
+            wanted = worker.name in only if only is not None else getattr(worker.channel, 'takes_alerts', True)
+            if wanted:
+                worker.put(payload, record, ledger=False)
         return record
+
+    def has_channel(self, name):
+        return any(w.name == name for w in self.channels)
 
     def _delivered(self, payload, channel, result):
         """Write what ``channel`` did with a spooled alert to the ledger (never raises)."""
@@ -246,31 +291,6 @@ class AlertDispatcher:
         except Exception:  # pylint: disable=broad-except
             pass
 
-    def _ensure_thread(self):
-        # One daemon worker for the life of the process: it never delays the exit of ansible-playbook.
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name='failsafe-alerts', daemon=True)
-                self._thread.start()
-
-    def _run(self):
-        while True:
-            payload, record = self._queue.get()
-            try:
-                result = self.webhook.send(payload)
-                record['webhook'] = 'delivered' if result.ok else 'failed'
-                record['webhook_attempts'] = result.attempts
-                if not result.ok:
-                    self._problem('webhook', payload.get('event'), result)
-            except Exception as exc:  # pylint: disable=broad-except
-                record['webhook'] = 'failed'
-                result = SendResult(False, 0, None, type(exc).__name__, 0.0)
-                self._problem('webhook', payload.get('event'), result)
-            try:
-                self._delivered(payload, 'webhook', result)
-            finally:
-                self._queue.task_done()
-
     def _problem(self, channel, event, result):
         with self._lock:
             self._problems.append((channel, event, result))
@@ -280,21 +300,26 @@ class AlertDispatcher:
             out, self._problems = self._problems, []
         return out
 
+    def pending(self):
+        """Names of the senders that still have alerts queued or in flight."""
+        workers = ([self._webhook] if self._webhook is not None else []) + self.channels
+        return [w.name for w in workers if w.busy()]
+
     def flush(self, timeout=None):
-        """Wait until queued webhooks are sent or ``timeout`` seconds passed, and each channel is done or its time
-        limit spent. True when nothing is pending."""
-        done = True
-        for worker in self.channels:
-            done = worker.flush() and done
-        if self.webhook is None:
-            return done
-        if timeout is None:
-            timeout = self.webhook.max_duration() * max(1, self._queue.unfinished_tasks)
-        deadline = time.time() + timeout
-        while self._queue.unfinished_tasks and time.time() < deadline:
-            self._ensure_thread()
+        """Wait until every sender is done, or out of its own time limit, or ``timeout`` seconds (default
+        ``wait_limit``) have passed, whichever comes first: one deadline for all of them, which send side by side.
+        True when nothing is pending. What is not sent stays in the spool for the replay."""
+        start = time.monotonic()
+        deadline = start + (self.wait_limit if timeout is None else max(0.0, float(timeout)))
+        workers = ([self._webhook] if self._webhook is not None else []) + self.channels
+        # each sender's own bound, taken now: what is left of its time limit (plus a little)
+        own = dict((id(w), start + w.sender_bound()) for w in workers)
+        while True:
+            waiting = [w for w in workers if w.busy() and time.monotonic() < own[id(w)]]
+            if not waiting or time.monotonic() >= deadline:
+                break
             time.sleep(0.02)
-        return not self._queue.unfinished_tasks and done
+        return not any(w.busy() for w in workers)
 
 
 class _ChannelWorker:
@@ -343,9 +368,12 @@ class _ChannelWorker:
             finally:
                 self._queue.task_done()
 
-    def flush(self):
-        """Wait while work is pending and the channel has time left (each send is bounded by that time)."""
-        deadline = time.time() + self.channel.max_duration()
-        while self._queue.unfinished_tasks and time.time() < deadline:
-            time.sleep(0.01)
-        return not self._queue.unfinished_tasks
+    def busy(self):
+        return bool(self._queue.unfinished_tasks)
+
+    def sender_bound(self):
+        """Seconds the sender may still take (each send is bounded by what is left of its time limit)."""
+        try:
+            return float(self.channel.max_duration())
+        except Exception:  # pylint: disable=broad-except
+            return 0.0

@@ -41,6 +41,7 @@ import urllib.error
 import urllib.request
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import USER_AGENT, SendResult
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
 PAGERDUTY_URL = 'https://events.pagerduty.com'
@@ -87,6 +88,9 @@ class Channel:
 
     name = 'channel'
     setting = None
+    # False for a channel that takes only notices (never alerts): the dispatcher neither sends nor spools alerts
+    # for it.
+    takes_alerts = True
 
     def __init__(self, timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES, time_limit=DEFAULT_TIME_LIMIT,
                  backoff=0.2, max_backoff=2.0, redactor=None, sleep=time.sleep, clock=time.monotonic):
@@ -273,16 +277,22 @@ def host_lines(payload):
 
 
 def details_of(payload):
-    """The failure's own words: message, reason, evidence."""
+    """The failure's own words: message, reason, evidence, the failed task's details (stderr tail, HTTP status and
+    body, failed checks) and the answer of the dependency probes."""
     parts = []
+    answer = payload.get('was_it_us')
+    if isinstance(answer, dict) and answer.get('text'):
+        parts.append(str(answer['text']))
     for key in ('message', 'reason'):
         if payload.get(key):
             parts.append(str(payload[key]))
     evidence = payload.get('evidence')
     if evidence and not isinstance(evidence, str):
         evidence = json.dumps(evidence, sort_keys=True, default=str)
-    if evidence:
+    if evidence and evidence != payload.get('message'):
         parts.append(str(evidence))
+    if isinstance(payload.get('details'), dict):
+        parts.extend(details_lines(payload['details']))
     return '\n'.join(parts)
 
 
@@ -377,7 +387,7 @@ class PagerDutyChannel(Channel):
 
 def _details(payload):
     keep = ('event', 'incident_id', 'run_id', 'releases', 'previous_releases', 'host', 'task', 'role', 'cause',
-            'message', 'outcome', 'reason', 'hosts', 'per_host', 'duration', 'report', 'at')
+            'message', 'outcome', 'reason', 'hosts', 'per_host', 'duration', 'report', 'at', 'details', 'was_it_us')
     details = dict((k, payload[k]) for k in keep if payload.get(k) not in (None, '', [], {}))
     for key in ('message', 'reason'):
         if key in details:
@@ -447,6 +457,31 @@ class SlackChannel(Channel):
 
 
 # Microsoft Teams -------------------------------------------------------------------------------------------
+
+class StakeholderSlackChannel(Channel):
+    """The stakeholder notices (``_notices.py``) to a Slack incoming webhook of their own: the subject in bold and
+    the text, as one section, never an alert."""
+
+    name = 'stakeholders_slack'
+    setting = 'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL'
+    takes_alerts = False
+
+    def __init__(self, url, **kwargs):
+        super(StakeholderSlackChannel, self).__init__(**kwargs)
+        self._url = url
+        self._redactor.add_secret(url)
+
+    def message(self, payload):
+        subject = str(payload.get('notice_subject') or '')
+        text = '*%s*\n%s' % (_mrkdwn(subject), _mrkdwn(str(payload.get('notice_text') or '')))
+        return {'text': _clip(subject, SLACK_SECTION_MAX),
+                'blocks': [{'type': 'section', 'text': {'type': 'mrkdwn', 'text': _clip(text, SLACK_SECTION_MAX)}}]}
+
+    def requests(self, payload):
+        if payload.get('event') != 'stakeholder_notice':
+            return []
+        return [(self._url, self.message(payload))]
+
 
 class TeamsChannel(Channel):
     """Microsoft Teams Workflows webhook: one Adaptive Card 1.4 in a message, under 28 KB."""
@@ -691,6 +726,36 @@ class EmailChannel(Channel):
                     pass
 
 
+class StakeholderEmailChannel(EmailChannel):
+    """The stakeholder notices (``_notices.py``) by email: plain text only, written from the notice's subject and
+    text, never from an alert. Same SMTP server, STARTTLS, AUTH, timeouts and time limit as the email channel."""
+
+    name = 'stakeholders'
+    setting = 'FAILSAFE_STAKEHOLDER_EMAIL_TO'
+    takes_alerts = False
+
+    def __repr__(self):
+        return '<stakeholder email channel %s:%s>' % (self.host, self.port)
+
+    def message(self, payload):
+        msg = email.message.EmailMessage()
+        msg['Subject'] = _clip(re.sub(r'[\r\n\t]+', ' ', str(payload.get('notice_subject') or '')),
+                               EMAIL_SUBJECT_MAX)
+        msg['From'] = self.sender
+        msg['To'] = ', '.join(self.recipients)
+        msg['Date'] = email.utils.formatdate(localtime=False, usegmt=True)
+        msg['Message-ID'] = email.utils.make_msgid(domain='failsafe.deploy')
+        msg['X-Failsafe-Notice'] = str(payload.get('notice') or '')
+        msg['Auto-Submitted'] = 'auto-generated'
+        msg.set_content(str(payload.get('notice_text') or ''))
+        return msg
+
+    def requests(self, payload):
+        if payload.get('event') != 'stakeholder_notice':
+            return []
+        return [(None, self.message(payload))]
+
+
 # Apprise (optional) ------------------------------------------------------------------------------------------
 
 APPRISE_MISSING = ('apprise_urls (FAILSAFE_APPRISE_URLS) is set but the apprise package is not installed on the '
@@ -770,7 +835,8 @@ class AppriseChannel(Channel):
 
 
 def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook_url=None, teams_webhook_url=None,
-                   email=None, apprise_urls=None, warn=None, redactor=None, **kwargs):
+                   email=None, apprise_urls=None, warn=None, redactor=None, stakeholder_email_to=None,
+                   stakeholder_slack_webhook_url=None, **kwargs):
     """The channels that are configured, each with the same timeout, retries and time limit.
 
     ``email``: a dict of EmailChannel arguments (``host``, ``sender``, ``recipients``, ...) or None; its ``timeout``
@@ -801,4 +867,15 @@ def build_channels(pagerduty_routing_key=None, pagerduty_url=None, slack_webhook
                 warn(APPRISE_MISSING)
         else:
             channels.append(AppriseChannel(apprise_urls, redactor=redactor, **kwargs))
+    if stakeholder_email_to:
+        if not (email and email.get('host') and email.get('sender')):
+            if warn:
+                warn('stakeholder_email_to is set but email_host or email_from is not: no stakeholder notices')
+        else:
+            options = dict(kwargs)
+            options.update(email)
+            options.update(recipients=stakeholder_email_to, html_body=False)
+            channels.append(StakeholderEmailChannel(redactor=redactor, **options))
+    if stakeholder_slack_webhook_url:
+        channels.append(StakeholderSlackChannel(stakeholder_slack_webhook_url, redactor=redactor, **kwargs))
     return channels

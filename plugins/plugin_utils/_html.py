@@ -19,6 +19,7 @@ import html
 import json
 import re
 
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import OUTCOME_LABELS, metric_gate_rows
 
 CONTROLLER_LANE = 'controller'
@@ -351,6 +352,10 @@ def _failures_section(incident):
             (f.get('host'), f.get('task'), f.get('role'), f.get('path'), f.get('cause'), f.get('evidence'),
              f.get('message'), f.get('at')) for f in failures], cls='failures'))
         for failure in failures:
+            lines = details_lines(failure.get('details')) if isinstance(failure.get('details'), dict) else []
+            if lines:
+                out.append('<h3>Evidence of %s on %s</h3>' % (esc(failure.get('task')), esc(failure.get('host'))))
+                out.append('<pre class="evidence">%s</pre>' % esc('\n'.join(lines)))
             result = failure.get('result') if isinstance(failure.get('result'), dict) else {}
             checks = _checks_table(result.get('checks'))
             if checks:
@@ -456,7 +461,11 @@ def _generic(value):
 
 def _probes_section(incident):
     probes = incident.get('dependency_probes')
-    out = ['<section id="dependency-probes"><h2>Dependency probes</h2>']
+    answer = (incident.get('summary') or {}).get('was_it_us') or {}
+    out = ['<section id="dependency-probes"><h2>Dependency probes: was it us or a dependency?</h2>']
+    if answer.get('text'):
+        out.append('<p class="verdict verdict-%s"><strong>%s</strong></p>' % (
+            esc(re.sub(r'[^a-z]', '', str(answer.get('verdict') or 'unknown'))), esc(answer['text'])))
     if probes:
         out.append(_generic(probes))
     else:

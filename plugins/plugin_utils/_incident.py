@@ -24,6 +24,7 @@ import time
 import uuid
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines, failure_details
 
 SCHEMA_VERSION = 1
 OUTCOME_LABELS = {
@@ -228,6 +229,7 @@ class DeployRun:
         else:
             shown = self._redactor.data(_compact_result(result))
             message = self._redactor.text(first_line(result))
+        details = {} if censored else self._redactor.data(failure_details(result))
         in_scope = self.has_open_transaction(host)
         first = in_scope and not rescuable and not any(
             f['host'] == host and f['in_scope'] and not f['rescued'] for f in self.failures)
@@ -240,6 +242,7 @@ class DeployRun:
             'cause': cls.cause,
             'evidence': self._redactor.text(cls.evidence),
             'message': message,
+            'details': details,
             'result': shown,
             'unreachable': bool(unreachable),
             'time': round(now, 3),
@@ -496,6 +499,13 @@ def render_markdown(incident):
     for failure in incident.get('failures') or []:
         lines.append('| %s | %s | %s | %s | %s | %s | %s |' % tuple(_md(failure.get(k)) for k in (
             'host', 'task', 'role', 'path', 'cause', 'evidence', 'message')))
+    evidence = [f for f in incident.get('failures') or [] if f.get('details')]
+    if evidence:
+        lines += ['', '### Evidence', '']
+        for failure in evidence:
+            lines += ['%s, task %s:' % (_md(failure.get('host')), _md(failure.get('task'))), '', '```']
+            lines += [line.replace('```', "'''") for line in details_lines(failure['details'])]
+            lines += ['```', '']
     ignored = incident.get('ignored_failures') or []
     if ignored:
         lines += ['', 'Not counted (rescued, or no open transaction): %s.' % ', '.join(
@@ -519,6 +529,8 @@ def render_markdown(incident):
                     _md(row.get('metric')), _md(row.get('kind')), query, _md(row.get('values')),
                     _md(row.get('thresholds')), _md(row.get('verdict')), _md(row.get('reason'))))
             lines.append('')
+
+    lines += _dependency_markdown(incident)
 
     lines += ['## Rollback', '']
     if rollback.get('started_at'):
@@ -564,6 +576,24 @@ def render_markdown(incident):
             lines.append('- %s: `%s`' % (key, value))
         lines.append('')
     return '\n'.join(lines)
+
+
+def _dependency_markdown(incident):
+    """The "was it us or a dependency?" section: the verdict, then one row per probe."""
+    answer = (incident.get('summary') or {}).get('was_it_us')
+    probes = incident.get('dependency_probes') or []
+    if not answer and not probes:
+        return []
+    lines = ['## Was it us or a dependency?', '']
+    if answer:
+        lines += ['**%s**' % _md(answer.get('text')), '']
+    if probes:
+        lines += ['| Dependency | Kind | Target | Status | Detail | Seconds |', '|---|---|---|---|---|---|']
+        for probe in probes:
+            lines.append('| %s | %s | %s | %s | %s | %s |' % tuple(_md(probe.get(k)) for k in (
+                'name', 'kind', 'target', 'status', 'detail', 'seconds')))
+        lines.append('')
+    return lines
 
 
 def report_paths(report_dir, incident_id):

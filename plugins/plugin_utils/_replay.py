@@ -100,7 +100,7 @@ def channels_from(get, redactor, time_limit, warn=None):
     senders = collections.OrderedDict()
     if get('webhook_url'):
         senders['webhook'] = WebhookSender(get('webhook_url'), timeout=float(get('webhook_timeout') or 5),
-                                           retries=2, redactor=redactor)
+                                           retries=2, redactor=redactor, time_limit=time_limit)
     retries = get('channel_retries')
     for channel in build_channels(
             pagerduty_routing_key=get('pagerduty_routing_key'), pagerduty_url=get('pagerduty_url'),

@@ -7,7 +7,7 @@ import pytest
 
 from support import ROOT, VENV_BIN
 
-MODULES = ['snapshot', 'release', 'deploy_state', 'health_check', 'transaction']
+MODULES = ['snapshot', 'release', 'deploy_state', 'health_check', 'transaction', 'history_info']
 ROLES = ['preflight', 'snapshot', 'release', 'activate', 'verify', 'commit', 'rollback']
 
 

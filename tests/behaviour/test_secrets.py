@@ -12,22 +12,38 @@ rollback and a real webhook receiver. The canaries:
 - HOOK: the token in the webhook URL path (the URL is a secret by definition);
 - DECLARED: in the arguments and output of a failing command, declared secret by the operator with
   ``FAILSAFE_REDACT_VALUES`` (option ``redact_values``);
-- PAIR: in the same output as ``api_token=<value>``, caught by the key pattern without being declared.
+- PAIR: in the same output as ``api_token=<value>``, caught by the key pattern without being declared;
+- the secrets that configure the channels: the PagerDuty routing key, the token of the Slack webhook URL, the
+  signature of the Teams Workflows URL, the SMTP password and the token of an Apprise URL. The channels post to
+  local receivers that stand in for PagerDuty, Slack and Teams (tests/unit/plugins/plugin_utils/test_channels.py),
+  a real SMTP server (aiosmtpd with STARTTLS and AUTH) that also gets the stakeholder notices, and a real HTTP
+  receiver for Apprise's ``json://``.
 
 Two failing deploys, each rolled back: in the first the no_log task is the failure (the command failed before,
 inside a rescued block); in the second the command is the failure (the no_log task failed before, rescued). So each
 canary passes through both the alerted failure and a rescued one. Checked: ansible-playbook's output (ansible's own
 ``fatal:`` line of the command is the operator's business, every other line is checked), the host's journal, its
 history and every other file of its state, the ledger, the incident reports (JSON and Markdown), the alert spool, the
-rollback log, vars and result files, and every body the webhook receiver got.
+rollback log, vars and result files, the delivery ledger, and every body the webhook and each channel's
+receiver got (the PagerDuty events carry the routing key in their ``routing_key`` field, as the API wants, and
+nowhere else).
 """
 
 import json
 import os
+import sys
 
 import pytest
 
-from support import DEMO, free_port
+from support import DEMO, Receiver, free_port
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'unit', 'plugins', 'plugin_utils'))
+
+from test_channels import (  # noqa: E402 pylint: disable=wrong-import-position
+    ROUTING_KEY, SLACK_TOKEN, TEAMS_SIG, Receiver as ProviderReceiver,
+)
+from smtp_server import SMTP_PASSWORD, SMTP_USER, SmtpServer  # noqa: E402 pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +52,9 @@ EXTRA = 'CanaryExtra5Vb7Kp'
 HOOK = 'CanaryHook3Zx9Lm'
 DECLARED = 'CanaryDeclared6Nh2Qs'
 PAIR = 'CanaryPair4Jd8Wy'
-CANARIES = (NOLOG, EXTRA, HOOK, DECLARED, PAIR)
+APPRISE = 'CanaryApprise9Wk3Rb'
+CHANNEL_SECRETS = (ROUTING_KEY, SLACK_TOKEN, TEAMS_SIG, SMTP_PASSWORD, APPRISE)
+CANARIES = (NOLOG, EXTRA, HOOK, DECLARED, PAIR) + CHANNEL_SECRETS
 USERINFO = 'CanaryUserinfo2Fq8Dn'
 QUERY = 'CanaryQuery7Tg5Hv'
 
@@ -86,7 +104,30 @@ def leaks_in_files(*roots):
 
 
 @pytest.fixture(scope='module')
-def runs(module_deploy):
+def channels(module_deploy, tmp_path_factory):
+    """Every channel configured with its secret, each posting to a real local receiver."""
+    d = module_deploy
+    receivers = dict((kind, ProviderReceiver(kind)) for kind in ('pagerduty', 'slack', 'teams'))
+    receivers['apprise'] = Receiver()
+    smtp = SmtpServer(str(tmp_path_factory.mktemp('smtp')))
+    apprise_port = receivers['apprise'].server.server_address[1]
+    d.env.update({
+        'FAILSAFE_PAGERDUTY_ROUTING_KEY': ROUTING_KEY, 'FAILSAFE_PAGERDUTY_URL': receivers['pagerduty'].base,
+        'FAILSAFE_SLACK_WEBHOOK_URL': receivers['slack'].url, 'FAILSAFE_TEAMS_WEBHOOK_URL': receivers['teams'].url,
+        'FAILSAFE_APPRISE_URLS': 'json://127.0.0.1:%d/apprise/%s' % (apprise_port, APPRISE),
+        'FAILSAFE_EMAIL_HOST': '127.0.0.1', 'FAILSAFE_EMAIL_PORT': str(smtp.port),
+        'FAILSAFE_EMAIL_FROM': 'deploy@example.org', 'FAILSAFE_EMAIL_TO': 'ops@example.org',
+        'FAILSAFE_STAKEHOLDER_EMAIL_TO': 'stakeholders@example.org',
+        'FAILSAFE_EMAIL_USERNAME': SMTP_USER, 'FAILSAFE_EMAIL_PASSWORD': SMTP_PASSWORD,
+        'FAILSAFE_EMAIL_CA_FILE': smtp.cert, 'FAILSAFE_EMAIL_TIMEOUT': '5', 'FAILSAFE_CHANNEL_TIMEOUT': '5'})
+    receivers['smtp'] = smtp
+    yield receivers
+    for receiver in receivers.values():
+        receiver.close()
+
+
+@pytest.fixture(scope='module')
+def runs(module_deploy, channels):
     d = module_deploy
     d.env['FAILSAFE_WEBHOOK_URL'] = '%s/%s' % (d.receiver.url, HOOK)
     d.env['FAILSAFE_REDACT_VALUES'] = DECLARED
@@ -160,6 +201,28 @@ def test_no_canary_in_anything_the_webhook_receiver_got(runs):
     d = runs[0]
     assert d.receiver.kinds() == ['deploy_failed', 'rolled_back', 'deploy_failed', 'rolled_back']
     text = json.dumps(d.receiver.events)
+    assert [c for c in CANARIES if c in text] == []
+
+
+def test_no_canary_in_anything_the_channels_got(runs, channels):
+    """PagerDuty, Slack, Teams, Apprise and email (the on-call alerts and the stakeholder notices) each got both
+    failures, and none of it holds a canary: not the task's secrets, not another channel's secret, not its own."""
+    pd, slack, teams = channels['pagerduty'], channels['slack'], channels['teams']
+    assert pd.rejected == [] and slack.rejected == [] and teams.rejected == []
+    triggers = [r['json'] for r in pd.received if r['json'].get('event_action') == 'trigger']
+    assert len(triggers) == 2 and all(t['routing_key'] == ROUTING_KEY for t in triggers)
+    assert len(slack.received) == 4 and len(teams.received) == 4
+    assert len(channels['apprise'].events) == 4
+    mails = channels['smtp'].messages
+    alerts = [m for m in mails if 'ops@example.org' in m['rcpt_tos']]
+    notices = [m for m in mails if 'stakeholders@example.org' in m['rcpt_tos']]
+    assert len(alerts) == 4 and len(notices) == 2 + 3 + 3     # 1.0.0 started/live; two runs started/failed/restored
+    # the error the operator declared secret did reach the channels, masked: the check below is not vacuous
+    assert '********' in json.dumps([r['json'] for r in slack.received])
+    bodies = [dict((k, v) for k, v in r['json'].items() if k != 'routing_key') for r in pd.received]
+    text = json.dumps(bodies) + json.dumps([r['json'] for r in slack.received + teams.received])
+    text += json.dumps(channels['apprise'].events)
+    text += ''.join(m['raw'].decode('utf-8', 'replace') for m in mails)
     assert [c for c in CANARIES if c in text] == []
 
 

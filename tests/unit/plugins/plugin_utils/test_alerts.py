@@ -207,3 +207,43 @@ def test_dispatcher_flush_returns_false_when_time_is_up(silent_server):
     start = time.time()
     assert dispatcher.flush(timeout=0.3) is False
     assert time.time() - start < 1.5
+
+
+def test_webhook_time_limit_bounds_every_send_of_the_run(silent_server):
+    sender = WebhookSender(silent_server, timeout=0.5, retries=5, backoff=0.05, time_limit=1.2)
+    start = time.time()
+    first = sender.send({'event': 'deploy_failed'})
+    second = sender.send({'event': 'rolled_back'})
+    elapsed = time.time() - start
+    assert not first.ok and not second.ok
+    assert 'total time limit of 1.2 s reached' in first.error + second.error
+    assert second.attempts == 0       # nothing left of the run's budget: not even tried
+    assert 1.0 <= elapsed < 2.5
+    assert sender.remaining() == 0.0
+
+
+def test_dispatcher_flush_waits_for_all_senders_side_by_side_against_one_deadline(tmp_path, silent_server):
+    class Hanging:
+        """A channel that takes ``seconds`` per alert and reports each as failed."""
+
+        def __init__(self, name, seconds):
+            self.name, self.seconds = name, seconds
+
+        def max_duration(self):
+            return 30.0
+
+        def send(self, payload):
+            time.sleep(self.seconds)
+            from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import SendResult
+            return SendResult(False, 1, None, 'timed out', self.seconds)
+
+    channels = [Hanging('slack', 3.0), Hanging('teams', 3.0), Hanging('email', 3.0)]
+    dispatcher = AlertDispatcher(spool=SpoolSender(str(tmp_path / 'a.jsonl')), channels=channels, wait_limit=1.0,
+                                 webhook=WebhookSender(silent_server, timeout=5, retries=3, time_limit=30))
+    start = time.time()
+    record = dispatcher.send({'event': 'deploy_failed'})
+    assert time.time() - start < 0.5                    # sending never waits on a receiver
+    assert record['spool'] == 'written'
+    assert dispatcher.flush() is False                  # the shared deadline (wait_limit), not 4 x 3 s in a row
+    assert time.time() - start < 2.0
+    assert sorted(dispatcher.pending()) == ['email', 'slack', 'teams', 'webhook']

@@ -1,0 +1,128 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Given the demo setup with a PostgreSQL database migrated by failsafe.deploy.migrate, when a deploy whose health
+check fails after a successful migration is rolled back, then code and schema are back and the rows written between
+the migration and the rollback are still there.
+
+Real ansible-playbook runs of playbooks/deploy.yml on this machine (the examples/demo setup in a private
+directory, the auto_rollback callback, the example app under a real supervisord) against a private PostgreSQL 15
+cluster. The release archives of the example app get a migrations/ directory: 1.0.0 and 2.0.0 create the table,
+3.0.0 (unhealthy) adds a column and a table. The migrate step's after-hook writes a row, as the new release would
+while it serves."""
+
+import io
+import json
+import os
+import sys
+import tarfile
+
+import pytest
+
+from support import ROOT
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tests import dbservers  # noqa: E402  pylint: disable=wrong-import-position
+
+pytestmark = pytest.mark.slow
+
+MIGRATIONS = {
+    '0001_items.up.sql': 'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);',
+    '0001_items.down.sql': 'DROP TABLE items;',
+    '0002_note.up.sql': 'ALTER TABLE items ADD COLUMN note TEXT;\nCREATE TABLE tags (id INTEGER PRIMARY KEY);',
+    '0002_note.down.sql': 'DROP TABLE tags;\nALTER TABLE items DROP COLUMN note;',
+}
+RELEASE_MIGRATIONS = {'1.0.0': ['0001'], '2.0.0': ['0001'], '3.0.0': ['0001', '0002']}
+
+HOOK = """---
+- name: The new release writes a row while it serves
+  ansible.builtin.command:
+    argv: [psql, -X, -v, ON_ERROR_STOP=1, -h, "{{ failsafe_migrate_host }}", -p, "{{ failsafe_migrate_port }}",
+           -U, postgres, -d, "{{ failsafe_migrate_database }}", -c,
+           "INSERT INTO items (id, name, note) VALUES (100, 'written after the migration', 'by 3.0.0')"]
+  changed_when: true
+"""
+
+
+def add_migrations(dist, version):
+    """Rewrite the example app's archive of version with its migrations/ directory."""
+    path = os.path.join(dist, 'app-%s.tar.gz' % version)
+    with tarfile.open(path) as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]
+    top = members[0][0].name.split('/')[0] if '/' in members[0][0].name else ''
+    prefix = (top + '/') if top and all(m.name.startswith(top) for m, dummy in members) else ''
+    with tarfile.open(path, 'w:gz') as out:
+        for member, data in members:
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+        info = tarfile.TarInfo(prefix + 'migrations')
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        out.addfile(info)
+        for name, text in sorted(MIGRATIONS.items()):
+            if name[:4] not in RELEASE_MIGRATIONS[version]:
+                continue
+            data = text.encode()
+            info = tarfile.TarInfo(prefix + 'migrations/' + name)
+            info.size = len(data)
+            info.mode = 0o644
+            out.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope='module')
+def pg():
+    if os.geteuid() != 0 or not dbservers.pg_bin():
+        pytest.skip('PostgreSQL tests need root and the PostgreSQL 15 binaries')
+    server = dbservers.Postgres().start()
+    yield server
+    server.stop()
+
+
+def test_a_failed_health_check_after_a_migration_rolls_code_and_schema_back_and_keeps_the_rows(
+        local_deploy, pg, tmp_path):
+    d = local_deploy
+    dist = os.path.join(d.dir, 'dist')
+    for version in RELEASE_MIGRATIONS:
+        add_migrations(dist, version)
+    pg.createdb('demo')
+    hook = tmp_path / 'write-a-row.yml'
+    hook.write_text(HOOK)
+    extra = tmp_path / 'db.json'
+    settings = {'failsafe_migrate_enabled': True, 'failsafe_migrate_engine': 'postgresql',
+                'failsafe_migrate_database': 'demo', 'failsafe_migrate_host': pg.base,
+                'failsafe_migrate_port': str(pg.port), 'failsafe_migrate_user': 'postgres',
+                'failsafe_migrate_options': {'bin_dir': pg.bin}}
+    extra.write_text(json.dumps(settings))
+    d.env['PATH'] = pg.bin + os.pathsep + d.env['PATH']
+
+    proc = d.deploy('1.0.0', '-e', '@%s' % extra)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert pg.psql('SELECT version FROM failsafe_migrations', 'demo') == '0001'
+    pg.psql("INSERT INTO items VALUES (1, 'one'), (2, 'two')", 'demo')
+
+    failed = d.deploy('3.0.0', '-e', '@%s' % extra, '-e', 'failsafe_migrate_after_tasks=%s' % hook)
+    assert failed.returncode != 0
+    assert 'Back up and migrate the database' in failed.stdout
+    # code back on 1.0.0, serving
+    assert d.current() == 'releases/1.0.0'
+    assert d.http('/version') == (200, '1.0.0')
+    # schema back: the down steps of 3.0.0 (still on disk) ran; 1.0.0 does not know them
+    cols = pg.psql("SELECT column_name FROM information_schema.columns WHERE table_name = 'items' "
+                   'ORDER BY ordinal_position', 'demo').splitlines()
+    assert cols == ['id', 'name']
+    assert pg.psql("SELECT to_regclass('public.tags') IS NULL", 'demo') == 't'
+    assert pg.psql('SELECT version FROM failsafe_migrations', 'demo') == '0001'
+    # the row written between the migration and the rollback is still there
+    assert pg.psql('SELECT id, name FROM items ORDER BY id', 'demo').splitlines() == [
+        '1|one', '2|two', '100|written after the migration']
+    journal = d.journal()
+    assert journal['status'] == 'rolled_back' and journal['release'] == '3.0.0'
+    kinds = [entry['kind'] for entry in journal['layers']]
+    assert 'database' in kinds
+    # the incident report says how the database came back
+    reports = d.incident_reports()
+    with open(reports[-1]) as f:
+        incident = json.load(f)
+    assert incident['outcome'] == 'rolled_back'
+    assert 'reverse migrations' in json.dumps(incident)

@@ -199,8 +199,8 @@ def database_md(d):
             'client connected it falls back to pg_dump -Fd -j 2 plus pg_restore -j 2. Baseline: pg_dump -Fc plus '
             'pg_restore into a fresh database, in the same run.' % (d['db_bytes'] / 1024.0 ** 2), '',
             '| | backup + restore | |', '| --- | ---: | --- |',
-            '| ours (template copy) | %s | backup %s, restore %s |' % (_s(d['ours']), _s(d['ours_backup']),
-                                                                    _s(d['ours_restore'])),
+            '| ours (template copy) | %s | backup %s, restore %s |'
+            % (_s(d['ours']), _s(d['ours_backup']), _s(d['ours_restore'])),
             '| ours, a client connected (pg_dump -Fd -j 2) | %s | |' % _s(d['fallback']),
             '| pg_dump -Fc + pg_restore | %s | |' % _s(d['baseline']),
             '',

@@ -599,11 +599,11 @@ class SQLite(Engine):
                 for step in steps:
                     sql = _read(step[direction]).decode('utf-8')
                     if direction == 'up':
+                        down = _literal(step['down_checksum']) if step.get('down_checksum') else 'NULL'
+                        values = (TABLE, _literal(step['version']), _literal(step['name']),
+                                  _literal(step['checksum']), down, _literal(run_id))
                         row = ('INSERT INTO %s (version, name, checksum, down_checksum, run_id) VALUES '
-                               '(%s, %s, %s, %s, %s);' % (TABLE, _literal(step['version']), _literal(step['name']),
-                                                         _literal(step['checksum']),
-                                                         _literal(step['down_checksum'])
-                                                         if step.get('down_checksum') else 'NULL', _literal(run_id)))
+                               '(%s, %s, %s, %s, %s);' % values)
                     else:
                         row = 'DELETE FROM %s WHERE version = %s;' % (TABLE, _literal(step['version']))
                     try:
@@ -753,11 +753,16 @@ class DatabaseLayer(Layer):
         return 'migrate the %s database %s with %s from %s' % (self.engine.name, self.o['database'], self.tool,
                                                                self.o['migrations'])
 
+    def _applied(self):
+        """The migrations recorded in the database, in the order of their numbers (9 before 10)."""
+        return sorted(self.engine.applied(), key=lambda a: (int(a['version']) if a['version'].isdigit() else -1,
+                                                            a['version']))
+
     # -- what is pending
     def _pending(self):
         """Plain SQL: (migrations of the release, pending ones up to target); refuses bad input."""
         migrations = read_migrations(self.o['migrations'])
-        applied = self.engine.applied()
+        applied = self._applied()
         by_version = dict((m['version'], m) for m in migrations)
         changed = [a['version'] for a in applied
                    if a['version'] in by_version and by_version[a['version']]['checksum'] != a['checksum']]
@@ -855,7 +860,25 @@ class DatabaseLayer(Layer):
             backup['state'] = state or record['state']
             backup['dir'] = where['dir']
             record['backup'] = backup
+            record['pruned'] = self._prune(where)
         return record
+
+    def _prune(self, where):
+        """Remove the backups of earlier runs beyond ``keep_backups`` (default 1: only the newest, this one)."""
+        keep = max(1, int(self.o.get('keep_backups') or 1))
+        base = self.o['backup_dir']
+        others = [name for name in os.listdir(base) if name != where['tag'] and os.path.isdir(os.path.join(base, name))]
+        others.sort(key=lambda name: os.path.getmtime(os.path.join(base, name)), reverse=True)
+        pruned = []
+        for name in others[keep - 1:]:
+            self.engine.drop_backup({'method': 'template', 'database': ('%s__failsafe_%s' % (self.db_name(), name))[:63]}
+                                    if self.engine.name == 'postgresql' else {})
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+            pruned.append(name)
+        return pruned
+
+    def db_name(self):
+        return self.o['database']
 
     def _mark_path(self, record):
         backup = record.get('backup') or {}
@@ -937,11 +960,12 @@ class DatabaseLayer(Layer):
         self.engine.restore(backup)
         state = self.engine.state()
         if state != backup['state']:
+            saved = backup['state']
+            schema = 'same' if state['schema'] == saved['schema'] else 'differs'
+            differ = sorted(t for t in set(state['tables']) | set(saved['tables'])
+                            if state['tables'].get(t) != saved['tables'].get(t))
             raise LayerError('the restored database %s does not match the checksums of its backup (schema %s, '
-                             'tables differing: %s)' % (self.o['database'], 'same' if state['schema'] ==
-                                                        backup['state']['schema'] else 'differs',
-                             ', '.join(sorted(t for t in set(state['tables']) | set(backup['state']['tables'])
-                                              if state['tables'].get(t) != backup['state']['tables'].get(t)))))
+                             'tables differing: %s)' % (self.o['database'], schema, ', '.join(differ) or 'none'))
         return {'method': 'restore', 'data_loss': bool(writes), 'dropped_writes_in': writes}
 
     def undo(self, record):
@@ -960,7 +984,7 @@ class DatabaseLayer(Layer):
                 report['method'] = 'nothing to undo'
             return {'changed': report['method'] != 'nothing to undo', 'report': report}
         before = set(record.get('before') or [])
-        applied = [a for a in self.engine.applied() if a['version'] not in before]
+        applied = [a for a in self._applied() if a['version'] not in before]
         if not applied:
             report['method'] = 'nothing to undo'
             return {'changed': False, 'report': report}
@@ -991,7 +1015,7 @@ class DatabaseLayer(Layer):
     def verify(self, record):
         problems = []
         if self.tool == 'sql':
-            now = [a['version'] for a in self.engine.applied()]
+            now = [a['version'] for a in self._applied()]
             if now != list(record.get('before') or []):
                 problems.append('the migrations recorded in %s are %s, not %s as before the deploy'
                                 % (TABLE, now or 'none', record.get('before') or 'none'))

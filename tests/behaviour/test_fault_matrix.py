@@ -740,8 +740,8 @@ def test_fault_migrate(fsx, fault):  # pylint: disable=redefined-outer-name,too-
         for host in hosts:
             assert _db(matrix, host) == db_before[host], '%s: database not back to the previous schema; see %s' % (
                 host, cell_dir)
-        row['outcome'] = '%s; previous %s and schema restored on every host' % (expected or 'no incident',
-                                                                                 previous[target])
+        row['outcome'] = '%s; previous %s and schema restored on every host' % (
+            expected or 'no incident', previous[target])
     finally:
         row['cell_seconds'] = round(time.monotonic() - started, 1)
         matrix.rows.append(row)

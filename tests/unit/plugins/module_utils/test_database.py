@@ -17,7 +17,6 @@ import fcntl
 import os
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 
@@ -26,8 +25,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # n
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', '..'))
-from tests import dbservers  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.failsafe.deploy.tests import dbservers
 
 IS_ROOT = os.geteuid() == 0
 
@@ -351,3 +349,21 @@ def test_postgresql_copies_by_template_when_nothing_is_connected_and_dumps_other
     assert backup['method'] == 'dump' and os.path.isfile(os.path.join(backup['path'], 'toc.dat'))
     engine.rollback(p2, _run)
     assert d.columns('items') == ['id', 'name'] and d.sql('SELECT count(*) FROM items') == '1000'
+
+
+def test_only_the_newest_backup_is_kept(db):
+    migrations = release(db.tmp, 'r2', {'0001_note.up.sql': GOOD['0001_note.up.sql']})
+    backups = str(db.tmp / 'backups')
+    records = []
+    for n in (1, 2, 3):
+        p = dict(params(db.tmp, 'run-%d' % n), state_dir=str(db.tmp / ('state%d' % n)))
+        _open(p)
+        res = engine.apply_phase(dict(p, layer=layer(db, migrations, restore_only=['0001'], run_id='run-%d' % n)),
+                                 _run)
+        records.append(res['record'])
+    assert sorted(os.listdir(backups)) == ['run_3']
+    assert records[1]['pruned'] == ['run_1'] and records[2]['pruned'] == ['run_2']
+    if db.engine == 'postgresql':
+        copies = db.server.psql("SELECT datname FROM pg_database WHERE starts_with(datname, '%s__failsafe_') "
+                                'ORDER BY 1' % db.name).splitlines()
+        assert copies == ['%s__failsafe_run_3' % db.name]

@@ -15,7 +15,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -23,8 +22,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', '..'))
-from tests import dbservers  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.failsafe.deploy.tests import dbservers
 
 ALEMBIC = os.path.join(os.path.dirname(sys.executable), 'alembic')
 

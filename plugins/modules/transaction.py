@@ -25,8 +25,9 @@ description:
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
     or when this run's activation was cut short before its restart.
-  - V(apply) applies one more layer kind (O(layer)) in the open transaction: it records what the layer is about
-    to change in the undo log first, then changes it. A host whose part of a deploy is only such layers (a load
+  - V(apply) applies one more layer kind (O(layer)) in the open transaction. It records what the layer is about
+    to change in the undo log first, then changes it. The kinds include C(database) (a backup, then the release's
+    migrations; see docs/database.md). A host whose part of a deploy is only such layers (a load
     balancer, a database or flag host) opens its transaction with V(open) and no O(release).
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
   - V(commit) marks the release verified, closes the transaction, releases the lock and prunes old releases and

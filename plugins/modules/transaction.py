@@ -334,6 +334,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
 # phases that also run in a transaction without a release (a host with only layers of other kinds)
@@ -389,6 +390,12 @@ def main():
     )
     p = dict(module.params)
     phase = p['phase']
+    # a layer kind's secret options (a database password) are masked in everything the module returns, as no_log
+    # options are
+    kind = KINDS.get((p.get('layer') or {}).get('kind'))
+    for key in (kind.secret_options if kind else ()):
+        if p['layer'].get(key):
+            module.no_log_values.add(str(p['layer'][key]))
     layers_only = phase in LAYERS_ONLY and not p.get('release') and not p.get('app_root')
     if layers_only and not p.get('run_id'):
         module.fail_json(msg='phase=%s needs run_id' % phase)

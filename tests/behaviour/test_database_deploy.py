@@ -101,3 +101,68 @@ def test_a_failed_health_check_after_a_migration_rolls_code_and_schema_back_and_
         incident = json.load(f)
     assert incident['outcome'] == 'rolled_back'
     assert 'reverse migrations' in json.dumps(incident)
+
+
+PLAYBOOK = """---
+- name: Apply the database layer with a password
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Open a transaction of layers only
+      failsafe.deploy.transaction:
+        phase: open
+        state_dir: %(state)s
+        run_id: run-secret
+    - name: Migrate
+      failsafe.deploy.transaction:
+        phase: apply
+        state_dir: %(state)s
+        run_id: run-secret
+        layer:
+          kind: database
+          engine: sqlite
+          database: %(db)s
+          password: s3cret-db-password
+          migrations: %(migrations)s
+          backup_dir: %(backups)s
+      register: out
+    - name: Show what came back
+      ansible.builtin.debug:
+        var: out
+"""
+
+
+def test_the_password_of_the_database_layer_never_shows(tmp_path):
+    """A real ansible-playbook run at -vvv: the layer's secret option is masked in the module's result and never
+    written to the journal."""
+    import sqlite3
+    import subprocess
+    from support import VENV_BIN
+    db = str(tmp_path / 'app.db')
+    conn = sqlite3.connect(db)
+    conn.execute('CREATE TABLE items (id INTEGER PRIMARY KEY)')
+    conn.close()
+    migrations = tmp_path / 'migrations'
+    migrations.mkdir()
+    (migrations / '0001_note.up.sql').write_text('ALTER TABLE items ADD COLUMN note TEXT;')
+    (migrations / '0001_note.down.sql').write_text('ALTER TABLE items DROP COLUMN note;')
+    playbook = tmp_path / 'play.yml'
+    playbook.write_text(PLAYBOOK % {'state': tmp_path / 'state', 'db': db, 'migrations': migrations,
+                                    'backups': tmp_path / 'backups'})
+    env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ['PATH'],
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, '.build', 'collections'),
+               ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false', ANSIBLE_HOME=str(tmp_path / 'ansible-home'),
+               ANSIBLE_NOCOLOR='1')
+    proc = subprocess.run(['ansible-playbook', '-i', 'localhost,', str(playbook), '-vvv'], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    conn = sqlite3.connect(db)
+    assert [r[1] for r in conn.execute('PRAGMA table_info(items)')] == ['id', 'note']   # it did run
+    conn.close()
+    assert 's3cret-db-password' not in proc.stdout + proc.stderr
+    assert 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER' in proc.stdout
+    with open(str(tmp_path / 'state' / 'app' / 'journal.json')) as handle:
+        assert 's3cret-db-password' not in handle.read()

@@ -796,6 +796,12 @@ class DatabaseLayer(Layer):
 
     def plan(self, options):
         self.engine.ping()
+        if not os.path.isdir(self.o['migrations']):
+            # a check-mode deploy does not stage the release: its migrations are not on the host yet
+            return {'changed': True, 'sql': None,
+                    'msg': 'check mode: would back up %s and migrate it with %s from %s, which is not on the host '
+                           'yet (a check run does not stage the release), so the SQL cannot be shown'
+                           % (self.o['database'], self.tool, self.o['migrations'])}
         if self.tool == 'sql':
             dummy, dummy2, pending = self._pending()
             sql = ''.join('-- %s_%s (up)\n%s\n' % (m['version'], m['name'], _read(m['up']).decode('utf-8'))

@@ -258,6 +258,10 @@ def test_check_mode_shows_the_sql_and_changes_nothing(db):
     assert res['changed'] and 'ALTER TABLE items ADD COLUMN note' in res['sql'] and 'CREATE TABLE tags' in res['sql']
     assert db.columns('items') == ['id', 'name'] and db.tables() == ['items']
     assert not os.path.exists(str(db.tmp / 'backups'))
+    # a check run of a deploy does not stage the release: the plan says so instead of failing
+    res = engine.apply_phase(dict(p, layer=layer(db, str(db.tmp / 'releases' / 'r9' / 'migrations'))), _run,
+                             check_mode=True)
+    assert res['changed'] and 'not on the host yet' in res['msg'] and res['sql'] is None
 
 
 def test_a_second_run_holding_the_lock_is_refused(db, tmp_path):

@@ -20,6 +20,7 @@ import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
 from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 
 from ansible_collections.failsafe.deploy.tests import dbservers
@@ -31,15 +32,14 @@ def _run(argv):
     return 0, '', ''
 
 
-def params(tmp_path, run_id):
-    return {'state_dir': str(tmp_path / 'state'), 'name': 'app', 'run_id': run_id, 'owner': 'ops@ctl',
+def params(tmp_path, run_id, state='state'):
+    return {'state_dir': str(tmp_path / state), 'name': 'app', 'run_id': run_id, 'owner': 'ops@ctl',
             'controller': 'ctl', 'pid': 1, 'ttl': 600, 'recover': True, 'service': {'manager': 'none'}}
 
 
 def deploy(tmp_path, run_id, spec):
     """Open a transaction (state directory of its own) and apply the database layer in it."""
-    p = params(tmp_path, run_id)
-    p['state_dir'] = str(tmp_path / ('state-%s' % run_id))
+    p = params(tmp_path, run_id, 'state-%s' % run_id)
     engine.open_phase(p, _run)
     res = engine.apply_phase(dict(p, layer=dict(spec, run_id=run_id)), _run)
     return p, res
@@ -199,4 +199,15 @@ def test_a_sqitch_project_deploys_fails_and_rolls_back_to_the_change_recorded_be
     status = subprocess.run(['sqitch', 'status', '--target', 'db:pg:app_sqitch'], cwd=r2, capture_output=True,
                             text=True, env=dict(os.environ, **base['environment']))
     assert [line.split()[-1] for line in status.stdout.splitlines() if line.startswith('# Name:')] == ['items']
+    # a release whose second change fails: sqitch reverts what that deploy did, the rollback finds nothing to undo
+    broken = SQITCH_CHANGES[:2] + [('broken', 'CREATE TABLE broken (id INTEGER); INSERT INTO nowhere VALUES (1);',
+                                    'DROP TABLE broken;')]
+    r3 = sqitch_release(tmp_path, 'r3', broken)
+    with pytest.raises(FailsafeError, match='sqitch deploy failed'):
+        deploy(tmp_path, 'run-3', dict(base, migrations=r3))
+    cols = pg.psql("SELECT column_name FROM information_schema.columns WHERE table_name = 'items' "
+                   'ORDER BY ordinal_position', 'app_sqitch').splitlines()
+    assert cols == ['id', 'name'] and pg.psql("SELECT to_regclass('public.broken') IS NULL", 'app_sqitch') == 't'
+    out = engine.rollback(params(tmp_path, 'run-3', 'state-run-3'), _run)
+    assert out['failsafe_rollback']['layers'][0]['method'] == 'nothing to undo'
     assert DeployState(p2['state_dir'], 'app').read_journal()['status'] == 'rolled_back'

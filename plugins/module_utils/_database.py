@@ -237,6 +237,15 @@ class Postgres(Engine):
     def size(self):
         return int(self.query('SELECT pg_database_size(current_database())').strip())
 
+    def data_directory(self):
+        """The server's data directory when this host can see it (the server runs here), else None."""
+        rc, out, err = self.psql('SHOW data_directory')
+        path = out.strip() if rc == 0 else ''
+        try:
+            return path if path and os.path.isdir(path) else None
+        except OSError:
+            return None
+
     def exists(self, db):
         out = self.query('SELECT count(*) FROM pg_database WHERE datname = %s' % _literal(db), db='postgres')
         return out.strip() == '1'
@@ -834,7 +843,12 @@ class DatabaseLayer(Layer):
         free = st.f_bavail * st.f_frsize
         need = self.engine.size()
         if self.engine.name == 'postgresql' and self.backup_mode in ('auto', 'template'):
-            return need, free     # the template copy is written in the server's data directory
+            # the template copy is written in the server's data directory: checked when it is on this host
+            data = self.engine.data_directory()
+            if not data:
+                return need, None
+            st = os.statvfs(data)
+            base, free = data, st.f_bavail * st.f_frsize
         if need > free:
             raise LayerError('the backup of %s would not fit on the disk: it needs about %d MB and %s has %d MB free. '
                              'Free space, or point backup_dir elsewhere.'

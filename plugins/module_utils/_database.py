@@ -904,14 +904,22 @@ class DatabaseLayer(Layer):
         backup = record.get('backup') or {}
         return os.path.join(backup['dir'], 'after-migrate.json') if backup.get('dir') else None
 
-    def _mark(self, record):
-        """Note the state of the database as this deploy left it: a rollback tells later writes from it."""
+    def _mark(self, record, partial=None):
+        """Note the state of the database as this deploy left it: a rollback tells later writes from it.
+        ``partial``: a MariaDB migration left half applied (no down step could undo it): only the backup can."""
         path = self._mark_path(record)
         if path:
             tmp = path + '.tmp'
             with open(tmp, 'w') as handle:
-                json.dump({'tables': self.engine.table_sums(), 'time': time.time()}, handle)
+                json.dump({'tables': self.engine.table_sums(), 'time': time.time(), 'partial': partial}, handle)
             os.rename(tmp, path)
+
+    def _read_mark(self, record):
+        path = self._mark_path(record)
+        if path and os.path.exists(path):
+            with open(path) as handle:
+                return json.load(handle)
+        return None
 
     def apply(self, params, record):
         if self.tool != 'sql':
@@ -933,10 +941,10 @@ class DatabaseLayer(Layer):
             self._mark(record)
             raise LayerError('the migrations of %s did not start: %s' % (self.o['database'], error))
         if failed is not None:
-            what = 'nothing of it is left (its transaction rolled back)'
+            what, partial = 'nothing of it is left (its transaction rolled back)', None
             if self.engine.name == 'mariadb':
-                what = self._undo_failed_step(migrations, failed)
-            self._mark(record)
+                what, partial = self._undo_failed_step(migrations, failed)
+            self._mark(record, partial=partial)
             raise LayerError('migration %s failed: %s; %s. Applied before it in this run: %s.'
                              % (failed, _tail(error), what, ', '.join(done) or 'none'),
                              applied=done, failed_migration=failed)
@@ -948,20 +956,16 @@ class DatabaseLayer(Layer):
         """MariaDB: the failed step's DDL committed as it went; run its down step (written to tolerate a partial up)."""
         step = [m for m in migrations if m['version'] == failed][0]
         if 'down' not in step:
-            return 'it has no down step: the rollback restores the backup'
+            return 'it has no down step: the rollback restores the backup', failed
         done, bad, error = self.engine.run_migrations([step], 'down', self.o.get('run_id'))
         if bad is not None or error:
-            return 'its down step failed too (%s): the rollback restores the backup' % _tail(error)
-        return 'its down step undid what it had done'
+            return 'its down step failed too (%s): the rollback restores the backup' % _tail(error), failed
+        return 'its down step undid what it had done', None
 
     # -- undo
     def _writes_since(self, record):
         """Tables whose rows changed since this deploy's migration (or since the backup when it did not finish)."""
-        path = self._mark_path(record)
-        mark = None
-        if path and os.path.exists(path):
-            with open(path) as handle:
-                mark = json.load(handle)['tables']
+        mark = (self._read_mark(record) or {}).get('tables')
         if mark is None:
             mark = record['backup']['state']['tables']
         now = self.engine.table_sums()
@@ -986,6 +990,8 @@ class DatabaseLayer(Layer):
                             if state['tables'].get(t) != saved['tables'].get(t))
             raise LayerError('the restored database %s does not match the checksums of its backup (schema %s, '
                              'tables differing: %s)' % (self.o['database'], schema, ', '.join(differ) or 'none'))
+        # the restored state is the new mark: a rollback run again compares with it, and restores nothing twice
+        self._mark(record)
         return {'method': 'restore', 'data_loss': bool(writes), 'dropped_writes_in': writes}
 
     def undo(self, record):
@@ -1005,6 +1011,12 @@ class DatabaseLayer(Layer):
             return {'changed': report['method'] != 'nothing to undo', 'report': report}
         before = set(record.get('before') or [])
         applied = [a for a in self._applied() if a['version'] not in before]
+        partial = (self._read_mark(record) or {}).get('partial')
+        if partial:
+            report.update(self._restore(record, 'migration %s was left half applied (MariaDB commits DDL as it goes) '
+                                                'and its down step could not undo it' % partial))
+            report['reverted'] = [a['version'] for a in reversed(applied)] + [partial]
+            return {'changed': True, 'report': report}
         if not applied:
             report['method'] = 'nothing to undo'
             return {'changed': False, 'report': report}

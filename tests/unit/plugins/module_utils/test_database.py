@@ -371,3 +371,22 @@ def test_only_the_newest_backup_is_kept(db):
         copies = db.server.psql("SELECT datname FROM pg_database WHERE starts_with(datname, '%s__failsafe_') "
                                 'ORDER BY 1' % db.name).splitlines()
         assert copies == ['%s__failsafe_run_3' % db.name]
+
+
+def test_mariadb_a_failed_migration_whose_down_step_fails_too_is_undone_by_the_backup(maria, tmp_path):
+    d = Db('mariadb', maria, tmp_path, 'app_partial')
+    d.sql('CREATE TABLE items (id INTEGER PRIMARY KEY, name VARCHAR(40) NOT NULL)')
+    d.sql("INSERT INTO items (id, name) VALUES (1, 'one'), (2, 'two')")
+    broken = dict(HALF)
+    broken['0002_tags.down.sql'] = 'INSERT INTO no_such_table (id) VALUES (1);\nDROP TABLE tags;'
+    p = params(tmp_path)
+    _open(p)
+    with pytest.raises(FailsafeError) as err:
+        engine.apply_phase(dict(p, layer=layer(d, release(tmp_path, 'r2', broken))), _run)
+    assert 'its down step failed too' in err.value.msg
+    assert 'tags' in d.tables()                                   # half applied: DDL committed as it went
+    out = engine.rollback(p, _run)
+    entry = out['failsafe_rollback']['layers'][0]
+    assert entry['method'] == 'restore' and entry['data_loss'] is False
+    assert d.tables() == ['items'] and d.columns('items') == ['id', 'name']
+    assert d.sql('SELECT id, name FROM items ORDER BY id').splitlines() == ['1|one', '2|two']

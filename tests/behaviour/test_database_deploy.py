@@ -166,3 +166,71 @@ def test_the_password_of_the_database_layer_never_shows(tmp_path):
     assert 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER' in proc.stdout
     with open(str(tmp_path / 'state' / 'app' / 'journal.json')) as handle:
         assert 's3cret-db-password' not in handle.read()
+
+
+RESTORE_ONLY = {
+    '0001_items.up.sql': MIGRATIONS['0001_items.up.sql'],
+    '0001_items.down.sql': MIGRATIONS['0001_items.down.sql'],
+    '0002_note.up.sql': 'ALTER TABLE items ADD COLUMN note TEXT;',     # no down step: accepted as restore-only
+}
+
+SQLITE_HOOK = """---
+- name: The new release writes a row while it serves
+  ansible.builtin.command:
+    argv: ["{{ ansible_playbook_python }}", -c, "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);
+           c.execute(\\"INSERT INTO items (id, name, note) VALUES (100, 'written after the migration', 'x')\\");
+           c.commit()", "{{ failsafe_migrate_database }}"]
+  changed_when: true
+"""
+
+
+def test_a_restore_that_would_drop_rows_written_since_is_refused_until_the_loss_is_allowed(local_deploy, tmp_path):
+    """SQLite this time: the database file lives beside the demo. The rollback of a restore-only migration refuses to
+    restore the backup over a row written since the deploy (ROLLBACK FAILED naming the database layer, nothing
+    dropped); a rollback run again with the data loss allowed restores it and says which writes it dropped."""
+    import sqlite3
+    d = local_deploy
+    dist = os.path.join(d.dir, 'dist')
+    for version, wanted in RELEASE_MIGRATIONS.items():
+        add_migrations(os.path.join(dist, 'app-%s.tar.gz' % version),
+                       dict((k, v) for k, v in RESTORE_ONLY.items() if k[:4] in wanted))
+    db = os.path.join(d.dir, 'app.db')
+    sqlite3.connect(db).close()
+    hook = tmp_path / 'write-a-row.yml'
+    hook.write_text(SQLITE_HOOK)
+    extra = tmp_path / 'db.json'
+    extra.write_text(json.dumps({'failsafe_migrate_enabled': True, 'failsafe_migrate_engine': 'sqlite',
+                                 'failsafe_migrate_database': db, 'failsafe_migrate_restore_only': ['0002']}))
+
+    def read(sql):
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    proc = d.deploy('1.0.0', '-e', '@%s' % extra)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO items VALUES (1, 'one'), (2, 'two')")
+    conn.commit()
+    conn.close()
+
+    failed = d.deploy('3.0.0', '-e', '@%s' % extra, '-e', 'failsafe_migrate_after_tasks=%s' % hook)
+    assert failed.returncode != 0
+    assert 'ROLLBACK FAILED' in failed.stdout and 'would drop the writes made since the deploy' in failed.stdout
+    # the code went back; the database was left as it is, the row written since still there
+    assert d.current() == 'releases/1.0.0'
+    assert [r[1] for r in read('PRAGMA table_info(items)')] == ['id', 'name', 'note']
+    assert [r[0] for r in read('SELECT id FROM items ORDER BY id')] == [1, 2, 100]
+    journal = d.journal()
+    assert journal['status'] == 'rollback_failed' and 'database' in journal['outcome']['failed_step']
+
+    allowed = d.playbook('failsafe.deploy.rollback', '-e', json.dumps(
+        {'failsafe_rollback_layer_secrets': {'database': {'allow_data_loss': True}}}))
+    assert allowed.returncode == 0, allowed.stdout[-6000:]
+    assert [r[1] for r in read('PRAGMA table_info(items)')] == ['id', 'name']
+    assert [r[0] for r in read('SELECT id FROM items ORDER BY id')] == [1, 2]
+    assert [r[0] for r in read('SELECT version FROM failsafe_migrations')] == ['0001']
+    assert d.journal()['status'] == 'rolled_back'
+    assert 'DATA LOSS (allowed for this deploy)' in allowed.stdout and 'items' in allowed.stdout

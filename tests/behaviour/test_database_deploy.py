@@ -234,3 +234,121 @@ def test_a_restore_that_would_drop_rows_written_since_is_refused_until_the_loss_
     assert [r[0] for r in read('SELECT version FROM failsafe_migrations')] == ['0001']
     assert d.journal()['status'] == 'rolled_back'
     assert 'DATA LOSS (allowed for this deploy)' in allowed.stdout and 'items' in allowed.stdout
+
+
+ALEMBIC_ENV = '''import os
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+url = os.environ['APP_DATABASE_URL']
+if context.is_offline_mode():
+    context.configure(url=url, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+        context.configure(connection=connection, transactional_ddl=True)
+        with context.begin_transaction():
+            context.run_migrations()
+'''
+ALEMBIC_REVISION = '''revision = %(rev)r
+down_revision = %(down)r
+branch_labels = None
+depends_on = None
+
+from alembic import op
+
+
+def upgrade():
+    op.execute(%(up)r)
+
+
+def downgrade():
+    op.execute(%(down_sql)r)
+'''
+# (name, previous, up, down): release 1.0.0 and 2.0.0 ship the first, 3.0.0 all three
+CHANGES = [
+    ('a1', None, 'CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)', 'DROP TABLE items'),
+    ('b2', 'a1', 'ALTER TABLE items ADD COLUMN note TEXT', 'ALTER TABLE items DROP COLUMN note'),
+    ('c3', 'b2', 'CREATE TABLE tags (id INTEGER PRIMARY KEY)', 'DROP TABLE tags'),
+]
+
+
+def tool_project(tool, changes):
+    """The migrations/ directory of a release, as {path: text}, for an Alembic or a sqitch project."""
+    if tool == 'alembic':
+        files = {'alembic.ini': '[alembic]\nscript_location = %(here)s\n', 'env.py': ALEMBIC_ENV,
+                 'script.py.mako': ''}
+        for rev, down, up, down_sql in changes:
+            files['versions/%s.py' % rev] = ALEMBIC_REVISION % {'rev': rev, 'down': down, 'up': up,
+                                                                 'down_sql': down_sql}
+        return files
+    files = {'sqitch.conf': '[core]\n\tengine = sqlite\n'}
+    plan = ['%syntax-version=1.0.0', '%project=app', '']
+    for name, dummy, up, down in changes:
+        plan.append('%s 2026-01-01T00:00:00Z Ops <ops@example.org> # %s' % (name, name))
+        files['deploy/%s.sql' % name] = 'BEGIN;\n%s;\nCOMMIT;\n' % up
+        files['revert/%s.sql' % name] = 'BEGIN;\n%s;\nCOMMIT;\n' % down
+        files['verify/%s.sql' % name] = 'SELECT 1;\n'
+    files['sqitch.plan'] = '\n'.join(plan) + '\n'
+    return files
+
+
+@pytest.mark.parametrize('tool', ['alembic', 'sqitch'])
+def test_a_tool_project_deploys_fails_and_rolls_back_to_the_revision_recorded_before(local_deploy, tmp_path, tool):
+    """Alembic and sqitch through their own commands, in real deploys: 3.0.0 migrates to c3, fails its health
+    check, and the rollback takes the database down to a1 (recorded before the deploy) with 3.0.0's own down steps,
+    keeping the row written in between."""
+    import shutil
+    import sqlite3
+    if tool == 'sqitch' and not shutil.which('sqitch'):
+        pytest.fail('sqitch is missing: scripts/db-prereqs.sh installs it')
+    d = local_deploy
+    dist = os.path.join(d.dir, 'dist')
+    for version in ('1.0.0', '3.0.0'):
+        add_migrations(os.path.join(dist, 'app-%s.tar.gz' % version),
+                       tool_project(tool, CHANGES if version == '3.0.0' else CHANGES[:1]))
+    db = os.path.join(d.dir, 'app.db')
+    sqlite3.connect(db).close()
+    settings = {'failsafe_migrate_enabled': True, 'failsafe_migrate_engine': 'sqlite',
+                'failsafe_migrate_database': db, 'failsafe_migrate_tool': tool}
+    if tool == 'alembic':
+        settings['failsafe_migrate_environment'] = {'APP_DATABASE_URL': 'sqlite:///%s' % db}
+    else:
+        settings['failsafe_migrate_options'] = {'sqitch_target': 'db:sqlite:%s' % db}
+        settings['failsafe_migrate_environment'] = {'SQITCH_USER_NAME': 'ops', 'SQITCH_USER_EMAIL': 'ops@example.org',
+                                                    'HOME': str(tmp_path)}
+    extra = tmp_path / 'db.json'
+    extra.write_text(json.dumps(settings))
+    hook = tmp_path / 'write-a-row.yml'
+    hook.write_text(SQLITE_HOOK)
+
+    def read(sql):
+        conn = sqlite3.connect(db)
+        try:
+            return conn.execute(sql).fetchall()
+        finally:
+            conn.close()
+
+    proc = d.deploy('1.0.0', '-e', '@%s' % extra)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO items VALUES (1, 'one')")
+    conn.commit()
+    conn.close()
+    failed = d.deploy('3.0.0', '-e', '@%s' % extra, '-e', 'failsafe_migrate_after_tasks=%s' % hook)
+    assert failed.returncode != 0
+    assert d.current() == 'releases/1.0.0'
+    assert [r[1] for r in read('PRAGMA table_info(items)')] == ['id', 'name']
+    assert read("SELECT name FROM sqlite_master WHERE name = 'tags'") == []
+    assert [r[0] for r in read('SELECT id FROM items ORDER BY id')] == [1, 100]
+    if tool == 'alembic':
+        assert read('SELECT version_num FROM alembic_version') == [('a1',)]
+    else:
+        registry = sqlite3.connect(os.path.join(d.dir, 'sqitch.db'))
+        try:
+            assert [r[0] for r in registry.execute('SELECT change FROM changes')] == ['a1']
+        finally:
+            registry.close()
+    journal = d.journal()
+    assert journal['status'] == 'rolled_back' and 'database' in [e['kind'] for e in journal['layers']]

@@ -280,8 +280,8 @@ def tool_project(tool, changes):
         files = {'alembic.ini': '[alembic]\nscript_location = %(here)s\n', 'env.py': ALEMBIC_ENV,
                  'script.py.mako': ''}
         for rev, down, up, down_sql in changes:
-            files['versions/%s.py' % rev] = ALEMBIC_REVISION % {'rev': rev, 'down': down, 'up': up,
-                                                                 'down_sql': down_sql}
+            values = {'rev': rev, 'down': down, 'up': up, 'down_sql': down_sql}
+            files['versions/%s.py' % rev] = ALEMBIC_REVISION % values
         return files
     files = {'sqitch.conf': '[core]\n\tengine = sqlite\n'}
     plan = ['%syntax-version=1.0.0', '%project=app', '']

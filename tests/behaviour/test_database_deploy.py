@@ -352,3 +352,34 @@ def test_a_tool_project_deploys_fails_and_rolls_back_to_the_revision_recorded_be
             registry.close()
     journal = d.journal()
     assert journal['status'] == 'rolled_back' and 'database' in [e['kind'] for e in journal['layers']]
+
+
+def test_check_mode_shows_the_sql_of_the_new_release_and_changes_nothing(local_deploy, tmp_path):
+    """A --check deploy does not stage the release: the migrate role unpacks its migrations alone into a scratch
+    directory, shows the SQL they would run, and leaves the database, the releases and the scratch space as they
+    were."""
+    import glob
+    import sqlite3
+    d = local_deploy
+    dist = os.path.join(d.dir, 'dist')
+    for version, wanted in RELEASE_MIGRATIONS.items():
+        add_migrations(os.path.join(dist, 'app-%s.tar.gz' % version),
+                       dict((k, v) for k, v in MIGRATIONS.items() if k[:4] in wanted))
+    db = os.path.join(d.dir, 'app.db')
+    sqlite3.connect(db).close()
+    extra = tmp_path / 'db.json'
+    extra.write_text(json.dumps({'failsafe_migrate_enabled': True, 'failsafe_migrate_engine': 'sqlite',
+                                 'failsafe_migrate_database': db}))
+    proc = d.deploy('1.0.0', '-e', '@%s' % extra)
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    with open(db, 'rb') as handle:
+        before = handle.read()
+    scratch = set(glob.glob('/tmp/*.failsafe-migrations'))
+    checked = d.deploy('3.0.0', '-e', '@%s' % extra, '--check')
+    assert checked.returncode == 0, checked.stdout[-6000:]
+    assert 'ALTER TABLE items ADD COLUMN note' in checked.stdout and 'CREATE TABLE tags' in checked.stdout
+    with open(db, 'rb') as handle:
+        assert handle.read() == before
+    assert not os.path.exists(os.path.join(d.app_root, 'releases', '3.0.0'))
+    assert set(glob.glob('/tmp/*.failsafe-migrations')) == scratch
+    assert d.current() == 'releases/1.0.0'

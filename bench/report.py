@@ -282,6 +282,13 @@ def summary_lines(results):
                         sc[-1]['hosts'], sc[0].get('target', 1.5), 'met' if all(r['met'] for r in sc) else 'missed',
                         _runs(sc[-1], ('deploy',)), sc[0].get('tasks_target', 10),
                         'met' if all(r.get('tasks_met') for r in sc) else 'missed'))
+    db = results.get('database')
+    if db:
+        lines.append('- [Database backup and restore](bench/results.md#database-backup-and-restore-postgresql): a '
+                     '%.0f MB PostgreSQL database backed up and restored in %.2f s by template copy, %.1fx as fast as '
+                     'pg_dump + pg_restore (aim 10x: %s).'
+                     % (db['db_bytes'] / 1048576.0, db['ours']['median'], db['speedup'] or 0,
+                        'met' if (db['speedup'] or 0) >= 10 else 'missed'))
     if sc or snap:
         parts = []
         if sc:

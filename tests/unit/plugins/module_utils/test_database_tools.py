@@ -173,7 +173,7 @@ def pg():
 
 def test_a_sqitch_project_deploys_fails_and_rolls_back_to_the_change_recorded_before(pg, tmp_path):
     if not shutil.which('sqitch'):
-        pytest.fail('sqitch is missing (scripts/db-prereqs.sh installs it)')
+        pytest.fail('sqitch is missing after scripts/db-prereqs.sh')
     pg.createdb('app_sqitch')
     base = dict(pg.options('app_sqitch'), kind='database', tool='sqitch', sqitch_target='db:pg:app_sqitch',
                 environment={'PGHOST': pg.base, 'PGPORT': str(pg.port), 'PGUSER': 'postgres',

@@ -274,8 +274,9 @@ class Postgres(Engine):
                                      % (_quote_ident(copy), _quote_ident(self.db)), db='postgres')
             if rc == 0:
                 return {'method': 'template', 'database': copy}
-            if method == 'template' or 'being accessed by other users' not in err:
+            if method == 'template':
                 raise LayerError('the template copy of %s failed: %s' % (self.db, err.strip()))
+            # auto: a client connected meanwhile, or no right to create databases: pg_dump does the backup
         elif method == 'template':
             raise LayerError('backup=template needs no other connection to %s, and %d are open'
                              % (self.db, self.others_connected(self.db)))

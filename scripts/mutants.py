@@ -71,7 +71,7 @@ MUTANTS = [
         'name': 'database-writes-since-ignored',
         'breaks': 'a rollback restores the database backup over rows written since the deploy without asking',
         'file': 'plugins/module_utils/_database.py',
-        'old': '        return sorted(t for t in set(now) | set(mark) if now.get(t) != mark.get(t))\n',
+        'old': "        return sorted(since.union(data.get('written_during') or []))\n",
         'new': '        return []  # mutant\n',
         'tests': [
             DATABASE + 'test_a_restore_that_would_drop_rows_written_since_is_refused_unless_allowed[sqlite]',

@@ -142,9 +142,14 @@ class Engine(object):
     def size(self):
         raise NotImplementedError
 
+    def table_schemas(self, db=None):
+        """{table: checksum of its columns}: tells a table the migration altered from one whose rows changed."""
+        raise NotImplementedError
+
     def state(self, db=None):
         schema = self.schema_of(db)
-        return {'schema': _sha256(json.dumps(schema, sort_keys=True)), 'tables': self.table_sums(db)}
+        return {'schema': _sha256(json.dumps(schema, sort_keys=True)), 'tables': self.table_sums(db),
+                'table_schemas': self.table_schemas(db)}
 
     def schema_of(self, db):
         return self.schema() if db is None else self.schema(db)
@@ -232,6 +237,14 @@ class Postgres(Engine):
         parts = ["SELECT %s, count(*)::text || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') "
                  'FROM %s t' % (_literal(name), name) for name in tables]
         out = self.query(' UNION ALL '.join(parts), db=db)
+        return dict(line.split('|', 1) for line in out.splitlines() if line.strip())
+
+    def table_schemas(self, db=None):
+        out = self.query("SELECT quote_ident(table_schema) || '.' || quote_ident(table_name), md5(string_agg("
+                         "column_name || ':' || data_type || ':' || is_nullable || ':' || coalesce(column_default, ''), "
+                         "',' ORDER BY column_name)) FROM information_schema.columns "
+                         "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_name <> '%s' "
+                         'GROUP BY 1' % TABLE, db=db)
         return dict(line.split('|', 1) for line in out.splitlines() if line.strip())
 
     def size(self):
@@ -427,6 +440,12 @@ class MariaDB(Engine):
                 sums[table] = '%s:%s' % (count_of.get(table, '?'), value)
         return sums
 
+    def table_schemas(self, db=None):
+        out = self.query("SELECT table_name, md5(group_concat(concat_ws(':', column_name, column_type, is_nullable, "
+                         "coalesce(column_default, '')) ORDER BY column_name)) FROM information_schema.columns "
+                         "WHERE table_schema = DATABASE() AND table_name <> '%s' GROUP BY table_name" % TABLE, db=db)
+        return dict(line.split('\t', 1) for line in out.splitlines() if line.strip())
+
     def size(self):
         out = self.query('SELECT coalesce(sum(data_length + index_length), 0) FROM information_schema.tables '
                          'WHERE table_schema = DATABASE()')
@@ -545,6 +564,17 @@ class SQLite(Engine):
                     count += 1
                 sums[table] = '%d:%s' % (count, digest.hexdigest())
             return sums
+        finally:
+            conn.close()
+
+    def table_schemas(self, db=None):
+        conn = self.connect(db)
+        try:
+            out = {}
+            for table in self.tables(db):
+                columns = conn.execute('PRAGMA table_info(%s)' % _quote_ident(table)).fetchall()
+                out[table] = _sha256(repr(sorted(tuple(col[1:]) for col in columns)))
+            return out
         finally:
             conn.close()
 
@@ -911,8 +941,23 @@ class DatabaseLayer(Layer):
         path = self._mark_path(record)
         if path:
             tmp = path + '.tmp'
+            state = self.engine.state()
+            backup = (record.get('backup') or {}).get('state') or {}
+            # rows that changed since the backup in tables the migration did not alter: written by others while
+            # it ran (or by a data migration: the two cannot be told apart, so both count as writes a restore drops)
+            before_tables = backup.get('tables') or {}
+            before_schemas = backup.get('table_schemas')
+
+            def written(table):
+                rows_changed = table in state['tables'] and state['tables'][table] != before_tables[table]
+                same_columns = before_schemas is not None and \
+                    state['table_schemas'].get(table) == before_schemas.get(table)
+                return rows_changed and same_columns
+
+            during = sorted(t for t in before_tables if written(t))
             with open(tmp, 'w') as handle:
-                json.dump({'tables': self.engine.table_sums(), 'time': time.time(), 'partial': partial}, handle)
+                json.dump({'tables': state['tables'], 'written_during': during, 'time': time.time(),
+                           'partial': partial}, handle)
             os.rename(tmp, path)
 
     def _read_mark(self, record):
@@ -965,12 +1010,15 @@ class DatabaseLayer(Layer):
 
     # -- undo
     def _writes_since(self, record):
-        """Tables whose rows changed since this deploy's migration (or since the backup when it did not finish)."""
-        mark = (self._read_mark(record) or {}).get('tables')
+        """Tables whose rows a restore of the backup would drop: changed since this deploy's migration (or since the
+        backup when it did not finish), and those whose rows changed while it ran although their columns did not."""
+        data = self._read_mark(record) or {}
+        mark = data.get('tables')
         if mark is None:
             mark = record['backup']['state']['tables']
         now = self.engine.table_sums()
-        return sorted(t for t in set(now) | set(mark) if now.get(t) != mark.get(t))
+        since = set(t for t in set(now) | set(mark) if now.get(t) != mark.get(t))
+        return sorted(since.union(data.get('written_during') or []))
 
     def _restore(self, record, why):
         backup = record.get('backup')

@@ -390,3 +390,18 @@ def test_mariadb_a_failed_migration_whose_down_step_fails_too_is_undone_by_the_b
     assert entry['method'] == 'restore' and entry['data_loss'] is False
     assert d.tables() == ['items'] and d.columns('items') == ['id', 'name']
     assert d.sql('SELECT id, name FROM items ORDER BY id').splitlines() == ['1|one', '2|two']
+
+
+def test_rows_written_while_the_migration_ran_also_count_as_writes_a_restore_would_drop(db):
+    """The backup is taken before the migration: a row written into a table the migration did not alter, after the
+    backup and before the migration ended (here by the migration itself, which the layer cannot tell from the old
+    release writing meanwhile), would be lost by a restore, so the restore is refused."""
+    p = params(db.tmp)
+    _open(p)
+    migrations = release(db.tmp, 'r2', {'0001_tags.up.sql': 'CREATE TABLE tags (id INTEGER PRIMARY KEY);\n'
+                                                         "INSERT INTO items (id, name) VALUES (7, 'meanwhile');"})
+    engine.apply_phase(dict(p, layer=layer(db, migrations, restore_only=['0001'])), _run)
+    with pytest.raises(FailsafeError) as err:
+        engine.rollback(p, _run)
+    assert 'would drop the writes made since the deploy' in err.value.msg and 'items' in err.value.msg
+    assert 'tags' in db.tables() and db.sql('SELECT count(*) FROM items') == '3'

@@ -192,6 +192,24 @@ def memory_md(results):
     return out
 
 
+def database_md(d):
+    return ['## Database backup and restore (PostgreSQL)', '',
+            'A generated database of %.0f MB on a private PostgreSQL 15 cluster. Ours: the database layer\'s backup '
+            '(CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY, nothing else connected) plus its restore; with a '
+            'client connected it falls back to pg_dump -Fd -j 2 plus pg_restore -j 2. Baseline: pg_dump -Fc plus '
+            'pg_restore into a fresh database, in the same run.' % (d['db_bytes'] / 1024.0 ** 2), '',
+            '| | backup + restore | |', '| --- | ---: | --- |',
+            '| ours (template copy) | %s | backup %s, restore %s |'
+            % (_s(d['ours']), _s(d['ours_backup']), _s(d['ours_restore'])),
+            '| ours, a client connected (pg_dump -Fd -j 2) | %s | |' % _s(d['fallback']),
+            '| pg_dump -Fc + pg_restore | %s | |' % _s(d['baseline']),
+            '',
+            'Ours is %.1fx as fast as pg_dump + pg_restore (aim: 10x, %s); the fallback %.1fx. Verifying a backup '
+            'by the checksums of its schema and data takes %s.'
+            % (d['speedup'] or 0, _met((d['speedup'] or 0) >= 10), d['fallback_speedup'] or 0,
+               _s(d['verify_checksums'])), '']
+
+
 def markdown(results):
     meta = results['meta']
     out = ['# Benchmarks', '',
@@ -205,7 +223,7 @@ def markdown(results):
               if meta['loadavg_start'][0] > meta['cpus'] / 2.0 else ' (the end includes the benchmark\'s own load)'),
            '']
     for key, func in (('recovery', recovery_md), ('snapshot', snapshot_md), ('callback', callback_md),
-                      ('scaling', scaling_md)):
+                      ('database', database_md), ('scaling', scaling_md)):
         if results.get(key):
             out += func(results[key])
     out += memory_md(results)
@@ -264,6 +282,13 @@ def summary_lines(results):
                         sc[-1]['hosts'], sc[0].get('target', 1.5), 'met' if all(r['met'] for r in sc) else 'missed',
                         _runs(sc[-1], ('deploy',)), sc[0].get('tasks_target', 10),
                         'met' if all(r.get('tasks_met') for r in sc) else 'missed'))
+    db = results.get('database')
+    if db:
+        lines.append('- [Database backup and restore](bench/results.md#database-backup-and-restore-postgresql): a '
+                     '%.0f MB PostgreSQL database backed up and restored in %.2f s by template copy, %.1fx as fast as '
+                     'pg_dump + pg_restore (aim 10x: %s).'
+                     % (db['db_bytes'] / 1048576.0, db['ours']['median'], db['speedup'] or 0,
+                        'met' if (db['speedup'] or 0) >= 10 else 'missed'))
     if sc or snap:
         parts = []
         if sc:

@@ -23,11 +23,11 @@ import report
 # 2 cores. The 100-host row deploys in waves (SCALING_WAVES: ansible's serial), as a fleet that size is deployed.
 FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 1}, scaling_hosts=[1, 3, 10, 30, 100],
             scaling_reps={1: 2, 3: 1, 10: 1, 30: 1, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,
-            snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=2)
+            snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=2, db_mb=200)
 SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
              app_files=5,
-             snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1)
-PARTS = ('snapshot', 'callback', 'fleet')
+             snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5)
+PARTS = ('snapshot', 'callback', 'database', 'fleet')
 
 
 class Ctx(object):
@@ -77,12 +77,15 @@ def main():
     parser.add_argument('--ref', help='benchmark this git revision instead of the working tree')
     parser.add_argument('--snap-mb', type=int, help='size of the snapshot tree in MB (default 1024)')
     parser.add_argument('--snap-files', type=int, help='files in the snapshot tree (default 10000)')
+    parser.add_argument('--db-mb', type=int, help='size of the PostgreSQL database of the database part (default 200)')
     args = parser.parse_args()
     sizes = dict(SMOKE if args.smoke else FULL)
     if args.snap_mb:
         sizes['snap_bytes'] = args.snap_mb * 1024 ** 2
     if args.snap_files:
         sizes['snap_files'] = args.snap_files
+    if args.db_mb:
+        sizes['db_mb'] = args.db_mb
     parts = args.only or list(PARTS)
     # the snapshot tree lives in a temp dir on the same disk as the repository
     work = tempfile.mkdtemp(prefix='failsafe-bench-', dir=os.environ.get('FAILSAFE_BENCH_TMP', '/var/tmp'))
@@ -118,6 +121,9 @@ def main():
         if 'callback' in parts:
             from callback_bench import CallbackBench
             part('callback', CallbackBench(ctx).run)
+        if 'database' in parts:
+            from db_bench import DatabaseBench
+            part('database', DatabaseBench(ctx).run)
         if 'fleet' in parts:
             from fleet_bench import FleetBench
             fleet = FleetBench(ctx)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks (issue 5): time to recover, snapshot cost, callback overhead, fleet scaling, peak memory.
+# Benchmarks (issue 5): time to recover, snapshot cost, callback overhead, fleet scaling, peak memory; and the
+# database layer's backup and restore against pg_dump + pg_restore.
 # `scripts/bench.sh` writes bench/results.json and bench/results.md (about 20 minutes; needs root for the fleet).
 # `scripts/bench.sh --smoke [--out DIR]` runs every benchmark at tiny sizes, once (results to DIR, default a temp dir).
-# Other options are passed to bench/run.py (--only PART, --ref REV, --snap-mb N, --snap-files N).
+# Other options are passed to bench/run.py (--only PART, --ref REV, --snap-mb N, --snap-files N, --db-mb N).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

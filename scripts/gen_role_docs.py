@@ -19,6 +19,8 @@ SHORT = {
                   'transaction.'),
     'snapshot': 'Snapshot every path the deploy will touch and record it in the journal.',
     'release': 'Upload and stage the release beside the others, with shared paths linked in.',
+    'migrate': ('Back up the database and run the release\'s migrations as a layer of the transaction (optional: off '
+                'unless failsafe_migrate_enabled).'),
     'activate': 'Write configuration, switch current atomically to the new release and restart the service.',
     'verify': 'Run health checks against the new release; a failure triggers the rollback.',
     'commit': 'Mark the release verified, close the transaction, release the lock and prune.',
@@ -182,6 +184,18 @@ EXAMPLES = {
           - name: port
             type: tcp
             port: 8080""",
+    'migrate': """- name: Deploy, fail safe
+  hosts: app
+  gather_facts: false
+  roles:
+    # ... preflight and release first; migrate before activate (see playbooks/deploy.yml)
+    - role: failsafe.deploy.migrate
+      vars:
+        failsafe_migrate_enabled: "{{ inventory_hostname == groups['app'][0] }}"
+        failsafe_migrate_engine: postgresql
+        failsafe_migrate_database: shop
+        failsafe_migrate_host: /var/run/postgresql
+        failsafe_migrate_user: shop""",
     'commit': """- name: Deploy, fail safe
   hosts: app
   gather_facts: false
@@ -222,7 +236,7 @@ def _default_text(o):
 
 def write_readme(role, spec):
     lines = ['# failsafe.deploy.%s' % role, '', SHORT[role], '',
-             'One step of the failsafe.deploy transaction (preflight, snapshot, release, activate, verify, commit; '
+             'One step of the failsafe.deploy transaction (preflight, snapshot, release, migrate, activate, verify, commit; '
              'rollback undoes it), each one `failsafe.deploy.transaction` call on the host. `playbooks/deploy.yml` '
              '(whose preflight takes the snapshot in the same call) and `playbooks/rollback.yml` compose the steps; '
              'see [the deploy transaction](../../docs/transaction.md). '

@@ -64,7 +64,42 @@ UNDO_START = "    report['step'] = 'read the journal'\n"
 
 # Each mutant: name, what it breaks (one line), file, old text (must occur exactly once), new text, and the killer
 # tests (pytest node ids, files or directories) that must all fail.
+DATABASE = 'tests/unit/plugins/module_utils/test_database.py::'
+
 MUTANTS = [
+    # --- database layer ------------------------------------------------------------------------------------------
+    {
+        'name': 'database-writes-since-ignored',
+        'breaks': 'a rollback restores the database backup over rows written since the deploy without asking',
+        'file': 'plugins/module_utils/_database.py',
+        'old': "        return sorted(since.union(data.get('written_during') or []))\n",
+        'new': '        return []  # mutant\n',
+        'tests': [
+            DATABASE + 'test_a_restore_that_would_drop_rows_written_since_is_refused_unless_allowed[sqlite]',
+        ],
+    },
+    {
+        'name': 'database-down-steps-skipped',
+        'breaks': 'the rollback runs no reverse migration and reports the database undone',
+        'file': 'plugins/module_utils/_database.py',
+        'old': "        done, failed, error = self.engine.run_migrations(steps, 'down', self.o.get('run_id'))\n",
+        'new': '        done, failed, error = [], None, None  # mutant\n',
+        'tests': [
+            DATABASE + 'test_the_rollback_runs_the_down_steps_of_the_abandoned_release_and_keeps_rows_written_since'
+                       '[sqlite]',
+            DATABASE + 'test_a_migration_failing_half_way_leaves_nothing_and_the_rollback_restores_the_schema[sqlite]',
+        ],
+    },
+    {
+        'name': 'database-missing-down-accepted',
+        'breaks': 'a migration without a down step is applied without the operator accepting restore-only',
+        'file': 'plugins/module_utils/_database.py',
+        'old': "        no_down = [m['version'] for m in pending if 'down' not in m and m['version'] not in restore_only]\n",
+        'new': '        no_down = []  # mutant\n',
+        'tests': [
+            DATABASE + 'test_a_restore_that_would_drop_rows_written_since_is_refused_unless_allowed[sqlite]',
+        ],
+    },
     # --- restore -------------------------------------------------------------------------------------------------
     {
         'name': 'restore-noop',

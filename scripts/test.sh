@@ -48,6 +48,8 @@ case "${1:-all}" in
   unit)
     # Debian's chromium for the HTML report test (installed as root; without root and without it, the test skips).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
+    # MariaDB and sqitch for the database layer's tests (root: they run private servers as their own users).
+    if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
     run_pytest -q tests/unit
     ;;
   all)
@@ -56,6 +58,8 @@ case "${1:-all}" in
     if [ "$(id -u)" -eq 0 ]; then bash scripts/prometheus-prereqs.sh; fi
     # Debian's chromium for the HTML report test; a non-root run without it skips that test (with -rs its reason).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
+    # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).
+    if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
     rm -f "$out/pytest.xml" "$out/pytest-matrix.xml"
     status=0
     echo "==> fault matrix (tests/behaviour/test_fault_matrix.py) beside the other tests; its output: $out/fault-matrix.log"

@@ -25,8 +25,9 @@ description:
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
     or when this run's activation was cut short before its restart.
-  - V(apply) applies one more layer kind (O(layer)) in the open transaction: it records what the layer is about
-    to change in the undo log first, then changes it. A host whose part of a deploy is only such layers (a load
+  - V(apply) applies one more layer kind (O(layer)) in the open transaction. It records what the layer is about
+    to change in the undo log first, then changes it. The kinds include C(database) (a backup, then the release's
+    migrations; see docs/database.md). A host whose part of a deploy is only such layers (a load
     balancer, a database or flag host) opens its transaction with V(open) and no O(release).
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
   - V(commit) marks the release verified, closes the transaction, releases the lock and prunes old releases and
@@ -333,6 +334,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
 # phases that also run in a transaction without a release (a host with only layers of other kinds)
@@ -388,6 +390,12 @@ def main():
     )
     p = dict(module.params)
     phase = p['phase']
+    # a layer kind's secret options (a database password) are masked in everything the module returns, as no_log
+    # options are
+    kind = KINDS.get((p.get('layer') or {}).get('kind'))
+    for key in (kind.secret_options if kind else ()):
+        if p['layer'].get(key):
+            module.no_log_values.add(str(p['layer'][key]))
     layers_only = phase in LAYERS_ONLY and not p.get('release') and not p.get('app_root')
     if layers_only and not p.get('run_id'):
         module.fail_json(msg='phase=%s needs run_id' % phase)

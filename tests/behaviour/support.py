@@ -2,12 +2,14 @@
 # webhook alerts, and helpers that read the hosts' real state (files, checksums, processes, HTTP answers).
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import re
 import socket
 import stat
 import subprocess
+import tarfile
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -239,6 +241,29 @@ class LocalDeploy:
         subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c',
                         os.path.join(self.dir, 'supervisor', 'supervisord.conf'), 'shutdown'],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def add_migrations(archive, files):
+    """Rewrite a release archive of the example app with a migrations/ directory holding ``files`` {name: SQL}."""
+    with tarfile.open(archive) as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()
+                   if not m.name.split('/')[-1] == 'migrations' and '/migrations/' not in '/' + m.name]
+    names = [m.name for m, dummy in members]
+    top = names[0].split('/')[0] if names and '/' in names[0] else ''
+    prefix = (top + '/') if top and all(n == top or n.startswith(top + '/') for n in names) else ''
+    with tarfile.open(archive, 'w:gz') as out:
+        for member, data in members:
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+        info = tarfile.TarInfo(prefix + 'migrations')
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        out.addfile(info)
+        for name, text in sorted(files.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(prefix + 'migrations/' + name)
+            info.size = len(data)
+            info.mode = 0o644
+            out.addfile(info, io.BytesIO(data))
 
 
 def recap_changed(output):

@@ -84,6 +84,12 @@ def test_bench_smoke(tmp_path):
     assert scale['tasks_target'] == 10 and scale['tasks_met'] is (runs['deploy']['max'] <= 10)
     assert scale['target'] == 1.5 and scale['met'] is (scale['ratio'] <= 1.5)
 
+    db = results['database']
+    for key in ('ours', 'ours_backup', 'ours_restore', 'fallback', 'baseline', 'verify_checksums'):
+        _stat(db[key])
+    assert db['db_bytes'] > 0 and db['speedup'] > 0 and db['fallback_speedup'] > 0
+    assert '## Database backup and restore (PostgreSQL)' in md
+
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
                   '## 5. Peak memory'):
         assert title in md

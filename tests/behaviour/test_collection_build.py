@@ -7,8 +7,8 @@ import pytest
 
 from support import ROOT, VENV_BIN
 
-MODULES = ['snapshot', 'release', 'deploy_state', 'health_check', 'transaction', 'history_info']
-ROLES = ['preflight', 'snapshot', 'release', 'activate', 'verify', 'commit', 'rollback']
+MODULES = ['snapshot', 'release', 'deploy_state', 'health_check', 'transaction', 'history_info', 'metric_gate']
+ROLES = ['preflight', 'snapshot', 'release', 'migrate', 'activate', 'verify', 'commit', 'rollback']
 
 
 def run(cmd, env, **kw):

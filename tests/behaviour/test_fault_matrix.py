@@ -33,6 +33,11 @@ mid-commit with the other hosts committed, and mid-restore in the rollback child
 and a controller SIGKILL while that host's restore holds part-way (FAILSAFE_CRASH_HOLD), and while its commit holds
 with the other hosts committed.
 
+test_fault_migrate adds the migrate step (the database layer, off in the other cells): each host migrates its own
+SQLite database (/srv/db/app.db) with a release's versioned SQL files, and the fault hits after the migration
+(task failure, host crash, controller SIGKILL). Every cell must end on the previous release as above and on the
+previous schema and rows (no migration recorded), or with ROLLBACK FAILED naming the host until recover.yml ran.
+
 The summary (cell, outcome, rollback seconds) goes to tests/output/fault-matrix.md and .json. FAILSAFE_FAULT_FLEET
 names the fleet (default fsx), so that single cells can run beside a running matrix.
 """
@@ -47,8 +52,8 @@ import time
 
 import pytest
 
-from support import (ROOT, VENV_BIN, assert_log_has_no_ignored_callback_errors, fleet_env, load_example_build,
-                     tree_digest)
+from support import (ROOT, VENV_BIN, add_migrations, assert_log_has_no_ignored_callback_errors, fleet_env,
+                     load_example_build, tree_digest)
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -635,5 +640,111 @@ def test_fault_inside(fsx, where, fault):  # pylint: disable=redefined-outer-nam
             _release_hold(matrix, target)
         else:
             _disarm(matrix, target)
+            fleet.restart(target)
+            matrix.boot(target)
+
+
+# The migrate step: a few fast cells on the same fleet (see the module docstring).
+MIGRATE_FAULTS = ('task_failure', 'host_crash', 'sigkill')
+DB_PATH = '/srv/db/app.db'
+DB_MIGRATIONS = {
+    '0001_note.up.sql': 'ALTER TABLE items ADD COLUMN note TEXT;\nCREATE TABLE tags (id INTEGER PRIMARY KEY);',
+    '0001_note.down.sql': 'DROP TABLE tags;\nALTER TABLE items DROP COLUMN note;',
+}
+DB_VARS = json.dumps({'failsafe_migrate_enabled': True, 'failsafe_migrate_engine': 'sqlite',
+                      'failsafe_migrate_database': DB_PATH})
+
+
+def _db(matrix, host):
+    """The host's database as the test reads it from disk: tables, columns of items, rows, migrations recorded."""
+    import sqlite3
+    path = matrix.path(host, DB_PATH)
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        conn = sqlite3.connect(path)
+        conn.executescript("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+                           "INSERT INTO items VALUES (1, 'one'), (2, 'two');")
+        conn.commit()
+        conn.close()
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")]
+        migrations = [r[0] for r in conn.execute('SELECT version FROM failsafe_migrations')] \
+            if 'failsafe_migrations' in tables else []
+        return {'tables': [t for t in tables if t != 'failsafe_migrations'],
+                'columns': [r[1] for r in conn.execute('PRAGMA table_info(items)')],
+                'rows': conn.execute('SELECT * FROM items ORDER BY id').fetchall(), 'migrations': migrations}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize('fault', MIGRATE_FAULTS, ids=['migrate-%s' % f for f in MIGRATE_FAULTS])
+def test_fault_migrate(fsx, fault):  # pylint: disable=redefined-outer-name,too-many-locals
+    """Given a fleet on a verified release whose hosts each hold a database, when a deploy meets the fault after
+    its migration (and the recovery the fault needs runs), then every host is on the previous release and the
+    previous schema, with its rows, and the deploy reported the outcome the fault calls for."""
+    matrix = fsx
+    fleet = matrix.fleet
+    hosts = fleet.names
+    target = hosts[MIGRATE_FAULTS.index(fault) % len(hosts)]
+    cell = 'migrate-%s' % fault
+    cell_dir = os.path.join(matrix.base, cell)
+    os.makedirs(cell_dir)
+    started = time.monotonic()
+    row = {'cell': cell, 'host': target, 'outcome': 'FAILED', 'rollback_seconds': None, 'recovery': None,
+           'cell_seconds': None}
+    try:
+        before = _precondition(matrix)
+        db_before = {host: _db(matrix, host) for host in hosts}
+        assert all(state['migrations'] == [] and 'note' not in state['columns'] for state in db_before.values())
+        previous = {host: before[host][0] for host in hosts}
+        new = matrix.new_release()
+        add_migrations(os.path.join(matrix.dist, 'app-%s.tar.gz' % new), DB_MIGRATIONS)
+        run_id = _run_id(cell)
+        kind = 'fail' if fault == 'task_failure' else 'hold'
+        for host in hosts:
+            if os.path.exists(matrix.path(host, MARKER)):
+                os.unlink(matrix.path(host, MARKER))
+        proc = matrix.start(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % new, '-e', DB_VARS,
+                            '-e', 'failsafe_migrate_after_tasks=%s' % HOOK, '-e', 'failsafe_fault_host=%s' % target,
+                            '-e', 'failsafe_fault_kind=%s' % kind, '-e', 'failsafe_fault_step=migrate',
+                            '-e', 'failsafe_fault_marker=%s' % MARKER, run_id=run_id)
+        if kind == 'hold':
+            _wait_for_marker(matrix, target, proc)
+            # the hold comes after the migration: the target's schema is the new one when the fault hits
+            assert 'note' in _db(matrix, target)['columns']
+            time.sleep(0.3)
+            if fault == 'host_crash':
+                fleet.crash(target)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+        rc = matrix.finish(proc)
+        assert rc != 0, 'the faulty deploy exited 0'
+        expected = _expected_outcome('migrate', fault)
+        incidents = _assert_outcome(cell_dir, cell, expected, run_id, target)
+        rollback_seconds = sum(i.get('rollback', {}).get('duration') or 0 for i in incidents)
+        recovery = None
+        if fault == 'host_crash':
+            fleet.restart(target)
+            matrix.boot(target)
+            recovery = 'recover.yml'
+        elif fault == 'sigkill':
+            recovery = 'recover.yml'
+        if recovery:
+            rc_rec, took = matrix.play(cell_dir, 'failsafe.deploy.recover')
+            assert rc_rec == 0, 'recovery (%s) failed: see %s/runs.log' % (recovery, cell_dir)
+            rollback_seconds += took
+        row['recovery'] = recovery
+        row['rollback_seconds'] = round(rollback_seconds, 1)
+        _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new=False, quarantined=None)
+        for host in hosts:
+            assert _db(matrix, host) == db_before[host], '%s: database not back to the previous schema; see %s' % (
+                host, cell_dir)
+        row['outcome'] = '%s; previous %s and schema restored on every host' % (
+            expected or 'no incident', previous[target])
+    finally:
+        row['cell_seconds'] = round(time.monotonic() - started, 1)
+        matrix.rows.append(row)
+        if not fleet.is_running(target):
             fleet.restart(target)
             matrix.boot(target)

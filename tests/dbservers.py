@@ -1,0 +1,146 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Private database servers for the tests and the bench: a PostgreSQL 15 cluster (initdb in a scratch directory,
+pg_ctl start on a unix socket and a free port, run as the ``postgres`` OS user) and a MariaDB server (its own
+datadir and socket, run as ``mysql``, no network). Never a system service: each session starts its own and stops
+it. Both need root (to run the servers as their own users); scripts/db-prereqs.sh installs MariaDB."""
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def pg_bin():
+    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'), reverse=True)
+    return os.path.dirname(found[0]) if found else None
+
+
+def ensure_prereqs():
+    """Install MariaDB and sqitch through the project's own script (root only). Returns an error or None."""
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'db-prereqs.sh')], capture_output=True, text=True)
+    return None if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()
+
+
+def _scratch(owner):
+    base = tempfile.mkdtemp(prefix='failsafe-db-', dir='/tmp')
+    os.chmod(base, 0o755)
+    user = pwd.getpwnam(owner)
+    os.chown(base, user.pw_uid, user.pw_gid)
+    return base
+
+
+class Postgres(object):
+    """A private PostgreSQL cluster: connection options for the database layer in ``options(db)``."""
+
+    def __init__(self):
+        self.bin = pg_bin()
+        self.base = _scratch('postgres')
+        self.data = os.path.join(self.base, 'data')
+        self.port = free_port()
+        self.log = os.path.join(self.base, 'server.log')
+
+    def _as_pg(self, argv, **kw):
+        return subprocess.run(['runuser', '-u', 'postgres', '--'] + argv, capture_output=True, text=True, **kw)
+
+    def start(self):
+        res = self._as_pg([os.path.join(self.bin, 'initdb'), '-D', self.data, '-A', 'trust', '-U', 'postgres',
+                           '-E', 'UTF8', '--no-sync'])
+        if res.returncode != 0:
+            raise RuntimeError('initdb failed: %s' % res.stderr)
+        opts = "-k %s -p %d -c listen_addresses='' -c fsync=off -c max_connections=40" % (self.base, self.port)
+        res = self._as_pg([os.path.join(self.bin, 'pg_ctl'), '-D', self.data, '-l', self.log, '-o', opts, '-w',
+                           '-t', '60', 'start'])
+        if res.returncode != 0:
+            raise RuntimeError('pg_ctl start failed: %s %s' % (res.stderr, open(self.log).read()))
+        return self
+
+    def stop(self):
+        self._as_pg([os.path.join(self.bin, 'pg_ctl'), '-D', self.data, '-m', 'immediate', '-w', 'stop'])
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def options(self, database):
+        return {'engine': 'postgresql', 'database': database, 'host': self.base, 'port': self.port,
+                'user': 'postgres', 'bin_dir': self.bin}
+
+    def psql(self, sql, database='postgres', check=True):
+        res = subprocess.run([os.path.join(self.bin, 'psql'), '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
+                              '-h', self.base, '-p', str(self.port), '-U', 'postgres', '-d', database],
+                             input=sql, capture_output=True, text=True)
+        if check and res.returncode != 0:
+            raise RuntimeError('psql: %s' % res.stderr)
+        return res.stdout.strip()
+
+    def createdb(self, name):
+        self.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+        self.psql('CREATE DATABASE "%s"' % name)
+
+
+class MariaDB(object):
+    """A private MariaDB server on a unix socket only."""
+
+    def __init__(self):
+        self.base = _scratch('mysql')
+        self.data = os.path.join(self.base, 'data')
+        self.socket = os.path.join(self.base, 'mysqld.sock')
+        self.log = os.path.join(self.base, 'server.log')
+        self.proc = None
+
+    def start(self):
+        res = subprocess.run(['mariadb-install-db', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
+                              '--auth-root-authentication-method=socket', '--skip-test-db'],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError('mariadb-install-db failed: %s %s' % (res.stdout, res.stderr))
+        self.proc = subprocess.Popen(['mariadbd', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
+                                      '--socket=%s' % self.socket, '--skip-networking', '--log-error=%s' % self.log,
+                                      '--pid-file=%s' % os.path.join(self.base, 'mysqld.pid'),
+                                      '--innodb-buffer-pool-size=32M', '--innodb-log-file-size=16M',
+                                      '--skip-innodb-doublewrite', '--innodb-flush-log-at-trx-commit=0'],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.sql('SELECT 1', check=False)[0] == 0:
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.3)
+        raise RuntimeError('mariadbd did not start: %s' % (open(self.log).read() if os.path.exists(self.log) else ''))
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def options(self, database):
+        return {'engine': 'mariadb', 'database': database, 'host': self.socket, 'user': 'root'}
+
+    def sql(self, sql, database=None, check=True):
+        argv = ['mariadb', '--no-defaults', '-N', '-B', '--socket=%s' % self.socket, '--user=root']
+        res = subprocess.run(argv + ([database] if database else []), input=sql, capture_output=True, text=True)
+        if check and res.returncode != 0:
+            raise RuntimeError('mariadb: %s' % res.stderr)
+        return (res.returncode, res.stdout.strip()) if not check else res.stdout.strip()
+
+    def createdb(self, name):
+        self.sql('DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`' % (name, name))

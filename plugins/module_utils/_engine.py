@@ -24,6 +24,7 @@ import pwd
 import time
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import _crash_point, atomic_write_bytes
+from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import normalize_checks, run_checks
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
@@ -132,8 +133,21 @@ def _progress(ds, txn, kind):
 
 def rollback(p, run, check_mode=False):
     """Undo the transaction in the journal, in one process: the snapshot restore, the release pointer, the service
-    last (UNDO_ORDER), then the health checks and the proof of the restore, then close. Returns the module result."""
+    last (UNDO_ORDER), then the health checks and the proof of the restore, then close. Returns the module result.
+    The host's revert timer (commit confirmed) is disarmed first; the rollback, the commit and the timer's own revert
+    exclude each other on the host."""
     ds = _ds(p)
+    if check_mode:
+        return _rollback(p, run, ds, check_mode)
+    with _confirm.host_lock(ds):
+        journal = ds.read_journal()
+        txn = pick_transaction(journal, p.get('rollback_run_id'))
+        if txn is not None:
+            _confirm.disarm(ds, txn, 'disarmed', 'rolled back: %s' % (p.get('reason') or 'rollback requested'))
+        return _rollback(p, run, ds, check_mode)
+
+
+def _rollback(p, run, ds, check_mode):
     journal = ds.read_journal()
     txn = pick_transaction(journal, p.get('rollback_run_id'))
     if txn is None:
@@ -152,7 +166,11 @@ def rollback(p, run, check_mode=False):
             msg += (' The last deploy (release %s, run %s) committed; to roll it back to the release before it, run '
                     'failsafe.deploy.rollback again with -e failsafe_rollback_run_id=%s'
                     % (journal.get('release'), journal.get('run_id'), journal.get('run_id')))
-        return {'changed': False, 'msg': msg, 'nothing_to_undo': True, 'journal': journal}
+        facts = _confirm.facts_of(ds, journal)
+        if facts:
+            msg += (' The host reverted transaction %s by itself at %s: %s (%s).'
+                    % (facts['txid'], facts.get('finished_iso'), facts['cause'], facts['outcome']))
+        return {'changed': False, 'msg': msg, 'nothing_to_undo': True, 'journal': journal, 'self_revert': facts}
     app_root = txn.get('app_root') or p.get('app_root')
     layers = layers_of(txn)
     kinds = [entry['kind'] for entry in layers]
@@ -272,6 +290,8 @@ def open_phase(p, run, check_mode=False, warn=None):
     lock = ds.read_lock()
     status = (journal or {}).get('status')
     result = {'changed': False, 'recovered': None}
+    # A transaction the host reverted by itself, not reported by any run yet: this run reports it.
+    result['self_reverted'] = _confirm.unreported(ds, run_id, check_mode=check_mode)
     takeover = p.get('takeover_pid')
     same_pid = str((lock or {}).get('pid')) == str(takeover)
     same_controller = (lock or {}).get('controller') == p.get('controller')
@@ -437,7 +457,10 @@ def activate_phase(p, run, check_mode=False):
             written.append(spec['dest'])
     release = ReleaseLayer(p['app_root'])
     journal = ds.read_journal() or {}
-    if journal.get('status') == 'open' and journal.get('run_id') == p['run_id'] and not check_mode:
+    ours = journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
+    # Armed before anything serves traffic differently: a run that dies from here on leaves a host that reverts.
+    confirm = _confirm.arm(ds, p, journal, check_mode=check_mode) if ours or check_mode else {'armed': False}
+    if ours and not check_mode:
         record_layer(ds, p['run_id'], 'release', {'release': p['release'], 'previous': journal.get('previous_release')})
     switch = ensure_active(release.root, p['release'], force=p.get('force', False), check_mode=check_mode)
     finished = journal.get('run_id') == p['run_id'] and any(
@@ -455,7 +478,7 @@ def activate_phase(p, run, check_mode=False):
     changed = bool(written) or switch['changed'] or svc['changed']
     return {'changed': changed, 'written': written, 'current': switch['current'], 'previous': switch['previous'],
             'restarted': bool(svc.get('changed')) and restart, 'diff': switch.get('diff'),
-            'failsafe_transaction': step.get('failsafe_transaction')}
+            'failsafe_transaction': step.get('failsafe_transaction'), 'confirm': confirm}
 
 
 def verify_phase(p, check_mode=False):
@@ -473,7 +496,26 @@ def verify_phase(p, check_mode=False):
 
 
 def commit_phase(p, check_mode=False):
+    """Confirm and close: the host's revert timer is disarmed under the host lock, or, when the host reverted (or
+    the deadline passed), the commit fails loudly and nothing is committed."""
     ds = _ds(p)
+    if check_mode:
+        journal = ds.read_journal() or {}
+        confirm = journal.get('confirm') or {}
+        result = _commit(p, ds, check_mode)
+        if confirm.get('state') == 'armed':
+            result['confirm'] = dict(confirm, would_disarm=True)
+        return result
+    with _confirm.host_lock(ds):
+        journal = ds.read_journal()
+        _confirm.check_confirmation(ds, journal, p['run_id'])
+        confirm = _confirm.disarm(ds, journal, 'confirmed', 'committed by run %s' % p['run_id'])
+        result = _commit(p, ds, check_mode)
+        result['confirm'] = confirm
+        return result
+
+
+def _commit(p, ds, check_mode):
     rr = ReleaseRoot(p['app_root'])
     verified = ensure_verified(rr, p['release'], check_mode=check_mode)
     closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode, release=p['release'])

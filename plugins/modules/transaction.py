@@ -24,17 +24,24 @@ description:
   - V(stage) puts the release in C(releases/<id>) from O(src). The action plugin uploads O(src) from the controller
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
-    or when this run's activation was cut short before its restart.
+    or when this run's activation was cut short before its restart. Before it changes anything it arms the host's
+    revert timer (commit confirmed, O(confirm_timeout)): unless V(commit) confirms the transaction within
+    O(confirm_timeout) seconds, the host rolls it back by itself, with the same single-call undo as V(rollback),
+    even if the controller died or lost its network.
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
-  - V(commit) marks the release verified, closes the transaction, releases the lock and prunes old releases and
-    snapshots.
-  - V(query) reads the journal and the lock; the action plugin adds whether the lock's holder is a run that died
+  - V(commit) confirms the transaction (disarms the host's revert timer), marks the release verified, closes the
+    transaction, releases the lock and prunes old releases and snapshots. A confirmation that comes after the host
+    reverted, or after the deadline, fails loudly (C(host reverted before confirmation)) and commits nothing.
+  - V(query) reads the journal, the lock, the revert timer (C(confirm)) and the facts of the last time the host
+    reverted a transaction by itself (C(self_revert)); the action plugin adds whether the lock's holder is a run that died
     on this controller (C(holder_gone)).
   - V(rollback) undoes the transaction in the journal (the open one, one whose rollback failed, or the committed one
     of O(rollback_run_id)). It restores the snapshot, switches back to the last verified release (quarantining the
     failed one only if it was activated on this host), restarts the service (or stops and unloads it when there is
     no release to go back to), runs O(checks), proves the restore byte for byte and closes the journal. A failure
     closes it as C(rollback_failed) and fails loudly; a rollback cut short anywhere finishes the job when run again.
+    It disarms the host's revert timer first; a rollback, a commit and the timer's own revert exclude each other on
+    the host (an fcntl lock in O(state_dir)), so exactly one of them wins.
 author:
   - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
@@ -197,6 +204,24 @@ options:
   reason:
     description: Why V(rollback) runs; recorded in the ledger and the journal.
     type: str
+  confirm_timeout:
+    description:
+      - Commit confirmed. Seconds V(activate) gives the commit to confirm the transaction; at that deadline the host
+        rolls back by itself (restore, switch back to the last verified release, restart, O(checks), proof of the
+        restore), records in its journal that it reverted itself and why, releases the lock and keeps the facts
+        for the next run to report. Size it to cover the verify phase with room to spare.
+      - V(0) turns it off.
+      - With V(activate), O(checks) and O(check_defaults) are the checks the host runs after it reverts itself.
+    type: int
+    default: 300
+  confirm_mechanism:
+    description:
+      - How V(activate) arms the revert timer. V(systemd) starts a transient systemd timer (C(systemd-run)),
+        V(process) a watchdog process detached from the SSH session, V(auto) the first where systemd runs the host,
+        else the second.
+    type: str
+    choices: [auto, systemd, process]
+    default: auto
 notes:
   - Crash points for the crash-consistency tests (C(FAILSAFE_CRASH_AT)) sit between the layers of a rollback
     (C(engine.files-undone), C(engine.release-undone), C(engine.service-undone), C(engine.checked)).
@@ -267,6 +292,25 @@ restarted:
   description: Whether V(activate) restarted the service.
   returned: phase is activate
   type: bool
+confirm:
+  description:
+    - The host's revert timer. V(activate) returns what it armed (C(state), C(seconds), C(deadline_iso),
+      C(mechanism), C(pid) or C(unit)) or, in check mode, what it would arm (C(would_arm)); V(commit) the timer it
+      disarmed; V(query) the journal's record.
+  returned: phase is activate, commit or query
+  type: dict
+self_reverted:
+  description:
+    - The facts of a transaction this host reverted by itself because nobody confirmed it in time, not reported by
+      any run before this one (C(txid), C(run_id), C(release), C(cause), C(reason), C(outcome), C(timeline),
+      C(rollback)); null when there is none. Reported once.
+  returned: phase is open
+  type: dict
+self_revert:
+  description: The facts of the last transaction this host reverted by itself (V(query); V(rollback) when that is
+    the transaction in the journal), with C(reported_by), the run that first reported it.
+  returned: phase is query, or rollback with nothing to undo
+  type: dict
 failsafe_transaction:
   description: The transaction after the phase.
   returned: success
@@ -309,6 +353,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
     activate_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
 )
+from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import read_facts
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 
@@ -352,6 +397,8 @@ def main():
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
             reason=dict(type='str'),
+            confirm_timeout=dict(type='int', default=300),
+            confirm_mechanism=dict(type='str', default='auto', choices=['auto', 'systemd', 'process']),
         ),
         required_if=[
             ('phase', 'stage', ('src',)),
@@ -366,6 +413,8 @@ def main():
             missing = [k for k in missing if k != 'app_root']
         if missing:
             module.fail_json(msg='phase=%s needs %s' % (phase, ', '.join(missing)))
+    if p['confirm_timeout'] < 0:
+        module.fail_json(msg='confirm_timeout must be 0 (off) or a number of seconds, not %s' % p['confirm_timeout'])
     for spec in p['files']:
         if not isinstance(spec, dict) or not spec.get('dest') or spec.get('content') is None:
             module.fail_json(msg='every entry of files needs dest and content, got %r' % (spec,))
@@ -388,7 +437,10 @@ def main():
         elif phase == 'commit':
             result = commit_phase(p, check)
         elif phase == 'query':
-            result = ensure_query(DeployState(p['state_dir'], p['name']))
+            ds = DeployState(p['state_dir'], p['name'])
+            result = ensure_query(ds)
+            result['confirm'] = (result['journal'] or {}).get('confirm')
+            result['self_revert'] = read_facts(ds)
         else:
             result = rollback(p, run, check)
     except FailsafeError as e:

@@ -591,6 +591,9 @@ class CallbackModule(CallbackBase):
         self.connections = {}
         self.finished = False
         self.outcome = None
+        # Hosts that reverted a transaction by themselves (commit confirmed), as the next run's open or query found
+        # them: {host: the facts the host kept}.
+        self.self_reverted = {}
         self._atexit_registered = False
         self._signals = _launcher.SignalGuard(on_signal=self._on_interrupt)
         super(CallbackModule, self).__init__(display=display, options=options)
@@ -746,9 +749,24 @@ class CallbackModule(CallbackBase):
         if self.child_mode:
             self.child_report.on_result(host, data, 'ok', task_name=info['name'])
             return
+        if isinstance(data.get('self_reverted'), dict):
+            self._note_self_revert(host, data['self_reverted'])
         for txn in _transactions(data):
             if self.run.observe_transaction(host, txn) == 'opened':
                 self.connections[host] = self._connection_for(host, _result_host(result))
+
+    def _note_self_revert(self, host, facts):
+        """A host rolled back a transaction by itself because nobody confirmed it in time: an incident."""
+        if host in self.self_reverted:
+            return
+        facts = self.redactor.data(facts)
+        self.self_reverted[host] = facts
+        self.timeline.add('self_reverted', host=host, txid=facts.get('txid'), release=facts.get('release'),
+                          cause=facts.get('cause'), outcome=facts.get('outcome'), reverted_at=facts.get('finished_iso'))
+        self._warn('%s reverted transaction %s (release %s, run %s) by itself at %s: %s; %s' % (
+            host, facts.get('txid'), facts.get('release'), facts.get('run_id'), facts.get('finished_iso'),
+            facts.get('cause'), 'restore proven' if facts.get('outcome') == 'rolled_back'
+            else 'ITS ROLLBACK FAILED: %s' % facts.get('error')))
 
     def _connection_for(self, host, host_obj):
         """The connection keywords of the current play for ``host``, templates resolved with its variables. A value
@@ -908,7 +926,14 @@ class CallbackModule(CallbackBase):
             self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
-            if self.incident_id is not None:
+            if self.self_reverted and self.incident_id is None:
+                # Nothing failed in this run, but hosts reverted an earlier run's transaction by themselves.
+                self._ensure_incident()
+                self.outcome = 'self_reverted'
+                self._write_incident(None, [], reason='%s reverted an unconfirmed transaction by itself' % ', '.join(
+                    sorted(self.self_reverted)))
+                self._summary_line()
+            elif self.incident_id is not None:
                 # An alert went out, then the recap showed every failure rescued: say so, and write it up.
                 self.outcome = 'rescued'
                 self._alert('failure_rescued', 'info', summary='the failure was rescued; no rollback needed')
@@ -1136,6 +1161,7 @@ class CallbackModule(CallbackBase):
             'rollback_duration': launch.duration if launch else None,
             'verification': verification,
             'likely_cause': broken_check_hint(failures, hosts),
+            'self_reverted_hosts': sorted(self.self_reverted),
         }
         files = dict(getattr(self, '_rollback_files', {}) or {})
         files['alert_spool'] = self.spool_path
@@ -1148,6 +1174,7 @@ class CallbackModule(CallbackBase):
             'ignored_failures': ignored,
             'transactions': self.run.transactions,
             'rollback': rollback,
+            'self_reverted': self.self_reverted,
             'alerts': list(self.alerts.records) if self.alerts else [],
             'timeline': self.timeline.to_list(),
             'timeline_dropped': self.timeline.dropped,

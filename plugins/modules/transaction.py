@@ -303,8 +303,9 @@ self_reverted:
   description:
     - The facts of a transaction this host reverted by itself because nobody confirmed it in time, not reported by
       any run before this one (C(txid), C(run_id), C(release), C(cause), C(reason), C(outcome), C(timeline),
-      C(rollback)); null when there is none. Reported once.
-  returned: phase is open
+      C(rollback)); null when there is none. V(open) reports it once. V(query) returns it while the transaction in
+      the journal is the one the host reverted.
+  returned: phase is open or query
   type: dict
 self_revert:
   description: The facts of the last transaction this host reverted by itself (V(query); V(rollback) when that is
@@ -353,7 +354,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
     activate_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
 )
-from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import read_facts
+from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 
@@ -441,6 +442,7 @@ def main():
             result = ensure_query(ds)
             result['confirm'] = (result['journal'] or {}).get('confirm')
             result['self_revert'] = read_facts(ds)
+            result['self_reverted'] = facts_of(ds, result['journal'])
         else:
             result = rollback(p, run, check)
     except FailsafeError as e:

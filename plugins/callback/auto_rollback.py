@@ -926,20 +926,21 @@ class CallbackModule(CallbackBase):
             self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
-            if self.self_reverted and self.incident_id is None:
-                # Nothing failed in this run, but hosts reverted an earlier run's transaction by themselves.
-                self._ensure_incident()
-                self.outcome = 'self_reverted'
-                self._write_incident(None, [], reason='%s reverted an unconfirmed transaction by itself' % ', '.join(
-                    sorted(self.self_reverted)))
-                self._summary_line()
-            elif self.incident_id is not None:
+            rescued = self.incident_id is not None
+            if rescued:
                 # An alert went out, then the recap showed every failure rescued: say so, and write it up.
                 self.outcome = 'rescued'
                 self._alert('failure_rescued', 'info', summary='the failure was rescued; no rollback needed')
                 self._write_incident(None, [], reason='every failure was rescued')
                 self._summary_line()
-            elif self.run.opened_order:
+            elif self.self_reverted:
+                # Nothing failed in this run, but hosts had reverted an earlier run's transaction by themselves.
+                self._ensure_incident()
+                self.outcome = 'self_reverted'
+                self._write_incident(None, [], reason='%s reverted an unconfirmed transaction by itself' % ', '.join(
+                    sorted(self.self_reverted)))
+                self._summary_line()
+            if not rescued and self.run.opened_order:
                 self._display.display('failsafe auto_rollback: %d host(s) opened a transaction; no failure, no '
                                       'rollback needed.' % len(self.run.opened_order))
                 self._notify_committed()

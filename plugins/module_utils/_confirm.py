@@ -30,7 +30,6 @@ import copy
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -56,7 +55,6 @@ ROLLBACK_KEYS = ('state_dir', 'name', 'app_root', 'service', 'checks', 'check_de
 # The watchdog's entry point: finds the collection's code named in its parameters file, then waits and reverts.
 WATCHDOG_RUNNER = b'''# failsafe.deploy commit-confirmed watchdog: reverts a transaction unless its commit confirms it in time.
 # Written by failsafe.deploy.transaction (phase activate); started detached, one per armed transaction.
-import json
 import sys
 
 with open(sys.argv[1]) as handle:
@@ -376,8 +374,9 @@ def check_confirmation(ds, journal, run_id):
         facts = revert(ds, journal.get('txid'), by='the late confirmation')
         raise ConfirmError(
             'host reverted before confirmation: the confirmation of transaction %s came after its deadline %s (%s), '
-            'so the host rolled it back (%s).' % (journal.get('txid'), confirm.get('deadline_iso'),
-                                                   cause(confirm.get('seconds')), (facts or {}).get('outcome')),
+            'so the host rolled it back (%s).' % (
+                journal.get('txid'), confirm.get('deadline_iso'), cause(confirm.get('seconds')),
+                (facts or {}).get('outcome')),
             self_revert=facts, confirm=confirm)
 
 
@@ -450,6 +449,8 @@ def watch(params_path):
         time.sleep(min(left, 5.0))
         if not os.path.exists(params_path):
             return 0  # disarmed
+    if not os.path.exists(params_path):
+        return 0  # disarmed, or the state directory is gone
     ds = DeployState(data['params']['state_dir'], data['params']['name'])
     facts = revert(ds, data['txid'])
     if facts:
@@ -457,15 +458,3 @@ def watch(params_path):
                                                            facts['reason']))
         return 0 if facts['outcome'] == 'rolled_back' else 1
     return 0
-
-
-def describe(confirm):
-    """One line on a confirm record, for messages."""
-    if not confirm:
-        return 'commit confirmed off'
-    return 'revert timer %s (%s s, deadline %s, %s)' % (confirm.get('state'), confirm.get('seconds'),
-                                                       confirm.get('deadline_iso'), confirm.get('mechanism'))
-
-
-def dumps(data):
-    return json.dumps(data, sort_keys=True)

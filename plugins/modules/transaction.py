@@ -25,7 +25,7 @@ description:
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
     or when this run's activation was cut short before its restart. Before it changes anything it arms the host's
-    revert timer (commit confirmed, O(confirm_timeout)): unless V(commit) confirms the transaction within
+    revert timer (commit confirmed, O(confirm_timeout)). Unless V(commit) confirms the transaction within
     O(confirm_timeout) seconds, the host rolls it back by itself, with the same single-call undo as V(rollback),
     even if the controller died or lost its network.
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.

@@ -298,4 +298,3 @@ def test_a_cut_host_reverts_itself_and_recover_reports_it(fcc):
         state = matrix.state(host)
         assert state['current'] == before[host][0] == state['served'], (host, state)
         assert not state['lock'] and watchdogs(matrix, host) == [], host
-

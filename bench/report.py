@@ -193,7 +193,7 @@ def memory_md(results):
 
 
 def self_revert_md(rows):
-    out = ['## Commit confirmed: the hosts revert by themselves', '',
+    out = ['## 6. Commit confirmed: the hosts revert by themselves', '',
            'A deploy whose controller is SIGKILLed right after every host switched (the verify step held on one '
            'host); no command runs after the kill. From the kill to every host back on the previous verified release '
            'and answering healthy. Each host reverts at its own deadline (`failsafe_confirm_timeout` from its '
@@ -221,10 +221,12 @@ def markdown(results):
               if meta['loadavg_start'][0] > meta['cpus'] / 2.0 else ' (the end includes the benchmark\'s own load)'),
            '']
     for key, func in (('recovery', recovery_md), ('snapshot', snapshot_md), ('callback', callback_md),
-                      ('scaling', scaling_md), ('self_revert', self_revert_md)):
+                      ('scaling', scaling_md)):
         if results.get(key):
             out += func(results[key])
     out += memory_md(results)
+    if results.get('self_revert'):
+        out += self_revert_md(results['self_revert'])
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

@@ -55,6 +55,7 @@ ROLLBACK_KEYS = ('state_dir', 'name', 'app_root', 'service', 'checks', 'check_de
 # The watchdog's entry point: finds the collection's code named in its parameters file, then waits and reverts.
 WATCHDOG_RUNNER = b'''# failsafe.deploy commit-confirmed watchdog: reverts a transaction unless its commit confirms it in time.
 # Written by failsafe.deploy.transaction (phase activate); started detached, one per armed transaction.
+import json
 import sys
 
 with open(sys.argv[1]) as handle:

@@ -181,10 +181,14 @@ def test_an_unconfirmed_activation_is_reverted_by_the_host_itself(host):
 
 # --- the race between the commit and the deadline -----------------------------------------------------------------
 
+# Imports first and says so, then reads when to commit: a slow start of the child never shifts the moment.
 COMMIT_CHILD = r'''
 import json, sys, time
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine
-params, at = json.loads(sys.argv[1]), float(sys.argv[2])
+params = json.loads(sys.argv[1])
+sys.stdout.write('ready\n')
+sys.stdout.flush()
+at = float(sys.stdin.readline())
 while time.time() < at:
     time.sleep(min(0.005, max(0.0, at - time.time())))
 try:
@@ -208,12 +212,14 @@ def test_a_commit_racing_the_deadline_ends_with_exactly_one_outcome(tmp_path):
     seen = {'committed': 0, 'reverted': 0}
     for n, offset in enumerate(OFFSETS):
         host = make_host(str(tmp_path / ('h%d' % n)))
+        child = subprocess.Popen([sys.executable, '-c', COMMIT_CHILD, json.dumps(host)], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 universal_newlines=True)
+        assert child.stdout.readline().strip() == 'ready'
         res = activate(host, 1)
         deadline = res['confirm']['deadline']
-        proc = subprocess.run([sys.executable, '-c', COMMIT_CHILD, json.dumps(host), repr(deadline + offset)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                              timeout=60, check=False)
-        answer = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = child.communicate('%r\n' % (deadline + offset), timeout=60)[0]
+        answer = json.loads(out.strip().splitlines()[-1])
         ds = DeployState(host['state_dir'], 'app')
         wait_for(lambda: not watchdogs(confirm_dir(host)), 20, 'no watchdog left (round %d)' % n)
         journal = ds.read_journal()

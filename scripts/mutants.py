@@ -284,11 +284,11 @@ MUTANTS = [
         ],
     },
     {
-        'name': 'confirm-commit-leaves-watchdog',
-        'breaks': 'the commit leaves the revert watchdog running',
+        'name': 'confirm-commit-not-disarmed',
+        'breaks': 'the commit leaves the revert timer armed: the host reverts a confirmed release at the deadline',
         'file': 'plugins/module_utils/_confirm.py',
         'old': "    _stop(confirm, ds)\n",
-        'new': "    pass  # mutant\n",
+        'new': "    return None  # mutant\n",
         'tests': [
             'tests/unit/plugins/module_utils/test_confirm.py::test_activation_arms_a_detached_watchdog_and_the_commit_disarms_it',
         ],

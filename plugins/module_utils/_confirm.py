@@ -387,7 +387,7 @@ def revert(ds, txid, by='the watchdog'):
     confirmed or closed, record it in the journal and keep the facts. Returns the facts, or None when there was
     nothing to revert."""
     # imported here: the engine imports this module
-    from ansible_collections.failsafe.deploy.plugins.module_utils._engine import EngineError, rollback
+    from ansible_collections.failsafe.deploy.plugins.module_utils._engine import EngineError, guarded_rollback
     from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
     with host_lock(ds):
         journal = ds.read_journal() or {}
@@ -411,7 +411,7 @@ def revert(ds, txid, by='the watchdog'):
         p = dict(data['params'], reason=why, rollback_run_id=None)
         outcome, report, error = 'rolled_back', None, None
         try:
-            report = rollback(p, _run)['failsafe_rollback']
+            report = guarded_rollback(p, _run)['failsafe_rollback']
         except EngineError as exc:
             outcome, error = 'rollback_failed', exc.msg
             report = (exc.details or {}).get('failsafe_rollback')

@@ -133,21 +133,8 @@ def _progress(ds, txn, kind):
 
 def rollback(p, run, check_mode=False):
     """Undo the transaction in the journal, in one process: the snapshot restore, the release pointer, the service
-    last (UNDO_ORDER), then the health checks and the proof of the restore, then close. Returns the module result.
-    The host's revert timer (commit confirmed) is disarmed first; the rollback, the commit and the timer's own revert
-    exclude each other on the host."""
+    last (UNDO_ORDER), then the health checks and the proof of the restore, then close. Returns the module result."""
     ds = _ds(p)
-    if check_mode:
-        return _rollback(p, run, ds, check_mode)
-    with _confirm.host_lock(ds):
-        journal = ds.read_journal()
-        txn = pick_transaction(journal, p.get('rollback_run_id'))
-        if txn is not None:
-            _confirm.disarm(ds, txn, 'disarmed', 'rolled back: %s' % (p.get('reason') or 'rollback requested'))
-        return _rollback(p, run, ds, check_mode)
-
-
-def _rollback(p, run, ds, check_mode):
     journal = ds.read_journal()
     txn = pick_transaction(journal, p.get('rollback_run_id'))
     if txn is None:
@@ -166,11 +153,7 @@ def _rollback(p, run, ds, check_mode):
             msg += (' The last deploy (release %s, run %s) committed; to roll it back to the release before it, run '
                     'failsafe.deploy.rollback again with -e failsafe_rollback_run_id=%s'
                     % (journal.get('release'), journal.get('run_id'), journal.get('run_id')))
-        facts = _confirm.facts_of(ds, journal)
-        if facts:
-            msg += (' The host reverted transaction %s by itself at %s: %s (%s).'
-                    % (facts['txid'], facts.get('finished_iso'), facts['cause'], facts['outcome']))
-        return {'changed': False, 'msg': msg, 'nothing_to_undo': True, 'journal': journal, 'self_revert': facts}
+        return {'changed': False, 'msg': msg, 'nothing_to_undo': True, 'journal': journal}
     app_root = txn.get('app_root') or p.get('app_root')
     layers = layers_of(txn)
     kinds = [entry['kind'] for entry in layers]
@@ -311,7 +294,7 @@ def open_phase(p, run, check_mode=False, warn=None):
                       % (journal.get('txid'), status, journal.get('run_id')), rollback_run_id=None)
             rp['checks'] = p.get('rollback_checks', p.get('checks'))
             rp['check_defaults'] = p.get('rollback_check_defaults', p.get('check_defaults'))
-            result['recovered'] = rollback(rp, run)['failsafe_rollback']
+            result['recovered'] = guarded_rollback(rp, run)['failsafe_rollback']
             result['changed'] = True
             lock = ds.read_lock()
     locked = ensure_locked(ds, run_id, p.get('owner'), p.get('controller'), p.get('pid'), p.get('ttl') or 1800,
@@ -496,26 +479,7 @@ def verify_phase(p, check_mode=False):
 
 
 def commit_phase(p, check_mode=False):
-    """Confirm and close: the host's revert timer is disarmed under the host lock, or, when the host reverted (or
-    the deadline passed), the commit fails loudly and nothing is committed."""
     ds = _ds(p)
-    if check_mode:
-        journal = ds.read_journal() or {}
-        confirm = journal.get('confirm') or {}
-        result = _commit(p, ds, check_mode)
-        if confirm.get('state') == 'armed':
-            result['confirm'] = dict(confirm, would_disarm=True)
-        return result
-    with _confirm.host_lock(ds):
-        journal = ds.read_journal()
-        _confirm.check_confirmation(ds, journal, p['run_id'])
-        confirm = _confirm.disarm(ds, journal, 'confirmed', 'committed by run %s' % p['run_id'])
-        result = _commit(p, ds, check_mode)
-        result['confirm'] = confirm
-        return result
-
-
-def _commit(p, ds, check_mode):
     rr = ReleaseRoot(p['app_root'])
     verified = ensure_verified(rr, p['release'], check_mode=check_mode)
     closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode, release=p['release'])
@@ -530,3 +494,45 @@ def _commit(p, ds, check_mode):
             'msg': 'Release %s is verified and committed (run %s). To roll this deploy back to the release before '
                    'it: ansible-playbook failsafe.deploy.rollback -e failsafe_rollback_run_id=%s'
                    % (p['release'], p['run_id'], p['run_id'])}
+
+
+# --- commit confirmed ---------------------------------------------------------------------------------------------
+# The commit, every rollback and the host's own revert at its deadline exclude each other on the host
+# (_confirm.host_lock): exactly one of them decides how a transaction ends.
+
+def guarded_rollback(p, run, check_mode=False):
+    """rollback() with the host's revert timer disarmed first, under the host lock. With nothing to undo because
+    the host reverted the transaction by itself, the result says so (``self_revert``)."""
+    ds = _ds(p)
+    if check_mode:
+        return rollback(p, run, check_mode)
+    with _confirm.host_lock(ds):
+        txn = pick_transaction(ds.read_journal(), p.get('rollback_run_id'))
+        if txn is not None:
+            _confirm.disarm(ds, txn, 'disarmed', 'rolled back: %s' % (p.get('reason') or 'rollback requested'))
+        result = rollback(p, run, check_mode)
+    facts = _confirm.facts_of(ds, result.get('journal')) if result.get('nothing_to_undo') else None
+    if facts:
+        result['msg'] += (' The host reverted transaction %s by itself at %s: %s (%s).'
+                          % (facts['txid'], facts.get('finished_iso'), facts['cause'], facts['outcome']))
+        result['self_revert'] = facts
+    return result
+
+
+def confirmed_commit(p, check_mode=False):
+    """commit_phase() as the confirmation of the transaction: under the host lock, the revert timer is disarmed, or,
+    when the host reverted (or the deadline passed), the commit fails loudly and nothing is committed."""
+    ds = _ds(p)
+    if check_mode:
+        confirm = (ds.read_journal() or {}).get('confirm') or {}
+        result = commit_phase(p, check_mode)
+        if confirm.get('state') == 'armed':
+            result['confirm'] = dict(confirm, would_disarm=True)
+        return result
+    with _confirm.host_lock(ds):
+        journal = ds.read_journal()
+        _confirm.check_confirmation(ds, journal, p['run_id'])
+        confirm = _confirm.disarm(ds, journal, 'confirmed', 'committed by run %s' % p['run_id'])
+        result = commit_phase(p, check_mode)
+        result['confirm'] = confirm
+        return result

@@ -190,20 +190,6 @@ options:
     description: V(rollback) restarts the service on the restored release.
     type: bool
     default: true
-  keep_releases:
-    description: Releases V(commit) keeps (never removing current or the last verified).
-    type: int
-    default: 5
-  keep_snapshots:
-    description: Snapshots V(commit) keeps.
-    type: int
-    default: 5
-  rollback_run_id:
-    description: V(rollback) also undoes the committed transaction of this run.
-    type: str
-  reason:
-    description: Why V(rollback) runs; recorded in the ledger and the journal.
-    type: str
   confirm_timeout:
     description:
       - Commit confirmed. Seconds V(activate) gives the commit to confirm the transaction; at that deadline the host
@@ -222,6 +208,20 @@ options:
     type: str
     choices: [auto, systemd, process]
     default: auto
+  keep_releases:
+    description: Releases V(commit) keeps (never removing current or the last verified).
+    type: int
+    default: 5
+  keep_snapshots:
+    description: Snapshots V(commit) keeps.
+    type: int
+    default: 5
+  rollback_run_id:
+    description: V(rollback) also undoes the committed transaction of this run.
+    type: str
+  reason:
+    description: Why V(rollback) runs; recorded in the ledger and the journal.
+    type: str
 notes:
   - Crash points for the crash-consistency tests (C(FAILSAFE_CRASH_AT)) sit between the layers of a rollback
     (C(engine.files-undone), C(engine.release-undone), C(engine.service-undone), C(engine.checked)).
@@ -352,7 +352,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
-    activate_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
+    activate_phase, confirmed_commit, guarded_rollback, open_phase, snapshot_phase, stage_phase, verify_phase,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
@@ -394,12 +394,12 @@ def main():
             directories=dict(type='list', elements='path', default=[]),
             service=dict(type='dict', default={}),
             restart=dict(type='bool', default=True),
+            confirm_timeout=dict(type='int', default=300),
+            confirm_mechanism=dict(type='str', default='auto', choices=['auto', 'systemd', 'process']),
             keep_releases=dict(type='int', default=5),
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
             reason=dict(type='str'),
-            confirm_timeout=dict(type='int', default=300),
-            confirm_mechanism=dict(type='str', default='auto', choices=['auto', 'systemd', 'process']),
         ),
         required_if=[
             ('phase', 'stage', ('src',)),
@@ -436,7 +436,7 @@ def main():
         elif phase == 'verify':
             result = verify_phase(p, check)
         elif phase == 'commit':
-            result = commit_phase(p, check)
+            result = confirmed_commit(p, check)
         elif phase == 'query':
             ds = DeployState(p['state_dir'], p['name'])
             result = ensure_query(ds)
@@ -444,7 +444,7 @@ def main():
             result['self_revert'] = read_facts(ds)
             result['self_reverted'] = facts_of(ds, result['journal'])
         else:
-            result = rollback(p, run, check)
+            result = guarded_rollback(p, run, check)
     except FailsafeError as e:
         details = dict((k, v) for k, v in (e.details or {}).items() if k not in ('msg', 'failed', 'changed'))
         module.fail_json(msg=e.msg, **details)

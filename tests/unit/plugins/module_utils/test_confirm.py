@@ -108,7 +108,7 @@ def test_activation_arms_a_detached_watchdog_and_the_commit_disarms_it(host):
     # activating again in the same run keeps the watchdog it armed
     again = engine.activate_phase(dict(host, confirm_timeout=120), no_run)
     assert again['confirm']['pid'] == confirm['pid'] and again['confirm']['changed'] is False
-    done = engine.commit_phase(dict(host))
+    done = engine.confirmed_commit(dict(host))
     assert (done['confirm'] or {}).get('state') == 'confirmed', done['confirm']
     wait_for(lambda: not watchdogs(confirm_dir(host)), 10, 'the watchdog ends after the commit')
     journal = ds.read_journal()
@@ -134,7 +134,7 @@ def test_off_arms_nothing(host):
 
 def test_a_rollback_disarms_the_watchdog(host):
     pid = activate(host, 120)['confirm']['pid']
-    engine.rollback(dict(host, reason='verify failed'), no_run)
+    engine.guarded_rollback(dict(host, reason='verify failed'), no_run)
     wait_for(lambda: not watchdogs(confirm_dir(host)), 10, 'the watchdog ends after the rollback')
     assert not os.path.exists('/proc/%d/cmdline' % pid) or pid not in watchdogs(confirm_dir(host))
     journal = DeployState(host['state_dir'], 'app').read_journal()
@@ -162,12 +162,12 @@ def test_an_unconfirmed_activation_is_reverted_by_the_host_itself(host):
     assert facts['started'] >= res['confirm']['deadline']
     # a confirmation after that fails loudly and commits nothing
     with pytest.raises(_confirm.ConfirmError) as err:
-        engine.commit_phase(dict(host))
+        engine.confirmed_commit(dict(host))
     assert 'host reverted before confirmation' in err.value.msg
     assert ds.read_journal()['status'] == 'rolled_back'
     assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'failed'
     # a rollback finds nothing to undo and says why
-    res = engine.rollback(dict(host), no_run)
+    res = engine.guarded_rollback(dict(host), no_run)
     assert res['nothing_to_undo'] and res['self_revert']['txid'] == journal['txid']
     assert 'reverted transaction %s by itself' % journal['txid'] in res['msg']
     # the next run reports it, once
@@ -175,7 +175,7 @@ def test_an_unconfirmed_activation_is_reverted_by_the_host_itself(host):
     opened = engine.open_phase(nxt, no_run)
     assert opened['self_reverted']['txid'] == journal['txid']
     assert _confirm.read_facts(ds)['reported_by'] == 'run-2'
-    engine.rollback(dict(nxt, reason='cleanup'), no_run)
+    engine.guarded_rollback(dict(nxt, reason='cleanup'), no_run)
     assert engine.open_phase(dict(host, run_id='run-3', force=True), no_run)['self_reverted'] is None
 
 
@@ -192,7 +192,7 @@ at = float(sys.stdin.readline())
 while time.time() < at:
     time.sleep(min(0.005, max(0.0, at - time.time())))
 try:
-    res = _engine.commit_phase(params)
+    res = _engine.confirmed_commit(params)
     print(json.dumps({'ok': True, 'at': time.time()}))
 except Exception as exc:
     print(json.dumps({'ok': False, 'msg': getattr(exc, 'msg', str(exc)), 'at': time.time()}))

@@ -24,14 +24,14 @@ description:
   - V(stage) puts the release in C(releases/<id>) from O(src). The action plugin uploads O(src) from the controller
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
-    or when this run's activation was cut short before its restart. Before it changes anything it arms the host's
-    revert timer (commit confirmed, O(confirm_timeout)). Unless V(commit) confirms the transaction within
-    O(confirm_timeout) seconds, the host rolls it back by itself, with the same single-call undo as V(rollback),
-    even if the controller died or lost its network.
+    or when this run's activation was cut short before its restart.
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
   - V(commit) confirms the transaction (disarms the host's revert timer), marks the release verified, closes the
     transaction, releases the lock and prunes old releases and snapshots. A confirmation that comes after the host
     reverted, or after the deadline, fails loudly (C(host reverted before confirmation)) and commits nothing.
+  - Commit confirmed. Before it changes anything, V(activate) arms the host's revert timer (O(confirm_timeout)).
+    Unless V(commit) confirms the transaction within O(confirm_timeout) seconds, the host rolls it back by itself,
+    with the same single-call undo as V(rollback), even if the controller died or lost its network.
   - V(query) reads the journal, the lock, the revert timer (C(confirm)) and the facts of the last time the host
     reverted a transaction by itself (C(self_revert)); the action plugin adds whether the lock's holder is a run that died
     on this controller (C(holder_gone)).

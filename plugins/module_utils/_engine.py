@@ -294,7 +294,9 @@ def open_phase(p, run, check_mode=False, warn=None):
                       % (journal.get('txid'), status, journal.get('run_id')), rollback_run_id=None)
             rp['checks'] = p.get('rollback_checks', p.get('checks'))
             rp['check_defaults'] = p.get('rollback_check_defaults', p.get('check_defaults'))
-            result['recovered'] = guarded_rollback(rp, run)['failsafe_rollback']
+            # a rollback still running on this host (its controller died) finishes first, under the host lock:
+            # then there is nothing left to undo here
+            result['recovered'] = guarded_rollback(rp, run).get('failsafe_rollback')
             result['changed'] = True
             lock = ds.read_lock()
     locked = ensure_locked(ds, run_id, p.get('owner'), p.get('controller'), p.get('pid'), p.get('ttl') or 1800,

@@ -243,3 +243,55 @@ def test_a_commit_racing_the_deadline_ends_with_exactly_one_outcome(tmp_path):
             seen['reverted'] += 1
         assert ds.read_lock() is None, where
     assert seen['committed'] and seen['reverted'], 'both orders must be hit: %r' % seen
+
+
+# --- a rollback still running on the host when the next run recovers ----------------------------------------------
+
+HOLDER_CHILD = r'''
+import json, sys
+from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm, _engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
+params = json.loads(sys.argv[1])
+with _confirm.host_lock(DeployState(params['state_dir'], params['name'])):
+    sys.stdout.write('locked\n')
+    sys.stdout.flush()
+    sys.stdin.readline()
+    _engine.guarded_rollback(dict(params, reason='the dead run\'s rollback'), _run)
+'''
+
+
+def test_the_next_run_waits_for_a_rollback_still_running_and_then_opens(tmp_path):
+    """A rollback whose controller died keeps running on the host; the next run's open, which saw the transaction
+    open, waits for it on the host lock instead of undoing the same layers at the same time, then opens."""
+    import threading
+    host = make_host(str(tmp_path))
+    engine.open_phase(dict(host, ttl=1), no_run)
+    engine.activate_phase(dict(host, confirm_timeout=120), no_run)
+    time.sleep(1.1)  # the dead run's lock expires: the next run may recover
+    env = dict(os.environ, PYTHONPATH=_collections() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    child = subprocess.Popen([sys.executable, '-c', HOLDER_CHILD, json.dumps(host)], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert child.stdout.readline().strip() == 'locked'
+    out = {}
+
+    def next_run():
+        try:
+            out['result'] = engine.open_phase(dict(host, run_id='run-2', release='2.0', force=True), no_run)
+        except Exception as exc:  # pylint: disable=broad-except
+            out['error'] = exc
+
+    thread = threading.Thread(target=next_run)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive(), 'the next run did not wait for the rollback holding the host lock'
+    child.communicate('go\n', timeout=60)
+    thread.join(60)
+    assert child.returncode == 0
+    assert 'error' not in out, out.get('error')
+    assert out['result']['recovered'] is None, 'the layers were undone twice'
+    ds = DeployState(host['state_dir'], 'app')
+    history = ds.history_tail(10)
+    assert [t['status'] for t in history if t['run_id'] == 'run-1'] == ['rolled_back']
+    assert ds.read_journal()['run_id'] == 'run-2' and ds.read_journal()['status'] == 'open'
+    assert not watchdogs(confirm_dir(host))

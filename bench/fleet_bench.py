@@ -1,12 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to failsafe.deploy
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Benchmarks on the namespace SSH fleet: fleet scaling (good deploys vs a copy-and-symlink playbook) and time to
-recover (auto_rollback vs a hand-written rollback started right after the same failure)."""
+"""Benchmarks on the namespace SSH fleet: fleet scaling (good deploys vs a copy-and-symlink playbook), time to
+recover (auto_rollback vs a hand-written rollback started right after the same failure), and the time from the
+controller's death right after the switch to every host back on the previous release by itself (commit confirmed)."""
 
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +28,9 @@ ROLLBACK_TASKS_TARGET = 3
 FLEET_NAME = os.environ.get('FAILSAFE_BENCH_FLEET', 'fsb')  # the smoke test uses its own, so both can run at once
 VENV_BIN = os.path.dirname(sys.executable)
 SUPERVISORCTL = os.path.join(VENV_BIN, 'supervisorctl')
+# The hook that holds the verify step on one host (every host has switched by then) while the controller is killed.
+HOLD_HOOK = os.path.join(ROOT, 'tests', 'behaviour', 'fault_hooks', 'fault.yml')
+HOLD_MARKER = '/srv/bench-held'
 
 
 class FleetBench(object):
@@ -98,8 +103,9 @@ class FleetBench(object):
 
     # ------------------------------------------------------------------ the run
     def up(self):
-        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts)
-        self.build_releases(good=2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts),
+        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts)
+        good = 2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts) + 2 * len(self.ctx.confirm_hosts)
+        self.build_releases(good=good,
                             bad=2 * sum(self.ctx.recovery_reps_for(h) for h in self.ctx.recovery_hosts))
         self.fleet = Fleet(n, name=FLEET_NAME, base_dir=os.path.join(self.work, 'fleet'))
         self.fleet.up()
@@ -274,3 +280,83 @@ class FleetBench(object):
         verify_start = [e['t'] for e in events if e['event'] == 'task_start' and 'healthy' in e['task']][0]
         # the failed deploy's process has to exit before a wrapper can start the rollback: that is detection
         return self._phases(res['fail_end'], launched, child_start, verify_start, rb['end'])
+
+    # ------------------------------------------------------------------ commit confirmed
+    def serves(self, host):
+        """The release the host's app answers with (its /version), or None."""
+        code = ('import urllib.request,sys; r=urllib.request.urlopen("http://127.0.0.1:8080/version",timeout=3); '
+                'sys.stdout.write(r.read().decode())')
+        proc = self.fleet.run(host, ['/usr/bin/python3', '-c', code])
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    def _reverted(self, host):
+        """The host closed its transaction after its own revert (restore proven), not merely switched back."""
+        try:
+            with open(self.fleet.host_path(host, '/var/lib/failsafe-deploy/app/journal.json')) as handle:
+                journal = json.load(handle)
+        except (IOError, ValueError):
+            return False
+        return journal.get('status') == 'rolled_back' and (journal.get('confirm') or {}).get('state') == 'reverted'
+
+    def self_revert(self):
+        """Per fleet size: a deploy whose controller is SIGKILLed once every host switched (the verify step held on
+        the first host); from the kill to every host back on the previous verified release and answering healthy,
+        with no command run after the kill. The hosts' deadline is ctx.confirm_timeout seconds from their
+        activation, so the total is mostly that wait: the row also gives each host's own revert (deadline to restore
+        proven)."""
+        rows = []
+        for n in self.ctx.confirm_hosts:
+            hosts = self.fleet.names[:n]
+            if self.current is None or not self._back(hosts, self.current):
+                version = self.next_good()
+                res = self.deploy(hosts, version, self.cfg_cb)
+                self.check(res['rc'] == 0, 'setup deploy of %s on %d hosts failed' % (version, n))
+            good = self.current
+            new = self.next_good()
+            self.current = good  # the hosts must come back to it
+            for host in hosts:
+                if os.path.exists(self.fleet.host_path(host, HOLD_MARKER)):
+                    os.unlink(self.fleet.host_path(host, HOLD_MARKER))
+            extra = ['@' + os.path.join(ROOT, 'tests/fleet/app-vars.yml'), 'release_version=%s' % new,
+                     'failsafe_activate_before_tasks={{ role_path }}/tasks/empty.yml',
+                     'failsafe_confirm_timeout=%d' % self.ctx.confirm_timeout,
+                     'failsafe_verify_before_tasks=%s' % HOLD_HOOK, 'failsafe_fault_host=%s' % hosts[0],
+                     'failsafe_fault_kind=hold', 'failsafe_fault_marker=%s' % HOLD_MARKER]
+            cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', self.fleet.inventory_path, '--limit',
+                   ','.join(hosts), 'failsafe.deploy.deploy', '-e', 'supervisorctl=%s' % SUPERVISORCTL]
+            for item in extra:
+                cmd += ['-e', item]
+            full_env = dict(os.environ)
+            full_env.update(self.env(self.cfg_cb))
+            with open(self.log, 'ab') as out:
+                out.write(('\n$ %s\n' % ' '.join(cmd)).encode())
+                out.flush()
+                proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            marker = self.fleet.host_path(hosts[0], HOLD_MARKER)
+            limit = time.time() + 600
+            while not (os.path.exists(marker) and os.path.getsize(marker)) and time.time() < limit:
+                self.check(proc.poll() is None, 'the deploy of %s ended before the switch was held' % new)
+                time.sleep(0.1)
+            self.check(all(self.host_release(h) == new for h in hosts), 'not every host switched to %s' % new)
+            killed = time.time()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            back = {}
+            limit = killed + self.ctx.confirm_timeout + 120
+            while len(back) < len(hosts) and time.time() < limit:
+                for host in hosts:
+                    if host not in back and self._reverted(host) and self.serves(host) == good:
+                        back[host] = time.time() - killed
+                time.sleep(0.1)
+            self.check(len(back) == len(hosts), 'hosts not back on %s by themselves: %r' % (good, back))
+            own = []
+            for host in hosts:
+                with open(self.fleet.host_path(host, '/var/lib/failsafe-deploy/app/self_revert.json')) as handle:
+                    facts = json.load(handle)
+                self.check(facts['txid'] and facts['outcome'] == 'rolled_back', '%s: revert %s' % (host, facts))
+                own.append(facts['finished'] - facts['deadline'])
+            rows.append({'hosts': n, 'repeats': 1, 'confirm_timeout': self.ctx.confirm_timeout,
+                         'death_to_healthy': stats([max(back.values())]),
+                         'per_host_back': stats(list(back.values())), 'revert_after_deadline': stats(own)})
+        return rows

@@ -210,6 +210,22 @@ def database_md(d):
                _s(d['verify_checksums'])), '']
 
 
+def self_revert_md(rows):
+    out = ['## 6. Commit confirmed: the hosts revert by themselves', '',
+           'A deploy whose controller is SIGKILLed right after every host switched (the verify step held on one '
+           'host); no command runs after the kill. From the kill to every host back on the previous verified release '
+           'and answering healthy. Each host reverts at its own deadline (`failsafe_confirm_timeout` from its '
+           'activation), so most of the total is that wait; the last column is the host\'s own work after its '
+           'deadline (restore, switch back, restart, health check, proof).', '',
+           '| hosts | deadline | kill to every host healthy | per host | host\'s revert after its deadline |',
+           '| ---: | ---: | ---: | ---: | ---: |']
+    for row in rows:
+        cells = (row['hosts'], row['confirm_timeout'], _s(row['death_to_healthy']), _s(row['per_host_back']),
+                 _s(row['revert_after_deadline']))
+        out.append('| %d | %d s | %s | %s | %s |' % cells)
+    return out + ['']
+
+
 def markdown(results):
     meta = results['meta']
     out = ['# Benchmarks', '',
@@ -227,6 +243,8 @@ def markdown(results):
         if results.get(key):
             out += func(results[key])
     out += memory_md(results)
+    if results.get('self_revert'):
+        out += self_revert_md(results['self_revert'])
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

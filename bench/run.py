@@ -23,11 +23,14 @@ import report
 # 2 cores. The 100-host row deploys in waves (SCALING_WAVES: ansible's serial), as a fleet that size is deployed.
 FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 1}, scaling_hosts=[1, 3, 10, 30, 100],
             scaling_reps={1: 2, 3: 1, 10: 1, 30: 1, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,
-            snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=2, db_mb=200)
+            snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=2, db_mb=200, confirm_hosts=[10],
+            confirm_timeout=10)
 SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
              app_files=5,
-             snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5)
-PARTS = ('snapshot', 'callback', 'database', 'fleet')
+             snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5,
+             confirm_hosts=[2], confirm_timeout=8)
+# fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed)
+PARTS = ('snapshot', 'callback', 'database', 'fleet', 'confirm')
 
 
 class Ctx(object):
@@ -124,14 +127,21 @@ def main():
         if 'database' in parts:
             from db_bench import DatabaseBench
             part('database', DatabaseBench(ctx).run)
-        if 'fleet' in parts:
+        if 'fleet' in parts or 'confirm' in parts:
             from fleet_bench import FleetBench
+            if 'fleet' not in parts:
+                ctx.scaling_hosts, ctx.recovery_hosts = [], []
+            if 'confirm' not in parts:
+                ctx.confirm_hosts = []
             fleet = FleetBench(ctx)
             try:
                 part('fleet_setup', fleet.up)
                 if 'fleet_setup' not in results['errors']:
-                    part('scaling', fleet.scaling)
-                    part('recovery', fleet.recovery)
+                    if 'fleet' in parts:
+                        part('scaling', fleet.scaling)
+                        part('recovery', fleet.recovery)
+                    if 'confirm' in parts:
+                        part('self_revert', fleet.self_revert)
             finally:
                 fleet.down()
     finally:

@@ -30,7 +30,8 @@ SHORT = {
 REQUIRED = {'release': {'failsafe_release_archive'}}
 # Defaults that are templates standing for a list or dict, by (role, variable): shown in the README only.
 TEMPLATE_DEFAULTS = {}
-DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks')
+DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks', 'failsafe_confirm_checks')
+TEMPLATE_LISTS = ('failsafe_rollback_checks', 'failsafe_confirm_checks')
 
 
 class IndentDumper(yaml.SafeDumper):
@@ -76,9 +77,11 @@ def write_specs(role):
         o = {'description': [comments[key]], 'type': t}
         if t == 'list':
             o['elements'] = 'dict' if key in DICT_LISTS else 'str'
-        if key == 'failsafe_rollback_checks':
+        if key in TEMPLATE_LISTS:
             o['type'] = 'list'
             o['elements'] = 'dict'
+        if key == 'failsafe_confirm_mechanism':
+            o['choices'] = ['auto', 'systemd', 'process']
         if key == 'failsafe_service_manager':
             o['choices'] = ['supervisor', 'systemd', 'none']
         if key in REQUIRED.get(role, ()):

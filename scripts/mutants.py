@@ -308,6 +308,27 @@ MUTANTS = [
             'tests/unit/plugins/module_utils/test_engine.py::test_rollback_in_one_call_undoes_a_partial_apply',
         ],
     },
+    # --- commit confirmed ----------------------------------------------------------------------------------------
+    {
+        'name': 'confirm-commit-after-revert',
+        'breaks': 'a confirmation that comes after the host reverted by itself is not refused',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "        _confirm.check_confirmation(ds, journal, p['run_id'])\n",
+        'new': "        pass  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_confirm.py::test_an_unconfirmed_activation_is_reverted_by_the_host_itself',
+        ],
+    },
+    {
+        'name': 'confirm-commit-not-disarmed',
+        'breaks': 'the commit leaves the revert timer armed: the host reverts a confirmed release at the deadline',
+        'file': 'plugins/module_utils/_confirm.py',
+        'old': "    _stop(confirm, ds)\n",
+        'new': "    return None  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_confirm.py::test_activation_arms_a_detached_watchdog_and_the_commit_disarms_it',
+        ],
+    },
     # --- redaction -----------------------------------------------------------------------------------------------
     {
         'name': 'alerts-not-redacted',

@@ -701,6 +701,9 @@ class CallbackModule(CallbackBase):
         self.layer_stages = {}
         self.finished = False
         self.outcome = None
+        # Hosts that reverted a transaction by themselves (commit confirmed), as the next run's open or query found
+        # them: {host: the facts the host kept}.
+        self.self_reverted = {}
         self._atexit_registered = False
         self._notices_sent = []
         self.dependencies = []
@@ -878,6 +881,8 @@ class CallbackModule(CallbackBase):
         if self.child_mode:
             self.child_report.on_result(host, data, 'ok', task_name=info['name'])
             return
+        if isinstance(data.get('self_reverted'), dict):
+            self._note_self_revert(host, data['self_reverted'])
         for txn in _transactions(data):
             if self.run.observe_transaction(host, txn) == 'opened':
                 self.connections[host] = self._connection_for(host, _result_host(result))
@@ -887,6 +892,19 @@ class CallbackModule(CallbackBase):
             # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each
             # stage on every host before the next
             self.layer_stages[host] = [str(stage) for stage in stages]
+
+    def _note_self_revert(self, host, facts):
+        """A host rolled back a transaction by itself because nobody confirmed it in time: an incident."""
+        if host in self.self_reverted:
+            return
+        facts = self.redactor.data(facts)
+        self.self_reverted[host] = facts
+        self.timeline.add('self_reverted', host=host, txid=facts.get('txid'), release=facts.get('release'),
+                          cause=facts.get('cause'), outcome=facts.get('outcome'), reverted_at=facts.get('finished_iso'))
+        self._warn('%s reverted transaction %s (release %s, run %s) by itself at %s: %s; %s' % (
+            host, facts.get('txid'), facts.get('release'), facts.get('run_id'), facts.get('finished_iso'),
+            facts.get('cause'), 'restore proven' if facts.get('outcome') == 'rolled_back'
+            else 'ITS ROLLBACK FAILED: %s' % facts.get('error')))
 
     def _connection_for(self, host, host_obj):
         """The connection keywords of the current play for ``host``, templates resolved with its variables. A value
@@ -1094,13 +1112,21 @@ class CallbackModule(CallbackBase):
             self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
-            if self.incident_id is not None:
+            rescued = self.incident_id is not None
+            if rescued:
                 # An alert went out, then the recap showed every failure rescued: say so, and write it up.
                 self.outcome = 'rescued'
                 self._alert('failure_rescued', 'info', summary='the failure was rescued; no rollback needed')
                 self._write_incident(None, [], reason='every failure was rescued')
                 self._summary_line()
-            elif self.run.opened_order:
+            elif self.self_reverted:
+                # Nothing failed in this run, but hosts had reverted an earlier run's transaction by themselves.
+                self._ensure_incident()
+                self.outcome = 'self_reverted'
+                self._write_incident(None, [], reason='%s reverted an unconfirmed transaction by itself' % ', '.join(
+                    sorted(self.self_reverted)))
+                self._summary_line()
+            if not rescued and self.run.opened_order:
                 self._display.display('failsafe auto_rollback: %d host(s) opened a transaction; no failure, no '
                                       'rollback needed.' % len(self.run.opened_order))
                 self._notify_committed()
@@ -1326,6 +1352,7 @@ class CallbackModule(CallbackBase):
             'verification': verification,
             'likely_cause': broken_check_hint(failures, hosts),
             'was_it_us': self._dependency_answer(),
+            'self_reverted_hosts': sorted(self.self_reverted),
         }
         files = dict(getattr(self, '_rollback_files', {}) or {})
         files['alert_spool'] = self.spool_path
@@ -1339,6 +1366,7 @@ class CallbackModule(CallbackBase):
             'transactions': self.run.transactions,
             'rollback': rollback,
             'dependency_probes': self.dependency_probes,
+            'self_reverted': self.self_reverted,
             'alerts': list(self.alerts.records) if self.alerts else [],
             'timeline': self.timeline.to_list(),
             'timeline_dropped': self.timeline.dropped,

@@ -24,6 +24,7 @@ import pwd
 import time
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import _crash_point, atomic_write_bytes
+from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import normalize_checks, run_checks
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
@@ -344,6 +345,8 @@ def open_phase(p, run, check_mode=False, warn=None):
     lock = ds.read_lock()
     status = (journal or {}).get('status')
     result = {'changed': False, 'recovered': None}
+    # A transaction the host reverted by itself, not reported by any run yet: this run reports it.
+    result['self_reverted'] = _confirm.unreported(ds, run_id, check_mode=check_mode)
     takeover = p.get('takeover_pid')
     same_pid = str((lock or {}).get('pid')) == str(takeover)
     same_controller = (lock or {}).get('controller') == p.get('controller')
@@ -363,7 +366,9 @@ def open_phase(p, run, check_mode=False, warn=None):
                       % (journal.get('txid'), status, journal.get('run_id')), rollback_run_id=None)
             rp['checks'] = p.get('rollback_checks', p.get('checks'))
             rp['check_defaults'] = p.get('rollback_check_defaults', p.get('check_defaults'))
-            result['recovered'] = rollback(rp, run)['failsafe_rollback']
+            # a rollback still running on this host (its controller died) finishes first, under the host lock:
+            # then there is nothing left to undo here
+            result['recovered'] = guarded_rollback(rp, run).get('failsafe_rollback')
             result['changed'] = True
             lock = ds.read_lock()
     locked = ensure_locked(ds, run_id, p.get('owner'), p.get('controller'), p.get('pid'), p.get('ttl') or 1800,
@@ -576,7 +581,10 @@ def activate_phase(p, run, check_mode=False):
             written.append(spec['dest'])
     release = ReleaseLayer(p['app_root'])
     journal = ds.read_journal() or {}
-    if journal.get('status') == 'open' and journal.get('run_id') == p['run_id'] and not check_mode:
+    ours = journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
+    # Armed before anything serves traffic differently: a run that dies from here on leaves a host that reverts.
+    confirm = _confirm.arm(ds, p, journal, check_mode=check_mode) if ours or check_mode else {'armed': False}
+    if ours and not check_mode:
         record_layer(ds, p['run_id'], 'release', {'release': p['release'], 'previous': journal.get('previous_release')})
     switch = ensure_active(release.root, p['release'], force=p.get('force', False), check_mode=check_mode)
     finished = journal.get('run_id') == p['run_id'] and any(
@@ -594,7 +602,7 @@ def activate_phase(p, run, check_mode=False):
     changed = bool(written) or switch['changed'] or svc['changed']
     return {'changed': changed, 'written': written, 'current': switch['current'], 'previous': switch['previous'],
             'restarted': bool(svc.get('changed')) and restart, 'diff': switch.get('diff'),
-            'failsafe_transaction': step.get('failsafe_transaction')}
+            'failsafe_transaction': step.get('failsafe_transaction'), 'confirm': confirm}
 
 
 def verify_phase(p, check_mode=False):
@@ -633,3 +641,45 @@ def commit_phase(p, check_mode=False):
             'msg': 'Release %s is verified and committed (run %s). To roll this deploy back to the release before '
                    'it: ansible-playbook failsafe.deploy.rollback -e failsafe_rollback_run_id=%s'
                    % (p['release'], p['run_id'], p['run_id'])}
+
+
+# --- commit confirmed ---------------------------------------------------------------------------------------------
+# The commit, every rollback and the host's own revert at its deadline exclude each other on the host
+# (_confirm.host_lock): exactly one of them decides how a transaction ends.
+
+def guarded_rollback(p, run, check_mode=False):
+    """rollback() with the host's revert timer disarmed first, under the host lock. With nothing to undo because
+    the host reverted the transaction by itself, the result says so (``self_revert``)."""
+    ds = _ds(p)
+    if check_mode:
+        return rollback(p, run, check_mode)
+    with _confirm.host_lock(ds):
+        txn = pick_transaction(ds.read_journal(), p.get('rollback_run_id'))
+        if txn is not None:
+            _confirm.disarm(ds, txn, 'disarmed', 'rolled back: %s' % (p.get('reason') or 'rollback requested'))
+        result = rollback(p, run, check_mode)
+    facts = _confirm.facts_of(ds, result.get('journal')) if result.get('nothing_to_undo') else None
+    if facts:
+        result['msg'] += (' The host reverted transaction %s by itself at %s: %s (%s).'
+                          % (facts['txid'], facts.get('finished_iso'), facts['cause'], facts['outcome']))
+        result['self_revert'] = facts
+    return result
+
+
+def confirmed_commit(p, check_mode=False):
+    """commit_phase() as the confirmation of the transaction: under the host lock, the revert timer is disarmed, or,
+    when the host reverted (or the deadline passed), the commit fails loudly and nothing is committed."""
+    ds = _ds(p)
+    if check_mode:
+        confirm = (ds.read_journal() or {}).get('confirm') or {}
+        result = commit_phase(p, check_mode)
+        if confirm.get('state') == 'armed':
+            result['confirm'] = dict(confirm, would_disarm=True)
+        return result
+    with _confirm.host_lock(ds):
+        journal = ds.read_journal()
+        _confirm.check_confirmation(ds, journal, p['run_id'])
+        confirm = _confirm.disarm(ds, journal, 'confirmed', 'committed by run %s' % p['run_id'])
+        result = commit_phase(p, check_mode)
+        result['confirm'] = confirm
+        return result

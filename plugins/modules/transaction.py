@@ -30,15 +30,22 @@ description:
     migrations; see docs/database.md). A host whose part of a deploy is only such layers (a load
     balancer, a database or flag host) opens its transaction with V(open) and no O(release).
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
-  - V(commit) marks the release verified, closes the transaction, releases the lock and prunes old releases and
-    snapshots.
-  - V(query) reads the journal and the lock; the action plugin adds whether the lock's holder is a run that died
+  - V(commit) confirms the transaction (disarms the host's revert timer), marks the release verified, closes the
+    transaction, releases the lock and prunes old releases and snapshots. A confirmation that comes after the host
+    reverted, or after the deadline, fails loudly (C(host reverted before confirmation)) and commits nothing.
+  - Commit confirmed. Before it changes anything, V(activate) arms the host's revert timer (O(confirm_timeout)).
+    Unless V(commit) confirms the transaction within O(confirm_timeout) seconds, the host rolls it back by itself,
+    with the same single-call undo as V(rollback), even if the controller died or lost its network.
+  - V(query) reads the journal, the lock, the revert timer (C(confirm)) and the facts of the last time the host
+    reverted a transaction by itself (C(self_revert)); the action plugin adds whether the lock's holder is a run that died
     on this controller (C(holder_gone)).
   - V(rollback) undoes the transaction in the journal (the open one, one whose rollback failed, or the committed one
     of O(rollback_run_id)). It restores the snapshot, switches back to the last verified release (quarantining the
     failed one only if it was activated on this host), restarts the service (or stops and unloads it when there is
     no release to go back to), runs O(checks), proves the restore byte for byte and closes the journal. A failure
     closes it as C(rollback_failed) and fails loudly; a rollback cut short anywhere finishes the job when run again.
+    It disarms the host's revert timer first; a rollback, a commit and the timer's own revert exclude each other on
+    the host (an fcntl lock in O(state_dir)), so exactly one of them wins.
 author:
   - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
@@ -187,6 +194,24 @@ options:
     description: V(rollback) restarts the service on the restored release.
     type: bool
     default: true
+  confirm_timeout:
+    description:
+      - Commit confirmed. Seconds V(activate) gives the commit to confirm the transaction; at that deadline the host
+        rolls back by itself (restore, switch back to the last verified release, restart, O(checks), proof of the
+        restore), records in its journal that it reverted itself and why, releases the lock and keeps the facts
+        for the next run to report. Size it to cover the verify phase with room to spare.
+      - V(0) turns it off.
+      - With V(activate), O(checks) and O(check_defaults) are the checks the host runs after it reverts itself.
+    type: int
+    default: 300
+  confirm_mechanism:
+    description:
+      - How V(activate) arms the revert timer. V(systemd) starts a transient systemd timer (C(systemd-run)),
+        V(process) a watchdog process detached from the SSH session, V(auto) the first where systemd runs the host,
+        else the second.
+    type: str
+    choices: [auto, systemd, process]
+    default: auto
   keep_releases:
     description: Releases V(commit) keeps (never removing current or the last verified).
     type: int
@@ -290,6 +315,26 @@ restarted:
   description: Whether V(activate) restarted the service.
   returned: phase is activate
   type: bool
+confirm:
+  description:
+    - The host's revert timer. V(activate) returns what it armed (C(state), C(seconds), C(deadline_iso),
+      C(mechanism), C(pid) or C(unit)) or, in check mode, what it would arm (C(would_arm)); V(commit) the timer it
+      disarmed; V(query) the journal's record.
+  returned: phase is activate, commit or query
+  type: dict
+self_reverted:
+  description:
+    - The facts of a transaction this host reverted by itself because nobody confirmed it in time, not reported by
+      any run before this one (C(txid), C(run_id), C(release), C(cause), C(reason), C(outcome), C(timeline),
+      C(rollback)); null when there is none. V(open) reports it once. V(query) returns it while the transaction in
+      the journal is the one the host reverted.
+  returned: phase is open or query
+  type: dict
+self_revert:
+  description: The facts of the last transaction this host reverted by itself (V(query); V(rollback) when that is
+    the transaction in the journal), with C(reported_by), the run that first reported it.
+  returned: phase is query, or rollback with nothing to undo
+  type: dict
 failsafe_transaction:
   description: The transaction after the phase.
   returned: success
@@ -330,8 +375,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
-    activate_phase, apply_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
+    activate_phase, apply_phase, confirmed_commit, guarded_rollback, open_phase, snapshot_phase, stage_phase,
+    verify_phase,
 )
+from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
@@ -374,6 +421,8 @@ def main():
             directories=dict(type='list', elements='path', default=[]),
             service=dict(type='dict', default={}),
             restart=dict(type='bool', default=True),
+            confirm_timeout=dict(type='int', default=300),
+            confirm_mechanism=dict(type='str', default='auto', choices=['auto', 'systemd', 'process']),
             keep_releases=dict(type='int', default=5),
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
@@ -405,6 +454,8 @@ def main():
             missing = [k for k in missing if k != 'app_root']
         if missing:
             module.fail_json(msg='phase=%s needs %s' % (phase, ', '.join(missing)))
+    if p['confirm_timeout'] < 0:
+        module.fail_json(msg='confirm_timeout must be 0 (off) or a number of seconds, not %s' % p['confirm_timeout'])
     for spec in p['files']:
         if not isinstance(spec, dict) or not spec.get('dest') or spec.get('content') is None:
             module.fail_json(msg='every entry of files needs dest and content, got %r' % (spec,))
@@ -427,11 +478,15 @@ def main():
         elif phase == 'apply':
             result = apply_phase(p, run, check)
         elif phase == 'commit':
-            result = commit_phase(p, check)
+            result = confirmed_commit(p, check)
         elif phase == 'query':
-            result = ensure_query(DeployState(p['state_dir'], p['name']))
+            ds = DeployState(p['state_dir'], p['name'])
+            result = ensure_query(ds)
+            result['confirm'] = (result['journal'] or {}).get('confirm')
+            result['self_revert'] = read_facts(ds)
+            result['self_reverted'] = facts_of(ds, result['journal'])
         else:
-            result = rollback(p, run, check)
+            result = guarded_rollback(p, run, check)
     except FailsafeError as e:
         details = dict((k, v) for k, v in (e.details or {}).items() if k not in ('msg', 'failed', 'changed'))
         module.fail_json(msg=e.msg, **details)

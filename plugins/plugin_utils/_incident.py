@@ -33,6 +33,7 @@ OUTCOME_LABELS = {
     'deferred': 'ROLLBACK DEFERRED TO WORKFLOW',
     'skipped_check_mode': 'ROLLBACK SKIPPED (CHECK MODE)',
     'not_started': 'ROLLBACK NOT STARTED',
+    'self_reverted': 'HOST REVERTED ITSELF',
 }
 SCOPES = ('opened', 'failed')
 _OPEN = 'open'
@@ -549,6 +550,20 @@ def render_markdown(incident):
             _md(host), _md(info.get('status')), _md(info.get('restored')), _md(info.get('verified')),
             _md(', '.join(t.get('task', '') for t in info.get('failed_tasks') or []) or None)))
     lines.append('')
+
+    reverted = incident.get('self_reverted') or {}
+    if reverted:
+        lines += ['## Hosts that reverted by themselves', '',
+                  'Commit confirmed: nobody confirmed these transactions by their deadline, so each host rolled its '
+                  'own back.', '',
+                  '| Host | Transaction | Release | Run | Cause | Deadline | Reverted at | Outcome | Restore proven |',
+                  '|---|---|---|---|---|---|---|---|---|']
+        for host, facts in sorted(reverted.items()):
+            lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+                _md(host), _md(facts.get('txid')), _md(facts.get('release')), _md(facts.get('run_id')),
+                _md(facts.get('cause')), _md(facts.get('deadline_iso')), _md(facts.get('finished_iso')),
+                _md(facts.get('outcome')), _md((facts.get('rollback') or {}).get('verified'))))
+        lines.append('')
 
     lines += ['## Alerts', '', '| Event | Sent at | Spool | Webhook |', '|---|---|---|---|']
     for alert in incident.get('alerts') or []:

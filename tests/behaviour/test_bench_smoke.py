@@ -89,9 +89,16 @@ def test_bench_smoke(tmp_path):
         _stat(db[key])
     assert db['db_bytes'] > 0 and db['speedup'] > 0 and db['fallback_speedup'] > 0
     assert '## Database backup and restore (PostgreSQL)' in md
+    # commit confirmed: from the controller's death to every host back by itself, after its deadline, never before
+    confirm = results['self_revert'][0]
+    assert confirm['hosts'] == 2 and confirm['confirm_timeout'] == 8
+    for key in ('death_to_healthy', 'per_host_back', 'revert_after_deadline'):
+        _stat(confirm[key])
+    assert confirm['per_host_back']['n'] == 2 and confirm['revert_after_deadline']['min'] >= 0
+    assert confirm['death_to_healthy']['median'] == confirm['per_host_back']['max']
 
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
-                  '## 5. Peak memory'):
+                  '## 5. Peak memory', '## 6. Commit confirmed'):
         assert title in md
     # smoke output goes where it was asked, never over the committed results or the README's summary
     assert not os.path.samefile(str(out), os.path.join(ROOT, 'bench'))

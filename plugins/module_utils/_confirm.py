@@ -1,0 +1,462 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Commit confirmed: a host reverts an activation that nobody confirmed by its deadline.
+
+The activation arms a revert timer on the host: a process of its own, detached from the SSH session (a transient
+systemd timer where systemd runs, else a watchdog process in a session of its own), with the deadline recorded in
+the journal (``journal['confirm']``). The commit disarms it. At the deadline, unless confirmed, the host runs the
+engine's own single-call rollback locally, records in the journal that it reverted itself and why, and keeps the
+incident facts (``self_revert.json``) for the next run to report.
+
+Files, per deployment name under the state directory::
+
+    <name>/confirm.lock          fcntl lock: the commit, a rollback and the revert are mutually exclusive
+    <name>/self_revert.json      the facts of the last self-revert, and which run reported it
+    <name>/confirm/runner.py     the watchdog's entry point (a copy of WATCHDOG_RUNNER)
+    <name>/confirm/payload-*.zip the collection's code the watchdog imports (a copy of the module's own payload:
+                                 the module's temporary directory is gone when its task ends)
+    <name>/confirm/<txid>.json   what the watchdog needs to roll back (mode 0600: checks may carry credentials)
+    <name>/confirm/<txid>.log    the watchdog's output
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import contextlib
+import copy
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
+    atomic_write_bytes, read_json, write_json_atomic,
+)
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import iso
+
+DEFAULT_SECONDS = 300
+MECHANISMS = ('auto', 'systemd', 'process')
+LOCK_FILE = 'confirm.lock'
+FACTS_FILE = 'self_revert.json'
+SUBDIR = 'confirm'
+PACKAGE = os.path.join('ansible_collections', 'failsafe', 'deploy', 'plugins', 'module_utils')
+# What the rollback needs that the journal does not hold; copied from the activation's parameters.
+ROLLBACK_KEYS = ('state_dir', 'name', 'app_root', 'service', 'checks', 'check_defaults', 'restart')
+# The watchdog's entry point: finds the collection's code named in its parameters file, then waits and reverts.
+WATCHDOG_RUNNER = b'''# failsafe.deploy commit-confirmed watchdog: reverts a transaction unless its commit confirms it in time.
+# Written by failsafe.deploy.transaction (phase activate); started detached, one per armed transaction.
+import json
+import sys
+
+with open(sys.argv[1]) as handle:
+    payload = json.load(handle)['payload']
+sys.path.insert(0, payload)
+from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import watch  # noqa: E402
+
+sys.exit(watch(sys.argv[1]))
+'''
+
+
+class ConfirmError(FailsafeError):
+    """The confirmation was refused (the host reverted, or the deadline passed); ``details`` for fail_json."""
+
+
+def cause(seconds):
+    return 'not confirmed within %s s' % seconds
+
+
+# --- the host-side lock -------------------------------------------------------------------------------------------
+
+_HELD = {}
+
+
+@contextlib.contextmanager
+def host_lock(ds):
+    """Exclusive on this host for the commit, a rollback and the revert: whoever holds it first wins, the other sees
+    its outcome. Re-entrant within a process (the watchdog's revert runs the engine's rollback, which takes it)."""
+    path = os.path.join(ds.dir, LOCK_FILE)
+    if _HELD.get(path):
+        _HELD[path][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[path][1] -= 1
+        return
+    if not os.path.isdir(ds.dir):
+        yield  # no journal, no timer: nothing to exclude (and nothing is created for it)
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _HELD[path] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# --- journal and files --------------------------------------------------------------------------------------------
+
+def _dir(ds):
+    return os.path.join(ds.dir, SUBDIR)
+
+
+def _params_path(ds, txid):
+    return os.path.join(_dir(ds), '%s.json' % txid)
+
+
+def _update_confirm(ds, of_txid, **fields):
+    """Merge fields into the journal's confirm record of transaction of_txid (nothing if the journal moved on)."""
+    journal = ds.read_journal()
+    if not journal or journal.get('txid') != of_txid:
+        return None
+    new = copy.deepcopy(journal)
+    new.setdefault('confirm', {}).update(fields)
+    ds.write_journal(new)
+    return new['confirm']
+
+
+def read_facts(ds):
+    try:
+        return read_json(os.path.join(ds.dir, FACTS_FILE), default=None)
+    except ValueError:
+        return None
+
+
+def _write_facts(ds, facts):
+    write_json_atomic(os.path.join(ds.dir, FACTS_FILE), facts, mode=0o600)
+
+
+def unreported(ds, run_id, check_mode=False):
+    """The facts of a self-revert no run has reported yet; marked reported by run_id (not in check mode)."""
+    facts = read_facts(ds)
+    if not facts or facts.get('reported_by'):
+        return None
+    if not check_mode:
+        _write_facts(ds, dict(facts, reported_by=run_id, reported=time.time(), reported_iso=iso(time.time())))
+    return facts
+
+
+def facts_of(ds, journal):
+    """The self-revert facts of the transaction in the journal, if it reverted itself."""
+    facts = read_facts(ds)
+    if facts and journal and facts.get('txid') == journal.get('txid'):
+        return facts
+    return None
+
+
+# --- the payload the watchdog imports -----------------------------------------------------------------------------
+
+def _code_root():
+    """The sys.path entry this collection's code was imported from: the module's AnsiballZ payload zip, or a
+    directory holding ansible_collections/ (a checkout)."""
+    here = os.path.abspath(__file__)
+    marker = os.sep + PACKAGE + os.sep
+    if marker not in here:
+        raise ConfirmError('cannot find the collection code the watchdog needs (this module is %s)' % here)
+    return here[:here.index(marker)]
+
+
+def _payload(ds):
+    """A copy of the code root that outlives the module's task: the zip copied into the state directory (one copy
+    per content), or the checkout's directory as it is."""
+    root = _code_root()
+    if os.path.isdir(root):
+        return root
+    with open(root, 'rb') as handle:
+        data = handle.read()
+    name = 'payload-%s.zip' % hashlib.sha256(data).hexdigest()[:16]
+    dest = os.path.join(_dir(ds), name)
+    if not os.path.exists(dest):
+        atomic_write_bytes(dest, data, mode=0o600)
+    for old in os.listdir(_dir(ds)):
+        if old.startswith('payload-') and old.endswith('.zip') and old != name:
+            _in_use = any(_payload_of(p) == os.path.join(_dir(ds), old) for p in _params_files(ds))
+            if not _in_use:
+                _unlink(os.path.join(_dir(ds), old))
+    return dest
+
+
+def _params_files(ds):
+    try:
+        names = os.listdir(_dir(ds))
+    except OSError:
+        return []
+    return [os.path.join(_dir(ds), n) for n in names if n.endswith('.json')]
+
+
+def _payload_of(path):
+    try:
+        return (read_json(path, default=None) or {}).get('payload')
+    except ValueError:
+        return None
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
+
+
+# --- the watchdog process -----------------------------------------------------------------------------------------
+
+def _mechanism(wanted):
+    if wanted not in MECHANISMS:
+        raise ConfirmError('confirm_mechanism must be one of %s, not %r' % (', '.join(MECHANISMS), wanted))
+    systemd = os.path.isdir('/run/systemd/system') and shutil.which('systemd-run') is not None
+    if wanted == 'systemd' and not systemd:
+        raise ConfirmError('confirm_mechanism=systemd, but systemd does not run this host (no /run/systemd/system '
+                           'or no systemd-run)')
+    if wanted == 'auto':
+        return 'systemd' if systemd else 'process'
+    return wanted
+
+
+def _unit(ds, txid):
+    return 'failsafe-confirm-%s-%s' % (re.sub(r'[^A-Za-z0-9_-]', '_', ds.name), txid.lower())
+
+
+def _env():
+    env = dict((k, v) for k, v in os.environ.items() if not k.startswith('FAILSAFE_CRASH'))
+    env.pop('PYTHONPATH', None)
+    return env
+
+
+def _spawn(ds, txid, mechanism, seconds, params_path):
+    runner = os.path.join(_dir(ds), 'runner.py')
+    try:
+        with open(runner, 'rb') as handle:
+            same = handle.read() == WATCHDOG_RUNNER
+    except (IOError, OSError):
+        same = False
+    if not same:
+        atomic_write_bytes(runner, WATCHDOG_RUNNER, mode=0o600)
+    argv = [sys.executable or 'python3', runner, params_path]
+    log = os.path.join(_dir(ds), '%s.log' % txid)
+    if mechanism == 'systemd':
+        unit = _unit(ds, txid)
+        cmd = ['systemd-run', '--quiet', '--unit=%s' % unit, '--on-active=%ds' % max(1, int(seconds)),
+               '--timer-property=AccuracySec=1s', '--property=StandardOutput=append:%s' % log,
+               '--property=StandardError=append:%s' % log, '--'] + argv
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=_env())
+        out = proc.communicate()[0]
+        if proc.returncode != 0:
+            raise ConfirmError('systemd-run could not arm the revert timer %s (rc %s): %s'
+                               % (unit, proc.returncode, out.decode('utf-8', 'replace').strip()))
+        return {'unit': unit}
+    with open(log, 'ab') as out:
+        os.chmod(log, 0o600)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd='/',
+                                close_fds=True, start_new_session=True, env=_env())
+    return {'pid': proc.pid}
+
+
+def _cmdline(pid):
+    try:
+        with open('/proc/%d/cmdline' % int(pid), 'rb') as handle:
+            return handle.read().split(b'\0')
+    except (IOError, OSError, ValueError):
+        return []
+
+
+def _is_watchdog(pid, params_path):
+    return params_path.encode('utf-8') in _cmdline(pid)
+
+
+def alive(confirm, ds):
+    """Whether the watchdog of an armed confirm record still waits (a process) or its timer is still set."""
+    txid = confirm.get('txid')
+    if confirm.get('pid'):
+        return _is_watchdog(confirm['pid'], _params_path(ds, txid))
+    if confirm.get('unit'):
+        rc = subprocess.call(['systemctl', 'is-active', '--quiet', confirm['unit'] + '.timer'])
+        return rc == 0
+    return False
+
+
+def _stop(confirm, ds):
+    """End the watchdog of this confirm record (never this process itself)."""
+    pid = confirm.get('pid')
+    if pid and int(pid) != os.getpid() and _is_watchdog(pid, _params_path(ds, confirm.get('txid'))):
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except OSError:
+            pass
+    if confirm.get('unit'):
+        subprocess.call(['systemctl', 'stop', confirm['unit'] + '.timer'], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+
+
+# --- arm, disarm, revert ------------------------------------------------------------------------------------------
+
+def arm(ds, p, journal, check_mode=False):
+    """Arm the revert timer of the open transaction in journal, unless it is already armed and waiting. Returns
+    what was (or, in check mode, would be) armed."""
+    seconds = int(p.get('confirm_timeout') or 0)
+    if seconds <= 0:
+        return {'armed': False, 'msg': 'commit confirmed is off (confirm_timeout is 0)'}
+    mechanism = _mechanism(p.get('confirm_mechanism') or 'auto')
+    txid = journal.get('txid')
+    if check_mode:
+        return {'armed': False, 'would_arm': True, 'seconds': seconds, 'mechanism': mechanism,
+                'msg': 'check mode: would arm a %s revert timer of %s s: unless the commit confirms transaction %s '
+                       'by then, the host rolls it back by itself' % (mechanism, seconds, txid)}
+    with host_lock(ds):
+        current = ds.read_journal() or {}
+        confirm = current.get('confirm') or {}
+        if confirm.get('txid') == txid and confirm.get('state') == 'armed' and alive(confirm, ds):
+            return dict(confirm, armed=True, changed=False)
+        if not os.path.isdir(_dir(ds)):
+            os.makedirs(_dir(ds), 0o700)
+        now = time.time()
+        deadline = now + seconds
+        params = dict((k, p.get(k)) for k in ROLLBACK_KEYS)
+        params['app_root'] = current.get('app_root') or p.get('app_root')
+        data = {'txid': txid, 'run_id': current.get('run_id'), 'seconds': seconds, 'deadline': deadline,
+                'payload': _payload(ds), 'params': params}
+        params_path = _params_path(ds, txid)
+        write_json_atomic(params_path, data, mode=0o600)
+        record = {'txid': txid, 'state': 'armed', 'seconds': seconds, 'armed': now, 'armed_iso': iso(now),
+                  'deadline': deadline, 'deadline_iso': iso(deadline), 'mechanism': mechanism}
+        _update_confirm(ds, txid, **record)
+        try:
+            where = _spawn(ds, txid, mechanism, seconds, params_path)
+        except Exception:
+            _update_confirm(ds, txid, state='off')
+            _unlink(params_path)
+            raise
+        record.update(where)
+        _update_confirm(ds, txid, **where)
+    return dict(record, armed=True, changed=True)
+
+
+def disarm(ds, journal, state, why):
+    """Stop the watchdog of the journal's transaction and note why (``confirmed`` by the commit, ``disarmed`` by a
+    rollback). Under host_lock. A record that is not armed (reverting, reverted) is left as it is."""
+    confirm = (journal or {}).get('confirm') or {}
+    if confirm.get('state') != 'armed' or confirm.get('txid') != journal.get('txid'):
+        return None
+    _stop(confirm, ds)
+    _unlink(_params_path(ds, confirm['txid']))
+    now = time.time()
+    return _update_confirm(ds, confirm['txid'], state=state, why=why, ended=now, ended_iso=iso(now))
+
+
+def check_confirmation(ds, journal, run_id):
+    """The commit's check, under host_lock: refuse loudly when the host reverted before confirmation, or when the
+    deadline has passed (then revert here and now, so that exactly one outcome stands whoever comes first)."""
+    confirm = (journal or {}).get('confirm') or {}
+    if not journal or journal.get('run_id') != run_id or confirm.get('txid') != journal.get('txid'):
+        return
+    facts = facts_of(ds, journal)
+    if confirm.get('state') in ('reverted', 'revert_failed', 'reverting') or facts:
+        raise ConfirmError(
+            'host reverted before confirmation: transaction %s (release %s) was %s within %s s (deadline %s), so '
+            'the host rolled it back by itself (%s).' % (
+                journal.get('txid'), journal.get('release'), 'not confirmed', confirm.get('seconds'),
+                confirm.get('deadline_iso'), (facts or {}).get('outcome') or confirm.get('state')),
+            self_revert=facts, confirm=confirm)
+    if confirm.get('state') == 'armed' and time.time() >= confirm.get('deadline', 0):
+        facts = revert(ds, journal.get('txid'), by='the late confirmation')
+        raise ConfirmError(
+            'host reverted before confirmation: the confirmation of transaction %s came after its deadline %s (%s), '
+            'so the host rolled it back (%s).' % (
+                journal.get('txid'), confirm.get('deadline_iso'), cause(confirm.get('seconds')),
+                (facts or {}).get('outcome')),
+            self_revert=facts, confirm=confirm)
+
+
+def revert(ds, txid, by='the watchdog'):
+    """At the deadline, under host_lock: roll back transaction txid with the engine's rollback unless it was
+    confirmed or closed, record it in the journal and keep the facts. Returns the facts, or None when there was
+    nothing to revert."""
+    # imported here: the engine imports this module
+    from ansible_collections.failsafe.deploy.plugins.module_utils._engine import EngineError, guarded_rollback
+    from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
+    with host_lock(ds):
+        journal = ds.read_journal() or {}
+        confirm = journal.get('confirm') or {}
+        armed = confirm.get('txid') == txid and confirm.get('state') == 'armed'
+        if journal.get('txid') != txid or journal.get('status') != 'open' or not armed:
+            _unlink(_params_path(ds, txid))
+            return None
+        try:
+            data = read_json(_params_path(ds, txid), default=None)
+        except ValueError:
+            data = None
+        if not data:
+            _update_confirm(ds, txid, state='revert_failed', error='the parameters file %s is missing'
+                            % _params_path(ds, txid))
+            return None
+        started = time.time()
+        why = '%s: the host reverted itself (deadline %s, by %s)' % (cause(confirm.get('seconds')),
+                                                                     confirm.get('deadline_iso'), by)
+        _update_confirm(ds, txid, state='reverting', reverting=started, reverting_iso=iso(started), cause=why)
+        p = dict(data['params'], reason=why, rollback_run_id=None)
+        outcome, report, error = 'rolled_back', None, None
+        try:
+            report = guarded_rollback(p, _run)['failsafe_rollback']
+        except EngineError as exc:
+            outcome, error = 'rollback_failed', exc.msg
+            report = (exc.details or {}).get('failsafe_rollback')
+        finished = time.time()
+        timeline = [
+            {'event': 'opened', 'iso': journal.get('opened_iso')},
+            {'event': 'armed', 'iso': confirm.get('armed_iso')},
+            {'event': 'deadline', 'iso': confirm.get('deadline_iso')},
+            {'event': 'revert started', 'iso': iso(started)},
+            {'event': 'reverted' if outcome == 'rolled_back' else 'revert failed', 'iso': iso(finished)},
+        ]
+        facts = {'txid': txid, 'run_id': journal.get('run_id'), 'release': journal.get('release'),
+                 'previous_release': journal.get('previous_release'), 'cause': cause(confirm.get('seconds')),
+                 'reason': why, 'seconds': confirm.get('seconds'), 'deadline': confirm.get('deadline'),
+                 'deadline_iso': confirm.get('deadline_iso'), 'by': by, 'started': started,
+                 'started_iso': iso(started), 'finished': finished, 'finished_iso': iso(finished),
+                 'outcome': outcome, 'error': error, 'rollback': report, 'timeline': timeline,
+                 'reported_by': None}
+        _write_facts(ds, facts)
+        _update_confirm(ds, txid, state='reverted' if outcome == 'rolled_back' else 'revert_failed',
+                        ended=finished, ended_iso=iso(finished), outcome=outcome, error=error)
+        _unlink(_params_path(ds, txid))
+    return facts
+
+
+def watch(params_path):
+    """The watchdog's body: sleep until the deadline, then revert unless confirmed. Returns the exit status."""
+    from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
+    data = read_json(params_path, default=None)
+    if not data:
+        return 0
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    while True:
+        left = data['deadline'] - time.time()
+        if left <= 0:
+            break
+        time.sleep(min(left, 5.0))
+        if not os.path.exists(params_path):
+            return 0  # disarmed
+    if not os.path.exists(params_path):
+        return 0  # disarmed, or the state directory is gone
+    ds = DeployState(data['params']['state_dir'], data['params']['name'])
+    facts = revert(ds, data['txid'])
+    if facts:
+        sys.stdout.write('%s transaction %s: %s (%s)\n' % (iso(time.time()), data['txid'], facts['outcome'],
+                                                           facts['reason']))
+        return 0 if facts['outcome'] == 'rolled_back' else 1
+    return 0

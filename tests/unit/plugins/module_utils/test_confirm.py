@@ -1,0 +1,297 @@
+# -*- coding: utf-8 -*-
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Commit confirmed on one host: the activation arms a real detached watchdog process, the commit disarms it, an
+unconfirmed transaction is rolled back by the host itself at its deadline, and a commit racing the deadline ends
+with exactly one outcome. The service manager is ``none`` here (the fleet tests run it with supervisor)."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm
+from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
+from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
+    ReleaseRoot, ensure_active, ensure_staged, ensure_verified,
+)
+
+
+def no_run(argv):
+    raise AssertionError('no command expected with manager none: %r' % (argv,))
+
+
+def make_host(base):
+    """An application root with 1.0 verified and current, 2.0 staged, and a state directory."""
+    app = os.path.join(base, 'app')
+    os.makedirs(os.path.join(app, 'shared'))
+    with open(os.path.join(app, 'shared', 'app.json'), 'w') as handle:
+        handle.write('{"label": "one"}')
+    rr = ReleaseRoot(app)
+    for rid in ('1.0', '2.0'):
+        src = os.path.join(base, 'src-' + rid)
+        os.makedirs(src)
+        with open(os.path.join(src, 'VERSION'), 'w') as handle:
+            handle.write(rid)
+        ensure_staged(rr, rid, src)
+    ensure_active(rr, '1.0')
+    ensure_verified(rr, '1.0')
+    return {'state_dir': os.path.join(base, 'state'), 'name': 'app', 'app_root': app, 'release': '2.0',
+            'run_id': 'run-1', 'snapshot_paths': [os.path.join(app, 'current'), os.path.join(app, 'shared')],
+            'service': {'manager': 'none'}, 'min_free_mb': 0, 'check_running': False}
+
+
+@pytest.fixture
+def host(tmp_path):
+    return make_host(str(tmp_path))
+
+
+def watchdogs(params_dir):
+    """Live processes whose command line names a parameters file under params_dir (the process table itself)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                argv = handle.read().decode('utf-8', 'replace').split('\0')
+            with open('/proc/%s/stat' % entry) as handle:
+                state = handle.read().rsplit(')', 1)[1].split()[0]
+        except (IOError, OSError):
+            continue
+        if state != 'Z' and any(a.startswith(params_dir + os.sep) for a in argv):
+            found.append(int(entry))
+    return found
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError('%s: not within %s s' % (what, timeout))
+
+
+def activate(host, seconds):
+    engine.open_phase(dict(host), no_run)
+    with open(os.path.join(host['app_root'], 'shared', 'app.json'), 'w') as handle:
+        handle.write('{"label": "two"}')
+    return engine.activate_phase(dict(host, confirm_timeout=seconds), no_run)
+
+
+def confirm_dir(host):
+    return os.path.join(host['state_dir'], 'app', 'confirm')
+
+
+def test_activation_arms_a_detached_watchdog_and_the_commit_disarms_it(host):
+    res = activate(host, 120)
+    confirm = res['confirm']
+    assert confirm['armed'] and confirm['state'] == 'armed' and confirm['mechanism'] == 'process'
+    ds = DeployState(host['state_dir'], 'app')
+    journal = ds.read_journal()
+    assert journal['confirm']['deadline'] == confirm['deadline'] and journal['confirm']['pid'] == confirm['pid']
+    assert 110 < confirm['deadline'] - time.time() <= 120
+    assert watchdogs(confirm_dir(host)) == [confirm['pid']], 'one watchdog process, the one in the journal'
+    # its own session: the end of the SSH session (its process group, its controlling terminal) does not reach it
+    assert os.getsid(confirm['pid']) == confirm['pid']
+    params = os.path.join(confirm_dir(host), '%s.json' % journal['txid'])
+    assert os.stat(params).st_mode & 0o777 == 0o600
+    # activating again in the same run keeps the watchdog it armed
+    again = engine.activate_phase(dict(host, confirm_timeout=120), no_run)
+    assert again['confirm']['pid'] == confirm['pid'] and again['confirm']['changed'] is False
+    done = engine.confirmed_commit(dict(host))
+    assert (done['confirm'] or {}).get('state') == 'confirmed', done['confirm']
+    wait_for(lambda: not watchdogs(confirm_dir(host)), 10, 'the watchdog ends after the commit')
+    journal = ds.read_journal()
+    assert journal['status'] == 'committed' and journal['confirm']['state'] == 'confirmed'
+    assert not os.path.exists(params)
+    assert ReleaseRoot(host['app_root']).read_current() == '2.0'
+
+
+def test_check_mode_shows_what_would_be_armed_and_arms_nothing(host):
+    engine.open_phase(dict(host), no_run)
+    res = engine.activate_phase(dict(host, confirm_timeout=45), no_run, check_mode=True)
+    assert res['confirm']['would_arm'] is True and res['confirm']['seconds'] == 45
+    assert 'would arm' in res['confirm']['msg']
+    assert not watchdogs(confirm_dir(host)) and not os.path.exists(confirm_dir(host))
+    assert 'confirm' not in DeployState(host['state_dir'], 'app').read_journal()
+
+
+def test_off_arms_nothing(host):
+    res = activate(host, 0)
+    assert res['confirm']['armed'] is False
+    assert not os.path.exists(confirm_dir(host))
+
+
+def test_a_rollback_disarms_the_watchdog(host):
+    pid = activate(host, 120)['confirm']['pid']
+    engine.guarded_rollback(dict(host, reason='verify failed'), no_run)
+    wait_for(lambda: not watchdogs(confirm_dir(host)), 10, 'the watchdog ends after the rollback')
+    assert not os.path.exists('/proc/%d/cmdline' % pid) or pid not in watchdogs(confirm_dir(host))
+    journal = DeployState(host['state_dir'], 'app').read_journal()
+    assert journal['status'] == 'rolled_back' and journal['confirm']['state'] == 'disarmed'
+    assert _confirm.read_facts(DeployState(host['state_dir'], 'app')) is None
+
+
+def test_an_unconfirmed_activation_is_reverted_by_the_host_itself(host):
+    before = open(os.path.join(host['app_root'], 'shared', 'app.json')).read()
+    res = activate(host, 2)
+    assert ReleaseRoot(host['app_root']).read_current() == '2.0'
+    ds = DeployState(host['state_dir'], 'app')
+    wait_for(lambda: (ds.read_journal() or {}).get('status') == 'rolled_back', 20, 'the host reverts itself')
+    wait_for(lambda: not watchdogs(confirm_dir(host)), 10, 'the watchdog ends after its revert')
+    journal = ds.read_journal()
+    assert journal['confirm']['state'] == 'reverted'
+    assert 'not confirmed within 2 s' in journal['outcome']['reason'] and journal['outcome']['verified'] is True
+    assert ReleaseRoot(host['app_root']).read_current() == '1.0'
+    assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'failed'
+    assert open(os.path.join(host['app_root'], 'shared', 'app.json')).read() == before
+    assert ds.read_lock() is None, 'the revert releases the deploy lock'
+    facts = _confirm.read_facts(ds)
+    assert facts['txid'] == journal['txid'] and facts['outcome'] == 'rolled_back'
+    assert facts['cause'] == 'not confirmed within 2 s' and facts['rollback']['verified'] is True
+    assert facts['started'] >= res['confirm']['deadline']
+    # a confirmation after that fails loudly and commits nothing
+    with pytest.raises(_confirm.ConfirmError) as err:
+        engine.confirmed_commit(dict(host))
+    assert 'host reverted before confirmation' in err.value.msg
+    assert ds.read_journal()['status'] == 'rolled_back'
+    assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'failed'
+    # a rollback finds nothing to undo and says why
+    res = engine.guarded_rollback(dict(host), no_run)
+    assert res['nothing_to_undo'] and res['self_revert']['txid'] == journal['txid']
+    assert 'reverted transaction %s by itself' % journal['txid'] in res['msg']
+    # the next run reports it, once
+    nxt = dict(host, run_id='run-2', release='2.0', force=True)
+    opened = engine.open_phase(nxt, no_run)
+    assert opened['self_reverted']['txid'] == journal['txid']
+    assert _confirm.read_facts(ds)['reported_by'] == 'run-2'
+    engine.guarded_rollback(dict(nxt, reason='cleanup'), no_run)
+    assert engine.open_phase(dict(host, run_id='run-3', force=True), no_run)['self_reverted'] is None
+
+
+# --- the race between the commit and the deadline -----------------------------------------------------------------
+
+# Imports first and says so, then reads when to commit: a slow start of the child never shifts the moment.
+COMMIT_CHILD = r'''
+import json, sys, time
+from ansible_collections.failsafe.deploy.plugins.module_utils import _engine
+params = json.loads(sys.argv[1])
+sys.stdout.write('ready\n')
+sys.stdout.flush()
+at = float(sys.stdin.readline())
+while time.time() < at:
+    time.sleep(min(0.005, max(0.0, at - time.time())))
+try:
+    res = _engine.confirmed_commit(params)
+    print(json.dumps({'ok': True, 'at': time.time()}))
+except Exception as exc:
+    print(json.dumps({'ok': False, 'msg': getattr(exc, 'msg', str(exc)), 'at': time.time()}))
+'''
+
+
+def _collections():
+    return os.path.abspath(os.path.join(os.path.dirname(_confirm.__file__), '..', '..', '..', '..', '..'))
+
+
+# Offsets of the commit from the deadline (s): early, at it, and late; each run several times.
+OFFSETS = [-0.3, -0.02, -0.005, 0.0, 0.0, 0.005, 0.02, 0.3] * 2
+
+
+def test_a_commit_racing_the_deadline_ends_with_exactly_one_outcome(tmp_path):
+    env = dict(os.environ, PYTHONPATH=_collections() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    seen = {'committed': 0, 'reverted': 0}
+    for n, offset in enumerate(OFFSETS):
+        host = make_host(str(tmp_path / ('h%d' % n)))
+        child = subprocess.Popen([sys.executable, '-c', COMMIT_CHILD, json.dumps(host)], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 universal_newlines=True)
+        assert child.stdout.readline().strip() == 'ready'
+        res = activate(host, 1)
+        deadline = res['confirm']['deadline']
+        out = child.communicate('%r\n' % (deadline + offset), timeout=60)[0]
+        answer = json.loads(out.strip().splitlines()[-1])
+        ds = DeployState(host['state_dir'], 'app')
+        wait_for(lambda: not watchdogs(confirm_dir(host)), 20, 'no watchdog left (round %d)' % n)
+        journal = ds.read_journal()
+        facts = _confirm.read_facts(ds)
+        ledger = ReleaseRoot(host['app_root']).load_ledger()['releases']
+        current = ReleaseRoot(host['app_root']).read_current()
+        where = 'round %d, offset %s: commit %r, journal %s, confirm %r' % (
+            n, offset, answer, journal['status'], journal.get('confirm'))
+        if answer['ok']:
+            # the commit won: committed, on the new release, never reverted
+            assert journal['status'] == 'committed' and journal['confirm']['state'] == 'confirmed', where
+            assert current == '2.0' and ledger['2.0']['state'] == 'verified', where
+            assert facts is None, where
+            seen['committed'] += 1
+        else:
+            # the revert won: rolled back, on the previous release, and the commit said so loudly
+            assert 'host reverted before confirmation' in answer['msg'], where
+            assert journal['status'] == 'rolled_back' and journal['confirm']['state'] == 'reverted', where
+            assert current == '1.0' and ledger['2.0']['state'] == 'failed', where
+            assert facts and facts['outcome'] == 'rolled_back' and facts['txid'] == journal['txid'], where
+            seen['reverted'] += 1
+        assert ds.read_lock() is None, where
+    assert seen['committed'] and seen['reverted'], 'both orders must be hit: %r' % seen
+
+
+# --- a rollback still running on the host when the next run recovers ----------------------------------------------
+
+HOLDER_CHILD = r'''
+import json, sys
+from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm, _engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
+params = json.loads(sys.argv[1])
+with _confirm.host_lock(DeployState(params['state_dir'], params['name'])):
+    sys.stdout.write('locked\n')
+    sys.stdout.flush()
+    sys.stdin.readline()
+    _engine.guarded_rollback(dict(params, reason='the dead run\'s rollback'), _run)
+'''
+
+
+def test_the_next_run_waits_for_a_rollback_still_running_and_then_opens(tmp_path):
+    """A rollback whose controller died keeps running on the host; the next run's open, which saw the transaction
+    open, waits for it on the host lock instead of undoing the same layers at the same time, then opens."""
+    import threading
+    host = make_host(str(tmp_path))
+    engine.open_phase(dict(host, ttl=1), no_run)
+    engine.activate_phase(dict(host, confirm_timeout=120), no_run)
+    time.sleep(1.1)  # the dead run's lock expires: the next run may recover
+    env = dict(os.environ, PYTHONPATH=_collections() + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    child = subprocess.Popen([sys.executable, '-c', HOLDER_CHILD, json.dumps(host)], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert child.stdout.readline().strip() == 'locked'
+    out = {}
+
+    def next_run():
+        try:
+            out['result'] = engine.open_phase(dict(host, run_id='run-2', release='2.0', force=True), no_run)
+        except Exception as exc:  # pylint: disable=broad-except
+            out['error'] = exc
+
+    thread = threading.Thread(target=next_run)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive(), 'the next run did not wait for the rollback holding the host lock'
+    child.communicate('go\n', timeout=60)
+    thread.join(60)
+    assert child.returncode == 0
+    assert 'error' not in out, out.get('error')
+    assert out['result']['recovered'] is None, 'the layers were undone twice'
+    ds = DeployState(host['state_dir'], 'app')
+    history = ds.history_tail(10)
+    assert [t['status'] for t in history if t['run_id'] == 'run-1'] == ['rolled_back']
+    assert ds.read_journal()['run_id'] == 'run-2' and ds.read_journal()['status'] == 'open'
+    assert not watchdogs(confirm_dir(host))

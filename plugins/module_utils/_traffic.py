@@ -228,7 +228,8 @@ class TrafficLayer(Layer):
 
     Options: ``driver`` (haproxy or nginx), ``servers`` (a list of {name, weight, state, address}), ``total`` (the
     weights of the ready servers must add up to it). HAProxy: ``socket``, ``backend``, ``state_file``, ``config``
-    (checked with ``haproxy -c`` first), ``haproxy`` (the executable), ``timeout``. nginx: ``path`` (the include
+    (checked with ``haproxy -c`` first), ``haproxy`` (the executable), ``timeout``, ``up_timeout`` (seconds a server
+    made ready may take to pass HAProxy's health check before the others leave). nginx: ``path`` (the include
     file), ``upstream``, ``upstream_lines`` (extra lines inside the upstream block), ``nginx`` (the executable),
     ``conf`` and ``prefix`` (nginx's -c and -p), ``pid_file``, ``reload_timeout``.
     """
@@ -372,6 +373,7 @@ class TrafficLayer(Layer):
         """Servers that take traffic first, then those that leave: at no moment does no server take traffic."""
         api = self._api()
         changed = False
+        rising = []
         order = sorted(target, key=lambda n: (target[n]['state'] != 'ready', n))
         for name in order:
             want, now = target[name], current[name]
@@ -382,14 +384,36 @@ class TrafficLayer(Layer):
             if want['state'] == 'ready':
                 api.set_server(self.o['backend'], name, weight=weight)
                 api.set_server(self.o['backend'], name, state=state)
+                rising.append(name)
             else:
+                if rising:
+                    self._haproxy_wait_up(rising)
+                    rising = []
                 api.set_server(self.o['backend'], name, state=state)
                 api.set_server(self.o['backend'], name, weight=weight)
             changed = True
+        if rising:
+            self._haproxy_wait_up(rising)
         if self.o.get('state_file'):
             # kept across an HAProxy reload: load-server-state-from-file reads this file at start
             api.save_state(self.o['state_file'])
         return changed
+
+    def _haproxy_wait_up(self, names):
+        """Wait until HAProxy's own health checks see the servers just made ready as up (srv_op_state 2), before
+        any other server leaves: a server coming out of maintenance or not yet checked counts as down until then."""
+        timeout = float(self.o.get('up_timeout') if self.o.get('up_timeout') is not None else 10)
+        deadline = time.time() + timeout
+        while True:
+            state = self._api().servers_state(self.o['backend'])
+            down = [n for n in names if state[n]['op_state'] != 2]
+            if not down:
+                return
+            if time.time() >= deadline:
+                raise LayerError('HAProxy %s/%s is not up after %s s (its health check fails): traffic was not taken '
+                                 'from the other servers' % (self.o['backend'], ', '.join(down), timeout),
+                                 backend=self.o['backend'], down=down)
+            time.sleep(0.05)
 
     # -- nginx
     def _nginx_plan(self, options):

@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -225,11 +226,12 @@ def get(port, path='/version', timeout=5.0):
 
 class Load(object):
     """A bounded client: ``workers`` threads that each send GET /version through the load balancer, one request per
-    connection (keep-alive off), until stopped or ``max_requests`` is reached. Every answer is counted: non-2xx
+    connection (keep-alive off), ``interval`` seconds apart, until stopped or ``max_requests`` is reached. Every answer is counted: non-2xx
     statuses and connection errors are failures, 2xx answers are counted per body (the version that served it)."""
 
-    def __init__(self, port, workers=4, max_requests=200000, path='/version'):
+    def __init__(self, port, workers=2, max_requests=200000, path='/version', interval=0.01):
         self.port = port
+        self.interval = interval
         self.path = path
         self.workers = workers
         self.max_requests = max_requests
@@ -261,6 +263,8 @@ class Load(object):
         while not self._stop.is_set():
             if not self._one():
                 break
+            if self.interval:
+                time.sleep(self.interval)
 
     def start(self):
         for dummy in range(self.workers):
@@ -292,3 +296,121 @@ class Load(object):
                     return answers[i - streak + 1][0] - since
             time.sleep(0.01)
         raise AssertionError('traffic did not all go to %s within %s s' % (version, timeout))
+
+
+VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.venv')), 'bin')
+DEMO = os.path.join(ROOT, 'examples', 'demo')
+
+
+class BlueGreenSite(object):
+    """One app host with two slots (blue and green: each an inventory host with its own journal name, release root,
+    port and supervisor program under one private supervisord) behind a load balancer (``haproxy`` or ``nginx``)
+    started here, all on this machine (``ansible_connection: local``), with the demo's ansible.cfg (the
+    auto_rollback callback enabled). Playbooks run as real ansible-playbook processes."""
+
+    def __init__(self, base, driver, collections=None, ansible_cfg=None):
+        import json as _json
+        self.dir = str(base)
+        self.driver = driver
+        os.makedirs(self.dir, exist_ok=True)
+        subprocess.run(['bash', os.path.join(DEMO, 'prepare.sh'), self.dir], check=True, stdout=subprocess.DEVNULL)
+        self.ports = {'blue': free_port(), 'green': free_port()}
+        self.supervisor_conf = os.path.join(self.dir, 'supervisor', 'supervisord.conf')
+        if driver == 'haproxy':
+            # both slots start drained (nothing deployed yet): HAProxy answers 503 until a deploy
+            self.lb = HAProxy(os.path.join(self.dir, 'haproxy'),
+                              [('blue', self.ports['blue'], 100), ('green', self.ports['green'], 100)])
+            self.lb.start()
+            for slot in ('blue', 'green'):
+                self.lb.command('set server app/%s state drain' % slot)
+            lb_vars = {'failsafe_traffic_driver': 'haproxy', 'failsafe_traffic_haproxy_socket': self.lb.socket,
+                       'failsafe_traffic_haproxy_backend': 'app', 'failsafe_traffic_haproxy_state_file': self.lb.state_file,
+                       'failsafe_traffic_haproxy_config': self.lb.config}
+        else:
+            self.lb = Nginx(os.path.join(self.dir, 'nginx'), 'upstream app {\n    server 127.0.0.1:%d;\n    server '
+                            '127.0.0.1:%d backup;\n}\n' % (self.ports['blue'], self.ports['green']))
+            self.lb.start()
+            lb_vars = {'failsafe_traffic_driver': 'nginx', 'failsafe_traffic_nginx_include': self.lb.include,
+                       'failsafe_traffic_nginx_upstream': 'app', 'failsafe_traffic_nginx_conf': self.lb.conf,
+                       'failsafe_traffic_nginx_prefix': self.lb.dir, 'failsafe_traffic_nginx_pid_file': self.lb.pid_file}
+        self.port = self.lb.port
+        slots = {}
+        for slot, port in self.ports.items():
+            root = os.path.join(self.dir, 'srv', slot)
+            slots['app-%s' % slot] = {
+                'failsafe_bluegreen_slot': slot,
+                'failsafe_name': 'app-%s' % slot,
+                'failsafe_app_root': root,
+                'failsafe_traffic_server': slot,
+                'failsafe_traffic_address': '127.0.0.1:%d' % port,
+                'failsafe_bluegreen_check_url': 'http://127.0.0.1:%d/health' % port,
+                'failsafe_service_command': '%s %s/current/app.py --port %d' % (sys.executable, root, port),
+                'failsafe_snapshot_extra_paths': [os.path.join(self.dir, 'supervisor', 'conf.d', 'app-%s.conf' % slot)],
+                'failsafe_verify_checks': [{'name': 'health', 'url': 'http://127.0.0.1:%d/health' % port,
+                                            'json_query': "status == 'ok'", 'retries': 6, 'sleep': 0.5,
+                                            'timeout': 2}],
+            }
+        self.inventory = os.path.join(self.dir, 'inventory.json')
+        with open(self.inventory, 'w') as handle:
+            _json.dump({'all': {
+                'vars': {
+                    'ansible_connection': 'local',
+                    'ansible_python_interpreter': sys.executable,
+                    'failsafe_state_dir': os.path.join(self.dir, 'state'),
+                    'failsafe_release_archive': os.path.join(self.dir, 'dist', 'app-{{ failsafe_release_id }}.tar.gz'),
+                    'failsafe_bluegreen_live_file': os.path.join(self.dir, 'state', 'live-slot'),
+                    'failsafe_supervisor_conf': self.supervisor_conf,
+                    'failsafe_supervisor_program_dir': os.path.join(self.dir, 'supervisor', 'conf.d'),
+                    'failsafe_supervisor_log_dir': os.path.join(self.dir, 'logs'),
+                    'failsafe_supervisor_manage_main_conf': True,
+                    'failsafe_supervisor_start': True,
+                    'failsafe_supervisor_startsecs': 1,
+                    'failsafe_supervisorctl': os.path.join(VENV_BIN, 'supervisorctl'),
+                    'failsafe_supervisord': os.path.join(VENV_BIN, 'supervisord'),
+                },
+                'children': {
+                    'slots': {'hosts': slots},
+                    'lb': {'hosts': {'lb': dict(lb_vars, failsafe_name='traffic', failsafe_traffic_name='traffic')}},
+                },
+            }}, handle, indent=1)
+        self.env = dict(os.environ)
+        self.env.update({
+            'PATH': VENV_BIN + os.pathsep + os.environ['PATH'],
+            'ANSIBLE_CONFIG': ansible_cfg or os.path.join(DEMO, 'ansible.cfg'),
+            'ANSIBLE_COLLECTIONS_PATH': collections or os.path.join(ROOT, '.build', 'collections'),
+            'ANSIBLE_COLLECTIONS_SCAN_SYS_PATH': 'false',
+            'ANSIBLE_HOME': os.path.join(self.dir, 'ansible-home'),
+            'ANSIBLE_NOCOLOR': '1',
+            'ANSIBLE_FORCE_COLOR': '0',
+            'FAILSAFE_REPORT_DIR': os.path.join(self.dir, 'incidents'),
+            'FAILSAFE_SPOOL_PATH': os.path.join(self.dir, 'incidents', 'alerts.jsonl'),
+        })
+        for key in ('ANSIBLE_STDOUT_CALLBACK', 'ANSIBLE_CALLBACKS_ENABLED', 'FAILSAFE_WEBHOOK_URL', 'FAILSAFE_RUN_ID',
+                    'FAILSAFE_CONTROLLER_PID', 'FAILSAFE_ROLLBACK_CHILD'):
+            self.env.pop(key, None)
+
+    def playbook(self, name, *args):
+        cmd = ['ansible-playbook', '-i', self.inventory, 'failsafe.deploy.%s' % name] + list(args)
+        proc = subprocess.run(cmd, env=self.env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=600, check=False)
+        with open(os.path.join(self.dir, 'runs.log'), 'a') as log:
+            log.write('$ %s\n%s\nrc=%s\n' % (' '.join(cmd), proc.stdout, proc.returncode))
+        return proc
+
+    def blue_green(self, version, *args):
+        return self.playbook('blue_green', '-e', 'release_version=%s' % version, *args)
+
+    def switch_back(self, *args):
+        return self.playbook('switch_back', *args)
+
+    def live(self):
+        with open(os.path.join(self.dir, 'state', 'live-slot')) as handle:
+            return handle.read().strip()
+
+    def slot_version(self, slot):
+        return get(self.ports[slot], '/version', timeout=2)
+
+    def stop(self):
+        self.lb.stop()
+        subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c', self.supervisor_conf, 'shutdown'],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)

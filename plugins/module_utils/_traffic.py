@@ -259,8 +259,8 @@ class TrafficLayer(Layer):
     def plan(self, options):
         if self.driver == 'haproxy':
             current, target = self._haproxy_plan(options)
-            changes = ['%s: %s weight %d -> %s weight %d' % (n, current[n]['state'], current[n]['weight'],
-                                                                target[n]['state'], target[n]['weight'])
+            changes = ['%s: %s weight %d -> %s weight %d'
+                       % (n, current[n]['state'], current[n]['weight'], target[n]['state'], target[n]['weight'])
                        for n in sorted(target) if target[n] != dict((k, current[n][k]) for k in ('weight', 'state'))]
             return {'changed': bool(changes), 'msg': 'check mode: would %s' % (
                 '; '.join(changes) if changes else 'change nothing (already so)')}

@@ -25,7 +25,7 @@ description:
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
     or when this run's activation was cut short before its restart.
-  - V(apply) applies one more layer kind (O(layer)) in the open transaction: it records what the layer is about
+  - V(apply) applies one more layer kind (O(layer)) in the open transaction. It records what the layer is about
     to change in the undo log first, then changes it. A host whose part of a deploy is only such layers (a load
     balancer, a database or flag host) opens its transaction with V(open) and no O(release).
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
@@ -205,6 +205,13 @@ options:
       - For V(apply), the layer to apply. C(kind) names a registered layer kind; C(id) tells apart several layers of
         one kind in a transaction; the other keys are the kind's options, recorded in the journal with the undo
         record (except the kind's secret options) so that a rollback can undo the layer.
+      - "Kind C(traffic) (rollback stage C(traffic)): which servers of a load balancer take traffic. C(driver) is
+        C(haproxy) (the runtime API on the admin socket C(socket), backend C(backend); C(state_file) is rewritten
+        after every change so a reload keeps the state; C(config) is checked with C(haproxy -c) first) or C(nginx)
+        (the upstream C(upstream) written whole to the include file C(path), checked with C(nginx -t) using C(conf)
+        and C(prefix), then a graceful reload; C(pid_file) to wait for the new workers). C(servers) lists
+        C({name, state, weight, address}) with C(state) one of C(ready), C(drain), C(maint); C(total) asks the
+        weights of the ready servers to add up to it. See docs/traffic.md."
     type: dict
   stages:
     description:

@@ -104,3 +104,56 @@ def test_blue_green_failed_verification_and_switch_back_serve_zero_failed_reques
     lb_journal = _journal(site, 'traffic')
     assert lb_journal['status'] == 'committed'
     assert lb_journal['layers'][0]['kind'] == 'traffic'
+
+
+@pytest.fixture
+def haproxy_site(tmp_path):
+    why = lb.ensure_prereqs()
+    if why:
+        pytest.skip(why)
+    s = lb.BlueGreenSite(tmp_path / 'site', 'haproxy')
+    yield s
+    s.stop()
+
+
+def test_a_failure_after_the_switch_puts_traffic_back_before_code_and_a_cold_slot_refuses_a_switch_back(haproxy_site):
+    """Given blue live on 1.0.0, when the check through the load balancer fails after traffic moved to green, then
+    the callback puts traffic back on blue first (the load balancer's journal closes before green's) and rolls green
+    back, with 0 failed requests; when a later deploy keeps the old slot warm for 1 s only, then switch_back.yml
+    refuses to send traffic to the stopped slot and nothing changes."""
+    site = haproxy_site
+    assert site.blue_green('1.0.0').returncode == 0
+    load = lb.Load(site.port).start()
+    try:
+        checks = json.dumps({'failsafe_traffic_checks': [{'url': 'http://127.0.0.1:%d/version' % site.port,
+                                                          'body_regex': '^no-such-release$', 'retries': 1}]})
+        failed = site.blue_green('2.0.0', '-e', checks)
+        assert failed.returncode != 0
+        assert 'Check the service through the load balancer' in failed.stdout
+        back = time.time()
+        time.sleep(0.5)
+        assert set(load.served_since(back)) == {'1.0.0'}
+        lb_journal, green = _journal(site, 'traffic'), _journal(site, 'app-green')
+        assert lb_journal['status'] == 'rolled_back' and green['status'] == 'rolled_back'
+        assert lb_journal['closed'] < green['closed'], 'traffic was not put back before the code'
+        assert site.live() == 'blue'
+        state = site.lb.server_state()
+        assert not state['blue'][0] & 0x08 and state['green'][0] & 0x08
+
+        # the old slot kept warm 1 s only: stopped afterwards, so a switch-back to it is refused
+        ok = site.blue_green('2.0.0', '-e', 'failsafe_bluegreen_keep_warm=1')
+        assert ok.returncode == 0, ok.stdout[-4000:]
+        assert site.live() == 'green'
+        assert _pid(site, 'blue') is None
+        with pytest.raises(OSError):
+            lb.get(site.ports['blue'], timeout=2)
+        refused = site.switch_back()
+        assert refused.returncode != 0
+        assert 'Check the old slot answers on its own port' in refused.stdout
+        assert site.live() == 'green'
+        after = time.time()
+        time.sleep(0.5)
+        assert set(load.served_since(after)) == {'2.0.0'}
+    finally:
+        load.stop()
+    assert load.failures == [], '%d of %d requests failed: %s' % (len(load.failures), load.total, load.failures[:10])

@@ -16,6 +16,7 @@ Real ansible-playbook runs (playbooks/blue_green.yml, playbooks/switch_back.yml)
 import json
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -29,7 +30,7 @@ def _pid(site, slot):
     """The process id supervisor reports for a slot's program (a restart changes it)."""
     out = subprocess.run([os.path.join(lb.VENV_BIN, 'supervisorctl'), '-c', site.supervisor_conf, 'pid',
                           'app-%s' % slot], capture_output=True, text=True, check=False).stdout.strip()
-    return int(out) if out.isdigit() else None
+    return int(out) if out.isdigit() and int(out) > 0 else None     # supervisor says 0 for a stopped program
 
 
 def _journal(site, name):
@@ -140,8 +141,11 @@ def test_a_failure_after_the_switch_puts_traffic_back_before_code_and_a_cold_slo
         state = site.lb.server_state()
         assert not state['blue'][0] & 0x08 and state['green'][0] & 0x08
 
-        # the old slot kept warm 1 s only: stopped afterwards, so a switch-back to it is refused
-        ok = site.blue_green('2.0.0', '-e', 'failsafe_bluegreen_keep_warm=1')
+        # the old slot kept warm 1 s only: stopped afterwards, so a switch-back to it is refused (2.0.0 is
+        # quarantined on green now: it failed there; a fixed 2.1.0 goes out)
+        subprocess.run([sys.executable, os.path.join(lb.ROOT, 'examples', 'app', 'build.py'), '--out',
+                        os.path.join(site.dir, 'dist'), '--release', '2.1.0=good'], check=True, stdout=subprocess.DEVNULL)
+        ok = site.blue_green('2.1.0', '-e', 'failsafe_bluegreen_keep_warm=1')
         assert ok.returncode == 0, ok.stdout[-4000:]
         assert site.live() == 'green'
         assert _pid(site, 'blue') is None
@@ -153,7 +157,7 @@ def test_a_failure_after_the_switch_puts_traffic_back_before_code_and_a_cold_slo
         assert site.live() == 'green'
         after = time.time()
         time.sleep(0.5)
-        assert set(load.served_since(after)) == {'2.0.0'}
+        assert set(load.served_since(after)) == {'2.1.0'}
     finally:
         load.stop()
     assert load.failures == [], '%d of %d requests failed: %s' % (len(load.failures), load.total, load.failures[:10])

@@ -1,6 +1,7 @@
 # Real load balancers for the traffic layer's tests and bench: Debian's HAProxy and nginx started per test session
 # with their own configuration, pid file, admin socket and ephemeral ports (never the system services), and a
 # bounded HTTP client that counts every answer through the load balancer.
+import json
 import os
 import shutil
 import signal
@@ -45,39 +46,36 @@ def wait_port(port, timeout=10.0, host='127.0.0.1'):
     raise AssertionError('nothing listens on %s:%d after %s s' % (host, port, timeout))
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return handle.read().split(')')[-1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
 class HAProxy(object):
-    """HAProxy 2.6 with an admin socket, a server-state-file loaded at start, and one backend of named servers."""
+    """HAProxy 2.6 with an admin socket, a server-state-file loaded at start, and one backend of named servers.
 
-    def __init__(self, base, servers, backend='app'):
+    ``base`` is where its files are on this machine; ``inner`` the same folder as HAProxy sees it (another path on a
+    fleet host, whose /srv is a folder here), ``run`` runs a command where HAProxy runs."""
+
+    def __init__(self, base, servers, backend='app', bind_host='127.0.0.1', server_host='127.0.0.1', inner=None,
+                 run=None):
         self.dir = str(base)
         os.makedirs(self.dir, exist_ok=True)
+        self.inner = inner or self.dir
         self.backend = backend
         self.servers = list(servers)          # [(name, port, weight)]
+        self.bind_host = bind_host
+        self.server_host = server_host
         self.port = free_port()
-        self.socket = os.path.join(self.dir, 'admin.sock')
-        self.state_file = os.path.join(self.dir, 'server-state')
-        self.pid_file = os.path.join(self.dir, 'haproxy.pid')
-        self.config = os.path.join(self.dir, 'haproxy.cfg')
+        self._run = run or (lambda argv: subprocess.run(argv, capture_output=True, text=True, check=False))
+        # paths on this machine, and as HAProxy sees them
+        self.socket, self.state_file, self.pid_file, self.config = (
+            os.path.join(self.dir, n) for n in ('admin.sock', 'server-state', 'haproxy.pid', 'haproxy.cfg'))
+        self.inner_socket, self.inner_state_file, self.inner_pid_file, self.inner_config = (
+            os.path.join(self.inner, n) for n in ('admin.sock', 'server-state', 'haproxy.pid', 'haproxy.cfg'))
         self.write_config()
 
     def write_config(self, broken=False):
         lines = [
             'global',
-            '    stats socket %s mode 600 level admin' % self.socket,
-            '    server-state-file %s' % self.state_file,
-            '    pidfile %s' % self.pid_file,
+            '    stats socket %s mode 600 level admin' % self.inner_socket,
+            '    server-state-file %s' % self.inner_state_file,
+            '    pidfile %s' % self.inner_pid_file,
             '    maxconn 2000',
             'defaults',
             '    mode http',
@@ -88,22 +86,26 @@ class HAProxy(object):
             '    retries 3',
             '    option redispatch',
             'frontend web',
-            '    bind 127.0.0.1:%d' % self.port,
+            '    bind %s:%d' % (self.bind_host, self.port),
             '    default_backend %s' % self.backend,
             'backend %s' % self.backend,
             '    balance roundrobin',
         ]
         for name, port, weight in self.servers:
-            lines.append('    server %s 127.0.0.1:%d weight %d check inter 500ms fall 2 rise 1'
-                         % (name, port, weight))
+            lines.append('    server %s %s:%d weight %d check inter 500ms fall 2 rise 1'
+                         % (name, self.server_host, port, weight))
         if broken:
             lines.append('    this-is-not-a-keyword on')
         with open(self.config, 'w') as handle:
             handle.write('\n'.join(lines) + '\n')
 
+    def _haproxy(self, *extra):
+        proc = self._run(['haproxy', '-D', '-f', self.inner_config, '-p', self.inner_pid_file] + list(extra))
+        assert proc.returncode == 0, proc.stderr
+
     def start(self):
-        subprocess.run(['haproxy', '-D', '-f', self.config, '-p', self.pid_file], check=True, capture_output=True)
-        wait_port(self.port)
+        self._haproxy()
+        wait_port(self.port, host=self.bind_host)
         return self
 
     def pid(self):
@@ -113,13 +115,12 @@ class HAProxy(object):
     def reload(self):
         """The way an operator reloads a daemon-mode HAProxy: a new process takes over (-sf) from the old one."""
         old = self.pid()
-        subprocess.run(['haproxy', '-D', '-f', self.config, '-p', self.pid_file, '-sf', str(old)], check=True,
-                       capture_output=True)
+        self._haproxy('-sf', str(old))
         deadline = time.time() + 10
-        while _pid_alive(old) and time.time() < deadline:
+        while self._run(['kill', '-0', str(old)]).returncode == 0 and time.time() < deadline:
             time.sleep(0.05)
         assert self.pid() != old
-        wait_port(self.port)
+        wait_port(self.port, host=self.bind_host)
 
     def command(self, line):
         with socket.socket(socket.AF_UNIX) as s:
@@ -147,7 +148,7 @@ class HAProxy(object):
 
     def stop(self):
         try:
-            os.kill(self.pid(), signal.SIGTERM)
+            self._run(['kill', str(self.pid())])
         except (OSError, ValueError):
             pass
 
@@ -214,9 +215,9 @@ class Nginx(object):
             pass
 
 
-def get(port, path='/version', timeout=5.0):
+def get(port, path='/version', timeout=5.0, host='127.0.0.1'):
     """(status, body) of one request through the load balancer, on a connection of its own (no keep-alive)."""
-    request = urllib.request.Request('http://127.0.0.1:%d%s' % (port, path), headers={'Connection': 'close'})
+    request = urllib.request.Request('http://%s:%d%s' % (host, port, path), headers={'Connection': 'close'})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read().decode().strip()
@@ -229,8 +230,9 @@ class Load(object):
     connection (keep-alive off), ``interval`` seconds apart, until stopped or ``max_requests`` is reached. Every answer is counted: non-2xx
     statuses and connection errors are failures, 2xx answers are counted per body (the version that served it)."""
 
-    def __init__(self, port, workers=2, max_requests=200000, path='/version', interval=0.01):
+    def __init__(self, port, workers=2, max_requests=200000, path='/version', interval=0.01, host='127.0.0.1'):
         self.port = port
+        self.host = host
         self.interval = interval
         self.path = path
         self.workers = workers
@@ -245,7 +247,7 @@ class Load(object):
 
     def _one(self):
         try:
-            status, body = get(self.port, self.path)
+            status, body = get(self.port, self.path, host=self.host)
         except (OSError, urllib.error.URLError) as e:
             status, body = None, '%s: %s' % (type(e).__name__, e)
         now = time.time()
@@ -309,7 +311,6 @@ class BlueGreenSite(object):
     auto_rollback callback enabled). Playbooks run as real ansible-playbook processes."""
 
     def __init__(self, base, driver, collections=None, ansible_cfg=None):
-        import json as _json
         self.dir = str(base)
         self.driver = driver
         os.makedirs(self.dir, exist_ok=True)
@@ -334,6 +335,7 @@ class BlueGreenSite(object):
                        'failsafe_traffic_nginx_upstream': 'app', 'failsafe_traffic_nginx_conf': self.lb.conf,
                        'failsafe_traffic_nginx_prefix': self.lb.dir, 'failsafe_traffic_nginx_pid_file': self.lb.pid_file}
         self.port = self.lb.port
+        self.host = '127.0.0.1'
         slots = {}
         for slot, port in self.ports.items():
             root = os.path.join(self.dir, 'srv', slot)
@@ -347,32 +349,34 @@ class BlueGreenSite(object):
                 'failsafe_service_command': '%s %s/current/app.py --port %d' % (sys.executable, root, port),
                 'failsafe_snapshot_extra_paths': [os.path.join(self.dir, 'supervisor', 'conf.d', 'app-%s.conf' % slot)],
                 'failsafe_verify_checks': [{'name': 'health', 'url': 'http://127.0.0.1:%d/health' % port,
-                                            'json_query': "status == 'ok'", 'retries': 6, 'sleep': 0.5,
+                                            'body_regex': '"status": *"ok"', 'retries': 6, 'sleep': 0.5,
                                             'timeout': 2}],
             }
+        common = {
+            'ansible_connection': 'local',
+            'ansible_python_interpreter': sys.executable,
+            'failsafe_state_dir': os.path.join(self.dir, 'state'),
+            'failsafe_release_archive': os.path.join(self.dir, 'dist', 'app-{{ failsafe_release_id }}.tar.gz'),
+            'failsafe_bluegreen_live_file': os.path.join(self.dir, 'state', 'live-slot'),
+            'failsafe_supervisor_conf': self.supervisor_conf,
+            'failsafe_supervisor_program_dir': os.path.join(self.dir, 'supervisor', 'conf.d'),
+            'failsafe_supervisor_log_dir': os.path.join(self.dir, 'logs'),
+        }
+        self._write_inventory(common, slots, {'lb': dict(lb_vars, failsafe_name='traffic',
+                                                         failsafe_traffic_name='traffic')})
+        self._env(collections, ansible_cfg)
+
+    def _write_inventory(self, common, slots, lb_hosts):
+        common = dict(common, failsafe_supervisor_manage_main_conf=True, failsafe_supervisor_start=True,
+                      failsafe_supervisor_startsecs=1,
+                      failsafe_supervisorctl=os.path.join(VENV_BIN, 'supervisorctl'),
+                      failsafe_supervisord=os.path.join(VENV_BIN, 'supervisord'))
         self.inventory = os.path.join(self.dir, 'inventory.json')
         with open(self.inventory, 'w') as handle:
-            _json.dump({'all': {
-                'vars': {
-                    'ansible_connection': 'local',
-                    'ansible_python_interpreter': sys.executable,
-                    'failsafe_state_dir': os.path.join(self.dir, 'state'),
-                    'failsafe_release_archive': os.path.join(self.dir, 'dist', 'app-{{ failsafe_release_id }}.tar.gz'),
-                    'failsafe_bluegreen_live_file': os.path.join(self.dir, 'state', 'live-slot'),
-                    'failsafe_supervisor_conf': self.supervisor_conf,
-                    'failsafe_supervisor_program_dir': os.path.join(self.dir, 'supervisor', 'conf.d'),
-                    'failsafe_supervisor_log_dir': os.path.join(self.dir, 'logs'),
-                    'failsafe_supervisor_manage_main_conf': True,
-                    'failsafe_supervisor_start': True,
-                    'failsafe_supervisor_startsecs': 1,
-                    'failsafe_supervisorctl': os.path.join(VENV_BIN, 'supervisorctl'),
-                    'failsafe_supervisord': os.path.join(VENV_BIN, 'supervisord'),
-                },
-                'children': {
-                    'slots': {'hosts': slots},
-                    'lb': {'hosts': {'lb': dict(lb_vars, failsafe_name='traffic', failsafe_traffic_name='traffic')}},
-                },
-            }}, handle, indent=1)
+            json.dump({'all': {'vars': common, 'children': {'slots': {'hosts': slots}, 'lb': {'hosts': lb_hosts}}}},
+                      handle, indent=1)
+
+    def _env(self, collections, ansible_cfg):
         self.env = dict(os.environ)
         self.env.update({
             'PATH': VENV_BIN + os.pathsep + os.environ['PATH'],
@@ -410,7 +414,104 @@ class BlueGreenSite(object):
     def slot_version(self, slot):
         return get(self.ports[slot], '/version', timeout=2)
 
+    def journal(self, name):
+        with open(os.path.join(self.dir, 'state', name, 'journal.json')) as handle:
+            return json.load(handle)
+
+    def supervisorctl(self, *args):
+        return subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c', self.supervisor_conf] + list(args),
+                              capture_output=True, text=True, check=False)
+
+    def program_pid(self, slot):
+        """The process id supervisor reports for a slot's program (a restart changes it), None when stopped."""
+        out = self.supervisorctl('pid', 'app-%s' % slot).stdout.strip()
+        return int(out) if out.isdigit() and int(out) > 0 else None     # supervisor says 0 for a stopped program
+
     def stop(self):
         self.lb.stop()
-        subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c', self.supervisor_conf, 'shutdown'],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        self.supervisorctl('shutdown')
+
+
+class FleetBlueGreenSite(BlueGreenSite):
+    """The same on a namespace fleet of two SSH hosts: the app host (two slots under its own supervisord, listening
+    on its address) and the load balancer host, where HAProxy runs in the host's own namespaces with its files,
+    socket and state file under the host's /srv. The load balancer answers on the host's address."""
+
+    def __init__(self, fleet, base, collections=None, ansible_cfg=None):
+        from tests.fleet import fleet as fleet_module
+        self.fleet = fleet
+        self.dir = str(base)
+        self.driver = 'haproxy'
+        os.makedirs(self.dir, exist_ok=True)
+        subprocess.run(['bash', os.path.join(DEMO, 'prepare.sh'), self.dir], check=True, stdout=subprocess.DEVNULL)
+        self.app_host, self.lb_host = fleet.hosts[0], fleet.hosts[1]
+        self.ports = {'blue': free_port(), 'green': free_port()}
+        self.supervisor_conf = fleet.host_path(self.app_host.name, '/srv/supervisor/supervisord.conf')
+        self.lb = HAProxy(fleet.host_path(self.lb_host.name, '/srv/haproxy'),
+                          [('blue', self.ports['blue'], 100), ('green', self.ports['green'], 100)],
+                          bind_host=self.lb_host.address, server_host=self.app_host.address, inner='/srv/haproxy',
+                          run=lambda argv: fleet.run(self.lb_host.name, argv))
+        self.lb.start()
+        for slot in ('blue', 'green'):
+            self.lb.command('set server app/%s state drain' % slot)
+        self.port = self.lb.port
+        self.host = self.lb_host.address
+        connection = {
+            'ansible_host': self.app_host.address, 'ansible_user': fleet.user, 'ansible_port': 22,
+            'ansible_ssh_private_key_file': fleet.key_path, 'ansible_python_interpreter': fleet_module.HOST_PYTHON,
+            'ansible_ssh_common_args': ' '.join('-o %s=%s' % kv for kv in fleet_module.SSH_OPTIONS),
+            'ansible_ssh_timeout': 3, 'ansible_control_path_dir': fleet.cp_dir,
+            'ansible_remote_tmp': fleet_module.REMOTE_TMP,
+        }
+        slots = {}
+        for slot, port in self.ports.items():
+            root = '/srv/app/%s' % slot
+            slots['app-%s' % slot] = dict(connection, **{
+                'failsafe_bluegreen_slot': slot,
+                'failsafe_name': 'app-%s' % slot,
+                'failsafe_app_root': root,
+                'failsafe_traffic_server': slot,
+                'failsafe_bluegreen_check_url': 'http://127.0.0.1:%d/health' % port,
+                'failsafe_service_command': '%s %s/current/app.py --bind 0.0.0.0 --port %d'
+                                            % (fleet_module.HOST_PYTHON, root, port),
+                'failsafe_snapshot_extra_paths': ['/srv/supervisor/conf.d/app-%s.conf' % slot],
+                'failsafe_verify_checks': [{'name': 'health', 'url': 'http://127.0.0.1:%d/health' % port,
+                                            'body_regex': '"status": *"ok"', 'retries': 6, 'sleep': 0.5,
+                                            'timeout': 2}],
+            })
+        common = {
+            'failsafe_state_dir': '/var/lib/failsafe-deploy',
+            'failsafe_release_archive': os.path.join(self.dir, 'dist', 'app-{{ failsafe_release_id }}.tar.gz'),
+            'failsafe_bluegreen_live_file': '/var/lib/failsafe-deploy/live-slot',
+            'failsafe_supervisor_conf': '/srv/supervisor/supervisord.conf',
+            'failsafe_supervisor_program_dir': '/srv/supervisor/conf.d',
+            'failsafe_supervisor_log_dir': '/srv/log',
+        }
+        lb_vars = dict(connection, ansible_host=self.lb_host.address, failsafe_name='traffic',
+                       failsafe_traffic_name='traffic', failsafe_traffic_driver='haproxy',
+                       failsafe_traffic_haproxy_socket=self.lb.inner_socket, failsafe_traffic_haproxy_backend='app',
+                       failsafe_traffic_haproxy_state_file=self.lb.inner_state_file,
+                       failsafe_traffic_haproxy_config=self.lb.inner_config)
+        self._write_inventory(common, slots, {self.lb_host.name: lb_vars})
+        self._env(collections, ansible_cfg)
+        self.env.update(fleet.env())
+
+    def live(self):
+        with open(self.fleet.host_path(self.app_host.name, '/var/lib/failsafe-deploy/live-slot')) as handle:
+            return handle.read().strip()
+
+    def journal(self, name):
+        host = self.lb_host.name if name == 'traffic' else self.app_host.name
+        with open(self.fleet.host_path(host, '/var/lib/failsafe-deploy/%s/journal.json' % name)) as handle:
+            return json.load(handle)
+
+    def supervisorctl(self, *args):
+        return self.fleet.run(self.app_host.name, [os.path.join(VENV_BIN, 'supervisorctl'), '-c',
+                                                   '/srv/supervisor/supervisord.conf'] + list(args))
+
+    def slot_version(self, slot):
+        return get(self.ports[slot], '/version', timeout=2, host=self.app_host.address)
+
+    def stop(self):
+        self.lb.stop()
+        self.supervisorctl('shutdown')

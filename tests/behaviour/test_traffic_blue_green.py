@@ -11,7 +11,8 @@ balancer without keep-alive (one connection per request), counting every non-2xx
 - when the operator switches back, then traffic returns to the warm 1.0.0 slot (a traffic change only: no program
   restarts) and nothing fails.
 
-Real ansible-playbook runs (playbooks/blue_green.yml, playbooks/switch_back.yml) with the auto_rollback callback.
+Real ansible-playbook runs (playbooks/blue_green.yml, playbooks/switch_back.yml) with the auto_rollback callback,
+on this machine (HAProxy, nginx) and on a namespace fleet (the app host and HAProxy's host are two SSH hosts).
 """
 import json
 import os
@@ -26,24 +27,16 @@ import lb
 pytestmark = pytest.mark.slow
 
 
-def _pid(site, slot):
-    """The process id supervisor reports for a slot's program (a restart changes it)."""
-    out = subprocess.run([os.path.join(lb.VENV_BIN, 'supervisorctl'), '-c', site.supervisor_conf, 'pid',
-                          'app-%s' % slot], capture_output=True, text=True, check=False).stdout.strip()
-    return int(out) if out.isdigit() and int(out) > 0 else None     # supervisor says 0 for a stopped program
-
-
-def _journal(site, name):
-    with open(os.path.join(site.dir, 'state', name, 'journal.json')) as handle:
-        return json.load(handle)
-
-
-@pytest.fixture(params=['haproxy', 'nginx'])
+@pytest.fixture(params=['haproxy', 'nginx', pytest.param('haproxy-on-fleet', marks=pytest.mark.fleet)])
 def site(request, tmp_path):
     why = lb.ensure_prereqs()
     if why:
         pytest.skip(why)
-    s = lb.BlueGreenSite(tmp_path / 'site', request.param)
+    if request.param == 'haproxy-on-fleet':
+        # the app host and the load balancer are two SSH hosts of a namespace fleet; the client runs here
+        s = lb.FleetBlueGreenSite(request.getfixturevalue('fleet')(2), tmp_path / 'site')
+    else:
+        s = lb.BlueGreenSite(tmp_path / 'site', request.param)
     yield s
     s.stop()
 
@@ -52,9 +45,9 @@ def test_blue_green_failed_verification_and_switch_back_serve_zero_failed_reques
     first = site.blue_green('1.0.0')
     assert first.returncode == 0, first.stdout[-4000:]
     assert site.live() == 'blue'
-    assert lb.get(site.port) == (200, '1.0.0')
+    assert lb.get(site.port, host=site.host) == (200, '1.0.0')
 
-    load = lb.Load(site.port).start()
+    load = lb.Load(site.port, host=site.host).start()
     try:
         # a blue-green deploy of 2.0.0: to green, verified there, then traffic moves
         deploy = site.blue_green('2.0.0')
@@ -64,7 +57,7 @@ def test_blue_green_failed_verification_and_switch_back_serve_zero_failed_reques
         time.sleep(0.5)
         assert set(load.served_since(marker)) == {'2.0.0'}
         assert site.slot_version('blue') == (200, '1.0.0')       # the old slot is still warm
-        blue_pid = _pid(site, 'blue')
+        blue_pid = site.program_pid('blue')
 
         # a failed verification on the new slot: 3.0.0 goes to blue (idle), fails its health check, rolled back
         failed = site.blue_green('3.0.0')
@@ -73,19 +66,19 @@ def test_blue_green_failed_verification_and_switch_back_serve_zero_failed_reques
         assert site.live() == 'green'
         during_failed = load.served_since(marker)
         assert during_failed and set(during_failed) == {'2.0.0'}
-        journal = _journal(site, 'app-blue')
+        journal = site.journal('app-blue')
         assert journal['status'] == 'rolled_back' and journal['release'] == '3.0.0'
         assert site.slot_version('blue') == (200, '1.0.0')       # the slot was restored and restarted
         assert site.slot_version('green') == (200, '2.0.0')
-        blue_pid = _pid(site, 'blue')
-        green_pid = _pid(site, 'green')
+        blue_pid = site.program_pid('blue')
+        green_pid = site.program_pid('green')
 
         # the switch-back: traffic to the warm 1.0.0 slot, nothing restarted
         back = site.switch_back()
         assert back.returncode == 0, back.stdout[-4000:]
         switched = time.time()
         assert site.live() == 'blue'
-        assert (_pid(site, 'blue'), _pid(site, 'green')) == (blue_pid, green_pid)
+        assert (site.program_pid('blue'), site.program_pid('green')) == (blue_pid, green_pid)
         load.wait_only('1.0.0', since=switched, timeout=5)
         time.sleep(1)
         after_back = load.served_since(switched)
@@ -102,7 +95,7 @@ def test_blue_green_failed_verification_and_switch_back_serve_zero_failed_reques
     assert set(load.versions) == {'1.0.0', '2.0.0'}              # 3.0.0 never served a request
     assert load.failures == [], '%d of %d requests failed: %s' % (len(load.failures), load.total, load.failures[:10])
     # the load balancer's own transactions: two switches, both committed, recorded in the LB's journal
-    lb_journal = _journal(site, 'traffic')
+    lb_journal = site.journal('traffic')
     assert lb_journal['status'] == 'committed'
     assert lb_journal['layers'][0]['kind'] == 'traffic'
 
@@ -124,7 +117,7 @@ def test_a_failure_after_the_switch_puts_traffic_back_before_code_and_a_cold_slo
     refuses to send traffic to the stopped slot and nothing changes."""
     site = haproxy_site
     assert site.blue_green('1.0.0').returncode == 0
-    load = lb.Load(site.port).start()
+    load = lb.Load(site.port, host=site.host).start()
     try:
         checks = json.dumps({'failsafe_traffic_checks': [{'url': 'http://127.0.0.1:%d/version' % site.port,
                                                           'body_regex': '^no-such-release$', 'retries': 1}]})
@@ -134,7 +127,7 @@ def test_a_failure_after_the_switch_puts_traffic_back_before_code_and_a_cold_slo
         back = time.time()
         time.sleep(0.5)
         assert set(load.served_since(back)) == {'1.0.0'}
-        lb_journal, green = _journal(site, 'traffic'), _journal(site, 'app-green')
+        lb_journal, green = site.journal('traffic'), site.journal('app-green')
         assert lb_journal['status'] == 'rolled_back' and green['status'] == 'rolled_back'
         assert lb_journal['closed'] < green['closed'], 'traffic was not put back before the code'
         assert site.live() == 'blue'
@@ -148,7 +141,7 @@ def test_a_failure_after_the_switch_puts_traffic_back_before_code_and_a_cold_slo
         ok = site.blue_green('2.1.0', '-e', 'failsafe_bluegreen_keep_warm=1')
         assert ok.returncode == 0, ok.stdout[-4000:]
         assert site.live() == 'green'
-        assert _pid(site, 'blue') is None
+        assert site.program_pid('blue') is None
         with pytest.raises(OSError):
             lb.get(site.ports['blue'], timeout=2)
         refused = site.switch_back()

@@ -27,6 +27,7 @@ __metaclass__ = type
 
 import os
 import socket
+import tempfile
 import time
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
@@ -437,27 +438,52 @@ class TrafficLayer(Layer):
             argv += ['-p', self.o['prefix']]
         return argv + ['-c', self.o['conf']] + list(args)
 
-    def _nginx_test(self):
-        rc, out, err = self.run(self._nginx_cmd('-t', '-q'))
+    def _nginx_test(self, conf=None):
+        argv = self._nginx_cmd('-t', '-q')
+        if conf:
+            argv[argv.index('-c') + 1] = conf
+        rc, out, err = self.run(argv)
         return rc, _tail(err + '\n' + out)
 
     def _nginx_check(self, content, keep):
-        """``nginx -t`` with ``content`` in place, then the previous file back: a check that changes nothing."""
+        """``nginx -t`` of the configuration as it would be with ``content``, without touching the live files: a
+        copy of the main configuration that includes a copy of the new upstream, both beside the originals (so
+        relative paths resolve the same). Where the main configuration does not name the include file itself (a
+        glob), the current configuration is checked and the new file is checked by apply, which puts the previous
+        file back if the check fails."""
         rc, why = self._nginx_test()
         if rc != 0:
             raise LayerError('the nginx configuration %s fails "nginx -t" before any change (rc %s): %s; nothing was '
                              'changed' % (self.o['conf'], rc, why), conf=self.o['conf'], rc=rc)
         if content == keep:
             return
-        self._put(content)
+        main = _read(self.o['conf'])
+        if main is None or self.o['path'] not in main:
+            return
+        made = []
         try:
-            rc, why = self._nginx_test()
+            upstream = self._scratch(self.o['path'], content)
+            made.append(upstream)
+            conf = self._scratch(self.o['conf'], main.replace(self.o['path'], upstream))
+            made.append(conf)
+            rc, why = self._nginx_test(conf)
         finally:
-            self._restore(keep)
+            for path in made:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         if rc != 0:
-            raise LayerError('the new upstream %s fails "nginx -t" (rc %s): %s. The previous file is back and nginx '
-                             'was not reloaded: nothing was changed.' % (self.o['path'], rc, why),
-                             path=self.o['path'], rc=rc)
+            raise LayerError('the new upstream for %s fails "nginx -t" (rc %s): %s. Nothing was changed.'
+                             % (self.o['path'], rc, why.replace(upstream, self.o['path'])), path=self.o['path'], rc=rc)
+
+    @staticmethod
+    def _scratch(beside, content):
+        directory, base = os.path.split(beside)
+        fd, path = tempfile.mkstemp(prefix='.%s.failsafe-check-' % base, dir=directory or '.')
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(content.encode('utf-8'))
+        return path
 
     def _put(self, content):
         atomic_write_bytes(self.o['path'], content.encode('utf-8'), mode=0o644)

@@ -213,20 +213,25 @@ def test_nginx_switch_then_rollback_puts_the_previous_file_back_and_reloads(ngin
 ])
 def test_nginx_bad_input_is_refused_and_the_running_config_is_untouched(nginx, apps, txn, case, servers, match):
     original = open(nginx.include).read()
+    written = os.stat(nginx.include).st_mtime_ns
     spec = ngx_layer(nginx, apps, **servers)
     if case.startswith('bad address'):
         spec['servers'][1]['address'] = '127.0.0.1:99999'
     with pytest.raises(FailsafeError, match=match):
         engine.apply_phase(dict(txn, layer=spec), _run)
     assert open(nginx.include).read() == original
+    assert os.stat(nginx.include).st_mtime_ns == written       # checked on a copy: the live file was never touched
     assert versions(nginx.port) == {'1.0.0'}
     assert not DeployState(txn['state_dir'], 'lb').read_journal().get('layers')
 
 
 def test_nginx_check_mode_shows_the_diff_and_changes_nothing(nginx, apps, txn):
     original = open(nginx.include).read()
+    written = os.stat(nginx.include).st_mtime_ns
     plan = engine.apply_phase(dict(txn, layer=ngx_layer(nginx, apps, blue=('drain', None), green=('ready', 1))),
                               _run, check_mode=True)
     assert plan['changed'] and 'backup' in plan['diff']['after']
     assert open(nginx.include).read() == original
+    assert os.stat(nginx.include).st_mtime_ns == written
+    assert not [n for n in os.listdir(os.path.dirname(nginx.include)) if 'failsafe-check' in n]
     assert versions(nginx.port) == {'1.0.0'}

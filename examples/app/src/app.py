@@ -9,10 +9,11 @@ Standard library only, Python 3.8+. Routes: / (a page), /health (JSON), /version
 (Prometheus text format) and /static/<file>.
 
 How a release behaves comes from release.json next to this file: {"version": "2.0.0", "mode": "good"}, where
-mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503) or errors (/ answers 500 to
-four requests out of five). Where it listens comes from a config file named by --config or $APP_CONFIG, in INI
-form ([app] bind = ..., port = ...) or JSON form ({"bind": ..., "port": ...}); the default is 127.0.0.1:8080. An
-optional `label` names the configuration (for example the release it was written for) in the start-up line.
+mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503), errors (/ answers 500 to
+four requests out of five) or slow (/ and /version answer after SLOW_SECONDS; /health stays quick). Where it
+listens comes from a config file named by --config or $APP_CONFIG, in INI form ([app] bind = ..., port = ...) or
+JSON form ({"bind": ..., "port": ...}); the default is 127.0.0.1:8080. An optional `label` names the configuration
+(for example the release it was written for) in the start-up line.
 """
 
 import argparse
@@ -27,10 +28,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ('good', 'crash', 'unhealthy', 'errors')
+MODES = ('good', 'crash', 'unhealthy', 'errors', 'slow')
 DEFAULTS = {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': ''}
 # In mode "errors", every ERROR_EVERY-th request to / succeeds and the others fail.
 ERROR_EVERY = 5
+# In mode "slow", / and /version answer after this many seconds (a latency regression that health checks miss).
+SLOW_SECONDS = 0.3
 
 
 class ConfigError(Exception):
@@ -218,10 +221,14 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._json(200, {'status': 'ok', 'version': release['version']})
         elif path == '/version':
+            if release['mode'] == 'slow':
+                time.sleep(SLOW_SECONDS)
             self._send(200, release['version'] + '\n')
         elif path == '/metrics':
             self._send(200, self.server.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8')
         elif path in ('/', '/index.html'):
+            if release['mode'] == 'slow':
+                time.sleep(SLOW_SECONDS)
             if release['mode'] == 'errors' and self.server.metrics.next_root_hit() % ERROR_EVERY != 0:
                 self._send(500, 'internal error\n')
             else:

@@ -240,6 +240,25 @@ def test_given_errors_release_when_running_then_most_pages_fail_and_counter_clim
     assert _metric(app.get('/metrics')[2], 'app_errors_total') == 16 + codes.count(500) == 24
 
 
+def test_given_slow_release_when_running_then_pages_lag_and_health_stays_ok(tmp_path, run_app):
+    # built on request only (not one of the standard archives)
+    archive = _build(tmp_path / 'dist', '--release', '6.0.0=slow')
+    assert [os.path.basename(p) for p in archive] == ['app-6.0.0.tar.gz']
+    target = tmp_path / 'release'
+    target.mkdir()
+    with tarfile.open(archive[0]) as tar:
+        tar.extractall(str(target))
+    app = run_app(target)
+    status, dummy, body = app.get('/health')
+    assert status == 200 and json.loads(body) == {'status': 'ok', 'version': '6.0.0'}
+    for path in ('/', '/version'):
+        started = time.time()
+        status = app.get(path)[0]
+        assert status == 200
+        assert time.time() - started >= 0.3             # the delay is a sleep: a lower bound, never flaky
+    assert 'app_build_info{version="6.0.0"} 1' in app.get('/metrics')[2]
+
+
 def test_given_running_app_when_sigterm_then_exits_zero_promptly(releases, run_app):
     app = run_app(releases['2.0.0'])
     assert app.get('/health')[0] == 200

@@ -29,6 +29,17 @@ def ensure_prereqs():
     return None
 
 
+def require():
+    """For a test's fixture: haproxy and nginx installed (scripts/lb-prereqs.sh), or the test skips; under CI
+    (``CI=true``) or as root a test that cannot run fails instead, with the reason."""
+    import pytest
+    why = ensure_prereqs()
+    if why:
+        if os.environ.get('CI') == 'true' or os.geteuid() == 0:
+            pytest.fail('load balancer test cannot run: %s' % why)
+        pytest.skip(why)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

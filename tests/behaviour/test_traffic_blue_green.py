@@ -29,9 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(params=['haproxy', 'nginx', pytest.param('haproxy-on-fleet', marks=pytest.mark.fleet)])
 def site(request, tmp_path):
-    why = lb.ensure_prereqs()
-    if why:
-        pytest.skip(why)
+    lb.require()
     if request.param == 'haproxy-on-fleet':
         # the app host and the load balancer are two SSH hosts of a namespace fleet; the client runs here
         s = lb.FleetBlueGreenSite(request.getfixturevalue('fleet')(2), tmp_path / 'site')
@@ -102,9 +100,7 @@ def test_blue_green_failed_verification_and_switch_back_serve_zero_failed_reques
 
 @pytest.fixture
 def haproxy_site(tmp_path):
-    why = lb.ensure_prereqs()
-    if why:
-        pytest.skip(why)
+    lb.require()
     s = lb.BlueGreenSite(tmp_path / 'site', 'haproxy')
     yield s
     s.stop()

@@ -27,9 +27,7 @@ APP = os.path.join(lb.ROOT, 'examples', 'app', 'src', 'app.py')
 
 @pytest.fixture(scope='module')
 def prereqs():
-    why = lb.ensure_prereqs()
-    if why:
-        pytest.skip(why)
+    lb.require()
 
 
 def start_app(base, version, mode='good'):

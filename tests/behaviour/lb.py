@@ -4,7 +4,6 @@
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -166,26 +165,31 @@ class HAProxy(object):
 
 class Nginx(object):
     """nginx 1.22 as root with its own prefix (-p) and configuration (-c), proxying to an upstream kept in an
-    include file that the traffic layer writes."""
+    include file that the traffic layer writes. ``base``, ``inner`` and ``run`` as for HAProxy: the same folder on
+    this machine and where nginx runs, and how to run a command there."""
 
-    def __init__(self, base, upstream_file_content, upstream='app'):
+    def __init__(self, base, upstream_file_content, upstream='app', bind_host='127.0.0.1', inner=None, run=None):
         self.dir = str(base)
         for sub in ('logs', 'conf', 'tmp'):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        self.inner = inner or self.dir
         self.upstream = upstream
+        self.bind_host = bind_host
         self.port = free_port()
-        self.pid_file = os.path.join(self.dir, 'logs', 'nginx.pid')
-        self.conf = os.path.join(self.dir, 'conf', 'nginx.conf')
-        self.include = os.path.join(self.dir, 'conf', 'upstream-%s.conf' % upstream)
+        self._run = run or (lambda argv: subprocess.run(argv, capture_output=True, text=True, check=False))
+        self.pid_file, self.conf, self.include = (
+            os.path.join(self.dir, n) for n in ('logs/nginx.pid', 'conf/nginx.conf', 'conf/upstream-%s.conf' % upstream))
+        self.inner_pid_file, self.inner_conf, self.inner_include = (
+            os.path.join(self.inner, n) for n in ('logs/nginx.pid', 'conf/nginx.conf', 'conf/upstream-%s.conf' % upstream))
         with open(self.include, 'w') as handle:
             handle.write(upstream_file_content)
-        tmp = os.path.join(self.dir, 'tmp')
+        tmp = os.path.join(self.inner, 'tmp')
         with open(self.conf, 'w') as handle:
             handle.write('\n'.join([
                 'worker_processes 1;',
                 'worker_shutdown_timeout 10s;',
-                'pid %s;' % self.pid_file,
-                'error_log %s/logs/error.log warn;' % self.dir,
+                'pid %s;' % self.inner_pid_file,
+                'error_log %s/logs/error.log warn;' % self.inner,
                 'events { worker_connections 1024; }',
                 'http {',
                 '    access_log off;',
@@ -194,9 +198,9 @@ class Nginx(object):
                 '    fastcgi_temp_path %s/fastcgi;' % tmp,
                 '    uwsgi_temp_path %s/uwsgi;' % tmp,
                 '    scgi_temp_path %s/scgi;' % tmp,
-                '    include %s;' % self.include,
+                '    include %s;' % self.inner_include,
                 '    server {',
-                '        listen 127.0.0.1:%d;' % self.port,
+                '        listen %s:%d;' % (self.bind_host, self.port),
                 '        location / {',
                 '            proxy_pass http://%s;' % upstream,
                 '            proxy_next_upstream error timeout http_502 http_503;',
@@ -207,12 +211,12 @@ class Nginx(object):
             ]) + '\n')
 
     def argv(self, *args):
-        return ['nginx', '-p', self.dir, '-c', self.conf] + list(args)
+        return ['nginx', '-p', self.inner, '-c', self.inner_conf] + list(args)
 
     def start(self):
-        proc = subprocess.run(self.argv(), capture_output=True, text=True, check=False)
+        proc = self._run(self.argv())
         assert proc.returncode == 0, proc.stderr
-        wait_port(self.port)
+        wait_port(self.port, host=self.bind_host)
         return self
 
     def master(self):
@@ -221,7 +225,7 @@ class Nginx(object):
 
     def stop(self):
         try:
-            os.kill(self.master(), signal.SIGQUIT)
+            self._run(['kill', '-QUIT', str(self.master())])
         except (OSError, ValueError):
             pass
 
@@ -445,26 +449,43 @@ class BlueGreenSite(object):
 
 class FleetBlueGreenSite(BlueGreenSite):
     """The same on a namespace fleet of two SSH hosts: the app host (two slots under its own supervisord, listening
-    on its address) and the load balancer host, where HAProxy runs in the host's own namespaces with its files,
-    socket and state file under the host's /srv. The load balancer answers on the host's address."""
+    on its address) and the load balancer host, where HAProxy or nginx runs in the host's own namespaces with its
+    files (configuration, pid file, socket, state file) under the host's /srv. The load balancer answers on the
+    host's address."""
 
-    def __init__(self, fleet, base, collections=None, ansible_cfg=None):
+    def __init__(self, fleet, base, driver='haproxy', collections=None, ansible_cfg=None):
         from tests.fleet import fleet as fleet_module
         self.fleet = fleet
         self.dir = str(base)
-        self.driver = 'haproxy'
+        self.driver = driver
         os.makedirs(self.dir, exist_ok=True)
         subprocess.run(['bash', os.path.join(DEMO, 'prepare.sh'), self.dir], check=True, stdout=subprocess.DEVNULL)
         self.app_host, self.lb_host = fleet.hosts[0], fleet.hosts[1]
         self.ports = {'blue': free_port(), 'green': free_port()}
         self.supervisor_conf = fleet.host_path(self.app_host.name, '/srv/supervisor/supervisord.conf')
-        self.lb = HAProxy(fleet.host_path(self.lb_host.name, '/srv/haproxy'),
-                          [('blue', self.ports['blue'], 100), ('green', self.ports['green'], 100)],
-                          bind_host=self.lb_host.address, server_host=self.app_host.address, inner='/srv/haproxy',
-                          run=lambda argv: fleet.run(self.lb_host.name, argv))
-        self.lb.start()
-        for slot in ('blue', 'green'):
-            self.lb.command('set server app/%s state drain' % slot)
+        run = (lambda argv: fleet.run(self.lb_host.name, argv))
+        if driver == 'haproxy':
+            self.lb = HAProxy(fleet.host_path(self.lb_host.name, '/srv/haproxy'),
+                              [('blue', self.ports['blue'], 100), ('green', self.ports['green'], 100)],
+                              bind_host=self.lb_host.address, server_host=self.app_host.address,
+                              inner='/srv/haproxy', run=run)
+            self.lb.start()
+            for slot in ('blue', 'green'):
+                self.lb.command('set server app/%s state drain' % slot)
+            lb_vars = {'failsafe_traffic_driver': 'haproxy', 'failsafe_traffic_haproxy_socket': self.lb.inner_socket,
+                       'failsafe_traffic_haproxy_backend': 'app',
+                       'failsafe_traffic_haproxy_state_file': self.lb.inner_state_file,
+                       'failsafe_traffic_haproxy_config': self.lb.inner_config}
+        else:
+            self.lb = Nginx(fleet.host_path(self.lb_host.name, '/srv/nginx'),
+                            'upstream app {\n    server %s:%d;\n    server %s:%d backup;\n}\n'
+                            % (self.app_host.address, self.ports['blue'], self.app_host.address, self.ports['green']),
+                            bind_host=self.lb_host.address, inner='/srv/nginx', run=run)
+            self.lb.start()
+            lb_vars = {'failsafe_traffic_driver': 'nginx', 'failsafe_traffic_nginx_include': self.lb.inner_include,
+                       'failsafe_traffic_nginx_upstream': 'app', 'failsafe_traffic_nginx_conf': self.lb.inner_conf,
+                       'failsafe_traffic_nginx_prefix': self.lb.inner,
+                       'failsafe_traffic_nginx_pid_file': self.lb.inner_pid_file}
         self.port = self.lb.port
         self.host = self.lb_host.address
         connection = {
@@ -482,6 +503,7 @@ class FleetBlueGreenSite(BlueGreenSite):
                 'failsafe_name': 'app-%s' % slot,
                 'failsafe_app_root': root,
                 'failsafe_traffic_server': slot,
+                'failsafe_traffic_address': '%s:%d' % (self.app_host.address, port),
                 'failsafe_bluegreen_check_url': 'http://127.0.0.1:%d/health' % port,
                 'failsafe_service_command': '%s %s/current/app.py --bind 0.0.0.0 --port %d'
                                             % (fleet_module.HOST_PYTHON, root, port),
@@ -499,10 +521,7 @@ class FleetBlueGreenSite(BlueGreenSite):
             'failsafe_supervisor_log_dir': '/srv/log',
         }
         lb_vars = dict(connection, ansible_host=self.lb_host.address, failsafe_name='traffic',
-                       failsafe_traffic_name='traffic', failsafe_traffic_driver='haproxy',
-                       failsafe_traffic_haproxy_socket=self.lb.inner_socket, failsafe_traffic_haproxy_backend='app',
-                       failsafe_traffic_haproxy_state_file=self.lb.inner_state_file,
-                       failsafe_traffic_haproxy_config=self.lb.inner_config)
+                       failsafe_traffic_name='traffic', **lb_vars)
         self._write_inventory(common, slots, {self.lb_host.name: lb_vars})
         self._env(collections, ansible_cfg)
         self.env.update(fleet.env())

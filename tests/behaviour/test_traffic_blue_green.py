@@ -12,7 +12,7 @@ balancer without keep-alive (one connection per request), counting every non-2xx
   restarts) and nothing fails.
 
 Real ansible-playbook runs (playbooks/blue_green.yml, playbooks/switch_back.yml) with the auto_rollback callback,
-on this machine (HAProxy, nginx) and on a namespace fleet (the app host and HAProxy's host are two SSH hosts).
+on this machine and on a namespace fleet (the app host and the load balancer's host are two SSH hosts).
 """
 import json
 import os
@@ -27,12 +27,14 @@ import lb
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=['haproxy', 'nginx', pytest.param('haproxy-on-fleet', marks=pytest.mark.fleet)])
+@pytest.fixture(params=['haproxy', 'nginx', pytest.param('haproxy-on-fleet', marks=pytest.mark.fleet),
+                        pytest.param('nginx-on-fleet', marks=pytest.mark.fleet)])
 def site(request, tmp_path):
     lb.require()
-    if request.param == 'haproxy-on-fleet':
+    if request.param.endswith('-on-fleet'):
         # the app host and the load balancer are two SSH hosts of a namespace fleet; the client runs here
-        s = lb.FleetBlueGreenSite(request.getfixturevalue('fleet')(2), tmp_path / 'site')
+        s = lb.FleetBlueGreenSite(request.getfixturevalue('fleet')(2), tmp_path / 'site',
+                                  request.param.split('-')[0])
     else:
         s = lb.BlueGreenSite(tmp_path / 'site', request.param)
     yield s

@@ -296,8 +296,11 @@ class TrafficLayer(Layer):
         if self.driver == 'haproxy':
             target = record['servers']
             current = self._haproxy_current(sorted(target))
-            changed = self._haproxy_set(current, target)
-            return {'changed': changed, 'report': {'traffic': self.describe_record(record)}}
+            changed = self._haproxy_set(current, target, strict=False)
+            report = {'traffic': self.describe_record(record)}
+            if self.not_up:
+                report['not_up'] = self.not_up
+            return {'changed': changed, 'report': report}
         content = record.get('content')
         current = _read(self.o['path'])
         if current == content:
@@ -370,9 +373,12 @@ class TrafficLayer(Layer):
                        'servers')
         return current, target
 
-    def _haproxy_set(self, current, target):
-        """Servers that take traffic first, then those that leave: at no moment does no server take traffic."""
+    def _haproxy_set(self, current, target, strict=True):
+        """Servers that take traffic first, then those that leave: at no moment does no server take traffic. With
+        ``strict`` false (an undo, which puts back what was), a server that HAProxy's health check does not see up
+        in time is put back all the same and named in the result instead of stopping the undo."""
         api = self._api()
+        self.not_up = []
         changed = False
         rising = []
         order = sorted(target, key=lambda n: (target[n]['state'] != 'ready', n))
@@ -388,19 +394,19 @@ class TrafficLayer(Layer):
                 rising.append(name)
             else:
                 if rising:
-                    self._haproxy_wait_up(rising)
+                    self._haproxy_wait_up(rising, strict)
                     rising = []
                 api.set_server(self.o['backend'], name, state=state)
                 api.set_server(self.o['backend'], name, weight=weight)
             changed = True
         if rising:
-            self._haproxy_wait_up(rising)
+            self._haproxy_wait_up(rising, strict)
         if self.o.get('state_file'):
             # kept across an HAProxy reload: load-server-state-from-file reads this file at start
             api.save_state(self.o['state_file'])
         return changed
 
-    def _haproxy_wait_up(self, names):
+    def _haproxy_wait_up(self, names, strict=True):
         """Wait until HAProxy's own health checks see the servers just made ready as up (srv_op_state 2), before
         any other server leaves: a server coming out of maintenance or not yet checked counts as down until then."""
         timeout = float(self.o.get('up_timeout') if self.o.get('up_timeout') is not None else 10)
@@ -411,6 +417,9 @@ class TrafficLayer(Layer):
             if not down:
                 return
             if time.time() >= deadline:
+                if not strict:
+                    self.not_up.extend(down)
+                    return
                 raise LayerError('HAProxy %s/%s is not up after %s s (its health check fails): traffic was not taken '
                                  'from the other servers' % (self.o['backend'], ', '.join(down), timeout),
                                  backend=self.o['backend'], down=down)

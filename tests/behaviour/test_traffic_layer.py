@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -233,3 +234,39 @@ def test_nginx_check_mode_shows_the_diff_and_changes_nothing(nginx, apps, txn):
     assert os.stat(nginx.include).st_mtime_ns == written
     assert not [n for n in os.listdir(os.path.dirname(nginx.include)) if 'failsafe-check' in n]
     assert versions(nginx.port) == {'1.0.0'}
+
+
+def _point_green_at_nothing(haproxy):
+    """green's address moves to a port where nothing listens: HAProxy's health check sees it down."""
+    haproxy.command('set server app/green addr 127.0.0.1 port %d' % lb.free_port())
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        rows = [ln.split() for ln in haproxy.command('show servers state app').splitlines()]
+        if [r for r in rows if len(r) > 5 and r[3] == 'green' and r[5] == '0']:     # srv_op_state 0: stopped
+            return
+        time.sleep(0.1)
+    raise AssertionError('green never went down')
+
+
+def test_haproxy_does_not_drain_the_others_while_the_new_server_is_down(haproxy, txn):
+    _point_green_at_nothing(haproxy)
+    spec = dict(hap_layer(haproxy, blue=('drain', 100), green=('ready', 100)), up_timeout=1)
+    with pytest.raises(FailsafeError, match='green is not up after 1.0 s'):
+        engine.apply_phase(dict(txn, layer=spec), _run)
+    assert not haproxy.server_state()['blue'][0] & 0x08          # blue still takes the traffic
+    assert versions(haproxy.port) == {'1.0.0'}
+    # the rollback puts back what was captured (green drained) and proves it
+    engine.rollback(txn, _run)
+    assert haproxy.server_state()['green'][0] & 0x08
+
+
+def test_haproxy_undo_puts_back_a_ready_server_that_is_down_and_says_so(haproxy, txn):
+    haproxy.command('set server app/green state ready')
+    _point_green_at_nothing(haproxy)
+    spec = dict(hap_layer(haproxy, blue=('ready', 100), green=('drain', 100)), up_timeout=1)
+    engine.apply_phase(dict(txn, layer=spec), _run)
+    assert haproxy.server_state()['green'][0] & 0x08
+    out = engine.rollback(txn, _run)
+    assert out['failsafe_rollback']['layers'][0]['not_up'] == ['green']
+    assert not haproxy.server_state()['green'][0] & 0x08         # ready again, as captured
+    assert versions(haproxy.port) == {'1.0.0'}                   # blue serves meanwhile

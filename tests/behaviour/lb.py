@@ -1,4 +1,4 @@
-# Real load balancers for the traffic layer's tests and bench: Debian's HAProxy and nginx started per test session
+# Real load balancers for the traffic layer's tests and bench: Debian's HAProxy and nginx started by each test
 # with their own configuration, pid file, admin socket and ephemeral ports (never the system services), and a
 # bounded HTTP client that counts every answer through the load balancer.
 import json

@@ -1,13 +1,16 @@
 # The two commands of the README: `make demo` and `make test`. Both set everything up first.
 SHELL := /bin/bash
 
-.PHONY: setup demo test unit mutants behaviour bench clean
+.PHONY: setup demo demo-blue-green test unit mutants behaviour bench clean
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup
 	bash scripts/demo.sh
+
+demo-blue-green: setup
+	bash scripts/demo-blue-green.sh
 
 test: setup
 	bash scripts/test.sh

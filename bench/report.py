@@ -226,6 +226,31 @@ def self_revert_md(rows):
     return out + ['']
 
 
+def traffic_md(d):
+    out = ['## 7. Traffic: blue-green and switch-back', '',
+           'One app host with two slots behind a real load balancer (Debian\'s HAProxy 2.6, runtime API; nginx 1.22, '
+           'include file and graceful reload), on this machine, under a steady load: a bounded client sending GET '
+           '/version through the load balancer, one connection per request (keep-alive %s), counting every non-2xx '
+           'answer and connection error. Blue-green: `playbooks/blue_green.yml` deploys 2.0.0 to the idle slot. '
+           'Switch-back (target under %.1f s from the decision to traffic fully back, i.e. the first of 20 answers '
+           'in a row from the old release): through `playbooks/switch_back.yml` (ansible-playbook\'s own start-up '
+           'included), and the traffic layer called as the load balancer host runs it. Baseline in the same run: '
+           '`playbooks/deploy.yml` deploying 2.1.0 to both slots one at a time (`failsafe_serial=1`), each restarted '
+           'in place while the load balancer sends it traffic.'
+           % ('on' if d.get('keep_alive') else 'off', d['target_switch_back_s']), '',
+           '| load balancer | failed: blue-green deploy | failed: switch-backs | failed: rolling deploy (baseline) '
+           '| switch-back, layer: done / traffic back | switch-back, playbook: traffic back | requests |',
+           '| --- | --- | --- | --- | --- | --- | --- |']
+    for name, r in sorted(d['drivers'].items()):
+        out.append('| %s | %d of %d | %d | %d of %d | %s / %s | %s | %d |' % (
+            name, r['bluegreen_failed'], r['bluegreen_requests'], r['switch_back_failed'], r['rolling_failed'],
+            r['rolling_requests'], _s(r['switch_back_layer'], digits=3), _s(r['switch_back_layer_traffic'], digits=3),
+            _s(r['switch_back_playbook_traffic']), r['requests']))
+    out += ['', 'Switch-back under %.1f s from the decision to traffic fully back (traffic layer, every load '
+            'balancer): %s.' % (d['target_switch_back_s'], _met(d.get('met'))), '']
+    return out
+
+
 def markdown(results):
     meta = results['meta']
     out = ['# Benchmarks', '',
@@ -239,7 +264,7 @@ def markdown(results):
               if meta['loadavg_start'][0] > meta['cpus'] / 2.0 else ' (the end includes the benchmark\'s own load)'),
            '']
     for key, func in (('recovery', recovery_md), ('snapshot', snapshot_md), ('callback', callback_md),
-                      ('database', database_md), ('scaling', scaling_md)):
+                      ('database', database_md), ('scaling', scaling_md), ('traffic', traffic_md)):
         if results.get(key):
             out += func(results[key])
     out += memory_md(results)
@@ -319,6 +344,16 @@ def summary_lines(results):
                 max(snap['module']['first']['module_peak_rss_mb'], snap['module']['unchanged']['module_peak_rss_mb']),
                 snap['bytes'] / 1048576.0))
         lines.append('- [Peak memory](bench/results.md#5-peak-memory): %s.' % '; '.join(parts))
+    tr = results.get('traffic')
+    if tr:
+        rows = sorted(tr['drivers'].items())
+        lines.append('- [Traffic](bench/results.md#6-traffic-blue-green-and-switch-back): under steady load, failed '
+                     'requests in a blue-green deploy and its switch-back %s, against %s for a plain rolling deploy; '
+                     'switch-back to traffic fully back in %s (target under %.1f s: %s).'
+                     % (', '.join('%d (%s)' % (r['bluegreen_failed'] + r['switch_back_failed'], n) for n, r in rows),
+                        ', '.join('%d (%s)' % (r['rolling_failed'], n) for n, r in rows),
+                        ', '.join('%.2f s (%s)' % (r['switch_back_layer_traffic']['median'], n) for n, r in rows),
+                        tr['target_switch_back_s'], 'met' if tr.get('met') else 'missed'))
     return lines
 
 

@@ -24,13 +24,14 @@ import report
 FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 1}, scaling_hosts=[1, 3, 10, 30, 100],
             scaling_reps={1: 2, 3: 1, 10: 1, 30: 1, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,
             snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=2, db_mb=200, confirm_hosts=[10],
-            confirm_timeout=10)
+            confirm_timeout=10, traffic_repeats=2)
 SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
              app_files=5,
              snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5,
-             confirm_hosts=[2], confirm_timeout=8)
-# fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed)
-PARTS = ('snapshot', 'callback', 'database', 'fleet', 'confirm')
+             confirm_hosts=[2], confirm_timeout=8, traffic_repeats=1)
+# fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed);
+# traffic: blue-green and switch-back behind HAProxy and nginx
+PARTS = ('snapshot', 'callback', 'database', 'fleet', 'confirm', 'traffic')
 
 
 class Ctx(object):
@@ -144,6 +145,9 @@ def main():
                         part('self_revert', fleet.self_revert)
             finally:
                 fleet.down()
+        if 'traffic' in parts:
+            from traffic_bench import TrafficBench
+            part('traffic', TrafficBench(ctx).run)
     finally:
         results['meta']['finished'] = time.time()
         results['meta']['seconds'] = round(time.time() - started, 1)

@@ -26,11 +26,30 @@ SHORT = {
     'commit': 'Mark the release verified, close the transaction, release the lock and prune.',
     'rollback': ('Undo the transaction in the journal: restore the snapshot, return to the last verified release, '
                  'restart, check health and prove the restore.'),
+    'traffic': 'Set which servers of a load balancer (HAProxy or nginx) take traffic, in a transaction of its own.',
 }
+# The README's opening paragraph and the page the role's description points to, where they are not the steps'.
+INTRO = {
+    'traffic': ('Applies a `traffic` layer on the load balancer host, in a transaction of layers only: open, apply, '
+                'check through the load balancer, commit. HAProxy through its admin socket (weights and '
+                '`ready`/`drain`/`maint`, no reload; the server-state-file is rewritten so a reload keeps the '
+                'state), nginx through an upstream include file checked with `nginx -t` before a graceful reload. '
+                'The previous traffic state is the undo: a rollback puts it back before any code is rolled back. '
+                'Bad input (an unknown server, weights that do not add up, a refusing socket, a configuration that '
+                'fails `haproxy -c` or `nginx -t`) changes nothing. `playbooks/blue_green.yml` and '
+                '`playbooks/switch_back.yml` use it; see [traffic and blue-green](../../docs/traffic.md). '
+                '`ansible-doc -t role failsafe.deploy.traffic` shows the same variables.'),
+}
+DOC_PAGE = {'traffic': 'docs/traffic.md'}
+CHOICES = {'failsafe_service_manager': ['supervisor', 'systemd', 'none'], 'failsafe_traffic_driver': ['haproxy', 'nginx'],
+           'failsafe_confirm_mechanism': ['auto', 'systemd', 'process']}
+# Defaults of null: the type the variable takes when set.
+NULL_TYPES = {'failsafe_traffic_total': 'int'}
 REQUIRED = {'release': {'failsafe_release_archive'}}
 # Defaults that are templates standing for a list or dict, by (role, variable): shown in the README only.
 TEMPLATE_DEFAULTS = {}
-DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks', 'failsafe_confirm_checks')
+DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks', 'failsafe_confirm_checks',
+              'failsafe_traffic_servers', 'failsafe_traffic_checks')
 TEMPLATE_LISTS = ('failsafe_rollback_checks', 'failsafe_confirm_checks')
 
 
@@ -73,19 +92,19 @@ def write_specs(role):
             pending = []
     opts = {}
     for key, val in data.items():
-        t = _type_of(val)
+        t = NULL_TYPES.get(key, 'str') if val is None else _type_of(val)
         o = {'description': [comments[key]], 'type': t}
         if t == 'list':
             o['elements'] = 'dict' if key in DICT_LISTS else 'str'
         if key in TEMPLATE_LISTS:
             o['type'] = 'list'
             o['elements'] = 'dict'
-        if key == 'failsafe_confirm_mechanism':
-            o['choices'] = ['auto', 'systemd', 'process']
-        if key == 'failsafe_service_manager':
-            o['choices'] = ['supervisor', 'systemd', 'none']
+        if key in CHOICES:
+            o['choices'] = CHOICES[key]
         if key in REQUIRED.get(role, ()):
             o['required'] = True
+        elif val is None:
+            pass
         elif isinstance(val, str) and '{{' in val and o['type'] != 'str':
             # A template standing for a list or dict is no valid default of that type. The README shows it; the
             # description says it in words (a template inside C() breaks at its first closing parenthesis).
@@ -95,7 +114,7 @@ def write_specs(role):
         opts[key] = o
     spec = {'argument_specs': {'main': {
         'short_description': SHORT[role],
-        'description': [SHORT[role], 'Part of the failsafe.deploy transaction; see docs/transaction.md.'],
+        'description': [SHORT[role], 'Part of the failsafe.deploy transaction; see %s.' % DOC_PAGE.get(role, 'docs/transaction.md')],
         'options': opts}}}
     if role == 'activate':
         spec['argument_specs']['service'] = {
@@ -117,6 +136,21 @@ def write_specs(role):
 
 
 EXAMPLES = {
+    'traffic': """- name: Send all traffic to green, drain blue
+  hosts: lb
+  gather_facts: false
+  roles:
+    - role: failsafe.deploy.traffic
+      vars:
+        failsafe_traffic_driver: haproxy
+        failsafe_traffic_haproxy_socket: /run/haproxy/admin.sock
+        failsafe_traffic_haproxy_backend: app
+        failsafe_traffic_servers:
+          - {name: green, state: ready, weight: 100}
+          - {name: blue, state: drain}
+        failsafe_traffic_checks:
+          - url: http://127.0.0.1/version
+            body_regex: '^2\\.0\\.0$'""",
     'preflight': """- name: Open a deploy transaction
   hosts: app
   gather_facts: false
@@ -239,11 +273,12 @@ def _default_text(o):
 
 def write_readme(role, spec):
     lines = ['# failsafe.deploy.%s' % role, '', SHORT[role], '',
-             'One step of the failsafe.deploy transaction (preflight, snapshot, release, migrate, activate, verify, commit; '
-             'rollback undoes it), each one `failsafe.deploy.transaction` call on the host. `playbooks/deploy.yml` '
-             '(whose preflight takes the snapshot in the same call) and `playbooks/rollback.yml` compose the steps; '
-             'see [the deploy transaction](../../docs/transaction.md). '
-             '`ansible-doc -t role failsafe.deploy.%s` shows the same variables.' % role, '']
+             INTRO.get(role) or (
+                 'One step of the failsafe.deploy transaction (preflight, snapshot, release, migrate, activate, verify, '
+                 'commit; rollback undoes it), each one `failsafe.deploy.transaction` call on the host. '
+                 '`playbooks/deploy.yml` (whose preflight takes the snapshot in the same call) and `playbooks/rollback.yml` '
+                 'compose the steps; see [the deploy transaction](../../docs/transaction.md). '
+                 '`ansible-doc -t role failsafe.deploy.%s` shows the same variables.' % role), '']
     for entry, data in spec['argument_specs'].items():
         title = 'Variables' if entry == 'main' else 'Variables of the `%s` entry point' % entry
         lines += ['## %s' % title, '']

@@ -415,6 +415,28 @@ MUTANTS = [
             INCIDENT + 'test_report_shows_the_metric_gate_queries_values_and_thresholds',
         ],
     },
+    # --- load balancer traffic -----------------------------------------------------------------------------------
+    {
+        'name': 'traffic-state-file-not-saved',
+        'breaks': "HAProxy's server-state-file is not written, so a reload brings a drained server back",
+        'file': 'plugins/module_utils/_traffic.py',
+        'old': "            api.save_state(self.o['state_file'])\n",
+        'new': '            pass  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_traffic_layer.py::'
+            'test_a_drained_haproxy_server_stays_drained_across_a_reload_and_a_restored_one_stays_ready',
+        ],
+    },
+    {
+        'name': 'traffic-undo-noop',
+        'breaks': 'undoing the traffic layer leaves HAProxy as the deploy set it',
+        'file': 'plugins/module_utils/_traffic.py',
+        'old': "            changed = self._haproxy_set(current, target, strict=False)\n",
+        'new': "            changed = False  # mutant\n",
+        'tests': [
+            'tests/behaviour/test_traffic_layer.py::test_haproxy_switch_then_rollback_puts_traffic_back_and_proves_it',
+        ],
+    },
 ]
 
 

@@ -56,6 +56,8 @@ case "${1:-all}" in
     if [ -x scripts/fleet-prereqs.sh ]; then bash scripts/fleet-prereqs.sh; fi
     # Debian's prometheus for the metric gate tests (the real server they query).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/prometheus-prereqs.sh; fi
+    # Debian's haproxy and nginx for the traffic layer's tests (installed as root; the tests' fixture does it too).
+    if [ "$(id -u)" -eq 0 ]; then bash scripts/lb-prereqs.sh; fi
     # Debian's chromium for the HTML report test; a non-root run without it skips that test (with -rs its reason).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
     # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).

@@ -231,6 +231,13 @@ options:
       - For V(apply), the layer to apply. C(kind) names a registered layer kind; C(id) tells apart several layers of
         one kind in a transaction; the other keys are the kind's options, recorded in the journal with the undo
         record (except the kind's secret options) so that a rollback can undo the layer.
+      - "Kind C(traffic) (rollback stage C(traffic)): which servers of a load balancer take traffic. C(driver) is
+        C(haproxy) (the runtime API on the admin socket C(socket), backend C(backend); C(state_file) is rewritten
+        after every change so a reload keeps the state; C(config) is checked with C(haproxy -c) first) or C(nginx)
+        (the upstream C(upstream) written whole to the include file C(path), checked with C(nginx -t) using C(conf)
+        and C(prefix), then a graceful reload; C(pid_file) to wait for the new workers). C(servers) lists
+        C({name, state, weight, address}) with C(state) one of C(ready), C(drain), C(maint); C(total) asks the
+        weights of the ready servers to add up to it. See docs/traffic.md."
     type: dict
   stages:
     description:

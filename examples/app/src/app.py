@@ -246,6 +246,8 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._json(200, {'status': 'ok', 'version': release['version']})
         elif path == '/version':
+            if release['mode'] == 'slow':
+                time.sleep(SLOW_SECONDS)
             self._send(200, release['version'] + '\n')
         elif path == '/metrics':
             self._send(200, self.server.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8')

@@ -10,3 +10,4 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _layers  # noqa: F401
+from ansible_collections.failsafe.deploy.plugins.module_utils import _flags  # noqa: F401

@@ -38,7 +38,7 @@ RELEASES = (
     ('4.0.0', 'crash'),
     ('5.0.0', 'errors'),
 )
-MODES = ('good', 'crash', 'unhealthy', 'errors')
+MODES = ('good', 'crash', 'unhealthy', 'errors', 'flagged')
 
 
 def source_mtime():

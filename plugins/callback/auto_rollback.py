@@ -590,6 +590,7 @@ class CallbackModule(CallbackBase):
         self.play_connection = {}
         self.connections = {}
         self.layer_stages = {}
+        self.ladder = {}
         self.finished = False
         self.outcome = None
         self._atexit_registered = False
@@ -750,6 +751,14 @@ class CallbackModule(CallbackBase):
         for txn in _transactions(data):
             if self.run.observe_transaction(host, txn) == 'opened':
                 self.connections[host] = self._connection_for(host, _result_host(result))
+        ladder = (data.get('ansible_facts') or {}).get('failsafe_ladder')
+        if isinstance(ladder, list) and ladder and isinstance(ladder[-1], dict):
+            # a step of the escalation ladder (verify role): kill switch, traffic back, full rollback
+            self.ladder[host] = [dict(step) for step in ladder if isinstance(step, dict)]
+            last = ladder[-1]
+            self.timeline.add('ladder', host=host, step=self.redactor.text(str(last.get('step'))),
+                              outcome=self.redactor.text(str(last.get('outcome'))),
+                              detail=self.redactor.text(str(last['msg'])) if last.get('msg') else None)
         stages = data.get('failsafe_layer_stages')
         if isinstance(stages, list) and stages:
             # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each
@@ -914,7 +923,19 @@ class CallbackModule(CallbackBase):
             self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
-            if self.incident_id is not None:
+            fixed = dict((host, steps[-1]['step']) for host, steps in self.ladder.items()
+                         if steps and steps[-1].get('outcome') == 'fixed')
+            if fixed:
+                # A health check failed and a step of the escalation ladder (the kill switch, the traffic back)
+                # brought it back: no rollback, but an incident that says which step did it.
+                self._ensure_incident()
+                self.outcome = 'mitigated'
+                summary = 'health check failed; the escalation ladder fixed it (%s); no rollback' % ', '.join(
+                    '%s: %s' % (host, step) for host, step in sorted(fixed.items()))
+                self._alert('failure_rescued', 'warning', summary=summary, outcome='mitigated', ladder=self.ladder)
+                self._write_incident(None, [], reason=summary)
+                self._summary_line()
+            elif self.incident_id is not None:
                 # An alert went out, then the recap showed every failure rescued: say so, and write it up.
                 self.outcome = 'rescued'
                 self._alert('failure_rescued', 'info', summary='the failure was rescued; no rollback needed')
@@ -1156,6 +1177,7 @@ class CallbackModule(CallbackBase):
             'transactions': self.run.transactions,
             'rollback': rollback,
             'alerts': list(self.alerts.records) if self.alerts else [],
+            'ladder': self.ladder,
             'timeline': self.timeline.to_list(),
             'timeline_dropped': self.timeline.dropped,
             'files': files,

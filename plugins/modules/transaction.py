@@ -332,6 +332,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
     activate_phase, apply_phase, commit_phase, open_phase, rollback, snapshot_phase, stage_phase, verify_phase,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
@@ -388,6 +389,11 @@ def main():
     )
     p = dict(module.params)
     phase = p['phase']
+    layer_cls = KINDS.get((p.get('layer') or {}).get('kind'))
+    for option in (layer_cls.secret_options if layer_cls is not None else ()):
+        # a layer's secret options (an API token) are masked in every output, as no_log options are
+        if (p.get('layer') or {}).get(option):
+            module.no_log_values.add(str(p['layer'][option]))
     layers_only = phase in LAYERS_ONLY and not p.get('release') and not p.get('app_root')
     if layers_only and not p.get('run_id'):
         module.fail_json(msg='phase=%s needs run_id' % phase)

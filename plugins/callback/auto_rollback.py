@@ -759,11 +759,13 @@ class CallbackModule(CallbackBase):
             self.timeline.add('ladder', host=host, step=self.redactor.text(str(last.get('step'))),
                               outcome=self.redactor.text(str(last.get('outcome'))),
                               detail=self.redactor.text(str(last['msg'])) if last.get('msg') else None)
-        stages = data.get('failsafe_layer_stages')
-        if isinstance(stages, list) and stages:
-            # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each
-            # stage on every host before the next
-            self.layer_stages[host] = [str(stage) for stage in stages]
+        # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each stage
+        # on every host before the next. A looped task (one apply per flag store) carries them in its items.
+        items = [data] + [item for item in (data.get('results') or []) if isinstance(item, dict)]
+        for item in items:
+            stages = item.get('failsafe_layer_stages')
+            if isinstance(stages, list) and stages:
+                self.layer_stages[host] = [str(stage) for stage in stages]
 
     def _connection_for(self, host, host_obj):
         """The connection keywords of the current play for ``host``, templates resolved with its variables. A value

@@ -136,7 +136,11 @@ def test_a_flag_key_that_does_not_exist_fails_before_anything_changes(site):
     assert proc.returncode != 0
     assert "flag key 'no-such-flag' does not exist in the flag file" in proc.stdout
     assert open(d.flag_file).read() == text
+    # refused in the preflight: no transaction was opened, the release was not staged nor quarantined
     assert d.current() == 'releases/1.0.0'
+    assert d.journal()['status'] == 'committed' and d.journal()['release'] == '1.0.0'
+    assert '2.0.0' not in d.ledger()['releases']
+    assert d.incident_reports() == []
 
 
 def ladder_steps(report):

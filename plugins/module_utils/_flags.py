@@ -233,8 +233,8 @@ class UnleashAPI(object):
         self._call('POST', '/api/admin/projects/%s/features' % quote(self.project, safe=''), {'name': key})
 
     def switch(self, key, on):
-        self._call('POST', '%s/environments/%s/%s' % (self._feature_path(key), quote(self.environment, safe=''),
-                                                       'on' if on else 'off'))
+        where = (self._feature_path(key), quote(self.environment, safe=''), 'on' if on else 'off')
+        self._call('POST', '%s/environments/%s/%s' % where)
 
     def archive(self, key):
         self._call('DELETE', self._feature_path(key), missing_ok=True)

@@ -25,7 +25,7 @@ description:
     in the same task unless O(remote_src=true).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
     or when this run's activation was cut short before its restart.
-  - V(apply) applies one more layer kind (O(layer)) in the open transaction: it records what the layer is about
+  - V(apply) applies one more layer kind (O(layer)) in the open transaction. It records what the layer is about
     to change in the undo log first, then changes it. A host whose part of a deploy is only such layers (a load
     balancer, a database or flag host) opens its transaction with V(open) and no O(release).
   - V(verify) runs O(checks); a failure names each failed check, what it expected and what came back.
@@ -204,7 +204,10 @@ options:
     description:
       - For V(apply), the layer to apply. C(kind) names a registered layer kind; C(id) tells apart several layers of
         one kind in a transaction; the other keys are the kind's options, recorded in the journal with the undo
-        record (except the kind's secret options) so that a rollback can undo the layer.
+        record (except the kind's secret options, which are also masked in the output) so that a rollback can undo
+        the layer.
+      - Kinds shipped with the collection are V(flags) (feature flags in flagd flag files or an Unleash server; see
+        the failsafe.deploy.flags role and docs/flags.md).
     type: dict
   stages:
     description:

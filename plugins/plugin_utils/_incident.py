@@ -476,8 +476,8 @@ def render_markdown(incident):
         lines += ['## Escalation ladder', '', '| Host | Step | Outcome | Detail |', '|---|---|---|---|']
         for host in sorted(ladder):
             for step in ladder[host]:
-                lines.append('| %s | %s | %s | %s |' % (_md(host), _md(step.get('step')), _md(step.get('outcome')),
-                                                       _md(step.get('msg'))))
+                cells = (_md(host), _md(step.get('step')), _md(step.get('outcome')), _md(step.get('msg')))
+                lines.append('| %s | %s | %s | %s |' % cells)
         lines.append('')
 
     timeline = incident.get('timeline') or []

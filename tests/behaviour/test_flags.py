@@ -114,6 +114,7 @@ def test_a_deploy_that_turns_a_flag_on_and_fails_has_the_flag_back_off(site):
     layers = report['rollback']['hosts']['localhost']['restored']['layers']
     assert [entry['kind'] for entry in layers] == ['flags', 'files', 'release', 'service']
 
+
 def test_check_mode_shows_the_flag_change_and_changes_nothing(site):
     d = site
     assert run_deploy(d, '1.0.0').returncode == 0
@@ -191,4 +192,3 @@ def test_the_ladder_goes_on_to_the_full_rollback_when_the_kill_switch_does_not_h
     assert ladder_steps(report) == [('health_check', 'failed'), ('kill_switch', 'still_failing'),
                                     ('traffic', 'skipped'), ('full_rollback', 'started')]
     assert 'escalation ladder did not fix it (kill_switch: still_failing, traffic: skipped)' in failure_text(report)
-

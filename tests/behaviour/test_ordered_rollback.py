@@ -44,7 +44,7 @@ def layered(local_deploy):
         demo = yaml.safe_load(handle)
     shutil.copy(os.path.join(DEMO, 'release-changes.yml'), os.path.join(site, 'release-changes.yml'))
     local = {'ansible_connection': 'local', 'ansible_python_interpreter': '{{ ansible_playbook_python }}'}
-    hook = {'failsafe_rollback_before_tasks': os.path.join(HERE, 'playbooks', 'record_rollback_start.yml'),
+    hook = {'failsafe_rollback_before_tasks': os.path.join(HERE, 'fault_hooks', 'record_rollback_start.yml'),
             'failsafe_test_flag_file': d.flag_file, 'failsafe_test_config_file': d.config_file,
             'failsafe_test_order_log': d.order_log}
     inventory = {'all': {'vars': hook, 'children': {

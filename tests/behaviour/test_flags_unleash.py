@@ -70,6 +70,7 @@ def test_a_feature_unleash_does_not_have_fails_before_anything_changes(unleash, 
     # a wrong token is a clear error too
     with open(vars_file, 'w') as handle:
         json.dump({'failsafe_flags': [{'backend': 'unleash', 'url': unleash.url, 'environment': 'development',
-                                       'token': 'wrong', 'flags': {FEATURE: {'enabled': True}}}]}, handle)
+                                       'token': 'wrong-token-7f3e', 'flags': {FEATURE: {'enabled': True}}}]}, handle)
     proc = d.deploy('2.0.0', '-e', '@' + vars_file)
     assert proc.returncode != 0 and '(check the API token)' in proc.stdout
+    assert 'wrong-token-7f3e' not in proc.stdout

@@ -192,3 +192,21 @@ def test_the_ladder_goes_on_to_the_full_rollback_when_the_kill_switch_does_not_h
     assert ladder_steps(report) == [('health_check', 'failed'), ('kill_switch', 'still_failing'),
                                     ('traffic', 'skipped'), ('full_rollback', 'started')]
     assert 'escalation ladder did not fix it (kill_switch: still_failing, traffic: skipped)' in failure_text(report)
+
+
+def test_without_a_kill_switch_the_traffic_step_runs_its_hook_and_checks_again(site):
+    """The traffic step is a hook (the traffic layer plugs in there): here a task file standing for it fixes the
+    cause the way moving the traffic would (it turns the broken feature off), so the ladder stops at traffic."""
+    d = site
+    assert run_deploy(d, '1.0.0').returncode == 0
+    hook = os.path.join(d.dir, 'traffic-back.yml')
+    with open(hook, 'w') as handle:
+        handle.write('---\n- name: Stand-in for the traffic layer\n  ansible.builtin.copy:\n    dest: %s\n'
+                     '    content: \'{"flags": {"new-checkout": {"state": "DISABLED", "variants": {"on": true, '
+                     '"off": false}, "defaultVariant": "off"}}}\'\n    mode: "0640"\n' % d.flag_file)
+    proc = run_deploy(d, '6.0.0', failsafe_ladder_traffic_tasks=hook, **flag_on_vars(d.flag_file))
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert d.current() == 'releases/6.0.0' and d.journal()['status'] == 'committed'
+    report = incident(d)
+    assert report['outcome'] == 'mitigated'
+    assert ladder_steps(report) == [('health_check', 'failed'), ('kill_switch', 'skipped'), ('traffic', 'fixed')]

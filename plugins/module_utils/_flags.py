@@ -35,13 +35,9 @@ import stat
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import Layer, LayerError, register
 
-try:  # Python 3
-    from urllib.request import Request, urlopen
-    from urllib.error import HTTPError, URLError
-    from urllib.parse import quote
-except ImportError:  # pragma: no cover - Python 2 is not supported on targets, kept importable for sanity tests
-    from urllib2 import Request, urlopen, HTTPError, URLError  # noqa: F401
-    from urllib import quote  # noqa: F401
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
 
 BACKENDS = ('flagd_file', 'unleash')
 STATES = ('ENABLED', 'DISABLED')

@@ -24,6 +24,8 @@ SHORT = {
     'activate': 'Write configuration, switch current atomically to the new release and restart the service.',
     'verify': 'Run health checks against the new release; a failure triggers the rollback.',
     'commit': 'Mark the release verified, close the transaction, release the lock and prune.',
+    'flags': ('Set feature flags as a layer of the transaction (flagd flag files, Unleash), undone first by a '
+              'rollback; the kill switch of the escalation ladder.'),
     'rollback': ('Undo the transaction in the journal: restore the snapshot, return to the last verified release, '
                  'restart, check health and prove the restore.'),
     'traffic': 'Set which servers of a load balancer (HAProxy or nginx) take traffic, in a transaction of its own.',
@@ -49,7 +51,7 @@ REQUIRED = {'release': {'failsafe_release_archive'}}
 # Defaults that are templates standing for a list or dict, by (role, variable): shown in the README only.
 TEMPLATE_DEFAULTS = {}
 DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks', 'failsafe_confirm_checks',
-              'failsafe_traffic_servers', 'failsafe_traffic_checks')
+              'failsafe_traffic_servers', 'failsafe_traffic_checks', 'failsafe_flags', 'failsafe_flags_kill_switch')
 TEMPLATE_LISTS = ('failsafe_rollback_checks', 'failsafe_confirm_checks')
 
 
@@ -242,6 +244,23 @@ EXAMPLES = {
       vars:
         failsafe_release_keep: 3
         failsafe_snapshot_keep: 3""",
+    'flags': """- name: Deploy with a feature turned on, fail safe
+  hosts: app
+  gather_facts: false
+  roles:
+    # ... preflight, release and activate first (see playbooks/deploy.yml, which runs this role after activate)
+    - role: failsafe.deploy.flags
+      vars:
+        failsafe_flags:
+          - path: /etc/flagd/app.flagd.json
+            flags:
+              new-checkout:
+                enabled: true
+        failsafe_flags_kill_switch:
+          - path: /etc/flagd/app.flagd.json
+            flags:
+              new-checkout:
+                enabled: false""",
     'rollback': """- name: Roll back to the last verified state
   hosts: app
   gather_facts: false

@@ -40,7 +40,7 @@ RELEASES = (
     ('6.0.0', 'flaky'),
     ('7.0.0', 'slow'),
 )
-MODES = ('good', 'crash', 'unhealthy', 'errors', 'flaky', 'slow')
+MODES = ('good', 'crash', 'unhealthy', 'errors', 'flaky', 'slow', 'flagged')
 
 
 def source_mtime():

@@ -699,6 +699,7 @@ class CallbackModule(CallbackBase):
         self.play_connection = {}
         self.connections = {}
         self.layer_stages = {}
+        self.ladder = {}
         self.finished = False
         self.outcome = None
         # Hosts that reverted a transaction by themselves (commit confirmed), as the next run's open or query found
@@ -887,11 +888,21 @@ class CallbackModule(CallbackBase):
             if self.run.observe_transaction(host, txn) == 'opened':
                 self.connections[host] = self._connection_for(host, _result_host(result))
                 self._notice('started')
-        stages = data.get('failsafe_layer_stages')
-        if isinstance(stages, list) and stages:
-            # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each
-            # stage on every host before the next
-            self.layer_stages[host] = [str(stage) for stage in stages]
+        ladder = (data.get('ansible_facts') or {}).get('failsafe_ladder')
+        if isinstance(ladder, list) and ladder and isinstance(ladder[-1], dict):
+            # a step of the escalation ladder (verify role): kill switch, traffic back, full rollback
+            self.ladder[host] = [dict(step) for step in ladder if isinstance(step, dict)]
+            last = ladder[-1]
+            self.timeline.add('ladder', host=host, step=self.redactor.text(str(last.get('step'))),
+                              outcome=self.redactor.text(str(last.get('outcome'))),
+                              detail=self.redactor.text(str(last['msg'])) if last.get('msg') else None)
+        # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each stage
+        # on every host before the next. A looped task (one apply per flag store) carries them in its items.
+        items = [data] + [item for item in (data.get('results') or []) if isinstance(item, dict)]
+        for item in items:
+            stages = item.get('failsafe_layer_stages')
+            if isinstance(stages, list) and stages:
+                self.layer_stages[host] = [str(stage) for stage in stages]
 
     def _note_self_revert(self, host, facts):
         """A host rolled back a transaction by itself because nobody confirmed it in time: an incident."""
@@ -1112,8 +1123,19 @@ class CallbackModule(CallbackBase):
             self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
-            rescued = self.incident_id is not None
-            if rescued:
+            fixed = dict((host, steps[-1]['step']) for host, steps in self.ladder.items()
+                         if steps and steps[-1].get('outcome') == 'fixed')
+            if fixed:
+                # A health check failed and a step of the escalation ladder (the kill switch, the traffic back)
+                # brought it back: no rollback, but an incident that says which step did it.
+                self._ensure_incident()
+                self.outcome = 'mitigated'
+                summary = 'health check failed; the escalation ladder fixed it (%s); no rollback' % ', '.join(
+                    '%s: %s' % (host, step) for host, step in sorted(fixed.items()))
+                self._alert('failure_rescued', 'warning', summary=summary, outcome='mitigated', ladder=self.ladder)
+                self._write_incident(None, [], reason=summary)
+                self._summary_line()
+            elif self.incident_id is not None:
                 # An alert went out, then the recap showed every failure rescued: say so, and write it up.
                 self.outcome = 'rescued'
                 self._alert('failure_rescued', 'info', summary='the failure was rescued; no rollback needed')
@@ -1368,6 +1390,7 @@ class CallbackModule(CallbackBase):
             'dependency_probes': self.dependency_probes,
             'self_reverted': self.self_reverted,
             'alerts': list(self.alerts.records) if self.alerts else [],
+            'ladder': self.ladder,
             'timeline': self.timeline.to_list(),
             'timeline_dropped': self.timeline.dropped,
             'files': files,

@@ -496,7 +496,14 @@ def apply_phase(p, run, check_mode=False):
         raise EngineError("no open transaction of run %s for '%s' on this host: open one first (phase=open) before "
                           'applying the %s layer' % (p['run_id'], p['name'], key), journal=journal)
     existing = [e for e in journal.get('layers') or [] if layer_key(e) == key]
-    record = existing[0]['record'] if existing else layer.capture(spec)
+    if existing:
+        # applied again in this transaction (a re-run, or the kill switch): the first capture stays the undo; a kind
+        # that can say what the first capture did not see yet (``recapture``) adds it
+        record = existing[0]['record']
+        if hasattr(layer, 'recapture'):
+            record = layer.recapture(spec, record)
+    else:
+        record = layer.capture(spec)
     stored = dict((k, v) for k, v in spec.items() if k not in (cls.secret_options or ()))
     journal, dummy = record_layer(ds, p['run_id'], kind, record, key=key, options=stored)
     res = dict(layer.apply(spec, record) or {})

@@ -12,3 +12,4 @@ __metaclass__ = type
 from ansible_collections.failsafe.deploy.plugins.module_utils import _layers  # noqa: F401
 from ansible_collections.failsafe.deploy.plugins.module_utils import _database  # noqa: F401
 from ansible_collections.failsafe.deploy.plugins.module_utils import _traffic  # noqa: F401
+from ansible_collections.failsafe.deploy.plugins.module_utils import _flags  # noqa: F401

@@ -230,7 +230,8 @@ options:
     description:
       - For V(apply), the layer to apply. C(kind) names a registered layer kind; C(id) tells apart several layers of
         one kind in a transaction; the other keys are the kind's options, recorded in the journal with the undo
-        record (except the kind's secret options) so that a rollback can undo the layer.
+        record (except the kind's secret options, which are also masked in the output) so that a rollback can undo
+        the layer.
       - "Kind C(traffic) (rollback stage C(traffic)): which servers of a load balancer take traffic. C(driver) is
         C(haproxy) (the runtime API on the admin socket C(socket), backend C(backend); C(state_file) is rewritten
         after every change so a reload keeps the state; C(config) is checked with C(haproxy -c) first) or C(nginx)
@@ -238,6 +239,8 @@ options:
         and C(prefix), then a graceful reload; C(pid_file) to wait for the new workers). C(servers) lists
         C({name, state, weight, address}) with C(state) one of C(ready), C(drain), C(maint); C(total) asks the
         weights of the ready servers to add up to it. See docs/traffic.md."
+      - "Kind V(flags) (rollback stage C(flags)): feature flags in flagd flag files or an Unleash server; see the
+        failsafe.deploy.flags role and docs/flags.md."
     type: dict
   stages:
     description:
@@ -387,6 +390,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 
@@ -446,12 +450,11 @@ def main():
     )
     p = dict(module.params)
     phase = p['phase']
-    # a layer kind's secret options (a database password) are masked in everything the module returns, as no_log
-    # options are
-    kind = KINDS.get((p.get('layer') or {}).get('kind'))
-    for key in (kind.secret_options if kind else ()):
-        if p['layer'].get(key):
-            module.no_log_values.add(str(p['layer'][key]))
+    layer_cls = KINDS.get((p.get('layer') or {}).get('kind'))
+    for option in (layer_cls.secret_options if layer_cls is not None else ()):
+        # a layer's secret options (an API token) are masked in every output, as no_log options are
+        if (p.get('layer') or {}).get(option):
+            module.no_log_values.add(str(p['layer'][option]))
     layers_only = phase in LAYERS_ONLY and not p.get('release') and not p.get('app_root')
     if layers_only and not p.get('run_id'):
         module.fail_json(msg='phase=%s needs run_id' % phase)

@@ -34,6 +34,7 @@ OUTCOME_LABELS = {
     'skipped_check_mode': 'ROLLBACK SKIPPED (CHECK MODE)',
     'not_started': 'ROLLBACK NOT STARTED',
     'self_reverted': 'HOST REVERTED ITSELF',
+    'mitigated': 'MITIGATED BY THE ESCALATION LADDER (NO ROLLBACK)',
 }
 SCOPES = ('opened', 'failed')
 _OPEN = 'open'
@@ -570,6 +571,15 @@ def render_markdown(incident):
         lines.append('| %s | %s | %s | %s |' % (
             _md(alert.get('event')), _md(alert.get('at')), _md(alert.get('spool')), _md(alert.get('webhook'))))
     lines.append('')
+
+    ladder = incident.get('ladder') or {}
+    if ladder:
+        lines += ['## Escalation ladder', '', '| Host | Step | Outcome | Detail |', '|---|---|---|---|']
+        for host in sorted(ladder):
+            for step in ladder[host]:
+                cells = (_md(host), _md(step.get('step')), _md(step.get('outcome')), _md(step.get('msg')))
+                lines.append('| %s | %s | %s | %s |' % cells)
+        lines.append('')
 
     timeline = incident.get('timeline') or []
     start = timeline[0]['t'] if timeline else 0

@@ -490,7 +490,15 @@ def merge_child_hosts(scope, child):
         extra = []
         for value in info.get('failsafe_rollback') or []:
             if isinstance(value, dict):
-                restored.update(value)
+                # a staged rollback reports once per stage (flags, traffic, code, database): the layers add up, and
+                # a later stage that restored nothing (no paths, no release) does not hide what an earlier one did
+                for key, item in value.items():
+                    if key == 'layers':
+                        restored['layers'] = list(restored.get('layers') or []) + list(item or [])
+                    elif item in (None, False, [], {}) and restored.get(key) not in (None, False, [], {}):
+                        continue
+                    else:
+                        restored[key] = item
                 if 'verified' in value:
                     verified = value.get('verified')
             else:

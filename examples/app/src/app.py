@@ -11,10 +11,15 @@ Standard library only, Python 3.8+. Routes: / (a page), /health (JSON), /version
 How a release behaves comes from release.json next to this file: {"version": "2.0.0", "mode": "good"}, where
 mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503), errors (/ answers 500 to
 four requests out of five), flaky (/ answers 500 to one request in four: a partial error-rate regression that
-health checks do not see) or slow (/ takes SLOW_SECONDS longer: a latency regression). Where it listens comes
+health checks do not see), slow (/ takes SLOW_SECONDS longer: a latency regression) or flagged (a new feature,
+"new-checkout", is broken: /health answers 503 while the feature flag is on). Where it listens comes
 from a config file named by --config or $APP_CONFIG, in INI
 form ([app] bind = ..., port = ...) or JSON form ({"bind": ..., "port": ...}); the default is 127.0.0.1:8080. An
 optional `label` names the configuration (for example the release it was written for) in the start-up line.
+
+Feature flags: `flags_file` (or $APP_FLAGS_FILE) names a flag file in the flagd format, read on every request. A flag
+is on when its state is ENABLED and its default variant's value is true. Without a file, or when the file cannot be
+read or does not have the flag, the embedded default applies: every feature off.
 """
 
 import argparse
@@ -29,8 +34,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ('good', 'crash', 'unhealthy', 'errors', 'flaky', 'slow')
-DEFAULTS = {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': ''}
+MODES = ('good', 'crash', 'unhealthy', 'errors', 'flaky', 'slow', 'flagged')
+DEFAULTS = {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': '', 'flags_file': ''}
+# The feature a release in mode "flagged" breaks while its flag is on, and that flag's embedded default.
+FEATURE = 'new-checkout'
+FEATURE_DEFAULT = False
 # In mode "errors", every ERROR_EVERY-th request to / succeeds and the others fail.
 ERROR_EVERY = 5
 # In mode "flaky", every FLAKY_EVERY-th request to / fails (25 %).
@@ -102,7 +110,25 @@ def load_config(path=None):
         config['access_log'] = _parse_bool(values['access_log'], '%s: access_log' % path)
     if 'label' in values:
         config['label'] = str(values['label']).strip()
+    if 'flags_file' in values:
+        config['flags_file'] = str(values['flags_file']).strip()
     return config
+
+
+def flag_on(path, key, default=FEATURE_DEFAULT):
+    """A boolean flag of a flagd flag file: on when ENABLED with a default variant whose value is true; the embedded
+    default when there is no file, it cannot be read, or it does not have the flag."""
+    if not path:
+        return default
+    try:
+        with open(path, 'r', encoding='utf-8') as handle:
+            flag = json.load(handle)['flags'][key]
+        if flag.get('state') != 'ENABLED':
+            return default
+        value = flag['variants'][flag['defaultVariant']]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return default
+    return value if isinstance(value, bool) else default
 
 
 def load_release(directory=HERE):
@@ -203,8 +229,9 @@ class AppServer(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
-    def __init__(self, address, release, access_log=True, static_dir=None):
+    def __init__(self, address, release, access_log=True, static_dir=None, flags_file=''):
         self.release = release
+        self.flags_file = flags_file
         self.metrics = Metrics(release['version'])
         self.access_log = access_log
         self.static_dir = os.path.realpath(static_dir or os.path.join(HERE, 'static'))
@@ -243,6 +270,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == '/health':
             if release['mode'] == 'unhealthy':
                 self._json(503, {'status': 'unhealthy', 'version': release['version']})
+            elif release['mode'] == 'flagged' and flag_on(self.server.flags_file, FEATURE):
+                self._json(503, {'status': 'unhealthy', 'version': release['version'], 'failing': FEATURE})
             else:
                 self._json(200, {'status': 'ok', 'version': release['version']})
         elif path == '/version':
@@ -303,7 +332,8 @@ def main(argv=None):
                          % release['version'])
         return 3
     try:
-        server = AppServer((config['bind'], config['port']), release, access_log=config['access_log'])
+        server = AppServer((config['bind'], config['port']), release, access_log=config['access_log'],
+                           flags_file=config['flags_file'] or os.environ.get('APP_FLAGS_FILE', ''))
     except OSError as exc:
         sys.stderr.write('error: cannot listen on %s:%s: %s\n' % (config['bind'], config['port'], exc.strerror or exc))
         return 2

@@ -362,7 +362,8 @@ def _import_app(path):
 
 def test_given_no_config_when_loaded_then_default_listen_address(releases):
     module = _import_app(releases['2.0.0'] / 'app.py')
-    assert module.load_config(None) == {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': ''}
+    assert module.load_config(None) == {'bind': '127.0.0.1', 'port': 8080, 'access_log': True, 'label': '',
+                                        'flags_file': ''}
     assert module.load_release(str(releases['2.0.0'])) == {'version': '2.0.0', 'mode': 'good'}
     assert module.AppServer.request_queue_size == 128
 
@@ -370,3 +371,19 @@ def test_given_no_config_when_loaded_then_default_listen_address(releases):
 def test_given_source_checkout_without_release_json_when_loaded_then_dev_good():
     module = _import_app(os.path.join(APP_DIR, 'src', 'app.py'))
     assert module.load_release(os.path.join(APP_DIR, 'src')) == {'version': '0.0.0-dev', 'mode': 'good'}
+
+
+def test_a_flag_is_on_only_when_enabled_with_a_true_default_variant_and_the_embedded_default_is_off(releases, tmp_path):
+    module = _import_app(releases['2.0.0'] / 'app.py')
+    path = tmp_path / 'flags.json'
+    flag = {'state': 'ENABLED', 'variants': {'on': True, 'off': False}, 'defaultVariant': 'on'}
+    path.write_text(json.dumps({'flags': {'new-checkout': flag}}))
+    assert module.flag_on(str(path), 'new-checkout') is True
+    path.write_text(json.dumps({'flags': {'new-checkout': dict(flag, defaultVariant='off')}}))
+    assert module.flag_on(str(path), 'new-checkout') is False
+    path.write_text(json.dumps({'flags': {'new-checkout': dict(flag, state='DISABLED')}}))
+    assert module.flag_on(str(path), 'new-checkout') is False
+    path.write_text('{broken')
+    assert module.flag_on(str(path), 'new-checkout') is False
+    assert module.flag_on('', 'new-checkout') is False
+    assert module.flag_on(str(tmp_path / 'none.json'), 'new-checkout') is False

@@ -318,6 +318,21 @@ def test_child_report_and_merge():
     assert _launcher.merge_child_hosts(['web1'], None)['web1']['status'] == 'no_result'
 
 
+def test_a_staged_rollback_adds_up_the_layers_of_every_stage_and_a_later_stage_hides_nothing():
+    child = {'hosts': {'web1': {'status': 'ok', 'failed_tasks': [], 'failsafe_rollback': [
+        {'stages': ['flags'], 'layers': [{'kind': 'flags', 'undone': True}], 'restored': [], 'target_release': None,
+         'quarantined': False, 'verified': True},
+        {'stages': ['code'], 'layers': [{'kind': 'files', 'undone': True}], 'restored': ['/srv/app/current'],
+         'target_release': 'r1', 'quarantined': True, 'verified': True},
+        {'stages': ['database'], 'layers': [{'kind': 'schema', 'undone': True}], 'restored': [],
+         'target_release': None, 'quarantined': False, 'verified': True},
+    ]}}}
+    restored = _launcher.merge_child_hosts(['web1'], child)['web1']['restored']
+    assert [layer['kind'] for layer in restored['layers']] == ['flags', 'files', 'schema']
+    assert restored['restored'] == ['/srv/app/current'] and restored['target_release'] == 'r1'
+    assert restored['quarantined'] is True and restored['stages'] == ['database']
+
+
 def test_child_report_rescued_failure_is_ok():
     report = _launcher.ChildReport()
     report.on_result('web1', {'msg': 'x'}, 'failed', task_name='t')

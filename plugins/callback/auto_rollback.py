@@ -1125,6 +1125,8 @@ class CallbackModule(CallbackBase):
         if not self.run.needs_rollback() and not interrupted:
             fixed = dict((host, steps[-1]['step']) for host, steps in self.ladder.items()
                          if steps and steps[-1].get('outcome') == 'fixed')
+            # a failure was alerted (or mitigated) on the way: the run is not reported as a plain commit
+            rescued = self.incident_id is not None or bool(fixed)
             if fixed:
                 # A health check failed and a step of the escalation ladder (the kill switch, the traffic back)
                 # brought it back: no rollback, but an incident that says which step did it.

@@ -161,11 +161,10 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
     """Undo files and release pointer, restart the service on what they restored, check health, prove the restore."""
     kinds = [entry['kind'] for entry in layers]
     app_root = txn.get('app_root') or p.get('app_root')
-    step = 'undo the code layers'
     state_layers = sorted((e for e in layers if e['kind'] in UNDO_ORDER), key=lambda e: UNDO_ORDER[e['kind']])
     for entry in state_layers:
         kind = entry['kind']
-        report['step'] = step = 'undo the %s layer' % kind
+        report['step'] = 'undo the %s layer' % kind
         if kind == 'files':
             res = FilesLayer(_store_dir(p)).undo(entry['record'])
             report['restored'] = res['restored']

@@ -392,7 +392,6 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import fa
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
-from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
 # phases that also run in a transaction without a release (a host with only layers of other kinds)

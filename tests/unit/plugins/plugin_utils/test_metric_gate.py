@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The metric gate's helpers: instance expressions, waves of a serial play, settings and the pause for a person.
-The gate against a real Prometheus: tests/behaviour/test_metric_gate.py and test_canary.py."""
+The gate against a real Prometheus: tests/behaviour/test_metric_gate_runs.py and test_canary.py."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type

@@ -89,7 +89,11 @@ class FleetBench(object):
                              + (['failsafe_serial=%d' % serial] if serial else []))
 
     def host_release(self, host):
-        return os.path.basename(os.readlink(self.fleet.host_path(host, '/srv/app/current')))
+        """The release the host's current link names, or None when nothing was deployed there yet."""
+        try:
+            return os.path.basename(os.readlink(self.fleet.host_path(host, '/srv/app/current')))
+        except OSError:
+            return None
 
     def healthy(self, host, port=8080):
         code = ('import urllib.request,sys; r=urllib.request.urlopen("http://127.0.0.1:%d/health",timeout=3); '

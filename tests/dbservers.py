@@ -33,7 +33,8 @@ def pg_bin():
 
 def ensure_prereqs():
     """Install MariaDB and sqitch through the project's own script (root only). Returns an error or None."""
-    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'db-prereqs.sh')], capture_output=True, text=True)
+    proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'db-prereqs.sh')], capture_output=True, text=True,
+                          check=False)
     return None if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()
 
 
@@ -56,7 +57,7 @@ class Postgres(object):
         self.log = os.path.join(self.base, 'server.log')
 
     def _as_pg(self, argv, **kw):
-        return subprocess.run(['runuser', '-u', 'postgres', '--'] + argv, capture_output=True, text=True, **kw)
+        return subprocess.run(['runuser', '-u', 'postgres', '--'] + argv, capture_output=True, text=True, check=False, **kw)
 
     def start(self):
         res = self._as_pg([os.path.join(self.bin, 'initdb'), '-D', self.data, '-A', 'trust', '-U', 'postgres',
@@ -81,7 +82,7 @@ class Postgres(object):
     def psql(self, sql, database='postgres', check=True):
         res = subprocess.run([os.path.join(self.bin, 'psql'), '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
                               '-h', self.base, '-p', str(self.port), '-U', 'postgres', '-d', database],
-                             input=sql, capture_output=True, text=True)
+                             input=sql, capture_output=True, text=True, check=False)
         if check and res.returncode != 0:
             raise RuntimeError('psql: %s' % res.stderr)
         return res.stdout.strip()
@@ -104,7 +105,7 @@ class MariaDB(object):
     def start(self):
         res = subprocess.run(['mariadb-install-db', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
                               '--auth-root-authentication-method=socket', '--skip-test-db'],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError('mariadb-install-db failed: %s %s' % (res.stdout, res.stderr))
         self.proc = subprocess.Popen(['mariadbd', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
@@ -137,7 +138,8 @@ class MariaDB(object):
 
     def sql(self, sql, database=None, check=True):
         argv = ['mariadb', '--no-defaults', '-N', '-B', '--socket=%s' % self.socket, '--user=root']
-        res = subprocess.run(argv + ([database] if database else []), input=sql, capture_output=True, text=True)
+        res = subprocess.run(argv + ([database] if database else []), input=sql, capture_output=True, text=True,
+                             check=False)
         if check and res.returncode != 0:
             raise RuntimeError('mariadb: %s' % res.stderr)
         return (res.returncode, res.stdout.strip()) if not check else res.stdout.strip()

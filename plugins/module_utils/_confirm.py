@@ -233,7 +233,10 @@ def _unit(ds, txid):
 
 def _env():
     env = dict((k, v) for k, v in os.environ.items() if not k.startswith('FAILSAFE_CRASH'))
-    env.pop('PYTHONPATH', None)
+    if not os.path.isdir(_code_root()):
+        # a module's payload zip carries everything the watchdog imports; a directory (a checkout, a test run)
+        # relies on the interpreter's path as it is, PYTHONPATH included
+        env.pop('PYTHONPATH', None)
     return env
 
 

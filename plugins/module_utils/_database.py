@@ -269,7 +269,7 @@ class Postgres(Engine):
         return int(out.strip() or 0)
 
     def applied(self):
-        if not self.query("SELECT to_regclass('public.%s') IS NOT NULL" % TABLE).strip() == 't':
+        if self.query("SELECT to_regclass('public.%s') IS NOT NULL" % TABLE).strip() != 't':
             return []
         out = self.query('SELECT version, name, checksum FROM public.%s ORDER BY version' % TABLE)
         return [dict(zip(('version', 'name', 'checksum'), line.split('|'))) for line in out.splitlines()

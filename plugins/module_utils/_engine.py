@@ -34,7 +34,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
     KINDS, STAGES, FilesLayer, LayerError, ReleaseLayer, ServiceLayer, stage_of,
 )
-from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 (registers the kinds)
+from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseRoot, ensure_active, ensure_pruned, ensure_query as release_query, ensure_staged, ensure_verified,
 )

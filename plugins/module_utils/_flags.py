@@ -32,12 +32,13 @@ import json
 import os
 import stat
 
+from ansible.module_utils.urls import open_url
+
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import Layer, LayerError, register
 
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote
-from urllib.request import Request, urlopen
 
 BACKENDS = ('flagd_file', 'unleash')
 STATES = ('ENABLED', 'DISABLED')
@@ -196,10 +197,8 @@ class UnleashAPI(object):
             headers['Content-Type'] = 'application/json'
         if self.token:
             headers['Authorization'] = self.token
-        req = Request(url, data=data, headers=headers)
-        req.get_method = lambda: method
         try:
-            resp = urlopen(req, timeout=self.timeout)
+            resp = open_url(url, data=data, headers=headers, method=method, timeout=self.timeout)
             raw = resp.read()
         except HTTPError as e:
             if missing_ok and e.code == 404:
@@ -310,21 +309,21 @@ class FlagsLayer(Layer):
                 'diff': {'before': json.dumps(doc, indent=2) + '\n', 'after': json.dumps(new, indent=2) + '\n',
                          'before_header': store.path, 'after_header': store.path}}
 
-    def capture(self, options, only=None):
+    def capture(self, params, only=None):
         """The previous value of every key the layer sets (or that it does not exist), validated first: a bad key
         or setting raises here, before the layer is recorded or anything changes. ``only``: these keys."""
         if self.backend == 'unleash':
-            want = self._unleash_want(options, self._store())
+            want = self._unleash_want(params, self._store())
             return {'backend': 'unleash', 'flags': dict((k, {'enabled': now}) if now is not None else (k, None)
                                                         for k, (now, on) in want.items()
                                                         if only is None or k in only)}
         store = self._store()
-        doc = store.read(missing_ok=bool(options.get('create')))
+        doc = store.read(missing_ok=bool(params.get('create')))
         existed = doc is not None
         doc = doc if existed else {'flags': {}}
-        self._target_doc(options, doc)
+        self._target_doc(params, doc)
         return {'backend': 'flagd_file', 'path': store.path, 'file_existed': existed,
-                'flags': dict((k, _flagd_state(doc['flags'].get(k))) for k in _settings(options)
+                'flags': dict((k, _flagd_state(doc['flags'].get(k))) for k in _settings(params)
                               if only is None or k in only)}
 
     def recapture(self, options, record):
@@ -340,10 +339,10 @@ class FlagsLayer(Layer):
         out['flags'].update(more['flags'])
         return out
 
-    def apply(self, options, record):
+    def apply(self, params, record):
         if self.backend == 'unleash':
             api = self._store()
-            want = self._unleash_want(options, api)
+            want = self._unleash_want(params, api)
             changed = {}
             for key, (now, on) in want.items():
                 if now is None:
@@ -353,14 +352,14 @@ class FlagsLayer(Layer):
                     changed[key] = {'before': now, 'after': on}
             return {'changed': bool(changed), 'flags': changed}
         store = self._store()
-        doc = store.read(missing_ok=bool(options.get('create')))
+        doc = store.read(missing_ok=bool(params.get('create')))
         doc = doc if doc is not None else {'flags': {}}
-        new = self._target_doc(options, doc)
+        new = self._target_doc(params, doc)
         if new == doc:
             return {'changed': False, 'flags': {}}
         store.write(new)
         changed = dict((k, {'before': _flagd_state(doc['flags'].get(k)), 'after': _flagd_state(new['flags'][k])})
-                       for k in _settings(options) if doc['flags'].get(k) != new['flags'][k])
+                       for k in _settings(params) if doc['flags'].get(k) != new['flags'][k])
         return {'changed': True, 'flags': changed}
 
     def undo(self, record):

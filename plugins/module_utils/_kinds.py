@@ -9,7 +9,7 @@ bundled with it, know every kind a journal may hold. A new kind adds one import 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-from ansible_collections.failsafe.deploy.plugins.module_utils import _layers  # noqa: F401
-from ansible_collections.failsafe.deploy.plugins.module_utils import _database  # noqa: F401
-from ansible_collections.failsafe.deploy.plugins.module_utils import _traffic  # noqa: F401
-from ansible_collections.failsafe.deploy.plugins.module_utils import _flags  # noqa: F401
+from ansible_collections.failsafe.deploy.plugins.module_utils import _layers  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.failsafe.deploy.plugins.module_utils import _database  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.failsafe.deploy.plugins.module_utils import _traffic  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.failsafe.deploy.plugins.module_utils import _flags  # noqa: F401 pylint: disable=unused-import

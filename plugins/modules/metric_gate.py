@@ -344,7 +344,7 @@ ARGUMENT_SPEC = dict(
     step=dict(type='float'),
     confidence=dict(type='float', default=0.98),
     dominance=dict(type='float', default=0.75),
-    pass_score=dict(type='float', default=95),
+    pass_score=dict(type='float', default=95, no_log=False),
     marginal_score=dict(type='float', default=75),
     on_marginal=dict(type='str', default='pause', choices=['pause', 'fail']),
     decision_file=dict(type='path'),

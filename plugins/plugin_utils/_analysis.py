@@ -115,7 +115,7 @@ def _exact_counts(n1, n2):
     """Number of arrangements of the two samples giving each value of U (0 .. n1*n2), without ties."""
     # counts[m][u] for samples of sizes m and n (n grows in the outer loop): f(u; m, n) = f(u - n; m-1, n) +
     # f(u; m, n-1), the classic recurrence.
-    prev = [[1] for _ in range(n1 + 1)]  # n = 0: U is 0 in one way for every m
+    prev = [[1] for dummy in range(n1 + 1)]  # n = 0: U is 0 in one way for every m
     for n in range(1, n2 + 1):
         cur = [[1]]  # m = 0
         for m in range(1, n1 + 1):

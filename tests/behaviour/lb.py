@@ -463,7 +463,10 @@ class FleetBlueGreenSite(BlueGreenSite):
         self.app_host, self.lb_host = fleet.hosts[0], fleet.hosts[1]
         self.ports = {'blue': free_port(), 'green': free_port()}
         self.supervisor_conf = fleet.host_path(self.app_host.name, '/srv/supervisor/supervisord.conf')
-        run = (lambda argv: fleet.run(self.lb_host.name, argv))
+
+        def run(argv):
+            return fleet.run(self.lb_host.name, argv)
+
         if driver == 'haproxy':
             self.lb = HAProxy(fleet.host_path(self.lb_host.name, '/srv/haproxy'),
                               [('blue', self.ports['blue'], 100), ('green', self.ports['green'], 100)],

@@ -81,7 +81,7 @@ def test_given_a_300_task_run_with_a_long_error_when_it_fails_then_slack_and_tea
 
     # every message passed the provider's rules (the receivers reject anything over a limit)
     assert pd.rejected == [] and slack.rejected == [] and teams.rejected == []
-    assert [slack_text(r['json']).split(':')[0] for r in slack.received] == ['Deploy failed', 'Rolled back']
+    assert [slack_text(r['json']).split(':', maxsplit=1)[0] for r in slack.received] == ['Deploy failed', 'Rolled back']
     for message in (r['json'] for r in slack.received):
         assert len(message['blocks']) <= 50
         assert all(len((b.get('text') or {}).get('text') or '') <= 3000 for b in message['blocks'])
@@ -123,7 +123,7 @@ def test_given_a_rollback_that_fails_then_pagerduty_gets_trigger_then_critical_t
     assert first['dedup_key'] == critical['dedup_key'] and '3.0.0' in first['dedup_key']
     assert critical['payload']['summary'].startswith('ROLLBACK FAILED')
     assert not [r for r in pd.received if r['json'].get('event_action') == 'resolve']
-    assert [slack_text(r['json']).split(':')[0] for r in slack.received] == ['Deploy failed', 'ROLLBACK FAILED']
+    assert [slack_text(r['json']).split(':', maxsplit=1)[0] for r in slack.received] == ['Deploy failed', 'ROLLBACK FAILED']
     assert len(teams.received) == 2
     report = json.load(open(d.incident_reports()[-1]))
     assert report['outcome'] == 'rollback_failed' and report['rollback']['timed_out'] is True

@@ -132,7 +132,7 @@ def test_a_good_deploy_arms_and_leaves_no_watchdog_and_a_failed_one_disarms_it(f
     precondition(matrix)
     good = matrix.new_release()
     cell_dir = cell(matrix, 'good')
-    rc, _ = matrix.play(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % good)
+    rc, dummy = matrix.play(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % good)
     assert rc == 0, 'see %s/runs.log' % cell_dir
     for host in hosts:
         confirm = journal(matrix, host).get('confirm') or {}
@@ -146,10 +146,10 @@ def test_a_good_deploy_arms_and_leaves_no_watchdog_and_a_failed_one_disarms_it(f
     bad = matrix.new_release()
     target = hosts[1]
     cell_dir = cell(matrix, 'failed')
-    rc, _ = matrix.play(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % bad,
-                        '-e', 'failsafe_verify_after_tasks=%s' % HOOK, '-e', 'failsafe_fault_host=%s' % target,
-                        '-e', 'failsafe_fault_kind=fail', '-e', 'failsafe_fault_step=verify',
-                        '-e', 'failsafe_confirm_timeout=20')
+    rc, dummy = matrix.play(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % bad,
+                            '-e', 'failsafe_verify_after_tasks=%s' % HOOK, '-e', 'failsafe_fault_host=%s' % target,
+                            '-e', 'failsafe_fault_kind=fail', '-e', 'failsafe_fault_step=verify',
+                            '-e', 'failsafe_confirm_timeout=20')
     assert rc != 0
     assert [i['outcome'] for i in incidents(cell_dir)] == ['rolled_back'], 'see %s/runs.log' % cell_dir
     for host in hosts:
@@ -221,7 +221,7 @@ def test_controller_sigkilled_after_the_switch_every_host_reverts_itself(fcc):
     # The next run reports the self-revert as an incident and leaves the hosts as they are.
     digests = {host: matrix.digest(host) for host in hosts}
     lengths = {host: len(history(matrix, host)) for host in hosts}
-    rc, _ = matrix.play(cell_dir, 'failsafe.deploy.recover')
+    rc, dummy = matrix.play(cell_dir, 'failsafe.deploy.recover')
     assert rc == 0, 'see %s/runs.log' % cell_dir
     reports = incidents(cell_dir)
     assert [i['outcome'] for i in reports] == ['self_reverted'], reports
@@ -282,7 +282,7 @@ def test_a_cut_host_reverts_itself_and_recover_reports_it(fcc):
     assert reverted['started'] >= armed['deadline']
     recover_dir = os.path.join(cell_dir, 'recover')
     os.makedirs(recover_dir)
-    rc, _ = matrix.play(recover_dir, 'failsafe.deploy.recover')
+    rc, dummy = matrix.play(recover_dir, 'failsafe.deploy.recover')
     assert rc == 0, 'see %s/runs.log' % recover_dir
     with open(os.path.join(recover_dir, 'runs.log'), encoding='utf-8') as handle:
         log = handle.read()

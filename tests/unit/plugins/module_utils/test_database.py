@@ -21,7 +21,7 @@ import subprocess
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
-from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401
+from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 
@@ -298,7 +298,7 @@ def test_a_backup_that_would_not_fit_is_refused(tmp_path):
         pytest.skip('mounting a small tmpfs needs root')
     mnt = tmp_path / 'small'
     mnt.mkdir()
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mnt)]).returncode != 0:
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mnt)], check=False).returncode != 0:
         pytest.skip('cannot mount a tmpfs here')
     try:
         path = str(tmp_path / 'big.db')
@@ -321,7 +321,7 @@ def test_a_backup_that_would_not_fit_is_refused(tmp_path):
         assert [r[1] for r in conn.execute('PRAGMA table_info(items)')] == ['id', 'name']
         conn.close()
     finally:
-        subprocess.run(['umount', str(mnt)])
+        subprocess.run(['umount', str(mnt)], check=False)
 
 
 def test_postgresql_copies_by_template_when_nothing_is_connected_and_dumps_otherwise(pg, tmp_path):
@@ -398,8 +398,8 @@ def test_rows_written_while_the_migration_ran_also_count_as_writes_a_restore_wou
     release writing meanwhile), would be lost by a restore, so the restore is refused."""
     p = params(db.tmp)
     _open(p)
-    migrations = release(db.tmp, 'r2', {'0001_tags.up.sql': 'CREATE TABLE tags (id INTEGER PRIMARY KEY);\n'
-                                                         "INSERT INTO items (id, name) VALUES (7, 'meanwhile');"})
+    up = "CREATE TABLE tags (id INTEGER PRIMARY KEY);\nINSERT INTO items (id, name) VALUES (7, 'meanwhile');"
+    migrations = release(db.tmp, 'r2', {'0001_tags.up.sql': up})
     engine.apply_phase(dict(p, layer=layer(db, migrations, restore_only=['0001'])), _run)
     with pytest.raises(FailsafeError) as err:
         engine.rollback(p, _run)

@@ -42,15 +42,15 @@ class ValueFile(Layer):
         except IOError:
             return None
 
-    def capture(self, options):
+    def capture(self, params):
         return {'before': self._read()}
 
-    def apply(self, options, record):
-        if options.get('fail_apply'):
+    def apply(self, params, record):
+        if params.get('fail_apply'):
             raise engine.LayerError('refused by the test')
-        changed = self._read() != options['value']
+        changed = self._read() != params['value']
         with open(self.o['path'], 'w') as handle:
-            handle.write(options['value'])
+            handle.write(params['value'])
         self._log('apply')
         return {'changed': changed}
 
@@ -165,8 +165,8 @@ def test_one_call_undoes_every_stage_in_order_and_keeps_secrets_out_of_the_journ
     state = open(DeployState(p['state_dir'], 'app').journal_path).read()
     assert 's3cret' not in state
     out = engine.rollback(dict(p, layer_secrets={'test_schema': {'token': 's3cret-db'}}), _run)
-    assert [entry['kind'] for entry in out['failsafe_rollback']['layers']] == ['test_flag', 'test_traffic',
-                                                                             'test_schema']
+    kinds = [entry['kind'] for entry in out['failsafe_rollback']['layers']]
+    assert kinds == ['test_flag', 'test_traffic', 'test_schema']
     with open(str(tmp / 'log')) as handle:
         undo_tokens = [json.loads(line)[3] for line in handle if json.loads(line)[2] == 'undo']
     # the secret comes back to the rollback through layer_secrets only

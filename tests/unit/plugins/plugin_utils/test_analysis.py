@@ -27,7 +27,7 @@ def _rng(seed):
 
 def _normal(seed, n, mu, sigma):
     rng = _rng(seed)
-    return [rng.gauss(mu, sigma) for _ in range(n)]
+    return [rng.gauss(mu, sigma) for dummy in range(n)]
 
 
 # The case Kayenta let pass (kayenta#780): the canary 100 times the baseline on 7 of 10 samples.
@@ -53,7 +53,7 @@ CASES = [
 @pytest.mark.parametrize('alternative', ['two-sided', 'greater', 'less'])
 @pytest.mark.parametrize('case', CASES, ids=[c[0] for c in CASES])
 def test_mann_whitney_matches_scipy(case, alternative, stats):
-    _, x, y = case
+    dummy, x, y = case
     u, p = an.mann_whitney_u(x, y, alternative=alternative)
     ref = stats.mannwhitneyu(x, y, alternative=alternative)
     assert u == pytest.approx(float(ref.statistic), abs=1e-9)
@@ -71,10 +71,10 @@ def test_methods_match_scipy(method, stats):
 
 def test_random_cases_match_scipy(stats):
     rng = _rng(42)
-    for _ in range(60):
+    for dummy in range(60):
         n1, n2 = rng.randint(1, 15), rng.randint(1, 15)
-        x = [float(rng.randint(0, 12)) for _ in range(n1)]
-        y = [float(rng.randint(0, 12)) for _ in range(n2)]
+        x = [float(rng.randint(0, 12)) for dummy in range(n1)]
+        y = [float(rng.randint(0, 12)) for dummy in range(n2)]
         u, p = an.mann_whitney_u(x, y)
         ref = stats.mannwhitneyu(x, y)
         assert u == pytest.approx(float(ref.statistic))

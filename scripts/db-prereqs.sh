@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the database layer's tests run for real: Debian's MariaDB server and client (a private mariadbd per
 # test session, never the system service) and sqitch with its PostgreSQL, SQLite and MariaDB drivers. PostgreSQL 15
-# comes with the machine (its binaries; the tests start a private cluster). Alembic comes from requirements-dev.txt.
+# usually comes with the machine (installed here when missing; the tests start a private cluster). Alembic comes from
+# requirements-dev.txt.
 # Quick and silent when everything is present; needs root to install; `apt-get update` only when an install needs it.
 set -euo pipefail
 
-packages=(mariadb-server mariadb-client sqitch libdbd-pg-perl libdbd-sqlite3-perl libdbd-mariadb-perl sqlite3)
+packages=(postgresql-15 mariadb-server mariadb-client sqitch libdbd-pg-perl libdbd-sqlite3-perl libdbd-mariadb-perl sqlite3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -347,7 +347,7 @@ def summary_lines(results):
     tr = results.get('traffic')
     if tr:
         rows = sorted(tr['drivers'].items())
-        lines.append('- [Traffic](bench/results.md#6-traffic-blue-green-and-switch-back): under steady load, failed '
+        lines.append('- [Traffic](bench/results.md#7-traffic-blue-green-and-switch-back): under steady load, failed '
                      'requests in a blue-green deploy and its switch-back %s, against %s for a plain rolling deploy; '
                      'switch-back to traffic fully back in %s (target under %.1f s: %s).'
                      % (', '.join('%d (%s)' % (r['bluegreen_failed'] + r['switch_back_failed'], n) for n, r in rows),

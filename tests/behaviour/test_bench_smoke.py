@@ -30,7 +30,9 @@ def test_bench_smoke(tmp_path):
     start = time.time()
     proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts/bench.sh'), '--smoke', '--out', str(out)],
                           cwd=ROOT, capture_output=True, text=True,
-                          env=dict(os.environ, FAILSAFE_FLEET_NAME='fss', FAILSAFE_BENCH_FLEET='fss'),
+                          env=dict(os.environ, FAILSAFE_FLEET_NAME='fss', FAILSAFE_BENCH_FLEET='fss',
+                                   # its own subnet: the session's fleet holds the default one
+                                   FAILSAFE_FLEET_SUBNET='10.213.240.0/24'),
                           check=False)
     readme = os.path.join(ROOT, 'README.md')
     with open(readme, 'rb') as handle:

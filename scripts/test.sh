@@ -4,8 +4,8 @@
 # ecosystem gates. `scripts/test.sh unit` runs the unit tests alone, `scripts/test.sh mutants` the mutation check.
 #
 # `all` runs waiting-bound work side by side, each on fleets of its own names: the fault matrix (its own 3-host
-# fleet, mostly waiting on hosts, supervisor start-ups and health checks) beside the other tests, then the mutation
-# check beside the gates. Each part's output is printed whole when it ends; the run fails if any part failed.
+# fleet, mostly waiting on hosts, supervisor start-ups and health checks) and then the most waiting-bound behaviour
+# tests, beside the other tests; then the mutation check beside the gates. Each part's output is printed whole when it ends; the run fails if any part failed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -64,14 +64,22 @@ case "${1:-all}" in
     if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
     rm -f "$out/pytest.xml" "$out/pytest-matrix.xml"
     status=0
-    echo "==> fault matrix (tests/behaviour/test_fault_matrix.py) beside the other tests; its output: $out/fault-matrix.log"
-    run_pytest -q -rs tests/behaviour/test_fault_matrix.py --junitxml="$out/pytest-matrix.xml" \
-      > "$out/fault-matrix.log" 2>&1 &
+    # The second stream: the fault matrix (its own fleet, fsx), then the most waiting-bound behaviour tests (deadlines,
+    # bake times, unreachable hosts) on fleets named fsb on a subnet of their own. The first stream runs the rest.
+    second=(tests/behaviour/test_canary.py tests/behaviour/test_bench_smoke.py tests/behaviour/test_commit_confirmed.py
+            tests/behaviour/test_flags_unleash.py tests/behaviour/test_alert_blackhole.py
+            tests/behaviour/test_rollback_connection.py tests/behaviour/test_awx_slices.py
+            tests/behaviour/test_metric_gate_runs.py)
+    ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
+    for path in "${second[@]}"; do ignore+=("--ignore=$path"); done
+    echo "==> fault matrix and ${#second[@]} waiting-bound test files beside the other tests; their output: $out/fault-matrix.log"
+    FAILSAFE_FLEET_NAME=fsb FAILSAFE_FLEET_SUBNET=10.213.250.0/24 \
+      run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${second[@]}" \
+      --junitxml="$out/pytest-matrix.xml" > "$out/fault-matrix.log" 2>&1 &
     matrix=$!
-    run_pytest -q -rs tests/unit tests/behaviour --ignore=tests/behaviour/test_fault_matrix.py \
-      --junitxml="$out/pytest.xml" || status=1
+    run_pytest -q -rs tests/unit tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml" || status=1
     wait "$matrix" || status=1
-    echo "==> fault matrix output"
+    echo "==> fault matrix and waiting-bound tests output"
     cat "$out/fault-matrix.log"
 
     # Every mutant must be killed by its named tests (which the runs above have just seen pass), beside the gates.

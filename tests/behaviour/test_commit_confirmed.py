@@ -85,6 +85,12 @@ def journal(matrix, host):
     return matrix.read_json(host, STATE + '/journal.json') or {}
 
 
+def _revert_ended(j):
+    """Whether the host's own revert has finished: the rollback closes the journal first, then the watchdog records
+    how the revert ended (reverted or revert_failed) and keeps the facts."""
+    return j.get('status') == 'rolled_back' and (j.get('confirm') or {}).get('state') in ('reverted', 'revert_failed')
+
+
 def facts(matrix, host):
     return matrix.read_json(host, STATE + '/self_revert.json')
 
@@ -196,7 +202,7 @@ def test_controller_sigkilled_after_the_switch_every_host_reverts_itself(fcc):
     back = {}
     while time.monotonic() < deadline and len(back) < len(hosts):
         for host in hosts:
-            if host not in back and journal(matrix, host).get('status') == 'rolled_back' \
+            if host not in back and _revert_ended(journal(matrix, host)) \
                     and matrix.served_version(host) == before[host][0]:
                 back[host] = time.monotonic() - killed
         time.sleep(0.2)
@@ -266,7 +272,7 @@ def test_a_cut_host_reverts_itself_and_recover_reports_it(fcc):
         # the host, still cut off, reverts itself (its files are read from outside)
         armed = journal(matrix, target)['confirm']
         limit = time.time() + max(0.0, armed['deadline'] - time.time()) + REVERT_BOUND + 10
-        while time.time() < limit and journal(matrix, target).get('status') != 'rolled_back':
+        while time.time() < limit and not _revert_ended(journal(matrix, target)):
             time.sleep(0.2)
         j = journal(matrix, target)
         assert j['status'] == 'rolled_back' and j['confirm']['state'] == 'reverted', j

@@ -437,6 +437,16 @@ MUTANTS = [
             'tests/behaviour/test_traffic_layer.py::test_haproxy_switch_then_rollback_puts_traffic_back_and_proves_it',
         ],
     },
+    {
+        'name': 'delegated-transaction-misattributed',
+        'breaks': "a load balancer's transaction opened by a delegated task counts as the app host's: not rolled back",
+        'file': 'plugins/callback/auto_rollback.py',
+        'old': "    named = txn.get('inventory_host') if isinstance(txn, dict) else None\n",
+        'new': "    named = None  # mutant\n",
+        'tests': [
+            'tests/behaviour/test_canary.py::test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code',
+        ],
+    },
 ]
 
 

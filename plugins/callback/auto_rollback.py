@@ -884,9 +884,14 @@ class CallbackModule(CallbackBase):
             return
         if isinstance(data.get('self_reverted'), dict):
             self._note_self_revert(host, data['self_reverted'])
+        # a task delegated to another host (a load balancer's traffic layer, from the app hosts' play) changed that
+        # host's transaction, which names it (the transaction module's inventory_host): it is that host's to roll back
         for txn in _transactions(data):
-            if self.run.observe_transaction(host, txn) == 'opened':
-                self.connections[host] = self._connection_for(host, _result_host(result))
+            txn_host = _owner(txn, host)
+            if self.run.observe_transaction(txn_host, txn) == 'opened':
+                host_obj = _result_host(result) if txn_host == host else _inventory_host(self.play, txn_host)
+                self.connections[txn_host] = self._connection_for(txn_host, host_obj) if host_obj is not None \
+                    else dict(self.play_connection)
                 self._notice('started')
         ladder = (data.get('ansible_facts') or {}).get('failsafe_ladder')
         if isinstance(ladder, list) and ladder and isinstance(ladder[-1], dict):
@@ -902,7 +907,7 @@ class CallbackModule(CallbackBase):
         for item in items:
             stages = item.get('failsafe_layer_stages')
             if isinstance(stages, list) and stages:
-                self.layer_stages[host] = [str(stage) for stage in stages]
+                self.layer_stages[_owner(item.get('failsafe_transaction'), host)] = [str(stage) for stage in stages]
 
     def _note_self_revert(self, host, facts):
         """A host rolled back a transaction by itself because nobody confirmed it in time: an incident."""
@@ -1473,6 +1478,22 @@ def _float_option(value, default):
 def _result_host(result):
     """The inventory Host object of a callback TaskResult, for ansible-core 2.19 and older names."""
     return getattr(result, 'host', None) or getattr(result, '_host', None)
+
+
+def _owner(txn, host):
+    """The inventory host whose transaction ``txn`` is: the one it names (a delegated call) or the task's host."""
+    named = txn.get('inventory_host') if isinstance(txn, dict) else None
+    return str(named) if named else host
+
+
+def _inventory_host(play, name):
+    """The inventory Host object named ``name`` (a delegated task's target), or None when it is not in the
+    inventory."""
+    try:
+        inventory = getattr(play.get_variable_manager(), '_inventory', None)
+        return inventory.get_host(name) if inventory is not None else None
+    except Exception:  # pylint: disable=broad-except
+        return None
 
 
 def _host_templar(play, host):

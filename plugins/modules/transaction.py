@@ -255,6 +255,12 @@ options:
       - For V(rollback), the secret options of layers (never written to the journal), keyed by layer (C(kind) or
         C(kind:id)).
     type: dict
+  inventory_host:
+    description:
+      - The inventory name of the host this call changes, when the task is delegated to it (C(delegate_to), for
+        example a load balancer's traffic layer from the app hosts' play). Returned in C(failsafe_transaction), so
+        that the failsafe.deploy.auto_rollback callback rolls back that host's transaction, not the task's host's.
+    type: str
 notes:
   - Crash points for the crash-consistency tests (C(FAILSAFE_CRASH_AT)) sit between the layers of a rollback
     (C(engine.files-undone), C(engine.release-undone), C(engine.service-undone), C(engine.checked)).
@@ -440,6 +446,7 @@ def main():
             layer=dict(type='dict'),
             stages=dict(type='list', elements='str', choices=['flags', 'traffic', 'code', 'database']),
             layer_secrets=dict(type='dict', no_log=True),
+            inventory_host=dict(type='str'),
         ),
         required_if=[
             ('phase', 'stage', ('src',)),
@@ -498,7 +505,7 @@ def main():
             result = guarded_rollback(p, run, check)
     except FailsafeError as e:
         details = dict((k, v) for k, v in (e.details or {}).items() if k not in ('msg', 'failed', 'changed'))
-        module.fail_json(msg=e.msg, **details)
+        module.fail_json(msg=e.msg, **_owned(details, p.get('inventory_host')))
     except (OSError, IOError) as e:
         where = getattr(e, 'filename', None) or p['state_dir']
         module.fail_json(msg='%s: %s' % (where, to_native(e.strerror or e)), path=where)
@@ -506,7 +513,14 @@ def main():
         result.pop('diff', None)
     elif result.get('diff') is None:
         result.pop('diff', None)
-    module.exit_json(**result)
+    module.exit_json(**_owned(result, p.get('inventory_host')))
+
+
+def _owned(result, inventory_host):
+    """Names the host whose transaction this is in ``failsafe_transaction`` (a delegated call's target)."""
+    if inventory_host and isinstance(result.get('failsafe_transaction'), dict):
+        result['failsafe_transaction'] = dict(result['failsafe_transaction'], inventory_host=inventory_host)
+    return result
 
 
 if __name__ == '__main__':

@@ -248,10 +248,14 @@ def normalize_connection(settings):
 
 
 def write_rollback_vars(path, run_id, hosts, incident_id, connection=None, stages=None):
-    """The ``-e @file`` of the child: failsafe_rollback_run_id, failsafe_rollback_hosts, failsafe_rollback_incident,
-    failsafe_rollback_connection ({host: {keyword: value}}, only hosts whose play set a connection keyword) and
-    failsafe_rollback_stages ({host: [stage, ...]}, only hosts whose layers need stages other than code alone)."""
+    """The ``-e @file`` of the child: failsafe_hosts (all: the --limit is the scope), failsafe_rollback_run_id,
+    failsafe_rollback_hosts, failsafe_rollback_incident, failsafe_rollback_connection ({host: {keyword: value}},
+    only hosts whose play set a connection keyword) and failsafe_rollback_stages ({host: [stage, ...]}, only hosts
+    whose layers need stages other than code alone)."""
     data = {
+        # the rollback plays run on every host of the --limit (the scope): a host outside the deploy's own host
+        # pattern (a load balancer or database host its tasks were delegated to) is rolled back too
+        'failsafe_hosts': 'all',
         'failsafe_rollback_run_id': run_id,
         'failsafe_rollback_hosts': hosts,
         'failsafe_rollback_incident': incident_id,

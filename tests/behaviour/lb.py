@@ -1,6 +1,7 @@
 # Real load balancers for the traffic layer's tests and bench: Debian's HAProxy and nginx started by each test
 # with their own configuration, pid file, admin socket and ephemeral ports (never the system services), and a
 # bounded HTTP client that counts every answer through the load balancer.
+import http.client
 import json
 import os
 import shutil
@@ -68,7 +69,7 @@ class HAProxy(object):
         os.makedirs(self.dir, exist_ok=True)
         self.inner = inner or self.dir
         self.backend = backend
-        self.servers = list(servers)          # [(name, port, weight)]
+        self.servers = list(servers)          # [(name, port, weight)] or [(name, port, weight, host)]
         self.bind_host = bind_host
         self.server_host = server_host
         self.port = free_port()
@@ -101,9 +102,10 @@ class HAProxy(object):
             'backend %s' % self.backend,
             '    balance roundrobin',
         ]
-        for name, port, weight in self.servers:
+        for entry in self.servers:
+            name, port, weight = entry[:3]
             lines.append('    server %s %s:%d weight %d check inter 500ms fall 2 rise 1'
-                         % (name, self.server_host, port, weight))
+                         % (name, entry[3] if len(entry) > 3 else self.server_host, port, weight))
         if broken:
             lines.append('    this-is-not-a-keyword on')
         with open(self.config, 'w') as handle:
@@ -237,7 +239,10 @@ def get(port, path='/version', timeout=5.0, host='127.0.0.1'):
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read().decode().strip()
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors='replace').strip()
+        try:
+            return e.code, e.read().decode(errors='replace').strip()
+        except (OSError, http.client.HTTPException) as partial:
+            return e.code, 'body cut short: %s' % partial
 
 
 class Load(object):
@@ -263,7 +268,7 @@ class Load(object):
     def _one(self):
         try:
             status, body = get(self.port, self.path, host=self.host)
-        except (OSError, urllib.error.URLError) as e:
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
             status, body = None, '%s: %s' % (type(e).__name__, e)
         now = time.time()
         with self.lock:

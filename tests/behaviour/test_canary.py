@@ -10,6 +10,9 @@ every host's example app each second, under a steady load from this machine.
 - A failed gate in the second wave also rolls back the first wave's host, whose transaction had already committed.
 - A marginal gate pauses: the next wave does not start by itself; abort rolls the wave back, promote goes on.
 - A wave whose first host already had the release is still judged, and its failure still rolls back the wave.
+- Behind a real HAProxy (on a fourth host): each wave leaves the load balancer before it changes and comes back with
+  the canary's weight; a failed gate puts the load balancer's traffic back before the code is rolled back; a good
+  release ends with every server at its full weight and serves no failed request through HAProxy.
 """
 
 import glob
@@ -23,6 +26,7 @@ import urllib.request
 
 import pytest
 
+import lb
 from support import ROOT, assert_log_has_no_ignored_callback_errors, fleet_env, load_example_build
 
 pytestmark = pytest.mark.fleet
@@ -60,18 +64,21 @@ class Load:
 
 
 class Canary:
-    def __init__(self, fleet, base, prometheus):
+    def __init__(self, fleet, base, prometheus, apps=None):
         self.fleet = fleet
+        self.apps = list(apps or fleet.names)
+        self.inventories = [fleet.inventory_path]
         self.base = base
         self.prometheus = prometheus
         self.dist = os.path.join(base, 'dist')
         self.env = fleet_env(fleet, base, self.dist)
         self.env['ANSIBLE_DEPRECATION_WARNINGS'] = 'False'
-        self.instances = dict((h, '%s:8080' % fleet.host(h).address) for h in fleet.names)
+        self.instances = dict((h, '%s:8080' % fleet.host(h).address) for h in self.apps)
         self.runs = 0
 
     def argv(self, playbook, *args):
-        return ['ansible-playbook', '-i', self.fleet.inventory_path, playbook, '-e', '@' + APP_VARS] + list(args)
+        inventories = [arg for path in self.inventories for arg in ('-i', path)]
+        return ['ansible-playbook'] + inventories + [playbook, '-e', '@' + APP_VARS] + list(args)
 
     def start(self, name, playbook, *args):
         self.runs += 1
@@ -312,3 +319,154 @@ def test_wave_is_judged_even_when_its_first_host_had_nothing_to_deploy(canary):
     incident, dummy = canary.incident(run_dir)
     assert incident['failures'][0]['metric_gate']['verdict'] == 'fail'
     assert incident['summary']['scope_hosts'] == [h2]
+
+
+# --- behind a load balancer ----------------------------------------------------------------------------------------
+DRAIN = 0x08   # HAProxy's SRV_ADMF_DRAIN bit of srv_admin_state
+
+
+@pytest.fixture
+def canary_lb(fleet, prometheus, tmp_path):
+    """3 app hosts on 1.0.0 (verified) behind a real HAProxy on a fourth fleet host (weight 100 each), scraped by
+    Prometheus, with a steady load through HAProxy on / (counting every failed request)."""
+    hosts = fleet(4)
+    apps, lb_host = hosts.names[:3], hosts.names[3]
+    setup = Canary(hosts, str(tmp_path), prometheus, apps=apps)
+    load_example_build().build(setup.dist, 0, [('1.0.0', 'good'), ('2.0.0', 'good'), ('6.0.0', 'flaky')])
+    rc, run_dir = setup.play('setup', 'failsafe.deploy.deploy', '-e', 'release_version=1.0.0',
+                             '-e', 'failsafe_hosts=%s' % ','.join(apps))
+    assert rc == 0, 'the first deploy of 1.0.0 failed: see %s/run.log' % run_dir
+    problem = lb.ensure_prereqs()
+    assert problem is None, problem
+    haproxy = lb.HAProxy(hosts.host_path(lb_host, '/srv/haproxy'),
+                         [(h, 8080, 100, hosts.host(h).address) for h in apps],
+                         bind_host=hosts.host(lb_host).address, inner='/srv/haproxy',
+                         run=lambda argv: hosts.run(lb_host, argv))
+    haproxy.start()
+    extra = os.path.join(str(tmp_path), 'lb-inventory.json')
+    with open(extra, 'w') as handle:
+        json.dump({'all': {'hosts': {lb_host: {
+            'failsafe_traffic_name': 'traffic', 'failsafe_traffic_driver': 'haproxy',
+            'failsafe_traffic_haproxy_socket': haproxy.inner_socket, 'failsafe_traffic_haproxy_backend': 'app',
+            'failsafe_traffic_haproxy_state_file': haproxy.inner_state_file,
+            'failsafe_traffic_haproxy_config': haproxy.inner_config}}}}, handle)
+    setup.inventories.append(extra)
+    setup.lb, setup.lb_host = haproxy, lb_host
+    prometheus.set_targets(list(setup.instances.values()))
+    prometheus.wait_for('count(up{job="app"} == 1)', lambda r: r and float(r[0]['value'][1]) == 3, timeout=60)
+    setup.load = lb.Load(haproxy.port, host=hosts.host(lb_host).address, path='/', workers=2, interval=0.01)
+    setup.load.start()
+    try:
+        yield setup
+    finally:
+        setup.load.stop()
+        haproxy.stop()
+        prometheus.set_targets([])
+
+
+class Watch:
+    """Samples, every 50 ms from a thread of the test, HAProxy's state of every server and each app host's current
+    release: what the load balancer and the hosts really went through during a run."""
+
+    def __init__(self, site):
+        self.site = site
+        self.samples = []       # (time, {server: (admin_state, weight)}, {host: current release})
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped.is_set():
+            try:
+                servers = self.site.lb.server_state()
+            except OSError:
+                servers = {}
+            self.samples.append((time.time(), servers, dict((h, self.site.current(h)) for h in self.site.apps)))
+            time.sleep(0.05)
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(timeout=10)
+        return self
+
+    def states_of(self, server):
+        return [servers[server] for dummy, servers, dummy2 in self.samples if server in servers]
+
+    def first(self, predicate, after=0.0):
+        return next((t for t, servers, current in self.samples if t >= after and predicate(servers, current)), None)
+
+
+def _lb_journal(site):
+    with open(site.fleet.host_path(site.lb_host, '/var/lib/failsafe-deploy/traffic/journal.json')) as handle:
+        return json.load(handle)
+
+
+def test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code(canary_lb):
+    """The issue's done-when, with the load balancer: the canary host leaves HAProxy before it changes, takes
+    traffic at the canary's weight (10 against 100) while it is judged, the gate sees its errors and fails; the
+    rollback gives HAProxy back the traffic it had before the deploy (every server ready at weight 100), and does so
+    before the canary host's code goes back to 1.0.0."""
+    site = canary_lb
+    h1, h2, h3 = site.apps
+    gate = {'failsafe_canary_lb': site.lb_host, 'failsafe_canary_weight': 10, 'failsafe_canary_full_weight': 100,
+            'failsafe_canary_bake': 3, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 3,
+            'failsafe_canary_thresholds': [{'name': 'error_rate', 'query': ERROR_RATE, 'max': 0.05}]}
+    watch = Watch(site)
+    try:
+        rc, run_dir = site.play('lb-flaky', 'failsafe.deploy.canary', *site.canary_args('6.0.0', [1, '100%'], gate))
+    finally:
+        watch.stop()
+    assert rc != 0, 'the flaky canary passed its gate: see %s/run.log' % run_dir
+    for host in (h1, h2, h3):
+        site.assert_on(host, '1.0.0')
+    # HAProxy went through drain, then the canary's weight, for h1 only; the others kept their traffic
+    seen = watch.states_of(h1)
+    assert any(state & DRAIN for state, dummy in seen), 'h1 never left the load balancer: %r' % seen[:5]
+    assert (0, 10) in seen, 'h1 never took traffic at the canary weight: %r' % sorted(set(seen))
+    for host in (h2, h3):
+        assert set(watch.states_of(host)) == {(0, 100)}, (host, sorted(set(watch.states_of(host))))
+    # and is back as it was before the deploy
+    assert site.lb.server_state() == dict((h, (0, 100)) for h in site.apps), site.lb.server_state()
+    journal = _lb_journal(site)
+    assert journal['status'] == 'rolled_back' and journal['outcome']['verified'] is True, journal
+    # traffic first: h1 was back at weight 100 before its current release went back to 1.0.0
+    switched = watch.first(lambda servers, current: current.get(h1) == '6.0.0')
+    assert switched is not None, 'h1 never switched to 6.0.0'
+    traffic_back = watch.first(lambda servers, current: servers.get(h1) == (0, 100), after=switched)
+    code_back = watch.first(lambda servers, current: current.get(h1) == '1.0.0', after=switched)
+    assert traffic_back is not None and code_back is not None, (traffic_back, code_back)
+    assert traffic_back <= code_back, 'the code of h1 was rolled back %.2f s before its traffic' % (
+        traffic_back - code_back)
+    incident, markdown = site.incident(run_dir)
+    assert incident['outcome'] == 'rolled_back'
+    assert sorted(incident['summary']['scope_hosts']) == sorted([h1, site.lb_host])
+    assert incident['failures'][0]['metric_gate']['verdict'] == 'fail'
+    assert 'error_rate' in markdown
+
+
+def test_behind_haproxy_a_good_canary_ends_at_full_weight_without_a_failed_request(canary_lb):
+    """A good release in two waves: each wave's hosts are drained before their restart and come back at the canary
+    weight; the last play gives every host its full weight and commits the load balancer. HAProxy answered every
+    request of the steady load."""
+    site = canary_lb
+    h1, h2, h3 = site.apps
+    gate = {'failsafe_canary_lb': site.lb_host, 'failsafe_canary_weight': 10, 'failsafe_canary_full_weight': 100,
+            'failsafe_canary_bake': 2, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 2,
+            'failsafe_canary_thresholds': [{'name': 'error_rate', 'query': ERROR_RATE, 'max': 0.05}]}
+    since = time.time()
+    watch = Watch(site)
+    try:
+        rc, run_dir = site.play('lb-good', 'failsafe.deploy.canary', *site.canary_args('2.0.0', [1, '100%'], gate))
+    finally:
+        watch.stop()
+    assert rc == 0, 'see %s/run.log' % run_dir
+    for host in (h1, h2, h3):
+        site.assert_on(host, '2.0.0')
+        assert any(state & DRAIN for state, dummy in watch.states_of(host)), '%s was never drained' % host
+        assert (0, 10) in watch.states_of(host), '%s never had the canary weight' % host
+    assert site.lb.server_state() == dict((h, (0, 100)) for h in site.apps), site.lb.server_state()
+    assert _lb_journal(site)['status'] == 'committed'
+    time.sleep(1)
+    answered = site.load.served_since(since)
+    assert len(answered) > 100 and None not in answered, (len(answered), sorted(set(answered), key=str))
+    assert site.load.failures == [], site.load.failures[:5]

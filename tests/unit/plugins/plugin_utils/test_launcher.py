@@ -129,8 +129,10 @@ def test_write_rollback_vars(tmp_path):
     path = str(tmp_path / 'v.json')
     hosts = {'web1': {'state_dir': '/s', 'name': 'app', 'txid': 't1', 'release': 'r2', 'previous_release': 'r1'}}
     _launcher.write_rollback_vars(path, 'run-1', hosts, 'inc-1')
-    assert json.loads(open(path).read()) == {'failsafe_rollback_run_id': 'run-1', 'failsafe_rollback_hosts': hosts,
-                                             'failsafe_rollback_incident': 'inc-1', 'failsafe_rollback_connection': {}}
+    # failsafe_hosts=all: the rollback plays cover every host of the --limit, even one outside the deploy's pattern
+    assert json.loads(open(path).read()) == {'failsafe_hosts': 'all', 'failsafe_rollback_run_id': 'run-1',
+                                             'failsafe_rollback_hosts': hosts, 'failsafe_rollback_incident': 'inc-1',
+                                             'failsafe_rollback_connection': {}}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 

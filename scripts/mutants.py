@@ -444,6 +444,8 @@ MUTANTS = [
         'old': "    named = txn.get('inventory_host') if isinstance(txn, dict) else None\n",
         'new': "    named = None  # mutant\n",
         'tests': [
+            'tests/unit/plugins/callback/test_auto_rollback.py::'
+            'test_a_delegated_transaction_is_rolled_back_on_the_host_it_names',
             'tests/behaviour/test_canary.py::test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code',
         ],
     },

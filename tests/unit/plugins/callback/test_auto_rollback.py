@@ -376,6 +376,35 @@ def test_rollback_of_every_opened_host(env):
     assert 'ROLLBACK FAILED' not in text
 
 
+def test_a_delegated_transaction_is_rolled_back_on_the_host_it_names(env):
+    """A load balancer's transaction opened by a task delegated from web1 (the canary's traffic steps) names its host
+    (inventory_host): lb1 is rolled back with its own transaction and stages, and web1 keeps its code stage."""
+    cb, display = make_callback(env)
+    start = FakeTask('Open transaction', action='failsafe.deploy.transaction')
+    cb.v2_playbook_on_task_start(start, False)
+    cb.v2_runner_on_ok(FakeResult('web1', start, txn('web1')))
+    apply = FakeTask('Switch traffic', action='failsafe.deploy.transaction')
+    cb.v2_playbook_on_task_start(apply, False)
+    lb = {'txid': 'tx-lb1', 'run_id': 'run-7', 'name': 'traffic', 'state_dir': '/var/lib/failsafe-deploy',
+          'release': None, 'status': 'open', 'inventory_host': 'lb1'}
+    cb.v2_runner_on_ok(FakeResult('web1', apply, {'changed': True, 'failsafe_transaction': lb,
+                                                  'failsafe_layer_stages': ['traffic'],
+                                                  '_ansible_delegated_vars': {'ansible_host': '10.0.0.9'}}))
+    task = FakeTask('Let the wave bake, then judge it by its metrics', action='failsafe.deploy.metric_gate')
+    cb.v2_playbook_on_task_start(task, False)
+    cb.v2_runner_on_failed(FakeResult('web1', task, {'msg': 'metric gate failed'}))
+    cb.v2_playbook_on_stats(FakeStats(['web1'], failures={'web1': 1}))
+
+    call = json.loads((env / 'child-call.json').read_text())
+    argv = call['argv']
+    assert sorted(argv[argv.index('--limit') + 1].split(',')) == ['lb1', 'web1']
+    assert call['vars']['failsafe_hosts'] == 'all'
+    assert call['vars']['failsafe_rollback_hosts']['lb1']['name'] == 'traffic'
+    assert call['vars']['failsafe_rollback_hosts']['lb1']['txid'] == 'tx-lb1'
+    assert call['vars']['failsafe_rollback_hosts']['web1']['txid'] == 'tx-web1'
+    assert call['vars']['failsafe_rollback_stages'] == {'lb1': ['traffic']}
+
+
 def test_rollback_scope_failed(env):
     cb, display = make_callback(env, rollback_scope='failed')
     open_and_fail(cb, hosts=('web1', 'web2'), failing=('web2',))

@@ -447,7 +447,7 @@ def test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code(canary_l
 def test_behind_haproxy_a_good_canary_ends_at_full_weight_without_a_failed_request(canary_lb):
     """A good release in two waves: each wave's hosts are drained before their restart and come back at the canary
     weight; the last play gives every host its full weight and commits the load balancer. HAProxy answered every
-    request of the steady load."""
+    request of the steady load. A re-run changes nothing on the load balancer."""
     site = canary_lb
     h1, h2, h3 = site.apps
     gate = {'failsafe_canary_lb': site.lb_host, 'failsafe_canary_weight': 10, 'failsafe_canary_full_weight': 100,
@@ -470,3 +470,9 @@ def test_behind_haproxy_a_good_canary_ends_at_full_weight_without_a_failed_reque
     answered = site.load.served_since(since)
     assert len(answered) > 100 and None not in answered, (len(answered), sorted(set(answered), key=str))
     assert site.load.failures == [], site.load.failures[:5]
+    # a re-run deploys nothing and leaves the load balancer and its transaction alone
+    txid = _lb_journal(site)['txid']
+    rc, run_dir = site.play('lb-again', 'failsafe.deploy.canary', *site.canary_args('2.0.0', [1, '100%'], gate))
+    assert rc == 0, 'see %s/run.log' % run_dir
+    assert _lb_journal(site)['txid'] == txid and _lb_journal(site)['status'] == 'committed'
+    assert site.lb.server_state() == dict((h, (0, 100)) for h in site.apps), site.lb.server_state()

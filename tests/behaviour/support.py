@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -238,9 +239,33 @@ class LocalDeploy:
             return [json.loads(line) for line in f if line.strip()]
 
     def stop(self):
+        # A commit-confirmed watchdog still armed (a rollback that failed before its code stage leaves the transaction
+        # open) would revert this site at its deadline and start the app again after the test: stop it first.
+        for pid in pids_running_under(self.dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c',
                         os.path.join(self.dir, 'supervisor', 'supervisord.conf'), 'shutdown'],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+def pids_running_under(directory):
+    """Pids of this machine's commit-confirmed watchdogs whose parameters file lies under ``directory``."""
+    found = []
+    prefix = os.path.join(os.path.realpath(str(directory)), '')
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as handle:
+                args = handle.read().decode(errors='replace').split('\0')
+        except OSError:
+            continue
+        if any(a.startswith(prefix) and '%sconfirm%s' % (os.sep, os.sep) in a for a in args[1:]):
+            found.append(int(entry))
+    return found
 
 
 def add_migrations(archive, files):

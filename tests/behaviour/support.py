@@ -241,7 +241,7 @@ class LocalDeploy:
     def stop(self):
         # A commit-confirmed watchdog still armed (a rollback that failed before its code stage leaves the transaction
         # open) would revert this site at its deadline and start the app again after the test: stop it first.
-        for pid in pids_running_under(self.dir):
+        for pid in confirm_watchdogs_under(self.dir):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -251,7 +251,7 @@ class LocalDeploy:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
-def pids_running_under(directory):
+def confirm_watchdogs_under(directory):
     """Pids of this machine's commit-confirmed watchdogs whose parameters file lies under ``directory``."""
     found = []
     prefix = os.path.join(os.path.realpath(str(directory)), '')

@@ -37,8 +37,9 @@ def prometheus(tmp_path_factory):
     """One real Prometheus server for the test session (its own port, config and data dir); tests set its
     targets with ``set_targets``."""
     from prometheus_server import Prometheus, ensure_prometheus
-    if not ensure_prometheus():
-        pytest.skip('prometheus is missing (Debian package prometheus; scripts/prometheus-prereqs.sh as root)')
+    from tests.requires import require
+    require(ensure_prometheus(), 'prometheus is missing (Debian package prometheus; scripts/prometheus-prereqs.sh '
+            'as root)')
     server = Prometheus(str(tmp_path_factory.mktemp('prometheus'))).start()
     yield server
     server.stop()

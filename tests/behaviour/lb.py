@@ -31,13 +31,11 @@ def ensure_prereqs():
 
 def require():
     """For a test's fixture: haproxy and nginx installed (scripts/lb-prereqs.sh), or the test skips; under CI
-    (``CI=true``) or as root a test that cannot run fails instead, with the reason."""
-    import pytest
+    (``CI=true``) or as root a test that cannot run fails instead, with the reason (tests/requires.py)."""
+    from tests.requires import cannot_run
     why = ensure_prereqs()
     if why:
-        if os.environ.get('CI') == 'true' or os.geteuid() == 0:
-            pytest.fail('load balancer test cannot run: %s' % why)
-        pytest.skip(why)
+        cannot_run('load balancer test cannot run: %s' % why)
 
 
 def free_port():

@@ -20,8 +20,8 @@ import sys
 import pytest
 
 from support import DEMO, ROOT, assert_no_ignored_callback_errors
+from tests.requires import require_module
 
-ansible_runner = pytest.importorskip('ansible_runner')
 pytestmark = pytest.mark.slow
 
 HOOK_TOKEN = 'wHk-T0ken-9f8e7d6c5b4a'
@@ -39,6 +39,7 @@ class AwxProject:
     """A private_data_dir whose project holds the playbooks and the demo's ansible.cfg, as an AWX project would."""
 
     def __init__(self, deploy, base):
+        self.runner = require_module('ansible_runner', 'ansible-runner is missing (requirements-dev.txt)')
         self.d = deploy
         self.base = str(base)
         self.project = os.path.join(self.base, 'project')
@@ -64,6 +65,7 @@ class AwxProject:
                         'FAILSAFE_SPOOL_PATH': os.path.join(self.base, 'incidents-' + name, 'alerts.jsonl')})
         envvars.update(env)
         os.makedirs(os.path.join(self.base, 'job-' + name))
+        ansible_runner = self.runner
         saved = dict((k, os.environ.pop(k)) for k in list(os.environ) if k.startswith(('FAILSAFE_', 'ANSIBLE_')))
         try:
             # one private_data_dir per job (runner keeps the envvars of a private_data_dir), one shared project

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from support import DEMO, ROOT, assert_no_ignored_callback_errors, fleet_env, load_example_build
+from tests.requires import require_module
 
-ansible_runner = pytest.importorskip('ansible_runner')
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 APP_VARS = os.path.join(ROOT, 'tests', 'fleet', 'app-vars.yml')
@@ -66,6 +66,7 @@ def _journal(fleet, host):
 
 
 def test_a_failure_in_one_slice_rolls_back_the_hosts_of_both(fleet, tmp_path):
+    ansible_runner = require_module('ansible_runner', 'ansible-runner is missing (requirements-dev.txt)')
     hosts = fleet(4)
     base = str(tmp_path)
     dist = os.path.join(base, 'dist')

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from support import assert_no_ignored_callback_errors
+from tests.requires import require_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,8 +25,7 @@ def _stat(st):
 @pytest.mark.fleet
 @pytest.mark.slow
 def test_bench_smoke(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip('the fleet benchmarks need root')
+    require_root('the fleet benchmarks need root')
     out = tmp_path / 'out'
     start = time.time()
     proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts/bench.sh'), '--smoke', '--out', str(out)],

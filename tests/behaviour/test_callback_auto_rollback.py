@@ -29,6 +29,7 @@ import time
 import pytest
 
 from support import assert_no_ignored_callback_errors
+from tests.requires import require_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -331,7 +332,7 @@ def test_ansible_doc_renders():
 def test_under_ansible_runner_as_awx_runs_it(site, receiver):
     """ansible-runner forces its own stdout callback and passes the inventory only on the command line; the
     rollback child must still get the inventory, lose awx_display and load this callback in child mode."""
-    ansible_runner = pytest.importorskip('ansible_runner')
+    ansible_runner = require_module('ansible_runner', 'ansible-runner is missing (requirements-dev.txt)')
     private = site / 'runner'
     (private / 'project').mkdir(parents=True)
     for name in ('deploy.yml', 'rollback.yml', 'library'):

@@ -30,6 +30,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tests.fleet.fleet import Fleet, ensure_prereqs  # noqa: E402  pylint: disable=wrong-import-position
+from tests.requires import require_root  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.fleet
 
@@ -56,8 +57,7 @@ REVERT_BOUND = 20.0
 @pytest.fixture(scope='module')
 def fcc(tmp_path_factory):
     """A 3-host fleet on release 1.0.0 (verified), torn down even on failure."""
-    if os.geteuid() != 0:
-        pytest.skip('the namespace fleet needs root')
+    require_root('the namespace fleet needs root')
     ensure_prereqs()
     base = str(tmp_path_factory.mktemp('commit-confirmed'))
     fleet = Fleet(3, base_dir=os.path.join(base, 'fleet'))

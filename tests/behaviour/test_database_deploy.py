@@ -23,6 +23,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tests import dbservers  # noqa: E402  pylint: disable=wrong-import-position
+from tests.requires import require, require_root  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,11 @@ HOOK = """---
 
 @pytest.fixture(scope='module')
 def pg():
-    if os.geteuid() != 0 or not dbservers.pg_bin():
-        pytest.skip('PostgreSQL tests need root and the PostgreSQL 15 binaries')
+    require_root('PostgreSQL tests need root (the cluster runs as the postgres OS user)')
+    if not dbservers.pg_bin():
+        error = dbservers.ensure_prereqs()
+        require(dbservers.pg_bin(), 'no PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb) after '
+                'scripts/db-prereqs.sh: %s' % error)
     server = dbservers.Postgres().start()
     yield server
     server.stop()
@@ -302,8 +306,7 @@ def test_a_tool_project_deploys_fails_and_rolls_back_to_the_revision_recorded_be
     import shutil
     import sqlite3
     if tool == 'sqitch' and not shutil.which('sqitch'):
-        if os.geteuid() != 0:
-            pytest.skip('sqitch is missing and only root can install it (scripts/db-prereqs.sh)')
+        require_root('sqitch is missing and only root can install it (scripts/db-prereqs.sh)')
         error = dbservers.ensure_prereqs()
         if error:
             pytest.fail('scripts/db-prereqs.sh failed: %s' % error)

@@ -59,6 +59,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from tests.fleet.fleet import Fleet, ensure_prereqs  # noqa: E402  pylint: disable=wrong-import-position
+from tests.requires import require_root  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.fleet
 
@@ -209,8 +210,7 @@ def _kill_group(pgid):
 @pytest.fixture(scope='module')
 def fsx(tmp_path_factory):
     """One 3-host fleet for the whole matrix, on release 1.0.0 (verified), torn down even on failure."""
-    if os.geteuid() != 0:
-        pytest.skip('the namespace fleet needs root')
+    require_root('the namespace fleet needs root')
     ensure_prereqs()
     base = str(tmp_path_factory.mktemp('fault-matrix'))
     fleet = Fleet(3, name=FLEET_NAME, base_dir=os.path.join(base, 'fleet'))

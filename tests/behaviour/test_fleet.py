@@ -17,6 +17,7 @@ if ROOT not in sys.path:
 
 from tests.fleet.fleet import _links, _netns_list, _pid_alive  # noqa: E402  pylint: disable=wrong-import-position
 from tests.fleet.pytest_fleet import fleet  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from tests.requires import require_root  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.fleet
 
@@ -143,8 +144,7 @@ def test_down_leaves_nothing_behind(fleet, tmp_path):
 
 def test_down_all_removes_a_fleet_left_by_a_killed_run(tmp_path):
     """A fleet started by the CLI outlives its process; `down --all` finds it by name prefix and removes it."""
-    if os.geteuid() != 0:
-        pytest.skip('the namespace fleet needs root')
+    require_root('the namespace fleet needs root')
     base = tmp_path / 'cli-fleet'
     cli = [sys.executable, '-m', 'tests.fleet']
     up = subprocess.run(cli + ['up', '-n', '2', '--name', 'fsdcli', '--dir', str(base)], cwd=ROOT,
@@ -168,8 +168,7 @@ def test_down_all_removes_a_fleet_left_by_a_killed_run(tmp_path):
 
 def test_up_reclaims_a_fleet_whose_owner_was_killed(tmp_path):
     """A test process SIGKILLed mid-run leaves its hosts running; the next up() of that name tears them down first."""
-    if os.geteuid() != 0:
-        pytest.skip('the namespace fleet needs root')
+    require_root('the namespace fleet needs root')
     code = ('import sys, time\n'
             'from tests.fleet import Fleet\n'
             'Fleet(2, name="fsdkil", base_dir=sys.argv[1]).up()\n'

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from support import assert_no_ignored_callback_errors
+from tests.requires import require_root
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.venv')), 'bin')
@@ -21,8 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.fleet]
 
 @pytest.mark.parametrize('scenario', ['default', 'rollback'])
 def test_molecule_scenario_passes(scenario, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip('the namespace fleet needs root')
+    require_root('the namespace fleet needs root')
     # molecule keeps its ephemeral directory (and the ssh control sockets) under ANSIBLE_HOME: a short one keeps
     # the socket paths under the 108-byte limit of unix sockets.
     home = tempfile.mkdtemp(prefix='fsm-')

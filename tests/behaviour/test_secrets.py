@@ -36,6 +36,7 @@ import sys
 import pytest
 
 from support import DEMO, Receiver, free_port
+from tests.requires import require_module
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'unit', 'plugins', 'plugin_utils'))
@@ -256,7 +257,7 @@ def test_given_a_health_url_with_credentials_when_the_rollback_fails_then_the_ho
 def test_under_ansible_runner_no_canary_in_job_events_or_artifacts_but_ansibles_own_failed_result(runs, tmp_path):
     """The same failing deploy run the way AWX runs it: every job event (our callback's lines arrive as events of
     their own), the job's stdout and event files, and again every file we write and every webhook body."""
-    ansible_runner = pytest.importorskip('ansible_runner')
+    ansible_runner = require_module('ansible_runner', 'ansible-runner is missing (requirements-dev.txt)')
     d = runs[0]
     project = tmp_path / 'project'
     project.mkdir()

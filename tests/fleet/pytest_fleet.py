@@ -19,6 +19,7 @@ import os
 
 import pytest
 
+from ..requires import must_run, require_root
 from .fleet import DEFAULT_NAME, Fleet, ensure_prereqs
 
 MARKER = 'fleet: builds a fleet of namespace SSH hosts (needs root; see tests/fleet/README.md)'
@@ -31,19 +32,15 @@ def pytest_configure(config):
 _FLEET_SECONDS = {'tests': 0, 'skipped': 0, 'seconds': 0.0}
 
 
-def must_run():
-    """True where a fleet test that cannot run is a failure, not a skip: under CI (``CI=true``) and as root.
-
-    Elsewhere (a developer's laptop without root) fleet tests still skip, with their reason shown by ``-rs``.
-    """
-    return os.environ.get('CI', '').strip().lower() in ('true', '1', 'yes') or os.geteuid() == 0
-
-
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
-    """Turns the skip of a test marked ``fleet`` into a failure where fleet tests must run (see must_run)."""
+def pytest_runtest_makereport(item, call):
+    """Turns the skip of a test marked ``fleet`` into a failure where fleet tests must run (tests/requires.py
+    must_run: under CI and as root); a test that tests/requires.py failed for the same reason is counted with them."""
     outcome = yield
     report = outcome.get_result()
+    if report.failed and call.excinfo is not None and getattr(call.excinfo.value, 'failsafe_not_run', False):
+        report.fleet_not_run = True
+        return
     if not report.skipped or hasattr(report, 'wasxfail') or item.get_closest_marker('fleet') is None:
         return
     if not must_run():
@@ -81,8 +78,7 @@ def fleet(request, tmp_path_factory):
     Every fleet made through it is torn down when the test ends, even when it fails. A second fleet in the same
     test gets its own name (``<name>2``, ...) and so its own subnet, unless you pass one.
     """
-    if os.geteuid() != 0:
-        pytest.skip('the namespace fleet needs root')
+    require_root('the namespace fleet needs root')
     made = []
 
     def make(n=3, name=None, **kwargs):

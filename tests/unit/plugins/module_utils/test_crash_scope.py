@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
+from ansible_collections.failsafe.deploy.tests.requires import needs
 
 CONTROLLER = textwrap.dedent('''
     import os, subprocess, sys, time
@@ -50,7 +50,7 @@ def run_controller(scope, linger):
             proc.kill()
 
 
-@pytest.mark.skipif(not os.path.exists('/proc/self/stat'), reason='needs /proc')
+@needs(os.path.exists('/proc/self/stat'), 'needs /proc')
 def test_given_controller_scope_when_the_point_is_reached_then_the_controller_is_killed():
     assert run_controller('controller', linger=30) == -9
 

@@ -26,14 +26,16 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._errors import Fai
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 
 from ansible_collections.failsafe.deploy.tests import dbservers
-
-IS_ROOT = os.geteuid() == 0
+from ansible_collections.failsafe.deploy.tests.requires import require, require_root
 
 
 @pytest.fixture(scope='module')
 def pg():
-    if not IS_ROOT or not dbservers.pg_bin():
-        pytest.skip('PostgreSQL tests need root and the PostgreSQL 15 binaries')
+    require_root('PostgreSQL tests need root (the cluster runs as the postgres OS user)')
+    if not dbservers.pg_bin():
+        error = dbservers.ensure_prereqs()
+        require(dbservers.pg_bin(), 'no PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb) after '
+                'scripts/db-prereqs.sh: %s' % error)
     server = dbservers.Postgres().start()
     yield server
     server.stop()
@@ -41,8 +43,7 @@ def pg():
 
 @pytest.fixture(scope='module')
 def maria():
-    if not IS_ROOT:
-        pytest.skip('MariaDB tests need root')
+    require_root('MariaDB tests need root (the server runs as the mysql OS user)')
     error = dbservers.ensure_prereqs()
     if error:
         pytest.fail('scripts/db-prereqs.sh failed: %s' % error)
@@ -294,12 +295,11 @@ def test_a_second_run_holding_the_lock_is_refused(db, tmp_path):
 
 
 def test_a_backup_that_would_not_fit_is_refused(tmp_path):
-    if not IS_ROOT:
-        pytest.skip('mounting a small tmpfs needs root')
+    require_root('mounting a small tmpfs needs root')
     mnt = tmp_path / 'small'
     mnt.mkdir()
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mnt)], check=False).returncode != 0:
-        pytest.skip('cannot mount a tmpfs here')
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mnt)], check=False)
+    require(mounted.returncode == 0, 'cannot mount a tmpfs here')
     try:
         path = str(tmp_path / 'big.db')
         conn = sqlite3.connect(path)

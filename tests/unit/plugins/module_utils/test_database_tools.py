@@ -24,6 +24,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._errors import Fai
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 
 from ansible_collections.failsafe.deploy.tests import dbservers
+from ansible_collections.failsafe.deploy.tests.requires import require, require_root
 
 ALEMBIC = os.path.join(os.path.dirname(sys.executable), 'alembic')
 
@@ -161,9 +162,10 @@ def sqitch_release(tmp_path, rid, changes):
 
 @pytest.fixture(scope='module')
 def pg():
-    if os.geteuid() != 0 or not dbservers.pg_bin():
-        pytest.skip('PostgreSQL tests need root and the PostgreSQL 15 binaries')
+    require_root('PostgreSQL tests need root (the cluster runs as the postgres OS user)')
     error = dbservers.ensure_prereqs()
+    require(dbservers.pg_bin(), 'no PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb) after '
+            'scripts/db-prereqs.sh: %s' % error)
     if error:
         pytest.fail('scripts/db-prereqs.sh failed: %s' % error)
     server = dbservers.Postgres().start()

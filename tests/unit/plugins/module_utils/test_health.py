@@ -19,10 +19,11 @@ from ansible_collections.failsafe.deploy.plugins.module_utils import _health
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import (
     Matchers, Outcome, command_argv, is_truthy, probe_command, probe_http, probe_tcp, run_probe, summarize,
 )
+from ansible_collections.failsafe.deploy.tests.requires import needs
 
 
 # ansible-test units installs only what tests/unit/requirements.txt lists; jmespath is optional for the module.
-needs_jmespath = pytest.mark.skipif(not _health.HAS_JMESPATH, reason='jmespath is not installed')
+needs_jmespath = needs(_health.HAS_JMESPATH, 'jmespath is not installed (tests/unit/requirements.txt)')
 
 
 class _Server(ThreadingHTTPServer):

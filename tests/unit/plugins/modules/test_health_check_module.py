@@ -17,6 +17,7 @@ import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _health
 from ansible_collections.failsafe.deploy.plugins.modules import health_check
+from ansible_collections.failsafe.deploy.tests.requires import needs, require
 from ansible_collections.failsafe.deploy.tests.unit.plugins.modules.utils import (
     AnsibleExitJson, AnsibleFailJson, run_module)
 
@@ -80,7 +81,7 @@ def closed_port():
 
 FAST = {'sleep': 0.05, 'use_proxy': False}
 # ansible-test units installs only what tests/unit/requirements.txt lists; jmespath is optional for the module.
-needs_jmespath = pytest.mark.skipif(not _health.HAS_JMESPATH, reason='jmespath is not installed')
+needs_jmespath = needs(_health.HAS_JMESPATH, 'jmespath is not installed (tests/unit/requirements.txt)')
 
 
 @needs_jmespath
@@ -186,8 +187,7 @@ def test_given_command_with_json_stdout_when_queried_then_json_returned():
     ({'url': 'http://127.0.0.1/', 'port': 80}, 'parameters are mutually exclusive: url|port|cmd'),
     ({'type': 'tcp', 'url': 'http://127.0.0.1/'}, 'type is tcp but all of the following are missing: port'),
     ({'url': 'http://127.0.0.1/', 'body_regex': '('}, 'body_regex is not a valid regular expression'),
-    pytest.param({'url': 'http://127.0.0.1/', 'json_query': 'a[?'}, 'json_query is not a valid JMESPath expression',
-                 marks=needs_jmespath),
+    ({'url': 'http://127.0.0.1/', 'json_query': 'a[?'}, 'json_query is not a valid JMESPath expression'),
     ({'port': 1, 'body_regex': 'x'}, 'body_regex does not apply to a tcp probe'),
     ({'port': 1, 'timeout': 0}, 'timeout must be greater than 0'),
     ({'port': 1, 'retries': -1}, 'retries must not be negative'),
@@ -195,6 +195,8 @@ def test_given_command_with_json_stdout_when_queried_then_json_returned():
     ({'cmd': {'a': 1}}, 'cmd must be a list of arguments or a string'),
 ])
 def test_given_bad_arguments_when_run_then_fails_naming_the_option(args, msg):
+    if 'json_query' in args:
+        require(_health.HAS_JMESPATH, 'jmespath is not installed (tests/unit/requirements.txt)')
     result = run_check(args, expect_fail=True)
     assert msg in result['msg']
     assert 'attempts' not in result

@@ -13,12 +13,14 @@ import random
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _analysis as an
+from ansible_collections.failsafe.deploy.tests.requires import require_module
 
 
 @pytest.fixture
 def stats():
-    """scipy.stats, the reference implementation (requirements-dev.txt); only the cross-checks need it."""
-    return pytest.importorskip('scipy.stats')
+    """scipy.stats, the reference implementation (requirements-dev.txt, tests/unit/requirements.txt); only the
+    cross-checks need it."""
+    return require_module('scipy.stats', 'scipy is missing: the reference Mann-Whitney U the analysis is checked against')
 
 
 def _rng(seed):

@@ -61,17 +61,20 @@ def make_certificate(directory):
     return cert, key
 
 
-def free_port():
+def free_port(hostname='127.0.0.1'):
     with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
+        sock.bind((hostname, 0))
         return sock.getsockname()[1]
 
 
 class SmtpServer:
     """aiosmtpd on 127.0.0.1 requiring STARTTLS and AUTH. ``messages``: what it accepted, each with the parsed
-    message, the envelope, the user that authenticated and whether TLS was on; ``logins``: every AUTH attempt."""
+    message, the envelope, the user that authenticated and whether TLS was on; ``logins``: every AUTH attempt.
 
-    def __init__(self, directory, port=None):
+    ``tls=False``: a server without STARTTLS that takes AUTH in clear text (a badly set up relay), on ``hostname``
+    (another loopback address stands in for a remote server)."""
+
+    def __init__(self, directory, port=None, hostname='127.0.0.1', tls=True):
         self.cert, self.key = make_certificate(directory)
         self.messages = []
         self.logins = []
@@ -100,10 +103,10 @@ class SmtpServer:
                 server.logins.append((mechanism, login, ok, session.ssl is not None))
             return aiosmtpd_smtp.AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 
-        self.port = port or free_port()
+        self.port = port or free_port(hostname)
         self.controller = aiosmtpd_controller.Controller(
-            Handler(), hostname='127.0.0.1', port=self.port, tls_context=context, require_starttls=True,
-            authenticator=authenticator, auth_required=True, auth_require_tls=True)
+            Handler(), hostname=hostname, port=self.port, tls_context=context if tls else None,
+            require_starttls=tls, authenticator=authenticator, auth_required=True, auth_require_tls=tls)
         self.controller.start()
 
     def close(self):

@@ -231,6 +231,20 @@ def test_pagerduty_trigger_then_resolve_with_one_dedup_key(receivers):
     assert 'deploy' in trigger['dedup_key'] and '3.0.0' in trigger['dedup_key'] and 'run-42' in trigger['dedup_key']
 
 
+def test_pagerduty_resolve_sent_later_by_a_new_channel_resolves_the_incident_of_the_run(receivers):
+    """Given the trigger sent during the run, when the resolve is sent later by another channel object (a replay
+    of the spool, a recovery run), then it carries the trigger's dedup_key: one incident, resolved, not two."""
+    pd = receivers('pagerduty')
+    during = PagerDutyChannel(ROUTING_KEY, url=pd.base, **fast())
+    later = PagerDutyChannel(ROUTING_KEY, url=pd.base, **fast())     # both alive: two senders, as in two processes
+    assert during.send(FAILED).ok
+    assert later.send(dict(ROLLED_BACK, at='2026-11-29T00:10:00Z', alert_id='a-2')).ok
+    assert pd.rejected == []
+    events = [r['json'] for r in pd.received if r['path'] == '/v2/enqueue']
+    assert [e['event_action'] for e in events] == ['trigger', 'resolve']
+    assert events[0]['dedup_key'] == events[1]['dedup_key']
+
+
 def test_pagerduty_critical_retrigger_when_the_rollback_fails(receivers):
     pd = receivers('pagerduty')
     channel = PagerDutyChannel(ROUTING_KEY, url=pd.base, **fast())
@@ -337,6 +351,26 @@ def test_teams_adaptive_card_under_28_kb_for_300_hosts_with_long_errors(receiver
     assert teams.rejected == [] and all(r['size'] < 28 * 1024 for r in teams.received)
     card = teams.received[0]['json']['attachments'][0]['content']
     assert card['version'] == '1.4' and 'more hosts' in json.dumps(card)
+
+
+def test_teams_card_is_shrunk_under_28_kb_when_the_error_text_is_not_ascii(receivers):
+    """Given an error in Cyrillic (six bytes a character once escaped in JSON) from 300 hosts, the card is shrunk
+    (the details, then the hosts) until Teams takes it, and still starts with the error's first words."""
+    teams = receivers('teams')
+    channel = TeamsChannel(teams.url, **fast())
+    error = '\u041e\u0448\u0438\u0431\u043a\u0430: \u0444\u0430\u0439\u043b config.json \u043d\u0435 ' \
+            '\u043d\u0430\u0439\u0434\u0435\u043d; '
+    hosts = many_hosts()
+    done = dict(ROLLBACK_FAILED, hosts=hosts, per_host=dict((h, 'failed: ' + error * 3) for h in hosts),
+                reason=error * 2000)
+    assert channel.send(done).ok, teams.rejected
+    assert channel.send(dict(FAILED, message=error * 2000)).ok, teams.rejected
+    assert teams.rejected == [] and all(r['size'] < 28 * 1024 for r in teams.received)
+    first, second = [r['json']['attachments'][0]['content']['body'] for r in teams.received]
+    assert 'web000' in json.dumps(first) and 'more hosts' in json.dumps(first)
+    details = [block['text'] for block in second if block.get('fontType') == 'Monospace']
+    assert len(details) == 1 and details[0].startswith(error * 3)
+    assert details[0].endswith('... (cut)')
 
 
 # Every channel -----------------------------------------------------------------------------------------------

@@ -120,6 +120,21 @@ def test_given_an_untrusted_certificate_then_no_password_and_no_message_is_sent(
     assert smtp.logins == [] and smtp.messages == []
 
 
+@pytest.mark.filterwarnings('ignore:Requiring AUTH while not requiring TLS')
+def test_given_no_starttls_and_a_remote_server_then_the_password_is_never_sent_in_clear_text(tmp_path):
+    """Given email_starttls off and a server that is not this machine (another loopback address stands in for it)
+    that would take AUTH in clear text, then the channel refuses before AUTH: no login, no message."""
+    server = SmtpServer(str(tmp_path), hostname='127.0.0.2', tls=False)
+    try:
+        channel = email_channel(server, host='127.0.0.2', starttls=False, ca_file=None)
+        result = channel.send(FAILED)
+    finally:
+        server.close()
+    assert not result.ok and result.attempts == 1
+    assert 'without TLS' in result.error and 'email_starttls' in result.error
+    assert server.logins == [] and server.messages == []
+
+
 def test_committed_deploys_send_no_email(smtp):
     assert email_channel(smtp).send(dict(FAILED, event='deploy_committed')) is None
     assert smtp.messages == []

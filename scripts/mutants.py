@@ -57,6 +57,11 @@ REDACT = 'tests/unit/plugins/plugin_utils/test_redact.py::'
 CRASH_SAFETY = 'tests/unit/plugins/module_utils/test_crash_safety.py::'
 RESUME = 'tests/behaviour/test_rollback_resume.py::'
 ANALYSIS = 'tests/unit/plugins/plugin_utils/test_analysis.py::'
+CHANNELS = 'tests/unit/plugins/plugin_utils/test_channels.py::'
+EMAIL_APPRISE = 'tests/unit/plugins/plugin_utils/test_channels_email_apprise.py::'
+STAKEHOLDERS = 'tests/unit/plugins/plugin_utils/test_channels_stakeholders.py::'
+ALERTS = 'tests/unit/plugins/plugin_utils/test_alerts.py::'
+HTML = 'tests/unit/plugins/plugin_utils/test_html.py::'
 
 CLOSE_EARLY = """    ensure_closed(ds, 'rolled_back', txn['run_id'], data={'reason': reason, 'verified': True})  # mutant
 """
@@ -448,6 +453,460 @@ MUTANTS = [
             'test_a_delegated_transaction_is_rolled_back_on_the_host_it_names',
             'tests/behaviour/test_canary.py::test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code',
         ],
+    },
+    # --- alert channels and reports ------------------------------------------------------------------------------
+    {
+        'name': 'pagerduty-dedup-key-per-event',
+        'breaks': "each PagerDuty event of a run has its own dedup_key: the resolve never closes the trigger's incident",
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': '            return self._dedup_keys.setdefault(run, key)\n',
+        'new': "            return '%s/%s' % (key, payload.get('event'))  # mutant\n",
+        'tests': [
+            CHANNELS + 'test_pagerduty_trigger_then_resolve_with_one_dedup_key',
+            CHANNELS + 'test_pagerduty_critical_retrigger_when_the_rollback_fails',
+        ],
+        'covers': ['channel:pagerduty'],
+    },
+    {
+        'name': 'pagerduty-dedup-key-from-alert-time',
+        'breaks': "the PagerDuty dedup_key is made from the alert's time: a resolve sent later (a replay) opens a "
+                  'second incident',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "        key = 'failsafe.deploy/%s/%s/%s' % (deployment_name(payload), _join(payload.get('releases')) or '-', run)\n",
+        'new': "        key = 'failsafe.deploy/%s/%s/%s' % (deployment_name(payload), _join(payload.get('releases')) or '-',\n"
+               "                                            payload.get('at'))  # mutant\n",
+        'tests': [
+            CHANNELS + 'test_pagerduty_resolve_sent_later_by_a_new_channel_resolves_the_incident_of_the_run',
+        ],
+        'covers': ['channel:pagerduty'],
+    },
+    {
+        'name': 'pagerduty-dedup-key-not-sent',
+        'breaks': 'PagerDuty events carry no dedup_key: the resolve is refused, every trigger is a new incident',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "        body = {'routing_key': self._routing_key, 'event_action': action, 'dedup_key': self.dedup_key(payload),\n",
+        'new': "        body = {'routing_key': self._routing_key, 'event_action': action,  # mutant\n",
+        'tests': [
+            CHANNELS + 'test_pagerduty_trigger_then_resolve_with_one_dedup_key',
+            CHANNELS + 'test_pagerduty_sends_no_null_fields_when_the_run_knows_little',
+        ],
+        'covers': ['channel:pagerduty'],
+    },
+    {
+        'name': 'pagerduty-no-resolve-after-rollback',
+        'breaks': 'after a clean rollback PagerDuty gets no resolve: the incident stays open and pages on',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "            return [self._event(payload, 'resolve'), self._change(payload)]\n",
+        'new': '            return [self._change(payload)]  # mutant\n',
+        'tests': [
+            CHANNELS + 'test_pagerduty_trigger_then_resolve_with_one_dedup_key',
+            CHANNELS + 'test_pagerduty_resolve_sent_later_by_a_new_channel_resolves_the_incident_of_the_run',
+        ],
+        'covers': ['channel:pagerduty'],
+    },
+    {
+        'name': 'email-sends-nothing',
+        'breaks': 'the email channel talks to the SMTP server but never hands it the message, and reports delivered',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': '            refused = client.send_message(msg, from_addr=self.sender, to_addrs=self.recipients)\n',
+        'new': '            refused = {}  # mutant\n',
+        'tests': [
+            EMAIL_APPRISE + 'test_given_starttls_and_auth_when_a_deploy_fails_then_the_server_gets_the_incident_'
+                            'and_no_file_holds_the_password',
+            STAKEHOLDERS + 'test_given_a_notice_when_sent_to_the_stakeholder_email_channel_then_the_server_gets_it_'
+                           'in_plain_text',
+        ],
+        'covers': ['channel:email', 'channel:stakeholders'],
+    },
+    {
+        'name': 'email-starttls-skipped',
+        'breaks': 'the email channel never starts TLS, whatever email_starttls says',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': '            if self.starttls:\n',
+        'new': '            if False:  # mutant\n',
+        'tests': [
+            EMAIL_APPRISE + 'test_given_starttls_and_auth_when_a_deploy_fails_then_the_server_gets_the_incident_'
+                            'and_no_file_holds_the_password',
+            STAKEHOLDERS + 'test_given_a_notice_when_sent_to_the_stakeholder_email_channel_then_the_server_gets_it_'
+                           'in_plain_text',
+        ],
+        'covers': ['channel:email', 'channel:stakeholders'],
+    },
+    {
+        'name': 'email-certificate-not-verified',
+        'breaks': "STARTTLS accepts any certificate: the SMTP password goes to whoever answers on the server's address",
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': '        return ssl.create_default_context(cafile=self.ca_file)\n',
+        'new': '        return ssl._create_unverified_context()  # mutant\n',
+        'tests': [
+            EMAIL_APPRISE + 'test_given_an_untrusted_certificate_then_no_password_and_no_message_is_sent',
+        ],
+        'covers': ['channel:email'],
+    },
+    {
+        'name': 'email-auth-skipped',
+        'breaks': 'the email channel never authenticates (AUTH) with the username and password it was given',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "                client.login(self.username, self._password or '')\n",
+        'new': '                pass  # mutant\n',
+        'tests': [
+            EMAIL_APPRISE + 'test_given_starttls_and_auth_when_a_deploy_fails_then_the_server_gets_the_incident_'
+                            'and_no_file_holds_the_password',
+            EMAIL_APPRISE + 'test_given_a_wrong_password_then_nothing_is_retried_and_the_error_never_holds_it',
+        ],
+        'covers': ['channel:email'],
+    },
+    {
+        'name': 'email-password-sent-in-clear',
+        'breaks': 'with STARTTLS off the SMTP password is sent in clear text to a server that is not this machine',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "                if not self.starttls and self.host not in ('localhost', '127.0.0.1', '::1'):\n",
+        'new': '                if False:  # mutant\n',
+        'tests': [
+            EMAIL_APPRISE + 'test_given_no_starttls_and_a_remote_server_then_the_password_is_never_sent_in_clear_text',
+        ],
+        'covers': ['channel:email'],
+    },
+    {
+        'name': 'slack-sends-nothing',
+        'breaks': 'the Slack channel posts nothing for an alert',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': '        return [(self._url, self.message(payload))]\n\n\n# Microsoft Teams',
+        'new': '        return []  # mutant\n\n\n# Microsoft Teams',
+        'tests': [
+            CHANNELS + 'test_slack_block_kit_within_limits_for_300_hosts_with_long_errors',
+            CHANNELS + 'test_slack_escapes_markup',
+        ],
+        'covers': ['channel:slack'],
+    },
+    {
+        'name': 'slack-details-over-3000-characters',
+        'breaks': "a long error goes to Slack whole: a section over 3,000 characters, and Slack refuses the alert",
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "                _mrkdwn(details), SLACK_SECTION_MAX - 8, tail='\\n... (cut)')}})\n",
+        'new': '                _mrkdwn(details), 10 ** 6)}})  # mutant\n',
+        'tests': [
+            CHANNELS + 'test_slack_block_kit_within_limits_for_300_hosts_with_long_errors',
+        ],
+        'covers': ['channel:slack'],
+    },
+    {
+        'name': 'slack-hosts-over-3000-characters',
+        'breaks': 'every host goes into one Slack section: over 3,000 characters for 300 hosts, and Slack refuses it',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "                [_mrkdwn(h) for h in hosts], SLACK_SECTION_MAX - len(head), bullet='\\u2022 ')}})\n",
+        'new': "                [_mrkdwn(h) for h in hosts], 10 ** 6, bullet='\\u2022 ')}})  # mutant\n",
+        'tests': [
+            CHANNELS + 'test_slack_block_kit_within_limits_for_300_hosts_with_long_errors',
+        ],
+        'covers': ['channel:slack'],
+    },
+    {
+        'name': 'slack-more-than-ten-fields',
+        'breaks': 'every fact goes into one Slack section: more than 10 fields, and Slack refuses the alert',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "        for start in range(0, len(fields), SLACK_MAX_FIELDS):\n"
+               "            blocks.append({'type': 'section', 'fields': fields[start:start + SLACK_MAX_FIELDS]})\n",
+        'new': "        blocks.append({'type': 'section', 'fields': fields})  # mutant\n",
+        'tests': [
+            CHANNELS + 'test_slack_block_kit_within_limits_for_300_hosts_with_long_errors',
+            CHANNELS + 'test_slack_escapes_markup',
+        ],
+        'covers': ['channel:slack'],
+    },
+    {
+        'name': 'slack-markup-not-escaped',
+        'breaks': "an error text reaches Slack as markup: '<!channel>' in a failed task's output pings the whole channel",
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "    return str(text).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')\n",
+        'new': '    return str(text)  # mutant\n',
+        'tests': [
+            CHANNELS + 'test_slack_escapes_markup',
+        ],
+        'covers': ['channel:slack', 'channel:stakeholders_slack'],
+    },
+    {
+        'name': 'teams-sends-nothing',
+        'breaks': 'the Teams channel posts nothing for an alert',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': '        return [(self._url, self.message(payload))]\n\n\n# Email (SMTP)',
+        'new': '        return []  # mutant\n\n\n# Email (SMTP)',
+        'tests': [
+            CHANNELS + 'test_teams_adaptive_card_under_28_kb_for_300_hosts_with_long_errors',
+        ],
+        'covers': ['channel:teams'],
+    },
+    {
+        'name': 'teams-card-version-1-5',
+        'breaks': 'the Teams card says Adaptive Card 1.5, which Teams Workflows refuses (1.4 is the highest it takes)',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "                'version': '1.4', 'body': body, 'msteams': {'width': 'Full'}}\n",
+        'new': "                'version': '1.5', 'body': body, 'msteams': {'width': 'Full'}}  # mutant\n",
+        'tests': [
+            CHANNELS + 'test_teams_adaptive_card_under_28_kb_for_300_hosts_with_long_errors',
+        ],
+        'covers': ['channel:teams'],
+    },
+    {
+        'name': 'teams-card-not-in-a-message',
+        'breaks': 'Teams gets the bare Adaptive Card, not a message with the card as its one attachment',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "        return {'type': 'message', 'attachments': [{'contentType': "
+               "'application/vnd.microsoft.card.adaptive',\n"
+               "                                                    'contentUrl': None, 'content': card}]}\n",
+        'new': '        return card  # mutant\n',
+        'tests': [
+            CHANNELS + 'test_teams_adaptive_card_under_28_kb_for_300_hosts_with_long_errors',
+        ],
+        'covers': ['channel:teams'],
+    },
+    {
+        'name': 'teams-card-not-shrunk',
+        'breaks': 'the Teams message is never shrunk under 28 KB: an error that escapes to many bytes makes Teams '
+                  'refuse it',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': '            if size <= TEAMS_BUDGET_BYTES or (details_max == 0 and hosts_max <= 200):\n',
+        'new': '            if True:  # mutant\n',
+        'tests': [
+            CHANNELS + 'test_teams_card_is_shrunk_under_28_kb_when_the_error_text_is_not_ascii',
+        ],
+        'covers': ['channel:teams'],
+    },
+    {
+        'name': 'stakeholder-email-sends-nothing',
+        'breaks': 'the stakeholders get no notice by email',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "        if payload.get('event') != 'stakeholder_notice':\n            return []\n"
+               "        return [(None, self.message(payload))]\n",
+        'new': '        return []  # mutant\n',
+        'tests': [
+            STAKEHOLDERS + 'test_given_a_notice_when_sent_to_the_stakeholder_email_channel_then_the_server_gets_it_'
+                           'in_plain_text',
+            STAKEHOLDERS + 'test_notices_reach_the_stakeholders_only_and_alerts_the_on_call_channels_only',
+        ],
+        'covers': ['channel:stakeholders'],
+    },
+    {
+        'name': 'stakeholder-slack-sends-nothing',
+        'breaks': "the stakeholders' Slack channel gets no notice",
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "        if payload.get('event') != 'stakeholder_notice':\n            return []\n"
+               "        return [(self._url, self.message(payload))]\n",
+        'new': '        return []  # mutant\n',
+        'tests': [
+            STAKEHOLDERS + 'test_given_a_notice_when_sent_to_the_stakeholder_slack_channel_then_its_webhook_gets_'
+                           'subject_and_text',
+            STAKEHOLDERS + 'test_notices_reach_the_stakeholders_only_and_alerts_the_on_call_channels_only',
+        ],
+        'covers': ['channel:stakeholders_slack'],
+    },
+    {
+        'name': 'notices-reach-on-call-channels',
+        'breaks': 'a stakeholder notice goes to every channel, the on-call Slack and mailbox too',
+        'file': 'plugins/plugin_utils/_alerts.py',
+        'old': "            wanted = worker.name in only if only is not None else getattr(worker.channel, 'takes_alerts', "
+               "True)\n",
+        'new': '            wanted = True  # mutant\n',
+        'tests': [
+            STAKEHOLDERS + 'test_notices_reach_the_stakeholders_only_and_alerts_the_on_call_channels_only',
+        ],
+        'covers': ['channel:stakeholders', 'channel:stakeholders_slack'],
+    },
+    {
+        'name': 'alerts-spooled-for-stakeholders',
+        'breaks': 'alerts are spooled as meant for the stakeholder channels, which never take them (a replay retries '
+                  'them forever)',
+        'file': 'plugins/plugin_utils/_alerts.py',
+        'old': "        self._alert_workers = [w for w in self.channels if getattr(w.channel, 'takes_alerts', True)]\n",
+        'new': '        self._alert_workers = list(self.channels)  # mutant\n',
+        'tests': [
+            STAKEHOLDERS + 'test_notices_reach_the_stakeholders_only_and_alerts_the_on_call_channels_only',
+        ],
+        'covers': ['channel:stakeholders', 'channel:stakeholders_slack'],
+    },
+    {
+        'name': 'apprise-notify-not-called',
+        'breaks': 'the Apprise channel reports the alert delivered without notifying any URL',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "                ok = notifier.notify(title=_clip(body['title'], 250), body=body['body'],\n"
+               "                                     body_format=self._apprise.NotifyFormat.TEXT)\n",
+        'new': '                ok = True  # mutant\n',
+        'tests': [
+            EMAIL_APPRISE + 'test_given_apprise_urls_then_every_url_gets_the_alert',
+        ],
+        'covers': ['channel:apprise'],
+    },
+    {
+        'name': 'apprise-first-url-only',
+        'breaks': 'of several Apprise URLs only the first gets the alert',
+        'file': 'plugins/plugin_utils/_channels.py',
+        'old': "    return [url for url in re.split(r'\\s+', value or '') if url]\n",
+        'new': "    return [url for url in re.split(r'\\s+', value or '') if url][:1]  # mutant\n",
+        'tests': [
+            EMAIL_APPRISE + 'test_given_apprise_urls_then_every_url_gets_the_alert',
+        ],
+        'covers': ['channel:apprise'],
+    },
+    {
+        'name': 'webhook-never-posted',
+        'breaks': 'the dispatcher spools every alert but never hands it to the generic webhook',
+        'file': 'plugins/plugin_utils/_alerts.py',
+        'old': '            self._webhook.put(payload, record)\n',
+        'new': '            pass  # mutant\n',
+        'tests': [
+            ALERTS + 'test_dispatcher_delivers_in_order_and_spools_at_once',
+            ALERTS + 'test_dispatcher_reports_a_dead_webhook_and_flush_is_bounded',
+        ],
+        'covers': ['channel:webhook'],
+    },
+    {
+        'name': 'webhook-posts-an-empty-body',
+        'breaks': 'the generic webhook posts an empty JSON object instead of the alert',
+        'file': 'plugins/plugin_utils/_alerts.py',
+        'old': "            body = json.dumps(payload, sort_keys=True, default=str).encode('utf-8')\n",
+        'new': "            body = b'{}'  # mutant\n",
+        'tests': [
+            ALERTS + 'test_webhook_posts_json',
+            ALERTS + 'test_dispatcher_delivers_in_order_and_spools_at_once',
+        ],
+        'covers': ['channel:webhook'],
+    },
+    {
+        'name': 'webhook-5xx-not-retried',
+        'breaks': 'the generic webhook gives up on the first HTTP 500/503/429 instead of retrying with backoff',
+        'file': 'plugins/plugin_utils/_alerts.py',
+        'old': '                retry = exc.code in _RETRY_STATUS\n',
+        'new': '                retry = False  # mutant\n',
+        'tests': [
+            ALERTS + 'test_webhook_retries_on_500_then_succeeds',
+            ALERTS + 'test_dispatcher_delivers_in_order_and_spools_at_once',
+        ],
+        'covers': ['channel:webhook'],
+    },
+    {
+        'name': 'html-timeline-picture-missing',
+        'breaks': 'the HTML report has no timeline picture (no lanes, bars, failure marker or rollback band)',
+        'file': 'plugins/plugin_utils/_html.py',
+        'old': "        '<div class=\"timeline\">%s</div>' % render_timeline(incident),\n",
+        'new': "        '<div class=\"timeline\"></div>',  # mutant\n",
+        'tests': [
+            HTML + 'test_a_rolled_back_incident_has_lanes_bars_failure_band_and_alerts',
+            HTML + 'test_write_report_writes_the_html_beside_json_and_markdown',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'html-outcome-always-rolled-back',
+        'breaks': 'the HTML report says ROLLED BACK whatever the outcome, a failed rollback included',
+        'file': 'plugins/plugin_utils/_html.py',
+        'old': '    label = OUTCOME_LABELS.get(outcome, str(outcome).upper())\n',
+        'new': "    label = OUTCOME_LABELS['rolled_back']  # mutant\n",
+        'tests': [
+            HTML + 'test_rollback_failed_is_prominent_with_cause_layers_and_checks',
+            HTML + 'test_an_incident_without_rollback_or_failures_still_renders[no_rollback]',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'html-failure-not-marked',
+        'breaks': 'the HTML timeline does not mark the failed task on its host',
+        'file': 'plugins/plugin_utils/_html.py',
+        'old': "        if event in ('failure', 'unreachable') and host:\n",
+        'new': '        if False:  # mutant\n',
+        'tests': [
+            HTML + 'test_a_rolled_back_incident_has_lanes_bars_failure_band_and_alerts',
+            HTML + 'test_write_report_writes_the_html_beside_json_and_markdown',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'html-rollback-band-missing',
+        'breaks': 'the HTML timeline does not show when the rollback ran',
+        'file': 'plugins/plugin_utils/_html.py',
+        'old': '    if r_start is not None:\n',
+        'new': '    if False:  # mutant\n',
+        'tests': [
+            HTML + 'test_a_rolled_back_incident_has_lanes_bars_failure_band_and_alerts',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'html-host-rollback-always-ok',
+        'breaks': "the HTML timeline draws every host's rollback as a success, the failed one too",
+        'file': 'plugins/plugin_utils/_html.py',
+        'old': "            out.append(_marker('rollback-host-marker status-%s' % _token(entry.get('status') or 'unknown'), x(t),\n",
+        'new': "            out.append(_marker('rollback-host-marker status-ok', x(t),  # mutant\n",
+        'tests': [
+            HTML + 'test_rollback_failed_is_prominent_with_cause_layers_and_checks',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'html-values-not-escaped',
+        'breaks': 'values from the run reach the HTML report unescaped: a task name can inject markup or script',
+        'file': 'plugins/plugin_utils/_html.py',
+        'old': '    return html.escape(str(value), quote=True)\n',
+        'new': '    return str(value)  # mutant\n',
+        'tests': [
+            HTML + 'test_every_value_is_escaped',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'html-report-not-written',
+        'breaks': 'write_report names an HTML report in the incident but never writes the file',
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': '    write_text_atomic(html_path, page)\n',
+        'new': '    pass  # mutant\n',
+        'tests': [
+            HTML + 'test_write_report_writes_the_html_beside_json_and_markdown',
+            INCIDENT + 'test_report_json_and_markdown',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'html-fault-loses-the-reports',
+        'breaks': 'a fault in drawing the HTML report escapes write_report: no HTML page says what happened',
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': '        page = render_html_error(incident, exc)\n',
+        'new': '        raise  # mutant\n',
+        'tests': [
+            HTML + 'test_a_fault_in_drawing_leaves_json_markdown_and_an_html_page_that_says_so',
+        ],
+        'covers': ['report:html'],
+    },
+    {
+        'name': 'markdown-outcome-always-rolled-back',
+        'breaks': 'the Markdown report says ROLLED BACK whatever the outcome, a failed rollback included',
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': '    label = OUTCOME_LABELS.get(outcome, str(outcome).upper())\n',
+        'new': "    label = OUTCOME_LABELS['rolled_back']  # mutant\n",
+        'tests': [
+            INCIDENT + 'test_markdown_of_a_failed_rollback_is_loud',
+        ],
+        'covers': ['report:markdown'],
+    },
+    {
+        'name': 'markdown-failed-rollback-not-loud',
+        'breaks': 'the Markdown report of a failed rollback has no ROLLBACK FAILED warning at its top',
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': "    if outcome == 'rollback_failed':\n        lines += ['> **ROLLBACK FAILED.**",
+        'new': "    if False:  # mutant\n        lines += ['> **ROLLBACK FAILED.**",
+        'tests': [
+            INCIDENT + 'test_markdown_of_a_failed_rollback_is_loud',
+        ],
+        'covers': ['report:markdown'],
+    },
+    {
+        'name': 'markdown-per-host-results-missing',
+        'breaks': "the Markdown report lists no host's rollback result",
+        'file': 'plugins/plugin_utils/_incident.py',
+        'old': "    for host, info in sorted((rollback.get('hosts') or {}).items()):\n",
+        'new': '    for host, info in []:  # mutant\n',
+        'tests': [
+            INCIDENT + 'test_report_json_and_markdown',
+        ],
+        'covers': ['report:markdown'],
     },
 ]
 

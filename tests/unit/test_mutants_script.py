@@ -9,8 +9,12 @@ __metaclass__ = type
 
 import importlib.util
 import os
+import re
 
 import pytest
+
+from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds, _layers
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _channels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = importlib.util.spec_from_file_location('failsafe_mutants', os.path.join(ROOT, 'scripts', 'mutants.py'))
@@ -18,6 +22,36 @@ mutants = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(mutants)
 
 AREAS = ('restore', 'verif', 'target', 'quarantine', 'scope', 'unreachable', 'lock', 'journal', 'redact', 'secret')
+# Layer kinds the engine has without registering them (_layers.FilesLayer, ReleaseLayer, ServiceLayer).
+BUILT_IN_KINDS = ('files', 'release', 'service')
+# The incident reports write_report() writes.
+REPORTS = ('json', 'markdown', 'html')
+MIN_MUTANTS = 50
+
+
+def layer_kinds():
+    """Every layer kind a journal may hold: the built-in ones and every kind _kinds.py registers."""
+    assert _kinds._layers is _layers
+    assert [_layers.FilesLayer.kind, _layers.ReleaseLayer.kind, _layers.ServiceLayer.kind] == list(BUILT_IN_KINDS)
+    return sorted(set(BUILT_IN_KINDS) | set(_layers.KINDS))
+
+
+def channel_names():
+    """The name of every concrete alert channel (every subclass of _channels.Channel that builds requests), and
+    the generic webhook (_alerts.WebhookSender)."""
+    names = set(['webhook'])
+    pending = list(_channels.Channel.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.requests is not _channels.Channel.requests and cls.name != _channels.Channel.name:
+            names.add(cls.name)
+    return sorted(names)
+
+
+def covered(prefix):
+    return set(entry[len(prefix):] for m in mutants.MUTANTS for entry in m.get('covers') or ()
+               if entry.startswith(prefix))
 
 
 @pytest.mark.parametrize('mutant', mutants.MUTANTS, ids=[m['name'] for m in mutants.MUTANTS])
@@ -37,6 +71,41 @@ def test_the_set_covers_every_promise_and_names_are_unique():
     text = ' '.join(m['name'] + ' ' + m['breaks'] for m in mutants.MUTANTS)
     for area in AREAS:
         assert area in text, area
+
+
+def test_every_layer_kind_has_a_mutant():
+    kinds = layer_kinds()
+    assert set(BUILT_IN_KINDS) < set(kinds) and len(kinds) > len(BUILT_IN_KINDS)    # the registered kinds were read
+    missing = [kind for kind in kinds if kind not in covered('kind:')]
+    assert missing == [], 'layer kinds no mutant covers: %s' % ', '.join(missing)
+
+
+def test_every_alert_channel_has_a_mutant():
+    names = channel_names()
+    assert set(['pagerduty', 'slack', 'teams', 'email', 'webhook']) <= set(names) and 'channel' not in names
+    missing = [name for name in names if name not in covered('channel:')]
+    assert missing == [], 'channels no mutant covers: %s' % ', '.join(missing)
+
+
+def test_there_are_enough_mutants():
+    assert len(mutants.MUTANTS) >= MIN_MUTANTS
+
+
+@pytest.mark.parametrize('mutant', [m for m in mutants.MUTANTS if 'covers' in m],
+                         ids=[m['name'] for m in mutants.MUTANTS if 'covers' in m])
+def test_what_a_mutant_covers_is_named_right(mutant):
+    """kind:<a layer kind>, channel:<a channel>, report:<a report written>, rule:<a rule's name>; nothing else."""
+    covers = mutant['covers']
+    assert isinstance(covers, list) and covers and len(covers) == len(set(covers)), covers
+    known = {'kind': layer_kinds(), 'channel': channel_names(), 'report': REPORTS}
+    for entry in covers:
+        prefix, dummy, what = str(entry).partition(':')
+        assert prefix in ('kind', 'channel', 'report', 'rule'), '%s: unknown prefix in %r' % (mutant['name'], entry)
+        if prefix == 'rule':
+            assert re.match(r'^[a-z0-9][a-z0-9_.-]*$', what), '%s: %r names no rule' % (mutant['name'], entry)
+        else:
+            assert what in known[prefix], '%s: %r names no %s (known: %s)' % (
+                mutant['name'], entry, prefix, ', '.join(known[prefix]))
 
 
 def test_a_stale_mutant_stops_the_check(tmp_path):

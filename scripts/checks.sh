@@ -17,13 +17,17 @@ set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/env.sh
 source "$root/scripts/env.sh"
+# shellcheck source=scripts/venv.sh
+source "$root/scripts/venv.sh"
 
 all_gates=(sanity units shellcheck lint importer changelog docs builder awx)
 python_version=3.11
 logs="$root/.build/checks"
 checks_venv="${FAILSAFE_CHECKS_VENV:-$root/.build/venv-checks}"
-# ansible-test keeps its virtual environments under this HOME, so later runs reuse them.
-test_home="$root/.build/ansible-test-home"
+# ansible-test keeps its virtual environments under this HOME, so later runs reuse them: it lives in the cache
+# beside the virtualenvs (scripts/venv.sh), named by the hash of what those environments are made from.
+test_home="$(venv_cache_dir)/ansible-test-home-$(cat "$root/requirements-dev.lock" "$root/tests/unit/requirements.txt" \
+  "$root"/scripts/ansible-test-bootstrap/* 2>/dev/null | sha256sum | cut -c1-16)"
 dist="$root/.build/dist"
 verbose="${FAILSAFE_CHECKS_VERBOSE:-0}"
 stage=""
@@ -71,19 +75,10 @@ stage_collection() {
 
 collection_dir() { printf '%s\n' "$stage/ansible_collections/failsafe/deploy"; }
 
-# Second virtualenv for tools whose pins clash with the main one (galaxy-importer wants attrs<24).
+# Second virtualenv for tools whose pins clash with the main one (galaxy-importer wants attrs<24), locked like the
+# main one (requirements-checks.lock) and cached the same way (scripts/venv.sh).
 ensure_checks_venv() {
-  local want stamp="$checks_venv/.failsafe-stamp"
-  want=$(sha256sum "$root/requirements-checks.txt" | cut -d' ' -f1)
-  if [ -x "$checks_venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-    return 0
-  fi
-  log "==> Creating virtualenv $checks_venv"
-  python3 -m venv "$checks_venv" || return 1
-  "$checks_venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements-checks.txt" 2>&1 \
-    | grep -v "is ignored: it is neither a file nor a directory" >&2
-  "$checks_venv/bin/python" -c "import galaxy_importer, antsibull_docs, ansible_builder" || return 1
-  echo "$want" >"$stamp"
+  ensure_venv checks "$checks_venv" galaxy_importer antsibull_docs ansible_builder
 }
 
 # Runs a command with the checks venv first on PATH (galaxy-importer shells out to ansible-doc and ansible-lint).
@@ -228,15 +223,7 @@ EOF
 # Third virtualenv with the `ansible` package, the only offline source of the awx.awx collection (up to Ansible 13).
 awx_venv="${FAILSAFE_AWX_VENV:-$root/.build/venv-awx}"
 ensure_awx_venv() {
-  local want stamp="$awx_venv/.failsafe-stamp"
-  want=$(sha256sum "$root/requirements-awx.txt" | cut -d' ' -f1)
-  if [ -x "$awx_venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-    return 0
-  fi
-  log "==> Creating virtualenv $awx_venv"
-  python3 -m venv "$awx_venv" || return 1
-  "$awx_venv/bin/pip" install --quiet --disable-pip-version-check -r "$root/requirements-awx.txt" || return 1
-  echo "$want" >"$stamp"
+  ensure_venv awx "$awx_venv"
 }
 
 # examples/awx/ uses awx.awx modules, which the main virtualenv lacks: the lint gate leaves it out

@@ -46,6 +46,11 @@ SCRUBBED_ENV = (
     'FAILSAFE_ROLLBACK_RESULT', 'ANSIBLE_CALLBACK_WHITELIST',
 )
 
+# Python warnings filters for the child (PYTHONWARNINGS entries, matched at the start of the message): ansible-core
+# 2.19 imports DSA from cryptography at every start, and cryptography 51 and later deprecate DSA, so the rollback's log
+# would begin with a CryptographyDeprecationWarning that is neither the collection's nor the deploy's.
+QUIET_WARNINGS = ('ignore:DSA is deprecated',)
+
 # (CLIARGS key, flag, kind): options passed through to the child when set in the parent run.
 _PASS_THROUGH = (
     ('remote_user', '--user', 'value'),
@@ -185,7 +190,8 @@ def interactive_options(cliargs):
 
 
 def build_env(base_env, result_path, callbacks_enabled=None):
-    """Environment of the child: recursion flag, result path, our callback enabled, scrubbed of runner/AWX keys."""
+    """Environment of the child: recursion flag, result path, our callback enabled, scrubbed of runner/AWX keys, and
+    the interpreter's known third-party start-up warnings silenced (``QUIET_WARNINGS``)."""
     env = dict(base_env)
     for key in SCRUBBED_ENV:
         env.pop(key, None)
@@ -203,6 +209,8 @@ def build_env(base_env, result_path, callbacks_enabled=None):
     env['ANSIBLE_NOCOLOR'] = '1'
     env['PYTHONUNBUFFERED'] = '1'
     env['ANSIBLE_RETRY_FILES_ENABLED'] = 'False'
+    filters = [f for f in (env.get('PYTHONWARNINGS') or '').split(',') if f]
+    env['PYTHONWARNINGS'] = ','.join(filters + [f for f in QUIET_WARNINGS if f not in filters])
     enabled = []
     for name in list(callbacks_enabled or []) + [CALLBACK_FQCN]:
         name = str(name).strip()

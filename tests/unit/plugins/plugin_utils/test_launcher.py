@@ -10,6 +10,7 @@ __metaclass__ = type
 import json
 import os
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -123,6 +124,25 @@ def test_build_env_drops_the_runner_display_callback_directory(tmp_path):
     assert env['ANSIBLE_CALLBACK_PLUGINS'] == str(other)
     env = _launcher.build_env({'ANSIBLE_CALLBACK_PLUGINS': str(runner_dir)}, '/r', [])
     assert 'ANSIBLE_CALLBACK_PLUGINS' not in env
+
+
+DSA_WARNING = ('import warnings; warnings.warn("DSA is deprecated and support will be removed in a future release. '
+               'Use a more modern signature algorithm.", UserWarning); warnings.warn("one of our own", UserWarning)')
+
+
+def test_the_child_does_not_print_the_cryptography_dsa_warning_but_keeps_other_warnings():
+    # the warning cryptography 51+ prints when ansible-core 2.19 starts, raised as it raises it (a UserWarning
+    # subclass), in a real interpreter started with the child's environment
+    base = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'), 'PYTHONWARNINGS': 'default::DeprecationWarning'}
+    plain = subprocess.run([sys.executable, '-c', DSA_WARNING], env=dict(base), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, check=True)
+    assert 'DSA is deprecated' in plain.stderr
+    env = _launcher.build_env(base, '/r', [])
+    assert env['PYTHONWARNINGS'].split(',')[0] == 'default::DeprecationWarning'   # the parent's filters are kept
+    child = subprocess.run([sys.executable, '-c', DSA_WARNING], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, check=True)
+    assert 'DSA is deprecated' not in child.stderr and 'one of our own' in child.stderr
+    assert _launcher.build_env(env, '/r', [])['PYTHONWARNINGS'] == env['PYTHONWARNINGS']   # added once
 
 
 def test_write_rollback_vars(tmp_path):

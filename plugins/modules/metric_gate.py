@@ -25,7 +25,13 @@ description:
     tolerance and the test is significant at O(confidence), or the canary dominates the baseline (O(dominance)),
     or most canary values lie beyond the baseline's whole range (a gross regression, such as a canary 100 times
     worse on 7 of 10 samples). A failed C(critical) metric fails the gate; otherwise the weighted score decides
-    against O(pass_score) and O(marginal_score).
+    against O(pass_score) and O(marginal_score). Each metric's reason says which way is bad for it.
+  - The shift is relative to the baseline's median C(m); for a fall of a share (every value of both sides between
+    0 and 1, such as a success rate) it is relative to the square root of C(m) times C(1-m) when that is smaller,
+    since near 1 what a share can lose is its distance to 1. A success rate falling from 0.99 to 0.80 is then a fall of 191% and fails
+    at the default tolerance; 0.99 to 0.985 is 5% and passes.
+  - Missing samples (NaN, infinity) of a comparison are dropped; fewer than C(min_samples) valid values on a side, or
+    valid values below C(min_valid_share) of a side's samples, is no data for that metric.
   - In the queries, C($canary) and C($baseline) become regular expressions matching the C(instance) labels of the
     canary and baseline hosts (O(instance_format)), for example C(instance=~"$canary").
   - "No data (an empty result, NaN, a query that does not parse, a Prometheus that does not answer) is decided by
@@ -109,7 +115,8 @@ options:
         type: str
         required: true
       direction:
-        description: Which change is bad. V(increase) (errors, latency), V(decrease) (throughput) or V(either).
+        description: Which change is bad. V(increase) (errors, latency), V(decrease) (throughput, success rate) or
+          V(either).
         type: str
         default: increase
         choices: [increase, decrease, either]
@@ -130,9 +137,16 @@ options:
         type: str
         choices: [fail, pause, ignore]
       min_samples:
-        description: Fewer samples than this on either side count as no data.
+        description: Fewer valid samples than this on either side count as no data.
         type: int
         default: 3
+      min_valid_share:
+        description:
+          - Lowest share (0 to 1) of a side's samples that must be valid (not NaN or infinite); below it the
+            metric has no data and its no-data policy decides. The result says how many samples were missing.
+          - V(0) judges whatever valid samples there are (at least C(min_samples)).
+        type: float
+        default: 0.5
   canary_hosts:
     description:
       - Inventory hosts whose instances are C($canary).
@@ -286,8 +300,9 @@ failsafe_metric_gate:
     analyses:
       description:
         - One entry per threshold (C(kind=threshold)) with C(query), C(values), C(thresholds), C(failures) and
-          C(verdict), and one for the comparisons (C(kind=canary)) with C(score) and C(metrics) (each with its
-          queries, sample values, statistics and status).
+          C(verdict), and one for the comparisons (C(kind=canary)) with C(score) and C(metrics)
+          (each with its queries, sample values, how many samples each side had and how many were missing
+          (C(total), C(dropped)), statistics, C(bad) (which way is bad), status and reason).
       type: list
       elements: dict
     decision:
@@ -327,6 +342,7 @@ COMPARISON_SPEC = dict(
     weight=dict(type='float', default=1.0),
     no_data=dict(type='str', choices=list(NO_DATA_POLICIES)),
     min_samples=dict(type='int', default=3),
+    min_valid_share=dict(type='float', default=0.5),
 )
 ARGUMENT_SPEC = dict(
     prometheus_url=dict(type='str', required=True),

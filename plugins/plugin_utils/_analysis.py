@@ -27,6 +27,17 @@ significance alone (which depends on sample counts) misses it; the size of the s
 weighted; a failed ``critical`` metric fails the analysis; otherwise the score (percentage of the weight that
 passed) decides pass / marginal / fail against ``pass_score`` and ``marginal_score``.
 
+The shift is relative to the baseline's median ``m``, except for the fall of a share (every value of both samples
+between 0 and 1, such as a success rate): there it is relative to ``sqrt(m * (1 - m))`` when that is smaller than
+``m``. Near 1 what a share can lose is its distance to 1, not its value: a success rate falling from 0.99 to 0.80
+loses 19 % of its value but multiplies the failures by twenty; against ``sqrt(0.99 * 0.01) = 0.0995`` the fall is
+191 % and fails at the default tolerance, while 0.99 to 0.985 (5 %) stays within it. The reason of every metric
+says which way is bad for it.
+
+Missing samples (None, NaN, infinity) are dropped before the comparison; a side with fewer than ``min_samples``
+values, or whose valid values are less than ``min_valid_share`` of its samples, is no data, and the ``no_data``
+policy decides: 3 valid samples out of 30 are not a measurement of the canary.
+
 The statistics are implemented here rather than taken from scipy: scipy and numpy weigh about 100 MB installed,
 too much to require on every controller and execution environment for one test. The unit tests cross-check every
 result against ``scipy.stats.mannwhitneyu``.
@@ -268,9 +279,29 @@ def _fmt(value):
 # ---------------------------------------------------------------------------------------------------------------
 # canary versus baseline
 
+BAD_WAYS = {'increase': 'a rise is bad', 'decrease': 'a fall is bad', 'either': 'a change either way is bad'}
+
+
+def _side(values, dropped):
+    total = len(values) + dropped
+    return {'n': len(values), 'dropped': dropped, 'total': total,
+            'valid_share': len(values) / float(total) if total else 0.0, 'median': median(values)}
+
+
+def _scale(c, b, base_median, shift):
+    """What the shift is relative to: (value, basis). The baseline's median, or for the fall of a share near 1
+    ``sqrt(m * (1 - m))``, the smaller of the two (see the module's doc)."""
+    scale = abs(base_median or 0.0)
+    if shift < 0 and all(0.0 <= v <= 1.0 for v in c + b):
+        room = math.sqrt(base_median * (1.0 - base_median))
+        if room < scale:
+            return room, 'share'
+    return scale, 'median'
+
+
 def compare_metric(name, canary, baseline, direction='increase', tolerance=0.25, confidence=0.98, dominance=0.75,
-                   critical=False, weight=1.0, no_data='fail', min_samples=1, canary_query=None,
-                   baseline_query=None):
+                   critical=False, weight=1.0, no_data='fail', min_samples=1, min_valid_share=0.5,
+                   canary_query=None, baseline_query=None):
     """Classify one metric of the canary against the baseline. Returns a dict with the statistics and
     ``status``: pass, fail (a regression in the bad direction), no_data (then ``policy`` says what it means)."""
     _check_policy(no_data)
@@ -285,31 +316,44 @@ def compare_metric(name, canary, baseline, direction='increase', tolerance=0.25,
         raise AnalysisError('metric %r: dominance must be above 0.5 and at most 1, not %r' % (name, dominance))
     if weight is None or weight < 0:
         raise AnalysisError('metric %r: weight must be 0 or more' % name)
+    if min_valid_share is None or not 0 <= min_valid_share <= 1:
+        raise AnalysisError('metric %r: min_valid_share must be between 0 and 1, not %r' % (name, min_valid_share))
     c, c_dropped = clean(canary)
     b, b_dropped = clean(baseline)
+    way = BAD_WAYS[direction]
     out = {
-        'name': name, 'kind': 'comparison', 'direction': direction, 'critical': bool(critical),
+        'name': name, 'kind': 'comparison', 'direction': direction, 'bad': way, 'critical': bool(critical),
         'weight': weight, 'no_data_policy': no_data,
         'canary_query': canary_query, 'baseline_query': baseline_query,
         'thresholds': {'tolerance': tolerance, 'confidence': confidence, 'dominance': dominance,
-                       'min_samples': min_samples},
-        'canary': {'n': len(c), 'dropped': c_dropped, 'median': median(c)},
-        'baseline': {'n': len(b), 'dropped': b_dropped, 'median': median(b)},
+                       'min_samples': min_samples, 'min_valid_share': min_valid_share},
+        'canary': _side(c, c_dropped),
+        'baseline': _side(b, b_dropped),
     }
     if len(c) < max(min_samples, 1) or len(b) < max(min_samples, 1):
         out['status'] = 'no_data'
         out['reason'] = 'not enough data: %d canary and %d baseline value(s) (at least %d each needed; %d and %d ' \
                         'dropped as NaN or missing)' % (len(c), len(b), max(min_samples, 1), c_dropped, b_dropped)
         return out
+    sparse = ['%d of %d %s samples missing (%.0f%% valid)' % (side['dropped'], side['total'], label,
+                                                               100 * side['valid_share'])
+              for label, side in (('canary', out['canary']), ('baseline', out['baseline']))
+              if side['valid_share'] < min_valid_share]
+    if sparse:
+        out['status'] = 'no_data'
+        out['reason'] = 'too much data missing: %s; at least %.0f%% of the samples of each side must be valid ' \
+                        '(min_valid_share %s)' % (' and '.join(sparse), 100 * min_valid_share, _fmt(min_valid_share))
+        return out
     alternative = {'increase': 'greater', 'decrease': 'less', 'either': 'two-sided'}[direction]
     u, p = mann_whitney_u(c, b, alternative=alternative)
     a = u / float(len(c) * len(b))
     shift = hodges_lehmann(c, b)
-    scale = abs(out['baseline']['median'] or 0.0)
+    scale, basis = _scale(c, b, out['baseline']['median'], shift)
     if scale > 0:
         relative = shift / scale
     else:
-        # a baseline at zero: any shift of the canary is infinitely large in relative terms; no shift is 0
+        # a baseline at zero (or a share at 1 that falls): any shift of the canary is infinitely large in relative
+        # terms; no shift is 0
         relative = 0.0 if shift == 0 else math.copysign(float('inf'), shift)
     bad_shift = {'increase': relative > tolerance, 'decrease': relative < -tolerance,
                  'either': abs(relative) > tolerance}[direction]
@@ -326,28 +370,51 @@ def compare_metric(name, canary, baseline, direction='increase', tolerance=0.25,
     significant = p < (1 - confidence)
     out.update({'u': u, 'p_value': p, 'superiority': a, 'shift': shift,
                 'relative_shift': relative if not math.isinf(relative) else ('+inf' if relative > 0 else '-inf'),
+                'scale': {'value': scale, 'basis': basis},
                 'significant': significant, 'dominates': dominates, 'beyond_baseline': beyond_share,
                 'gross': gross})
+    moved = _moved(shift, relative, scale, basis, out['baseline']['median'])
     if bad_shift and (significant or dominates or gross):
         out['status'] = 'fail'
-        out['reason'] = 'canary %s the baseline by %s (tolerance %s): %s' % (
-            'above' if shift > 0 else 'below', _pct(relative), _pct(tolerance),
+        out['reason'] = '%s for this metric: %s, beyond the tolerance %s: %s' % (
+            way, moved, _pct(tolerance),
             ' and '.join(part for part in (
                 'p=%.3g < %.3g' % (p, 1 - confidence) if significant else '',
                 'canary worse on %.0f%% of pairs' % (100 * (a if shift > 0 else 1 - a)) if dominates else '',
                 '%d of %d canary values beyond the whole baseline range' % (beyond, len(c)) if gross else '')
                 if part))
     else:
+        if bad_shift:
+            judged = 'beyond the tolerance %s but not conclusive' % _pct(tolerance)
+        elif (direction == 'increase' and shift < 0) or (direction == 'decrease' and shift > 0):
+            judged = 'the good way'
+        else:
+            judged = 'within the tolerance %s' % _pct(tolerance)
         out['status'] = 'pass'
-        out['reason'] = 'shift %s within tolerance %s or not conclusive (p=%.3g, superiority %.2f)' % (
-            _pct(relative), _pct(tolerance), p, a)
+        out['reason'] = '%s for this metric: %s, %s (p=%.3g, superiority %.2f, %d of %d canary values beyond the ' \
+                        'baseline range)' % (way, moved, judged, p, a, beyond, len(c))
     return out
 
 
+def _moved(shift, relative, scale, basis, base_median):
+    """'canary below the baseline by 191% of 0.0995 (...)': which way the canary moved, by how much of what."""
+    if not shift:
+        return 'canary level with the baseline (median %.4g)' % base_median
+    if basis == 'share':
+        what = 'sqrt(m*(1-m)) of the share at the baseline median m=%.4g' % base_median
+        of = '%.3g, %s' % (scale, what)
+    else:
+        what = 'the baseline median'
+        of = 'the baseline median %.4g' % base_median
+    if math.isinf(relative):
+        size = 'an infinite factor (%s is 0)' % what
+    else:
+        size = '%.1f%% of %s' % (100 * abs(relative), of)
+    return 'canary %s the baseline by %s' % ('above' if shift > 0 else 'below', size)
+
+
 def _pct(value):
-    if isinstance(value, float) and math.isinf(value):
-        return 'an infinite factor (baseline at 0)'
-    return '%+.1f%%' % (100 * value)
+    return '%.1f%%' % (100 * value)
 
 
 def canary_analysis(metrics, pass_score=95.0, marginal_score=75.0):

@@ -145,6 +145,9 @@ def _check_settings(params):
         for key in ('name', 'canary_query', 'baseline_query'):
             if not entry.get(key):
                 raise GateError('every comparison needs a %s (got %r)' % (key, entry))
+        share = entry.get('min_valid_share')
+        if share is not None and not 0 <= float(share) <= 1:
+            raise GateError('comparison %s: min_valid_share must be between 0 and 1, not %r' % (entry['name'], share))
     names = [e['name'] for e in thresholds] + [e['name'] for e in comparisons]
     duplicates = sorted(set(n for n in names if names.count(n) > 1))
     if duplicates:
@@ -238,6 +241,7 @@ def run_gate(params, canary, baseline, sleep=time.sleep, clock=time.time, log=la
                     dominance=float(params.get('dominance') or 0.75), critical=bool(entry.get('critical')),
                     weight=float(entry.get('weight') if entry.get('weight') is not None else 1),
                     no_data=entry.get('no_data') or default_policy, min_samples=int(entry.get('min_samples') or 1),
+                    min_valid_share=float(0.5 if entry.get('min_valid_share') is None else entry['min_valid_share']),
                     canary_query=c_query, baseline_query=b_query)
                 metric['canary']['values'] = [_json_number(v) for v in c_samples]
                 metric['baseline']['values'] = [_json_number(v) for v in b_samples]

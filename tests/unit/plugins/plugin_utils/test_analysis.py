@@ -150,6 +150,76 @@ def test_sparse_errors_against_a_clean_baseline_fail():
     assert an.compare_metric('errors', [0] * 8, [0] * 8)['status'] == 'pass'
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# a metric where a fall is bad (direction=decrease): each rule decides on its own
+
+def _share(seed, n, mu, sigma):
+    """A success rate: normal around ``mu``, never above 1."""
+    return [min(v, 1.0) for v in _normal(seed, n, mu, sigma)]
+
+
+SUCCESS_BASE = _share(91, 30, 0.99, 0.002)
+FEW_BASE, FEW_CANARY = [100.0, 60.0, 140.0], [70.0, 50.0, 65.0]
+
+
+def test_a_success_rate_falling_from_99_to_80_percent_fails_at_the_default_tolerance():
+    canary = _share(92, 30, 0.80, 0.01)
+    metric = an.compare_metric('success_rate', canary, SUCCESS_BASE, direction='decrease', critical=True)
+    assert metric['status'] == 'fail', metric
+    # 19 % of its value, but twenty times the failures: a share near 1 is measured against the room it has
+    assert metric['scale']['basis'] == 'share'
+    assert metric['scale']['value'] == pytest.approx((0.99 * 0.01) ** 0.5, rel=0.1)
+    assert metric['relative_shift'] < -1.5
+    assert 'a fall is bad' in metric['reason'] and 'below the baseline' in metric['reason']
+    assert an.canary_analysis([metric])['verdict'] == an.FAIL
+    # the same fall is no regression where only a rise is bad
+    assert an.compare_metric('errors', canary, SUCCESS_BASE, direction='increase')['status'] == 'pass'
+
+
+def test_a_success_rate_moving_by_noise_passes_even_when_significant():
+    canary = _share(93, 30, 0.985, 0.002)
+    metric = an.compare_metric('success_rate', canary, SUCCESS_BASE, direction='decrease')
+    # the fall is real (every test sees it) but small: the tolerance is what lets it pass
+    assert metric['significant'] and metric['dominates']
+    assert -0.25 < metric['relative_shift'] < 0
+    assert metric['status'] == 'pass', metric
+    assert 'a fall is bad' in metric['reason'] and 'within the tolerance' in metric['reason']
+
+
+def test_a_fall_that_only_dominance_shows_fails():
+    """Three samples a side: not significant (p = 0.2), every canary value inside the baseline's range, yet the
+    canary is lower on 7 of 9 pairs and 35 % below the baseline."""
+    metric = an.compare_metric('throughput', FEW_CANARY, FEW_BASE, direction='decrease')
+    assert not metric['significant'] and not metric['gross']
+    assert metric['dominates'] and metric['superiority'] == pytest.approx(2 / 9.0)
+    assert metric['status'] == 'fail', metric
+    assert 'worse on 78% of pairs' in metric['reason']
+    # a stricter dominance lets the same samples pass: the dominance rule is what failed them
+    stricter = an.compare_metric('throughput', FEW_CANARY, FEW_BASE, direction='decrease', dominance=0.8)
+    assert stricter['status'] == 'pass'
+
+
+def test_a_fall_that_only_the_gross_regression_rule_shows_fails():
+    """Kayenta's case upside down: 7 of 10 canary samples 100 times lower, the 3 others above the whole baseline,
+    so that p = 0.07 and the canary is lower on only 70 % of pairs."""
+    base = _normal(94, 10, 100, 5)
+    canary = [v / 100 for v in _normal(95, 7, 100, 5)] + [max(base) + 1, max(base) + 2, max(base) + 3]
+    metric = an.compare_metric('throughput', canary, base, direction='decrease')
+    assert not metric['significant'] and not metric['dominates']
+    assert metric['gross'] and metric['beyond_baseline'] == 0.7
+    assert metric['status'] == 'fail', metric
+    assert '7 of 10 canary values beyond the whole baseline range' in metric['reason']
+
+
+@pytest.mark.parametrize('direction,words', [('increase', 'a rise is bad'), ('decrease', 'a fall is bad'),
+                                             ('either', 'a change either way is bad')])
+def test_the_reason_says_which_way_is_bad(direction, words):
+    base = _normal(98, 20, 100, 1)
+    for canary in (_normal(99, 20, 100, 1), [v * 2 for v in base], [v / 2 for v in base]):
+        metric = an.compare_metric('m', canary, base, direction=direction)
+        assert metric['reason'].startswith(words + ' for this metric: '), metric['reason']
+
+
 def test_all_nan_is_never_a_pass():
     nan = float('nan')
     for policy, verdict in (('fail', an.FAIL), ('pause', an.MARGINAL), ('ignore', an.MARGINAL)):
@@ -171,8 +241,31 @@ def test_nan_values_are_dropped_not_compared():
     base = _normal(61, 20, 0.2, 0.01)
     canary = _normal(62, 20, 0.2, 0.01) + [float('nan'), None, float('inf')]
     metric = an.compare_metric('latency', canary, base)
-    assert metric['canary'] == {'n': 20, 'dropped': 3, 'median': an.median(canary[:20])}
+    assert metric['canary'] == {'n': 20, 'dropped': 3, 'total': 23, 'valid_share': 20 / 23.0,
+                                'median': an.median(canary[:20])}
     assert metric['status'] == 'pass'
+
+
+def test_a_critical_metric_with_most_samples_missing_is_no_data_not_a_pass():
+    """27 of 30 canary samples NaN: 3 values are enough for min_samples=3, not to judge the canary."""
+    nan = float('nan')
+    base = _normal(63, 30, 0.2, 0.01)
+    canary = _normal(64, 3, 0.2, 0.01) + [nan] * 27
+    metric = an.compare_metric('latency', canary, base, critical=True, min_samples=3)
+    assert metric['status'] == 'no_data', metric
+    assert metric['canary']['dropped'] == 27 and metric['canary']['total'] == 30
+    assert '27 of 30 canary samples missing' in metric['reason'] and 'at least 50%' in metric['reason']
+    result = an.canary_analysis([metric])
+    assert result['verdict'] == an.FAIL and 'latency' in result['reason']
+    paused = an.compare_metric('latency', canary, base, critical=True, min_samples=3, no_data='pause')
+    assert an.canary_analysis([paused])['verdict'] == an.MARGINAL
+    # the baseline is held to the same share
+    assert an.compare_metric('latency', base, canary, min_samples=3)['status'] == 'no_data'
+    # half of the samples valid is enough by default; a lower share is the operator's choice
+    half = _normal(64, 15, 0.2, 0.01) + [nan] * 15
+    assert an.compare_metric('latency', half, base, critical=True, min_samples=3)['status'] == 'pass'
+    relaxed = an.compare_metric('latency', canary, base, critical=True, min_samples=3, min_valid_share=0.1)
+    assert relaxed['status'] == 'pass'
 
 
 def test_weighted_score_pass_marginal_fail():
@@ -204,7 +297,8 @@ def test_pause_policy_makes_a_passing_result_marginal():
 
 
 @pytest.mark.parametrize('kwargs', [dict(direction='up'), dict(confidence=1.5), dict(tolerance=-1),
-                                    dict(dominance=0.4), dict(no_data='skip'), dict(weight=-1)])
+                                    dict(dominance=0.4), dict(no_data='skip'), dict(weight=-1),
+                                    dict(min_valid_share=1.5), dict(min_valid_share=-0.1)])
 def test_bad_settings_are_clear_errors(kwargs):
     with pytest.raises(an.AnalysisError):
         an.compare_metric('m', [1.0], [1.0], **kwargs)

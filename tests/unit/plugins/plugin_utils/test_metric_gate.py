@@ -78,3 +78,52 @@ def test_a_decision_left_from_an_earlier_pause_does_not_decide_this_one(tmp_path
     assert (decision, timed_out) == ('abort', False)
     assert seen == [(False, True)]
     assert not os.path.exists(path) and not os.path.exists(path + '.paused')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a comparison with most of its samples missing
+
+def _ranges(monkeypatch, canary, baseline):
+    def query_range(self, promql, start, end, step):
+        return [({}, list(canary if 'canary' in promql else baseline))]
+    monkeypatch.setattr(mg.Prometheus, 'query_range', query_range)
+
+
+def _comparison_gate(**entry):
+    comparison = {'name': 'latency', 'canary_query': 'lat{role="canary"}', 'baseline_query': 'lat{role="base"}',
+                  'critical': True, 'min_samples': 3}
+    comparison.update(entry)
+    return mg.run_gate({'prometheus_url': 'http://prometheus.invalid:9090', 'count': 1, 'interval': 0,
+                        'window': 30, 'step': 1, 'comparisons': [comparison]}, ['c:1'], ['b:1'],
+                       sleep=lambda s: None)
+
+
+def test_a_critical_comparison_with_27_of_30_canary_samples_missing_fails_the_gate(monkeypatch):
+    _ranges(monkeypatch, [0.2, 0.21, 0.19] + [float('nan')] * 27, [0.2 + i * 0.001 for i in range(30)])
+    gate = _comparison_gate()
+    metric = gate['analyses'][0]['metrics'][0]
+    assert gate['verdict'] == 'fail' and metric['status'] == 'fail', metric
+    assert metric['canary']['dropped'] == 27 and metric['thresholds']['min_valid_share'] == 0.5
+    assert '27 of 30 canary samples missing' in metric['reason'] and 'no_data=fail' in metric['reason']
+    assert 'latency' in gate['reason']
+    # the option reaches the analysis: an operator who accepts a tenth of the samples gets them judged
+    assert _comparison_gate(min_valid_share=0.1)['verdict'] == 'pass'
+
+
+@pytest.mark.parametrize('share', [-0.1, 1.5])
+def test_a_valid_share_out_of_range_is_refused_before_any_query(monkeypatch, share):
+    def query_range(self, *args):
+        raise AssertionError('queried')
+    monkeypatch.setattr(mg.Prometheus, 'query_range', query_range)
+    with pytest.raises(mg.GateError, match='min_valid_share'):
+        _comparison_gate(min_valid_share=share)
+
+
+def test_the_documented_comparison_options_are_the_argument_spec():
+    import yaml
+    from ansible_collections.failsafe.deploy.plugins.modules import metric_gate
+    documented = yaml.safe_load(metric_gate.DOCUMENTATION)['options']['comparisons']['suboptions']
+    assert sorted(documented) == sorted(metric_gate.COMPARISON_SPEC)
+    for name, spec in metric_gate.COMPARISON_SPEC.items():
+        assert documented[name].get('default') == spec.get('default'), name
+        assert documented[name]['type'] == spec['type'], name

@@ -17,8 +17,8 @@ description:
     its HTTP API and decides whether a deploy may go on.
   - Absolute thresholds (O(thresholds)) make O(count) instant queries (C(/api/v1/query)), O(interval) seconds
     apart, after O(bake) seconds; each value outside C(min)/C(max) is a failure; more than the failure limit fails
-    the gate. When a query returns several series, the worst one counts (the highest against a C(max), else the
-    lowest).
+    the gate. When a query returns several series, each bound is judged on its worst series (the lowest against
+    C(min), the highest against C(max)), so no series hides another; the result names the series that breached.
   - Comparisons (O(comparisons)) judge the canary against the baseline in the manner of Kayenta with range queries
     (C(/api/v1/query_range)) over O(window) seconds. Per metric, a Mann-Whitney U test and the Hodges-Lehmann
     shift against a C(tolerance) in the metric's bad C(direction); a metric fails when its shift is beyond the
@@ -299,8 +299,9 @@ failsafe_metric_gate:
       elements: str
     analyses:
       description:
-        - One entry per threshold (C(kind=threshold)) with C(query), C(values), C(thresholds), C(failures) and
-          C(verdict), and one for the comparisons (C(kind=canary)) with C(score) and C(metrics)
+        - One entry per threshold (C(kind=threshold)) with C(query), C(values), C(thresholds), C(failures),
+          C(breaching_series) (each series outside a bound: its labels, the bound, its worst value and in how many
+          measurements) and C(verdict), and one for the comparisons (C(kind=canary)) with C(score) and C(metrics)
           (each with its queries, sample values, how many samples each side had and how many were missing
           (C(total), C(dropped)), statistics, C(bad) (which way is bad), status and reason).
       type: list

@@ -154,11 +154,37 @@ def _check_settings(params):
         raise GateError('metric names must be unique: %s' % ', '.join(duplicates))
 
 
+def series_name(labels):
+    """A series as PromQL writes it: ``{instance="web3:8080", job="app"}``."""
+    return '{%s}' % ', '.join('%s="%s"' % (key, labels[key]) for key in sorted(labels or {}))
+
+
+def judge_series(answer, minimum, maximum):
+    """One measurement over the series of an instant query: (the value that judges it, the series outside the
+    bounds as (name, bound, value)). The lowest series is judged against ``minimum`` and the highest against
+    ``maximum``, so that no series hides another; the value is the one that breached (the lowest first), else the
+    highest when a max is set, else the lowest. None when no series had data."""
+    numbers = [(labels, v) for labels, v in ((labels, _analysis.as_number(value)) for labels, value in answer)
+               if v is not None]
+    if not numbers:
+        return None, []
+    low = min(numbers, key=lambda item: item[1])
+    high = max(numbers, key=lambda item: item[1])
+    breaches = [(series_name(labels), 'min', v) for labels, v in numbers if minimum is not None and v < minimum]
+    breaches += [(series_name(labels), 'max', v) for labels, v in numbers if maximum is not None and v > maximum]
+    if minimum is not None and low[1] < minimum:
+        return low[1], breaches
+    if maximum is not None and high[1] > maximum:
+        return high[1], breaches
+    return (high if maximum is not None else low)[1], breaches
+
+
 def measure_threshold(prom, entry, canary, baseline, count, interval, sleep, clock, log):
-    """``count`` instant queries, ``interval`` seconds apart: the worst value of each (the highest when a max is
-    set, else the lowest), None when there was no data; errors are kept."""
+    """``count`` instant queries, ``interval`` seconds apart: the value that judges each (see ``judge_series``),
+    None when there was no data; errors are kept, and the series that breached a bound (name, bound, worst value,
+    in how many measurements)."""
     query = expand(entry['query'], canary, baseline)
-    values, errors, series = [], [], []
+    values, errors, series, breached = [], [], [], {}
     for index in range(count):
         if index:
             sleep(interval)
@@ -169,13 +195,25 @@ def measure_threshold(prom, entry, canary, baseline, count, interval, sleep, clo
             errors.append(str(exc))
             log('%s: %s' % (entry['name'], exc))
             continue
-        numbers = [v for v in (_analysis.as_number(value) for dummy, value in answer) if v is not None]
         series.append(len(answer))
-        if not numbers:
-            values.append(None)
-        else:
-            values.append(max(numbers) if entry.get('max') is not None else min(numbers))
-    return query, values, errors, series
+        value, breaches = judge_series(answer, entry.get('min'), entry.get('max'))
+        values.append(value)
+        for name, bound, number in breaches:
+            seen = breached.setdefault((name, bound), {'series': name, 'bound': bound, 'worst': number,
+                                                       'measurements': 0})
+            seen['measurements'] += 1
+            seen['worst'] = min(seen['worst'], number) if bound == 'min' else max(seen['worst'], number)
+    return query, values, errors, series, list(breached.values())
+
+
+def _breach_text(breaching, entry, limit=5):
+    """'breached by {instance="web3:8080"} (0.3 below the min 0.5, 2 measurements)' for the reason."""
+    parts = ['%s (%s %s the %s %s, %d measurement(s))' % (
+        b['series'], '%g' % b['worst'], 'below' if b['bound'] == 'min' else 'above', b['bound'],
+        '%g' % entry.get(b['bound']), b['measurements']) for b in breaching[:limit]]
+    if len(breaching) > limit:
+        parts.append('%d more series' % (len(breaching) - limit))
+    return 'breached by %s' % ', '.join(parts)
 
 
 def gather_range(prom, query, start, end, step):
@@ -206,8 +244,8 @@ def run_gate(params, canary, baseline, sleep=time.sleep, clock=time.time, log=la
         sleep(bake)
     analyses = []
     for entry in params.get('thresholds') or []:
-        query, values, errors, series = measure_threshold(prom, entry, canary, baseline, count, interval, sleep,
-                                                          clock, log)
+        query, values, errors, series, breaching = measure_threshold(prom, entry, canary, baseline, count,
+                                                                     interval, sleep, clock, log)
         policy = entry.get('no_data') or default_policy
         limit = entry.get('failure_limit')
         result = _analysis.threshold_analysis(
@@ -215,6 +253,9 @@ def run_gate(params, canary, baseline, sleep=time.sleep, clock=time.time, log=la
             failure_limit=(params.get('failure_limit') or 0) if limit is None else limit, no_data=policy, query=query)
         result['values'] = [_json_number(v) for v in result['values']]
         result['series'] = series
+        result['breaching_series'] = breaching
+        if breaching:
+            result['reason'] += '; %s' % _breach_text(breaching, entry)
         if errors:
             result['errors'] = errors
             result['reason'] += '; query errors: %s' % errors[-1]

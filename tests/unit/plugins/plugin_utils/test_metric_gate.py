@@ -81,6 +81,57 @@ def test_a_decision_left_from_an_earlier_pause_does_not_decide_this_one(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# a threshold over several series: the lowest is judged against the min, the highest against the max
+
+def _series(*values):
+    return [({'instance': 'web%d:8080' % (i + 1), 'job': 'app'}, v) for i, v in enumerate(values)]
+
+
+def _threshold(monkeypatch, answer, **bounds):
+    """The threshold's analysis after a gate of 2 measurements whose every instant query returns ``answer``."""
+    monkeypatch.setattr(mg.Prometheus, 'query', lambda self, promql, at=None: list(answer))
+    params = {'prometheus_url': 'http://prometheus.invalid:9090', 'count': 2, 'interval': 0,
+              'thresholds': [dict(name='success_rate', query='app_success_ratio', **bounds)]}
+    gate = mg.run_gate(params, ['c:1'], ['b:1'], sleep=lambda s: None)
+    analysis = gate['analyses'][0]
+    assert gate['verdict'] == analysis['verdict']
+    return analysis
+
+
+def test_a_series_below_the_minimum_fails_though_another_one_is_the_highest(monkeypatch):
+    # web3 is neither the first series nor the highest: a pick of either hides it
+    analysis = _threshold(monkeypatch, _series(0.9, 0.95, 0.3, 0.8), min=0.5, max=1.0)
+    assert analysis['verdict'] == 'fail', analysis
+    assert analysis['values'] == [0.3, 0.3] and analysis['breaches'] == 2
+    assert [(b['series'], b['bound'], b['worst']) for b in analysis['breaching_series']] == [
+        ('{instance="web3:8080", job="app"}', 'min', 0.3)]
+    assert 'web3:8080' in analysis['reason'] and 'below the min 0.5' in analysis['reason']
+    assert 'web1:8080' not in analysis['reason'] and 'web2:8080' not in analysis['reason']
+
+
+def test_a_series_above_the_maximum_fails_though_it_is_not_the_first(monkeypatch):
+    for bounds in ({'min': 0.5, 'max': 1.0}, {'max': 1.0}):
+        analysis = _threshold(monkeypatch, _series(0.6, 1.4, 0.7), **bounds)
+        assert analysis['verdict'] == 'fail', (bounds, analysis)
+        assert analysis['values'] == [1.4, 1.4]
+        assert [(b['series'], b['bound']) for b in analysis['breaching_series']] == [
+            ('{instance="web2:8080", job="app"}', 'max')]
+        assert 'web2:8080' in analysis['reason'] and 'above the max 1' in analysis['reason']
+
+
+def test_a_series_below_a_lone_minimum_fails_though_it_is_not_the_first(monkeypatch):
+    analysis = _threshold(monkeypatch, _series(5.0, 0.2, 3.0), min=1.0)
+    assert analysis['verdict'] == 'fail' and analysis['values'] == [0.2, 0.2]
+    assert 'web2:8080' in analysis['reason']
+
+
+def test_every_series_within_both_bounds_passes_and_names_none(monkeypatch):
+    analysis = _threshold(monkeypatch, _series(0.6, 0.99, 0.51), min=0.5, max=1.0)
+    assert analysis['verdict'] == 'pass', analysis
+    assert analysis['breaching_series'] == [] and 'web' not in analysis['reason']
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # a comparison with most of its samples missing
 
 def _ranges(monkeypatch, canary, baseline):

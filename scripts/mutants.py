@@ -57,6 +57,7 @@ REDACT = 'tests/unit/plugins/plugin_utils/test_redact.py::'
 CRASH_SAFETY = 'tests/unit/plugins/module_utils/test_crash_safety.py::'
 RESUME = 'tests/behaviour/test_rollback_resume.py::'
 ANALYSIS = 'tests/unit/plugins/plugin_utils/test_analysis.py::'
+METRIC_GATE = 'tests/unit/plugins/plugin_utils/test_metric_gate.py::'
 CHANNELS = 'tests/unit/plugins/plugin_utils/test_channels.py::'
 EMAIL_APPRISE = 'tests/unit/plugins/plugin_utils/test_channels_email_apprise.py::'
 STAKEHOLDERS = 'tests/unit/plugins/plugin_utils/test_channels_stakeholders.py::'
@@ -419,6 +420,135 @@ MUTANTS = [
         'tests': [
             INCIDENT + 'test_report_shows_the_metric_gate_queries_values_and_thresholds',
         ],
+    },
+    # --- metric analysis ---
+    {
+        'name': 'decrease-shift-ignored',
+        'breaks': 'a metric where a fall is bad never has a bad shift: a success rate falling from 0.99 to 0.80 passes',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': "'decrease': relative < -tolerance,",
+        'new': "'decrease': False,",
+        'tests': [
+            ANALYSIS + 'test_a_success_rate_falling_from_99_to_80_percent_fails_at_the_default_tolerance',
+            ANALYSIS + 'test_a_fall_that_only_dominance_shows_fails',
+            ANALYSIS + 'test_a_fall_that_only_the_gross_regression_rule_shows_fails',
+        ],
+        'covers': ['rule:decrease-shift'],
+    },
+    {
+        'name': 'decrease-tolerance-ignored',
+        'breaks': 'any significant fall of a metric where a fall is bad fails it, however small against the tolerance',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': "'decrease': relative < -tolerance,",
+        'new': "'decrease': relative < 0,",
+        'tests': [
+            ANALYSIS + 'test_a_success_rate_moving_by_noise_passes_even_when_significant',
+        ],
+        'covers': ['rule:decrease-shift'],
+    },
+    {
+        'name': 'share-fall-measured-against-its-value',
+        'breaks': 'the fall of a share near 1 is measured against its value: 0.99 to 0.80 is 19 %, within tolerance',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': '        if room < scale:\n',
+        'new': '        if False:  # mutant\n',
+        'tests': [
+            ANALYSIS + 'test_a_success_rate_falling_from_99_to_80_percent_fails_at_the_default_tolerance',
+        ],
+        'covers': ['rule:decrease-shift'],
+    },
+    {
+        'name': 'decrease-dominance-ignored',
+        'breaks': 'a canary lower than the baseline on most pairs passes a metric where a fall is bad',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': "'decrease': (1 - a) >= dominance,",
+        'new': "'decrease': False,",
+        'tests': [
+            ANALYSIS + 'test_a_fall_that_only_dominance_shows_fails',
+        ],
+        'covers': ['rule:decrease-dominance'],
+    },
+    {
+        'name': 'decrease-gross-regression-ignored',
+        'breaks': 'a canary 100 times lower than the baseline on 7 of 10 samples passes a metric where a fall is bad',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': "'decrease': below,",
+        'new': "'decrease': 0,",
+        'tests': [
+            ANALYSIS + 'test_a_fall_that_only_the_gross_regression_rule_shows_fails',
+        ],
+        'covers': ['rule:decrease-gross'],
+    },
+    {
+        'name': 'direction-not-stated',
+        'breaks': "a metric's reason does not say which way is bad for it",
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': "BAD_WAYS = {'increase': 'a rise is bad', 'decrease': 'a fall is bad',",
+        'new': "BAD_WAYS = {'increase': 'a shift is judged', 'decrease': 'a shift is judged',",
+        'tests': [
+            ANALYSIS + 'test_the_reason_says_which_way_is_bad',
+        ],
+        'covers': ['rule:direction-stated'],
+    },
+    {
+        'name': 'valid-share-not-checked',
+        'breaks': 'a critical comparison with 27 of 30 canary samples missing is judged on the 3 left and passes',
+        'file': 'plugins/plugin_utils/_analysis.py',
+        'old': "              if side['valid_share'] < min_valid_share]",
+        'new': '              if False]',
+        'tests': [
+            ANALYSIS + 'test_a_critical_metric_with_most_samples_missing_is_no_data_not_a_pass',
+            METRIC_GATE + 'test_a_critical_comparison_with_27_of_30_canary_samples_missing_fails_the_gate',
+        ],
+        'covers': ['rule:valid-share'],
+    },
+    {
+        'name': 'valid-share-not-passed-to-the-analysis',
+        'breaks': "the gate judges every comparison whatever share of its samples is missing (min_valid_share unused)",
+        'file': 'plugins/plugin_utils/_metric_gate.py',
+        'old': "min_valid_share=float(0.5 if entry.get('min_valid_share') is None else entry['min_valid_share']),",
+        'new': 'min_valid_share=0.0,',
+        'tests': [
+            METRIC_GATE + 'test_a_critical_comparison_with_27_of_30_canary_samples_missing_fails_the_gate',
+        ],
+        'covers': ['rule:valid-share'],
+    },
+    {
+        'name': 'series-pick-first-value',
+        'breaks': 'a threshold over several series judges the first one only: another below the min or above the '
+                  'max passes',
+        'file': 'plugins/plugin_utils/_metric_gate.py',
+        'old': '    low = min(numbers, key=lambda item: item[1])\n    high = max(numbers, key=lambda item: item[1])\n',
+        'new': '    low = high = numbers[0]  # mutant\n',
+        'tests': [
+            METRIC_GATE + 'test_a_series_below_the_minimum_fails_though_another_one_is_the_highest',
+            METRIC_GATE + 'test_a_series_above_the_maximum_fails_though_it_is_not_the_first',
+            METRIC_GATE + 'test_a_series_below_a_lone_minimum_fails_though_it_is_not_the_first',
+        ],
+        'covers': ['rule:series-pick'],
+    },
+    {
+        'name': 'series-min-hidden-by-max',
+        'breaks': 'with both a min and a max, only the highest series is judged: a series below the min is hidden',
+        'file': 'plugins/plugin_utils/_metric_gate.py',
+        'old': '    if minimum is not None and low[1] < minimum:\n        return low[1], breaches\n',
+        'new': '',
+        'tests': [
+            METRIC_GATE + 'test_a_series_below_the_minimum_fails_though_another_one_is_the_highest',
+        ],
+        'covers': ['rule:series-pick'],
+    },
+    {
+        'name': 'breaching-series-not-named',
+        'breaks': "a failed threshold over several series does not say which series breached",
+        'file': 'plugins/plugin_utils/_metric_gate.py',
+        'old': "            result['reason'] += '; %s' % _breach_text(breaching, entry)\n",
+        'new': '            pass  # mutant\n',
+        'tests': [
+            METRIC_GATE + 'test_a_series_below_the_minimum_fails_though_another_one_is_the_highest',
+            METRIC_GATE + 'test_a_series_above_the_maximum_fails_though_it_is_not_the_first',
+        ],
+        'covers': ['rule:series-pick'],
     },
     # --- load balancer traffic -----------------------------------------------------------------------------------
     {

@@ -4,7 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Registered layer kinds: the ``apply`` phase records before it changes, a rollback undoes stage by stage (flags,
 traffic, code, database), each undo verified before the next, a failed undo names its layer and stops the later
-stages, secret options never reach the journal, and a staged rollback closes only when no stage is left.
+stages, secret options never reach the journal, and a staged rollback closes only when no stage is left. On a host
+with a release, the flags and the traffic go back while the new release is still current, the database once the
+code is back on the previous one.
 
 The kinds here are small real ones defined by the test: each keeps a value in a file and appends every change to
 a shared log, so the order of undo is read back from disk."""
@@ -21,6 +23,9 @@ from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as 
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS, Layer, register
+from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
+    ReleaseRoot, ensure_active, ensure_staged, ensure_verified,
+)
 
 
 class ValueFile(Layer):
@@ -32,8 +37,10 @@ class ValueFile(Layer):
         self.o = options
 
     def _log(self, what):
+        # with app_root: where the host's current link pointed at that moment (what the code stage had done yet)
+        current = os.readlink(os.path.join(self.o['app_root'], 'current')) if self.o.get('app_root') else None
         with open(self.o['log'], 'a') as handle:
-            handle.write(json.dumps([self.kind, self.o.get('id'), what, self.o.get('token')]) + '\n')
+            handle.write(json.dumps([self.kind, self.o.get('id'), what, self.o.get('token'), current]) + '\n')
 
     def _read(self):
         try:
@@ -211,3 +218,37 @@ def test_apply_refuses_an_unknown_kind_and_a_closed_transaction_and_check_mode_c
         engine.apply_phase(dict(p, layer=layer('test_traffic', 'green', fail_apply=True)), _run)
     engine.rollback(p, _run)
     assert (tmp / 'test_traffic').read_text() == 'blue'
+
+
+def test_on_a_host_with_a_release_traffic_goes_back_before_the_code_and_the_database_after(host):
+    """One rollback call on a host whose transaction switched its release and applied a layer of every other stage:
+    each undo notes where current pointed when it ran. The flags and the traffic are put back while the failed
+    release still serves (before the code stage), the database after the code is back on the verified release."""
+    p, layer, order, tmp = host
+    app = str(tmp / 'app')
+    rr = ReleaseRoot(app)
+    for rid in ('1.0', '2.0'):
+        src = tmp / ('src-' + rid)
+        src.mkdir()
+        (src / 'VERSION').write_text(rid)
+        ensure_staged(rr, rid, str(src))
+    ensure_active(rr, '1.0')
+    ensure_verified(rr, '1.0')
+    p = dict(p, app_root=app, release='2.0', snapshot_paths=[os.path.join(app, 'current')], min_free_mb=0,
+             check_running=False)
+    _open(p)
+    for spec in (layer('test_schema', 'v2', app_root=app), layer('test_traffic', 'green', app_root=app),
+                 layer('test_flag', 'on', app_root=app)):
+        engine.apply_phase(dict(p, layer=spec), _run)
+    engine.activate_phase(p, _run)
+    assert rr.read_current() == '2.0'
+    out = engine.rollback(p, _run)
+    with open(str(tmp / 'log')) as handle:
+        undone = [(entry[0], entry[4]) for entry in map(json.loads, handle) if entry[2] == 'undo']
+    assert undone == [('test_flag', 'releases/2.0'), ('test_traffic', 'releases/2.0'),
+                      ('test_schema', 'releases/1.0')]
+    assert [e['kind'] for e in out['failsafe_rollback']['layers']] == [
+        'test_flag', 'test_traffic', 'files', 'release', 'test_schema']
+    assert rr.read_current() == '1.0' and out['failsafe_rollback']['target_release'] == '1.0'
+    assert not [kind for kind in ('test_flag', 'test_traffic', 'test_schema') if (tmp / kind).exists()]
+    assert DeployState(p['state_dir'], 'app').read_journal()['status'] == 'rolled_back'

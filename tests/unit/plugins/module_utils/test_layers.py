@@ -200,6 +200,13 @@ def _wait_answer(port, want=True, timeout=10):
     return False
 
 
+def _pid(settings):
+    """The process id supervisor runs the program as (0: not running)."""
+    out = subprocess.run([settings['supervisorctl'], '-c', settings['conf'], 'pid', settings['name']],
+                         capture_output=True, text=True, check=False).stdout.strip()
+    return int(out) if out.isdigit() else 0
+
+
 def test_service_layer_apply_starts_undo_restarts_and_verify_sees_it_running(supervisor):
     settings, d, port = supervisor
     layer = ServiceLayer(settings)
@@ -210,10 +217,14 @@ def test_service_layer_apply_starts_undo_restarts_and_verify_sees_it_running(sup
     assert _wait_answer(port)
     assert layer.verify(record) == []
     # applying again without a restart leaves the running service alone
+    first = _pid(settings)
     assert layer.apply({}, record, restart=False)['changed'] is False
+    assert _pid(settings) == first != 0
+    # the undo restarts it: a new process serves what the other layers restored, not the one that ran before
     undone = layer.undo(record, serving=True)
     assert undone['changed'] is True
     assert _wait_answer(port)
+    assert _pid(settings) not in (0, first)
     assert layer.verify(record, serving=True) == []
 
 

@@ -4,12 +4,17 @@ through the admin API and through the client API that Unleash SDKs poll. The API
 the journal, given back to the rollback in failsafe_rollback_layer_secrets.
 
 Real ansible-playbook runs of failsafe.deploy.deploy against this machine (the examples/demo setup); release 3.0.0
-fails its health check.
+fails its health check. The layer alone, through the transaction engine's apply phase and rollback (the calls the
+transaction module makes), puts back features switched either way.
 """
 import json
 import os
 
 import pytest
+
+from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
 
 from unleash_server import ADMIN_TOKEN, UnleashServer
 
@@ -74,3 +79,30 @@ def test_a_feature_unleash_does_not_have_fails_before_anything_changes(unleash, 
     proc = d.deploy('2.0.0', '-e', '@' + vars_file)
     assert proc.returncode != 0 and '(check the API token)' in proc.stdout
     assert 'wrong-token-7f3e' not in proc.stdout
+
+
+def test_the_layer_alone_switches_features_and_its_undo_puts_each_back_as_it_was(unleash, tmp_path):
+    """One feature off and one on before the deploy; the layer switches both the other way, the rollback puts both
+    back, read through the admin API and through the client API."""
+    was_off, was_on = 'layer-was-off', 'layer-was-on'
+    for name in (was_off, was_on):
+        unleash.call('POST', '/api/admin/projects/default/features', {'name': name})
+    unleash.call('POST', '/api/admin/projects/default/features/%s/environments/development/on' % was_on)
+    assert (unleash.enabled(was_off), unleash.enabled(was_on)) == (False, True)
+    p = {'state_dir': str(tmp_path / 'state'), 'name': 'flags', 'run_id': 'run-1', 'owner': 'ops@ctl',
+         'controller': 'ctl', 'pid': 1, 'ttl': 600, 'recover': True, 'service': {'manager': 'none'}}
+    engine.open_phase(p, _run)
+    spec = {'kind': 'flags', 'backend': 'unleash', 'url': unleash.url, 'environment': 'development',
+            'token': ADMIN_TOKEN, 'flags': {was_off: {'enabled': True}, was_on: {'enabled': False}}}
+    res = engine.apply_phase(dict(p, layer=spec), _run)
+    assert res['changed'] and res['failsafe_layer_stages'] == ['flags']
+    assert (unleash.enabled(was_off), unleash.enabled(was_on)) == (True, False)
+    assert (unleash.client_enabled(was_off), unleash.client_enabled(was_on)) == (True, False)
+    out = engine.rollback(dict(p, layer_secrets={'flags': {'token': ADMIN_TOKEN}}), _run)
+    assert out['failsafe_rollback']['verified']
+    assert (unleash.enabled(was_off), unleash.enabled(was_on)) == (False, True)
+    assert (unleash.client_enabled(was_off), unleash.client_enabled(was_on)) == (False, True)
+    ds = DeployState(p['state_dir'], 'flags')
+    assert ds.read_journal()['status'] == 'rolled_back'
+    with open(ds.journal_path) as handle:
+        assert ADMIN_TOKEN not in handle.read()

@@ -572,6 +572,18 @@ MUTANTS = [
             'tests/behaviour/test_traffic_layer.py::test_haproxy_switch_then_rollback_puts_traffic_back_and_proves_it',
         ],
     },
+    # --- traffic weights ---
+    {
+        'name': 'traffic-undo-keeps-the-weights',
+        'breaks': "undoing the traffic layer puts HAProxy's server states back but leaves the weights the deploy set",
+        'file': 'plugins/module_utils/_traffic.py',
+        'old': "            weight = want['weight'] if want['weight'] != now['weight'] else None\n",
+        'new': "            weight = want['weight'] if want['weight'] != now['weight'] and strict else None  # mutant\n",
+        'tests': [
+            'tests/behaviour/test_traffic_layer.py::test_haproxy_switch_then_rollback_puts_traffic_back_and_proves_it',
+        ],
+        'covers': ['kind:traffic'],
+    },
     {
         'name': 'delegated-transaction-misattributed',
         'breaks': "a load balancer's transaction opened by a delegated task counts as the app host's: not rolled back",

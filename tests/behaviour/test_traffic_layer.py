@@ -6,6 +6,9 @@ layer says.
 Given a transaction of layers only, when the traffic layer moves traffic, then /version through the load balancer
 answers the other release, and the rollback's undo puts traffic back and proves it; bad input changes nothing; a
 drained or restored HAProxy server keeps its state across an HAProxy reload.
+
+The servers' weights before a change (set at run time, as an operator tunes them) differ from those of their
+configuration and from those the changes set, so an undo that puts back the states but not the weights fails.
 """
 import json
 import os
@@ -56,12 +59,21 @@ def apps(tmp_path, prereqs):
         proc.wait(timeout=10)
 
 
+# The runtime weights before any change: neither the configured 100 nor what a change sets.
+WEIGHTS = {'blue': 37, 'green': 63}
+# HAProxy's own view before any change, {server: (srv_admin_state, srv_uweight)}: green drained (forced drain 0x08)
+BEFORE = {'blue': (0, WEIGHTS['blue']), 'green': (0x08, WEIGHTS['green'])}
+
+
 @pytest.fixture
 def haproxy(tmp_path, apps):
     h = lb.HAProxy(tmp_path / 'haproxy', [('blue', apps['blue'], 100), ('green', apps['green'], 100)])
     # green starts drained: all traffic to blue
     h.start()
+    for name, weight in sorted(WEIGHTS.items()):
+        assert h.command('set server app/%s weight %d' % (name, weight)).strip() == ''
     h.command('set server app/green state drain')
+    assert h.server_state() == BEFORE
     yield h
     h.stop()
 
@@ -105,20 +117,22 @@ def ngx_layer(n, apps, **servers):
 
 def test_haproxy_switch_then_rollback_puts_traffic_back_and_proves_it(haproxy, txn):
     assert versions(haproxy.port) == {'1.0.0'}
-    res = engine.apply_phase(dict(txn, layer=hap_layer(haproxy, blue=('drain', 100), green=('ready', 100))), _run)
+    res = engine.apply_phase(dict(txn, layer=hap_layer(haproxy, blue=('drain', 0), green=('ready', 100))), _run)
     assert res['changed'] and res['failsafe_layer_stages'] == ['traffic']
     assert versions(haproxy.port) == {'2.0.0'}
-    assert haproxy.server_state()['blue'][0] & 0x08           # forced drain, as HAProxy itself reports it
+    # forced drain and the new weights, as HAProxy itself reports them
+    assert haproxy.server_state() == {'blue': (0x08, 0), 'green': (0, 100)}
     # the undo record is what HAProxy reported before the change
     journal = DeployState(txn['state_dir'], 'lb').read_journal()
-    assert journal['layers'][0]['record']['servers'] == {'blue': {'weight': 100, 'state': 'ready'},
-                                                         'green': {'weight': 100, 'state': 'drain'}}
-    again = engine.apply_phase(dict(txn, layer=hap_layer(haproxy, blue=('drain', 100), green=('ready', 100))), _run)
+    assert journal['layers'][0]['record']['servers'] == {'blue': {'weight': 37, 'state': 'ready'},
+                                                         'green': {'weight': 63, 'state': 'drain'}}
+    again = engine.apply_phase(dict(txn, layer=hap_layer(haproxy, blue=('drain', 0), green=('ready', 100))), _run)
     assert not again['changed']
     out = engine.rollback(dict(txn, stages=['traffic']), _run)
     assert out['failsafe_rollback']['layers'][0]['kind'] == 'traffic'
     assert versions(haproxy.port) == {'1.0.0'}
-    assert haproxy.server_state()['green'][0] & 0x08 and not haproxy.server_state()['blue'][0] & 0x08
+    # states and weights back as they were, read from HAProxy's admin socket
+    assert haproxy.server_state() == BEFORE
     assert DeployState(txn['state_dir'], 'lb').read_journal()['status'] == 'rolled_back'
 
 
@@ -136,11 +150,10 @@ def test_a_drained_haproxy_server_stays_drained_across_a_reload_and_a_restored_o
     state = haproxy.server_state()
     assert state['blue'][0] & 0x08 and not state['green'][0] & 0x08
     assert versions(haproxy.port) == {'2.0.0'}
-    # the restore too is saved: after another reload blue is back and green drained again, as captured
+    # the restore too is saved: after another reload blue is back and green drained again, with their weights
     engine.rollback(txn, _run)
     haproxy.reload()
-    state = haproxy.server_state()
-    assert state['green'][0] & 0x08 and not state['blue'][0] & 0x08
+    assert haproxy.server_state() == BEFORE
     assert versions(haproxy.port) == {'1.0.0'}
 
 
@@ -205,6 +218,34 @@ def test_nginx_switch_then_rollback_puts_the_previous_file_back_and_reloads(ngin
     assert versions(nginx.port) == {'1.0.0'}
 
 
+def served(port, n):
+    """{version: how many of ``n`` requests it answered}, through the load balancer."""
+    counts = {}
+    for dummy in range(n):
+        version = lb.get(port)[1]
+        counts[version] = counts.get(version, 0) + 1
+    return counts
+
+
+def test_nginx_rollback_puts_the_weights_back_as_nginx_serves_them(tmp_path, apps, txn):
+    """Given an upstream whose weights (3:1) differ from those a change sets, when the change is rolled back, then
+    nginx splits the traffic 3:1 again: what its workers do, not only what the file says."""
+    original = ('upstream app {\n    server 127.0.0.1:%d weight=3;\n    server 127.0.0.1:%d weight=1;\n}\n'
+                % (apps['blue'], apps['green']))
+    n = lb.Nginx(tmp_path / 'nginx-weights', original)
+    n.start()
+    try:
+        # one worker, smooth weighted round robin: 40 requests are exactly 30 and 10
+        assert served(n.port, 40) == {'1.0.0': 30, '2.0.0': 10}
+        engine.apply_phase(dict(txn, layer=ngx_layer(n, apps, blue=('ready', 1), green=('ready', 5))), _run)
+        assert served(n.port, 60) == {'1.0.0': 10, '2.0.0': 50}
+        engine.rollback(txn, _run)
+        assert open(n.include).read() == original
+        assert served(n.port, 40) == {'1.0.0': 30, '2.0.0': 10}
+    finally:
+        n.stop()
+
+
 @pytest.mark.parametrize('case, servers, match', [
     ('bad address fails nginx -t', {'blue': ('drain', None), 'green': ('ready', 1)}, 'fails "nginx -t"'),
     ('nothing ready', {'blue': ('drain', None), 'green': ('maint', None)}, 'no server would take traffic'),
@@ -255,9 +296,10 @@ def test_haproxy_does_not_drain_the_others_while_the_new_server_is_down(haproxy,
         engine.apply_phase(dict(txn, layer=spec), _run)
     assert not haproxy.server_state()['blue'][0] & 0x08          # blue still takes the traffic
     assert versions(haproxy.port) == {'1.0.0'}
-    # the rollback puts back what was captured (green drained) and proves it
+    # the rollback puts back what was captured (green drained, both weights) and proves it
     engine.rollback(txn, _run)
-    assert haproxy.server_state()['green'][0] & 0x08
+    assert haproxy.server_state()['green'] == BEFORE['green']
+    assert haproxy.server_state()['blue'] == BEFORE['blue']
 
 
 def test_haproxy_undo_puts_back_a_ready_server_that_is_down_and_says_so(haproxy, txn):
@@ -268,5 +310,6 @@ def test_haproxy_undo_puts_back_a_ready_server_that_is_down_and_says_so(haproxy,
     assert haproxy.server_state()['green'][0] & 0x08
     out = engine.rollback(txn, _run)
     assert out['failsafe_rollback']['layers'][0]['not_up'] == ['green']
-    assert not haproxy.server_state()['green'][0] & 0x08         # ready again, as captured
+    # ready again with its weight, as captured
+    assert haproxy.server_state() == {'blue': BEFORE['blue'], 'green': (0, WEIGHTS['green'])}
     assert versions(haproxy.port) == {'1.0.0'}                   # blue serves meanwhile

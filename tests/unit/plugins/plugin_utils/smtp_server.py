@@ -19,10 +19,7 @@ import ssl
 import subprocess
 import threading
 
-import pytest
-
-aiosmtpd_controller = pytest.importorskip('aiosmtpd.controller')
-aiosmtpd_smtp = pytest.importorskip('aiosmtpd.smtp')
+from ansible_collections.failsafe.deploy.tests.requires import require_module
 
 SMTP_USER = 'deploy-bot'
 SMTP_PASSWORD = 'Sm7pPassw0rdNeverShown'
@@ -75,6 +72,10 @@ class SmtpServer:
     (another loopback address stands in for a remote server)."""
 
     def __init__(self, directory, port=None, hostname='127.0.0.1', tls=True):
+        # Imported here: a missing aiosmtpd ends each test that starts the server (tests/requires.py), not the
+        # collection of every module that imports this one.
+        aiosmtpd_controller = require_module('aiosmtpd.controller', 'aiosmtpd is missing (requirements-dev.txt)')
+        aiosmtpd_smtp = require_module('aiosmtpd.smtp', 'aiosmtpd is missing (requirements-dev.txt)')
         self.cert, self.key = make_certificate(directory)
         self.messages = []
         self.logins = []

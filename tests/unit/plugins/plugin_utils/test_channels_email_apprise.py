@@ -28,6 +28,7 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import (
     AppriseChannel, EmailChannel, build_channels)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
+from ansible_collections.failsafe.deploy.tests.requires import require_module
 from ansible_collections.failsafe.deploy.tests.unit.plugins.plugin_utils.smtp_server import (
     SMTP_PASSWORD, SMTP_USER, SmtpServer, free_port)
 from ansible_collections.failsafe.deploy.tests.unit.plugins.plugin_utils.test_channels import (
@@ -227,7 +228,7 @@ APPRISE_TOKEN = 'ApPr1seT0kenInThePath'
 
 
 def test_given_apprise_urls_then_every_url_gets_the_alert(tmp_path):
-    pytest.importorskip('apprise')
+    require_module('apprise', 'apprise is missing (requirements-dev.txt)')
     first, second = JsonReceiver(), JsonReceiver()
     try:
         urls = 'json://127.0.0.1:%d/hook/%s\njson://127.0.0.1:%d/other' % (first.port, APPRISE_TOKEN, second.port)
@@ -248,7 +249,7 @@ def test_given_apprise_urls_then_every_url_gets_the_alert(tmp_path):
 
 
 def test_given_apprise_cannot_reach_its_url_then_the_failure_is_bounded_and_names_no_url():
-    pytest.importorskip('apprise')
+    require_module('apprise', 'apprise is missing (requirements-dev.txt)')
     channel = AppriseChannel('json://127.0.0.1:%d/hook/%s' % (free_port(), APPRISE_TOKEN),
                              redactor=Redactor(), **fast(retries=1, time_limit=2))
     start = time.monotonic()
@@ -258,7 +259,7 @@ def test_given_apprise_cannot_reach_its_url_then_the_failure_is_bounded_and_name
 
 
 def test_given_a_malformed_apprise_url_then_the_channel_fails_without_raising():
-    pytest.importorskip('apprise')
+    require_module('apprise', 'apprise is missing (requirements-dev.txt)')
     result = AppriseChannel('no-such-scheme://x', redactor=Redactor(), **fast()).send(FAILED)
     assert not result.ok and 'not understood' in result.error and result.attempts == 1
 

@@ -182,6 +182,44 @@ def scan_archive(archive):
     return count
 
 
+def archive_size(archive):
+    """The bytes extracting the archive writes, read from its members' headers: the declared sizes of its regular
+    files (a hard link writes no data; directories and symlinks write none). One read-only pass over the archive."""
+    total = 0
+    try:
+        with tarfile.open(archive, 'r:*') as tf:
+            for member in tf:
+                if member.isreg():
+                    total += member.size
+    except (tarfile.TarError, EOFError) as e:
+        raise ReleaseError('src %s is not a readable tar archive: %s' % (archive, e), path=archive)
+    return total
+
+
+def _mib(size):
+    return '%.1f MiB (%d bytes)' % (size / 1048576.0, size)
+
+
+def check_archive_size(archive, size, dest, free, keep_free=0, max_size=None, names=None):
+    """Refuse a release archive whose files would not fit before anything is written: more than max_size bytes
+    (None or 0: no limit), or more than the free space of dest's file system less keep_free, the space that must
+    stay free. names maps 'max_size' and 'keep_free' to the settings they come from, for the message."""
+    names = names or {}
+    if max_size and size > max_size:
+        raise ReleaseError(
+            'release archive %s would write %s into %s: more than the largest release allowed (%s is %s). '
+            'Refusing to stage it; nothing was written.'
+            % (archive, _mib(size), dest, names.get('max_size', 'max_size'), _mib(max_size)),
+            path=archive, dest=dest, release_size=size, max_size=max_size)
+    if size > free - keep_free:
+        kept = ' (%s keeps %s of it free)' % (names.get('keep_free', 'keep_free'), _mib(keep_free)) if keep_free else ''
+        raise ReleaseError(
+            'release archive %s would write %s into %s, whose file system has %s free%s. Refusing to stage it; '
+            'nothing was written.' % (archive, _mib(size), dest, _mib(free), kept),
+            path=archive, dest=dest, release_size=size, free_bytes=free, keep_free_bytes=keep_free)
+    return size
+
+
 def archive_top_names(archive):
     """The top-level directory names of an archive, or None when a file or link sits at its top level."""
     tops = set()
@@ -449,8 +487,10 @@ class ReleaseRoot:
             raise
         return sorted(n for n in names if n.startswith('.') and re.match(r'^\..+\.(tmp|old)-[^/]+$', n))
 
-    def free_bytes(self):
-        path = self.root
+    def free_bytes(self, path=None):
+        """Free bytes for an unprivileged user on the file system of path (default the root), or of its nearest
+        existing parent."""
+        path = path or self.root
         while not os.path.exists(path):
             parent = os.path.dirname(path)
             if parent == path:
@@ -674,7 +714,11 @@ def ensure_query(rr):
     return res
 
 
-def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=False):
+def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=False, max_size=None, keep_free=0,
+                  names=None):
+    """Stage release_id from src. An archive is bounded before anything is written: its members' declared sizes
+    must fit in the free space of the releases directory's file system less keep_free bytes, and in max_size bytes
+    when given (names: the settings these come from, for the refusal's message; see check_archive_size)."""
     validate_release_id(release_id)
     shared = [validate_shared_path(p) for p in (shared or [])]
     if not src:
@@ -736,6 +780,11 @@ def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=Fals
     state_change = entry is None or failed or entry.get('checksum') != checksum
     changed = bool(extract or links or shared_missing or state_change)
 
+    if extract and kind == 'archive':
+        # What the archive's members declare against the room there is, before anything is written (an archive of
+        # a few MB can expand to GBs), in check mode too.
+        check_archive_size(src, archive_size(src), rr.releases_dir, rr.free_bytes(rr.releases_dir),
+                           keep_free=keep_free, max_size=max_size, names=names)
     if extract and kind == 'archive' and check_mode:
         scan_archive(src)  # report a dangerous archive, or one wrapped in a top directory, in check mode too
         with tempfile.TemporaryDirectory() as tops:

@@ -83,7 +83,16 @@ options:
       - Permission bits and modification times are kept; setuid, setgid and sticky bits and ownership are not.
         Files belong to the user the module runs as.
       - A directory is copied as it is, with symlinks copied as symlinks.
+      - An archive is refused before anything is written when the sizes its members declare (what extracting it
+        writes) add up to more than the free space of the file system of C(releases/), or than O(max_size).
     type: path
+  max_size:
+    description:
+      - The largest release V(staged) extracts, as the sum of the sizes the members of the O(src) archive declare.
+        Bytes, or a number with a unit (V(500M), V(2G); a unit is a power of 1024).
+      - Unset or V(0), no limit beyond the free space of the file system of C(releases/).
+    type: bytes
+    version_added: 0.1.0
   shared:
     description:
       - Paths relative to the release that persist across releases. C(releases/<id>/<p>) becomes a relative
@@ -292,7 +301,7 @@ def run(module):
     if state == 'query':
         return ensure_query(rr)
     if state == 'staged':
-        return ensure_staged(rr, p['id'], p['src'], p['shared'], p['force'], check)
+        return ensure_staged(rr, p['id'], p['src'], p['shared'], p['force'], check, max_size=p['max_size'] or None)
     if state == 'active':
         return ensure_active(rr, p['id'], p['force'], check)
     if state == 'verified':
@@ -314,6 +323,7 @@ def main():
             state=dict(type='str', default='query',
                        choices=['staged', 'active', 'verified', 'failed', 'rolled_back', 'absent', 'pruned', 'query']),
             src=dict(type='path'),
+            max_size=dict(type='bytes'),
             shared=dict(type='list', elements='str', default=[]),
             force=dict(type='bool', default=False),
             keep=dict(type='int', default=5),

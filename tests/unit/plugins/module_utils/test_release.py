@@ -11,6 +11,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import tarfile
 
 import pytest
@@ -646,3 +647,131 @@ def test_given_archive_with_one_directory_and_a_top_level_file_when_staged_then_
     arc = make_tarball(tmp_path / 'a.tar.gz', {'lib/': ('dir', 0o755), 'lib/m.py': 'y', 'start': 'z'})
     ensure_staged(rr, 'a', arc)
     assert os.path.isfile(os.path.join(root, 'releases', 'a', 'lib', 'm.py'))
+
+
+# --- the size bound of a release archive -------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+class Zeros:
+    """A stream of n zero bytes, read in chunks: the payload of a gzip bomb, never held in memory or written out."""
+
+    def __init__(self, n):
+        self.left = n
+
+    def read(self, n=-1):
+        k = self.left if n is None or n < 0 else min(n, self.left)
+        self.left -= k
+        return bytes(k)
+
+
+def make_bomb(path, declared, name='./data/zeros.bin'):
+    """A .tar.gz of a few KB whose member declares (and holds) `declared` bytes of zeros, beside a small app.py."""
+    with tarfile.open(str(path), 'w:gz', compresslevel=9) as tf:
+        app = b'print("app")\n'
+        info = tarfile.TarInfo('./app.py')
+        info.size = len(app)
+        info.mode = 0o644
+        tf.addfile(info, io.BytesIO(app))
+        info = tarfile.TarInfo(name)
+        info.size = declared
+        info.mode = 0o644
+        tf.addfile(info, Zeros(declared))
+    return str(path)
+
+
+def mount_small_fs(path, size='8m'):
+    """Mount a tmpfs of `size` at path (a test's own file system, whose free space it can bound and measure);
+    skips the test where that is not possible (not root). Returns the unmount function."""
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small tmpfs needs root')
+    os.makedirs(path)
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s' % size, 'tmpfs', path], check=False).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here')
+    return lambda: subprocess.run(['umount', path], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """An 8 MiB tmpfs of the test's own."""
+    path = str(tmp_path / 'small')
+    unmount = mount_small_fs(path)
+    yield path
+    unmount()
+
+
+def fs_state(fs, rr):
+    """What a refusal must leave as it was: the file system's free blocks and inodes, releases/ and the ledger."""
+    st = os.statvfs(fs)
+    return {'free_blocks': st.f_bavail, 'free_inodes': st.f_favail, 'releases': sorted(os.listdir(rr.releases_dir)),
+            'ledger': ledger_of(rr.root)}
+
+
+def test_archive_size_is_what_the_regular_members_declare(tmp_path):
+    arc = make_tarball(tmp_path / 'a.tar.gz', {'./': ('dir', 0o755), './a': 'x' * 1000, './d/': ('dir', 0o755),
+                                               './d/b': 'y' * 24, './l': ('link', 'a'), './h': ('hardlink', 'a')})
+    assert rel.archive_size(arc) == 1024
+    assert rel.archive_size(make_bomb(tmp_path / 'bomb.tar.gz', 3 * MIB)) == 3 * MIB + len('print("app")\n')
+
+
+@pytest.mark.parametrize('check_mode', [False, True], ids=['staged', 'check-mode'])
+def test_given_an_archive_declaring_more_than_the_free_space_when_staged_then_refused_naming_both_and_nothing_written(
+        tmp_path, small_fs, archive, check_mode):
+    rr = ReleaseRoot(os.path.join(small_fs, 'app'))
+    ensure_staged(rr, 'r1', archive)  # a normal archive stages on this small file system
+    bomb = make_bomb(tmp_path / 'bomb.tar.gz', 50 * MIB)
+    assert os.path.getsize(bomb) < 200 * 1024, 'a few KB that declare 50 MiB'
+    before = fs_state(small_fs, rr)
+    free = before['free_blocks'] * os.statvfs(small_fs).f_frsize
+    assert free < 8 * MIB
+    with pytest.raises(ReleaseError) as err:
+        ensure_staged(rr, 'r2', bomb, check_mode=check_mode)
+    msg = err.value.msg
+    size = rel.archive_size(bomb)
+    assert 'would write 50.0 MiB (%d bytes) into %s' % (size, rr.releases_dir) in msg, msg
+    assert 'has %s free' % rel._mib(free) in msg and bomb in msg, msg
+    assert err.value.details['release_size'] == size and err.value.details['free_bytes'] == free
+    assert fs_state(small_fs, rr) == before
+    assert sorted(os.listdir(rr.releases_dir)) == ['r1']
+
+
+def test_given_an_archive_that_fits_the_small_file_system_when_staged_then_it_stages_whole(tmp_path, small_fs):
+    rr = ReleaseRoot(os.path.join(small_fs, 'app'))
+    five = make_bomb(tmp_path / 'five.tar.gz', 5 * MIB)
+    res = ensure_staged(rr, 'r1', five)
+    assert res['extracted'] and os.path.getsize(os.path.join(rr.release_path('r1'), 'data', 'zeros.bin')) == 5 * MIB
+    assert ledger_of(rr.root)['releases']['r1']['state'] == 'staged'
+
+
+def test_given_the_space_to_keep_free_when_an_archive_would_eat_into_it_then_refused_naming_the_setting(
+        tmp_path, small_fs, archive):
+    rr = ReleaseRoot(os.path.join(small_fs, 'app'))
+    ensure_staged(rr, 'r1', archive)
+    five = make_bomb(tmp_path / 'five.tar.gz', 5 * MIB)
+    before = fs_state(small_fs, rr)
+    names = {'keep_free': 'failsafe_preflight_min_free_mb', 'max_size': 'failsafe_release_max_size'}
+    with pytest.raises(ReleaseError) as err:
+        ensure_staged(rr, 'r2', five, keep_free=4 * MIB, names=names)
+    assert 'would write 5.0 MiB (%d bytes)' % rel.archive_size(five) in err.value.msg
+    assert '(failsafe_preflight_min_free_mb keeps 4.0 MiB (%d bytes) of it free)' % (4 * MIB) in err.value.msg
+    assert fs_state(small_fs, rr) == before
+    ensure_staged(rr, 'r2', five, keep_free=1 * MIB, names=names)
+    assert os.path.isfile(os.path.join(rr.release_path('r2'), 'data', 'zeros.bin'))
+
+
+@pytest.mark.parametrize('check_mode', [False, True], ids=['staged', 'check-mode'])
+def test_given_a_largest_release_when_the_archive_declares_more_then_refused_naming_both_and_nothing_written(
+        tmp_path, root, rr, check_mode):
+    three = make_bomb(tmp_path / 'three.tar.gz', 3 * MIB)
+    size = rel.archive_size(three)
+    with pytest.raises(ReleaseError) as err:
+        ensure_staged(rr, 'r1', three, check_mode=check_mode, max_size=1 * MIB)
+    msg = err.value.msg
+    assert 'would write 3.0 MiB (%d bytes) into %s' % (size, rr.releases_dir) in msg, msg
+    assert 'more than the largest release allowed (max_size is 1.0 MiB (%d bytes))' % MIB in msg, msg
+    assert err.value.details['max_size'] == MIB
+    assert not os.path.exists(root), 'nothing written: not even the application root'
+    # exactly the limit is allowed
+    ensure_staged(rr, 'r1', three, max_size=size)
+    assert os.path.getsize(os.path.join(rr.release_path('r1'), 'data', 'zeros.bin')) == 3 * MIB

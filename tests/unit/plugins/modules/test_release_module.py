@@ -192,3 +192,16 @@ def test_query_through_main_on_missing_root(tmp_path):
     res = ok(dict(root=str(tmp_path / 'none')))
     assert res['changed'] is False and res['current'] is None and res['releases'] == {}
     assert json.dumps(res)  # plain JSON-serialisable result
+
+
+def test_given_max_size_with_a_unit_when_the_archive_declares_more_then_fail_json_names_both_and_nothing_is_written(
+        tmp_path, root):
+    from ansible_collections.failsafe.deploy.tests.unit.plugins.module_utils.test_release import MIB, make_bomb
+    two = make_bomb(tmp_path / 'two.tgz', 2 * MIB)
+    res = run(dict(root=root, id='v1', state='staged', src=two, max_size='1M'))
+    assert res['failed'] and 'max_size is 1.0 MiB (1048576 bytes)' in res['msg'], res
+    assert 'would write 2.0 MiB (%d bytes) into %s' % (res['release_size'], os.path.join(root, 'releases')) in res['msg']
+    assert res['release_size'] > 2 * MIB and res['path'] == two
+    assert not os.path.exists(root)
+    res = ok(dict(root=root, id='v1', state='staged', src=two, max_size='3M'))
+    assert res['extracted'] and os.path.getsize(os.path.join(root, 'releases', 'v1', 'data', 'zeros.bin')) == 2 * MIB

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Controller side of failsafe.deploy.transaction: the controller's identity for the lock, the judgement whether a
-lock's holder died on this controller, and the upload of the release archive for the stage phase, all in the same
-task as the module call (as ``unarchive`` pairs an action plugin with its module)."""
+lock's holder died on this controller, the size the release archive's members declare for the open phase, and the
+upload of the release archive for the stage phase, all in the same task as the module call (as ``unarchive`` pairs
+an action plugin with its module)."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -17,6 +18,8 @@ from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
+
+from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError, archive_size
 
 CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
 
@@ -85,6 +88,21 @@ class ActionModule(ActionBase):
         rendered['content'] = templar.template(data, escape_backslashes=False) or ''
         return rendered
 
+    def _declared_size(self, src):
+        """The bytes the members of the release archive src (on the controller) declare, so that the open phase
+        refuses one that would not fit before the transaction opens; None when src is not a file here yet (the
+        stage phase bounds it on the host) or not an archive (the stage phase refuses it)."""
+        try:
+            local = self._find_needle('files', src)
+        except AnsibleError:
+            return None
+        if not os.path.isfile(local):
+            return None
+        try:
+            return archive_size(local)
+        except (ReleaseError, OSError):
+            return None
+
     def run(self, tmp=None, task_vars=None):
         if task_vars is None:
             task_vars = dict()
@@ -98,6 +116,10 @@ class ActionModule(ActionBase):
             args.setdefault('pid', controller_pid())
             if not args.get('owner'):
                 args['owner'] = '%s@%s' % (os.environ.get('USER') or _user(), hostname)
+            if args.get('src') and not args.get('remote_src') and args.get('src_size') is None:
+                size = self._declared_size(args['src'])
+                if size is not None:
+                    args['src_size'] = size
         cleanup = False
         if phase == 'activate' and args.get('files'):
             args['files'] = [self._rendered(spec, task_vars) for spec in args['files']]

@@ -5,13 +5,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The host-side transaction engine: each phase of a deploy is one call, whatever layers it touches.
 
-Phases: ``open`` (dead-run recovery, lock, ledger and quarantine checks, disk check, a probe of the running
-release's checks, open, snapshot), ``stage`` (unpack the release beside the others), ``activate`` (write the
-configuration and program files, switch ``current``, restart when something changed), ``verify`` (the health
-checks), ``commit`` (ledger verified, close, unlock, prune) and ``rollback`` (undo every applied layer in reverse
-order, restart, check health, prove the restore, close). Each records in the journal what it applied, so that a
-rollback, run by this run, a later one or by hand, knows what to undo; every phase is safe to run again, and a
-rollback cut short anywhere finishes the job when run again.
+Phases: ``open`` (dead-run recovery, lock, ledger and quarantine checks, disk check, the release archive's size
+when it is known, a probe of the running release's checks, open, snapshot), ``stage`` (unpack the release beside
+the others, once its archive's declared size is known to fit), ``activate`` (write the configuration and program
+files, switch ``current``, restart when something changed), ``verify`` (the health checks), ``commit`` (ledger
+verified, close, unlock, prune) and ``rollback`` (undo every applied layer in reverse order, restart, check
+health, prove the restore, close). Each records in the journal what it applied, so that a rollback, run by this run,
+a later one or by hand, knows what to undo; every phase is safe to run again, and a rollback cut short anywhere
+finishes the job when run again.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -36,7 +37,8 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
-    ReleaseRoot, ensure_active, ensure_pruned, ensure_query as release_query, ensure_staged, ensure_verified,
+    ReleaseRoot, archive_size, check_archive_size, ensure_active, ensure_pruned, ensure_query as release_query,
+    ensure_staged, ensure_verified,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
 
@@ -334,6 +336,31 @@ def _deploy_needed(p, ledger, current):
     return bool(p.get('force')) or current != p['release'] or entry.get('state') != 'verified'
 
 
+# The settings a refused release archive names: the largest release, and the space the disk check keeps free.
+SIZE_SETTINGS = {'max_size': 'failsafe_release_max_size', 'keep_free': 'failsafe_preflight_min_free_mb'}
+
+
+def _size_bound(p):
+    return dict(max_size=p.get('max_release_size') or None, keep_free=(p.get('min_free_mb') or 0) * 1048576,
+                names=SIZE_SETTINGS)
+
+
+def _bound_release(p, rr):
+    """Bound the release archive at ``open`` when it is known there: the size its members declare, read on the
+    controller by the action plugin (``src_size``), or from the archive already on the host (``remote_src``),
+    against the free space of the releases directory's file system and ``max_release_size``. A release whose
+    directory is already here is not extracted again: the stage phase bounds whatever it does extract."""
+    if rr.has_release_dir(p['release']):
+        return None
+    size = p.get('src_size')
+    if size is None and p.get('src') and p.get('remote_src') and os.path.isfile(p['src']):
+        size = archive_size(p['src'])
+    if size is None:
+        return None
+    return check_archive_size(p.get('src') or 'of release %s' % p['release'], size, rr.releases_dir,
+                              rr.free_bytes(rr.releases_dir), **_size_bound(p))
+
+
 def open_phase(p, run, check_mode=False, warn=None):
     """Open a deploy on this host: finish a dead run's transaction, take the lock, decide whether the release
     still needs deploying, check the ledger, the disk and the running release's checks, open the transaction and
@@ -390,6 +417,7 @@ def open_phase(p, run, check_mode=False, warn=None):
         if free < (p.get('min_free_mb') or 0) * 1048576:
             raise EngineError('Only %.1f MiB free under %s; failsafe_preflight_min_free_mb is %s.'
                               % (free / 1048576.0, p['app_root'], p['min_free_mb']), free_bytes=free)
+        result['release_size'] = _bound_release(p, rr)
         entry = ledger_view['ledger']['releases'].get(p['release']) or {}
         if entry.get('state') == 'failed' and not p.get('force'):
             raise EngineError(
@@ -533,7 +561,7 @@ def snapshot_phase(p, check_mode=False):
 def stage_phase(p, check_mode=False):
     rr = ReleaseRoot(p['app_root'])
     res = ensure_staged(rr, p['release'], p['src'], shared=p.get('shared') or [], force=p.get('force', False),
-                        check_mode=check_mode)
+                        check_mode=check_mode, **_size_bound(p))
     step = ensure_step(_ds(p), p['run_id'], 'release', check_mode=check_mode, release=p['release'])
     out = dict(res)
     out['failsafe_transaction'] = step.get('failsafe_transaction')

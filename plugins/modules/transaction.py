@@ -18,11 +18,14 @@ description:
     module, whatever layers it touches, so a deploy costs one round trip per phase and a rollback one per host.
   - V(open) finishes a transaction a dead run left open (or whose rollback failed), takes the deploy lock, decides
     whether the release still needs deploying (releasing the lock if not), refuses a quarantined release, too little
-    disk, malformed checks and checks that fail on the running verified release, then opens the transaction and
-    snapshots O(snapshot_paths). Nothing changes before every refusal has had its say.
+    disk, a release archive too large for the disk or for O(max_release_size), malformed checks and checks that fail
+    on the running verified release, then opens the transaction and snapshots O(snapshot_paths). Nothing changes
+    before every refusal has had its say.
   - V(snapshot) snapshots O(snapshot_paths) into the open transaction (V(open) already does).
   - V(stage) puts the release in C(releases/<id>) from O(src). The action plugin uploads O(src) from the controller
-    in the same task unless O(remote_src=true).
+    in the same task unless O(remote_src=true). An archive is refused before anything is written when the sizes its
+    members declare add up to more than O(max_release_size), or to more than the free space of the file system of
+    C(releases/) less O(min_free_mb).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
     or when this run's activation was cut short before its restart.
   - V(apply) applies one more layer kind (O(layer)) in the open transaction. It records what the layer is about
@@ -119,9 +122,19 @@ options:
     type: bool
     default: false
   min_free_mb:
-    description: V(open) refuses when the application root has less free space (MiB).
+    description:
+      - V(open) refuses when the application root has less free space (MiB).
+      - V(open) and V(stage) refuse a release archive whose files would leave less than this free on the file
+        system of C(releases/).
     type: int
     default: 100
+  max_release_size:
+    description:
+      - The largest release V(open) and V(stage) accept, as the sum of the sizes the members of its archive declare
+        (what extracting it writes). Bytes, or a number with a unit (V(500M), V(2G); a unit is a power of 1024).
+      - Unset or V(0), no limit beyond the free space (O(min_free_mb)).
+    type: bytes
+    version_added: 0.1.0
   check_running:
     description: V(open) runs O(checks) against the running verified release first and refuses a check that fails.
     type: bool
@@ -160,12 +173,21 @@ options:
     elements: str
     default: []
   src:
-    description: The release archive (C(.tar.gz), C(.tgz), C(.tar)) or directory for V(stage).
+    description:
+      - The release archive (C(.tar.gz), C(.tgz), C(.tar)) or directory for V(stage).
+      - Given to V(open) too, the archive's size is checked before the transaction opens (O(max_release_size),
+        O(min_free_mb)).
     type: path
   remote_src:
     description: O(src) is already on the host; otherwise the action plugin uploads it from the controller.
     type: bool
     default: false
+  src_size:
+    description:
+      - The sum of the sizes the members of the archive O(src) declare; set by the action plugin for V(open), read
+        from the archive on the controller. With O(remote_src=true), V(open) reads it from the archive on the host.
+    type: int
+    version_added: 0.1.0
   shared:
     description: Paths under C(shared/) linked into the release by V(stage).
     type: list
@@ -310,6 +332,13 @@ snapshot:
   description: The snapshot taken (C(snapshot) id, C(entries), C(reused)).
   returned: phase is open or snapshot
   type: dict
+release_size:
+  description:
+    - The bytes the release archive's members declare, checked by V(open) against O(max_release_size) and the free
+      space; null when V(open) does not know the archive, or the release is already staged on the host.
+  returned: phase is open and the release still needs deploying
+  type: int
+  version_added: 0.1.0
 running_checks:
   description: Results of the probe of the running release.
   returned: phase is open and the probe ran
@@ -422,6 +451,7 @@ def main():
             recover=dict(type='bool', default=True),
             force=dict(type='bool', default=False),
             min_free_mb=dict(type='int', default=100),
+            max_release_size=dict(type='bytes'),
             check_running=dict(type='bool', default=True),
             running_check_retries=dict(type='int', default=1),
             checks=dict(type='list', elements='dict', default=[]),
@@ -432,6 +462,7 @@ def main():
             snapshot_exclude=dict(type='list', elements='str', default=[]),
             src=dict(type='path'),
             remote_src=dict(type='bool', default=False),
+            src_size=dict(type='int'),
             shared=dict(type='list', elements='str', default=[]),
             files=dict(type='list', elements='dict', default=[]),
             directories=dict(type='list', elements='path', default=[]),

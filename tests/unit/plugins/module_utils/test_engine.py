@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import CheckError, normalize_checks
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
@@ -27,6 +28,9 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
 )
 
 from ansible_collections.failsafe.deploy.tests.unit.plugins.module_utils.test_layers import digest as tree_digest
+from ansible_collections.failsafe.deploy.tests.unit.plugins.module_utils.test_release import (
+    MIB, make_bomb, make_tarball, mount_small_fs,
+)
 
 
 def digest(app):
@@ -194,6 +198,91 @@ def test_rollback_in_one_call_undoes_a_partial_apply(host, cut):
         assert handle.read() == '{"label": "one"}'
     # nothing left to undo
     assert engine.rollback(dict(host), no_run)['nothing_to_undo'] is True
+
+
+# --- the size bound of the release archive ----------------------------------------------------------------------
+
+@pytest.fixture
+def small_host(tmp_path):
+    """The host fixture's application root on an 8 MiB tmpfs of the test's own (the state directory stays off it)."""
+    fs = str(tmp_path / 'small')
+    unmount = mount_small_fs(fs)
+    app = os.path.join(fs, 'app')
+    rr = ReleaseRoot(app)
+    src = tmp_path / 'src-1.0'
+    src.mkdir()
+    (src / 'VERSION').write_text('1.0')
+    ensure_staged(rr, '1.0', str(src))
+    ensure_active(rr, '1.0')
+    ensure_verified(rr, '1.0')
+    yield {'state_dir': str(tmp_path / 'state'), 'name': 'app', 'app_root': app, 'release': '3.0', 'run_id': 'run-1',
+           'service': {'manager': 'none'}, 'min_free_mb': 1, 'check_running': False, 'fs': fs}
+    unmount()
+
+
+def _untouched(p):
+    """What a refused archive must leave as it was: free blocks and inodes of the releases' file system, releases/,
+    the ledger, and the journal and lock (no transaction opened, the lock given back)."""
+    rr = ReleaseRoot(p['app_root'])
+    st = os.statvfs(rr.releases_dir)
+    ds = DeployState(p['state_dir'], p['name'])
+    return {'free': (st.f_bavail, st.f_favail), 'releases': sorted(os.listdir(rr.releases_dir)),
+            'ledger': rr.load_ledger(), 'journal': ds.read_journal(), 'lock': ds.read_lock()}
+
+
+@pytest.mark.parametrize('known', ['on-the-host', 'read-on-the-controller'])
+def test_open_refuses_an_archive_larger_than_the_free_space_before_the_transaction_opens(tmp_path, small_host, known):
+    bomb = make_bomb(tmp_path / 'bomb.tar.gz', 50 * MIB)
+    size = engine.archive_size(bomb)
+    if known == 'on-the-host':
+        p = dict(small_host, src=bomb, remote_src=True)
+    else:  # the action plugin read it on the controller: src names the controller's file, not one on the host
+        p = dict(small_host, src='dist/app-3.0.tgz', src_size=size)
+    before = _untouched(p)
+    assert before['journal'] is None and before['lock'] is None
+    free = os.statvfs(small_host['fs']).f_bavail * os.statvfs(small_host['fs']).f_frsize
+    with pytest.raises(FailsafeError) as err:
+        engine.open_phase(p, no_run)
+    msg = err.value.msg
+    releases = os.path.join(small_host['app_root'], 'releases')
+    assert 'release archive %s would write 50.0 MiB (%d bytes) into %s' % (p['src'], size, releases) in msg, msg
+    assert 'whose file system has %.1f MiB (%d bytes) free' % (free / 1048576.0, free) in msg, msg
+    assert 'failsafe_preflight_min_free_mb keeps 1.0 MiB (1048576 bytes) of it free' in msg, msg
+    assert _untouched(p) == before
+
+
+def test_open_bounds_the_archive_by_max_release_size_unless_the_release_is_already_staged(host):
+    ds = DeployState(host['state_dir'], 'app')
+    p = dict(host, release='3.0', src='dist/app-3.0.tgz', src_size=3 * MIB, max_release_size=MIB)
+    with pytest.raises(FailsafeError) as err:
+        engine.open_phase(p, no_run)
+    assert 'would write 3.0 MiB (%d bytes)' % (3 * MIB) in err.value.msg
+    assert 'largest release allowed (failsafe_release_max_size is 1.0 MiB (1048576 bytes))' in err.value.msg
+    assert ds.read_journal() is None and ds.read_lock() is None
+    assert not os.path.exists(os.path.join(host['app_root'], 'releases', '3.0'))
+    # 2.0 is staged already: the stage phase extracts nothing, so there is nothing to bound
+    opened = engine.open_phase(dict(p, release='2.0'), no_run)
+    assert opened['needed'] and opened['release_size'] is None and ds.read_journal()['status'] == 'open'
+    engine.rollback(dict(host, reason='test'), no_run)
+    opened = engine.open_phase(dict(p, run_id='run-2', max_release_size=3 * MIB), no_run)
+    assert opened['release_size'] == 3 * MIB and ds.read_journal()['release'] == '3.0'
+
+
+def test_stage_refuses_an_archive_larger_than_the_free_space_before_extracting_and_a_normal_one_stages(
+        tmp_path, small_host):
+    p = dict(small_host)
+    opened = engine.open_phase(p, no_run)  # the archive is not known when the transaction opens
+    assert opened['release_size'] is None
+    bomb = make_bomb(tmp_path / 'bomb.tar.gz', 50 * MIB)
+    before = _untouched(p)
+    with pytest.raises(FailsafeError) as err:
+        engine.stage_phase(dict(p, src=bomb))
+    assert 'would write 50.0 MiB (%d bytes) into %s' % (engine.archive_size(bomb),
+                                                        os.path.join(p['app_root'], 'releases')) in err.value.msg
+    assert _untouched(p) == before, 'no temporary directory, nothing extracted, no release step'
+    good = make_tarball(tmp_path / 'good.tar.gz', {'./VERSION': '3.0'})
+    res = engine.stage_phase(dict(p, src=good))
+    assert res['extracted'] and ReleaseRoot(p['app_root']).has_release_dir('3.0')
 
 
 # --- crash safety of the single-call rollback ---------------------------------------------------------------------

@@ -196,8 +196,12 @@ def archive_size(archive):
     return total
 
 
-def _mib(size):
-    return '%.1f MiB (%d bytes)' % (size / 1048576.0, size)
+def human_size(size):
+    """A size for a message: '15.2 KiB (15587 bytes)', '2.0 GiB (2147483648 bytes)', '512 bytes'."""
+    for unit, factor in (('TiB', 1 << 40), ('GiB', 1 << 30), ('MiB', 1 << 20), ('KiB', 1 << 10)):
+        if abs(size) >= factor:
+            return '%.1f %s (%d bytes)' % (size / float(factor), unit, size)
+    return '%d bytes' % size
 
 
 def check_archive_size(archive, size, dest, free, keep_free=0, max_size=None, names=None):
@@ -209,14 +213,15 @@ def check_archive_size(archive, size, dest, free, keep_free=0, max_size=None, na
         raise ReleaseError(
             'release archive %s would write %s into %s: more than the largest release allowed (%s is %s). '
             'Refusing to stage it; nothing was written.'
-            % (archive, _mib(size), dest, names.get('max_size', 'max_size'), _mib(max_size)),
-            path=archive, dest=dest, release_size=size, max_size=max_size)
+            % (archive, human_size(size), dest, names.get('max_size', 'max_size'), human_size(max_size)),
+            src=archive, releases_dir=dest, release_size=size, max_size=max_size)
     if size > free - keep_free:
-        kept = ' (%s keeps %s of it free)' % (names.get('keep_free', 'keep_free'), _mib(keep_free)) if keep_free else ''
+        kept = ' (%s keeps %s of it free)' % (names.get('keep_free', 'keep_free'), human_size(keep_free)) \
+            if keep_free else ''
         raise ReleaseError(
             'release archive %s would write %s into %s, whose file system has %s free%s. Refusing to stage it; '
-            'nothing was written.' % (archive, _mib(size), dest, _mib(free), kept),
-            path=archive, dest=dest, release_size=size, free_bytes=free, keep_free_bytes=keep_free)
+            'nothing was written.' % (archive, human_size(size), dest, human_size(free), kept),
+            src=archive, releases_dir=dest, release_size=size, free_bytes=free, keep_free_bytes=keep_free)
     return size
 
 

@@ -708,6 +708,14 @@ def fs_state(fs, rr):
             'ledger': ledger_of(rr.root)}
 
 
+@pytest.mark.parametrize('size, text', [
+    (512, '512 bytes'), (15587, '15.2 KiB (15587 bytes)'), (50 * MIB + 13, '50.0 MiB (52428813 bytes)'),
+    (2 << 30, '2.0 GiB (2147483648 bytes)'),
+])
+def test_sizes_in_messages_read_in_the_fitting_unit_and_in_bytes(size, text):
+    assert rel.human_size(size) == text
+
+
 def test_archive_size_is_what_the_regular_members_declare(tmp_path):
     arc = make_tarball(tmp_path / 'a.tar.gz', {'./': ('dir', 0o755), './a': 'x' * 1000, './d/': ('dir', 0o755),
                                                './d/b': 'y' * 24, './l': ('link', 'a'), './h': ('hardlink', 'a')})
@@ -730,7 +738,7 @@ def test_given_an_archive_declaring_more_than_the_free_space_when_staged_then_re
     msg = err.value.msg
     size = rel.archive_size(bomb)
     assert 'would write 50.0 MiB (%d bytes) into %s' % (size, rr.releases_dir) in msg, msg
-    assert 'has %s free' % rel._mib(free) in msg and bomb in msg, msg
+    assert 'has %s free' % rel.human_size(free) in msg and bomb in msg, msg
     assert err.value.details['release_size'] == size and err.value.details['free_bytes'] == free
     assert fs_state(small_fs, rr) == before
     assert sorted(os.listdir(rr.releases_dir)) == ['r1']

@@ -201,7 +201,7 @@ def test_given_max_size_with_a_unit_when_the_archive_declares_more_then_fail_jso
     res = run(dict(root=root, id='v1', state='staged', src=two, max_size='1M'))
     assert res['failed'] and 'max_size is 1.0 MiB (1048576 bytes)' in res['msg'], res
     assert 'would write 2.0 MiB (%d bytes) into %s' % (res['release_size'], os.path.join(root, 'releases')) in res['msg']
-    assert res['release_size'] > 2 * MIB and res['path'] == two
+    assert res['release_size'] > 2 * MIB and res['src'] == two
     assert not os.path.exists(root)
     res = ok(dict(root=root, id='v1', state='staged', src=two, max_size='3M'))
     assert res['extracted'] and os.path.getsize(os.path.join(root, 'releases', 'v1', 'data', 'zeros.bin')) == 2 * MIB

@@ -46,7 +46,7 @@ DOC_PAGE = {'traffic': 'docs/traffic.md'}
 CHOICES = {'failsafe_service_manager': ['supervisor', 'systemd', 'none'], 'failsafe_traffic_driver': ['haproxy', 'nginx'],
            'failsafe_confirm_mechanism': ['auto', 'systemd', 'process']}
 # Defaults of null: the type the variable takes when set.
-NULL_TYPES = {'failsafe_traffic_total': 'int'}
+NULL_TYPES = {'failsafe_traffic_total': 'int', 'failsafe_release_max_size': 'bytes'}
 REQUIRED = {'release': {'failsafe_release_archive'}}
 # Defaults that are templates standing for a list or dict, by (role, variable): shown in the README only.
 TEMPLATE_DEFAULTS = {}

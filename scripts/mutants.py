@@ -106,6 +106,42 @@ MUTANTS = [
             DATABASE + 'test_a_restore_that_would_drop_rows_written_since_is_refused_unless_allowed[sqlite]',
         ],
     },
+    # --- archive staging ---
+    {
+        'name': 'archive-bound-not-checked-at-staging',
+        'breaks': 'staging extracts a release archive whatever its members declare: a gzip bomb fills the disk',
+        'file': 'plugins/module_utils/_release.py',
+        'old': ("        check_archive_size(src, archive_size(src), rr.releases_dir, rr.free_bytes(rr.releases_dir),\n"
+                "                           keep_free=keep_free, max_size=max_size, names=names)\n"),
+        'new': '        pass  # mutant\n',
+        'tests': [
+            RELEASE + 'test_given_an_archive_declaring_more_than_the_free_space_when_staged_then_refused_naming_both_'
+                      'and_nothing_written',
+            RELEASE + 'test_given_the_space_to_keep_free_when_an_archive_would_eat_into_it_then_refused_naming_the_'
+                      'setting',
+            RELEASE + 'test_given_a_largest_release_when_the_archive_declares_more_then_refused_naming_both_and_'
+                      'nothing_written',
+            'tests/unit/plugins/modules/test_release_module.py::test_given_max_size_with_a_unit_when_the_archive_'
+            'declares_more_then_fail_json_names_both_and_nothing_is_written',
+            'tests/unit/plugins/module_utils/test_engine.py::test_stage_refuses_an_archive_larger_than_the_free_space_'
+            'before_extracting_and_a_normal_one_stages',
+        ],
+        'covers': ['rule:archive-bound'],
+    },
+    {
+        'name': 'archive-bound-not-checked-at-open',
+        'breaks': 'the open phase lets a release archive too large for the disk open a transaction it cannot stage',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "        result['release_size'] = _bound_release(p, rr)\n",
+        'new': "        result['release_size'] = None  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_engine.py::test_open_refuses_an_archive_larger_than_the_free_space_'
+            'before_the_transaction_opens',
+            'tests/unit/plugins/module_utils/test_engine.py::test_open_bounds_the_archive_by_max_release_size_unless_'
+            'the_release_is_already_staged',
+        ],
+        'covers': ['rule:archive-bound'],
+    },
     # --- restore -------------------------------------------------------------------------------------------------
     {
         'name': 'restore-noop',

@@ -49,9 +49,11 @@ for pid in os.listdir('/proc'):
     if state != 'Z' and any(a.endswith(b'/confirm/runner.py') for a in argv):
         print(pid, b' '.join(argv).decode())
 '''
-# Hard upper bound from a host's deadline to its restore proven (a restart with supervisor's startsecs of 2 s and the
-# health checks): "the deadline plus a few seconds", with a generous margin for a loaded machine.
-REVERT_BOUND = 20.0
+# Hard upper bound from a host's deadline to its restore proven (the watchdog wakes at the deadline, then a restart
+# with supervisor's startsecs of 2 s, the health checks and the proof): "the deadline plus a few seconds". Measured on
+# a 2-core machine at a load average of 8 to 9 (three hosts reverting at once beside other test runs): 5.8 to 7.5 s;
+# the bound leaves half as much again for a machine busier still.
+REVERT_BOUND = 12.0
 
 
 @pytest.fixture(scope='module')
@@ -207,6 +209,11 @@ def test_controller_sigkilled_after_the_switch_every_host_reverts_itself(fcc):
                 back[host] = time.monotonic() - killed
         time.sleep(0.2)
     assert sorted(back) == sorted(hosts), 'not every host reverted itself: %r' % back
+    # seconds from each host's deadline to its restore proven, by the host's own record
+    late = dict((host, round(facts(matrix, host)['finished'] - journal(matrix, host)['confirm']['deadline'], 2))
+                for host in hosts)
+    print('commit confirmed: restore proven %s s after the deadline' % late)
+    assert max(late.values()) <= REVERT_BOUND, late
     for host in hosts:
         j = journal(matrix, host)
         f = facts(matrix, host)
@@ -217,7 +224,6 @@ def test_controller_sigkilled_after_the_switch_every_host_reverts_itself(fcc):
         assert f['txid'] == j['txid'] and f['outcome'] == 'rolled_back' and f['rollback']['verified'] is True
         assert f['cause'] == 'not confirmed within %d s' % seconds
         assert f['started'] >= j['confirm']['deadline'], 'reverted before its deadline'
-        assert f['finished'] - j['confirm']['deadline'] <= REVERT_BOUND, (host, f['finished'] - j['confirm']['deadline'])
         assert state['current'] == before[host][0] == state['last_verified'] == state['served'], (host, state)
         assert state['ledger'][new]['state'] == 'failed', state['ledger'][new]
         assert matrix.digest(host) == before[host][1], '%s is not byte-identical to its snapshot' % host
@@ -286,6 +292,9 @@ def test_a_cut_host_reverts_itself_and_recover_reports_it(fcc):
     reverted = facts(matrix, target)
     assert reverted['outcome'] == 'rolled_back' and reverted['rollback']['verified'] is True
     assert reverted['started'] >= armed['deadline']
+    print('commit confirmed: the cut host proved its restore %.2f s after the deadline'
+          % (reverted['finished'] - armed['deadline']))
+    assert reverted['finished'] - armed['deadline'] <= REVERT_BOUND, (reverted['finished'], armed['deadline'])
     recover_dir = os.path.join(cell_dir, 'recover')
     os.makedirs(recover_dir)
     rc, dummy = matrix.play(recover_dir, 'failsafe.deploy.recover')

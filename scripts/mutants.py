@@ -83,6 +83,7 @@ MUTANTS = [
         'tests': [
             DATABASE + 'test_a_restore_that_would_drop_rows_written_since_is_refused_unless_allowed[sqlite]',
         ],
+        'covers': ['kind:database'],
     },
     {
         'name': 'database-down-steps-skipped',
@@ -95,6 +96,7 @@ MUTANTS = [
                        '[sqlite]',
             DATABASE + 'test_a_migration_failing_half_way_leaves_nothing_and_the_rollback_restores_the_schema[sqlite]',
         ],
+        'covers': ['kind:database'],
     },
     {
         'name': 'database-missing-down-accepted',
@@ -105,6 +107,7 @@ MUTANTS = [
         'tests': [
             DATABASE + 'test_a_restore_that_would_drop_rows_written_since_is_refused_unless_allowed[sqlite]',
         ],
+        'covers': ['kind:database'],
     },
     # --- archive staging ---
     {
@@ -154,6 +157,7 @@ MUTANTS = [
             'tests/behaviour/test_fault_matrix.py::test_fault_matrix[verify-task_failure]',
             'tests/behaviour/test_molecule.py::test_molecule_scenario_passes[rollback]',
         ],
+        'covers': ['kind:files'],
     },
     {
         'name': 'restore-module-dry-run',
@@ -164,6 +168,7 @@ MUTANTS = [
         'tests': [
             SNAPSHOT_MODULE + 'test_restored_brings_everything_back_with_diff_and_is_idempotent',
         ],
+        'covers': ['kind:files'],
     },
     {
         'name': 'restore-self-check-skipped',
@@ -174,6 +179,7 @@ MUTANTS = [
         'tests': [
             SNAPSHOT + 'test_given_verify_when_the_restore_does_not_take_then_it_fails_listing_what_differs',
         ],
+        'covers': ['kind:files'],
     },
     # --- verification --------------------------------------------------------------------------------------------
     {
@@ -186,6 +192,7 @@ MUTANTS = [
             SNAPSHOT + 'test_given_drift_when_verified_then_each_kind_is_reported_and_nothing_changes',
             SNAPSHOT_MODULE + 'test_verified_fails_on_drift_unless_verify_false',
         ],
+        'covers': ['kind:files'],
     },
     {
         'name': 'drift-blind-to-content',
@@ -197,6 +204,7 @@ MUTANTS = [
             SNAPSHOT + 'test_verify_rereads_content_even_when_stat_looks_unchanged',
             CRASH_SAFETY + 'test_snapshot_restore_interrupted_at_each_point_then_rerun_completes',
         ],
+        'covers': ['kind:files'],
     },
     {
         'name': 'drift-blind-to-owner',
@@ -207,6 +215,7 @@ MUTANTS = [
         'tests': [
             SNAPSHOT + 'test_given_drift_when_verified_then_each_kind_is_reported_and_nothing_changes',
         ],
+        'covers': ['kind:files'],
     },
     # --- target choice, quarantine, retention --------------------------------------------------------------------
     {
@@ -220,6 +229,7 @@ MUTANTS = [
             RELEASE + 'test_given_failed_deploy_when_rolled_back_then_current_is_last_verified_not_previous_dir',
             RELEASE + 'test_given_previous_failed_release_when_rolled_back_then_never_chosen',
         ],
+        'covers': ['kind:release'],
     },
     {
         'name': 'quarantine-not-recorded',
@@ -232,6 +242,7 @@ MUTANTS = [
             CRASH_SAFETY + 'test_rollback_switch_interrupted_at_each_point',
             'tests/unit/plugins/modules/test_release_module.py::test_given_failed_release_when_rolled_back_through_main_then_last_verified_is_current',
         ],
+        'covers': ['kind:release'],
     },
     {
         'name': 'retention-prunes-last-verified',
@@ -243,6 +254,7 @@ MUTANTS = [
             RELEASE + 'test_given_keep_zero_when_pruned_then_current_and_last_verified_survive',
             RELEASE + 'test_given_releases_when_planning_retention_then_protected_ones_stay',
         ],
+        'covers': ['kind:release'],
     },
     # --- scope and failure detection -----------------------------------------------------------------------------
     {
@@ -339,6 +351,7 @@ MUTANTS = [
         'tests': [
             'tests/behaviour/test_local_rollback.py::test_then_the_app_answers_the_previous_version_and_is_healthy',
         ],
+        'covers': ['kind:service'],
     },
     {
         'name': 'never-applied-layer-undone',
@@ -349,6 +362,7 @@ MUTANTS = [
         'tests': [
             'tests/unit/plugins/module_utils/test_engine.py::test_rollback_in_one_call_undoes_a_partial_apply',
         ],
+        'covers': ['kind:release'],
     },
     # --- commit confirmed ----------------------------------------------------------------------------------------
     {
@@ -360,6 +374,7 @@ MUTANTS = [
         'tests': [
             'tests/unit/plugins/module_utils/test_confirm.py::test_an_unconfirmed_activation_is_reverted_by_the_host_itself',
         ],
+        'covers': ['rule:commit-confirmed'],
     },
     {
         'name': 'confirm-commit-not-disarmed',
@@ -370,6 +385,7 @@ MUTANTS = [
         'tests': [
             'tests/unit/plugins/module_utils/test_confirm.py::test_activation_arms_a_detached_watchdog_and_the_commit_disarms_it',
         ],
+        'covers': ['rule:commit-confirmed'],
     },
     # --- redaction -----------------------------------------------------------------------------------------------
     {
@@ -597,6 +613,7 @@ MUTANTS = [
             'tests/behaviour/test_traffic_layer.py::'
             'test_a_drained_haproxy_server_stays_drained_across_a_reload_and_a_restored_one_stays_ready',
         ],
+        'covers': ['kind:traffic', 'rule:traffic.haproxy'],
     },
     {
         'name': 'traffic-undo-noop',
@@ -607,6 +624,7 @@ MUTANTS = [
         'tests': [
             'tests/behaviour/test_traffic_layer.py::test_haproxy_switch_then_rollback_puts_traffic_back_and_proves_it',
         ],
+        'covers': ['kind:traffic', 'rule:traffic.haproxy'],
     },
     # --- traffic weights ---
     {
@@ -631,6 +649,7 @@ MUTANTS = [
             'test_a_delegated_transaction_is_rolled_back_on_the_host_it_names',
             'tests/behaviour/test_canary.py::test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code',
         ],
+        'covers': ['kind:traffic'],
     },
     # --- alert channels and reports ------------------------------------------------------------------------------
     {
@@ -1085,6 +1104,262 @@ MUTANTS = [
             INCIDENT + 'test_report_json_and_markdown',
         ],
         'covers': ['report:markdown'],
+    },
+    # --- layer kinds ---
+    {
+        'name': 'nginx-include-not-restored',
+        'breaks': "undoing the nginx traffic layer leaves the deploy's upstream include file in place",
+        'file': 'plugins/module_utils/_traffic.py',
+        'old': '            self._nginx_write(content, keep=current)\n',
+        'new': '            pass  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_traffic_layer.py::'
+            'test_nginx_switch_then_rollback_puts_the_previous_file_back_and_reloads',
+        ],
+        'covers': ['kind:traffic', 'rule:traffic.nginx'],
+    },
+    {
+        'name': 'nginx-restore-not-reloaded',
+        'breaks': 'the nginx undo puts the include file back but does not reload: nginx keeps the new upstream',
+        'file': 'plugins/module_utils/_traffic.py',
+        'old': '            self._nginx_write(content, keep=current)\n',
+        'new': '            self._put(content)  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_traffic_layer.py::'
+            'test_nginx_switch_then_rollback_puts_the_previous_file_back_and_reloads',
+        ],
+        'covers': ['kind:traffic', 'rule:traffic.nginx'],
+    },
+    {
+        'name': 'database-backup-not-restored',
+        'breaks': 'a database undo that must restore the backup restores nothing and reports the restore done',
+        'file': 'plugins/module_utils/_database.py',
+        'old': '        self.engine.restore(backup)\n        state = self.engine.state()\n',
+        'new': "        state = backup['state']  # mutant\n",
+        'tests': [
+            DATABASE + 'test_a_restore_with_no_writes_since_needs_no_permission[sqlite]',
+            DATABASE + 'test_a_restore_that_would_drop_rows_written_since_is_refused_unless_allowed[sqlite]',
+        ],
+        'covers': ['kind:database'],
+    },
+    {
+        'name': 'flagd-flags-not-put-back',
+        'breaks': 'undoing the flags layer leaves the flagd flag file as the deploy set it',
+        'file': 'plugins/module_utils/_flags.py',
+        'old': "            _put_back(new['flags'], key, before)\n",
+        'new': '            pass  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/module_utils/test_flags.py::'
+            'test_apply_sets_only_its_keys_keeps_the_mode_and_the_rollback_puts_them_back',
+            'tests/unit/plugins/module_utils/test_flags.py::'
+            'test_the_kill_switch_applied_later_extends_the_capture_and_the_rollback_ends_before_the_deploy',
+        ],
+        'covers': ['kind:flags', 'rule:flags.flagd'],
+    },
+    {
+        'name': 'unleash-feature-not-switched-back',
+        'breaks': 'undoing the flags layer leaves the Unleash features as the deploy switched them',
+        'file': 'plugins/module_utils/_flags.py',
+        'old': "                    api.switch(key, before['enabled'])\n",
+        'new': '                    pass  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_flags_unleash.py::'
+            'test_the_layer_alone_switches_features_and_its_undo_puts_each_back_as_it_was',
+        ],
+        'covers': ['kind:flags', 'rule:flags.unleash'],
+    },
+    {
+        'name': 'kill-switch-capture-not-extended',
+        'breaks': 'the kill switch records nothing of the flags the deploy did not set: the rollback leaves them off',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "        if hasattr(layer, 'recapture'):\n",
+        'new': '        if False:  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/module_utils/test_flags.py::'
+            'test_the_kill_switch_applied_later_extends_the_capture_and_the_rollback_ends_before_the_deploy',
+        ],
+        'covers': ['kind:flags', 'rule:kill-switch'],
+    },
+    {
+        'name': 'ladder-kill-switch-not-applied',
+        'breaks': 'the escalation ladder skips the kill switch and goes straight on to the full rollback',
+        'file': 'roles/verify/tasks/ladder.yml',
+        'old': '        tasks_from: kill_switch\n      when: __failsafe_ladder_kill_switch | bool\n',
+        'new': '        tasks_from: kill_switch\n      when: false  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_flags_deploy.py::'
+            'test_the_ladder_stops_at_the_kill_switch_when_it_brings_the_health_back',
+        ],
+        'covers': ['kind:flags', 'rule:kill-switch', 'rule:escalation-ladder'],
+    },
+    {
+        'name': 'ladder-goes-on-after-a-fix',
+        'breaks': 'the escalation ladder rolls everything back even when the kill switch brought the health back',
+        'file': 'roles/verify/tasks/ladder.yml',
+        'old': '- name: "Ladder step 3: full rollback"\n  when: not (__failsafe_ladder_fixed | bool)\n',
+        'new': '- name: "Ladder step 3: full rollback"\n  when: true  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_flags_deploy.py::'
+            'test_the_ladder_stops_at_the_kill_switch_when_it_brings_the_health_back',
+        ],
+        'covers': ['rule:escalation-ladder'],
+    },
+    {
+        'name': 'confirm-revert-rolls-nothing-back',
+        'breaks': 'at the deadline the host records an unconfirmed transaction as reverted without rolling it back',
+        'file': 'plugins/module_utils/_confirm.py',
+        'old': "            report = guarded_rollback(p, _run)['failsafe_rollback']\n",
+        'new': "            report = {'verified': True}  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_confirm.py::'
+            'test_an_unconfirmed_activation_is_reverted_by_the_host_itself',
+        ],
+        'covers': ['rule:commit-confirmed'],
+    },
+    {
+        'name': 'confirm-watchdog-never-reverts',
+        'breaks': 'the watchdog wakes at its deadline and leaves the unconfirmed transaction as it is',
+        'file': 'plugins/module_utils/_confirm.py',
+        'old': "    facts = revert(ds, data['txid'])\n",
+        'new': '    facts = None  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/module_utils/test_confirm.py::'
+            'test_an_unconfirmed_activation_is_reverted_by_the_host_itself',
+        ],
+        'covers': ['rule:commit-confirmed'],
+    },
+    {
+        'name': 'stages-undone-in-reverse',
+        'breaks': 'a rollback undoes its stages backwards: the database first, the flags last',
+        'file': 'plugins/module_utils/_layers.py',
+        'old': "STAGES = ('flags', 'traffic', 'code', 'database')\n",
+        'new': "STAGES = ('database', 'code', 'traffic', 'flags')  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_layer_kinds.py::'
+            'test_one_call_undoes_every_stage_in_order_and_keeps_secrets_out_of_the_journal',
+            'tests/unit/plugins/module_utils/test_layer_kinds.py::'
+            'test_on_a_host_with_a_release_traffic_goes_back_before_the_code_and_the_database_after',
+        ],
+        'covers': ['rule:stage-order'],
+    },
+    {
+        'name': 'code-undone-before-traffic',
+        'breaks': 'a rollback switches the code back while the load balancer still sends traffic the new way',
+        'file': 'plugins/module_utils/_layers.py',
+        'old': "STAGES = ('flags', 'traffic', 'code', 'database')\n",
+        'new': "STAGES = ('flags', 'code', 'traffic', 'database')  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_layer_kinds.py::'
+            'test_on_a_host_with_a_release_traffic_goes_back_before_the_code_and_the_database_after',
+        ],
+        'covers': ['rule:stage-order'],
+    },
+    {
+        'name': 'stage-layers-undone-in-apply-order',
+        'breaks': 'within a stage the layers are undone in the order they were applied, not the reverse',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "            for entry in reversed(by_stage[stage] if stage != 'code' else []):\n",
+        'new': "            for entry in (by_stage[stage] if stage != 'code' else []):  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_layer_kinds.py::'
+            'test_a_host_of_layers_only_opens_applies_and_rolls_back_stage_by_stage',
+        ],
+        'covers': ['rule:stage-order'],
+    },
+    {
+        'name': 'rollback-stages-not-passed',
+        'breaks': 'the rollback gets no stages per host: flag and load balancer hosts are undone with the code',
+        'file': 'plugins/plugin_utils/_launcher.py',
+        'old': "        data['failsafe_rollback_stages'] = staged\n",
+        'new': '        pass  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/plugin_utils/test_launcher.py::'
+            'test_write_rollback_vars_lists_the_stages_of_hosts_with_more_than_code',
+            CALLBACK + 'test_a_delegated_transaction_is_rolled_back_on_the_host_it_names',
+        ],
+        'covers': ['rule:stage-order'],
+    },
+    {
+        'name': 'rollback-first-play-undoes-every-stage',
+        'breaks': "rollback.yml's first play undoes every layer of every host: code goes back with the flags on",
+        'file': 'playbooks/rollback.yml',
+        'old': '        failsafe_rollback_stage: flags\n',
+        'new': '        failsafe_rollback_stage: all  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_ordered_rollback.py::'
+            'test_flags_are_undone_and_verified_on_their_host_before_the_code_stage_starts_anywhere',
+        ],
+        'covers': ['rule:stage-order'],
+    },
+    {
+        'name': 'canary-pause-timeout-promotes',
+        'breaks': 'a paused canary that nobody decides on is promoted at its timeout: it proceeds by itself',
+        'file': 'plugins/plugin_utils/_metric_gate.py',
+        'old': "                return 'abort', round(clock() - started, 3), True\n",
+        'new': "                return 'promote', round(clock() - started, 3), True  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/plugin_utils/test_metric_gate.py::'
+            'test_a_pause_without_decision_aborts_at_its_timeout_never_promotes',
+        ],
+        'covers': ['rule:canary-pause'],
+    },
+    {
+        'name': 'canary-stale-decision-decides',
+        'breaks': 'a promote left in the decision file by an earlier pause decides the next pause at once',
+        'file': 'plugins/plugin_utils/_metric_gate.py',
+        'old': '        os.remove(path)\n',
+        'new': '        pass  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/plugin_utils/test_metric_gate.py::'
+            'test_a_decision_left_from_an_earlier_pause_does_not_decide_this_one',
+        ],
+        'covers': ['rule:canary-pause'],
+    },
+    {
+        'name': 'canary-abort-promotes',
+        'breaks': "a person's abort of a paused canary lets it go on as if promoted",
+        'file': 'plugins/action/metric_gate.py',
+        'old': "            if decision == 'promote':\n",
+        'new': '            if decision:  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_metric_gate_runs.py::test_paused_gate_abort_fails_it',
+        ],
+        'covers': ['rule:canary-pause'],
+    },
+    {
+        'name': 'canary-wave-judged-alone',
+        'breaks': "a later wave's gate judges its own hosts alone, with the earlier waves' hosts in the baseline",
+        'file': 'plugins/action/metric_gate.py',
+        'old': '    return everyone[:last + 1], batch, everyone[last + 1:]\n',
+        'new': '    return batch, batch, [h for h in everyone if h not in batch]  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/plugin_utils/test_metric_gate.py::'
+            'test_waves_of_a_serial_play',
+        ],
+        'covers': ['rule:canary-waves'],
+    },
+    {
+        'name': 'canary-waves-ignored',
+        'breaks': 'the canary deploys every host in one wave: a bad release reaches the whole fleet before its gate',
+        'file': 'playbooks/canary.yml',
+        'old': '  serial: "{{ failsafe_canary_waves | default([1, \'25%\', \'100%\']) }}"\n',
+        'new': '  serial: "{{ [\'100%\'] }}"  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_canary.py::test_flaky_release_is_caught_in_its_first_wave_and_rolled_back',
+        ],
+        'covers': ['rule:canary-waves'],
+    },
+    {
+        'name': 'service-undo-keeps-the-old-process',
+        'breaks': 'the service undo leaves the running process alone instead of restarting it on the restored release',
+        'file': 'plugins/module_utils/_layers.py',
+        'old': '            return self.apply({}, record, restart=True)\n',
+        'new': '            return self.apply({}, record, restart=False)  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/module_utils/test_layers.py::'
+            'test_service_layer_apply_starts_undo_restarts_and_verify_sees_it_running',
+        ],
+        'covers': ['kind:service'],
     },
 ]
 

@@ -3,9 +3,10 @@
 # namespace SSH hosts), the mutation check (scripts/mutants.py: deliberate breakages the suite must catch), then the
 # ecosystem gates. `scripts/test.sh unit` runs the unit tests alone, `scripts/test.sh mutants` the mutation check.
 #
-# `all` runs waiting-bound work side by side, each on fleets of its own names: the fault matrix (its own 3-host
-# fleet, mostly waiting on hosts, supervisor start-ups and health checks) and then the most waiting-bound behaviour
-# tests, beside the other tests; then the mutation check beside the gates. Each part's output is printed whole when it ends; the run fails if any part failed.
+# `all` runs its parts side by side, each on fleets of its own names: two shards of the fault matrix (each on its own
+# 3-host fleet, mostly waiting on hosts, supervisor start-ups and health checks), each followed by half of the most
+# waiting-bound behaviour tests, beside the other tests; and the mutation check and the gates at a lower priority
+# from the start. Each part's output is printed whole when it ends; the run fails if any part failed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -44,6 +45,32 @@ print('tests: %d passed, %d failed, %d skipped' % (passed, failed, totals['skipp
 EOF
 }
 
+# The slowest tests of every pytest run of this command, from their JUnit reports (setup and teardown included):
+# the 30 slowest are printed, and every test is written to tests/output/durations.md.
+durations() {
+  python3 - "$out/durations.md" "$@" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+rows = []
+for path in sys.argv[2:]:
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        continue
+    for case in root.iter('testcase'):
+        rows.append((float(case.get('time') or 0), '%s::%s' % (case.get('classname'), case.get('name')), path))
+rows.sort(reverse=True)
+lines = ['# Test durations', '', '%d tests, %.0f s in total across the streams.' % (len(rows), sum(r[0] for r in rows)),
+         '', '| seconds | test | report |', '| ---: | --- | --- |']
+lines += ['| %.1f | %s | %s |' % (t, name, path.rsplit('/', 1)[-1]) for t, name, path in rows]
+with open(sys.argv[1], 'w') as handle:
+    handle.write('\n'.join(lines) + '\n')
+print('==> the 30 slowest tests (all of them: %s)' % sys.argv[1])
+for t, name, path in rows[:30]:
+    print('%8.1f s  %s' % (t, name))
+EOF
+}
+
 case "${1:-all}" in
   unit)
     # Debian's chromium for the HTML report test (installed as root; without root and without it, the test skips).
@@ -62,37 +89,51 @@ case "${1:-all}" in
     if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
     # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
-    rm -f "$out/pytest.xml" "$out/pytest-matrix.xml"
+    rm -f "$out"/pytest*.xml "$out"/fault-matrix*.md "$out"/fault-matrix*.json
     status=0
-    # The second stream: the fault matrix (its own fleet, fsx), then the most waiting-bound behaviour tests (deadlines,
-    # bake times, unreachable hosts) on fleets named fsb on a subnet of their own. The first stream runs the rest.
-    second=(tests/behaviour/test_canary.py tests/behaviour/test_bench_smoke.py tests/behaviour/test_commit_confirmed.py
-            tests/behaviour/test_flags_unleash.py tests/behaviour/test_alert_blackhole.py
-            tests/behaviour/test_rollback_connection.py tests/behaviour/test_awx_slices.py
-            tests/behaviour/test_metric_gate_runs.py)
+    # Three pytest streams side by side, each on fleets of its own names and subnets: the fault matrix is split in
+    # two shards (fleets fsx and fsy), each followed by half of the most waiting-bound behaviour files (deadlines,
+    # bake times, unreachable hosts; fleets fsb and fsc); the first stream runs everything else.
+    second=(tests/behaviour/test_canary.py tests/behaviour/test_commit_confirmed.py
+            tests/behaviour/test_alert_blackhole.py tests/behaviour/test_awx_slices.py)
+    third=(tests/behaviour/test_bench_smoke.py tests/behaviour/test_flags_unleash.py
+           tests/behaviour/test_rollback_connection.py tests/behaviour/test_metric_gate_runs.py)
     ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
-    for path in "${second[@]}"; do ignore+=("--ignore=$path"); done
-    echo "==> fault matrix and ${#second[@]} waiting-bound test files beside the other tests; their output: $out/fault-matrix.log"
-    FAILSAFE_FLEET_NAME=fsb FAILSAFE_FLEET_SUBNET=10.213.250.0/24 \
-      run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${second[@]}" \
-      --junitxml="$out/pytest-matrix.xml" > "$out/fault-matrix.log" 2>&1 &
-    matrix=$!
-    run_pytest -q -rs tests/unit tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml" || status=1
-    wait "$matrix" || status=1
-    echo "==> fault matrix and waiting-bound tests output"
-    cat "$out/fault-matrix.log"
-
-    # Every mutant must be killed by its named tests (which the runs above have just seen pass), beside the gates.
-    echo "==> mutation check beside the gates; its output: $out/mutants.log"
-    python scripts/mutants.py > "$out/mutants.log" 2>&1 &
+    for path in "${second[@]}" "${third[@]}"; do ignore+=("--ignore=$path"); done
+    # The mutation check and the ecosystem gates start at once too, at a lower priority, so that they fill the
+    # time the streams spend waiting. A mutant's kill counts only when its killer tests pass unmutated, which the
+    # streams prove: this command fails when any stream fails, whatever the mutation check reported.
+    echo "==> mutation check (output: $out/mutants.log) and gates (output: $out/gates.log) at a lower priority"
+    FAILSAFE_MUTANTS_SUBNET=244 nice -n 10 python scripts/mutants.py > "$out/mutants.log" 2>&1 &
     mutants=$!
-    # The ecosystem gates are part of the test: a failing gate fails this command.
-    bash scripts/checks.sh || status=1
+    nice -n 10 bash scripts/checks.sh > "$out/gates.log" 2>&1 &
+    gates=$!
+    echo "==> fault matrix shards with ${#second[@]} + ${#third[@]} waiting-bound test files beside the other tests;" \
+         "their output: $out/fault-matrix-1.log, $out/fault-matrix-2.log"
+    FAILSAFE_FAULT_SHARD=1/2 FAILSAFE_FAULT_FLEET=fsx FAILSAFE_FLEET_NAME=fsb FAILSAFE_FLEET_SUBNET=10.213.250.0/24 \
+      run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${second[@]}" \
+      --junitxml="$out/pytest-matrix-1.xml" > "$out/fault-matrix-1.log" 2>&1 &
+    stream2=$!
+    FAILSAFE_FAULT_SHARD=2/2 FAILSAFE_FAULT_FLEET=fsy FAILSAFE_FLEET_NAME=fsc FAILSAFE_FLEET_SUBNET=10.213.251.0/24 \
+      run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${third[@]}" \
+      --junitxml="$out/pytest-matrix-2.xml" > "$out/fault-matrix-2.log" 2>&1 &
+    stream3=$!
+    run_pytest -q -rs tests/unit tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml" || status=1
+    wait "$stream2" || status=1
+    echo "==> fault matrix shard 1 and waiting-bound tests output"
+    cat "$out/fault-matrix-1.log"
+    wait "$stream3" || status=1
+    echo "==> fault matrix shard 2 and waiting-bound tests output"
+    cat "$out/fault-matrix-2.log"
+    wait "$gates" || status=1
+    echo "==> gates output"
+    cat "$out/gates.log"
     wait "$mutants" || status=1
     echo "==> mutation check output"
     cat "$out/mutants.log"
+    durations "$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml"
     echo "test.sh: finished in $(( $(date +%s) - start )) s"
-    summary "$out/pytest.xml" "$out/pytest-matrix.xml"
+    summary "$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml"
     exit "$status"
     ;;
   mutants)

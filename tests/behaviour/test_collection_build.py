@@ -49,7 +49,8 @@ def test_the_tarball_installs_and_leaves_out_build_and_test_output(installed):
     for want in ['MANIFEST.json', 'playbooks/deploy.yml', 'plugins/callback/auto_rollback.py']:
         assert (coll / want).exists(), want
     for unwanted in ['.venv', '.build', 'demo-output', 'tests/output', 'Makefile', 'requirements-dev.txt',
-                     'requirements-checks.txt', 'scripts/checks.sh', 'scripts/setup.sh', 'scripts/gen_role_docs.py',
+                     'requirements-checks.txt', 'requirements-dev.lock', 'scripts/checks.sh', 'scripts/setup.sh',
+                     'scripts/lock.sh', 'scripts/venv.sh', 'scripts/gen_role_docs.py',
                      'scripts/ansible-test-bootstrap', 'playbooks/.failsafe']:
         assert not (coll / unwanted).exists(), unwanted
     # What the pipeline examples call stays.

@@ -39,7 +39,9 @@ SQLite database (/srv/db/app.db) with a release's versioned SQL files, and the f
 previous schema and rows (no migration recorded), or with ROLLBACK FAILED naming the host until recover.yml ran.
 
 The summary (cell, outcome, rollback seconds) goes to tests/output/fault-matrix.md and .json. FAILSAFE_FAULT_FLEET
-names the fleet (default fsx), so that single cells can run beside a running matrix.
+names the fleet (default fsx), so that single cells can run beside a running matrix. FAILSAFE_FAULT_SHARD=K/N runs
+every N-th cell of each table from the K-th on (the matrix split over N fleets of their own, side by side; each
+shard writes fault-matrix-K-of-N.md and .json); the host a cell hits is the same in every split.
 """
 
 import glob
@@ -66,6 +68,25 @@ pytestmark = pytest.mark.fleet
 STEPS = ('preflight', 'release', 'activate', 'verify', 'commit')
 FAULTS = ('task_failure', 'unreachable', 'host_crash', 'sigkill', 'sigint', 'sigterm')
 CELLS = [(step, fault) for step in STEPS for fault in FAULTS]
+SHARD = os.environ.get('FAILSAFE_FAULT_SHARD', '')
+
+
+def shard(cells):
+    """The cells of this shard (FAILSAFE_FAULT_SHARD=K/N: every N-th cell from the K-th, 1-based), or all of them."""
+    if not SHARD:
+        return cells
+    try:
+        k, n = (int(part) for part in SHARD.split('/'))
+    except ValueError:
+        raise ValueError('FAILSAFE_FAULT_SHARD must be K/N, not %r' % SHARD)
+    if not 1 <= k <= n:
+        raise ValueError('FAILSAFE_FAULT_SHARD must be K/N with 1 <= K <= N, not %r' % SHARD)
+    return [cell for index, cell in enumerate(cells) if index % n == k - 1]
+
+
+def _summary_name(ext):
+    return 'fault-matrix%s.%s' % ('-%s-of-%s' % tuple(SHARD.split('/')) if SHARD else '', ext)
+
 
 # A mutation-testing run of single cells uses a fleet of its own name beside a running matrix.
 FLEET_NAME = os.environ.get('FAILSAFE_FAULT_FLEET', 'fsx')
@@ -182,7 +203,7 @@ class Matrix:
         os.makedirs(OUTPUT_DIR, exist_ok=True)
         total = time.time() - self.started
         data = {'fleet_hosts': len(self.fleet.names), 'cells': self.rows, 'total_seconds': round(total, 1)}
-        with open(os.path.join(OUTPUT_DIR, 'fault-matrix.json'), 'w', encoding='utf-8') as handle:
+        with open(os.path.join(OUTPUT_DIR, _summary_name('json')), 'w', encoding='utf-8') as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
         lines = ['# Fault-injection matrix', '',
                  '3 namespace SSH hosts; a good release per cell; the fault hits one host inside the step (its '
@@ -195,7 +216,7 @@ class Matrix:
                 row['cell'], row['outcome'], '%.1f' % row['rollback_seconds'] if row['rollback_seconds'] is not None
                 else '-', row['recovery'] or '-', row['cell_seconds']))
         lines += ['', 'Total: %.1f s for %d cells (module setup included).' % (total, len(self.rows)), '']
-        with open(os.path.join(OUTPUT_DIR, 'fault-matrix.md'), 'w', encoding='utf-8') as handle:
+        with open(os.path.join(OUTPUT_DIR, _summary_name('md')), 'w', encoding='utf-8') as handle:
             handle.write('\n'.join(lines))
 
 
@@ -334,7 +355,7 @@ def _assert_fleet(matrix, cell_dir, cell, before, new, run_id, expect_new, quara
                 assert state['ledger'][new]['state'] != 'verified', (host, state['ledger'][new])
 
 
-@pytest.mark.parametrize('step,fault', CELLS, ids=['%s-%s' % cell for cell in CELLS])
+@pytest.mark.parametrize('step,fault', shard(CELLS), ids=['%s-%s' % cell for cell in shard(CELLS)])
 def test_fault_matrix(fsx, step, fault):  # pylint: disable=redefined-outer-name,too-many-locals
     """Given a fleet on a verified release, when a deploy meets the fault inside the step (and the recovery the
     fault needs runs), then every host is on the previous verified release, byte-identical and healthy, or, only
@@ -529,7 +550,7 @@ def _journal_history(matrix, host):
         return []
 
 
-@pytest.mark.parametrize('where,fault', DEEP_CELLS, ids=['%s-%s' % cell for cell in DEEP_CELLS])
+@pytest.mark.parametrize('where,fault', shard(DEEP_CELLS), ids=['%s-%s' % cell for cell in shard(DEEP_CELLS)])
 def test_fault_inside(fsx, where, fault):  # pylint: disable=redefined-outer-name,too-many-locals,too-many-statements
     """Given a fleet on a verified release, when a module dies part-way on one host (in the snapshot, in the
     commit after the other hosts committed, in the rollback's restore), or the host crashes, loses its network or
@@ -678,7 +699,7 @@ def _db(matrix, host):
         conn.close()
 
 
-@pytest.mark.parametrize('fault', MIGRATE_FAULTS, ids=['migrate-%s' % f for f in MIGRATE_FAULTS])
+@pytest.mark.parametrize('fault', shard(MIGRATE_FAULTS), ids=['migrate-%s' % f for f in shard(MIGRATE_FAULTS)])
 def test_fault_migrate(fsx, fault):  # pylint: disable=redefined-outer-name,too-many-locals
     """Given a fleet on a verified release whose hosts each hold a database, when a deploy meets the fault after
     its migration (and the recovery the fault needs runs), then every host is on the previous release and the

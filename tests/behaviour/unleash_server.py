@@ -11,7 +11,6 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INSTALL = os.path.join(ROOT, '.build', 'unleash')
 PG = '/usr/lib/postgresql/15/bin'
 ADMIN_TOKEN = '*:*.failsafe-admin-9d3c'
 CLIENT_TOKEN = 'default:development.failsafe-client-51ab'
@@ -41,8 +40,10 @@ def _as_postgres(argv):
 
 class UnleashServer:
     def __init__(self):
-        subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'unleash-prereqs.sh'), INSTALL], check=True,
-                       timeout=900)
+        # installed once per machine, in the cache outside the checkout; the script's last line names where
+        prereqs = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'unleash-prereqs.sh')], check=True,
+                                 stdout=subprocess.PIPE, text=True, timeout=900)
+        self.install = prereqs.stdout.strip().splitlines()[-1].split('unleash-dir: ', 1)[1]
         # outside pytest's private temporary tree: the postgres user must reach the cluster's directory
         self.dir = tempfile.mkdtemp(prefix='failsafe-unleash-')
         os.chmod(self.dir, 0o755)
@@ -61,7 +62,7 @@ class UnleashServer:
         with open(script, 'w') as handle:
             handle.write(SERVER_JS % {'pg_port': self.pg_port, 'port': self.port, 'admin': json.dumps(ADMIN_TOKEN),
                                       'client': json.dumps(CLIENT_TOKEN)})
-        env = dict(os.environ, NODE_PATH=os.path.join(INSTALL, 'node_modules'), LOG_LEVEL='warn')
+        env = dict(os.environ, NODE_PATH=os.path.join(self.install, 'node_modules'), LOG_LEVEL='warn')
         with open(self.log, 'w') as out:
             self.proc = subprocess.Popen(['node', script], stdout=out, stderr=subprocess.STDOUT, env=env,
                                          cwd=self.dir)

@@ -32,7 +32,6 @@ import json
 import os
 import stat
 
-from ansible.module_utils.urls import open_url
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import Layer, LayerError, register
@@ -189,6 +188,9 @@ class UnleashAPI(object):
         self.timeout = float(options.get('timeout') or 10)
 
     def _call(self, method, path, body=None, missing_ok=False):
+        # imported here: only an Unleash store talks HTTP, and ansible.module_utils.urls is a tenth of a second
+        # of every transaction call that imports the flags kind
+        from ansible.module_utils.urls import open_url  # pylint: disable=import-outside-toplevel
         url = self.url + path
         headers = {'Accept': 'application/json'}
         data = None

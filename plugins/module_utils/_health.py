@@ -25,7 +25,6 @@ import time
 from urllib.error import HTTPError, URLError
 
 from ansible.module_utils.common.text.converters import to_native, to_text
-from ansible.module_utils.urls import Request
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 
@@ -150,6 +149,9 @@ def _read_limited(fileobj):
 def probe_http(url, matchers, method='GET', status_code=(200,), headers=None, timeout=5.0, validate_certs=True,
                use_proxy=True):
     """One HTTP request. A status outside status_code, a failed matcher or a transport error fails the attempt."""
+    # imported here, not at the top: ansible.module_utils.urls brings ssl, http.client and the cryptography
+    # package, a tenth of a second of every transaction call on a host, and only HTTP probes need it
+    from ansible.module_utils.urls import Request  # pylint: disable=import-outside-toplevel
     request = Request(headers=headers or {}, timeout=timeout, validate_certs=validate_certs, use_proxy=use_proxy,
                       follow_redirects='safe')
     start = time.monotonic()

@@ -12,8 +12,11 @@ pipeline run. N is the exit status of ansible-playbook. The newest incident repo
   exit 0  deployed          no incident and N is 0 (or every failure was rescued)
   exit 1  rolled back       the deploy failed and every host is back on its last verified release
   exit 2  rollback failed   the rollback failed, did not start, or was deferred/skipped: hosts may be broken
-  exit 3  unknown           ansible-playbook failed and there is no incident report (the deploy failed before a
-                            transaction opened, or the callback is not enabled)
+  exit 3  unknown           ansible-playbook failed and there is no incident report (a task of the play's own failed
+                            before a transaction opened, or the callback is not enabled)
+  exit 4  refused           the preflight refused the deploy before any change (a malformed release id, a missing
+                            archive, malformed checks or flags, a lock held, a quarantined release...): no host
+                            opened a transaction, nothing was changed and nothing was rolled back
 
 stdout gets ``key=value`` lines (outcome, label, exit_code, incident_id, report, report_markdown), ready for
 ``$GITHUB_OUTPUT``; a one-line summary goes to stderr.
@@ -28,9 +31,9 @@ import os
 import re
 import sys
 
-EXIT_CODES = {'deployed': 0, 'rolled_back': 1, 'rollback_failed': 2, 'unknown': 3}
+EXIT_CODES = {'deployed': 0, 'rolled_back': 1, 'rollback_failed': 2, 'unknown': 3, 'refused': 4}
 LABELS = {'deployed': 'DEPLOYED', 'rolled_back': 'ROLLED BACK', 'rollback_failed': 'ROLLBACK FAILED',
-          'unknown': 'UNKNOWN'}
+          'unknown': 'UNKNOWN', 'refused': 'REFUSED BEFORE ANY CHANGE'}
 _REPORT = re.compile(r'^inc-[^.]+\.json$')
 
 
@@ -72,6 +75,8 @@ def decide(report_dir, rc=None):
         detail = summary.get('reason') or summary.get('outcome_label') or recorded
         if recorded == 'rolled_back':
             outcome = 'rolled_back'
+        elif recorded == 'refused':
+            outcome = 'refused'
         elif recorded == 'rescued' and rc in (None, 0):
             outcome = 'deployed'
         else:

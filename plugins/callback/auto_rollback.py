@@ -702,6 +702,7 @@ class CallbackModule(CallbackBase):
         self.ladder = {}
         self.finished = False
         self.outcome = None
+        self._refused = []
         # Hosts that reverted a transaction by themselves (commit confirmed), as the next run's open or query found
         # them: {host: the facts the host kept}.
         self.self_reverted = {}
@@ -1128,6 +1129,17 @@ class CallbackModule(CallbackBase):
             self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
+            refused = self.run.refusals()
+            if refused:
+                # The preflight refused the deploy before any host opened a transaction: nothing changed, nothing
+                # to roll back, no alert; the incident report says so (scripts/deploy_outcome.py: REFUSED).
+                self._ensure_incident()
+                self.outcome = 'refused'
+                self._refused = refused
+                self._write_incident(None, [], reason='refused before any change on %s: %s' % (
+                    ', '.join(_hosts_of(refused)), refused[0]['message']), failures=refused)
+                self._summary_line()
+                return
             fixed = dict((host, steps[-1]['step']) for host, steps in self.ladder.items()
                          if steps and steps[-1].get('outcome') == 'fixed')
             # a failure was alerted (or mitigated) on the way: the run is not reported as a plain commit
@@ -1222,7 +1234,7 @@ class CallbackModule(CallbackBase):
         self._report_alert_problems()
         self._write_incident(launch, scope, reason=reason or (what if interrupted else None), hosts=hosts)
         if self.outcome == 'rollback_failed':
-            self._banner_failed(reason)
+            self._banner_failed(reason, self._way_out(scope, hosts))
         self._summary_line()
 
     def _run_rollback(self, scope, cliargs):
@@ -1328,8 +1340,8 @@ class CallbackModule(CallbackBase):
     def _echo(self, line):
         self._display.display('rollback | %s' % line)
 
-    def _write_incident(self, launch, scope, reason=None, hosts=None):
-        failures = self.run.counted_failures
+    def _write_incident(self, launch, scope, reason=None, hosts=None, failures=None):
+        failures = self.run.counted_failures if failures is None else failures
         ignored = [f for f in self.run.failures if f not in failures]
         first = failures[0] if failures else (self.run.failures[0] if self.run.failures else None)
         causes = []
@@ -1368,7 +1380,7 @@ class CallbackModule(CallbackBase):
             'controller': _controller_identity(),
             'cause': ', '.join(causes) or None,
             'causes': causes,
-            'failed_hosts': self.run.failed_hosts,
+            'failed_hosts': _hosts_of(failures),
             'rollback_scope': self.rollback_scope,
             'scope_hosts': scope,
             'left_by_scope': getattr(self, '_left_by_scope', []),
@@ -1413,17 +1425,36 @@ class CallbackModule(CallbackBase):
             self._warn('could not write the incident report to %s: %s (setting report_dir)' % (self.report_dir, exc))
         return incident
 
-    def _banner_failed(self, reason):
+    def _way_out(self, scope, hosts):
+        """The command that finishes the rollback of this run on the hosts whose rollback did not succeed (every
+        host in scope when none says which), with the run's inventory, limit and connection options."""
+        left = [h for h in scope if (hosts or {}).get(h, {}).get('status') != 'ok'
+                or (hosts or {}).get(h, {}).get('verified') is False] or list(scope)
+        extra = _launcher.location_vars()
+        extra['failsafe_rollback_run_id'] = self.run.run_id
+        try:
+            return _launcher.command_line(_launcher.operator_command(
+                'failsafe.deploy.rollback', context.CLIARGS, hosts=left, extra_vars=extra,
+                defaults=_launcher.config_defaults()))
+        except Exception:  # pylint: disable=broad-except
+            return None
+
+    def _banner_failed(self, reason, way_out=None):
         rule = '!' * 78
         text = ('%s\n!!! ROLLBACK FAILED: incident %s\n!!! %s\n!!! Hosts may be broken or on mixed releases. '
-                'Act now.\n%s' % (rule, self.incident_id, self.redactor.text(reason or 'unknown reason'), rule))
-        self._display.display(text, color=C.COLOR_ERROR)
+                'Act now.\n' % (rule, self.incident_id, self.redactor.text(reason or 'unknown reason')))
+        if way_out:
+            text += '!!! Way out, once the cause is fixed: %s\n' % self.redactor.text(way_out)
+        self._display.display(text + rule, color=C.COLOR_ERROR)
 
     def _summary_line(self):
         label = OUTCOME_LABELS.get(self.outcome, 'FAILURE RESCUED' if self.outcome == 'rescued' else self.outcome)
+        failures = self._refused if self.outcome == 'refused' else self.run.counted_failures
         lines = ['failsafe auto_rollback: %s (incident %s; failed: %s; cause: %s)' % (
-            label, self.incident_id, ', '.join(self.run.failed_hosts) or 'none',
-            ', '.join(sorted({f['cause'] for f in self.run.counted_failures})) or 'none')]
+            label, self.incident_id, ', '.join(_hosts_of(failures)) or 'none',
+            ', '.join(sorted({f['cause'] for f in failures})) or 'none')]
+        if self.outcome == 'refused':
+            lines.append('  nothing was changed: no lock taken, no transaction opened, no rollback needed')
         if getattr(self, 'report_json', None):
             lines.append('  incident report: %s' % self.report_json)
             lines.append('  incident report (Markdown): %s' % self.report_md)
@@ -1473,6 +1504,15 @@ def _float_option(value, default):
     if value is None or value == '':
         return default
     return float(value)
+
+
+def _hosts_of(failures):
+    """The hosts of these failures, each once, in order."""
+    hosts = []
+    for failure in failures:
+        if failure['host'] not in hosts:
+            hosts.append(failure['host'])
+    return hosts
 
 
 def _result_host(result):

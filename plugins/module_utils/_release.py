@@ -39,7 +39,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     write_json_atomic,
 )
 
-RELEASE_ID_RE = re.compile(r'^[A-Za-z0-9._-]+$')
+RELEASE_ID_RE = re.compile(r'^[A-Za-z0-9._-]+\Z')  # \Z: a trailing newline is not a name
 LEDGER_VERSION = 1
 LEDGER_MODE = 0o644
 

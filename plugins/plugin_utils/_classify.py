@@ -6,9 +6,14 @@
 """Failure classification and failure handling facts for the auto_rollback callback.
 
 ``classify()`` turns a failed task result into one cause class, checked in this order:
-network (unreachable), missing_configuration, infrastructure, health, network (by message), script_error, unknown.
-A configuration error is named before health because a health task that never ran (an undefined URL) is a
-configuration problem; an unreachable host is always network.
+network (unreachable), input, missing_configuration, infrastructure, script_error (a failed migration), health,
+network (by message), script_error, unknown. ``input`` is something the deploy was given that is malformed or
+missing (a release id that is not a plain name, a release archive that is not there, malformed health checks or
+feature flag settings, an SQLite database file that does not exist, a configuration file that does not parse): the
+preflight refuses most of it before anything changes, and says so in the result (``refused: input``). A
+configuration error is named before health because a health task that never ran (an undefined URL) is a
+configuration problem; a service that does not start is a health failure of the release (unless its log names a
+missing file, a resource or a dependency); an unreachable host is always network.
 
 ``rescue_block_for()`` answers whether a failing task sits in the ``block:`` section of a block that has a
 ``rescue:`` section, in which case ansible rescues it and it is not a deploy failure.
@@ -20,13 +25,29 @@ __metaclass__ = type
 import collections
 import re
 
-CAUSES = ('network', 'missing_configuration', 'infrastructure', 'health', 'script_error', 'unknown')
+CAUSES = ('network', 'input', 'missing_configuration', 'infrastructure', 'health', 'script_error', 'unknown')
 
 Classification = collections.namedtuple('Classification', ['cause', 'evidence'])
 
 _TEXT_KEYS = ('msg', 'reason', 'stderr', 'module_stderr', 'module_stdout', 'exception', 'stdout')
 _MAX_TEXT = 20000
 
+# What the deploy was given, malformed or missing: the preflight's own refusals, and configuration that does not parse.
+_INPUT = [
+    (re.compile(r"invalid release id", re.I), 'invalid release id'),
+    (re.compile(r"release archive .* (?:is not a file|is not readable|does not exist)|"
+                r"failsafe_release_archive .* is not a file", re.I), 'release archive not found'),
+    (re.compile(r"flag key .* does not exist|flag '[^']*': (?:unknown setting|state must be|enabled must be|set either)|"
+                r"flag '[^']*' has no variant|flag file .* is not valid JSON|is not a flagd flag file", re.I),
+     'malformed feature flag settings'),
+    (re.compile(r"SQLite database \S+(?: does not exist|: no such file)", re.I), 'database file missing'),
+    (re.compile(r'fails "(?:nginx -t|haproxy -c)"|configuration (?:file )?test failed|'
+                r'\bconfig(?:uration)?\b[^\n]{0,80}\bsyntax error|'
+                r'\bsyntax error\b[^\n]{0,80}\.(?:conf|cfg|ini|ya?ml|json|toml)\b', re.I),
+     'configuration syntax error'),
+]
+_MIGRATION = re.compile(r"\bmigration \S+ failed|\b(?:alembic|sqitch)\b[^\n]* failed \(rc", re.I)
+_SERVICE_START = re.compile(r"did not start under (?:supervisor|systemd)|supervisord did not start", re.I)
 _MISSING_CONFIGURATION = [
     (re.compile(r"is undefined|undefined variable|has no attribute|AnsibleUndefinedVariable", re.I), 'undefined variable'),
     (re.compile(r"missing required arguments?|missing parameter|required_(?:if|one_of|together)|"
@@ -181,6 +202,12 @@ def classify(result, action=None, task_name=None, tags=None, role=None, unreacha
         evidence = _match(_NETWORK, text) or 'host unreachable'
         return Classification('network', evidence)
 
+    if result.get('refused') == 'input':
+        return Classification('input', str(result.get('input_error') or 'invalid input'))
+    evidence = _match(_INPUT, text)
+    if evidence:
+        return Classification('input', evidence)
+
     evidence = _match(_MISSING_CONFIGURATION, text)
     if evidence:
         return Classification('missing_configuration', evidence)
@@ -191,6 +218,11 @@ def classify(result, action=None, task_name=None, tags=None, role=None, unreacha
         if library:
             evidence = '%s: %s' % (evidence, library.group(1) or library.group(2))
         return Classification('infrastructure', evidence)
+
+    if _MIGRATION.search(text):
+        return Classification('script_error', 'migration failed')
+    if _SERVICE_START.search(text):
+        return Classification('health', 'service did not start')
 
     # A gate that judged metrics (its settings were sound): a health/metric regression, or no data under no_data=fail.
     if isinstance(result.get('failsafe_metric_gate'), dict):

@@ -35,7 +35,13 @@ OUTCOME_LABELS = {
     'not_started': 'ROLLBACK NOT STARTED',
     'self_reverted': 'HOST REVERTED ITSELF',
     'mitigated': 'MITIGATED BY THE ESCALATION LADDER (NO ROLLBACK)',
+    'refused': 'REFUSED BEFORE ANY CHANGE',
 }
+# A failed task of these roles, with no transaction opened anywhere in the run, refused the deploy before any change:
+# the preflight checks what the deploy was given, then opens the transaction (or refuses, giving the lock back).
+_REFUSING_ROLES = ('preflight',)
+# The feature flags' check, which the preflight includes (its tasks belong to the flags role).
+_REFUSING_TASK_FILE = re.compile(r'/roles/flags/tasks/check\.yml:\d+$')
 SCOPES = ('opened', 'failed')
 _OPEN = 'open'
 _CLOSED = frozenset(('committed', 'rolled_back', 'rollback_failed', 'closed'))
@@ -306,6 +312,16 @@ class DeployRun:
     def needs_rollback(self):
         return bool(self.counted_failures)
 
+    def refusals(self):
+        """The failures that refused the deploy before any change: no host opened a transaction in this run, and
+        the task that failed is one of the preflight's checks or the call that opens the transaction (refused, the
+        lock given back). An unreachable host is not a refusal: what ran on it is unknown."""
+        if self.opened_order:
+            return []
+        return [f for f in self.failures if not f['rescued'] and not f['unreachable'] and (
+            f.get('open_failed') or str(f.get('role') or '').rsplit('.', 1)[-1] in _REFUSING_ROLES
+            or _REFUSING_TASK_FILE.search(str(f.get('path') or '')))]
+
     def scope(self, mode='opened'):
         """Hosts to roll back: every host that opened a transaction in this run (``opened``) or only the hosts
         that failed with an open transaction (``failed``). Failed hosts always come first."""
@@ -469,6 +485,9 @@ def render_markdown(incident):
                   'Act now: see the rollback log and the per-host results.', '']
     elif outcome == 'rolled_back':
         lines += ['> The deploy failed and was rolled back; the run is a failure, not a success.', '']
+    elif outcome == 'refused':
+        lines += ['> The deploy was refused before any change: no lock taken, no transaction opened, nothing to roll '
+                  'back. The run is a failure, not a success.', '']
     lines += ['## Summary', '', '| | |', '|---|---|']
     rows = [
         ('Outcome', label),

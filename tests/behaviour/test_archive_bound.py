@@ -3,6 +3,7 @@ supervisord, the real example app): an archive whose members declare more than f
 refused by the preflight's open task, before the transaction opens and before the release role uploads anything,
 naming the archive, what it would write, the limit and the releases directory, and nothing on the host changes;
 a limit given with a unit that the release fits deploys it."""
+import json
 import os
 import tarfile
 
@@ -39,7 +40,13 @@ def test_given_a_release_larger_than_failsafe_release_max_size_then_preflight_re
     assert '(%d bytes) into %s' % (size, os.path.join(d.app_root, 'releases')) in section, section
     assert 'failsafe_release_max_size is' in section and '(%d bytes)' % (size - 1) in section, section
     assert 'Upload and stage the release' not in proc.stdout
-    assert _state(d) == before
+    after = _state(d)
+    # the callback writes the refusal up (no rollback, no alert): one new report, outcome refused
+    new = [r for r in after.pop('reports') if r not in before.pop('reports')]
+    assert after == before
+    assert len(new) == 1, new
+    with open(new[0]) as handle:
+        assert json.load(handle)['outcome'] == 'refused'
     # a limit with a unit that the release fits: deployed, and the role's argument spec takes the unit
     proc = d.deploy('2.0.0', '-e', 'failsafe_release_max_size=%dK' % (size // 1024 + 1))
     assert proc.returncode == 0, proc.stdout[-4000:]

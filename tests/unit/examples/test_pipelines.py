@@ -35,7 +35,7 @@ def test_github_actions_workflow_runs_the_deploy_and_surfaces_the_outcome():
     text = script_text(steps)
     assert 'failsafe.deploy.deploy' in text and 'scripts/deploy_outcome.py' in text
     assert [s for s in steps if s.get('uses', '').startswith('actions/upload-artifact')][0]['if'] == 'always()'
-    for code in ('0)', '1)', '2)', '*)'):
+    for code in ('0)', '1)', '2)', '4)', '*)'):
         assert code in steps[-1]['run']
 
 
@@ -78,3 +78,14 @@ def test_outcome_takes_the_newest_report_and_ignores_rollback_files(tmp_path):
     assert mod.decide(str(tmp_path), 0)['outcome'] == 'deployed'
     write(tmp_path / 'inc-e.json', {'incident_id': 'inc-e', 'outcome': 'not_started', 'written': 5})
     assert mod.decide(str(tmp_path), 99)['exit_code'] == 2
+
+
+def test_a_refused_deploy_has_an_exit_code_of_its_own(tmp_path):
+    mod = outcome_module()
+    write(tmp_path / 'inc-a.json', {'incident_id': 'inc-a', 'outcome': 'refused', 'written': 1,
+                                    'summary': {'reason': 'refused before any change on web1: invalid release id'}})
+    result = mod.decide(str(tmp_path), 2)
+    assert (result['outcome'], result['label'], result['exit_code']) == ('refused', 'REFUSED BEFORE ANY CHANGE', 4)
+    assert result['exit_code'] not in (mod.EXIT_CODES['rolled_back'], mod.EXIT_CODES['rollback_failed'],
+                                       mod.EXIT_CODES['unknown'])
+    assert 'invalid release id' in result['detail']

@@ -70,6 +70,45 @@ CASES = [
     ('module traceback', {'msg': 'MODULE FAILURE\nSee stdout/stderr for the exact error',
                           'module_stderr': 'Traceback (most recent call last):\n  File "x", line 1\nKeyError: x',
                           'rc': 1}, {'action': 'community.general.thing'}, 'script_error'),
+    ('invalid release id refused by the open phase',
+     {'msg': "Refusing to deploy: invalid release id '../../../tmp/evil': use only letters, digits, '.', '_' and '-' "
+             "(not '.' or '..'). Nothing was changed.", 'refused': 'input', 'input_error': 'invalid release id'},
+     {'action': 'failsafe.deploy.transaction'}, 'input'),
+    ('invalid release id refused by an assert', {'msg': "invalid release id '../x': use only letters, digits"},
+     {'action': 'ansible.builtin.assert', 'role': 'failsafe.deploy.preflight'}, 'input'),
+    ('archive not on the controller', {'msg': 'failsafe_release_archive /tmp/app-9.tar.gz is not a file on the '
+                                              'controller. Nothing was changed.'},
+     {'action': 'ansible.builtin.assert'}, 'input'),
+    ('malformed checks refused', {'msg': "Refusing to deploy: check 'health': unknown option(s) urll. Nothing was "
+                                         "changed.", 'refused': 'input', 'input_error': 'malformed health checks'},
+     {'action': 'failsafe.deploy.transaction'}, 'input'),
+    ('flag key that does not exist', {'msg': "flag key 'new-chekout' does not exist in the flag file: nothing was "
+                                             "changed (set create: true to create it)"},
+     {'action': 'failsafe.deploy.transaction'}, 'input'),
+    ('sqlite file missing', {'msg': 'cannot reach the SQLite database /srv/app/shared/app.db: no such file'},
+     {'action': 'failsafe.deploy.transaction', 'role': 'failsafe.deploy.migrate'}, 'input'),
+    ('nginx config syntax', {'msg': 'the nginx configuration /etc/nginx/nginx.conf fails "nginx -t" before any change '
+                                    '(rc 1): unexpected "}" in /etc/nginx/conf.d/up.conf:7; nothing was changed'},
+     {'action': 'failsafe.deploy.transaction'}, 'input'),
+    ('app config syntax in a crash log',
+     {'msg': 'demo-app did not start under supervisor (demo-app: ERROR (spawn error)). Its log is /l/app.log. It '
+             'ends with: yaml.scanner.ScannerError: syntax error in /srv/app/shared/config/app.yml line 3'},
+     {'action': 'failsafe.deploy.transaction'}, 'input'),
+    ('crash on start', {'msg': 'demo-app did not start under supervisor (demo-app: ERROR (spawn error)). Its log is '
+                               '/l/app.log. It ends with: SystemExit: 3'},
+     {'action': 'failsafe.deploy.transaction', 'role': 'failsafe.deploy.activate'}, 'health'),
+    ('crash on start under systemd', {'msg': 'app did not start under systemd (rc 1): Job for app.service failed. '
+                                             'See journalctl -u app.'},
+     {'action': 'failsafe.deploy.transaction'}, 'health'),
+    ('crash on start for want of a library', {'msg': "demo-app did not start under supervisor (ERROR). It ends with: "
+                                                     "ModuleNotFoundError: No module named 'flask'"},
+     {'action': 'failsafe.deploy.transaction'}, 'infrastructure'),
+    ('failed migration', {'msg': 'migration 0002_add_orders failed: near "TABLEE": syntax error; its transaction '
+                                 'was rolled back. Applied before it in this run: 0001_init.',
+                          'failed_migration': '0002_add_orders'},
+     {'action': 'failsafe.deploy.transaction', 'role': 'failsafe.deploy.migrate'}, 'script_error'),
+    ('failed alembic upgrade', {'msg': 'alembic upgrade failed (rc 1): sqlalchemy.exc.OperationalError'},
+     {'action': 'failsafe.deploy.transaction'}, 'script_error'),
     ('plain fail', {'msg': 'release r2 is not allowed on Fridays'}, {'action': 'ansible.builtin.fail'}, 'unknown'),
     ('empty', {}, {}, 'unknown'),
 ]
@@ -235,3 +274,14 @@ def test_failed_metric_gate_is_a_metric_regression():
     # a gate whose settings were refused judged nothing: not a regression
     bad = {'failed': True, 'msg': 'metric gate settings: give at least one entry in thresholds or comparisons'}
     assert classify(bad, action='failsafe.deploy.metric_gate', task_name='Gate').cause != 'health'
+
+
+@pytest.mark.parametrize('result, evidence', [
+    ({'msg': "Refusing to deploy: invalid release id 'a/b'", 'refused': 'input', 'input_error': 'invalid release id'},
+     'invalid release id'),
+    ({'msg': 'failsafe_release_archive /x.tgz is not a file on the controller.'}, 'release archive not found'),
+    ({'msg': 'migration 0002 failed: boom'}, 'migration failed'),
+    ({'msg': 'app did not start under supervisor (ERROR).'}, 'service did not start'),
+])
+def test_the_evidence_names_what_was_wrong(result, evidence):
+    assert classify(result).evidence == evidence

@@ -17,7 +17,8 @@ Backends:
 
 Options (the ``layer`` dict): ``backend``, ``flags`` (key -> what to set: ``state`` ENABLED or DISABLED,
 ``default_variant``, or ``enabled`` true/false, which for a flagd file picks the variant whose value is true or
-false), ``create`` (create a key that does not exist; flagd files then need ``variants`` and ``default_variant``),
+false and sets ``state`` ENABLED, so that flagd answers that variant), ``create`` (create a key that does not
+exist; flagd files then need ``variants`` and ``default_variant``),
 ``path`` (flagd) or ``url``, ``project``, ``environment``, ``token``, ``timeout`` (Unleash).
 
 The capture is the previous value of every key set (or that it did not exist); undo puts it back; verify reads it
@@ -66,6 +67,10 @@ def _settings(options):
             raise LayerError('flag %r: enabled must be true or false, got %r' % (key, want['enabled']))
         if 'enabled' in want and want.get('default_variant') is not None:
             raise LayerError('flag %r: set either enabled or default_variant, not both' % key)
+        if 'enabled' in want and want.get('state') == 'DISABLED':
+            raise LayerError('flag %r: enabled: %s and state: DISABLED contradict each other (a DISABLED flag '
+                             "answers the application's coded default); enabled sets state ENABLED itself"
+                             % (key, str(want['enabled']).lower()))
         out[str(key)] = dict((k, v) for k, v in want.items() if v is not None)
     return out
 
@@ -149,7 +154,9 @@ def _flagd_target(key, flag, want, create):
                              % (key, str(want['enabled']).lower(), str(want['enabled']).lower(),
                                 json.dumps(variants, sort_keys=True)))
         new['defaultVariant'] = matches[0]
-        new.setdefault('state', 'ENABLED')
+        # flagd answers the defaultVariant of an ENABLED flag only: a DISABLED one gives the application's coded
+        # default, so a flag said enabled (or disabled) is switched on as well
+        new['state'] = 'ENABLED'
     if want.get('default_variant') is not None:
         if want['default_variant'] not in variants:
             raise LayerError('flag %r has no variant %r; its variants are %s'

@@ -160,3 +160,54 @@ def test_an_undo_that_cannot_read_the_file_fails_naming_the_layer_and_a_rerun_fi
         handle.write(good)
     engine.rollback(p, _run)
     assert _read(path) == FLAGS
+
+
+def _evaluate(path, key, default):
+    """The flag's evaluation by the OpenFeature SDK with the flagd provider reading the file in-process, as an
+    application does: (value, reason)."""
+    from tests.requires import require_module
+    require_module('openfeature', 'the OpenFeature SDK is missing (requirements-dev.txt)')
+    from openfeature import api
+    from openfeature.contrib.provider.flagd import FlagdProvider
+    from openfeature.contrib.provider.flagd.config import ResolverType
+    provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=path)
+    try:
+        api.set_provider_and_wait(provider)
+        details = api.get_client().get_boolean_details(key, default)
+        return details.value, details.reason
+    finally:
+        api.shutdown()
+
+
+@pytest.mark.parametrize('enabled', [True, False])
+def test_a_disabled_flag_set_enabled_evaluates_as_said_and_the_rollback_restores_the_file_byte_for_byte(
+        tmp_path, enabled):
+    path = tmp_path / 'flags' / 'app.flagd.json'
+    path.parent.mkdir()
+    doc = {'flags': {'new-checkout': {'state': 'DISABLED', 'variants': {'on': True, 'off': False},
+                                      'defaultVariant': 'on' if not enabled else 'off', 'targeting': {}},
+                     'untouched': {'state': 'ENABLED', 'variants': {'a': True, 'b': False}, 'defaultVariant': 'a'}}}
+    original = (json.dumps(doc, indent=2) + '\n').encode()
+    path.write_bytes(original)
+    # the caller's default is the opposite of what is set: only the flag itself can give the value asked for
+    assert _evaluate(str(path), 'new-checkout', not enabled)[0] is (not enabled)
+    p = {'state_dir': str(tmp_path / 'state'), 'name': 'flags', 'run_id': 'run-1', 'owner': 'ops@ctl',
+         'controller': 'ctl', 'pid': 1, 'ttl': 600, 'recover': True, 'service': {'manager': 'none'}}
+    engine.open_phase(p, _run)
+    res = engine.apply_phase(dict(p, layer=_layer(str(path), {'new-checkout': {'enabled': enabled}})), _run)
+    assert res['changed']
+    value, reason = _evaluate(str(path), 'new-checkout', not enabled)
+    assert value is enabled and reason != 'DISABLED', reason
+    out = engine.rollback(p, _run)
+    assert out['failsafe_rollback']['verified']
+    assert path.read_bytes() == original
+    assert _evaluate(str(path), 'new-checkout', not enabled)[0] is (not enabled)
+
+
+def test_enabled_beside_state_disabled_is_refused_before_anything_changes(site):
+    p, path = site
+    before = open(path, 'rb').read()
+    with pytest.raises(FailsafeError, match='contradict'):
+        engine.apply_phase(dict(p, layer=_layer(path, {'new-checkout': {'enabled': True, 'state': 'DISABLED'}})),
+                           _run)
+    assert open(path, 'rb').read() == before

@@ -4,8 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Controller side of failsafe.deploy.transaction: the controller's identity for the lock, the judgement whether a
 lock's holder died on this controller, the size the release archive's members declare for the open phase, and the
-upload of the release archive for the stage phase, all in the same task as the module call (as ``unarchive`` pairs
-an action plugin with its module)."""
+upload of the release archive for the stage phase, and the command that rolls a committed deploy back (the
+run's inventory, limit and connection options are known here only), all in the same task as the module call (as
+``unarchive`` pairs an action plugin with its module)."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -20,6 +21,7 @@ from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError, archive_size
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
 
 CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
 
@@ -55,6 +57,17 @@ def holder_dead(holder, run_id, hostname, own_pid):
     if not pid.isdigit():
         return False
     return pid == os.environ.get(CONTROLLER_PID_ENV, '') or process_gone(int(pid))
+
+
+def rollback_command(run_id, loader=None):
+    """The command that rolls back the run ``run_id`` on the hosts of this run, as an operator runs it from the
+    directory this run started in: its inventory, limit and connection options, never its other extra vars."""
+    from ansible import context
+    cliargs = context.CLIARGS
+    extra = _launcher.location_vars(loader)
+    extra['failsafe_rollback_run_id'] = run_id
+    return _launcher.command_line(_launcher.operator_command(
+        'failsafe.deploy.rollback', cliargs, extra_vars=extra, defaults=_launcher.config_defaults()))
 
 
 def _user():
@@ -150,6 +163,10 @@ class ActionModule(ActionBase):
                 res = self._execute_module(module_name='failsafe.deploy.transaction', module_args=args,
                                            task_vars=task_vars)
                 res['lock_taken_over'] = True
+            if phase == 'commit' and not res.get('failed') and not self._task.check_mode and res.get('msg'):
+                command = rollback_command(args.get('run_id'), self._loader)
+                res['rollback_command'] = command
+                res['msg'] += ' To roll this deploy back to the release before it: %s' % command
             if phase == 'query' and not res.get('failed'):
                 lock = res.get('lock')
                 res['controller'] = hostname

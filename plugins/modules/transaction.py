@@ -414,6 +414,15 @@ failed_step:
   description: Where a rollback failed.
   returned: failure of phase rollback
   type: str
+rollback_command:
+  description:
+    - The command that rolls this deploy back (V(commit), not in check mode), as an operator runs it from the
+      directory the deploy ran in. It repeats the run's inventory sources, C(--limit), connection, privilege and vault
+      options and, of its extra vars, only C(failsafe_hosts), C(failsafe_name) and C(failsafe_state_dir) (the others
+      may hold secrets). Added by the action plugin on the controller; the message says it too.
+  returned: phase is commit, not in check mode
+  type: str
+  sample: ansible-playbook failsafe.deploy.rollback -i inventory.yml --limit web -e failsafe_rollback_run_id=20250101T000000-ab12
 '''
 
 from ansible.module_utils.basic import AnsibleModule

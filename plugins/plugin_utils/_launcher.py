@@ -10,7 +10,9 @@ Parent side: ``build_command()`` (same inventories, ``--limit`` the scope, pass-
 options, ``-e @<vars file>``), ``play_connection()`` (the connection keywords a play sets, which the vars file carries
 per host as ``failsafe_rollback_connection``), ``build_env()`` (``FAILSAFE_ROLLBACK_CHILD=1`` against recursion, our callback kept
 enabled, runner/AWX variables scrubbed), ``run()`` (stdin closed, output to a log file and echoed, killed at the
-timeout) and ``read_child_result()``.
+timeout) and ``read_child_result()``. ``operator_command()`` is the command an operator runs by hand (the rollback of a
+committed deploy, the way out of a failed rollback): the same inventories and pass-through options, without the run's
+extra vars.
 
 Child side: ``ChildReport`` collects per-host results and every ``failsafe_rollback`` value tasks return, and is
 written to the path the parent passes in ``FAILSAFE_ROLLBACK_RESULT``.
@@ -24,6 +26,7 @@ import json
 import os
 import queue
 import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -133,29 +136,39 @@ def config_defaults():
     return out
 
 
-def build_command(ansible_playbook, playbook, cliargs, hosts, vars_file, defaults=None):
-    """The child's argv. ``cliargs`` is ``ansible.context.CLIARGS`` (or any mapping with the same keys);
-    options whose value equals ``defaults[key]`` (the configured default) are left to the configuration."""
-    if not hosts:
-        raise ValueError('no host to roll back')
+def pass_through(cliargs, defaults=None):
+    """The run's connection, privilege, vault and module path options (``_PASS_THROUGH``) as arguments of another
+    ``ansible-playbook``; options whose value equals ``defaults[key]`` (the configured default) are left to the
+    configuration."""
     cliargs = cliargs or {}
     defaults = defaults or {}
-    cmd = [ansible_playbook, playbook]
-    for source in _as_list(cliargs.get('inventory')):
-        cmd += ['--inventory', str(source)]
-    cmd += ['--limit', limit_pattern(list(hosts))]
+    out = []
     for key, flag, kind in _PASS_THROUGH:
         value = cliargs.get(key)
         if key in defaults and value == defaults[key]:
             continue
         if kind == 'flag':
             if value:
-                cmd.append(flag)
+                out.append(flag)
         elif kind == 'list':
             for item in _as_list(value):
-                cmd += [flag, str(item)]
+                out += [flag, str(item)]
         elif value not in (None, '', False):
-            cmd += [flag, str(value)]
+            out += [flag, str(value)]
+    return out
+
+
+def build_command(ansible_playbook, playbook, cliargs, hosts, vars_file, defaults=None):
+    """The child's argv. ``cliargs`` is ``ansible.context.CLIARGS`` (or any mapping with the same keys);
+    options whose value equals ``defaults[key]`` (the configured default) are left to the configuration."""
+    if not hosts:
+        raise ValueError('no host to roll back')
+    cliargs = cliargs or {}
+    cmd = [ansible_playbook, playbook]
+    for source in _as_list(cliargs.get('inventory')):
+        cmd += ['--inventory', str(source)]
+    cmd += ['--limit', limit_pattern(list(hosts))]
+    cmd += pass_through(cliargs, defaults)
     verbosity = cliargs.get('verbosity') or 0
     if isinstance(verbosity, int) and verbosity > 0:
         cmd.append('-' + 'v' * min(verbosity, 6))
@@ -164,6 +177,58 @@ def build_command(ansible_playbook, playbook, cliargs, hosts, vars_file, default
     # Our own vars come last: they win over anything passed through.
     cmd += ['--extra-vars', '@' + vars_file]
     return cmd
+
+
+# Extra vars that say where a transaction is recorded and on which hosts the playbooks run: a command printed for
+# an operator repeats these from the run's extra vars (and no other: the rest may hold secrets).
+LOCATION_VARS = ('failsafe_hosts', 'failsafe_name', 'failsafe_state_dir')
+
+# Prompts a command printed for an operator keeps (the operator answers them; the rollback child cannot).
+_PROMPTS = (('ask_pass', '--ask-pass'), ('become_ask_pass', '--ask-become-pass'),
+            ('ask_vault_pass', '--ask-vault-pass'))
+
+
+def location_vars(loader=None):
+    """The ``LOCATION_VARS`` the run was given as extra vars (``-e``), read as ansible reads them."""
+    try:
+        from ansible.utils.vars import load_extra_vars
+        if loader is None:
+            from ansible.parsing.dataloader import DataLoader
+            loader = DataLoader()
+        extra = load_extra_vars(loader)
+    except Exception:  # pylint: disable=broad-except
+        return {}
+    return dict((name, extra[name]) for name in LOCATION_VARS if name in extra)
+
+
+def operator_command(playbook, cliargs, hosts=None, extra_vars=None, defaults=None,
+                     ansible_playbook='ansible-playbook'):
+    """argv of a playbook of this collection (the rollback, recover) for an operator to run by hand: the run's
+    inventory sources, ``--limit`` ``hosts`` (else the run's own ``--limit``), the run's options that
+    ``pass_through()`` gives the rollback child, its prompts, and ``extra_vars`` ({name: value}) as the only extra
+    vars: the run's own are never repeated (they may hold secrets)."""
+    cliargs = cliargs or {}
+    cmd = [ansible_playbook, playbook]
+    for source in _as_list(cliargs.get('inventory')):
+        cmd += ['-i', str(source)]
+    if hosts:
+        cmd += ['--limit', limit_pattern(list(hosts))]
+    elif cliargs.get('subset'):
+        cmd += ['--limit', str(cliargs['subset'])]
+    cmd += pass_through(cliargs, defaults)
+    cmd += [flag for key, flag in _PROMPTS if cliargs.get(key)]
+    for name in sorted(extra_vars or {}):
+        value = extra_vars[name]
+        if isinstance(value, str) and value and not any(c.isspace() or c in '\'"\\=' for c in value):
+            cmd += ['-e', '%s=%s' % (name, value)]
+        else:
+            cmd += ['-e', json.dumps({name: value}, sort_keys=True, default=str)]
+    return cmd
+
+
+def command_line(cmd):
+    """``cmd`` as one shell line (each argument quoted where the shell needs it)."""
+    return ' '.join(shlex.quote(str(part)) for part in cmd)
 
 
 def shown_command(cmd):

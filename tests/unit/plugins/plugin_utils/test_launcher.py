@@ -8,6 +8,7 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import json
+import shlex
 import os
 import stat
 import subprocess
@@ -360,3 +361,51 @@ def test_child_report_rescued_failure_is_ok():
     report.on_result('web1', {'msg': 'x'}, 'failed', task_name='t')
     data = report.finish(Stats(['web1'], rescued={'web1': 1}))
     assert data['hosts']['web1']['status'] == 'ok'
+
+
+def _options(cmd):
+    """The connection, privilege and vault options of a command line (everything from the first of them on, up to
+    the verbosity or the extra vars)."""
+    flags = [flag for dummy, flag, dummy2 in _launcher._PASS_THROUGH]
+    start = min(i for i, part in enumerate(cmd) if part in flags)
+    end = min([i for i, part in enumerate(cmd) if part in ('-e', '--extra-vars', '-vv') or part.startswith('--ask')]
+              + [len(cmd)])
+    return cmd[start:end]
+
+
+def test_operator_command_carries_the_runs_inventory_limit_and_options_of_the_one_pass_through_list():
+    args = cliargs(ask_vault_pass=True)
+    cmd = _launcher.operator_command('failsafe.deploy.rollback', args,
+                                     extra_vars={'failsafe_rollback_run_id': 'run-1', 'failsafe_state_dir': '/s d'})
+    assert cmd[:2] == ['ansible-playbook', 'failsafe.deploy.rollback']
+    assert [cmd[i + 1] for i, part in enumerate(cmd) if part == '-i'] == [
+        '/inv/prod.ini', '/inv/group_vars_plugin.yml', 'extra-host,']
+    assert cmd[cmd.index('--limit') + 1] == 'web*'   # the run's own limit
+    # the same options the rollback child gets, from the same list
+    child = _launcher.build_command('ap', 'pb.yml', args, ['h1'], '/v.json')
+    assert _options(cmd) == _options(child)
+    assert '--become' in cmd and cmd[cmd.index('--user') + 1] == 'deploy'
+    assert '--ask-vault-pass' in cmd   # the operator answers the prompt
+    # the run's extra vars are never repeated: only the ones given
+    line = _launcher.command_line(cmd)
+    for secret in ('hunter2', 'secrets.yml', 'release_version'):
+        assert secret not in line
+    assert shlex.split(line) == cmd
+    extra = [cmd[i + 1] for i, part in enumerate(cmd) if part == '-e']
+    assert extra == ['failsafe_rollback_run_id=run-1', '{"failsafe_state_dir": "/s d"}']
+
+
+def test_operator_command_for_named_hosts_limits_to_them_and_leaves_defaults_to_the_configuration():
+    cmd = _launcher.operator_command('failsafe.deploy.rollback', cliargs(), hosts=['web2', 'web1'],
+                                     defaults={'connection': 'ssh', 'forks': 5})
+    assert cmd[cmd.index('--limit') + 1] == 'web2,web1' and cmd.count('--limit') == 1
+    assert '--connection' not in cmd and cmd[cmd.index('--forks') + 1] == '20'
+    assert '-e' not in cmd and '--extra-vars' not in cmd
+    bare = _launcher.operator_command('failsafe.deploy.recover', CLIArgs({}))
+    assert bare == ['ansible-playbook', 'failsafe.deploy.recover']
+
+
+def test_location_vars_are_the_only_extra_vars_taken_from_the_run(monkeypatch):
+    monkeypatch.setattr(context, 'CLIARGS', CLIArgs({'extra_vars': (
+        'failsafe_state_dir=/srv/state release_version=1.4.2', '{"db_password": "hunter2", "failsafe_name": "app"}')}))
+    assert _launcher.location_vars() == {'failsafe_state_dir': '/srv/state', 'failsafe_name': 'app'}

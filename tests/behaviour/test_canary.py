@@ -15,10 +15,13 @@ every host's example app each second, under a steady load from this machine.
   release ends with every server at its full weight and serves no failed request through HAProxy.
 """
 
+import ctypes
 import glob
 import http.client
 import json
 import os
+import select
+import struct
 import subprocess
 import threading
 import time
@@ -254,8 +257,14 @@ def test_paused_canary_waits_for_a_person(canary, decision):
                         *canary.canary_args('2.0.0', [1, '100%'], gate))
     try:
         _wait_paused(proc, decision_file)
-        time.sleep(5)
+        # An empty decision file is no decision: the waiting gate opens it at each look (every 0.5 s). Six looks
+        # seen, each one a chance to go on, and the canary has not gone on: the gate still waits, its pause file
+        # is still there, the next wave has not started.
+        open(decision_file, 'w').close()
+        looks = _gate_looks(decision_file, 6, timeout=60)
+        assert looks >= 6, 'the paused gate looked for a decision %d times in 60 s, then stopped looking' % looks
         assert proc.poll() is None, 'a paused canary went on by itself'
+        assert os.path.exists(decision_file + '.paused'), 'the gate stopped waiting without a decision'
         assert canary.current(h1) == '2.0.0' and canary.current(h2) == canary.current(h3) == '1.0.0'
         assert canary.journal(h1)['status'] == 'open'
         rc, dummy = canary.play('decide-%s' % decision, 'failsafe.deploy.canary_decision',
@@ -291,6 +300,33 @@ def test_paused_canary_waits_for_a_person(canary, decision):
         for host in (h1, h2, h3):
             canary.assert_on(host, '2.0.0')
             assert canary.journal(host)['status'] == 'committed'
+
+
+IN_OPEN = 0x20
+
+
+def _gate_looks(path, wanted, timeout):
+    """How many times ``path`` was opened (inotify IN_OPEN) until ``wanted`` opens or ``timeout`` seconds."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0, 'inotify_init1: %s' % os.strerror(ctypes.get_errno())
+    try:
+        assert libc.inotify_add_watch(fd, path.encode(), IN_OPEN) >= 0, \
+            'inotify_add_watch %s: %s' % (path, os.strerror(ctypes.get_errno()))
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while seen < wanted and time.monotonic() < deadline:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break
+            data = os.read(fd, 4096)
+            offset = 0
+            while offset < len(data):   # struct inotify_event: wd, mask, cookie, len, then len bytes of name
+                dummy, mask, dummy2, length = struct.unpack_from('iIII', data, offset)
+                offset += 16 + length
+                seen += 1 if mask & IN_OPEN else 0
+        return seen
+    finally:
+        os.close(fd)
 
 
 def _wait_paused(proc, decision_file, timeout=300):
@@ -377,11 +413,13 @@ class Watch:
 
     def _run(self):
         while not self.stopped.is_set():
+            # HAProxy first, then the hosts: within a sample, what HAProxy said came before what the hosts said
             try:
                 servers = self.site.lb.server_state()
             except OSError:
                 servers = {}
-            self.samples.append((time.time(), servers, dict((h, self.site.current(h)) for h in self.site.apps)))
+            current = dict((h, self.site.current(h)) for h in self.site.apps)
+            self.samples.append((time.time(), servers, current))
             time.sleep(0.05)
 
     def stop(self):
@@ -429,14 +467,19 @@ def test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code(canary_l
     assert site.lb.server_state() == dict((h, (0, 100)) for h in site.apps), site.lb.server_state()
     journal = _lb_journal(site)
     assert journal['status'] == 'rolled_back' and journal['outcome']['verified'] is True, journal
-    # traffic first: h1 was back at weight 100 before its current release went back to 1.0.0
+    # traffic first, in a strict order: a sample read HAProxy with h1 back at weight 100 and then, after that read,
+    # still found h1's current release on 6.0.0 (every sample reads HAProxy first, then the hosts); a rollback
+    # that put both back between two samples shows no such sample and fails
     switched = watch.first(lambda servers, current: current.get(h1) == '6.0.0')
     assert switched is not None, 'h1 never switched to 6.0.0'
-    traffic_back = watch.first(lambda servers, current: servers.get(h1) == (0, 100), after=switched)
+    traffic_first = watch.first(lambda servers, current: servers.get(h1) == (0, 100) and current.get(h1) == '6.0.0',
+                                after=switched)
     code_back = watch.first(lambda servers, current: current.get(h1) == '1.0.0', after=switched)
-    assert traffic_back is not None and code_back is not None, (traffic_back, code_back)
-    assert traffic_back <= code_back, 'the code of h1 was rolled back %.2f s before its traffic' % (
-        traffic_back - code_back)
+    assert code_back is not None, 'h1 never went back to 1.0.0'
+    assert traffic_first is not None, 'no sample saw h1 back in HAProxy while its code was still 6.0.0: %r' % [
+        (round(t - switched, 2), servers.get(h1), current.get(h1)) for t, servers, current in watch.samples
+        if t >= switched][-40:]
+    assert traffic_first < code_back
     incident, markdown = site.incident(run_dir)
     assert incident['outcome'] == 'rolled_back'
     assert sorted(incident['summary']['scope_hosts']) == sorted([h1, site.lb_host])

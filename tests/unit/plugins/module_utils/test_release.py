@@ -31,6 +31,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     plan_prune,
     select_rollback_target,
 )
+from ansible_collections.failsafe.deploy.tests.requires import require, require_root
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -683,12 +684,12 @@ def make_bomb(path, declared, name='./data/zeros.bin'):
 
 def mount_small_fs(path, size='8m'):
     """Mount a tmpfs of `size` at path (a test's own file system, whose free space it can bound and measure);
-    skips the test where that is not possible (not root). Returns the unmount function."""
-    if os.geteuid() != 0:
-        pytest.skip('mounting a small tmpfs needs root')
+    skips the test where that is not possible, and fails it under CI and as root (tests/requires.py). Returns the
+    unmount function."""
+    require_root('mounting a small tmpfs needs root')
     os.makedirs(path)
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s' % size, 'tmpfs', path], check=False).returncode != 0:
-        pytest.skip('cannot mount a tmpfs here')
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%s' % size, 'tmpfs', path], check=False)
+    require(mounted.returncode == 0, 'cannot mount a tmpfs here')
     return lambda: subprocess.run(['umount', path], check=False)
 
 

@@ -22,15 +22,7 @@ for path in "${!need[@]}"; do
   [ -x "$path" ] || missing+=("${need[$path]}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "unleash-prereqs: missing ${pkgs[*]}; run this script as root" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  echo "==> Installing ${pkgs[*]} for the Unleash tests"
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  bash "$root/scripts/apt-prereqs.sh" --for "the Unleash tests" "${missing[@]}"
 fi
 
 if [ ! -f "$dir/node_modules/unleash-server/package.json" ]; then

@@ -196,8 +196,8 @@ gate_builder() {
   # introspect lists the collections below <dir>/ansible_collections; its --sanitize flag is the default since v3.
   out=$(in_checks_venv ansible-builder introspect --sanitize "$stage") || { echo "$out"; return 1; }
   echo "$out"
-  # Every requirement of meta/ee-requirements.txt and meta/ee-bindep.txt must be picked up for failsafe.deploy.
-  in_checks_venv python - "$out" "$root/meta/ee-requirements.txt" "$root/meta/ee-bindep.txt" <<'EOF' || return 1
+  # Every requirement of requirements.txt and meta/ee-bindep.txt must be picked up for failsafe.deploy.
+  in_checks_venv python - "$out" "$root/requirements.txt" "$root/meta/ee-bindep.txt" <<'EOF' || return 1
 import sys
 import yaml
 

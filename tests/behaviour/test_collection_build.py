@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import tarfile
 
 import pytest
 
@@ -40,7 +41,7 @@ def installed(tmp_path_factory):
     path = base / 'collections'
     run(['ansible-galaxy', 'collection', 'install', str(base / 'dist' / tarballs[0]), '-p', str(path)], env)
     env['ANSIBLE_COLLECTIONS_PATH'] = str(path)
-    return env, path
+    return env, path, base / 'dist' / tarballs[0]
 
 
 def test_the_tarball_installs_and_leaves_out_build_and_test_output(installed):
@@ -55,6 +56,27 @@ def test_the_tarball_installs_and_leaves_out_build_and_test_output(installed):
         assert not (coll / unwanted).exists(), unwanted
     # What the pipeline examples call stays.
     assert (coll / 'scripts' / 'deploy_outcome.py').exists()
+
+
+def test_the_tarball_holds_what_users_need_and_nothing_of_the_test_suite(installed):
+    path, tarball = installed[1], installed[2]
+    coll = path / 'ansible_collections' / 'failsafe' / 'deploy'
+    # The controller's Python requirements, the changelog (galaxy-importer reads it) and the execution environment.
+    for want in ['requirements.txt', 'meta/execution-environment.yml', 'meta/ee-bindep.txt',
+                 'changelogs/changelog.yaml', 'docs/getting-started.md', 'examples/ansible.cfg']:
+        assert (coll / want).is_file(), want
+    for unwanted in ['tests', 'changelogs/fragments', 'scripts/mutants.py', 'pytest.ini', 'bench']:
+        assert not (coll / unwanted).exists(), unwanted
+    with tarfile.open(str(tarball)) as archive:
+        members = [m for m in archive.getmembers() if m.isfile()]
+    names = [m.name for m in members]
+    assert not [n for n in names if n.startswith(('tests/', 'changelogs/fragments/', 'bench/'))]
+    size = os.path.getsize(str(tarball))
+    print('tarball %s: %d files, %d bytes (%d unpacked)'
+          % (tarball.name, len(names), size, sum(m.size for m in members)))
+    # What users get is the plugins, roles, playbooks, docs and examples: about 150 files, about 330 KB packed.
+    assert len(names) < 200, len(names)
+    assert size < 450 * 1024, size
 
 
 @pytest.mark.parametrize('kind, name', [('module', m) for m in MODULES] + [('callback', 'auto_rollback')]

@@ -593,8 +593,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import b
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
-    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, utc_iso, write_json_atomic,
-    write_report)
+    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, rolled_back_summary, utc_iso,
+    write_json_atomic, write_report)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import email_settings
 
@@ -1211,7 +1211,7 @@ class CallbackModule(CallbackBase):
             self._warn(what)
         if self.outcome == 'rolled_back':
             self._alert('rolled_back', 'warning', hosts=scope, outcome='rolled_back',
-                        summary='%s; rolled back %s' % (what, ', '.join(scope)),
+                        summary=rolled_back_summary(what, scope, hosts),
                         duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
                         per_host=_host_status(hosts))
             self._notice('restored', restored=launch.ended if launch else time.time())

@@ -20,7 +20,8 @@ import json
 import re
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import OUTCOME_LABELS, metric_gate_rows
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
+    OUTCOME_LABELS, incident_likely_cause, incident_reason, metric_gate_rows)
 
 CONTROLLER_LANE = 'controller'
 _HOST_RESULTS = frozenset(('result', 'failure', 'unreachable'))
@@ -509,7 +510,7 @@ def _summary_rows(incident, label):
     summary = incident.get('summary') or {}
     rollback = incident.get('rollback') or {}
     rows = [
-        ('Outcome', label), ('Reason', summary.get('reason')),
+        ('Outcome', label), ('Reason', incident_reason(incident)),
         ('Release', ', '.join(summary.get('releases') or []) or None),
         ('Previous release', ', '.join(summary.get('previous_releases') or []) or None),
         ('Failed hosts', ', '.join(summary.get('failed_hosts') or []) or None),
@@ -557,9 +558,9 @@ def render_html(incident):
         '<section id="cause"><h2>Cause</h2>',
         '<p>Classified cause: <strong>%s</strong></p>' % esc(summary.get('cause') or 'none recorded'),
     ]
-    if summary.get('likely_cause'):
-        parts.append('<div class="callout" id="likely-cause"><strong>Likely cause.</strong> %s</div>'
-                     % esc(summary['likely_cause']))
+    likely = incident_likely_cause(incident)
+    if likely:
+        parts.append('<div class="callout" id="likely-cause"><strong>Likely cause.</strong> %s</div>' % esc(likely))
     first = (incident.get('failures') or [None])[0]
     if isinstance(first, dict):
         parts.append('<p>First failure: <strong>%s</strong> on <strong>%s</strong>: %s</p>'

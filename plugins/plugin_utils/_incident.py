@@ -429,6 +429,79 @@ def broken_check_hint(failures, hosts):
                '; '.join('%s: %s' % (n, e) for n, e in same)))
 
 
+# What each cause class most likely means, for a report whose run named no more specific cause.
+CAUSE_HINTS = {
+    'network': 'a host could not be reached or its connection broke (SSH, DNS, firewall, a host gone): look at the '
+               'network before the release.',
+    'input': 'what the deploy was given was refused (a missing or wrong variable, archive or option): fix the '
+             'input; nothing was shown about the release itself.',
+    'missing_configuration': 'the release needs configuration the hosts do not have (a setting, file or secret it '
+                             'requires).',
+    'infrastructure': 'the hosts\' infrastructure failed (disk, permissions, the service manager, a package): not the '
+                      'release\'s code.',
+    'health': 'the release was activated and then failed its health checks or metric gates: the release is bad, or '
+              'the check is wrong.',
+    'script_error': 'a command or script of the deploy failed (non-zero exit, traceback): see the evidence of the '
+                    'failed task.',
+    'unknown': 'the failure matched no known cause class: see the evidence of the failed task.',
+}
+
+
+def _clip(text, limit=240):
+    text = ' '.join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + '...'
+
+
+def incident_reason(incident):
+    """Why the report was written, in one line: the run's own reason, else the first counted failure."""
+    summary = incident.get('summary') or {}
+    if summary.get('reason'):
+        return summary['reason']
+    failures = [f for f in incident.get('failures') or [] if isinstance(f, dict)]
+    if not failures:
+        return None
+    first = failures[0]
+    text = "task '%s' failed on %s" % (first.get('task') or '?', first.get('host') or '?')
+    others = sorted(set(f.get('host') for f in failures if f.get('host') != first.get('host')))
+    if others:
+        text += ' (and on %s)' % ', '.join(others)
+    message = first.get('message') or first.get('evidence')
+    return '%s: %s' % (text, _clip(message)) if message else text
+
+
+def incident_likely_cause(incident):
+    """The likely cause: a specific one found by the run (a broken check), else what the first counted failure's
+    cause class means."""
+    summary = incident.get('summary') or {}
+    if summary.get('likely_cause'):
+        return summary['likely_cause']
+    failures = [f for f in incident.get('failures') or [] if isinstance(f, dict)]
+    cause = failures[0].get('cause') if failures else None
+    if not cause:
+        return None
+    return '%s: %s' % (cause, CAUSE_HINTS.get(cause, CAUSE_HINTS['unknown']))
+
+
+def restored_to(info):
+    """The release a host's rollback result says it went back to, or None."""
+    restored = (info or {}).get('restored') if isinstance(info, dict) else None
+    return restored.get('target_release') if isinstance(restored, dict) else None
+
+
+def rolled_back_summary(what, scope, hosts):
+    """The summary of the ``rolled_back`` alert: what failed, and the release each host of the scope went back to
+    (hosts that went back to one release are named together)."""
+    by_release = {}
+    for host in scope:
+        by_release.setdefault(restored_to((hosts or {}).get(host)), []).append(host)
+    parts = []
+    for release in sorted(by_release, key=lambda r: (r is None, str(r))):
+        names = ', '.join(by_release[release])
+        parts.append('%s to release %s' % (names, release) if release is not None
+                     else '%s (no release to go back to recorded)' % names)
+    return '%s; rolled back %s' % (what, '; '.join(parts) if parts else 'no host')
+
+
 def _compact_result(result, limit=4000):
     """A bounded copy of a failed result for the report: long strings cut, noisy keys dropped."""
     if not isinstance(result, dict):
@@ -491,14 +564,14 @@ def render_markdown(incident):
     lines += ['## Summary', '', '| | |', '|---|---|']
     rows = [
         ('Outcome', label),
-        ('Reason', summary.get('reason')),
+        ('Reason', incident_reason(incident)),
         ('Release', ', '.join(summary.get('releases') or []) or None),
         ('Previous release', ', '.join(summary.get('previous_releases') or []) or None),
         ('Run id', summary.get('run_id')),
         ('Playbook', summary.get('playbook')),
         ('Controller', summary.get('controller')),
         ('Cause', summary.get('cause')),
-        ('Likely cause', summary.get('likely_cause')),
+        ('Likely cause', incident_likely_cause(incident)),
         ('Failed hosts', ', '.join(summary.get('failed_hosts') or []) or None),
         ('Rollback scope', '%s: %s' % (summary.get('rollback_scope'), ', '.join(summary.get('scope_hosts') or []))),
         ('MIXED RELEASES: left on the new release by the scope', ', '.join(summary.get('left_by_scope') or []) or None),
@@ -564,10 +637,18 @@ def render_markdown(incident):
         lines.append('')
     else:
         lines += ['Not started: %s' % _md(summary.get('reason')), '']
-    lines += ['### Per host', '', '| Host | Result | Restored | Verified | Failed tasks |', '|---|---|---|---|---|']
+    lines += ['### Per host', '', '| Host | Result | Back to release | Failed release | Layers undone | Paths restored '
+              '| Verified | Failed tasks |', '|---|---|---|---|---|---|---|---|']
     for host, info in sorted((rollback.get('hosts') or {}).items()):
-        lines.append('| %s | %s | %s | %s | %s |' % (
-            _md(host), _md(info.get('status')), _md(info.get('restored')), _md(info.get('verified')),
+        info = info if isinstance(info, dict) else {}
+        restored = info.get('restored') if isinstance(info.get('restored'), dict) else {}
+        paths = restored.get('restored')
+        layers = [layer.get('kind') for layer in restored.get('layers') or []
+                  if isinstance(layer, dict) and layer.get('undone')]
+        lines.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
+            _md(host), _md(info.get('status')), _md(restored.get('target_release')),
+            _md(restored.get('failed_release')), _md(', '.join(str(k) for k in layers) or None),
+            len(paths) if isinstance(paths, list) else '-', _yes_no(info.get('verified')),
             _md(', '.join(t.get('task', '') for t in info.get('failed_tasks') or []) or None)))
     lines.append('')
 
@@ -600,18 +681,7 @@ def render_markdown(incident):
                 lines.append('| %s | %s | %s | %s |' % cells)
         lines.append('')
 
-    timeline = incident.get('timeline') or []
-    start = timeline[0]['t'] if timeline else 0
-    lines += ['## Timeline', '', '| Time (UTC) | +s | Event | Host | Task | Detail |', '|---|---|---|---|---|---|']
-    for entry in timeline:
-        detail = dict((k, v) for k, v in entry.items() if k not in ('t', 'at', 'event', 'host', 'task'))
-        lines.append('| %s | %.2f | %s | %s | %s | %s |' % (
-            _md(entry.get('at')), entry.get('t', start) - start, _md(entry.get('event')), _md(entry.get('host')),
-            _md(entry.get('task')), _md(' '.join('%s=%s' % (k, v) for k, v in sorted(detail.items())) or None)))
-    if incident.get('timeline_dropped'):
-        lines.append('')
-        lines.append('%d routine per-host results are not listed.' % incident['timeline_dropped'])
-    lines.append('')
+    lines += _timeline_markdown(incident)
 
     files = incident.get('files') or {}
     if files:
@@ -620,6 +690,65 @@ def render_markdown(incident):
             lines.append('- %s: `%s`' % (key, value))
         lines.append('')
     return '\n'.join(lines)
+
+
+def _yes_no(value):
+    return {True: 'yes', False: 'NO'}.get(value, '-')
+
+
+def _fold_timeline(timeline):
+    """The timeline as the report lists it: a task's start is left out when a result or failure of that task
+    follows (the result row names the task), and each run of skipped results is folded into one row that counts
+    them. Returns (rows, folded): rows are timeline entries, a folded run is ``{'event': 'skipped', 'count': n,
+    'tasks': [...]}`` at the time of its first step; ``folded`` counts the entries left out."""
+    answered = set(e.get('task') for e in timeline if e.get('event') in ('result', 'failure') and e.get('task'))
+    rows, folded = [], 0
+    for entry in timeline:
+        event = entry.get('event')
+        if event == 'task_start' and entry.get('task') in answered:
+            folded += 1
+            continue
+        if event == 'result' and entry.get('status') == 'skipped':
+            last = rows[-1] if rows else None
+            if last is not None and last.get('event') == 'skipped' and last.get('host') == entry.get('host'):
+                last['count'] += 1
+                last['tasks'].append(entry.get('task'))
+            else:
+                rows.append({'event': 'skipped', 'at': entry.get('at'), 't': entry.get('t'), 'host': entry.get('host'),
+                             'count': 1, 'tasks': [entry.get('task')]})
+            folded += 1
+            continue
+        rows.append(entry)
+    return rows, folded
+
+
+def _timeline_markdown(incident):
+    timeline = [e for e in incident.get('timeline') or [] if isinstance(e, dict)]
+    start = timeline[0].get('t', 0) if timeline else 0
+    rows, folded = _fold_timeline(timeline)
+    lines = ['## Timeline', '', '| Time (UTC) | +s | Event | Host | Task | Detail |', '|---|---|---|---|---|---|']
+    for entry in rows:
+        if entry.get('event') == 'skipped':
+            count = entry['count']
+            task = '%d step%s skipped' % (count, '' if count == 1 else 's')
+            detail = _clip('; '.join(str(t) for t in entry['tasks']), 300)
+        else:
+            task = entry.get('task')
+            extra = dict((k, v) for k, v in entry.items() if k not in ('t', 'at', 'event', 'host', 'task'))
+            detail = ' '.join('%s=%s' % (k, v) for k, v in sorted(extra.items())) or None
+        lines.append('| %s | %.2f | %s | %s | %s | %s |' % (
+            _md(entry.get('at')), (entry.get('t') if entry.get('t') is not None else start) - start,
+            _md(entry.get('event')), _md(entry.get('host')), _md(task), _md(detail)))
+    notes = []
+    if folded:
+        notes.append('%d of %d events are folded (task starts that a result follows, skipped steps counted in one '
+                     'row); the JSON report holds every event.' % (folded, len(timeline)))
+    if incident.get('timeline_dropped'):
+        notes.append('%d routine per-host results are not listed.' % incident['timeline_dropped'])
+    if notes:
+        lines += [''] + notes
+    lines.append('')
+    return lines
 
 
 def _dependency_markdown(incident):

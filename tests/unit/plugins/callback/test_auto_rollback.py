@@ -348,6 +348,7 @@ def test_rollback_of_every_opened_host(env):
     assert [a['event'] for a in spool(env)] == ['deploy_failed', 'rolled_back']
     final = spool(env)[-1]
     assert final['per_host'] == {'web1': 'ok', 'web2': 'ok', 'web3': 'ok'}
+    assert final['summary'] == 'deploy failed on web1; rolled back web1, web2, web3 to release r1'
     json_name, md_name = cb.incident_id + '.json', cb.incident_id + '.md'
     assert sorted(reports(env)) == sorted([json_name, md_name])
     data = json.loads(reports(env)[json_name].read_text())

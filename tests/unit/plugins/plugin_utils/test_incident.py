@@ -14,7 +14,8 @@ import re
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
-    DeployRun, Timeline, new_incident_id, render_markdown, report_paths, utc_iso, write_report)
+    DeployRun, Timeline, new_incident_id, render_markdown, report_paths, rolled_back_summary, utc_iso, write_report)
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._html import render_html
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
 
@@ -205,8 +206,8 @@ def test_report_json_and_markdown(run, tmp_path):
            'script_error |' in md
     assert '| Rollback duration | 3.50 s |' in md
     assert '| Detection time | 0.75 s after the failing task started |' in md
-    assert '| web1 | ok | {"target_release": "r1"} | true |' in md
-    assert '| web2 | failed | - | - | Switch \\| back |' in md
+    assert '| web1 | ok | r1 | - | - | - | yes | - |' in md
+    assert '| web2 | failed | - | - | - | - | - | Switch \\| back |' in md
     assert '## Timeline' in md and 'transaction_opened' in md
     # atomic writes leave no temp files and private modes
     assert sorted(os.listdir(str(tmp_path / 'reports'))) == sorted([os.path.basename(json_path),
@@ -304,3 +305,80 @@ def test_report_shows_the_metric_gate_queries_values_and_thresholds(run, tmp_pat
     html = open(json.loads(open(json_path).read())['files']['report_html']).read()
     assert 'Metric gate Judge the wave on web1: fail' in html
     assert 'sum(rate(app_errors_total[5s]))' in html and '&quot;max&quot;: 0.05' in html
+
+
+def _section(md, title):
+    return md.split('\n%s\n' % title, 1)[1].split('\n#', 1)[0]
+
+
+def test_markdown_fills_the_reason_and_likely_cause_from_the_first_failure(run):
+    run.observe_transaction('web1', txn('web1'))
+    run.record_failure('web1', TASK, FAILED)
+    incident = _incident(run)
+    assert incident['summary']['reason'] is None and 'likely_cause' not in incident['summary']
+    md = render_markdown(incident)
+    reason = re.search(r'^\| Reason \| (.*) \|$', md, re.M).group(1)
+    likely = re.search(r'^\| Likely cause \| (.*) \|$', md, re.M).group(1)
+    assert reason == "task 'Restart app' failed on web1: non-zero return code"
+    assert likely.startswith('script_error: a command or script of the deploy failed')
+    # the HTML report says the same
+    page = render_html(incident)
+    assert "task &#x27;Restart app&#x27; failed on web1" in page or "task 'Restart app' failed on web1" in page
+    assert 'id="likely-cause"' in page
+    # a cause the run itself found wins over the class's meaning
+    incident['summary']['likely_cause'] = 'Likely cause: the health check itself.'
+    assert '| Likely cause | Likely cause: the health check itself. |' in render_markdown(incident)
+
+
+def test_markdown_per_host_rollback_is_a_table_not_raw_json(run):
+    run.observe_transaction('web1', txn('web1'))
+    run.record_failure('web1', TASK, FAILED)
+    incident = _incident(run)
+    incident['rollback']['hosts']['web1']['restored'] = {
+        'target_release': 'r1', 'failed_release': 'r2', 'quarantined': True, 'txid': 'tx-web1', 'verified': True,
+        'layers': [{'kind': 'files', 'undone': True}, {'kind': 'release', 'undone': True},
+                   {'kind': 'service', 'undone': True, 'action': 'restarted'}, {'kind': 'traffic', 'undone': False}],
+        'restored': ['/srv/app/current', '/srv/app/shared/config/app.json', '/etc/supervisor/conf.d/app.conf'],
+        'checks': [{'name': 'health', 'ok': True, 'body': '{"status": "ok"}' * 40}],
+        'timings': {'undo': 1.2, 'checks': 0.1}}
+    per_host = _section(render_markdown(incident), '### Per host')
+    assert ('| Host | Result | Back to release | Failed release | Layers undone | Paths restored | Verified |'
+            in per_host)
+    assert '| web1 | ok | r1 | r2 | files, release, service | 3 | yes | - |' in per_host
+    assert '{' not in per_host and '/srv/app' not in per_host and len(per_host) < 600
+    incident['rollback']['hosts']['web1']['verified'] = False
+    assert '| web1 | ok | r1 | r2 | files, release, service | 3 | NO | - |' in render_markdown(incident)
+
+
+def test_markdown_timeline_folds_task_starts_and_skipped_steps():
+    clock = Clock()
+    timeline = Timeline(clock=clock)
+    timeline.add('playbook_start', playbook='deploy.yml')
+    for name, status in [('Open the transaction', 'changed')] + [('Hook %d' % i, 'skipped') for i in range(12)] \
+            + [('Switch', 'changed')] + [('Later hook %d' % i, 'skipped') for i in range(3)]:
+        timeline.add('task_start', task=name, path='/p/main.yml:1', role='failsafe.deploy.migrate')
+        timeline.add('result', host='web1', task=name, status=status)
+    timeline.add('task_start', task='Never answered', path='/p/main.yml:9')
+    incident = {'incident_id': 'inc-x', 'outcome': 'rolled_back', 'summary': {}, 'rollback': {},
+                'timeline': timeline.to_list()}
+    rows = [line for line in _section(render_markdown(incident), '## Timeline').splitlines()
+            if line.startswith('| 20')]
+    assert len(incident['timeline']) == 36
+    assert len(rows) == 6, '\n'.join(rows)
+    assert [r.split(' | ')[2] for r in rows] == ['playbook_start', 'result', 'skipped', 'result', 'skipped',
+                                                 'task_start']
+    assert '| 12 steps skipped | Hook 0; Hook 1;' in rows[2] and '| 3 steps skipped |' in rows[4]
+    assert 'Never answered' in rows[5]   # a task that never answered keeps its start
+    assert '32 of 36 events are folded' in render_markdown(incident)
+
+
+def test_the_rolled_back_summary_names_the_release_each_host_went_back_to():
+    hosts = {'web1': {'status': 'ok', 'restored': {'target_release': '1.4.1'}},
+             'web2': {'status': 'ok', 'restored': {'target_release': '1.4.1'}},
+             'web3': {'status': 'ok', 'restored': {'target_release': '1.3.0'}},
+             'web4': {'status': 'ok', 'restored': None}}
+    assert rolled_back_summary('deploy failed on web1', ['web1', 'web2'], hosts) == \
+        'deploy failed on web1; rolled back web1, web2 to release 1.4.1'
+    assert rolled_back_summary('deploy failed on web1', ['web1', 'web2', 'web3', 'web4'], hosts) == (
+        'deploy failed on web1; rolled back web3 to release 1.3.0; web1, web2 to release 1.4.1; '
+        'web4 (no release to go back to recorded)')

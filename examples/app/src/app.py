@@ -5,8 +5,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Example web service deployed by the failsafe.deploy demos.
 
-Standard library only, Python 3.8+. Routes: / (a page), /health (JSON), /version (plain text), /metrics
-(Prometheus text format) and /static/<file>.
+Standard library only, Python 3.8+. Routes: / (a page), /health (JSON), /version (plain text), /config (the
+configuration's label, plain text), /metrics (Prometheus text format) and /static/<file>.
 
 How a release behaves comes from release.json next to this file: {"version": "2.0.0", "mode": "good"}, where
 mode is one of good, crash (exit non-zero at start), unhealthy (/health answers 503), errors (/ answers 500 to
@@ -229,8 +229,9 @@ class AppServer(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
-    def __init__(self, address, release, access_log=True, static_dir=None, flags_file=''):
+    def __init__(self, address, release, access_log=True, static_dir=None, flags_file='', label=''):
         self.release = release
+        self.label = label
         self.flags_file = flags_file
         self.metrics = Metrics(release['version'])
         self.access_log = access_log
@@ -278,6 +279,8 @@ class Handler(BaseHTTPRequestHandler):
             if release['mode'] == 'slow':
                 time.sleep(SLOW_SECONDS)
             self._send(200, release['version'] + '\n')
+        elif path == '/config':
+            self._send(200, self.server.label + '\n')
         elif path == '/metrics':
             self._send(200, self.server.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8')
         elif path in ('/', '/index.html'):
@@ -333,7 +336,8 @@ def main(argv=None):
         return 3
     try:
         server = AppServer((config['bind'], config['port']), release, access_log=config['access_log'],
-                           flags_file=config['flags_file'] or os.environ.get('APP_FLAGS_FILE', ''))
+                           flags_file=config['flags_file'] or os.environ.get('APP_FLAGS_FILE', ''),
+                           label=config['label'])
     except OSError as exc:
         sys.stderr.write('error: cannot listen on %s:%s: %s\n' % (config['bind'], config['port'], exc.strerror or exc))
         return 2

@@ -361,6 +361,36 @@ def disarm(ds, journal, state, why):
     return _update_confirm(ds, confirm['txid'], state=state, why=why, ended=now, ended_iso=iso(now))
 
 
+REVERTED_STATES = ('reverting', 'reverted', 'revert_failed')
+REVERTED_WORDS = {'reverting': 'being rolled back', 'reverted': 'rolled back',
+                  'revert_failed': 'rolled back (and that rollback failed)'}
+
+
+def refuse_reverted(ds, run_id, phase, **details):
+    """Fail loudly when the host began reverting (or reverted) the transaction of run_id by itself: a phase of that
+    run that reaches the host afterwards records nothing in it. Called under host_lock before a phase records its
+    result (the revert holds that lock from its start to its end)."""
+    journal = ds.read_journal() or {}
+    confirm = journal.get('confirm') or {}
+    ours = journal.get('run_id') == run_id and confirm.get('txid') == journal.get('txid')
+    facts = read_facts(ds)
+    if ours and confirm.get('state') in REVERTED_STATES:
+        txid, release, state = journal.get('txid'), journal.get('release'), confirm.get('state')
+    elif facts and facts.get('run_id') == run_id:
+        txid, release, state = facts.get('txid'), facts.get('release'), 'reverted'
+        confirm = {'seconds': facts.get('seconds'), 'deadline_iso': facts.get('deadline_iso'),
+                   'reverting_iso': facts.get('started_iso')}
+    else:
+        return
+    raise ConfirmError(
+        'host reverted before confirmation: transaction %s (release %s, run %s) was %s by the host itself (%s, '
+        'deadline %s, revert begun %s). This %s phase reached the host after that: its result is not recorded '
+        '(its checks may have run against the release the host went back to), and the run must not go on.' % (
+            txid, release, run_id, REVERTED_WORDS[state], cause(confirm.get('seconds')),
+            confirm.get('deadline_iso'), confirm.get('reverting_iso'), phase),
+        confirm=confirm, phase=phase, **details)
+
+
 def check_confirmation(ds, journal, run_id):
     """The commit's check, under host_lock: refuse loudly when the host reverted before confirmation, or when the
     deadline has passed (then revert here and now, so that exactly one outcome stands whoever comes first)."""
@@ -411,7 +441,9 @@ def revert(ds, txid, by='the watchdog'):
         why = '%s: the host reverted itself (deadline %s, by %s)' % (cause(confirm.get('seconds')),
                                                                      confirm.get('deadline_iso'), by)
         _update_confirm(ds, txid, state='reverting', reverting=started, reverting_iso=iso(started), cause=why)
-        p = dict(data['params'], reason=why, rollback_run_id=None)
+        # unconfirmed: quarantine only a release shown bad after its activation; check_delay 0: the deploy's
+        # verify delay is not waited again before the first attempt of each check on the release restored
+        p = dict(data['params'], reason=why, rollback_run_id=None, unconfirmed=True, check_delay=0)
         outcome, report, error = 'rolled_back', None, None
         try:
             report = guarded_rollback(p, _run)['failsafe_rollback']

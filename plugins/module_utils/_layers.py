@@ -126,7 +126,7 @@ class FilesLayer(Layer):
 
 class ReleaseLayer(Layer):
     """The ``current`` pointer. Undo switches back to the last verified release other than the failed one, and
-    quarantines the failed release only when it was shown bad: it was activated on this host."""
+    quarantines the failed release only when the engine says it was shown bad on this host after its activation."""
 
     kind = 'release'
 
@@ -139,8 +139,8 @@ class ReleaseLayer(Layer):
     def apply(self, params, record):
         return ensure_active(self.root, params['release'], force=params.get('force', False))
 
-    def undo(self, record, reason=None, quarantine=True):
-        res = ensure_rolled_back(self.root, record.get('release'), reason=reason, quarantine=quarantine)
+    def undo(self, record, reason=None, quarantine=True, event='rolled back'):
+        res = ensure_rolled_back(self.root, record.get('release'), reason=reason, quarantine=quarantine, event=event)
         return {'changed': res['changed'], 'target': res['current'], 'quarantined': res.get('quarantined', False)}
 
     def verify(self, record):

@@ -906,10 +906,12 @@ def ensure_failed(rr, release_id, reason=None, check_mode=False):
     return call.result(changed, release_id, diff_ids=[release_id])
 
 
-def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False, quarantine=True):
+def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False, quarantine=True, event='rolled back'):
     """Switch back to the last verified release other than release_id. With quarantine, release_id is marked
-    failed first; without it (the release never ran: its deploy failed before activation) its ledger entry is left
-    as it is, so a corrected run deploys it without force."""
+    failed first. Without it (the release was never shown bad: its deploy failed before activation, or nobody
+    confirmed it in time) it is not quarantined, so a later run deploys it without force: a release that never ran
+    keeps its entry as it is; one that ran (``active``) goes back to ``staged``, with ``event`` and ``reason`` in its
+    history and the time in ``reverted``."""
     if release_id is not None:
         validate_release_id(release_id)
     call = _Call(rr)
@@ -917,7 +919,17 @@ def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False, quara
     if release_id is not None:
         entry = call.ledger['releases'].get(release_id)
         if quarantine and (entry is None or entry.get('state') != 'failed'):
-            _mark(call.ledger, release_id, 'failed', call.t, event='rolled back', reason=reason or 'rolled back')
+            _mark(call.ledger, release_id, 'failed', call.t, event=event, reason=reason or 'rolled back')
+            changed = True
+        elif not quarantine and entry is not None and entry.get('state') == 'active':
+            # it ran and was not shown bad: on disk beside the others, not current, not verified, not failed
+            entry['state'] = 'staged'
+            entry['reverted'] = call.t
+            entry['reverted_iso'] = iso(call.t)
+            record = {'state': 'staged', 'time': call.t, 'iso': iso(call.t), 'event': event}
+            if reason:
+                record['reason'] = reason
+            entry.setdefault('history', []).append(record)
             changed = True
         _refresh_last_verified(call.ledger, call.exists)
     exclude = (release_id,) if release_id else ()

@@ -7,7 +7,8 @@ services, and the hosts' own revert watchdogs, found in each host's process tabl
 - a good deploy arms a watchdog on every host and leaves none behind; a failed deploy's rollback disarms them;
 - the controller is SIGKILLed right after the switch: with no further command, every host is back on the previous
   verified release, byte-identical, healthy, restore proven, within the deadline plus a few seconds, and its journal
-  says it reverted itself; the next run (recover.yml) reports it as an incident and changes nothing;
+  says it reverted itself, and the release is not quarantined; the next run (recover.yml) reports it as an
+  incident and changes nothing, and the same release then deploys again without force;
 - one host's network is cut after the switch: the run fails, its rollback cannot reach that host, the host reverts
   itself; when the network is back, recover.yml reports the self-revert and leaves the host as it is.
 
@@ -225,7 +226,10 @@ def test_controller_sigkilled_after_the_switch_every_host_reverts_itself(fcc):
         assert f['cause'] == 'not confirmed within %d s' % seconds
         assert f['started'] >= j['confirm']['deadline'], 'reverted before its deadline'
         assert state['current'] == before[host][0] == state['last_verified'] == state['served'], (host, state)
-        assert state['ledger'][new]['state'] == 'failed', state['ledger'][new]
+        # reverted for lack of confirmation, never shown bad: not quarantined
+        assert state['ledger'][new]['state'] == 'staged', state['ledger'][new]
+        assert state['ledger'][new]['history'][-1]['event'] == 'reverted', state['ledger'][new]['history']
+        assert j['outcome']['quarantined'] is False, j['outcome']
         assert matrix.digest(host) == before[host][1], '%s is not byte-identical to its snapshot' % host
         assert not state['lock'], '%s: the revert did not release the lock' % host
         assert watchdogs(matrix, host) == [], host
@@ -245,6 +249,16 @@ def test_controller_sigkilled_after_the_switch_every_host_reverts_itself(fcc):
         assert journal(matrix, host)['status'] == 'rolled_back'
     with open(glob.glob(os.path.join(cell_dir, 'incidents', 'inc-*.md'))[0], encoding='utf-8') as handle:
         assert 'Hosts that reverted by themselves' in handle.read()
+
+    # The same release deploys again without failsafe_force: nothing quarantined it.
+    again = os.path.join(cell_dir, 'again')
+    os.makedirs(again)
+    rc, dummy = matrix.play(again, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % new)
+    assert rc == 0, 'see %s/runs.log' % again
+    for host in hosts:
+        state = matrix.state(host)
+        assert state['current'] == state['last_verified'] == state['served'] == new, (host, state)
+        assert state['ledger'][new]['state'] == 'verified' and journal(matrix, host)['status'] == 'committed', host
 
 
 def test_a_cut_host_reverts_itself_and_recover_reports_it(fcc):

@@ -19,6 +19,7 @@ import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseRoot, ensure_active, ensure_staged, ensure_verified,
@@ -153,7 +154,8 @@ def test_an_unconfirmed_activation_is_reverted_by_the_host_itself(host):
     assert journal['confirm']['state'] == 'reverted'
     assert 'not confirmed within 2 s' in journal['outcome']['reason'] and journal['outcome']['verified'] is True
     assert ReleaseRoot(host['app_root']).read_current() == '1.0'
-    assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'failed'
+    # reverted for lack of confirmation, not shown bad: not quarantined
+    assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'staged'
     assert open(os.path.join(host['app_root'], 'shared', 'app.json')).read() == before
     assert ds.read_lock() is None, 'the revert releases the deploy lock'
     facts = _confirm.read_facts(ds)
@@ -165,7 +167,7 @@ def test_an_unconfirmed_activation_is_reverted_by_the_host_itself(host):
         engine.confirmed_commit(dict(host))
     assert 'host reverted before confirmation' in err.value.msg
     assert ds.read_journal()['status'] == 'rolled_back'
-    assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'failed'
+    assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'staged'
     # a rollback finds nothing to undo and says why
     res = engine.guarded_rollback(dict(host), no_run)
     assert res['nothing_to_undo'] and res['self_revert']['txid'] == journal['txid']
@@ -238,7 +240,7 @@ def test_a_commit_racing_the_deadline_ends_with_exactly_one_outcome(tmp_path):
             # the revert won: rolled back, on the previous release, and the commit said so loudly
             assert 'host reverted before confirmation' in answer['msg'], where
             assert journal['status'] == 'rolled_back' and journal['confirm']['state'] == 'reverted', where
-            assert current == '1.0' and ledger['2.0']['state'] == 'failed', where
+            assert current == '1.0' and ledger['2.0']['state'] == 'staged', where
             assert facts and facts['outcome'] == 'rolled_back' and facts['txid'] == journal['txid'], where
             seen['reverted'] += 1
         assert ds.read_lock() is None, where
@@ -250,6 +252,7 @@ def test_a_commit_racing_the_deadline_ends_with_exactly_one_outcome(tmp_path):
 HOLDER_CHILD = r'''
 import json, sys
 from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm, _engine
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
 params = json.loads(sys.argv[1])
@@ -295,3 +298,102 @@ def test_the_next_run_waits_for_a_rollback_still_running_and_then_opens(tmp_path
     assert [t['status'] for t in history if t['run_id'] == 'run-1'] == ['rolled_back']
     assert ds.read_journal()['run_id'] == 'run-2' and ds.read_journal()['status'] == 'open'
     assert not watchdogs(confirm_dir(host))
+
+
+# --- what an unconfirmed revert says, and what comes after it -------------------------------------------------------
+
+def _history(ds):
+    path = os.path.join(ds.dir, 'history.jsonl')
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def test_an_unconfirmed_revert_does_not_quarantine_and_the_release_deploys_again_without_force(host):
+    """Given an activation nobody confirmed and nobody showed bad, when the host reverts it at its deadline, then the
+    ledger, the journal and the history say it was reverted for lack of confirmation (not failed), and the next deploy
+    of the same release proceeds without force."""
+    activate(host, 1)
+    ds = DeployState(host['state_dir'], 'app')
+    wait_for(lambda: (ds.read_journal() or {}).get('confirm', {}).get('state') == 'reverted', 20,
+             'the host reverts itself')
+    rr = ReleaseRoot(host['app_root'])
+    assert rr.read_current() == '1.0'
+    entry = rr.load_ledger()['releases']['2.0']
+    assert entry['state'] == 'staged', entry
+    last = entry['history'][-1]
+    assert last['event'] == 'reverted' and 'not confirmed within 1 s' in last['reason'], last
+    assert not any(h['state'] == 'failed' for h in entry['history']), entry['history']
+    journal = ds.read_journal()
+    assert journal['outcome']['quarantined'] is False and 'not confirmed within 1 s' in journal['outcome']['reason']
+    closed = [t for t in _history(ds) if t['txid'] == journal['txid']]
+    assert [t['status'] for t in closed] == ['rolled_back'] and closed[0]['outcome']['quarantined'] is False
+    assert os.path.isdir(rr.release_path('2.0')), 'a release that ran stays on disk'
+    # the same release again, without force: not refused as quarantined
+    nxt = dict(host, run_id='run-2')
+    opened = engine.open_phase(nxt, no_run)
+    assert opened['needed'] is True and ds.read_journal()['run_id'] == 'run-2'
+    engine.activate_phase(dict(nxt, confirm_timeout=120), no_run)
+    engine.verify_phase(dict(nxt))
+    engine.confirmed_commit(dict(nxt))
+    assert rr.read_current() == '2.0' and rr.load_ledger()['releases']['2.0']['state'] == 'verified'
+
+
+def test_a_release_shown_bad_before_the_revert_is_quarantined_by_it(host):
+    """Given a verify that failed on the host after the activation (its controller died before the rollback), when
+    the host reverts at its deadline, then the journal recorded the failed verify and the release is quarantined."""
+    activate(host, 1)
+    with pytest.raises(engine.EngineError):
+        engine.verify_phase(dict(host, checks=[{'name': 'down', 'cmd': ['false'], 'retries': 0}]))
+    ds = DeployState(host['state_dir'], 'app')
+    steps = ds.read_journal()['steps']
+    assert [(s['step'], s['status']) for s in steps if s['step'] == 'verify'] == [('verify', 'failed')], steps
+    wait_for(lambda: (ds.read_journal() or {}).get('confirm', {}).get('state') == 'reverted', 20,
+             'the host reverts itself')
+    assert ReleaseRoot(host['app_root']).load_ledger()['releases']['2.0']['state'] == 'failed'
+    assert ds.read_journal()['outcome']['quarantined'] is True
+
+
+def test_a_verify_that_reaches_the_host_while_it_reverts_fails_and_writes_nothing(host, tmp_path):
+    """Given a host that began reverting (its restored release's check is still waiting), when the dead run's verify
+    reaches it and its checks pass, then the verify fails loudly and neither the journal nor the history records a
+    verification of the reverted transaction."""
+    gate = str(tmp_path / 'gate')
+    waiting = {'name': 'restored', 'cmd': ['sh', '-c', 'test -e %s' % gate], 'retries': 400, 'sleep': 0.05}
+    engine.open_phase(dict(host), no_run)
+    engine.activate_phase(dict(host, confirm_timeout=1, checks=[waiting]), no_run)
+    ds = DeployState(host['state_dir'], 'app')
+    try:
+        wait_for(lambda: (ds.read_journal() or {}).get('confirm', {}).get('state') == 'reverting', 20,
+                 'the host begins reverting')
+        with pytest.raises(FailsafeError) as err:
+            engine.verify_phase(dict(host, checks=[{'name': 'ok', 'cmd': ['true'], 'retries': 0}]))
+        assert 'revert' in err.value.msg and ds.read_journal()['txid'] in err.value.msg, err.value.msg
+        assert not [s for s in ds.read_journal().get('steps') or [] if s['step'] == 'verify']
+    finally:
+        open(gate, 'w').close()
+    wait_for(lambda: (ds.read_journal() or {}).get('confirm', {}).get('state') == 'reverted', 30,
+             'the host finishes its revert')
+    journal = ds.read_journal()
+    assert not [s for s in journal.get('steps') or [] if s['step'] == 'verify'], journal['steps']
+    closed = [t for t in _history(ds) if t['txid'] == journal['txid']]
+    assert closed and not [s for t in closed for s in t.get('steps') or [] if s['step'] == 'verify']
+    # after the revert, a verify still fails loudly and writes nothing
+    with pytest.raises(FailsafeError) as err:
+        engine.verify_phase(dict(host, checks=[{'name': 'ok', 'cmd': ['true'], 'retries': 0}]))
+    assert 'revert' in err.value.msg, err.value.msg
+    assert ds.read_journal() == journal
+
+
+def test_the_watchdogs_checks_do_not_wait_the_deploys_verify_delay(host):
+    """Given a deploy whose checks wait 30 s before their first attempt (failsafe_verify_delay), when the host reverts
+    an unconfirmed activation, then its checks of the restored release start at once: the revert ends within a few
+    seconds of the deadline."""
+    engine.open_phase(dict(host), no_run)
+    res = engine.activate_phase(dict(host, confirm_timeout=1, checks=[{'name': 'ok', 'cmd': ['true']}],
+                                     check_defaults={'delay': 30, 'retries': 2, 'sleep': 1, 'timeout': 5}), no_run)
+    ds = DeployState(host['state_dir'], 'app')
+    wait_for(lambda: (ds.read_journal() or {}).get('confirm', {}).get('state') == 'reverted', 12,
+             'the host reverts itself without the verify delay')
+    facts = _confirm.read_facts(ds)
+    assert facts['outcome'] == 'rolled_back' and facts['rollback']['checks'][0]['ok'] is True
+    assert facts['finished'] - res['confirm']['deadline'] < 8, facts

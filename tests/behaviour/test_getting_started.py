@@ -67,14 +67,34 @@ def fixture_walked(tmp_path_factory):
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
+def test_the_walk_through_writes_ansible_cfg_first_and_installs_the_tarball_and_its_requirements(walked):
+    work, transcript = walked
+    order = [t[1] if t[0] == 'file' else t[0] for t in transcript]
+    cfg = order.index(str(work / 'ansible.cfg'))
+    install = [i for i, t in enumerate(order) if 'ansible-galaxy collection install' in t]
+    assert len(install) == 1 and cfg < install[0], order
+    body, rc, out = transcript[install[0]]
+    assert 'failsafe-deploy-0.1.0.tar.gz' in body and rc == 0
+    assert 'pip install -r collections/ansible_collections/failsafe/deploy/requirements.txt' in body
+    # ansible.cfg was there first: no warning that the collection went somewhere ansible does not look
+    assert 'WARNING' not in out and 'collections path' not in out.lower(), out
+    assert 'jmespath' in out   # pip read the collection's requirements.txt
+    coll = work / 'collections' / 'ansible_collections' / 'failsafe' / 'deploy'
+    assert (coll / 'MANIFEST.json').is_file() and (coll / 'requirements.txt').is_file()
+
+
 def test_the_walk_through_deploys_an_own_app_and_rolls_back_its_broken_release(walked):
     work, transcript = walked
     runs = [t for t in transcript if isinstance(t[1], int)]
     deploys = [t for t in runs if 'failsafe.deploy.deploy' in t[0]]
-    assert len(deploys) == 2, 'the walk-through deploys twice: 1.0, then the broken 2.0'
-    assert deploys[0][2].rstrip().endswith('1.0')          # curl after the good deploy
-    assert '2.0 failed and was rolled back' in deploys[1][2]
-    assert 'ROLLED BACK' in deploys[1][2] and 'ROLLBACK FAILED' not in deploys[1][2]
+    assert len(deploys) == 3, 'the walk-through deploys three times: the missing 0.9, 1.0, then the broken 2.0'
+    # the first deploy is refused before anything changes, and says so
+    assert '0.9 was refused' in deploys[0][2] and 'nothing was deployed' in deploys[0][2]
+    assert 'myapp-0.9.tar.gz' in deploys[0][2]
+    assert 'REFUSED BEFORE ANY CHANGE' in deploys[0][2] and 'ROLLED BACK' not in deploys[0][2]
+    assert deploys[1][2].rstrip().endswith('1.0')          # curl after the good deploy
+    assert '2.0 failed and was rolled back' in deploys[2][2]
+    assert 'ROLLED BACK' in deploys[2][2] and 'ROLLBACK FAILED' not in deploys[2][2]
     # the host's real state: current, the app's answer, the ledger, the incident report
     app = work / 'target' / 'app'
     assert os.readlink(str(app / 'current')) == 'releases/1.0'
@@ -85,9 +105,12 @@ def test_the_walk_through_deploys_an_own_app_and_rolls_back_its_broken_release(w
     ledger = json.loads((app / '.failsafe' / 'ledger.json').read_text())
     assert ledger['last_verified'] == '1.0' and ledger['releases']['2.0']['state'] == 'failed'
     reports = sorted(p for p in os.listdir(str(work / 'failsafe-incidents')) if re.match(r'^inc-[^.]+\.json$', p))
-    assert len(reports) == 1
-    incident = json.loads((work / 'failsafe-incidents' / reports[0]).read_text())
-    assert incident['outcome'] == 'rolled_back'
+    incidents = [json.loads((work / 'failsafe-incidents' / r).read_text()) for r in reports]
+    assert [i['outcome'] for i in incidents if i['outcome'] != 'refused'] == ['rolled_back'], reports
+    incident = [i for i in incidents if i['outcome'] == 'rolled_back'][0]
+    # the report is JSON, Markdown and HTML, as the page says
+    for kind in ('report_json', 'report_markdown', 'report_html'):
+        assert os.path.isfile(incident['files'][kind]), kind
     assert "check 'health' failed" in json.dumps(incident['failures'])
     # the app is the reader's own, not the example app
     assert (app / 'current' / 'app.py').read_text() == (work / 'src' / 'app.py').read_text()

@@ -14,6 +14,9 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:  # the bench and the blue-green demo import this module outside pytest
+    sys.path.append(ROOT)
+from tests.helpers import free_port  # noqa: E402,F401  pylint: disable=wrong-import-position
 
 
 def ensure_prereqs():
@@ -36,12 +39,6 @@ def require():
     why = ensure_prereqs()
     if why:
         cannot_run('load balancer test cannot run: %s' % why)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, timeout=10.0, host='127.0.0.1'):

@@ -7,13 +7,12 @@ import json
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import tarfile
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.helpers import Receiver, free_port  # noqa: F401  (the behaviour tests import them from here)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.venv')), 'bin')
@@ -82,12 +81,6 @@ def fleet_env(fleet, base, dist):
     return env
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def tree_digest(paths):
     """Type, mode, owner and content hash or link target of every path below each of `paths` (absence too).
 
@@ -122,40 +115,6 @@ def tree_digest(paths):
     for p in paths:
         record(p, frozenset())
     return out
-
-
-class Receiver:
-    """A real HTTP server that records every JSON body POSTed to it, in order."""
-
-    def __init__(self):
-        self.events = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-                try:
-                    receiver.events.append(json.loads(body))
-                except ValueError:
-                    receiver.events.append({'unparsable': body.decode('utf-8', 'replace')})
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b'ok')
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = 'http://127.0.0.1:%d/hook' % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def kinds(self):
-        return [e.get('event') for e in self.events]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class LocalDeploy:

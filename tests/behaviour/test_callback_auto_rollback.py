@@ -17,18 +17,17 @@ real ``failsafe.deploy.rollback`` playbook started by the callback, and assertio
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import http.server
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
 
 from support import assert_no_ignored_callback_errors
+from tests.helpers import Receiver
 from tests.requires import require_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,35 +127,6 @@ ROLLBACK = '''\
 '''
 
 
-class Receiver:
-    """Real HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it, in order."""
-
-    def __init__(self):
-        self.received = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-                receiver.received.append(json.loads(body))
-                self.send_response(200)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = 'http://127.0.0.1:%d/hooks/%s' % (self.server.server_address[1], HOOK_TOKEN)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self):
-        return [r.get('event') for r in self.received]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def site(tmp_path):
     (tmp_path / 'library').mkdir()
@@ -178,7 +148,7 @@ def site(tmp_path):
 
 @pytest.fixture
 def receiver():
-    r = Receiver()
+    r = Receiver('/hooks/%s' % HOOK_TOKEN)
     yield r
     r.close()
 
@@ -225,7 +195,7 @@ def spool_events(site):
 
 
 def everything_written(site, proc, receiver):
-    text = proc.stdout + json.dumps(receiver.received if receiver else [])
+    text = proc.stdout + json.dumps(receiver.events if receiver else [])
     for path in (site / 'incidents').iterdir():
         text += path.read_text()
     return text
@@ -260,8 +230,8 @@ def test_failed_deploy_is_rolled_back_alerted_and_written_up(site, receiver):
     assert 'ROLLED BACK' in md and '| h1 | Restart the app |' in md and 'script_error' in md
 
     assert spool_events(site) == ['deploy_failed', 'rolled_back']
-    assert receiver.events() == ['deploy_failed', 'rolled_back']
-    assert receiver.received[0]['host'] == 'h1' and receiver.received[0]['task'] == 'Restart the app'
+    assert receiver.kinds() == ['deploy_failed', 'rolled_back']
+    assert receiver.events[0]['host'] == 'h1' and receiver.events[0]['task'] == 'Restart the app'
 
     assert 'rollback | PLAY [Roll back]' in out   # the child's output is echoed
     assert 'failsafe auto_rollback: ROLLED BACK' in out
@@ -270,7 +240,7 @@ def test_failed_deploy_is_rolled_back_alerted_and_written_up(site, receiver):
 
     leaked = everything_written(site, proc, receiver)
     assert HOOK_TOKEN not in leaked
-    report_and_alerts = json_path.read_text() + md_path.read_text() + json.dumps(receiver.received)
+    report_and_alerts = json_path.read_text() + md_path.read_text() + json.dumps(receiver.events)
     assert DB_SECRET not in report_and_alerts
 
 
@@ -278,7 +248,7 @@ def test_rescued_failure_starts_no_rollback(site, receiver):
     proc = run_playbook(site, receiver)
     assert proc.returncode == 0, proc.stdout
     assert not list(site.glob('*.marker'))
-    assert spool_events(site) == [] and receiver.events() == []
+    assert spool_events(site) == [] and receiver.kinds() == []
     assert not list(site.glob('incidents/inc-*'))
     assert 'no failure, no rollback needed' in proc.stdout
 
@@ -294,8 +264,8 @@ def test_failed_rollback_is_loud(site, receiver):
     assert 'rollback playbook exited 2' in data['summary']['reason']
     assert md_path.read_text().startswith('# Incident %s: ROLLBACK FAILED' % data['incident_id'])
     assert spool_events(site) == ['deploy_failed', 'rollback_failed']
-    assert receiver.events() == ['deploy_failed', 'rollback_failed']
-    assert receiver.received[-1]['severity'] == 'critical'
+    assert receiver.kinds() == ['deploy_failed', 'rollback_failed']
+    assert receiver.events[-1]['severity'] == 'critical'
 
 
 def test_scope_failed_rolls_back_only_the_failed_host(site):
@@ -363,7 +333,7 @@ def test_under_ansible_runner_as_awx_runs_it(site, receiver):
         assert marker['release_version'] == '2.0' and marker['host']['txid'] == 'tx-%s' % host
     data = incident(site)[0]
     assert data['outcome'] == 'rolled_back'
-    assert receiver.events() == ['deploy_failed', 'rolled_back']
+    assert receiver.kinds() == ['deploy_failed', 'rolled_back']
     log = (site / 'incidents' / (data['incident_id'] + '.rollback.log')).read_text()
     assert '--inventory %s' % (site / 'inventory.ini') in log
     assert 'PLAY RECAP' in log   # the default stdout callback, not awx_display
@@ -411,4 +381,4 @@ def test_given_a_real_deploy_state_when_a_deploy_fails_then_the_real_rollback_pl
     assert ledger['releases']['3.0.0']['state'] == 'failed' and ledger['last_verified'] == '1.0.0'
     assert not os.path.exists(d.lock_path())
     assert d.http('/version') == (200, '1.0.0')
-    assert d.receiver.events() == ['deploy_failed', 'rolled_back']   # this module's receiver (see the fixture)
+    assert d.receiver.kinds() == ['deploy_failed', 'rolled_back']   # this module's receiver (see the fixture)

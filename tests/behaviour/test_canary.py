@@ -17,7 +17,6 @@ every host's example app each second, under a steady load from this machine.
 
 import ctypes
 import glob
-import http.client
 import json
 import os
 import select
@@ -25,12 +24,12 @@ import struct
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
 import lb
 from support import ROOT, assert_log_has_no_ignored_callback_errors, fleet_env, load_example_build
+from tests.helpers import SteadyLoad
 
 pytestmark = pytest.mark.fleet
 
@@ -41,29 +40,6 @@ ERROR_RATE = ('sum(rate(app_errors_total{instance=~"$canary"}[5s])) '
               '/ sum(rate(app_request_duration_seconds_count{instance=~"$canary"}[5s]))')
 # Errors answered by the canary's processes since they started (each activation restarts the app).
 ERRORS_SINCE_START = 'sum(app_errors_total{instance=~"$canary"})'
-
-
-class Load:
-    """A steady load on / of the instances in ``targets`` (changeable at any time), from a thread of the test."""
-
-    def __init__(self):
-        self.targets = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stopped.is_set():
-            for instance in list(self.targets):
-                try:
-                    urllib.request.urlopen('http://%s/' % instance, timeout=2).read()
-                except (OSError, http.client.HTTPException):
-                    pass  # 500s of the flaky release, a host restarting its app
-            time.sleep(0.02)
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join(timeout=10)
 
 
 class Canary:
@@ -160,7 +136,7 @@ def canary(fleet, prometheus, tmp_path):
     assert rc == 0, 'the first deploy of 1.0.0 failed: see %s/run.log' % run_dir
     prometheus.set_targets(list(setup.instances.values()))
     prometheus.wait_for('count(up{job="app"} == 1)', lambda r: r and float(r[0]['value'][1]) == 3, timeout=60)
-    setup.load = Load()
+    setup.load = SteadyLoad()
     try:
         yield setup
     finally:

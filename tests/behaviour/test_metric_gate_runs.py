@@ -7,18 +7,17 @@ four, or 2.0.0 again), both under a steady load from the test. Also bad input an
 that does not parse, a Prometheus that does not answer, and a marginal result that pauses until a person promotes
 or aborts."""
 
-import http.client
 import json
 import os
 import subprocess
 import tarfile
-import threading
 import time
 import urllib.request
 
 import pytest
 
 from support import DEMO, ROOT, VENV_BIN, free_port, load_example_build
+from tests.helpers import SteadyLoad
 
 ERROR_RATE = ('sum(rate(app_errors_total{instance=~"$canary"}[5s])) '
               '/ sum(rate(app_request_duration_seconds_count{instance=~"$canary"}[5s]))')
@@ -54,29 +53,6 @@ class App:
         self.log.close()
 
 
-class Load:
-    """A steady load on / of the given instances, from a thread of the test."""
-
-    def __init__(self, instances):
-        self.instances = list(instances)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stopped.is_set():
-            for instance in self.instances:
-                try:
-                    urllib.request.urlopen('http://%s/' % instance, timeout=2).read()
-                except (OSError, http.client.HTTPException):
-                    pass  # a 500 is what the flaky release answers
-            time.sleep(0.02)
-
-    def stop(self):
-        self.stopped.set()
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope='module')
 def apps(tmp_path_factory, prometheus):
     base = str(tmp_path_factory.mktemp('gate-apps'))
@@ -89,7 +65,7 @@ def apps(tmp_path_factory, prometheus):
     everyone = [baseline, flaky, good, slow]
     prometheus.set_targets([a.instance for a in everyone])
     # the slow release gets a load of its own, so that its 0.25 s answers do not slow the others' load down
-    loads = [Load([baseline.instance, flaky.instance, good.instance]), Load([slow.instance])]
+    loads = [SteadyLoad([baseline.instance, flaky.instance, good.instance]), SteadyLoad([slow.instance])]
     try:
         # a few scrapes with traffic in them, on every app
         prometheus.wait_for('count(rate(app_request_duration_seconds_count[5s]) > 0)',

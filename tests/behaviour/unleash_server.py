@@ -4,11 +4,12 @@ admin API token and a client API token. Stopped and removed by ``stop()``."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
+
+from tests.helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PG = '/usr/lib/postgresql/15/bin'
@@ -27,12 +28,6 @@ unleash.start({
 """
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _as_postgres(argv):
     return subprocess.run(['runuser', '-u', 'postgres', '--'] + argv, check=True, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=120)
@@ -49,8 +44,8 @@ class UnleashServer:
         os.chmod(self.dir, 0o755)
         self.data = os.path.join(self.dir, 'pg')
         shutil.chown(self.dir, 'postgres')
-        self.pg_port = _free_port()
-        self.port = _free_port()
+        self.pg_port = free_port()
+        self.port = free_port()
         self.url = 'http://127.0.0.1:%d' % self.port
         self.proc = None
         self.log = os.path.join(self.dir, 'unleash.log')

@@ -13,12 +13,10 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import atexit
-import http.server
 import json
 import os
 import sys
 import textwrap
-import threading
 
 import pytest
 import yaml
@@ -28,6 +26,7 @@ from ansible import context
 from ansible.utils.context_objects import CLIArgs
 
 from ansible_collections.failsafe.deploy.plugins.callback import auto_rollback
+from ansible_collections.failsafe.deploy.tests.helpers import Receiver
 
 NAME = 'failsafe.deploy.auto_rollback'
 SECRET_HOOK_TOKEN = 'Zq9SECRETHOOKTOKEN'
@@ -463,32 +462,8 @@ def test_no_log_results_are_censored(env):
     assert all('censored' in f['result'] for f in data['failures'])
 
 
-class Receiver:
-    def __init__(self):
-        self.received = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-                receiver.received.append(json.loads(body))
-                self.send_response(200)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = 'http://127.0.0.1:%d/hooks/%s' % (self.server.server_address[1], SECRET_HOOK_TOKEN)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_webhook_gets_alerts_in_order_and_its_url_never_leaks(env):
-    receiver = Receiver()
+    receiver = Receiver('/hooks/%s' % SECRET_HOOK_TOKEN)
     try:
         cb, display = make_callback(env, webhook_url=receiver.url, redact_values=['S3cretValue'])
         task = FakeTask('Notify %s' % receiver.url)
@@ -497,9 +472,9 @@ def test_webhook_gets_alerts_in_order_and_its_url_never_leaks(env):
         cb.v2_playbook_on_stats(FakeStats(['web1', 'web2'], failures={'web1': 1, 'web2': 1}))
     finally:
         receiver.close()
-    assert [a['event'] for a in receiver.received] == ['deploy_failed', 'deploy_failed', 'rolled_back']
-    assert [a['event'] for a in receiver.received] == [a['event'] for a in spool(env)]
-    everything = json.dumps(receiver.received) + display.text() + '\n'.join(display.warnings)
+    assert [a['event'] for a in receiver.events] == ['deploy_failed', 'deploy_failed', 'rolled_back']
+    assert [a['event'] for a in receiver.events] == [a['event'] for a in spool(env)]
+    everything = json.dumps(receiver.events) + display.text() + '\n'.join(display.warnings)
     for path in (env / 'reports').iterdir():
         everything += path.read_text()
     assert SECRET_HOOK_TOKEN not in everything and 'S3cretValue' not in everything

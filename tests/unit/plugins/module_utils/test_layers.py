@@ -24,6 +24,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseRoot, ensure_active, ensure_staged, ensure_verified,
 )
+from ansible_collections.failsafe.deploy.tests.helpers import free_port
 
 
 def digest(top):
@@ -147,14 +148,6 @@ def test_release_layer_undo_of_a_first_release_leaves_no_current(tmp_path):
 
 # --- service (real supervisord) -------------------------------------------------------------------------------------
 
-def _free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _answer(port):
     try:
         with socket.create_connection(('127.0.0.1', port), timeout=1) as conn:
@@ -177,7 +170,7 @@ def supervisor(tmp_path):
                     'childlogdir=%(d)s\n[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = '
                     'supervisor.rpcinterface:make_main_rpcinterface\n[supervisorctl]\nserverurl=unix://%(d)s/s.sock\n'
                     '[include]\nfiles = %(d)s/conf.d/*.conf\n' % {'d': str(d)})
-    port = _free_port()
+    port = free_port()
     settings = {'manager': 'supervisor', 'name': 'web', 'supervisorctl': ctl, 'supervisord': sd,
                 'conf': str(conf), 'start': True, 'log': str(d / 'web.log')}
     yield settings, d, port

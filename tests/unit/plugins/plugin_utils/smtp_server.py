@@ -14,11 +14,11 @@ import email
 import email.policy
 import ipaddress
 import os
-import socket
 import ssl
 import subprocess
 import threading
 
+from ansible_collections.failsafe.deploy.tests.helpers import free_port
 from ansible_collections.failsafe.deploy.tests.requires import require_module
 
 SMTP_USER = 'deploy-bot'
@@ -56,12 +56,6 @@ def make_certificate(directory):
         handle.write(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert, key
-
-
-def free_port(hostname='127.0.0.1'):
-    with socket.socket() as sock:
-        sock.bind((hostname, 0))
-        return sock.getsockname()[1]
 
 
 class SmtpServer:

@@ -7,56 +7,17 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import http.server
 import json
 import os
 import socket
 import stat
-import threading
 import time
 
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
     AlertDispatcher, SpoolSender, WebhookSender)
-
-
-class Receiver:
-    """A real HTTP server that records JSON POSTs and answers with scripted status codes (then 200)."""
-
-    def __init__(self, statuses=()):
-        self.received = []
-        self.statuses = list(statuses)
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
-                body = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-                with receiver.lock:
-                    receiver.received.append({'path': self.path, 'type': self.headers.get('Content-Type'),
-                                              'json': json.loads(body.decode('utf-8'))})
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header('Content-Length', '2')
-                self.end_headers()
-                self.wfile.write(b'ok')
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.url = 'http://127.0.0.1:%d/hook/SECRETPATH?token=t0k3n' % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-    @property
-    def events(self):
-        return [r['json'].get('event') for r in self.received]
+from ansible_collections.failsafe.deploy.tests.helpers import Receiver, free_port
 
 
 @pytest.fixture
@@ -64,7 +25,7 @@ def receiver():
     servers = []
 
     def make(statuses=()):
-        server = Receiver(statuses)
+        server = Receiver('/hook/SECRETPATH?token=t0k3n', statuses)
         servers.append(server)
         return server
     yield make
@@ -83,11 +44,7 @@ def silent_server():
 
 
 def free_port_url():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return 'http://127.0.0.1:%d/hook?token=t0k3n' % port
+    return 'http://127.0.0.1:%d/hook?token=t0k3n' % free_port()
 
 
 def test_webhook_posts_json(receiver):
@@ -105,7 +62,7 @@ def test_webhook_retries_on_500_then_succeeds(receiver):
     result = sender.send({'event': 'rolled_back'})
     assert result.ok
     assert result.attempts == 3
-    assert server.events == ['rolled_back'] * 3
+    assert server.kinds() == ['rolled_back'] * 3
     assert sleeps == [0.1, 0.2]   # exponential backoff
 
 
@@ -183,7 +140,7 @@ def test_dispatcher_delivers_in_order_and_spools_at_once(receiver, tmp_path):
         with open(spool_path) as handle:
             assert json.loads(handle.readlines()[-1])['event'] == event
     assert dispatcher.flush(timeout=10)
-    assert server.events == ['deploy_failed', 'deploy_failed', 'deploy_failed_2', 'rolled_back']
+    assert server.kinds() == ['deploy_failed', 'deploy_failed', 'deploy_failed_2', 'rolled_back']
     assert [r['webhook'] for r in dispatcher.records] == ['delivered'] * 3
     assert dispatcher.problems() == []
 

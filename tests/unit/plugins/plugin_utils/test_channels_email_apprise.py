@@ -9,14 +9,12 @@ and the replay of what a channel never received."""
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
-import http.server
 import io
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -28,6 +26,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import (
     AppriseChannel, EmailChannel, build_channels)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
+# a local HTTP server standing in for a service reached through Apprise (``json://`` posts JSON to it)
+from ansible_collections.failsafe.deploy.tests.helpers import Receiver as JsonReceiver
 from ansible_collections.failsafe.deploy.tests.requires import require_module
 from ansible_collections.failsafe.deploy.tests.unit.plugins.plugin_utils.smtp_server import (
     SMTP_PASSWORD, SMTP_USER, SmtpServer, free_port)
@@ -194,35 +194,6 @@ def test_email_needs_a_sender_and_recipients_and_says_which_setting_is_missing()
 
 
 # Apprise -----------------------------------------------------------------------------------------------------
-
-class JsonReceiver:
-    """A local HTTP server standing in for a service reached through Apprise (``json://`` posts JSON to it)."""
-
-    def __init__(self, port=0):
-        self.received = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
-                raw = self.rfile.read(int(self.headers.get('Content-Length') or 0))
-                receiver.received.append({'path': self.path, 'json': json.loads(raw.decode('utf-8'))})
-                self.send_response(200)
-                self.send_header('Content-Length', '0')
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 APPRISE_TOKEN = 'ApPr1seT0kenInThePath'
 

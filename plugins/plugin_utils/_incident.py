@@ -19,10 +19,10 @@ import datetime
 import json
 import os
 import re
-import tempfile
 import time
 import uuid
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines, failure_details
 
@@ -63,38 +63,9 @@ def new_incident_id(timestamp=None):
     return 'inc-%s-%s' % (stamp, uuid.uuid4().hex[:8])
 
 
-def fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_text_atomic(path, text, mode=0o600):
     """Write ``text`` to ``path`` atomically: temp file beside it, fsync, os.replace, fsync the directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(directory)
+    atomic_write_bytes(os.path.abspath(path), text.encode('utf-8'), mode=mode, controller=True)
     return path
 
 

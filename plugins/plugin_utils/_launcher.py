@@ -37,6 +37,8 @@ import time
 from ansible.module_utils.common.sentinel import Sentinel
 from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
+
 CHILD_ENV = 'FAILSAFE_ROLLBACK_CHILD'
 RESULT_ENV = 'FAILSAFE_ROLLBACK_RESULT'
 CALLBACK_FQCN = 'failsafe.deploy.auto_rollback'
@@ -339,15 +341,8 @@ def write_rollback_vars(path, run_id, hosts, incident_id, connection=None, stage
                   if host_stages and list(host_stages) != ['code'])
     if staged:
         data['failsafe_rollback_stages'] = staged
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = path + '.tmp'
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(os.path.abspath(path), json.dumps(data, indent=2, sort_keys=True).encode('utf-8'), mode=0o600,
+                       controller=True)
     return data
 
 

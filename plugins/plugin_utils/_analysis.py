@@ -48,13 +48,15 @@ __metaclass__ = type
 
 import math
 
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._errors import ControllerSideError
+
 NO_DATA_POLICIES = ('fail', 'pause', 'ignore')
 DIRECTIONS = ('increase', 'decrease', 'either')
 PASS, MARGINAL, FAIL = 'pass', 'marginal', 'fail'
 VERDICTS = (PASS, MARGINAL, FAIL)
 
 
-class AnalysisError(ValueError):
+class AnalysisError(ControllerSideError, ValueError):
     """Bad input to an analysis (a setting out of range, not a number)."""
 
 

@@ -26,13 +26,14 @@ from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.six.moves.urllib.parse import quote
 from ansible.module_utils.six.moves.urllib.request import Request, build_opener, HTTPSHandler
 
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._errors import ControllerSideError
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._launcher import LaunchResult
 
 API_PATHS = {'v2': '/api/v2/', 'controller': '/api/controller/v2/'}
 FINAL_STATUSES = ('successful', 'failed', 'error', 'canceled')
 
 
-class ControllerError(Exception):
+class ControllerError(ControllerSideError):
     """A request to the controller failed; the message never contains the token."""
 
     def __init__(self, message, status=None):

@@ -30,17 +30,18 @@ from urllib.parse import urlencode
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _analysis
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._errors import ControllerSideError
 
 ON_MARGINAL = ('pause', 'fail')
 DECISIONS = ('promote', 'abort')
 PLACEHOLDERS = ('$canary', '$baseline')
 
 
-class GateError(ValueError):
+class GateError(ControllerSideError, ValueError):
     """Bad gate settings: raised before any query."""
 
 
-class PrometheusError(Exception):
+class PrometheusError(ControllerSideError):
     """Prometheus did not answer, or answered with an error (the text says which)."""
 
 

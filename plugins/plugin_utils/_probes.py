@@ -33,6 +33,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._errors import ControllerSideError
+
 KINDS = ('tcp', 'http', 'dns', 'disk', 'command')
 DEFAULT_TIMEOUT = 2.0
 BODY_EXCERPT = 300
@@ -41,7 +43,7 @@ _NAME = re.compile(r'^([A-Za-z0-9_.-]+)=(.+)$')
 _UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 
 
-class DependencyError(ValueError):
+class DependencyError(ControllerSideError, ValueError):
     """An entry of the ``dependencies`` option that cannot be understood."""
 
 

@@ -20,10 +20,14 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._applied import fingerprint
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError, archive_size
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
 
 CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
+# The activate role's templates (supervisor's files): found from the open phase too, which runs in another role.
+ACTIVATE_TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                  'roles', 'activate', 'templates')
 
 
 def controller_pid():
@@ -82,14 +86,16 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
     def _rendered(self, spec, task_vars):
-        """A file given by ``src`` (a template on the controller, found as the template module finds it) becomes
-        one given by ``content``, rendered here with the task's variables."""
+        """A file given by ``src`` (a template on the controller, found as the template module finds it, or among
+        the activate role's templates) becomes one given by ``content``, rendered here with the task's variables."""
         if not isinstance(spec, dict) or spec.get('content') is not None or not spec.get('src'):
             return spec
         try:
             source = self._find_needle('templates', spec['src'])
         except AnsibleError as e:
-            raise AnsibleActionFail('template %s for %s: %s' % (spec['src'], spec.get('dest'), to_native(e)))
+            source = os.path.join(ACTIVATE_TEMPLATES, spec['src'])
+            if os.path.isabs(spec['src']) or not os.path.isfile(source):
+                raise AnsibleActionFail('template %s for %s: %s' % (spec['src'], spec.get('dest'), to_native(e)))
         data = trust_as_template(self._loader.get_text_file_contents(source))
         searchpath = list(task_vars.get('ansible_search_path', [])) + [self._loader._basedir, os.path.dirname(source)]
         searchpath = [x for p in searchpath for x in (os.path.join(p, 'templates'), p)]
@@ -100,6 +106,20 @@ class ActionModule(ActionBase):
         rendered.pop('src')
         rendered['content'] = templar.template(data, escape_backslashes=False) or ''
         return rendered
+
+    def _applied(self, args, task_vars):
+        """What the deploy applies besides the release, as checksums, for the open phase to compare with what the
+        running release was committed with: the files rendered as the activation renders them, the directories,
+        the service and the flag settings (only checksums go to the host)."""
+        files = []
+        for spec in args.pop('files', None) or []:
+            try:
+                files.append(self._rendered(spec, task_vars))
+            except AnsibleError:
+                # a template that needs what only the activation has (a fact of its before hook): known by its
+                # source; the activation renders it, or fails on it, as before
+                files.append(spec)
+        return fingerprint(files, args.pop('directories', None), args.get('service'), args.pop('flags', None))
 
     def _declared_size(self, src):
         """The bytes the members of the release archive src (on the controller) declare, so that the open phase
@@ -133,6 +153,9 @@ class ActionModule(ActionBase):
                 size = self._declared_size(args['src'])
                 if size is not None:
                     args['src_size'] = size
+            if args.get('release') and not args.get('applied'):
+                args['applied'] = self._applied(args, task_vars)
+            args.pop('flags', None)
         cleanup = False
         if phase == 'activate' and args.get('files'):
             args['files'] = [self._rendered(spec, task_vars) for spec in args['files']]
@@ -166,7 +189,10 @@ class ActionModule(ActionBase):
             if phase == 'commit' and not res.get('failed') and not self._task.check_mode and res.get('msg'):
                 command = rollback_command(args.get('run_id'), self._loader)
                 res['rollback_command'] = command
-                res['msg'] += ' To roll this deploy back to the release before it: %s' % command
+                if res.get('config_change'):
+                    res['msg'] += ' To roll this configuration change back to the configuration before it: %s' % command
+                else:
+                    res['msg'] += ' To roll this deploy back to the release before it: %s' % command
             if phase == 'query' and not res.get('failed'):
                 lock = res.get('lock')
                 res['controller'] = hostname

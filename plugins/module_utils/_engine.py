@@ -24,10 +24,11 @@ import os
 import pwd
 import time
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._applied import differences, fingerprint
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import _crash_point, atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
-from ansible_collections.failsafe.deploy.plugins.module_utils._health import normalize_checks, run_checks
+from ansible_collections.failsafe.deploy.plugins.module_utils._health import CheckError, normalize_checks, run_checks
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     DeployState, JournalError, ensure_closed, ensure_locked, ensure_open, ensure_step, ensure_unlocked, iso,
     lock_expired,
@@ -37,8 +38,8 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
-    ReleaseRoot, archive_size, check_archive_size, ensure_active, ensure_pruned, ensure_query as release_query,
-    ensure_staged, ensure_verified,
+    ReleaseError, ReleaseRoot, archive_size, check_archive_size, ensure_absent, ensure_active, ensure_pruned,
+    ensure_query as release_query, ensure_staged, ensure_verified, validate_release_id,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
 
@@ -115,8 +116,21 @@ def layers_of(txn):
 UNDO_ORDER = {'files': 0, 'release': 1}
 
 
+def is_config_change(txn, release=None):
+    """Whether the transaction deploys a configuration change of the release that was already running."""
+    return bool((txn.get('data') or {}).get('config_change')) and txn.get('release') == txn.get('previous_release') \
+        and (release is None or release == txn.get('release'))
+
+
 def _activated(txn):
     return any(s.get('step') == 'activate' for s in txn.get('steps') or [])
+
+
+def _shown_bad(txn):
+    """Whether the journal records that the release was shown bad on this host after its activation (a failed
+    verify): what quarantines it when the host reverts an activation nobody confirmed."""
+    return _activated(txn) and any(s.get('step') == 'verify' and s.get('status') == 'failed'
+                                   for s in txn.get('steps') or [])
 
 
 # --- rollback -----------------------------------------------------------------------------------------------------
@@ -159,8 +173,75 @@ def _generic_layer(entry, p, run):
     return cls(options, run)
 
 
+def recorded_service(layers):
+    """The service settings the transaction recorded with its service layer, or None when it recorded none."""
+    for entry in layers:
+        if entry['kind'] == 'service' and entry.get('options'):
+            return dict(entry['options'])
+    return None
+
+
+def release_service(app_root, release):
+    """The service settings the ledger recorded for a release when it was verified, or None."""
+    if not release:
+        return None
+    service = (ReleaseRoot(app_root).load_ledger()['releases'].get(release) or {}).get('service')
+    return dict(service) if isinstance(service, dict) and service else None
+
+
+def _remember_service(rr, release, service):
+    """Record in the ledger the service settings a verified release runs with (a later rollback to it starts its
+    service with them when it is not running)."""
+    ledger = rr.load_ledger()
+    entry = ledger['releases'].get(release)
+    if entry is None or entry.get('service') == service:
+        return False
+    entry['service'] = service
+    rr.save_ledger(ledger)
+    return True
+
+
+def _remember_applied(rr, release, applied):
+    """Record in the ledger what a verified release was deployed with besides its code (checksums of its
+    configuration, service and flag settings)."""
+    ledger = rr.load_ledger()
+    entry = ledger['releases'].get(release)
+    if entry is None or entry.get('applied') == applied:
+        return False
+    entry['applied'] = applied
+    rr.save_ledger(ledger)
+    return True
+
+
+def _nothing_deployed(txn, app_root):
+    """Whether the journal records that no release was deployed before this transaction and no ``current`` link is
+    there now: then a rollback has no release to go back to, and none to check."""
+    return bool(txn.get('release')) and txn.get('previous_release') is None \
+        and ReleaseRoot(app_root).current_target() is None
+
+
+def _remove_staged(txn, app_root, report):
+    """Remove the release directory this transaction staged (the journal says it was not there before), unless the
+    release became current or went beyond staged (a release shown bad stays, quarantined, for investigation; one that
+    ran and was reverted unconfirmed stays, for the next deploy)."""
+    staged = txn.get('staged_release')
+    if not staged or staged != txn.get('release') or _activated(txn):
+        return None
+    rr = ReleaseRoot(app_root)
+    state = (rr.load_ledger()['releases'].get(staged) or {}).get('state')
+    if rr.read_current() == staged or state not in (None, 'staged'):
+        return None
+    report['step'] = 'remove release %s, staged by this transaction' % staged
+    if not ensure_absent(rr, staged)['changed']:
+        return None
+    report['removed_release'] = staged
+    _crash_point('engine.staged-removed')
+    return staged
+
+
 def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
-    """Undo files and release pointer, restart the service on what they restored, check health, prove the restore."""
+    """Undo files and release pointer, remove the release this transaction staged and never ran, restart the service
+    on what they restored (or start it when it is not running), check health, prove the restore."""
     kinds = [entry['kind'] for entry in layers]
     app_root = txn.get('app_root') or p.get('app_root')
     state_layers = sorted((e for e in layers if e['kind'] in UNDO_ORDER), key=lambda e: UNDO_ORDER[e['kind']])
@@ -173,17 +254,28 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
             _progress(ds, txn, kind)
             _crash_point('engine.files-undone')
         else:
-            res = ReleaseLayer(app_root).undo(entry['record'], reason=reason, quarantine=quarantine)
+            res = ReleaseLayer(app_root).undo(entry['record'], reason=reason, quarantine=quarantine,
+                                              event='reverted' if p.get('unconfirmed') else 'rolled back')
             report['target_release'] = res['target']
             report['quarantined'] = res['quarantined']
             _progress(ds, txn, kind)
             _crash_point('engine.release-undone')
         report['layers'].append({'kind': kind, 'undone': True})
-    # Without a release layer nothing switched: what runs is what ran before, and it keeps serving.
-    serving = report['target_release'] is not None if 'release' in kinds else True
-    service = ServiceLayer(p.get('service') or {}, run)
-    managed = (p.get('service') or {}).get('manager', 'supervisor') != 'none'
-    if 'service' in kinds and p.get('restart', True) and managed:
+    removed = _remove_staged(txn, app_root, report)
+    # Without a release layer nothing switched: what runs is what ran before, and it keeps serving; unless the
+    # journal records that nothing was deployed before (a first deploy): then there is no release to serve.
+    if 'release' in kinds:
+        serving = report['target_release'] is not None
+    else:
+        serving = not _nothing_deployed(txn, app_root)
+    report['nothing_deployed'] = not serving and bool(txn.get('release'))
+    # The service as the transaction recorded it (a journal of an older version recorded none: the rollback's own).
+    settings = recorded_service(layers) if 'service' in kinds else None
+    if 'service' in kinds and settings is None:
+        settings = dict(p.get('service') or {})
+    restart = p.get('restart', True)
+    if 'service' in kinds and restart and settings.get('manager', 'supervisor') != 'none':
+        service = ServiceLayer(settings, run)
         report['step'] = 'restart the service' if serving else 'stop and unload the service of a first release'
         service.undo({}, serving=serving)
         problems = service.verify({}, serving=serving)
@@ -191,12 +283,27 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
             raise LayerError('; '.join(problems))
         report['layers'].append({'kind': 'service', 'undone': True, 'action': 'restarted' if serving else 'unloaded'})
         _progress(ds, txn, 'service')
+    elif 'service' not in kinds and restart and serving and txn.get('release'):
+        # The transaction never changed the service, but the release restored may not be running (the host crashed
+        # or rebooted during the deploy): start it with the settings the ledger recorded for it when it was
+        # verified. A release with no such record has no service this rollback knows of, and none is touched.
+        settings = release_service(app_root, ReleaseRoot(app_root).read_current())
+        if settings and settings.get('manager', 'supervisor') != 'none':
+            service = ServiceLayer(settings, run)
+            if not service.running():
+                report['step'] = 'start the service of the restored release'
+                service.apply({}, {}, restart=False)
+                problems = service.verify({})
+                if problems:
+                    raise LayerError('; '.join(problems))
+                report['service_started'] = settings.get('name') or True
     _crash_point('engine.service-undone')
     undone_at = time.time()
     if serving and p.get('checks'):
         report['step'] = 'check the health of the restored release'
         specs = normalize_checks(p['checks'], p.get('check_defaults'))
-        ok, results, msg = run_checks(specs)
+        # the host's own revert waits no delay before the first attempt (check_delay 0): its retries cover the start
+        ok, results, msg = run_checks(specs, delay=p.get('check_delay'))
         report['checks'] = results
         if not ok:
             raise LayerError(msg, checks=results)
@@ -209,6 +316,9 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
             problems += FilesLayer(_store_dir(p)).verify(entry['record'])
         else:
             problems += ReleaseLayer(app_root).verify({'target': report['target_release']})
+    if removed and ReleaseRoot(app_root).has_release_dir(removed):
+        problems.append('release %s, staged by this transaction, is still in %s'
+                        % (removed, ReleaseRoot(app_root).releases_dir))
     if problems:
         raise LayerError('the restored state does not match the snapshot: %s' % '; '.join(problems))
     return undone_at, checked_at
@@ -247,6 +357,9 @@ def rollback(p, run, check_mode=False):
     done_before = set((txn.get('rollback') or {}).get('stages_done') or []) if p.get('stages') else set()
     before = ReleaseRoot(app_root).read_current() if 'release' in kinds else None
     quarantine = _activated(txn) or (before is not None and before == txn.get('release'))
+    if p.get('unconfirmed'):
+        # the host reverts an activation nobody confirmed: quarantined only when it was shown bad after activation
+        quarantine = _shown_bad(txn)
     reason = p.get('reason') or 'rollback requested'
     report = {'txid': txn.get('txid'), 'run_id': txn.get('run_id'), 'failed_release': txn.get('release'),
               'quarantined': False, 'target_release': None, 'restored': [], 'verified': False, 'layers': [],
@@ -268,7 +381,8 @@ def rollback(p, run, check_mode=False):
     undone_at = checked_at = None
     try:
         for stage in stages:
-            if stage == 'code' and by_stage['code']:
+            # a deploy's code stage runs even with no layer recorded: a staged release to remove, a service to start
+            if stage == 'code' and (by_stage['code'] or txn.get('release')):
                 undone_at, checked_at = _code_stage(p, run, txn, by_stage['code'], ds, report, reason, quarantine)
             for entry in reversed(by_stage[stage] if stage != 'code' else []):
                 key = layer_key(entry)
@@ -305,16 +419,28 @@ def rollback(p, run, check_mode=False):
         report['step'] = 'close the transaction'
         ensure_closed(ds, 'rolled_back', txn['run_id'],
                       data={'reason': reason, 'target': report['target_release'], 'restored': report['restored'],
-                            'verified': True, 'layers': [layer_key(e) for e in layers]})
+                            'verified': True, 'layers': [layer_key(e) for e in layers],
+                            'quarantined': report['quarantined']})
     except (FailsafeError, OSError, IOError) as exc:
         raise _rollback_failed(ds, txn, reason, report, getattr(exc, 'msg', None) or str(exc),
                                dict(getattr(exc, 'details', {}) or {}))
     except Exception as exc:  # any other error from a layer must still leave the journal saying so
         raise _rollback_failed(ds, txn, reason, report, '%s: %s' % (type(exc).__name__, exc), {})
     report.pop('step', None)
+    restored = report['target_release']
+    if restored is None and report.get('nothing_deployed'):
+        restored = 'nothing deployed (no release before it)'
+    if is_config_change(txn) and 'release' not in kinds:
+        report['config_change'] = list(txn['data']['config_change'])
+        return {'changed': True, 'failsafe_rollback': report,
+                'msg': 'rolled back transaction %s, the configuration change of release %s (%s): the configuration '
+                       'before it is restored, %d path(s), restore proven; release %s stays verified (the '
+                       'configuration change failed, not the release)'
+                       % (txn.get('txid'), txn.get('release'), ', '.join(txn['data']['config_change']),
+                          len(report['restored']), txn.get('release'))}
     return {'changed': True, 'failsafe_rollback': report,
             'msg': 'rolled back transaction %s: %s -> %s, %d path(s) restored, restore proven'
-                   % (txn.get('txid'), txn.get('release'), report['target_release'], len(report['restored']))}
+                   % (txn.get('txid'), txn.get('release'), restored, len(report['restored']))}
 
 
 def _rollback_failed(ds, txn, reason, report, msg, details):
@@ -334,6 +460,25 @@ def _rollback_failed(ds, txn, reason, report, msg, details):
 def _deploy_needed(p, ledger, current):
     entry = ledger['releases'].get(p['release']) or {}
     return bool(p.get('force')) or current != p['release'] or entry.get('state') != 'verified'
+
+
+def applied_of(p):
+    """What this run applies besides the release (checksums, see _applied): ``applied`` as the action plugin
+    computed it from the rendered files, else computed from ``files``, ``directories``, ``service`` and ``flags``."""
+    if p.get('applied'):
+        return p['applied']
+    return fingerprint(p.get('files'), p.get('directories'), p.get('service'), p.get('flags'))
+
+
+def config_changes(p, ledger, current):
+    """What differs between this run's configuration and the one the running verified release ``current`` was
+    committed with (empty: nothing, or nothing recorded to compare with). Only for a run of that same release."""
+    if current != p.get('release'):
+        return []
+    entry = ledger['releases'].get(current) or {}
+    if entry.get('state') != 'verified':
+        return []
+    return differences(entry.get('applied'), applied_of(p))
 
 
 # The settings a refused release archive names: the largest release, and the space the disk check keeps free.
@@ -361,10 +506,44 @@ def _bound_release(p, rr):
                               rr.free_bytes(rr.releases_dir), **_size_bound(p))
 
 
+def _refuse_input(evidence, exc):
+    return EngineError('Refusing to deploy: %s. Nothing was changed: no lock taken, no transaction opened.'
+                       % (getattr(exc, 'msg', None) or str(exc)), refused='input', input_error=evidence,
+                       **dict(getattr(exc, 'details', None) or {}))
+
+
+def check_input(p):
+    """Refuse what the deploy was given, before the open phase changes anything (before a dead run's recovery, the
+    lock, the snapshot): a release id that is not a plain directory name, a release archive on the host (remote_src)
+    that is not there or cannot be read, malformed health checks. The refusal says ``refused: input``."""
+    if p.get('release') is not None:
+        try:
+            validate_release_id(p['release'], 'release')
+        except ReleaseError as exc:
+            raise _refuse_input('invalid release id', exc)
+    src = p.get('src')
+    if src and p.get('remote_src') and not (os.path.isfile(src) or os.path.isdir(src)):
+        raise EngineError('Refusing to deploy: release archive %s does not exist on this host (remote_src). Nothing '
+                          'was changed: no lock taken, no transaction opened.' % src, refused='input',
+                          input_error='release archive not found', path=src)
+    if src and p.get('remote_src') and not os.access(src, os.R_OK):
+        raise EngineError('Refusing to deploy: release archive %s is not readable on this host. Nothing was changed: '
+                          'no lock taken, no transaction opened.' % src, refused='input',
+                          input_error='release archive not readable', path=src)
+    for key, defaults in (('checks', 'check_defaults'), ('rollback_checks', 'rollback_check_defaults')):
+        if p.get(key):
+            try:
+                normalize_checks(p[key], p.get(defaults))
+            except CheckError as exc:
+                raise _refuse_input('malformed health checks', exc)
+
+
 def open_phase(p, run, check_mode=False, warn=None):
     """Open a deploy on this host: finish a dead run's transaction, take the lock, decide whether the release
     still needs deploying, check the ledger, the disk and the running release's checks, open the transaction and
-    snapshot what the deploy may change. Everything that can refuse runs before anything changes."""
+    snapshot what the deploy may change. Everything that can refuse runs before anything changes; what the deploy
+    was given is checked first of all, before a dead run's recovery and the lock."""
+    check_input(p)
     ds = _ds(p)
     run_id = p['run_id']
     journal = ds.read_journal()
@@ -407,6 +586,11 @@ def open_phase(p, run, check_mode=False, warn=None):
         ledger_view = release_query(rr)
         current = ledger_view['current']
         needed = _deploy_needed(p, ledger_view['ledger'], current)
+        changes = [] if needed else config_changes(p, ledger_view['ledger'], current)
+        if changes:
+            # the same release with another configuration: deployed as a transaction, never skipped
+            needed = True
+            result['config_change'] = changes
         result.update(needed=needed, previous_release=current)
         if not needed:
             if not check_mode:
@@ -435,8 +619,6 @@ def open_phase(p, run, check_mode=False, warn=None):
                     'verified (%s). A check that fails on the known-good release is broken: fix it, or it fails '
                     'this deploy and then the rollback. Nothing was changed. (failsafe_preflight_check_running=false '
                     'skips this check.)' % (p['release'], names, current, msg), running_checks=results)
-        elif p.get('checks'):
-            normalize_checks(p['checks'], p.get('check_defaults'))  # malformed checks refuse before anything changes
         # The snapshot comes before the open: it changes nothing the deploy touches, and a crash while it is taken
         # leaves no transaction to undo (the lock, this run's, is given back by the rollback or taken over later).
         record = None
@@ -449,10 +631,20 @@ def open_phase(p, run, check_mode=False, warn=None):
             result['snapshot'] = {'would_capture': list(p['snapshot_paths'])}
         layers = [{'kind': 'files', 'record': {'snapshot': record['snapshot']}, 'time': time.time(),
                    'iso': iso(time.time())}] if record else []
+        # what this run applies besides the release, recorded in the ledger at commit; a configuration change
+        # (the same release) says so, and its rollback restores the configuration without quarantining the release
+        data = {'applied': applied_of(p)}
+        if changes:
+            data['config_change'] = changes
         opened = ensure_open(ds, run_id, p['release'], current, p['app_root'],
                              snapshots={'files': record['snapshot']} if record else None, owner=p.get('owner'),
                              controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn,
-                             layers=layers)
+                             layers=layers, data=data)
+        if changes:
+            result['msg'] = ('%sRelease %s is active and verified on this host, but its configuration changed '
+                             '(%s): %s the configuration change of release %s as a transaction.'
+                             % ('Check mode: ' if check_mode else '', p['release'], ', '.join(changes),
+                                'would deploy' if check_mode else 'deploying', p['release']))
         if record and not check_mode:
             ensure_step(ds, run_id, 'snapshot', snapshots={'files': record['snapshot']},
                         data={'entries': record['entries']}, release=p['release'])
@@ -558,10 +750,34 @@ def snapshot_phase(p, check_mode=False):
 
 # --- stage, activate, verify, commit --------------------------------------------------------------------------
 
+def _note_staged(ds, run_id, release):
+    """Record in the open transaction, before its directory is made, that it stages ``release`` (None: forget
+    it again); a rollback removes a release its transaction staged and never ran, and nothing else. Returns
+    whether the journal changed."""
+    journal = ds.read_journal()
+    if not journal or journal.get('status') != 'open' or journal.get('run_id') != run_id \
+            or journal.get('staged_release') == release:
+        return False
+    new = copy.deepcopy(journal)
+    if release is None:
+        new.pop('staged_release', None)
+    else:
+        new['staged_release'] = release
+    ds.write_journal(new)
+    return True
+
+
 def stage_phase(p, check_mode=False):
     rr = ReleaseRoot(p['app_root'])
-    res = ensure_staged(rr, p['release'], p['src'], shared=p.get('shared') or [], force=p.get('force', False),
-                        check_mode=check_mode, **_size_bound(p))
+    path = rr.release_path(p['release'])
+    noted = not check_mode and not os.path.lexists(path) and _note_staged(_ds(p), p['run_id'], p['release'])
+    try:
+        res = ensure_staged(rr, p['release'], p['src'], shared=p.get('shared') or [], force=p.get('force', False),
+                            check_mode=check_mode, **_size_bound(p))
+    except Exception:
+        if noted and not os.path.lexists(path):
+            _note_staged(_ds(p), p['run_id'], None)  # refused before anything was written: the journal as it was
+        raise
     step = ensure_step(_ds(p), p['run_id'], 'release', check_mode=check_mode, release=p['release'])
     out = dict(res)
     out['failsafe_transaction'] = step.get('failsafe_transaction')
@@ -618,7 +834,9 @@ def activate_phase(p, run, check_mode=False):
     ours = journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
     # Armed before anything serves traffic differently: a run that dies from here on leaves a host that reverts.
     confirm = _confirm.arm(ds, p, journal, check_mode=check_mode) if ours or check_mode else {'armed': False}
-    if ours and not check_mode:
+    # a configuration change of the running release switches nothing: no release layer, so that its rollback
+    # restores the configuration and keeps the release (it was not shown bad) where it is
+    if ours and not check_mode and not is_config_change(journal, p['release']):
         record_layer(ds, p['run_id'], 'release', {'release': p['release'], 'previous': journal.get('previous_release')})
     switch = ensure_active(release.root, p['release'], force=p.get('force', False), check_mode=check_mode)
     finished = journal.get('run_id') == p['run_id'] and any(
@@ -628,9 +846,12 @@ def activate_phase(p, run, check_mode=False):
     svc = {'changed': False}
     if not check_mode:
         if journal.get('status') == 'open' and journal.get('run_id') == p['run_id']:
-            record_layer(ds, p['run_id'], 'service', {'manager': service.s['manager']})
+            # the settings go into the journal: the rollback restarts (or unloads) the service as it was applied
+            record_layer(ds, p['run_id'], 'service', {'manager': service.s['manager']}, options=dict(service.s))
         svc = service.apply({}, {}, restart=restart)
-        step = ensure_step(ds, p['run_id'], 'activate', release=p['release'])
+        with _confirm.host_lock(ds):
+            _confirm.refuse_reverted(ds, p['run_id'], 'activate')
+            step = ensure_step(ds, p['run_id'], 'activate', release=p['release'])
     else:
         step = ensure_step(ds, p['run_id'], 'activate', check_mode=True, release=p['release'])
     changed = bool(written) or switch['changed'] or svc['changed']
@@ -645,10 +866,19 @@ def verify_phase(p, check_mode=False):
     if check_mode:
         return {'changed': False, 'checks': [], 'msg': "Check mode: the new release's %d health check(s) were not "
                 'run (%s).' % (len(specs), ', '.join(s['label'] for s in specs) or 'none')}
+    _confirm.refuse_reverted(ds, p['run_id'], 'verify')  # the host reverts (or reverted): nothing left to check
     ok, results, msg = run_checks(specs)
-    if not ok:
-        raise EngineError('health check failed: %s' % msg, checks=results)
-    step = ensure_step(ds, p['run_id'], 'verify', data={'checks': len(specs)}, release=p['release'])
+    # the result is recorded under the host lock, and only in a transaction the host has not begun to revert
+    with _confirm.host_lock(ds):
+        _confirm.refuse_reverted(ds, p['run_id'], 'verify', checks=results)
+        if not ok:
+            journal = ds.read_journal() or {}
+            if journal.get('status') == 'open' and journal.get('run_id') == p['run_id']:
+                # shown bad on this host after its activation: what a revert at the deadline quarantines
+                ensure_step(ds, p['run_id'], 'verify', status='failed', data={'checks': len(specs), 'error': msg},
+                            release=p['release'])
+            raise EngineError('health check failed: %s' % msg, checks=results)
+        step = ensure_step(ds, p['run_id'], 'verify', data={'checks': len(specs)}, release=p['release'])
     # the checks change nothing; recording the verification in the journal does, the first time
     return {'changed': step['changed'], 'checks': results, 'failsafe_transaction': step.get('failsafe_transaction')}
 
@@ -660,9 +890,21 @@ def commit_phase(p, check_mode=False):
         closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode)
         return {'changed': closed['changed'], 'failsafe_transaction': closed.get('failsafe_transaction'),
                 'lock_released': closed.get('lock_released'),
-                'msg': 'Transaction of run %s committed on this host.' % p['run_id']}
+                'msg': ('Check mode: this run (%s) would close its transaction on this host; nothing was '
+                        'changed.' % p['run_id']) if check_mode else
+                       'Transaction of run %s committed on this host.' % p['run_id']}
     rr = ReleaseRoot(p['app_root'])
     verified = ensure_verified(rr, p['release'], check_mode=check_mode)
+    journal = ds.read_journal() or {}
+    service = recorded_service(layers_of(journal)) if journal.get('run_id') == p['run_id'] else None
+    if service and not check_mode:
+        # the settings the release runs with: a later rollback to it starts its service when it is not running
+        _remember_service(rr, p['release'], service)
+    applied = (journal.get('data') or {}).get('applied') if journal.get('run_id') == p['run_id'] else None
+    if applied and not check_mode:
+        # what it was deployed with besides the release: a later run of the same release compares its own with it
+        _remember_applied(rr, p['release'], applied)
+    config_change = journal.get('run_id') == p['run_id'] and is_config_change(journal, p['release'])
     closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode, release=p['release'])
     pruned = ensure_pruned(rr, keep=p.get('keep_releases', 5), check_mode=check_mode)
     store = SnapshotStore(_store_dir(p))
@@ -672,9 +914,19 @@ def commit_phase(p, check_mode=False):
     return {'changed': verified['changed'] or closed['changed'] or pruned['changed'] or bool(snaps['removed']),
             'pruned_releases': pruned.get('removed', []), 'pruned_snapshots': snaps['removed'],
             'failsafe_transaction': closed.get('failsafe_transaction'), 'lock_released': closed.get('lock_released'),
-            'msg': 'Release %s is verified and committed (run %s). To roll this deploy back to the release before '
-                   'it: ansible-playbook failsafe.deploy.rollback -e failsafe_rollback_run_id=%s'
-                   % (p['release'], p['run_id'], p['run_id'])}
+            'msg': commit_message(p['release'], p['run_id'], check_mode, config_change=config_change),
+            'config_change': config_change}
+
+
+def commit_message(release, run_id, check_mode=False, config_change=False):
+    """What the commit says on this host. The command that rolls the deploy back is added on the controller (the
+    action plugin knows the run's inventory and options); a check run committed nothing and says so."""
+    if config_change and not check_mode:
+        return 'The configuration change of release %s is verified and committed (run %s).' % (release, run_id)
+    if check_mode:
+        return ('Check mode: this run (%s) would make release %s the last known good on this host; nothing was '
+                'changed, so there is nothing to roll back.' % (run_id, release))
+    return 'Release %s is verified and committed (run %s).' % (release, run_id)
 
 
 # --- commit confirmed ---------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ description:
     members declare add up to more than O(max_release_size), or to more than the free space of the file system of
     C(releases/) less O(min_free_mb).
   - V(activate) writes O(files), switches C(current) and restarts the service when anything it picks up changed,
-    or when this run's activation was cut short before its restart.
+    or when this run's activation was cut short before its restart. It records O(service) in the journal with the
+    service layer; V(commit) records it in the ledger entry of the verified release.
   - V(apply) applies one more layer kind (O(layer)) in the open transaction. It records what the layer is about
     to change in the undo log first, then changes it. The kinds include C(database) (a backup, then the release's
     migrations; see docs/database.md). A host whose part of a deploy is only such layers (a load
@@ -44,8 +45,14 @@ description:
     on this controller (C(holder_gone)).
   - V(rollback) undoes the transaction in the journal (the open one, one whose rollback failed, or the committed one
     of O(rollback_run_id)). It restores the snapshot, switches back to the last verified release (quarantining the
-    failed one only if it was activated on this host), restarts the service (or stops and unloads it when there is
-    no release to go back to), runs O(checks), proves the restore byte for byte and closes the journal. A failure
+    failed one only if it was activated on this host), removes a release directory the transaction staged and never
+    made current, restarts the service (or stops and unloads it when there is no release to go back to), runs
+    O(checks), proves the restore byte for byte and closes the journal. The service is restarted with the settings
+    V(activate) recorded in the journal (O(service) only for a journal that recorded none). When the transaction never
+    changed the service and it is not running (a crash or a reboot during the deploy), it is started with the
+    settings the ledger recorded for the restored release at its commit; with no such record no service is
+    touched. A first deploy (the journal records no previous release) has no release to go back to, so nothing is
+    checked, and the host ends with nothing deployed. A failure
     closes it as C(rollback_failed) and fails loudly; a rollback cut short anywhere finishes the job when run again.
     It disarms the host's revert timer first; a rollback, a commit and the timer's own revert exclude each other on
     the host (an fcntl lock in O(state_dir)), so exactly one of them wins.
@@ -200,6 +207,17 @@ options:
     type: list
     elements: dict
     default: []
+  applied:
+    description:
+      - What the deploy applies besides the release, as checksums (C(files), C(directories), C(service),
+        C(flags)). V(open) compares them with those the running verified release was committed with; the same
+        release with another configuration is deployed as a configuration change (C(config_change)), never skipped.
+        V(commit) records them in the ledger entry of the release.
+      - The action plugin computes them at V(open) from O(files) (rendered on the controller, supervisor's
+        templates included), O(directories), O(service) and the task's C(flags) (the feature flag settings), and
+        sends only the checksums. Computed on the host from O(files), O(directories) and O(service) when not given.
+    type: dict
+    version_added: 0.1.0
   directories:
     description: Directories V(activate) creates (mode 0755) when missing.
     type: list
@@ -213,7 +231,9 @@ options:
     type: dict
     default: {}
   restart:
-    description: V(rollback) restarts the service on the restored release.
+    description:
+      - V(rollback) restarts the service on the restored release, or starts it when it is not running. V(false)
+        leaves the service as it is.
     type: bool
     default: true
   confirm_timeout:
@@ -285,7 +305,8 @@ options:
     type: str
 notes:
   - Crash points for the crash-consistency tests (C(FAILSAFE_CRASH_AT)) sit between the layers of a rollback
-    (C(engine.files-undone), C(engine.release-undone), C(engine.service-undone), C(engine.checked)).
+    (C(engine.files-undone), C(engine.release-undone), C(engine.staged-removed), C(engine.service-undone),
+    C(engine.checked)).
 seealso:
   - module: failsafe.deploy.deploy_state
   - module: failsafe.deploy.release
@@ -332,6 +353,14 @@ snapshot:
   description: The snapshot taken (C(snapshot) id, C(entries), C(reused)).
   returned: phase is open or snapshot
   type: dict
+config_change:
+  description:
+    - V(open) - what differs from the configuration the running release was committed with (a file, the
+      directories, the service or the feature flag settings), when the release is the same and only that changed.
+    - V(commit) - whether the transaction committed a configuration change of the running release.
+  returned: phase is open and the configuration of the running release changed, or phase is commit
+  type: raw
+  version_added: 0.1.0
 release_size:
   description:
     - The bytes the release archive's members declare, checked by V(open) against O(max_release_size) and the free
@@ -387,7 +416,9 @@ failsafe_transaction:
 failsafe_rollback:
   description:
     - What V(rollback) did, C(txid), C(run_id), C(failed_release), C(quarantined), C(target_release), C(restored),
-      C(verified), C(layers) and C(checks). Also returned when the rollback fails.
+      C(verified), C(layers) and C(checks); C(nothing_deployed) (no release before the transaction, none checked),
+      C(removed_release) (the release directory it staged, removed) and C(service_started) (the service of the
+      restored release, started because it was not running). Also returned when the rollback fails.
   returned: phase is rollback and there was a transaction to undo
   type: dict
 journal:
@@ -474,6 +505,7 @@ def main():
             src_size=dict(type='int'),
             shared=dict(type='list', elements='str', default=[]),
             files=dict(type='list', elements='dict', default=[]),
+            applied=dict(type='dict'),
             directories=dict(type='list', elements='path', default=[]),
             service=dict(type='dict', default={}),
             restart=dict(type='bool', default=True),

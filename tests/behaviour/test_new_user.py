@@ -18,15 +18,21 @@ pytestmark = pytest.mark.slow
 
 
 def _state(d):
-    """Everything a refused deploy must leave as it was: captured paths, ledger, journal, lock, reports, alerts."""
+    """Everything a refused deploy must leave as it was: captured paths, ledger, journal, lock, alerts, and every
+    incident report but those that record a refusal (a refused deploy is written up as REFUSED BEFORE ANY CHANGE)."""
     return {
         'digest': d.digest(),
         'ledger': d.ledger(),
         'journal': d.journal(),
         'lock': os.path.exists(d.lock_path()),
-        'reports': d.incident_reports(),
+        'reports': [path for path in d.incident_reports() if _outcome(path) != 'refused'],
         'alerts': list(d.receiver.events),
     }
+
+
+def _outcome(report):
+    with open(report) as handle:
+        return json.load(handle).get('outcome')
 
 
 @pytest.fixture(scope='module')
@@ -47,6 +53,8 @@ def test_given_a_mistyped_archive_path_when_deploying_then_preflight_refuses_it_
     assert 'failsafe_release_archive_remote=true' in proc.stdout
     assert 'remote_src' not in proc.stdout
     assert _state(d) == before
+    # written up as a refusal, not as a rollback
+    assert [_outcome(path) for path in d.incident_reports()][-1:] == ['refused']
     # Not quarantined: the corrected run deploys without failsafe_force.
     proc = d.deploy('2.0.0')
     assert proc.returncode == 0, proc.stdout[-4000:]

@@ -156,10 +156,90 @@ def test_a_malformed_check_is_refused_naming_it_before_anything_runs(bad, words)
 
 
 def test_open_refuses_a_malformed_check_and_changes_nothing(host):
-    with pytest.raises(CheckError):
+    with pytest.raises(engine.EngineError) as err:
         engine.open_phase(dict(host, checks=[{'url': 'http://x', 'retries': 'many'}]), no_run)
+    assert err.value.details['refused'] == 'input'
+    assert err.value.details['input_error'] == 'malformed health checks'
     ds = DeployState(host['state_dir'], 'app')
     assert ds.read_journal() is None and ds.read_lock() is None
+
+
+def _tree(top):
+    """Every path under top with its type and content (or link target): what a refusal must leave as it was."""
+    found = {}
+    for where, dirs, files in os.walk(str(top)):
+        for name in dirs + files:
+            path = os.path.join(where, name)
+            if os.path.islink(path):
+                found[path] = ('link', os.readlink(path))
+            elif os.path.isdir(path):
+                found[path] = ('dir',)
+            else:
+                with open(path, 'rb') as handle:
+                    found[path] = ('file', handle.read())
+    return found
+
+
+@pytest.mark.parametrize('release', ['../../../tmp/evil', 'a/b', '/srv/app/releases/1.0', '..', '.', '',
+                                     '2.0 beta', '2.0\n', 'r\x00'])
+def test_open_refuses_a_release_id_that_is_not_a_plain_name_before_the_lock_and_creates_nothing(
+        tmp_path, host, release):
+    before = _tree(tmp_path)
+    with pytest.raises(engine.EngineError) as err:
+        engine.open_phase(dict(host, release=release), no_run)
+    assert err.value.details['refused'] == 'input'
+    assert err.value.details['input_error'] == 'invalid release id'
+    assert err.value.msg.startswith("Refusing to deploy: invalid release id %r" % (release,)), err.value.msg
+    assert 'Nothing was changed: no lock taken, no transaction opened.' in err.value.msg
+    assert not os.path.exists(host['state_dir']), 'not even the state directory is made'
+    assert _tree(tmp_path) == before
+
+
+def test_a_bad_release_id_is_refused_before_a_dead_runs_recovery_and_a_held_lock(tmp_path, host):
+    # an earlier run died with its transaction open and its lock held: a deploy with a bad id is refused for its
+    # id, and neither recovers that transaction nor touches the lock
+    engine.open_phase(dict(host, run_id='run-0'), no_run)
+    ds = DeployState(host['state_dir'], 'app')
+    lock = ds.read_lock()
+    lock['expires'] = 0
+    with open(ds.lock_path, 'w') as handle:
+        json.dump(lock, handle)
+    before = _tree(tmp_path)
+    with pytest.raises(engine.EngineError) as err:
+        engine.open_phase(dict(host, release='../2.0'), no_run)
+    assert err.value.details['refused'] == 'input', err.value.msg
+    assert _tree(tmp_path) == before
+    assert ds.read_journal()['status'] == 'open' and ds.read_journal()['run_id'] == 'run-0'
+
+
+@pytest.mark.parametrize('make', ['absent', 'unreadable'])
+def test_open_refuses_a_release_archive_on_the_host_that_is_not_there_or_unreadable(tmp_path, host, make):
+    src = tmp_path / 'app-3.0.tar.gz'
+    if make == 'unreadable':
+        if os.geteuid() == 0:
+            # root reads any file: a directory without the x bit hides the archive from nobody, so take a name
+            # whose parent is a file instead (ENOTDIR), which no one can read
+            src = tmp_path / 'a-file' / 'app-3.0.tar.gz'
+            (tmp_path / 'a-file').write_text('')
+        else:
+            src.write_bytes(b'x')
+            src.chmod(0)
+    before = _tree(tmp_path)
+    with pytest.raises(engine.EngineError) as err:
+        engine.open_phase(dict(host, release='3.0', src=str(src), remote_src=True), no_run)
+    assert err.value.details['refused'] == 'input'
+    assert str(src) in err.value.msg and 'Nothing was changed' in err.value.msg
+    assert _tree(tmp_path) == before
+    assert not os.path.exists(host['state_dir'])
+
+
+def test_open_refuses_malformed_rollback_checks_before_anything_changes(tmp_path, host):
+    before = _tree(tmp_path)
+    with pytest.raises(engine.EngineError) as err:
+        engine.open_phase(dict(host, rollback_checks=[{'url': 'http://x', 'port': 1, 'name': 'back'}]), no_run)
+    assert err.value.details['input_error'] == 'malformed health checks'
+    assert 'check #1 (back)' in err.value.msg
+    assert _tree(tmp_path) == before
 
 
 @pytest.mark.parametrize('cut', ['after-open', 'after-files', 'after-switch'])
@@ -338,3 +418,14 @@ def test_a_rollback_killed_at_each_point_is_finished_by_running_it_again(server,
     assert ReleaseRoot(app).read_current() == '1.0'
     assert ReleaseRoot(app).load_ledger()['releases']['2.0']['state'] == 'failed'
     assert DeployState(host['state_dir'], 'app').read_lock() is None
+
+
+def test_the_preflight_role_refuses_release_ids_by_the_same_rule_as_the_open_phase():
+    import re
+    import yaml
+    from ansible_collections.failsafe.deploy.plugins.module_utils._release import RELEASE_ID_RE
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, '..', '..', '..', '..', 'roles', 'preflight', 'vars', 'main.yml')) as handle:
+        pattern = yaml.safe_load(handle)['__failsafe_release_id_pattern']
+    assert pattern == RELEASE_ID_RE.pattern
+    assert not re.search(pattern, '2.0\n') and re.search(pattern, '2.0-rc.1_b')

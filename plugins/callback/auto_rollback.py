@@ -1428,8 +1428,12 @@ class CallbackModule(CallbackBase):
     def _way_out(self, scope, hosts):
         """The command that finishes the rollback of this run on the hosts whose rollback did not succeed (every
         host in scope when none says which), with the run's inventory, limit and connection options."""
-        left = [h for h in scope if (hosts or {}).get(h, {}).get('status') != 'ok'
-                or (hosts or {}).get(h, {}).get('verified') is False] or list(scope)
+        hosts = hosts or {}
+
+        def undone(host):
+            return hosts.get(host, {}).get('status') == 'ok' and hosts.get(host, {}).get('verified') is not False
+
+        left = [h for h in scope if not undone(h)] or list(scope)
         extra = _launcher.location_vars()
         extra['failsafe_rollback_run_id'] = self.run.run_id
         try:

@@ -43,8 +43,8 @@ def fingerprint(files=None, directories=None, service=None, flags=None):
     """What a deploy applies besides the release: ``files`` {dest: checksum}, ``directories`` (sorted),
     ``service`` and ``flags`` (checksums of their settings)."""
     return {
-        'files': dict((spec['dest'], file_digest(spec)) for spec in files or [] if isinstance(spec, dict)
-                      and spec.get('dest')),
+        'files': dict((spec['dest'], file_digest(spec)) for spec in files or []
+                      if isinstance(spec, dict) and spec.get('dest')),
         'directories': sorted(set(directories or [])),
         'service': _sha256(_canonical(dict(service or {}))),
         'flags': _sha256(_canonical(list(flags or []))),

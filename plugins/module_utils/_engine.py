@@ -891,8 +891,8 @@ def commit_phase(p, check_mode=False):
         return {'changed': closed['changed'], 'failsafe_transaction': closed.get('failsafe_transaction'),
                 'lock_released': closed.get('lock_released'),
                 'msg': ('Check mode: this run (%s) would close its transaction on this host; nothing was '
-                        'changed.' % p['run_id']) if check_mode else
-                       'Transaction of run %s committed on this host.' % p['run_id']}
+                        'changed.' % p['run_id'] if check_mode else
+                        'Transaction of run %s committed on this host.' % p['run_id'])}
     rr = ReleaseRoot(p['app_root'])
     verified = ensure_verified(rr, p['release'], check_mode=check_mode)
     journal = ds.read_journal() or {}

@@ -300,7 +300,7 @@ failsafe_metric_gate:
     analyses:
       description:
         - One entry per threshold (C(kind=threshold)) with C(query), C(values), C(thresholds), C(failures),
-          C(breaching_series) (each series outside a bound: its labels, the bound, its worst value and in how many
+          C(breaching_series) (each series outside a bound, with its labels, the bound, its worst value and in how many
           measurements) and C(verdict), and one for the comparisons (C(kind=canary)) with C(score) and C(metrics)
           (each with its queries, sample values, how many samples each side had and how many were missing
           (C(total), C(dropped)), statistics, C(bad) (which way is bad), status and reason).

@@ -337,8 +337,8 @@ def compare_metric(name, canary, baseline, direction='increase', tolerance=0.25,
         out['reason'] = 'not enough data: %d canary and %d baseline value(s) (at least %d each needed; %d and %d ' \
                         'dropped as NaN or missing)' % (len(c), len(b), max(min_samples, 1), c_dropped, b_dropped)
         return out
-    sparse = ['%d of %d %s samples missing (%.0f%% valid)' % (side['dropped'], side['total'], label,
-                                                               100 * side['valid_share'])
+    sparse = ['%d of %d %s samples missing (%.0f%% valid)'
+              % (side['dropped'], side['total'], label, 100 * side['valid_share'])
               for label, side in (('canary', out['canary']), ('baseline', out['baseline']))
               if side['valid_share'] < min_valid_share]
     if sparse:

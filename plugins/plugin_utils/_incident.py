@@ -25,18 +25,10 @@ import uuid
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines, failure_details
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (  # noqa: F401  (the callback's import)
+    OUTCOME_LABELS, clip, incident_likely_cause, incident_reason, metric_gate_rows)
 
 SCHEMA_VERSION = 1
-OUTCOME_LABELS = {
-    'rolled_back': 'ROLLED BACK',
-    'rollback_failed': 'ROLLBACK FAILED',
-    'deferred': 'ROLLBACK DEFERRED TO WORKFLOW',
-    'skipped_check_mode': 'ROLLBACK SKIPPED (CHECK MODE)',
-    'not_started': 'ROLLBACK NOT STARTED',
-    'self_reverted': 'HOST REVERTED ITSELF',
-    'mitigated': 'MITIGATED BY THE ESCALATION LADDER (NO ROLLBACK)',
-    'refused': 'REFUSED BEFORE ANY CHANGE',
-}
 # A failed task of these roles, with no transaction opened anywhere in the run, refused the deploy before any change:
 # the preflight checks what the deploy was given, then opens the transaction (or refuses, giving the lock back).
 _REFUSING_ROLES = ('preflight',)
@@ -269,8 +261,8 @@ class DeployRun:
 
     @property
     def counted_failures(self):
-        return [f for f in self.failures if not f['rescued']
-                and (f['in_scope'] or (f.get('open_failed') and self.opened_order))]
+        return [f for f in self.failures if not f['rescued'] and (
+            f['in_scope'] or (f.get('open_failed') and self.opened_order))]
 
     @property
     def failed_hosts(self):
@@ -289,9 +281,9 @@ class DeployRun:
         lock given back). An unreachable host is not a refusal: what ran on it is unknown."""
         if self.opened_order:
             return []
-        return [f for f in self.failures if not f['rescued'] and not f['unreachable'] and (
-            f.get('open_failed') or str(f.get('role') or '').rsplit('.', 1)[-1] in _REFUSING_ROLES
-            or _REFUSING_TASK_FILE.search(str(f.get('path') or '')))]
+        return [f for f in self.failures if not f['rescued'] and not f['unreachable'] and any((
+            f.get('open_failed'), str(f.get('role') or '').rsplit('.', 1)[-1] in _REFUSING_ROLES,
+            _REFUSING_TASK_FILE.search(str(f.get('path') or ''))))]
 
     def scope(self, mode='opened'):
         """Hosts to roll back: every host that opened a transaction in this run (``opened``) or only the hosts
@@ -360,15 +352,6 @@ def metric_gate_summary(gate):
             'wave': gate.get('wave'), 'decision': gate.get('decision'), 'rows': rows}
 
 
-def metric_gate_rows(incident):
-    """(host, task, gate summary) of every failure that a metric gate decided."""
-    out = []
-    for failure in incident.get('failures') or []:
-        if isinstance(failure.get('metric_gate'), dict):
-            out.append((failure.get('host'), failure.get('task'), failure['metric_gate']))
-    return out
-
-
 _CHECK_FAILED_RE = re.compile(r"check '(?P<name>[^']*)' failed after \d+ attempt\(s\): (?P<error>.*?) \(expected ")
 
 
@@ -398,59 +381,6 @@ def broken_check_hint(failures, hosts):
             'not the release. Fix the check; the hosts may well be healthy on the restored release.'
             % ('s' if len(same) > 1 else '', ', '.join("'%s'" % n for n, dummy in same),
                '; '.join('%s: %s' % (n, e) for n, e in same)))
-
-
-# What each cause class most likely means, for a report whose run named no more specific cause.
-CAUSE_HINTS = {
-    'network': 'a host could not be reached or its connection broke (SSH, DNS, firewall, a host gone): look at the '
-               'network before the release.',
-    'input': 'what the deploy was given was refused (a missing or wrong variable, archive or option): fix the '
-             'input; nothing was shown about the release itself.',
-    'missing_configuration': 'the release needs configuration the hosts do not have (a setting, file or secret it '
-                             'requires).',
-    'infrastructure': 'the hosts\' infrastructure failed (disk, permissions, the service manager, a package): not the '
-                      'release\'s code.',
-    'health': 'the release was activated and then failed its health checks or metric gates: the release is bad, or '
-              'the check is wrong.',
-    'script_error': 'a command or script of the deploy failed (non-zero exit, traceback): see the evidence of the '
-                    'failed task.',
-    'unknown': 'the failure matched no known cause class: see the evidence of the failed task.',
-}
-
-
-def _clip(text, limit=240):
-    text = ' '.join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + '...'
-
-
-def incident_reason(incident):
-    """Why the report was written, in one line: the run's own reason, else the first counted failure."""
-    summary = incident.get('summary') or {}
-    if summary.get('reason'):
-        return summary['reason']
-    failures = [f for f in incident.get('failures') or [] if isinstance(f, dict)]
-    if not failures:
-        return None
-    first = failures[0]
-    text = "task '%s' failed on %s" % (first.get('task') or '?', first.get('host') or '?')
-    others = sorted(set(f.get('host') for f in failures if f.get('host') != first.get('host')))
-    if others:
-        text += ' (and on %s)' % ', '.join(others)
-    message = first.get('message') or first.get('evidence')
-    return '%s: %s' % (text, _clip(message)) if message else text
-
-
-def incident_likely_cause(incident):
-    """The likely cause: a specific one found by the run (a broken check), else what the first counted failure's
-    cause class means."""
-    summary = incident.get('summary') or {}
-    if summary.get('likely_cause'):
-        return summary['likely_cause']
-    failures = [f for f in incident.get('failures') or [] if isinstance(f, dict)]
-    cause = failures[0].get('cause') if failures else None
-    if not cause:
-        return None
-    return '%s: %s' % (cause, CAUSE_HINTS.get(cause, CAUSE_HINTS['unknown']))
 
 
 def restored_to(info):
@@ -702,7 +632,7 @@ def _timeline_markdown(incident):
         if entry.get('event') == 'skipped':
             count = entry['count']
             task = '%d step%s skipped' % (count, '' if count == 1 else 's')
-            detail = _clip('; '.join(str(t) for t in entry['tasks']), 300)
+            detail = clip('; '.join(str(t) for t in entry['tasks']), 300)
         else:
             task = entry.get('task')
             extra = dict((k, v) for k, v in entry.items() if k not in ('t', 'at', 'event', 'host', 'task'))
@@ -756,7 +686,7 @@ def write_report(incident, report_dir):
     The HTML report is written last, so that a fault in drawing it can never cost the JSON and Markdown reports;
     such a fault leaves an HTML page that says so instead of the picture.
     """
-    # _html imports this module for its labels: import it here, not at the top.
+    # imported here: only a run that writes a report loads the renderer (looked up at each call)
     from ansible_collections.failsafe.deploy.plugins.plugin_utils._html import render_html, render_html_error
     json_path, md_path = report_paths(report_dir, incident['incident_id'])
     html_path = html_report_path(report_dir, incident['incident_id'])

@@ -20,7 +20,7 @@ import json
 import re
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (
     OUTCOME_LABELS, incident_likely_cause, incident_reason, metric_gate_rows)
 
 CONTROLLER_LANE = 'controller'

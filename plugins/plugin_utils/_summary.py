@@ -1,0 +1,84 @@
+# -*- coding: utf-8 -*-
+# Private to this collection: not a public API.
+# Copyright: Contributors to failsafe.deploy
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What an incident report says in words, shared by its Markdown (``_incident``) and HTML (``_html``) renderings:
+the outcome labels, the reason, the likely cause and the failures a metric gate decided."""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+OUTCOME_LABELS = {
+    'rolled_back': 'ROLLED BACK',
+    'rollback_failed': 'ROLLBACK FAILED',
+    'deferred': 'ROLLBACK DEFERRED TO WORKFLOW',
+    'skipped_check_mode': 'ROLLBACK SKIPPED (CHECK MODE)',
+    'not_started': 'ROLLBACK NOT STARTED',
+    'self_reverted': 'HOST REVERTED ITSELF',
+    'mitigated': 'MITIGATED BY THE ESCALATION LADDER (NO ROLLBACK)',
+    'refused': 'REFUSED BEFORE ANY CHANGE',
+}
+
+
+# What each cause class most likely means, for a report whose run named no more specific cause.
+CAUSE_HINTS = {
+    'network': 'a host could not be reached or its connection broke (SSH, DNS, firewall, a host gone): look at the '
+               'network before the release.',
+    'input': 'what the deploy was given was refused (a missing or wrong variable, archive or option): fix the '
+             'input; nothing was shown about the release itself.',
+    'missing_configuration': 'the release needs configuration the hosts do not have (a setting, file or secret it '
+                             'requires).',
+    'infrastructure': 'the hosts\' infrastructure failed (disk, permissions, the service manager, a package): not the '
+                      'release\'s code.',
+    'health': 'the release was activated and then failed its health checks or metric gates: the release is bad, or '
+              'the check is wrong.',
+    'script_error': 'a command or script of the deploy failed (non-zero exit, traceback): see the evidence of the '
+                    'failed task.',
+    'unknown': 'the failure matched no known cause class: see the evidence of the failed task.',
+}
+
+
+def clip(text, limit=240):
+    """``text`` on one line, cut to ``limit`` characters."""
+    text = ' '.join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + '...'
+
+
+def incident_reason(incident):
+    """Why the report was written, in one line: the run's own reason, else the first counted failure."""
+    summary = incident.get('summary') or {}
+    if summary.get('reason'):
+        return summary['reason']
+    failures = [f for f in incident.get('failures') or [] if isinstance(f, dict)]
+    if not failures:
+        return None
+    first = failures[0]
+    text = "task '%s' failed on %s" % (first.get('task') or '?', first.get('host') or '?')
+    others = sorted(set(f.get('host') for f in failures if f.get('host') != first.get('host')))
+    if others:
+        text += ' (and on %s)' % ', '.join(others)
+    message = first.get('message') or first.get('evidence')
+    return '%s: %s' % (text, clip(message)) if message else text
+
+
+def incident_likely_cause(incident):
+    """The likely cause: a specific one found by the run (a broken check), else what the first counted failure's
+    cause class means."""
+    summary = incident.get('summary') or {}
+    if summary.get('likely_cause'):
+        return summary['likely_cause']
+    failures = [f for f in incident.get('failures') or [] if isinstance(f, dict)]
+    cause = failures[0].get('cause') if failures else None
+    if not cause:
+        return None
+    return '%s: %s' % (cause, CAUSE_HINTS.get(cause, CAUSE_HINTS['unknown']))
+
+
+def metric_gate_rows(incident):
+    """(host, task, gate summary) of every failure that a metric gate decided."""
+    out = []
+    for failure in incident.get('failures') or []:
+        if isinstance(failure.get('metric_gate'), dict):
+            out.append((failure.get('host'), failure.get('task'), failure['metric_gate']))
+    return out

@@ -369,7 +369,7 @@ MUTANTS = [
         'name': 'confirm-commit-after-revert',
         'breaks': 'a confirmation that comes after the host reverted by itself is not refused',
         'file': 'plugins/module_utils/_engine.py',
-        'old': "        _confirm.check_confirmation(ds, journal, p['run_id'])\n",
+        'old': "        _confirm.check_confirmation(ds, journal, p['run_id'], guarded_rollback)\n",
         'new': "        pass  # mutant\n",
         'tests': [
             'tests/unit/plugins/module_utils/test_confirm.py::test_an_unconfirmed_activation_is_reverted_by_the_host_itself',
@@ -1208,7 +1208,7 @@ MUTANTS = [
         'name': 'confirm-revert-rolls-nothing-back',
         'breaks': 'at the deadline the host records an unconfirmed transaction as reverted without rolling it back',
         'file': 'plugins/module_utils/_confirm.py',
-        'old': "            report = guarded_rollback(p, _run)['failsafe_rollback']\n",
+        'old': "            report = rollback(p, _run)['failsafe_rollback']\n",
         'new': "            report = {'verified': True}  # mutant\n",
         'tests': [
             'tests/unit/plugins/module_utils/test_confirm.py::'
@@ -1220,7 +1220,7 @@ MUTANTS = [
         'name': 'confirm-watchdog-never-reverts',
         'breaks': 'the watchdog wakes at its deadline and leaves the unconfirmed transaction as it is',
         'file': 'plugins/module_utils/_confirm.py',
-        'old': "    facts = revert(ds, data['txid'])\n",
+        'old': "    facts = revert(ds, data['txid'], rollback)\n",
         'new': '    facts = None  # mutant\n',
         'tests': [
             'tests/unit/plugins/module_utils/test_confirm.py::'

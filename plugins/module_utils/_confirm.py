@@ -41,7 +41,7 @@ import time
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     atomic_write_bytes, read_json, write_json_atomic,
 )
-from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import EngineError, FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import iso
 
 DEFAULT_SECONDS = 300
@@ -62,8 +62,9 @@ with open(sys.argv[1]) as handle:
     payload = json.load(handle)['payload']
 sys.path.insert(0, payload)
 from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import watch  # noqa: E402
+from ansible_collections.failsafe.deploy.plugins.module_utils._engine import guarded_rollback  # noqa: E402
 
-sys.exit(watch(sys.argv[1]))
+sys.exit(watch(sys.argv[1], guarded_rollback))
 '''
 
 
@@ -391,9 +392,10 @@ def refuse_reverted(ds, run_id, phase, **details):
         confirm=confirm, phase=phase, **details)
 
 
-def check_confirmation(ds, journal, run_id):
+def check_confirmation(ds, journal, run_id, rollback):
     """The commit's check, under host_lock: refuse loudly when the host reverted before confirmation, or when the
-    deadline has passed (then revert here and now, so that exactly one outcome stands whoever comes first)."""
+    deadline has passed (then revert here and now, so that exactly one outcome stands whoever comes first).
+    ``rollback``: the engine's guarded_rollback (passed in: the engine imports this module)."""
     confirm = (journal or {}).get('confirm') or {}
     if not journal or journal.get('run_id') != run_id or confirm.get('txid') != journal.get('txid'):
         return
@@ -406,7 +408,7 @@ def check_confirmation(ds, journal, run_id):
                 confirm.get('deadline_iso'), (facts or {}).get('outcome') or confirm.get('state')),
             self_revert=facts, confirm=confirm)
     if confirm.get('state') == 'armed' and time.time() >= confirm.get('deadline', 0):
-        facts = revert(ds, journal.get('txid'), by='the late confirmation')
+        facts = revert(ds, journal.get('txid'), rollback, by='the late confirmation')
         raise ConfirmError(
             'host reverted before confirmation: the confirmation of transaction %s came after its deadline %s (%s), '
             'so the host rolled it back (%s).' % (
@@ -415,12 +417,10 @@ def check_confirmation(ds, journal, run_id):
             self_revert=facts, confirm=confirm)
 
 
-def revert(ds, txid, by='the watchdog'):
+def revert(ds, txid, rollback, by='the watchdog'):
     """At the deadline, under host_lock: roll back transaction txid with the engine's rollback unless it was
     confirmed or closed, record it in the journal and keep the facts. Returns the facts, or None when there was
-    nothing to revert."""
-    # imported here: the engine imports this module
-    from ansible_collections.failsafe.deploy.plugins.module_utils._engine import EngineError, guarded_rollback
+    nothing to revert. ``rollback``: the engine's guarded_rollback (passed in: the engine imports this module)."""
     from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
     with host_lock(ds):
         journal = ds.read_journal() or {}
@@ -446,7 +446,7 @@ def revert(ds, txid, by='the watchdog'):
         p = dict(data['params'], reason=why, rollback_run_id=None, unconfirmed=True, check_delay=0)
         outcome, report, error = 'rolled_back', None, None
         try:
-            report = guarded_rollback(p, _run)['failsafe_rollback']
+            report = rollback(p, _run)['failsafe_rollback']
         except EngineError as exc:
             outcome, error = 'rollback_failed', exc.msg
             report = (exc.details or {}).get('failsafe_rollback')
@@ -472,8 +472,9 @@ def revert(ds, txid, by='the watchdog'):
     return facts
 
 
-def watch(params_path):
-    """The watchdog's body: sleep until the deadline, then revert unless confirmed. Returns the exit status."""
+def watch(params_path, rollback):
+    """The watchdog's body: sleep until the deadline, then revert with ``rollback`` (the engine's guarded_rollback,
+    passed in by WATCHDOG_RUNNER) unless confirmed. Returns the exit status."""
     from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
     data = read_json(params_path, default=None)
     if not data:
@@ -489,7 +490,7 @@ def watch(params_path):
     if not os.path.exists(params_path):
         return 0  # disarmed, or the state directory is gone
     ds = DeployState(data['params']['state_dir'], data['params']['name'])
-    facts = revert(ds, data['txid'])
+    facts = revert(ds, data['txid'], rollback)
     if facts:
         sys.stdout.write('%s transaction %s: %s (%s)\n' % (iso(time.time()), data['txid'], facts['outcome'],
                                                            facts['reason']))

@@ -27,7 +27,7 @@ import time
 from ansible_collections.failsafe.deploy.plugins.module_utils._applied import differences, fingerprint
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import _crash_point, atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.module_utils import _confirm
-from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
+from ansible_collections.failsafe.deploy.plugins.module_utils._errors import EngineError, FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import CheckError, normalize_checks, run_checks
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     DeployState, JournalError, ensure_closed, ensure_locked, ensure_open, ensure_step, ensure_unlocked, iso,
@@ -42,10 +42,6 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ensure_query as release_query, ensure_staged, ensure_verified, validate_release_id,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
-
-
-class EngineError(FailsafeError):
-    """A phase refused or failed; ``details`` go into the module's failure result."""
 
 
 def _ds(p):
@@ -964,7 +960,7 @@ def confirmed_commit(p, check_mode=False):
         return result
     with _confirm.host_lock(ds):
         journal = ds.read_journal()
-        _confirm.check_confirmation(ds, journal, p['run_id'])
+        _confirm.check_confirmation(ds, journal, p['run_id'], guarded_rollback)
         confirm = _confirm.disarm(ds, journal, 'confirmed', 'committed by run %s' % p['run_id'])
         result = commit_phase(p, check_mode)
         result['confirm'] = confirm

@@ -235,8 +235,7 @@ MUTANTS = [
         'name': 'quarantine-not-recorded',
         'breaks': 'a rolled back release is not marked failed (it could be deployed again)',
         'file': 'plugins/module_utils/_release.py',
-        'old': "            _mark(call.ledger, release_id, 'failed', call.t, event='rolled back', "
-               "reason=reason or 'rolled back')\n",
+        'old': "            _mark(call.ledger, release_id, 'failed', call.t, event=event, reason=reason or 'rolled back')\n",
         'new': "            pass  # mutant\n",
         'tests': [
             CRASH_SAFETY + 'test_rollback_switch_interrupted_at_each_point',

@@ -406,6 +406,9 @@ def test_operator_command_for_named_hosts_limits_to_them_and_leaves_defaults_to_
 
 
 def test_location_vars_are_the_only_extra_vars_taken_from_the_run(monkeypatch):
+    # ansible keeps the extra vars it parsed first on load_extra_vars itself: read this run's, not an earlier test's
+    from ansible.utils import vars as ansible_vars
+    monkeypatch.setattr(ansible_vars.load_extra_vars, 'extra_vars', {}, raising=False)
     monkeypatch.setattr(context, 'CLIARGS', CLIArgs({'extra_vars': (
         'failsafe_state_dir=/srv/state release_version=1.4.2', '{"db_password": "hunter2", "failsafe_name": "app"}')}))
     assert _launcher.location_vars() == {'failsafe_state_dir': '/srv/state', 'failsafe_name': 'app'}

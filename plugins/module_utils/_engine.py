@@ -185,26 +185,17 @@ def release_service(app_root, release):
     return dict(service) if isinstance(service, dict) and service else None
 
 
-def _remember_service(rr, release, service):
-    """Record in the ledger the service settings a verified release runs with (a later rollback to it starts its
-    service with them when it is not running)."""
+def _remember(rr, release, **fields):
+    """Record in the ledger, in one write, what a verified release runs with besides its code: ``service`` (the
+    settings a later rollback to it starts its service with when it is not running) and ``applied`` (checksums of
+    its configuration, service and flag settings, which a later run of the same release compares its own with).
+    Fields given as None are left alone."""
+    fields = dict((key, value) for key, value in fields.items() if value)
     ledger = rr.load_ledger()
     entry = ledger['releases'].get(release)
-    if entry is None or entry.get('service') == service:
+    if entry is None or all(entry.get(key) == value for key, value in fields.items()):
         return False
-    entry['service'] = service
-    rr.save_ledger(ledger)
-    return True
-
-
-def _remember_applied(rr, release, applied):
-    """Record in the ledger what a verified release was deployed with besides its code (checksums of its
-    configuration, service and flag settings)."""
-    ledger = rr.load_ledger()
-    entry = ledger['releases'].get(release)
-    if entry is None or entry.get('applied') == applied:
-        return False
-    entry['applied'] = applied
+    entry.update(fields)
     rr.save_ledger(ledger)
     return True
 
@@ -892,15 +883,11 @@ def commit_phase(p, check_mode=False):
     rr = ReleaseRoot(p['app_root'])
     verified = ensure_verified(rr, p['release'], check_mode=check_mode)
     journal = ds.read_journal() or {}
-    service = recorded_service(layers_of(journal)) if journal.get('run_id') == p['run_id'] else None
-    if service and not check_mode:
-        # the settings the release runs with: a later rollback to it starts its service when it is not running
-        _remember_service(rr, p['release'], service)
-    applied = (journal.get('data') or {}).get('applied') if journal.get('run_id') == p['run_id'] else None
-    if applied and not check_mode:
-        # what it was deployed with besides the release: a later run of the same release compares its own with it
-        _remember_applied(rr, p['release'], applied)
-    config_change = journal.get('run_id') == p['run_id'] and is_config_change(journal, p['release'])
+    ours = journal.get('run_id') == p['run_id']
+    if ours and not check_mode:
+        _remember(rr, p['release'], service=recorded_service(layers_of(journal)),
+                  applied=(journal.get('data') or {}).get('applied'))
+    config_change = ours and is_config_change(journal, p['release'])
     closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode, release=p['release'])
     pruned = ensure_pruned(rr, keep=p.get('keep_releases', 5), check_mode=check_mode)
     store = SnapshotStore(_store_dir(p))

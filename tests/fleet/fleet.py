@@ -84,10 +84,15 @@ def _shared_under_host_mounts(extra=()):
     behind the controller's venv (pyenv keeps it in /root), the venv itself (a checkout in /tmp keeps it there)
     and the `extra` folders a fleet was asked to share (another Python for the hosts, say).
     Returns (path, host folder name, path relative to that mount)."""
-    wanted = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    wanted.update(os.path.realpath(path) for path in extra)
+    paths = [sys.base_prefix, sys.prefix] + list(extra)
     if os.environ.get('VIRTUAL_ENV'):
-        wanted.add(os.path.realpath(os.environ['VIRTUAL_ENV']))
+        paths.append(os.environ['VIRTUAL_ENV'])
+    # Each path as named and as resolved: a checkout's .venv may be a link (to the cached virtualenv of
+    # scripts/venv.sh) whose target is shared while the link itself lives below a host-private mount (/tmp); bound
+    # at the name, the host finds the virtualenv where the controller's settings say it is.
+    wanted = set()
+    for path in paths:
+        wanted.update((os.path.abspath(path), os.path.realpath(path)))
     out = []
     for path in sorted(wanted):
         if not os.path.isdir(path):

@@ -81,10 +81,10 @@ MAX_UNIX_SOCKET = 100  # sun_path is 108 bytes; ssh adds a 17-character suffix w
 
 def _shared_under_host_mounts(extra=()):
     """Machine folders the hosts must still see although they live below a host-private mount point: the Python
-    behind the controller's venv (pyenv keeps it in /root), the venv itself (a checkout in /tmp keeps it there)
-    and the `extra` folders a fleet was asked to share (another Python for the hosts, say).
+    behind the controller's venv (pyenv keeps it in /root), the venv itself and the checkout's .venv link to it (a
+    checkout in /tmp keeps them there) and the `extra` folders a fleet was asked to share (another Python for the hosts, say).
     Returns (path, host folder name, path relative to that mount)."""
-    paths = [sys.base_prefix, sys.prefix] + list(extra)
+    paths = [sys.base_prefix, sys.prefix, os.environ.get('FAILSAFE_VENV') or os.path.join(ROOT, '.venv')] + list(extra)
     if os.environ.get('VIRTUAL_ENV'):
         paths.append(os.environ['VIRTUAL_ENV'])
     # Each path as named and as resolved: a checkout's .venv may be a link (to the cached virtualenv of

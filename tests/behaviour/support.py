@@ -12,7 +12,8 @@ import subprocess
 import tarfile
 import urllib.request
 
-from tests.helpers import Receiver, free_port  # noqa: F401 pylint: disable=unused-import  (behaviour tests import them from here)
+# the behaviour tests import these two from here
+from tests.helpers import Receiver, free_port  # noqa: F401 pylint: disable=unused-import
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_BIN = os.path.join(os.environ.get('FAILSAFE_VENV', os.path.join(ROOT, '.venv')), 'bin')

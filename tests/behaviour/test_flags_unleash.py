@@ -45,7 +45,7 @@ def test_a_deploy_that_turns_an_unleash_feature_on_and_fails_has_it_back_off(unl
     failed = d.deploy('3.0.0', '-e', '@' + vars_file)
     assert failed.returncode != 0
     assert unleash.enabled(FEATURE) is False
-    assert unleash.client_enabled(FEATURE) is False
+    assert unleash.client_enabled(FEATURE, False) is False
     # the deploy did turn it on, then the rollback off: the server's own event log says so, in that order
     events = unleash.call('GET', '/api/admin/events/%s' % FEATURE)['events']
     switched = [e['type'] for e in sorted(events, key=lambda e: e['id'])
@@ -97,11 +97,11 @@ def test_the_layer_alone_switches_features_and_its_undo_puts_each_back_as_it_was
     res = engine.apply_phase(dict(p, layer=spec), _run)
     assert res['changed'] and res['failsafe_layer_stages'] == ['flags']
     assert (unleash.enabled(was_off), unleash.enabled(was_on)) == (True, False)
-    assert (unleash.client_enabled(was_off), unleash.client_enabled(was_on)) == (True, False)
+    assert (unleash.client_enabled(was_off, True), unleash.client_enabled(was_on, False)) == (True, False)
     out = engine.rollback(dict(p, layer_secrets={'flags': {'token': ADMIN_TOKEN}}), _run)
     assert out['failsafe_rollback']['verified']
     assert (unleash.enabled(was_off), unleash.enabled(was_on)) == (False, True)
-    assert (unleash.client_enabled(was_off), unleash.client_enabled(was_on)) == (False, True)
+    assert (unleash.client_enabled(was_off, False), unleash.client_enabled(was_on, True)) == (False, True)
     ds = DeployState(p['state_dir'], 'flags')
     assert ds.read_journal()['status'] == 'rolled_back'
     with open(ds.journal_path) as handle:

@@ -82,10 +82,22 @@ class UnleashServer:
         data = self.call('GET', '/api/admin/projects/default/features/%s' % feature)
         return [e['enabled'] for e in data['environments'] if e['name'] == environment][0]
 
-    def client_enabled(self, feature):
-        """What an Unleash client SDK sees: the client API's features of the client token's environment."""
-        data = self.call('GET', '/api/client/features', token=CLIENT_TOKEN)
-        return [f['enabled'] for f in data['features'] if f['name'] == feature][0]
+    def client_enabled(self, feature, expect=None, timeout=15):
+        """What an Unleash client SDK sees: the client API's features of the client token's environment. Unleash
+        serves the client API from a cache it refreshes by itself, so a feature created or switched a moment ago may
+        not show yet: this polls until the feature shows (with ``expect``, until it shows that value) and returns
+        what it saw last, or None when the feature never showed."""
+        deadline = time.time() + timeout
+        seen = None
+        while True:
+            data = self.call('GET', '/api/client/features', token=CLIENT_TOKEN)
+            found = [f['enabled'] for f in data['features'] if f['name'] == feature]
+            seen = found[0] if found else None
+            if found and (expect is None or seen == expect):
+                return seen
+            if time.time() >= deadline:
+                return seen
+            time.sleep(0.5)
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -49,9 +49,32 @@ def process_gone(pid):
     return False
 
 
+def process_started(pid):
+    """When the process ``pid`` of this machine started (seconds since the epoch), or None when it cannot be read."""
+    try:
+        with open('/proc/%d/stat' % int(pid)) as handle:
+            ticks = int(handle.read().rsplit(')', 1)[1].split()[19])  # field 22, starttime, in clock ticks
+        with open('/proc/stat') as handle:
+            boot = [int(line.split()[1]) for line in handle if line.startswith('btime ')][0]
+        return boot + ticks / float(os.sysconf('SC_CLK_TCK'))
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+
+
+def reused_pid(pid, acquired):
+    """Whether the process now at ``pid`` started after the lock was taken (``acquired``, seconds since the epoch):
+    then it is another process that was given the holder's pid once the holder ended, not the holder."""
+    started = process_started(pid)
+    try:
+        return started is not None and started > float(acquired) + 1.0
+    except (TypeError, ValueError):
+        return False
+
+
 def holder_dead(holder, run_id, hostname, own_pid):
-    """A lock of another run, taken from this controller, whose ansible-playbook process no longer runs here (or
-    is the process that started this run's parent: the callback's rollback of its own run). A lock from another
+    """A lock of another run, taken from this controller, whose ansible-playbook process no longer runs here (its pid
+    is free, or held by a process that started after the lock was taken), or is the process that started this run's
+    parent (the callback's rollback of its own run). A lock from another
     controller cannot be judged from here: it stays until its TTL runs out."""
     if not isinstance(holder, dict) or holder.get('run_id') == run_id:
         return False
@@ -60,7 +83,9 @@ def holder_dead(holder, run_id, hostname, own_pid):
     pid = str(holder.get('pid') or '')
     if not pid.isdigit():
         return False
-    return pid == os.environ.get(CONTROLLER_PID_ENV, '') or process_gone(int(pid))
+    if pid == os.environ.get(CONTROLLER_PID_ENV, ''):
+        return True
+    return process_gone(int(pid)) or reused_pid(int(pid), holder.get('acquired'))
 
 
 def rollback_command(run_id, loader=None):

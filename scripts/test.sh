@@ -94,10 +94,13 @@ case "${1:-all}" in
     # Three pytest streams side by side, each on fleets of its own names and subnets: the fault matrix is split in
     # two shards (fleets fsx and fsy), each followed by half of the most waiting-bound behaviour files (deadlines,
     # bake times, unreachable hosts; fleets fsb and fsc); the first stream runs everything else.
-    second=(tests/behaviour/test_canary.py tests/behaviour/test_alert_blackhole.py tests/behaviour/test_awx_slices.py)
+    # (balanced by the files' times in tests/output/durations.md: about a third of the whole each)
+    second=(tests/behaviour/test_canary.py tests/behaviour/test_alert_blackhole.py tests/behaviour/test_awx_slices.py
+            tests/behaviour/test_database_deploy.py tests/behaviour/test_awx_runner.py)
     third=(tests/behaviour/test_bench_smoke.py tests/behaviour/test_commit_confirmed.py
            tests/behaviour/test_flags_unleash.py tests/behaviour/test_rollback_connection.py
-           tests/behaviour/test_metric_gate_runs.py)
+           tests/behaviour/test_metric_gate_runs.py tests/behaviour/test_traffic_blue_green.py
+           tests/behaviour/test_alert_channel_limits.py)
     ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
     for path in "${second[@]}" "${third[@]}"; do ignore+=("--ignore=$path"); done
     # The mutation check and the ecosystem gates start at once too, at a lower priority, so that they fill the

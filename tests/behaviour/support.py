@@ -192,6 +192,19 @@ class LocalDeploy:
         return sorted(os.path.join(self.incidents, n) for n in os.listdir(self.incidents)
                       if re.match(r'^inc-[^.]+\.json$', n))
 
+    def report_outcomes(self):
+        """The outcome of every incident report, in the order of incident_reports()."""
+        outcomes = []
+        for path in self.incident_reports():
+            with open(path) as handle:
+                outcomes.append(json.load(handle).get('outcome'))
+        return outcomes
+
+    def change_reports(self):
+        """The incident reports of deploys that changed something: all but those of deploys refused before any
+        change, which are written up as REFUSED BEFORE ANY CHANGE."""
+        return [path for path, outcome in zip(self.incident_reports(), self.report_outcomes()) if outcome != 'refused']
+
     def spool_events(self):
         if not os.path.exists(self.spool):
             return []

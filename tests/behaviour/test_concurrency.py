@@ -78,8 +78,8 @@ def test_second_concurrent_deploy_is_refused_naming_the_holder_and_state_stays_i
     assert 'run-alice-0001' in loser.stdout, loser.stdout[-6000:]
     assert 'TASK [failsafe.deploy.release' not in loser.stdout
     assert refused_in < 120, 'the refused deploy took %.0f s' % refused_in
-    # it opened no transaction, so nothing was rolled back and no incident was raised for it
-    assert d.incident_reports() == []
+    # it opened no transaction, so nothing was rolled back: its one report says it was refused before any change
+    assert d.change_reports() == [] and d.report_outcomes() == ['refused']
     assert not any('rollback' in json.dumps(e) for e in d.spool_events())
 
     # the first deploy went through as if alone

@@ -141,7 +141,7 @@ def test_a_flag_key_that_does_not_exist_fails_before_anything_changes(site):
     assert d.current() == 'releases/1.0.0'
     assert d.journal()['status'] == 'committed' and d.journal()['release'] == '1.0.0'
     assert '2.0.0' not in d.ledger()['releases']
-    assert d.incident_reports() == []
+    assert d.change_reports() == [] and d.report_outcomes() == ['refused']
 
 
 def ladder_steps(report):

@@ -123,12 +123,12 @@ def test_then_the_incident_report_names_task_host_and_cause(after_switch_failure
 def test_when_the_quarantined_release_is_deployed_again_then_it_is_refused_and_nothing_changes(after_switch_failure):
     d = after_switch_failure[0]
     before = d.digest()
-    reports = d.incident_reports()
+    reports = d.change_reports()
     proc = d.deploy('3.0.0')
     assert proc.returncode != 0
     assert 'quarantined' in proc.stdout
     assert d.digest() == before
-    assert d.incident_reports() == reports
+    assert d.change_reports() == reports and d.report_outcomes()[-1] == 'refused'
     assert d.journal()['status'] == 'rolled_back'
     assert not os.path.exists(d.lock_path())
 

@@ -63,6 +63,7 @@ def fleet_env(fleet, base, dist):
     as failsafe.deploy, a private ANSIBLE_HOME under ``base``, release archives in ``dist``, and nothing of the
     caller's callback, webhook or run settings."""
     env = dict(os.environ)
+    env.pop('FAILSAFE_CONTROLLER_PID', None)  # a callback unit test run in this process may have exported it
     env.update(fleet.env())
     env.update({
         'PATH': VENV_BIN + os.pathsep + os.environ.get('PATH', ''),
@@ -132,6 +133,9 @@ class LocalDeploy:
         self.spool = os.path.join(self.incidents, 'alerts.jsonl')
         self.program_conf = os.path.join(self.dir, 'supervisor', 'conf.d', 'demo-app.conf')
         self.env = dict(os.environ)
+        # a callback unit test run in this process may have exported its controller pid (this process's): a
+        # deploy without the callback would then record it as the lock holder, alive for the whole session
+        self.env.pop('FAILSAFE_CONTROLLER_PID', None)
         self.env.update({
             'PATH': VENV_BIN + os.pathsep + os.environ['PATH'],
             'ANSIBLE_CONFIG': os.path.join(DEMO, 'ansible.cfg'),

@@ -90,19 +90,19 @@ def record_layer(ds, run_id, kind, record, key=None, options=None):
 
 def layers_of(txn):
     """The transaction's undo log: exactly the layers that were applied (a layer never applied is never undone).
-    Journals written before the undo log existed are read from their snapshot and steps."""
+
+    A journal without an undo log (opened with the deploy_state module by a playbook of the operator's own, or by an
+    older version) is read for what it recorded: the snapshot of its ``files`` and the release it deployed. It
+    recorded no service, and so none is undone: the journal is the only source of a rollback."""
     if 'layers' in txn:
         return list(txn.get('layers') or [])
     layers = []
-    kinds = []
     files = (txn.get('snapshots') or {}).get('files')
-    if files and 'files' not in kinds:
-        layers.insert(0, {'kind': 'files', 'record': {'snapshot': files}})
-    if 'release' not in kinds:
+    if files:
+        layers.append({'kind': 'files', 'record': {'snapshot': files}})
+    if txn.get('release'):
         layers.append({'kind': 'release', 'record': {'release': txn.get('release'),
                                                      'previous': txn.get('previous_release')}})
-    if 'service' not in kinds:
-        layers.append({'kind': 'service', 'record': {}})
     return layers
 
 

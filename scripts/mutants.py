@@ -1266,6 +1266,25 @@ MUTANTS = [
         'covers': ['rule:stage-order'],
     },
     {
+        'name': 'code-stage-kinds-skipped',
+        'breaks': 'the rollback passes over layers of registered code-stage kinds, and of kinds it does not know, and '
+                  'still says the restore is proven',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "    registered = [e for e in layers if e['kind'] not in BUILT_IN_KINDS]\n",
+        'new': '    registered = []  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/module_utils/test_layer_registry.py::'
+            'test_a_code_stage_kind_and_one_of_its_own_stage_are_undone_and_each_undo_is_verified',
+            'tests/unit/plugins/module_utils/test_layer_registry.py::'
+            'test_a_staged_rollback_undoes_a_code_stage_kind_in_the_code_stage',
+            'tests/unit/plugins/module_utils/test_layer_registry.py::'
+            'test_a_code_stage_undo_that_does_not_take_fails_the_rollback_naming_the_layer',
+            'tests/unit/plugins/module_utils/test_layer_registry.py::'
+            'test_a_layer_of_a_kind_the_rollback_does_not_know_fails_it_naming_the_layer',
+        ],
+        'covers': ['rule:every-layer-undone'],
+    },
+    {
         'name': 'rollback-stages-not-passed',
         'breaks': 'the rollback gets no stages per host: flag and load balancer hosts are undone with the code',
         'file': 'plugins/plugin_utils/_launcher.py',

@@ -34,7 +34,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     lock_expired,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
-    KINDS, STAGES, FilesLayer, LayerError, ReleaseLayer, ServiceLayer, stage_of,
+    BUILT_IN_KINDS, KINDS, STAGES, FilesLayer, LayerError, ReleaseLayer, ServiceLayer, stage_of,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
@@ -169,6 +169,28 @@ def _generic_layer(entry, p, run):
     return cls(options, run)
 
 
+def _undo_registered(entry, p, run, txn, ds, report, stage):
+    """Undo a layer of a registered kind (``KINDS``) and verify the undo before anything else is undone; returns the
+    layer. A kind this version does not know fails here, naming the layer: no recorded layer is passed over."""
+    key = layer_key(entry)
+    report['step'] = 'undo the %s layer' % key
+    layer = _generic_layer(entry, p, run)
+    res = layer.undo(entry['record'])
+    report['step'] = 'verify the undo of the %s layer' % key
+    problems = layer.verify(entry['record'])
+    if problems:
+        raise LayerError('the %s layer was undone but does not check out: %s'
+                         % (key, '; '.join(problems)), layer=key)
+    done = {'kind': entry['kind'], 'undone': True, 'stage': stage}
+    if key != entry['kind']:
+        done['key'] = key
+    done.update(res.get('report') or {})
+    report['layers'].append(done)
+    _progress(ds, txn, key)
+    _crash_point('engine.%s-undone' % entry['kind'])
+    return layer
+
+
 def recorded_service(layers):
     """The service settings the transaction recorded with its service layer, or None when it recorded none."""
     for entry in layers:
@@ -227,8 +249,9 @@ def _remove_staged(txn, app_root, report):
 
 
 def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
-    """Undo files and release pointer, remove the release this transaction staged and never ran, restart the service
-    on what they restored (or start it when it is not running), check health, prove the restore."""
+    """Undo files and release pointer, then every other layer of the code stage through the registry (in the reverse
+    order of its application, each undo verified), remove the release this transaction staged and never ran, restart
+    the service on what they restored (or start it when it is not running), check health, prove the restore."""
     kinds = [entry['kind'] for entry in layers]
     app_root = txn.get('app_root') or p.get('app_root')
     state_layers = sorted((e for e in layers if e['kind'] in UNDO_ORDER), key=lambda e: UNDO_ORDER[e['kind']])
@@ -248,6 +271,9 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
             _progress(ds, txn, kind)
             _crash_point('engine.release-undone')
         report['layers'].append({'kind': kind, 'undone': True})
+    # every other kind of the code stage (registered ones; one this version does not know fails, naming its layer)
+    registered = [e for e in layers if e['kind'] not in BUILT_IN_KINDS]
+    undone = [(entry, _undo_registered(entry, p, run, txn, ds, report, 'code')) for entry in reversed(registered)]
     removed = _remove_staged(txn, app_root, report)
     # Without a release layer nothing switched: what runs is what ran before, and it keeps serving; unless the
     # journal records that nothing was deployed before (a first deploy): then there is no release to serve.
@@ -303,6 +329,9 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
             problems += FilesLayer(_store_dir(p)).verify(entry['record'])
         else:
             problems += ReleaseLayer(app_root).verify({'target': report['target_release']})
+    for entry, layer in undone:
+        # proven again once the service restarted: the restore proven is every layer the code stage undid
+        problems += ['the %s layer: %s' % (layer_key(entry), problem) for problem in layer.verify(entry['record'])]
     if removed and ReleaseRoot(app_root).has_release_dir(removed):
         problems.append('release %s, staged by this transaction, is still in %s'
                         % (removed, ReleaseRoot(app_root).releases_dir))
@@ -372,22 +401,7 @@ def rollback(p, run, check_mode=False):
             if stage == 'code' and (by_stage['code'] or txn.get('release')):
                 undone_at, checked_at = _code_stage(p, run, txn, by_stage['code'], ds, report, reason, quarantine)
             for entry in reversed(by_stage[stage] if stage != 'code' else []):
-                key = layer_key(entry)
-                report['step'] = 'undo the %s layer' % key
-                layer = _generic_layer(entry, p, run)
-                res = layer.undo(entry['record'])
-                report['step'] = 'verify the undo of the %s layer' % key
-                problems = layer.verify(entry['record'])
-                if problems:
-                    raise LayerError('the %s layer was undone but does not check out: %s'
-                                     % (key, '; '.join(problems)), layer=key)
-                done = {'kind': entry['kind'], 'undone': True, 'stage': stage}
-                if key != entry['kind']:
-                    done['key'] = key
-                done.update(res.get('report') or {})
-                report['layers'].append(done)
-                _progress(ds, txn, key)
-                _crash_point('engine.%s-undone' % entry['kind'])
+                _undo_registered(entry, p, run, txn, ds, report, stage)
             if by_stage[stage]:
                 _progress(ds, txn, stage, field='stages_done')
         # a stage with layers, not undone in this call nor by an earlier call of this rollback, is still pending

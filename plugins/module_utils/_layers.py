@@ -20,10 +20,12 @@ and the ledger) and ``service`` (supervisor or systemd). A rollback undoes them 
 release), and a layer whose ``restarts`` is true (the service) last: a restart reads what the other layers restored.
 Layers that live on other hosts (a load balancer, a database server, a flag service) are undone by their own plays.
 
-More kinds plug in through ``register``: a class with ``kind``, ``stage`` (one of ``STAGES``) and the four methods,
-built as ``cls(options, run)`` from the ``layer`` option of the transaction module's ``apply`` phase. Across a fleet,
-and on one host, layers are undone stage by stage in the order of ``STAGES`` (flags, then traffic, then code and
-configuration, then the database), and within a stage in the reverse order of their application.
+More kinds plug in through ``register``: a class with ``kind``, ``stage`` (one of ``STAGES``, declared: a kind
+without one, or with a stage the rollback does not run, is refused) and the four methods, built as
+``cls(options, run)`` from the ``layer`` option of the transaction module's ``apply`` phase. Across a fleet, and on
+one host, layers are undone stage by stage in the order of ``STAGES`` (flags, then traffic, then code and
+configuration, then the database), and within a stage in the reverse order of their application. A registered kind
+of the code stage is undone after the snapshot restore and the release pointer, before the service restarts.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -50,17 +52,31 @@ STAGES = ('flags', 'traffic', 'code', 'database')
 # kind -> class of the layers applied through the ``apply`` phase (filled by ``register``)
 KINDS = {}
 
+# The kinds the engine undoes itself in the code stage (files, release pointer, service); every other kind a journal
+# holds is undone through ``KINDS``, or the rollback fails naming it.
+BUILT_IN_KINDS = ('files', 'release', 'service')
+
 
 def register(cls):
-    """Class decorator: make a layer kind available to the ``apply`` phase and to the rollback."""
+    """Class decorator: make a layer kind available to the ``apply`` phase and to the rollback. A kind declares its
+    rollback stage; one that declares none, or a stage the rollback does not run (``STAGES``), is refused: the
+    rollback would never undo it."""
+    if not cls.kind or cls.kind in BUILT_IN_KINDS:
+        raise ValueError('layer kind %r: a registered kind needs a name of its own (not empty, not one of %s)'
+                         % (cls.kind, ', '.join(BUILT_IN_KINDS)))
+    if cls.stage is None:
+        raise ValueError('layer kind %s declares no rollback stage: set its stage to one of %s'
+                         % (cls.kind, ', '.join(STAGES)))
     if cls.stage not in STAGES:
-        raise ValueError('layer kind %s: stage %r is not one of %s' % (cls.kind, cls.stage, ', '.join(STAGES)))
+        raise ValueError('layer kind %s: stage %r is not one the rollback runs (%s)'
+                         % (cls.kind, cls.stage, ', '.join(STAGES)))
     KINDS[cls.kind] = cls
     return cls
 
 
 def stage_of(kind):
-    """The rollback stage of a layer kind: the built-in kinds are code, registered kinds say theirs."""
+    """The rollback stage of a layer kind: the built-in kinds are code, registered kinds say theirs. A kind this
+    version does not know is undone in the code stage, where the rollback fails naming it."""
     cls = KINDS.get(kind)
     return cls.stage if cls is not None else 'code'
 
@@ -74,7 +90,8 @@ class Layer(object):
     """
 
     kind = None
-    stage = 'code'
+    # the rollback stage (one of STAGES): every kind declares its own
+    stage = None
     restarts = False
     # options never written to the journal (passwords, tokens); the rollback gets them again in ``layer_secrets``
     secret_options = ()
@@ -104,6 +121,7 @@ class FilesLayer(Layer):
     paths (the release pointer, configuration files); undo restores the snapshot, verify reads every path back."""
 
     kind = 'files'
+    stage = 'code'
 
     def __init__(self, store_dir):
         self.store = SnapshotStore(store_dir)
@@ -129,6 +147,7 @@ class ReleaseLayer(Layer):
     quarantines the failed release only when the engine says it was shown bad on this host after its activation."""
 
     kind = 'release'
+    stage = 'code'
 
     def __init__(self, app_root):
         self.root = ReleaseRoot(app_root)
@@ -163,6 +182,7 @@ class ServiceLayer(Layer):
     """
 
     kind = 'service'
+    stage = 'code'
     restarts = True
     NOT_SERVING = ('RUNNING', 'STARTING', 'BACKOFF')
 

@@ -1379,6 +1379,30 @@ MUTANTS = [
         ],
         'covers': ['kind:service'],
     },
+    {
+        'name': 'outcome-always-rolled-back',
+        'breaks': 'the run reports ROLLED BACK whatever the rollback left on the hosts: a failed rollback passes for '
+                  'a clean one',
+        'file': 'plugins/callback/auto_rollback.py',
+        'old': "            self.outcome = 'rolled_back' if reason is None else 'rollback_failed'\n",
+        'new': "            self.outcome = 'rolled_back'  # mutant\n",
+        'tests': [
+            CALLBACK + 'test_anything_but_a_clean_rollback_is_rollback_failed',
+        ],
+        'covers': ['rule:every-word-true'],
+    },
+    {
+        'name': 'confirm-revert-quarantines',
+        'breaks': 'a release the host reverts only because nobody confirmed it is quarantined as failed',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': '        quarantine = _shown_bad(txn)\n',
+        'new': '        quarantine = True  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/module_utils/test_confirm.py::'
+            'test_an_unconfirmed_revert_does_not_quarantine_and_the_release_deploys_again_without_force',
+        ],
+        'covers': ['rule:commit-confirmed', 'rule:every-word-true'],
+    },
 ]
 
 

@@ -1245,9 +1245,7 @@ class CallbackModule(CallbackBase):
         log_file = base + '.rollback.log'
         self._rollback_files = {'rollback_vars': vars_file, 'rollback_result': result_file, 'rollback_log': log_file}
         playbook = self._resolve_playbook()
-        _launcher.write_rollback_vars(vars_file, self.run.run_id, self.run.rollback_hosts(scope), self.incident_id,
-                                      connection=self._scope_connections(scope),
-                                      stages=dict((h, self.layer_stages[h]) for h in scope if h in self.layer_stages))
+        _launcher.write_request(vars_file, self._rollback_request(scope))
         cmd = _launcher.build_command(self.ansible_playbook, playbook, cliargs, scope, vars_file,
                                       defaults=_launcher.config_defaults())
         prompts = _launcher.interactive_options(cliargs)
@@ -1301,10 +1299,7 @@ class CallbackModule(CallbackBase):
         """Launch the rollback job template on the controller and wait; same return values as _run_rollback."""
         self._rollback_files = {}
         template = self.get_option('controller_rollback_template')
-        rollback_vars = {'failsafe_rollback_run_id': self.run.run_id,
-                         'failsafe_rollback_hosts': self.run.rollback_hosts(scope),
-                         'failsafe_rollback_incident': self.incident_id,
-                         'failsafe_rollback_connection': self._scope_connections(scope)}
+        rollback_vars = self._rollback_request(scope)
         self._rollback_playbook_used = 'controller job template %s' % template
         self.timeline.add('rollback_start', hosts=scope, playbook=self._rollback_playbook_used)
         self._display.display('failsafe auto_rollback: rolling back %s with %s (timeout %d s)'
@@ -1336,6 +1331,13 @@ class CallbackModule(CallbackBase):
         """The ``failsafe_rollback_connection`` extra var: {host: {keyword: value}} for the hosts in scope whose play
         set a connection keyword."""
         return dict((host, self.connections[host]) for host in scope if self.connections.get(host))
+
+    def _rollback_request(self, scope):
+        """The rollback request of ``scope`` (``_launcher.rollback_request``): the same extra vars for the local child,
+        the controller's job template and the printed way out."""
+        return _launcher.rollback_request(
+            self.run.run_id, self.run.rollback_hosts(scope), self.incident_id, connection=self._scope_connections(scope),
+            stages=dict((h, self.layer_stages[h]) for h in scope if h in self.layer_stages))
 
     def _echo(self, line):
         self._display.display('rollback | %s' % line)
@@ -1435,7 +1437,7 @@ class CallbackModule(CallbackBase):
 
         left = [h for h in scope if not undone(h)] or list(scope)
         extra = _launcher.location_vars()
-        extra['failsafe_rollback_run_id'] = self.run.run_id
+        extra.update(self._rollback_request(left))
         try:
             return _launcher.command_line(_launcher.operator_command(
                 'failsafe.deploy.rollback', context.CLIARGS, hosts=left, extra_vars=extra,

@@ -10,9 +10,10 @@ Parent side: ``build_command()`` (same inventories, ``--limit`` the scope, pass-
 options, ``-e @<vars file>``), ``play_connection()`` (the connection keywords a play sets, which the vars file carries
 per host as ``failsafe_rollback_connection``), ``build_env()`` (``FAILSAFE_ROLLBACK_CHILD=1`` against recursion, our callback kept
 enabled, runner/AWX variables scrubbed), ``run()`` (stdin closed, output to a log file and echoed, killed at the
-timeout) and ``read_child_result()``. ``operator_command()`` is the command an operator runs by hand (the rollback of a
-committed deploy, the way out of a failed rollback): the same inventories and pass-through options, without the run's
-extra vars.
+timeout) and ``read_child_result()``. ``rollback_request()`` builds the extra vars of a rollback once, for the child,
+the controller's job template and the printed way out alike. ``operator_command()`` is the command an operator runs by
+hand (the rollback of a committed deploy, the way out of a failed rollback): the same inventories and pass-through
+options, without the run's extra vars.
 
 Child side: ``ChildReport`` collects per-host results and every ``failsafe_rollback`` value tasks return, and is
 written to the path the parent passes in ``FAILSAFE_ROLLBACK_RESULT``.
@@ -322,11 +323,16 @@ def normalize_connection(settings):
     return out
 
 
-def write_rollback_vars(path, run_id, hosts, incident_id, connection=None, stages=None):
-    """The ``-e @file`` of the child: failsafe_hosts (all: the --limit is the scope), failsafe_rollback_run_id,
-    failsafe_rollback_hosts, failsafe_rollback_incident, failsafe_rollback_connection ({host: {keyword: value}},
-    only hosts whose play set a connection keyword) and failsafe_rollback_stages ({host: [stage, ...]}, only hosts
-    whose layers need stages other than code alone)."""
+def rollback_request(run_id, hosts, incident_id, connection=None, stages=None):
+    """The rollback request: the extra vars the rollback playbook gets for one failure, whichever path starts it (the
+    local child's ``-e @file``, the controller's job template, the command printed for an operator), so that two
+    paths to a rollback cannot disagree. failsafe_hosts (all: the ``--limit`` is the scope), failsafe_rollback_run_id,
+    failsafe_rollback_hosts ({host: where its transaction is recorded}), failsafe_rollback_incident,
+    failsafe_rollback_connection ({host: {keyword: value}}, only hosts whose play set a connection keyword) and
+    failsafe_rollback_stages ({host: [stage, ...]}, only hosts whose layers need stages other than code alone).
+
+    Secrets are never part of it: the child gets the layers' secret options from the run's own extra vars, passed
+    through on its command line; the controller's job template from its credentials; an operator adds their own."""
     data = {
         # the rollback plays run on every host of the --limit (the scope): a host outside the deploy's own host
         # pattern (a load balancer or database host its tasks were delegated to) is rolled back too
@@ -341,9 +347,19 @@ def write_rollback_vars(path, run_id, hosts, incident_id, connection=None, stage
                   if host_stages and list(host_stages) != ['code'])
     if staged:
         data['failsafe_rollback_stages'] = staged
-    atomic_write_bytes(os.path.abspath(path), json.dumps(data, indent=2, sort_keys=True).encode('utf-8'), mode=0o600,
-                       controller=True)
     return data
+
+
+def write_request(path, request):
+    """Write the rollback request (``rollback_request``) as the child's ``-e @file`` (mode 0600); returns it."""
+    atomic_write_bytes(os.path.abspath(path), json.dumps(request, indent=2, sort_keys=True).encode('utf-8'),
+                       mode=0o600, controller=True)
+    return request
+
+
+def write_rollback_vars(path, run_id, hosts, incident_id, connection=None, stages=None):
+    """The ``-e @file`` of the child: the rollback request (``rollback_request``) written to ``path``."""
+    return write_request(path, rollback_request(run_id, hosts, incident_id, connection=connection, stages=stages))
 
 
 def _pump(stream, lines):

@@ -24,9 +24,10 @@ all_gates=(sanity units shellcheck lint importer changelog docs builder awx)
 python_version=3.11
 logs="$root/.build/checks"
 checks_venv="${FAILSAFE_CHECKS_VENV:-$root/.build/venv-checks}"
-# ansible-test keeps its virtual environments under this HOME, so later runs reuse them: it lives in the cache
-# beside the virtualenvs (scripts/venv.sh), named by the hash of what those environments are made from.
-test_home="$(venv_cache_dir)/ansible-test-home-$(cat "$root/requirements-dev.lock" "$root/tests/unit/requirements.txt" \
+# ansible-test keeps its virtual environments under a HOME, so later runs reuse them: it lives in the cache beside
+# the virtualenvs (scripts/venv.sh), named by the hash of what those environments are made from and by the gate
+# (sanity and units build different environments, and a HOME of each lets the two gates run at the same time).
+test_home_base="$(venv_cache_dir)/ansible-test-home-$(cat "$root/requirements-dev.lock" "$root/tests/unit/requirements.txt" \
   "$root"/scripts/ansible-test-bootstrap/* 2>/dev/null | sha256sum | cut -c1-16)"
 dist="$root/.build/dist"
 verbose="${FAILSAFE_CHECKS_VERBOSE:-0}"
@@ -87,12 +88,14 @@ in_checks_venv() {
 }
 
 prepare_test_home() {
-  mkdir -p "$test_home"
-  python "$root/scripts/ansible-test-bootstrap/prepare_home.py" "$test_home" >/dev/null
+  mkdir -p "$1"
+  python "$root/scripts/ansible-test-bootstrap/prepare_home.py" "$1" >/dev/null
 }
 
+# run_ansible_test COMMAND ARGS...: ansible-test COMMAND in a fresh staged copy, under the HOME of that command.
 run_ansible_test() {
-  stage_collection && prepare_test_home || return 1
+  local test_home="$test_home_base-$1"
+  stage_collection && prepare_test_home "$test_home" || return 1
   # ansible-test keeps only HOME, PATH and LC_ALL of the environment; pip settings come from $test_home.
   (cd "$(collection_dir)" && HOME="$test_home" ansible-test "$@" --venv --python "$python_version" --color no)
 }
@@ -111,8 +114,17 @@ gate_sanity() {
   run_ansible_test sanity
 }
 
+# FAILSAFE_CHECKS_JUNIT_DIR=DIR keeps the unit tests' JUnit reports (one per ansible-test context) in DIR:
+# scripts/test.sh counts the unit tests and their durations from them.
 gate_units() {
-  run_ansible_test units
+  local rc=0 junit="${FAILSAFE_CHECKS_JUNIT_DIR:-}"
+  run_ansible_test units || rc=$?
+  if [ -n "$junit" ]; then
+    mkdir -p "$junit"
+    rm -f "$junit"/*.xml
+    cp "$(collection_dir)"/tests/output/junit/*-units.xml "$junit"/ || rc=1
+  fi
+  return "$rc"
 }
 
 gate_shellcheck() {
@@ -309,14 +321,21 @@ main() {
     done
   fi
   mkdir -p "$logs"
-  # One run at a time: runs share the ansible-test HOME, the checks venv, .build/dist and the logs.
-  exec 9>"$logs/.lock"
-  if ! flock -n 9; then
-    log "waiting for another scripts/checks.sh run to finish"
-    flock 9
-  fi
+  # One run at a time of each gate: the runs of a gate share its ansible-test HOME, its log, the checks venv and
+  # .build/dist (importer, docs and builder share the lock "checks-venv"). Different gates may run side by side.
+  local lock
   for gate in "${gates[@]}"; do
+    case "$gate" in
+      importer | docs | builder) lock=checks-venv ;;
+      *) lock=$gate ;;
+    esac
+    exec 9>"$logs/.lock-$lock"
+    if ! flock -n 9; then
+      log "waiting for another scripts/checks.sh run of $gate to finish"
+      flock 9
+    fi
     run_gate "$gate" || failed=$((failed + 1))
+    exec 9>&-
   done
   if [ "$failed" -ne 0 ]; then
     echo "checks: $failed of ${#gates[@]} gates failed"

@@ -5,8 +5,8 @@
 #
 # `all` runs its parts side by side, each on fleets of its own names: two shards of the fault matrix (each on its own
 # 3-host fleet, mostly waiting on hosts, supervisor start-ups and health checks), each followed by half of the most
-# waiting-bound behaviour tests, beside the other tests; and the mutation check and the gates at a lower priority
-# from the start. Each part's output is printed whole when it ends; the run fails if any part failed.
+# waiting-bound behaviour tests, beside the other behaviour tests; the unit tests once, as the units gate
+# (ansible-test units); and the mutation check and the other gates at a lower priority from the start. Each part's output is printed whole when it ends; the run fails if any part failed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -89,7 +89,7 @@ case "${1:-all}" in
     if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
     # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
-    rm -f "$out"/pytest*.xml "$out"/fault-matrix*.md "$out"/fault-matrix*.json
+    rm -rf "$out"/pytest*.xml "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
     status=0
     # Three pytest streams side by side, each on fleets of its own names and subnets: the fault matrix is split in
     # two shards (fleets fsx and fsy), each followed by half of the most waiting-bound behaviour files (deadlines,
@@ -103,13 +103,24 @@ case "${1:-all}" in
            tests/behaviour/test_alert_channel_limits.py)
     ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
     for path in "${second[@]}" "${third[@]}"; do ignore+=("--ignore=$path"); done
-    # The mutation check and the ecosystem gates start at once too, at a lower priority, so that they fill the
-    # time the streams spend waiting. A mutant's kill counts only when its killer tests pass unmutated, which the
-    # streams prove: this command fails when any stream fails, whatever the mutation check reported.
-    echo "==> mutation check (output: $out/mutants.log) and gates (output: $out/gates.log) at a lower priority"
+    # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,
+    # at the same priority; their JUnit reports join the streams' in the summary and the durations report.
+    echo "==> unit tests: the units gate (ansible-test units; output: $out/units.log)"
+    FAILSAFE_CHECKS_JUNIT_DIR="$out/units-junit" bash scripts/checks.sh units > "$out/units.log" 2>&1 &
+    units=$!
+    # The mutation check and the other ecosystem gates start at once too, at a lower priority, so that they fill
+    # the time the streams spend waiting. A mutant's kill counts only when its killer tests pass unmutated, which
+    # the streams and the unit tests prove: this command fails when any of them fails, whatever the mutation check
+    # reported.
+    other_gates=()
+    while IFS= read -r gate; do
+      if [ "$gate" != units ]; then other_gates+=("$gate"); fi
+    done < <(bash scripts/checks.sh --list)
+    echo "==> mutation check (output: $out/mutants.log) and gates ${other_gates[*]} (output: $out/gates.log)" \
+         "at a lower priority"
     FAILSAFE_MUTANTS_SUBNET=244 nice -n 10 python scripts/mutants.py > "$out/mutants.log" 2>&1 &
     mutants=$!
-    nice -n 10 bash scripts/checks.sh > "$out/gates.log" 2>&1 &
+    nice -n 10 bash scripts/checks.sh "${other_gates[@]}" > "$out/gates.log" 2>&1 &
     gates=$!
     echo "==> fault matrix shards with ${#second[@]} + ${#third[@]} waiting-bound test files beside the other tests;" \
          "their output: $out/fault-matrix-1.log, $out/fault-matrix-2.log"
@@ -121,22 +132,32 @@ case "${1:-all}" in
       run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${third[@]}" \
       --junitxml="$out/pytest-matrix-2.xml" > "$out/fault-matrix-2.log" 2>&1 &
     stream3=$!
-    run_pytest -q -rs tests/unit tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml" || status=1
+    run_pytest -q -rs tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml" || status=1
     wait "$stream2" || status=1
     echo "==> fault matrix shard 1 and waiting-bound tests output"
     cat "$out/fault-matrix-1.log"
     wait "$stream3" || status=1
     echo "==> fault matrix shard 2 and waiting-bound tests output"
     cat "$out/fault-matrix-2.log"
+    wait "$units" || status=1
+    echo "==> unit tests (units gate) output"
+    cat "$out/units.log"
     wait "$gates" || status=1
     echo "==> gates output"
     cat "$out/gates.log"
     wait "$mutants" || status=1
     echo "==> mutation check output"
     cat "$out/mutants.log"
-    durations "$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml"
+    reports=("$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml")
+    # ansible-test writes one report per test context (controller, modules); none at all is an error of summary.
+    if compgen -G "$out/units-junit/*.xml" >/dev/null; then
+      reports+=("$out"/units-junit/*.xml)
+    else
+      reports+=("$out/units-junit/python$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')-units.xml")
+    fi
+    durations "${reports[@]}"
     echo "test.sh: finished in $(( $(date +%s) - start )) s"
-    summary "$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml"
+    summary "${reports[@]}"
     exit "$status"
     ;;
   mutants)

@@ -86,7 +86,8 @@ needs_jmespath = needs(_health.HAS_JMESPATH, 'jmespath is not installed (tests/u
 
 @needs_jmespath
 def test_given_healthy_app_when_checked_then_ok_unchanged_with_json_and_one_attempt(server):
-    result = run_check(dict(FAST, url=server.url + '/health', json_query="status == 'ok'", max_latency=2))
+    # The latency bound is one a loaded machine keeps too: a slow answer here is the machine, not the app.
+    result = run_check(dict(FAST, url=server.url + '/health', json_query="status == 'ok'", max_latency=30))
     assert result['changed'] is False
     assert result['type'] == 'http'
     assert result['status'] == 200

@@ -42,6 +42,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ensure_query as release_query, ensure_staged, ensure_verified, validate_release_id,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
+from ansible_collections.failsafe.deploy.plugins.module_utils._undone import layer_words, summary
 
 
 def _ds(p):
@@ -144,13 +145,18 @@ def pick_transaction(journal, rollback_run_id=None):
     return None
 
 
-def _progress(ds, txn, kind, field='undone'):
-    """Note in the journal that a layer's undo finished (for the report; a re-run undoes every layer again)."""
+def _progress(ds, txn, kind, field='undone', value=None):
+    """Note in the journal that a layer's undo finished (for the report; a re-run undoes every layer again); with
+    ``value``, what ``kind`` (a stage) undid, in words, under ``field``."""
     journal = ds.read_journal()
     if not journal or journal.get('txid') != txn.get('txid'):
         return
     new = copy.deepcopy(journal)
     rb = new.setdefault('rollback', {})
+    if value is not None:
+        rb.setdefault(field, {})[kind] = value
+        ds.write_journal(new)
+        return
     undone = rb.setdefault(field, [])
     if kind not in undone:
         undone.append(kind)
@@ -185,6 +191,7 @@ def _undo_registered(entry, p, run, txn, ds, report, stage):
     if key != entry['kind']:
         done['key'] = key
     done.update(res.get('report') or {})
+    done['undid'] = layer_words(done)
     report['layers'].append(done)
     _progress(ds, txn, key)
     _crash_point('engine.%s-undone' % entry['kind'])
@@ -255,12 +262,15 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
     kinds = [entry['kind'] for entry in layers]
     app_root = txn.get('app_root') or p.get('app_root')
     state_layers = sorted((e for e in layers if e['kind'] in UNDO_ORDER), key=lambda e: UNDO_ORDER[e['kind']])
+    # the release that ran when the rollback began, for the words of the release layer
+    was = ReleaseRoot(app_root).read_current() if 'release' in kinds else None
     for entry in state_layers:
         kind = entry['kind']
         report['step'] = 'undo the %s layer' % kind
         if kind == 'files':
             res = FilesLayer(_store_dir(p)).undo(entry['record'])
             report['restored'] = res['restored']
+            done = {'kind': kind, 'undone': True, 'paths': len(res['restored'])}
             _progress(ds, txn, kind)
             _crash_point('engine.files-undone')
         else:
@@ -268,9 +278,12 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
                                               event='reverted' if p.get('unconfirmed') else 'rolled back')
             report['target_release'] = res['target']
             report['quarantined'] = res['quarantined']
+            done = {'kind': kind, 'undone': True, 'target': res['target'], 'was': was,
+                    'failed': entry['record'].get('release'), 'quarantined': res['quarantined']}
             _progress(ds, txn, kind)
             _crash_point('engine.release-undone')
-        report['layers'].append({'kind': kind, 'undone': True})
+        done['undid'] = layer_words(done)
+        report['layers'].append(done)
     # every other kind of the code stage (registered ones; one this version does not know fails, naming its layer)
     registered = [e for e in layers if e['kind'] not in BUILT_IN_KINDS]
     undone = [(entry, _undo_registered(entry, p, run, txn, ds, report, 'code')) for entry in reversed(registered)]
@@ -294,7 +307,9 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
         problems = service.verify({}, serving=serving)
         if problems:
             raise LayerError('; '.join(problems))
-        report['layers'].append({'kind': 'service', 'undone': True, 'action': 'restarted' if serving else 'unloaded'})
+        done = {'kind': 'service', 'undone': True, 'action': 'restarted' if serving else 'unloaded'}
+        done['undid'] = layer_words(done)
+        report['layers'].append(done)
         _progress(ds, txn, 'service')
     elif 'service' not in kinds and restart and serving and txn.get('release'):
         # The transaction never changed the service, but the release restored may not be running (the host crashed
@@ -395,17 +410,33 @@ def rollback(p, run, check_mode=False):
     report['step'] = 'read the journal'
     started = time.time()
     undone_at = checked_at = None
+    # what each stage undid, in words: the stages an earlier call of this staged rollback undid, then this call's
+    undid = [(s, list(((txn.get('rollback') or {}).get('undid') or {}).get(s) or [])) for s in STAGES
+             if s in done_before and s not in stages]
     try:
         for stage in stages:
+            mark = len(report['layers'])
             # a deploy's code stage runs even with no layer recorded: a staged release to remove, a service to start
             if stage == 'code' and (by_stage['code'] or txn.get('release')):
                 undone_at, checked_at = _code_stage(p, run, txn, by_stage['code'], ds, report, reason, quarantine)
             for entry in reversed(by_stage[stage] if stage != 'code' else []):
                 _undo_registered(entry, p, run, txn, ds, report, stage)
+            words = _stage_words(report, stage, mark)
+            undid.append((stage, words))
+            if p.get('stages') and words:
+                # a staged rollback sums up every stage in its last call: what this one undid stays in the journal
+                _progress(ds, txn, stage, field='undid', value=words)
             if by_stage[stage]:
                 _progress(ds, txn, stage, field='stages_done')
         # a stage with layers, not undone in this call nor by an earlier call of this rollback, is still pending
         pending = [s for s in STAGES if s not in stages and by_stage[s] and s not in done_before]
+        has_release = bool(txn.get('release')) or 'release' in kinds
+        # the release the host runs now, read from its current link (not from what the layers returned): a
+        # rollback that never switched the release (it failed before the activation) leaves the one before running
+        running = ReleaseRoot(app_root).read_current() if has_release and app_root else None
+        report['running_release'] = running
+        if report['target_release'] is None:
+            report['target_release'] = running
         report['verified'] = True
         finished = time.time()
         # seconds spent undoing the layers (restart included), on the health checks, and proving the restore
@@ -414,9 +445,13 @@ def rollback(p, run, check_mode=False):
                              'prove': round(finished - (checked_at or finished), 3)}
         if pending:
             report['pending'] = pending
+            report.pop('step', None)
+            now = ('; the host runs release %s' % running) if running is not None else ''
             return {'changed': True, 'failsafe_rollback': report,
-                    'msg': 'undid the %s stage(s) of transaction %s; still to undo: the %s stage(s)'
-                           % (', '.join(stages), txn.get('txid'), ', '.join(pending))}
+                    'msg': 'undid the %s stage(s) of transaction %s (%s)%s; still to undo: the %s stage(s)'
+                           % (', '.join(stages), txn.get('txid'),
+                              '; '.join(', '.join(w) for s, w in undid if s in stages and w) or 'nothing to undo',
+                              now, ', '.join(pending))}
         report['step'] = 'close the transaction'
         ensure_closed(ds, 'rolled_back', txn['run_id'],
                       data={'reason': reason, 'target': report['target_release'], 'restored': report['restored'],
@@ -428,9 +463,6 @@ def rollback(p, run, check_mode=False):
     except Exception as exc:  # any other error from a layer must still leave the journal saying so
         raise _rollback_failed(ds, txn, reason, report, '%s: %s' % (type(exc).__name__, exc), {})
     report.pop('step', None)
-    restored = report['target_release']
-    if restored is None and report.get('nothing_deployed'):
-        restored = 'nothing deployed (no release before it)'
     if is_config_change(txn) and 'release' not in kinds:
         report['config_change'] = list(txn['data']['config_change'])
         return {'changed': True, 'failsafe_rollback': report,
@@ -440,8 +472,19 @@ def rollback(p, run, check_mode=False):
                        % (txn.get('txid'), txn.get('release'), ', '.join(txn['data']['config_change']),
                           len(report['restored']), txn.get('release'))}
     return {'changed': True, 'failsafe_rollback': report,
-            'msg': 'rolled back transaction %s: %s -> %s, %d path(s) restored, restore proven'
-                   % (txn.get('txid'), txn.get('release'), restored, len(report['restored']))}
+            'msg': summary(txn.get('txid'), txn.get('release'), running, undid, activated='release' in kinds,
+                           nothing_deployed=bool(report.get('nothing_deployed')), has_release=has_release)}
+
+
+def _stage_words(report, stage, mark):
+    """What the stage just undone did, in words: its layers (from ``mark`` in the report's list on), and in the code
+    stage the release it removed and the service it started."""
+    words = [layer['undid'] for layer in report['layers'][mark:] if layer.get('undid')]
+    if stage == 'code' and report.get('removed_release'):
+        words.append(layer_words({'kind': 'removed_release', 'release': report['removed_release']}))
+    if stage == 'code' and report.get('service_started'):
+        words.append(layer_words({'kind': 'service', 'action': 'started'}))
+    return words
 
 
 def _rollback_failed(ds, txn, reason, report, msg, details):

@@ -419,6 +419,9 @@ failsafe_rollback:
       C(verified), C(layers) and C(checks); C(nothing_deployed) (no release before the transaction, none checked),
       C(removed_release) (the release directory it staged, removed) and C(service_started) (the service of the
       restored release, started because it was not running). Also returned when the rollback fails.
+    - C(running_release) is the release the host runs after the rollback, read from its C(current) link (null when
+      none runs); C(target_release) is that release too when no release layer was undone (a deploy that failed
+      before its activation). Each entry of C(layers) says in C(undid) what its undo did, in words.
   returned: phase is rollback and there was a transaction to undo
   type: dict
 journal:

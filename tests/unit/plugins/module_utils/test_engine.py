@@ -261,8 +261,11 @@ def test_rollback_in_one_call_undoes_a_partial_apply(host, cut):
     report = res['failsafe_rollback']
     switched = cut == 'after-switch'
     assert report['verified'] is True
-    # a layer never applied is never undone: before the switch the release pointer is left alone
-    assert report['target_release'] == ('1.0' if switched else None)
+    # a layer never applied is never undone: before the switch the release pointer is left alone (the journal's
+    # undone list below); either way the report names the release the host runs after the rollback, never None
+    assert report['target_release'] == '1.0' and report['running_release'] == '1.0'
+    assert '2.0 -> 1.0, the release this host runs now' in res['msg']
+    assert ('was never activated' in res['msg']) is not switched
     assert report['quarantined'] is switched, 'only an activated release is quarantined'
     assert ReleaseRoot(app).read_current() == '1.0'
     assert ReleaseRoot(app).load_ledger()['releases']['2.0']['state'] == ('failed' if switched else 'staged')

@@ -276,7 +276,8 @@ def test_a_rollback_after_activation_restarts_the_service_with_the_settings_in_t
     _stop(p)
     # the rollback's own service settings (none here) do not matter: the journal's are used
     res = engine.rollback(dict(q, service={}, reason='test'), commands)
-    assert {'kind': 'service', 'undone': True, 'action': 'restarted'} in res['failsafe_rollback']['layers']
+    assert {'kind': 'service', 'undone': True, 'action': 'restarted', 'undid': 'service restarted'} \
+        in res['failsafe_rollback']['layers']
     assert _wait_answer(port) and _answer(port) == '1.0'
     assert ReleaseRoot(p['app_root']).load_ledger()['releases']['2.0']['state'] == 'failed'
 

@@ -593,8 +593,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import b
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
-    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, rolled_back_summary, utc_iso,
-    write_json_atomic, write_report)
+    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, rollback_host_lines,
+    rolled_back_summary, utc_iso, write_json_atomic, write_report)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import email_settings
 
@@ -1201,6 +1201,7 @@ class CallbackModule(CallbackBase):
             else:
                 launch, hosts, reason = self._run_rollback(scope, cliargs)
             self.outcome = 'rolled_back' if reason is None else 'rollback_failed'
+        self._rollback_hosts = hosts
 
         json_path, md_path = report_paths(self.report_dir, self.incident_id)
         # rollback_scope=failed: hosts that opened (or even committed) this run stay on its release. Say so.
@@ -1461,6 +1462,8 @@ class CallbackModule(CallbackBase):
             ', '.join(sorted({f['cause'] for f in failures})) or 'none')]
         if self.outcome == 'refused':
             lines.append('  nothing was changed: no lock taken, no transaction opened, no rollback needed')
+        # each host whose rollback finished: the release it runs now and what each layer (every stage) undid
+        lines += rollback_host_lines(getattr(self, '_rollback_hosts', None))
         if getattr(self, 'report_json', None):
             lines.append('  incident report: %s' % self.report_json)
             lines.append('  incident report (Markdown): %s' % self.report_md)

@@ -21,7 +21,7 @@ import re
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (
-    OUTCOME_LABELS, incident_likely_cause, incident_reason, metric_gate_rows)
+    OUTCOME_LABELS, incident_likely_cause, incident_reason, metric_gate_rows, running_release, undone_words)
 
 CONTROLLER_LANE = 'controller'
 _HOST_RESULTS = frozenset(('result', 'failure', 'unreachable'))
@@ -411,8 +411,9 @@ def _rollback_section(incident):
         out.append('<div class="rollback-host" data-host="%s"><h3>%s: <span class="status-%s">%s</span></h3>'
                    % (esc(host), esc(host), _token(status or 'unknown'), esc(status)))
         out.append(_kv_table((
-            ('Restored release', restored.get('target_release')),
+            ('Runs release', running_release(restored)),
             ('Failed release', restored.get('failed_release')),
+            ('Undone', ', '.join(undone_words(restored)) or None),
             ('Quarantined', restored.get('quarantined')),
             ('Verified', _Raw(_yes_no(info.get('verified')))),
             ('Transaction', restored.get('txid')),
@@ -432,8 +433,8 @@ def _rollback_section(incident):
             out.append('<h3>Verification checks on the restored release</h3>')
             out.append(checks)
         rest = dict((k, v) for k, v in restored.items() if k not in (
-            'target_release', 'failed_release', 'quarantined', 'txid', 'timings', 'layers', 'restored', 'checks',
-            'verified', 'run_id'))
+            'target_release', 'running_release', 'failed_release', 'quarantined', 'txid', 'timings', 'layers',
+            'restored', 'checks', 'verified', 'run_id'))
         if rest:
             out.append('<details><summary>Other values</summary><pre>%s</pre></details>'
                        % esc(json.dumps(rest, indent=2, sort_keys=True, default=str)))

@@ -26,7 +26,8 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import ato
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines, failure_details
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (  # noqa: F401  (the callback's import)
-    OUTCOME_LABELS, clip, incident_likely_cause, incident_reason, metric_gate_rows)
+    OUTCOME_LABELS, clip, host_outcome, incident_likely_cause, incident_reason, metric_gate_rows, rollback_host_lines,
+    running_release)
 
 SCHEMA_VERSION = 1
 # A failed task of these roles, with no transaction opened anywhere in the run, refused the deploy before any change:
@@ -384,9 +385,9 @@ def broken_check_hint(failures, hosts):
 
 
 def restored_to(info):
-    """The release a host's rollback result says it went back to, or None."""
+    """The release a host's rollback result says it runs after the rollback, or None."""
     restored = (info or {}).get('restored') if isinstance(info, dict) else None
-    return restored.get('target_release') if isinstance(restored, dict) else None
+    return running_release(restored)
 
 
 def rolled_back_summary(what, scope, hosts):
@@ -547,11 +548,18 @@ def render_markdown(incident):
         layers = [layer.get('kind') for layer in restored.get('layers') or []
                   if isinstance(layer, dict) and layer.get('undone')]
         lines.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
-            _md(host), _md(info.get('status')), _md(restored.get('target_release')),
+            _md(host), _md(info.get('status')), _md(running_release(restored)),
             _md(restored.get('failed_release')), _md(', '.join(str(k) for k in layers) or None),
             len(paths) if isinstance(paths, list) else '-', _yes_no(info.get('verified')),
             _md(', '.join(t.get('task', '') for t in info.get('failed_tasks') or []) or None)))
     lines.append('')
+    # what each host's rollback undid, layer by layer and stage by stage, and the release it runs now
+    for host, info in sorted((rollback.get('hosts') or {}).items()):
+        restored = info.get('restored') if isinstance(info, dict) else None
+        if isinstance(restored, dict) and restored:
+            lines.append('- **%s** %s' % (_md(host), _md(host_outcome(restored))))
+    if lines[-1] != '':
+        lines.append('')
 
     reverted = incident.get('self_reverted') or {}
     if reverted:

@@ -82,3 +82,55 @@ def metric_gate_rows(incident):
         if isinstance(failure.get('metric_gate'), dict):
             out.append((failure.get('host'), failure.get('task'), failure['metric_gate']))
     return out
+
+
+def running_release(restored):
+    """The release a host runs after its rollback, as its rollback result says (read from its ``current`` link
+    there), or None; results of older versions named only the release the rollback switched to."""
+    if not isinstance(restored, dict):
+        return None
+    return restored.get('running_release') or restored.get('target_release')
+
+
+def undone_words(restored):
+    """What a host's rollback undid, one phrase per layer, every stage of a staged rollback included (the layers of
+    a host's stages add up in its result)."""
+    if not isinstance(restored, dict):
+        return []
+    words = []
+    for layer in restored.get('layers') or []:
+        if isinstance(layer, dict) and layer.get('undone'):
+            name = layer.get('key') or layer.get('kind') or 'a layer'
+            words.append(str(layer.get('undid') or '%s %s' % (name, layer.get('action') or 'undone')))
+    if restored.get('removed_release'):
+        words.append('staged release %s removed' % restored['removed_release'])
+    if restored.get('service_started'):
+        words.append('service started (it was not running)')
+    return words
+
+
+def host_outcome(restored):
+    """One host's rollback in words: the release it runs now and what was undone."""
+    running = running_release(restored)
+    if running is not None:
+        head = 'runs release %s' % running
+        failed = restored.get('failed_release')
+        if failed and failed != running:
+            head += ' (%s rolled back)' % failed
+    elif restored.get('failed_release'):
+        head = 'runs no release (nothing deployed before %s)' % restored['failed_release']
+    else:
+        head = 'layers only'
+    return '%s; undone: %s' % (head, ', '.join(undone_words(restored)) or 'nothing')
+
+
+def rollback_host_lines(hosts, indent='  '):
+    """The lines under a rollback's banner: for every host whose rollback finished, the release it runs now and
+    what each layer undid."""
+    lines = []
+    for host in sorted(hosts or {}):
+        info = hosts[host] if isinstance(hosts[host], dict) else {}
+        restored = info.get('restored')
+        if info.get('status') == 'ok' and isinstance(restored, dict) and restored:
+            lines.append('%s%s: %s' % (indent, host, host_outcome(restored)))
+    return lines

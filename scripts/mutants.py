@@ -363,6 +363,31 @@ MUTANTS = [
         ],
         'covers': ['kind:release'],
     },
+    {
+        'name': 'rollback-summary-names-no-running-release',
+        'breaks': 'a rollback that never switched the release (it failed before the activation) names no release '
+                  'running, though the one before it kept running',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "        running = ReleaseRoot(app_root).read_current() if has_release and app_root else None\n",
+        'new': "        running = report['target_release']  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_rollback_words.py::'
+            'test_a_rollback_before_the_activation_names_the_release_that_kept_running',
+        ],
+        'covers': ['rule:every-word-true'],
+    },
+    {
+        'name': 'staged-rollback-summary-last-stage-only',
+        'breaks': 'the last line of a staged rollback says what its last stage undid, not what every stage undid',
+        'file': 'plugins/module_utils/_engine.py',
+        'old': "             if s in done_before and s not in stages]\n",
+        'new': "             if False]  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_rollback_words.py::'
+            'test_the_last_call_of_a_staged_rollback_sums_up_every_stage_and_names_the_release_that_runs',
+        ],
+        'covers': ['rule:every-word-true'],
+    },
     # --- commit confirmed ----------------------------------------------------------------------------------------
     {
         'name': 'confirm-commit-after-revert',

@@ -554,8 +554,9 @@ def render_markdown(incident):
             _md(', '.join(t.get('task', '') for t in info.get('failed_tasks') or []) or None)))
     lines.append('')
     # what each host's rollback undid, layer by layer and stage by stage, and the release it runs now
-    for host, info in sorted((rollback.get('hosts') or {}).items()):
-        restored = info.get('restored') if isinstance(info, dict) else None
+    hosts = rollback.get('hosts') or {}
+    for host in sorted(hosts):
+        restored = hosts[host].get('restored') if isinstance(hosts[host], dict) else None
         if isinstance(restored, dict) and restored:
             lines.append('- **%s** %s' % (_md(host), _md(host_outcome(restored))))
     if lines[-1] != '':

@@ -14,6 +14,9 @@ pipeline run. N is the exit status of ansible-playbook. The newest incident repo
   exit 2  rollback failed   the rollback failed, did not start, or was deferred/skipped: hosts may be broken
   exit 3  unknown           ansible-playbook failed and there is no incident report (a task of the play's own failed
                             before a transaction opened, or the callback is not enabled)
+  exit 0  mitigated         a health check failed and a step of the escalation ladder (the kill switch) fixed it:
+                            the release stays, verified, with what that step changed (a feature flag off); nothing
+                            was rolled back
   exit 4  refused           the preflight refused the deploy before any change (a malformed release id, a missing
                             archive, malformed checks or flags, a lock held, a quarantined release...): no host
                             opened a transaction, nothing was changed and nothing was rolled back
@@ -31,9 +34,10 @@ import os
 import re
 import sys
 
-EXIT_CODES = {'deployed': 0, 'rolled_back': 1, 'rollback_failed': 2, 'unknown': 3, 'refused': 4}
-LABELS = {'deployed': 'DEPLOYED', 'rolled_back': 'ROLLED BACK', 'rollback_failed': 'ROLLBACK FAILED',
-          'unknown': 'UNKNOWN', 'refused': 'REFUSED BEFORE ANY CHANGE'}
+EXIT_CODES = {'deployed': 0, 'mitigated': 0, 'rolled_back': 1, 'rollback_failed': 2, 'unknown': 3, 'refused': 4}
+LABELS = {'deployed': 'DEPLOYED', 'mitigated': 'MITIGATED BY THE ESCALATION LADDER (NO ROLLBACK)',
+          'rolled_back': 'ROLLED BACK', 'rollback_failed': 'ROLLBACK FAILED', 'unknown': 'UNKNOWN',
+          'refused': 'REFUSED BEFORE ANY CHANGE'}
 _REPORT = re.compile(r'^inc-[^.]+\.json$')
 
 
@@ -79,6 +83,8 @@ def decide(report_dir, rc=None):
             outcome = 'refused'
         elif recorded == 'rescued' and rc in (None, 0):
             outcome = 'deployed'
+        elif recorded == 'mitigated' and rc in (None, 0):
+            outcome = 'mitigated'
         else:
             outcome = 'rollback_failed'
             detail = '%s: %s' % (summary.get('outcome_label') or recorded, detail)

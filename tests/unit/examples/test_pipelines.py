@@ -80,6 +80,17 @@ def test_outcome_takes_the_newest_report_and_ignores_rollback_files(tmp_path):
     assert mod.decide(str(tmp_path), 99)['exit_code'] == 2
 
 
+def test_a_deploy_the_kill_switch_mitigated_is_not_a_failed_rollback(tmp_path):
+    """The escalation ladder fixed the health (no rollback, the release stays verified): the pipeline is told
+    mitigated, exit 0, never ROLLBACK FAILED."""
+    mod = outcome_module()
+    write(tmp_path / 'inc-a.json', {'incident_id': 'inc-a', 'outcome': 'mitigated', 'written': 1,
+                                    'summary': {'reason': 'health check failed; the escalation ladder fixed it'}})
+    result = mod.decide(str(tmp_path), 0)
+    assert (result['outcome'], result['exit_code']) == ('mitigated', 0)
+    assert result['label'].startswith('MITIGATED') and 'escalation ladder' in result['detail']
+
+
 def test_a_refused_deploy_has_an_exit_code_of_its_own(tmp_path):
     mod = outcome_module()
     write(tmp_path / 'inc-a.json', {'incident_id': 'inc-a', 'outcome': 'refused', 'written': 1,

@@ -34,9 +34,9 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     lock_expired,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
-    BUILT_IN_KINDS, KINDS, STAGES, FilesLayer, LayerError, ReleaseLayer, ServiceLayer, stage_of,
+    BUILT_IN_KINDS, STAGES, FilesLayer, LayerError, ReleaseLayer, ServiceLayer,
 )
-from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.failsafe.deploy.plugins.module_utils._kinds import kind_class, load_all, stage_of
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseError, ReleaseRoot, archive_size, check_archive_size, ensure_absent, ensure_active, ensure_pruned,
     ensure_query as release_query, ensure_staged, ensure_verified, validate_release_id,
@@ -166,7 +166,7 @@ def _progress(ds, txn, kind, field='undone', value=None):
 def _generic_layer(entry, p, run):
     """Build the registered layer kind of an undo-log entry, with the options recorded at apply time and the secret
     ones (never written to the journal) given again to the rollback in ``layer_secrets``."""
-    cls = KINDS.get(entry['kind'])
+    cls = kind_class(entry['kind'])
     if cls is None:
         raise LayerError('layer kind %r is not known to this version of failsafe.deploy: it cannot be undone here'
                          % entry['kind'])
@@ -743,9 +743,9 @@ def apply_phase(p, run, check_mode=False):
     log, then apply. Check mode says what would change and changes nothing."""
     spec = dict(p.get('layer') or {})
     kind = spec.get('kind')
-    cls = KINDS.get(kind)
+    cls = kind_class(kind)
     if cls is None:
-        raise EngineError('layer kind %r is unknown: the kinds are %s' % (kind, ', '.join(sorted(KINDS)) or 'none'))
+        raise EngineError('layer kind %r is unknown: the kinds are %s' % (kind, ', '.join(sorted(load_all())) or 'none'))
     key = '%s:%s' % (kind, spec['id']) if spec.get('id') else kind
     ds = _ds(p)
     journal = ds.read_journal()

@@ -74,13 +74,6 @@ def register(cls):
     return cls
 
 
-def stage_of(kind):
-    """The rollback stage of a layer kind: the built-in kinds are code, registered kinds say theirs. A kind this
-    version does not know is undone in the code stage, where the rollback fails naming it."""
-    cls = KINDS.get(kind)
-    return cls.stage if cls is not None else 'code'
-
-
 class Layer(object):
     """The interface every layer kind implements.
 

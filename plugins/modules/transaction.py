@@ -468,7 +468,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
-from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
+from ansible_collections.failsafe.deploy.plugins.module_utils._kinds import kind_class
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')
@@ -531,7 +531,7 @@ def main():
     )
     p = dict(module.params)
     phase = p['phase']
-    layer_cls = KINDS.get((p.get('layer') or {}).get('kind'))
+    layer_cls = kind_class((p.get('layer') or {}).get('kind'))
     for option in (layer_cls.secret_options if layer_cls is not None else ()):
         # a layer's secret options (an API token) are masked in every output, as no_log options are
         if (p.get('layer') or {}).get(option):

@@ -30,10 +30,13 @@ MIN_MUTANTS = 50
 
 
 def layer_kinds():
-    """Every layer kind a journal may hold: the built-in ones and every kind _kinds.py registers."""
+    """Every layer kind of the collection a journal may hold: the built-in ones and every kind _kinds.py loads
+    (not the kinds other tests register for themselves)."""
     assert _kinds._layers is _layers
     assert [_layers.FilesLayer.kind, _layers.ReleaseLayer.kind, _layers.ServiceLayer.kind] == list(BUILT_IN_KINDS)
-    return sorted(set(BUILT_IN_KINDS) | set(_layers.KINDS))
+    registered = _kinds.load_all()
+    assert all(registered[kind].kind == kind for kind in _kinds.LOADERS)
+    return sorted(set(BUILT_IN_KINDS) | set(_kinds.LOADERS))
 
 
 def channel_names():

@@ -388,8 +388,10 @@ def rollback(p, run, check_mode=False):
     done_before = set((txn.get('rollback') or {}).get('stages_done') or []) if p.get('stages') else set()
     before = ReleaseRoot(app_root).read_current() if 'release' in kinds else None
     quarantine = _activated(txn) or (before is not None and before == txn.get('release'))
-    if p.get('unconfirmed'):
-        # the host reverts an activation nobody confirmed: quarantined only when it was shown bad after activation
+    if p.get('unconfirmed') or (p.get('quarantine') == 'shown_bad' and txn.get('status') != 'rollback_failed'):
+        # the host reverts an activation nobody confirmed, or a recovery undoes what a run that died left (not a
+        # rollback that failed after a failure was seen): the release is quarantined only when it was shown bad
+        # after its activation
         quarantine = _shown_bad(txn)
     reason = p.get('reason') or 'rollback requested'
     report = {'txid': txn.get('txid'), 'run_id': txn.get('run_id'), 'failed_release': txn.get('release'),
@@ -612,7 +614,8 @@ def open_phase(p, run, check_mode=False, warn=None):
             result['would_recover'] = journal.get('txid')
         else:
             rp = dict(p, reason='recovered: transaction %s was left %s by run %s'
-                      % (journal.get('txid'), status, journal.get('run_id')), rollback_run_id=None)
+                      % (journal.get('txid'), status, journal.get('run_id')), rollback_run_id=None,
+                      quarantine='shown_bad')
             rp['checks'] = p.get('rollback_checks', p.get('checks'))
             rp['check_defaults'] = p.get('rollback_check_defaults', p.get('check_defaults'))
             # a rollback still running on this host (its controller died) finishes first, under the host lock:

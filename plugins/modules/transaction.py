@@ -268,6 +268,18 @@ options:
   reason:
     description: Why V(rollback) runs; recorded in the ledger and the journal.
     type: str
+  quarantine:
+    description:
+      - Which failed release V(rollback) quarantines (the ledger marks it failed, so it is not deployed again
+        without O(force)).
+      - V(activated) (a rollback after a failure the run saw) quarantines a release that was activated on the host.
+      - V(shown_bad) (C(failsafe.deploy.recover), and the recovery of a dead run's transaction at V(open))
+        quarantines it only when the journal shows it bad on the host after its activation (a failed verify): a
+        release activated just before the controller died was never shown bad, and deploys again. A transaction
+        whose rollback failed after a failure the run saw is quarantined as with V(activated).
+    type: str
+    choices: [activated, shown_bad]
+    default: activated
   layer:
     description:
       - For V(apply), the layer to apply. C(kind) names a registered layer kind; C(id) tells apart several layers of
@@ -518,6 +530,7 @@ def main():
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
             reason=dict(type='str'),
+            quarantine=dict(type='str', default='activated', choices=['activated', 'shown_bad']),
             layer=dict(type='dict'),
             stages=dict(type='list', elements='str', choices=['flags', 'traffic', 'code', 'database']),
             layer_secrets=dict(type='dict', no_log=True),

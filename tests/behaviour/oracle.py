@@ -52,9 +52,8 @@ def sqlite_dump(path):
         return None
     conn = sqlite3.connect('file:%s?mode=ro' % path, uri=True)
     try:
-        return '\n'.join(line for line in conn.iterdump()
-                         if not line.startswith('CREATE TABLE failsafe_migrations')
-                         and not line.startswith('CREATE TABLE IF NOT EXISTS failsafe_migrations'))
+        skipped = ('CREATE TABLE failsafe_migrations', 'CREATE TABLE IF NOT EXISTS failsafe_migrations')
+        return '\n'.join(line for line in conn.iterdump() if not line.startswith(skipped))
     finally:
         conn.close()
 

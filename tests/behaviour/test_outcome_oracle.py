@@ -78,11 +78,8 @@ MIGRATION = 'CREATE TABLE t%04d (id INTEGER PRIMARY KEY, name TEXT);'
 # Product bugs the table finds, each cell marked xfail(strict=True) on that one word (KnownBug), every other check
 # of the cell still hard: when the bug is fixed the cell passes, and strict turns that into a failure that asks for
 # the mark to go.
-CAUSE_BUG = ("issue 23 item 9: a process that crashes on start and a configuration with a syntax error are classed "
+CAUSE_BUG = ("a process that crashes on start and a configuration with a syntax error are classed "
              "'health' (the health check's words), not a cause of their own with the service log as evidence")
-QUARANTINE_BUG = ('a release activated and never shown bad (the controller died after the switch) is quarantined by '
-                  'the recover.yml rollback: the engine quarantines whatever was activated, not what was shown bad '
-                  'after its activation')
 
 
 class KnownBug(AssertionError):
@@ -115,12 +112,11 @@ ROWS = [
     dict(name='later-flags', mode='good', hook='flags', outcome='rolled_back', quarantine=MIXES, cause='unknown',
          exit=1),
     dict(name='later-verify', mode='unhealthy', outcome='rolled_back', quarantine=MIXES, cause='health', exit=1),
-    dict(name='later-kill-after-activation', mode='good', crash='release.switched', outcome='rolled_back',
-         bug=('quarantine', QUARANTINE_BUG)),
+    dict(name='later-kill-after-activation', mode='good', crash='release.switched', outcome='rolled_back'),
     dict(name='later-host-crash-before-activation', mode='good', crash='release.staged-tmp', stop_app=True,
          outcome='rolled_back'),
     dict(name='later-host-crash-after-activation', mode='good', crash='release.switched', stop_app=True,
-         outcome='rolled_back', bug=('quarantine', QUARANTINE_BUG)),
+         outcome='rolled_back'),
     dict(name='later-deployed', mode='good', outcome='deployed', exit=0),
     dict(name='later-mitigated', mode='flagged', args=_e(oracle_flagged=True), outcome='mitigated', exit=0,
          hosts={'code': 'deployed', 'db': 'deployed', 'flags': 'mitigated'}),
@@ -389,8 +385,8 @@ def test_outcome_oracle(table, row_name, mix):  # pylint: disable=redefined-oute
                             result['sites'], result['version'], result['history'])
     bug = row.get('bug')
     if bug:
-        known = [w for w in wrong if (bug[0] == 'cause' and 'causes' in w) or (bug[0] == 'quarantine' and
-                                                                             'quarantine' in w)]
+        word = {'cause': 'causes', 'quarantine': 'quarantine'}[bug[0]]
+        known = [w for w in wrong if word in w]
         rest = [w for w in wrong if w not in known]
         assert not rest, '%s on %s: the collection said what the hosts do not show:\n- %s\n%s' % (
             row_name, mix, '\n- '.join(rest), log)

@@ -20,6 +20,13 @@ from .helpers import free_port
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def server_scope(fixture_name, config):  # pylint: disable=unused-argument
+    """The scope of a fixture that starts a server (pytest's dynamic scope): a module's tests share one, except when
+    each test runs in a fork of its own (ansible-test units loads its ansible_forked plugin), where a fork ends
+    without the teardown of module fixtures and every server it started would be left running."""
+    return 'function' if 'ansible_forked' in os.environ.get('PYTEST_PLUGINS', '') else 'module'
+
+
 def pg_bin():
     found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'), reverse=True)
     return os.path.dirname(found[0]) if found else None

@@ -29,7 +29,7 @@ from ansible_collections.failsafe.deploy.tests import dbservers
 from ansible_collections.failsafe.deploy.tests.requires import require, require_root
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope=dbservers.server_scope)
 def pg():
     require_root('PostgreSQL tests need root (the cluster runs as the postgres OS user)')
     if not dbservers.pg_bin():
@@ -41,7 +41,7 @@ def pg():
     server.stop()
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope=dbservers.server_scope)
 def maria():
     require_root('MariaDB tests need root (the server runs as the mysql OS user)')
     error = dbservers.ensure_prereqs()

@@ -160,7 +160,7 @@ def sqitch_release(tmp_path, rid, changes):
     return str(directory)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope=dbservers.server_scope)
 def pg():
     require_root('PostgreSQL tests need root (the cluster runs as the postgres OS user)')
     error = dbservers.ensure_prereqs()

@@ -18,8 +18,9 @@ description:
     M(failsafe.deploy.deploy_state)) and for hosts that fail or become unreachable while their transaction is open.
   - Failures that are rescued by a C(block)/C(rescue), and failures of tasks with C(ignore_errors) or
     C(ignore_unreachable), do not count.
-  - On the first counted failure of a host it classifies the cause (network, missing_configuration,
-    infrastructure, health, script_error, unknown) and sends a C(deploy_failed) alert at once.
+  - On the first counted failure of a host it classifies the cause (network, input, missing_configuration,
+    infrastructure, config_error, start_failure, health, script_error, unknown) and sends a C(deploy_failed) alert
+    at once.
   - When the run ends it starts the rollback playbook as a child C(ansible-playbook) for the hosts in scope, with
     the same inventory sources, the original C(-e) arguments and connection options, C(--limit) to those hosts, and
     C(-e @file) holding C(failsafe_rollback_run_id), C(failsafe_rollback_hosts), C(failsafe_rollback_incident) and

@@ -6,14 +6,17 @@
 """Failure classification and failure handling facts for the auto_rollback callback.
 
 ``classify()`` turns a failed task result into one cause class, checked in this order:
-network (unreachable), input, missing_configuration, infrastructure, script_error (a failed migration), health,
-network (by message), script_error, unknown. ``input`` is something the deploy was given that is malformed or
-missing (a release id that is not a plain name, a release archive that is not there, malformed health checks or
+network (unreachable), input, config_error (a service that refused its configuration at start),
+missing_configuration, infrastructure, script_error (a failed migration), start_failure (a service that did not
+start), health, network (by message), script_error, unknown. ``input`` is something the deploy was given that is
+malformed or missing (a release id that is not a plain name, a release archive that is not there, malformed health checks or
 feature flag settings, an SQLite database file that does not exist, a configuration file that does not parse): the
 preflight refuses most of it before anything changes, and says so in the result (``refused: input``). A
 configuration error is named before health because a health task that never ran (an undefined URL) is a
-configuration problem; a service that does not start is a health failure of the release (unless its log names a
-missing file, a resource or a dependency); an unreachable host is always network.
+configuration problem. A service that does not start is ``config_error`` when its log says its configuration
+does not parse (a syntax error, an invalid INI/JSON/YAML file, a setting it does not know), else ``start_failure``
+(unless its log names a missing file, a resource or a dependency), with the end of its log as evidence; an
+unreachable host is always network.
 
 ``rescue_block_for()`` answers whether a failing task sits in the ``block:`` section of a block that has a
 ``rescue:`` section, in which case ansible rescues it and it is not a deploy failure.
@@ -25,7 +28,8 @@ __metaclass__ = type
 import collections
 import re
 
-CAUSES = ('network', 'input', 'missing_configuration', 'infrastructure', 'health', 'script_error', 'unknown')
+CAUSES = ('network', 'input', 'missing_configuration', 'infrastructure', 'config_error', 'start_failure', 'health',
+          'script_error', 'unknown')
 
 Classification = collections.namedtuple('Classification', ['cause', 'evidence'])
 
@@ -48,6 +52,12 @@ _INPUT = [
 ]
 _MIGRATION = re.compile(r"\bmigration \S+ failed|\b(?:alembic|sqitch)\b[^\n]* failed \(rc", re.I)
 _SERVICE_START = re.compile(r"did not start under (?:supervisor|systemd)|supervisord did not start", re.I)
+# What a service's log says when it refused its configuration at start (after "It ends with:" in the failure).
+_CONFIG_ERROR = re.compile(
+    r"invalid (?:INI|JSON|YAML|TOML|config(?:uration)?)\b|config(?:uration)? (?:file )?(?:error|syntax)|"
+    r"syntax error|parse error|could not parse|ParsingError|MissingSectionHeaderError|ScannerError|"
+    r"unknown (?:setting|directive|option)|\[emerg\]", re.I)
+_LOG_END = re.compile(r"It ends with: (.*)", re.S)
 _MISSING_CONFIGURATION = [
     (re.compile(r"is undefined|undefined variable|has no attribute|AnsibleUndefinedVariable", re.I), 'undefined variable'),
     (re.compile(r"missing required arguments?|missing parameter|required_(?:if|one_of|together)|"
@@ -189,6 +199,20 @@ def _is_health_task(action, task_name, tags, role):
     return None
 
 
+def _start_failure(text):
+    """A service that did not start: ``config_error`` when the end of its log says its configuration does not parse,
+    else ``start_failure``; the evidence names the last line of its log when the failure carried one."""
+    end = _LOG_END.search(text)
+    log = end.group(1) if end else ''
+    # the failure joins the log's last lines with ' | '
+    lines = [' '.join(line.split())[:200] for line in re.split(r'\n| \| ', log) if line.strip()]
+    last = lines[-1] if lines else ''
+    if _CONFIG_ERROR.search(log):
+        said = next((line for line in reversed(lines) if _CONFIG_ERROR.search(line)), last)
+        return Classification('config_error', 'configuration refused at start: %s' % said)
+    return Classification('start_failure', 'service did not start' + (': %s' % last if last else ''))
+
+
 def classify(result, action=None, task_name=None, tags=None, role=None, unreachable=False):
     """Return ``Classification(cause, evidence)`` for a failed or unreachable task result.
 
@@ -204,6 +228,11 @@ def classify(result, action=None, task_name=None, tags=None, role=None, unreacha
 
     if result.get('refused') == 'input':
         return Classification('input', str(result.get('input_error') or 'invalid input'))
+    # a configuration the service refused when it started: after the change, so not an input refused before it
+    if _SERVICE_START.search(text):
+        started = _start_failure(text)
+        if started.cause == 'config_error':
+            return started
     evidence = _match(_INPUT, text)
     if evidence:
         return Classification('input', evidence)
@@ -222,7 +251,7 @@ def classify(result, action=None, task_name=None, tags=None, role=None, unreacha
     if _MIGRATION.search(text):
         return Classification('script_error', 'migration failed')
     if _SERVICE_START.search(text):
-        return Classification('health', 'service did not start')
+        return _start_failure(text)
 
     # A gate that judged metrics (its settings were sound): a health/metric regression, or no data under no_data=fail.
     if isinstance(result.get('failsafe_metric_gate'), dict):

@@ -31,6 +31,10 @@ CAUSE_HINTS = {
                              'requires).',
     'infrastructure': 'the hosts\' infrastructure failed (disk, permissions, the service manager, a package): not the '
                       'release\'s code.',
+    'config_error': 'the service refused its configuration when it started (a syntax error, a setting it does not '
+                    'know): fix the configuration the deploy wrote; its log says where.',
+    'start_failure': 'the service of the release did not start (it crashed or exited at start): see the end of its '
+                     'log in the evidence.',
     'health': 'the release was activated and then failed its health checks or metric gates: the release is bad, or '
               'the check is wrong.',
     'script_error': 'a command or script of the deploy failed (non-zero exit, traceback): see the evidence of the '

@@ -93,13 +93,13 @@ CASES = [
     ('app config syntax in a crash log',
      {'msg': 'demo-app did not start under supervisor (demo-app: ERROR (spawn error)). Its log is /l/app.log. It '
              'ends with: yaml.scanner.ScannerError: syntax error in /srv/app/shared/config/app.yml line 3'},
-     {'action': 'failsafe.deploy.transaction'}, 'input'),
+     {'action': 'failsafe.deploy.transaction'}, 'config_error'),
     ('crash on start', {'msg': 'demo-app did not start under supervisor (demo-app: ERROR (spawn error)). Its log is '
                                '/l/app.log. It ends with: SystemExit: 3'},
-     {'action': 'failsafe.deploy.transaction', 'role': 'failsafe.deploy.activate'}, 'health'),
+     {'action': 'failsafe.deploy.transaction', 'role': 'failsafe.deploy.activate'}, 'start_failure'),
     ('crash on start under systemd', {'msg': 'app did not start under systemd (rc 1): Job for app.service failed. '
                                              'See journalctl -u app.'},
-     {'action': 'failsafe.deploy.transaction'}, 'health'),
+     {'action': 'failsafe.deploy.transaction'}, 'start_failure'),
     ('crash on start for want of a library', {'msg': "demo-app did not start under supervisor (ERROR). It ends with: "
                                                      "ModuleNotFoundError: No module named 'flask'"},
      {'action': 'failsafe.deploy.transaction'}, 'infrastructure'),
@@ -282,6 +282,25 @@ def test_failed_metric_gate_is_a_metric_regression():
     ({'msg': 'failsafe_release_archive /x.tgz is not a file on the controller.'}, 'release archive not found'),
     ({'msg': 'migration 0002 failed: boom'}, 'migration failed'),
     ({'msg': 'app did not start under supervisor (ERROR).'}, 'service did not start'),
+    ({'msg': 'app did not start under supervisor (app: ERROR (spawn error)). Its log is /var/log/app.log. It ends '
+             'with: Traceback (most recent call last): | ZeroDivisionError: division by zero'},
+     'service did not start: ZeroDivisionError: division by zero'),
+    ({'msg': 'app did not start under supervisor (app: ERROR (spawn error)). It ends with: starting | error: '
+             '/etc/app/app.ini: invalid INI: Source contains parsing errors'},
+     'configuration refused at start: error: /etc/app/app.ini: invalid INI: Source contains parsing errors'),
 ])
 def test_the_evidence_names_what_was_wrong(result, evidence):
     assert classify(result).evidence == evidence
+
+
+@pytest.mark.parametrize('msg, cause', [
+    ('app did not start under supervisor (app: ERROR (spawn error)). It ends with: Traceback | KeyError: x',
+     'start_failure'),
+    ('app did not start under systemd (rc 1): exit-code. See journalctl -u app.', 'start_failure'),
+    ('app did not start under supervisor (ERROR). It ends with: nginx: [emerg] unknown directive "lisen" in '
+     '/etc/nginx/app.conf:3', 'config_error'),
+    ('app did not start under supervisor (ERROR). It ends with: yaml.scanner.ScannerError: mapping values are not '
+     'allowed here', 'config_error'),
+])
+def test_a_service_that_did_not_start_is_a_start_failure_or_a_configuration_it_refused(msg, cause):
+    assert classify({'failed': True, 'msg': msg}, action='failsafe.deploy.transaction').cause == cause

@@ -114,6 +114,9 @@ class WebhookSender:
             if attempt:
                 pause = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
                 if left is not None and pause >= left:
+                    # the limit is reached, as the error says: what is left is spent, and a later send of the run
+                    # does not try with a crumb of it
+                    self._charge(left)
                     error = '%s; total time limit of %.1f s reached' % (error, self.time_limit)
                     break
                 started = self._clock()

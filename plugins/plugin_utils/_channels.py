@@ -168,7 +168,11 @@ class Channel:
         for attempt in range(self.retries + 1):
             if attempt:
                 pause = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-                if pause >= self.remaining():
+                left = self.remaining()
+                if pause >= left:
+                    # the limit is reached, as the error says: what is left is spent, and a later alert of the run
+                    # does not try with a crumb of it
+                    self._charge(left)
                     error = '%s; total time limit of %.1f s reached' % (error, self.time_limit)
                     break
                 started = self._clock()

@@ -576,9 +576,15 @@ def _record_activation(ledger, release_id, t, event):
 
 
 def is_verified_candidate(entry):
+    """A release to go back to: verified, not failed, not removed, and not reverted since its verification (a
+    recovery undid the run that verified it: it is one again once verified again)."""
     if not isinstance(entry, dict):
         return False
-    return entry.get('verified') is not None and entry.get('state') != 'failed' and not entry.get('removed')
+    verified = entry.get('verified')
+    reverted = entry.get('reverted')
+    if verified is None or entry.get('state') == 'failed' or entry.get('removed'):
+        return False
+    return reverted is None or reverted < verified
 
 
 def select_rollback_target(ledger, exclude=(), exists=None):
@@ -909,9 +915,10 @@ def ensure_failed(rr, release_id, reason=None, check_mode=False):
 def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False, quarantine=True, event='rolled back'):
     """Switch back to the last verified release other than release_id. With quarantine, release_id is marked
     failed first. Without it (the release was never shown bad: its deploy failed before activation, or nobody
-    confirmed it in time) it is not quarantined, so a later run deploys it without force: a release that never ran
-    keeps its entry as it is; one that ran (``active``) goes back to ``staged``, with ``event`` and ``reason`` in its
-    history and the time in ``reverted``."""
+    confirmed it in time, or a recovery undid the run that died) it is not quarantined, so a later run deploys it
+    without force: a release that never ran keeps its entry as it is; one that ran (``active``, or ``verified`` on
+    a host that committed a run the recovery undid on every host) goes back to ``staged``, with ``event`` and
+    ``reason`` in its history and the time in ``reverted``: it is no longer a release to go back to."""
     if release_id is not None:
         validate_release_id(release_id)
     call = _Call(rr)
@@ -921,7 +928,7 @@ def ensure_rolled_back(rr, release_id=None, reason=None, check_mode=False, quara
         if quarantine and (entry is None or entry.get('state') != 'failed'):
             _mark(call.ledger, release_id, 'failed', call.t, event=event, reason=reason or 'rolled back')
             changed = True
-        elif not quarantine and entry is not None and entry.get('state') == 'active':
+        elif not quarantine and entry is not None and entry.get('state') in ('active', 'verified'):
             # it ran and was not shown bad: on disk beside the others, not current, not verified, not failed
             entry['state'] = 'staged'
             entry['reverted'] = call.t

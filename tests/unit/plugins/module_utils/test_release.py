@@ -503,6 +503,21 @@ def test_given_a_release_staged_but_never_activated_when_rolled_back_without_qua
     assert os.readlink(os.path.join(root, 'current')) == 'releases/v2'
 
 
+def test_given_a_committed_release_when_a_recovery_rolls_it_back_without_quarantine_then_it_is_no_longer_verified(
+        tmp_path, root, rr):
+    # a host that committed a run whose controller died before the others did: the recovery undoes it, and the
+    # release must not stay a verified one to go back to (nor become failed: nothing showed it bad)
+    deploy(tmp_path, rr, 'v1')
+    deploy(tmp_path, rr, 'v2')
+    assert ledger_of(root)['releases']['v2']['state'] == 'verified'
+    res = ensure_rolled_back(rr, 'v2', reason='recovered', quarantine=False)
+    assert res['target'] == 'v1' and res['current'] == 'v1' and res['quarantined'] is False
+    ledger = ledger_of(root)
+    assert ledger['releases']['v2']['state'] == 'staged' and ledger['last_verified'] == 'v1'
+    ensure_active(rr, 'v2')  # no force needed
+    assert os.readlink(os.path.join(root, 'current')) == 'releases/v2'
+
+
 def test_given_a_quarantined_release_when_rolled_back_without_quarantine_then_it_stays_quarantined(
         tmp_path, root, rr):
     deploy(tmp_path, rr, 'v1')

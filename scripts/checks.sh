@@ -326,7 +326,7 @@ main() {
   local lock
   for gate in "${gates[@]}"; do
     case "$gate" in
-      importer | docs | builder) lock=checks-venv ;;
+      importer | docs | builder) lock='checks-venv' ;;
       *) lock=$gate ;;
     esac
     exec 9>"$logs/.lock-$lock"

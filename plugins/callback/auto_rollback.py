@@ -594,9 +594,10 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import b
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
-    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, rollback_host_lines,
-    rolled_back_summary, utc_iso, write_json_atomic, write_report)
+    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, rolled_back_summary,
+    utc_iso, write_json_atomic, write_report)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import rollback_host_lines
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import email_settings
 
 _CHANNEL_SETTINGS = {'pagerduty': 'FAILSAFE_PAGERDUTY_ROUTING_KEY', 'slack': 'FAILSAFE_SLACK_WEBHOOK_URL',

@@ -274,7 +274,7 @@ options:
         without O(force)).
       - V(activated) (a rollback after a failure the run saw) quarantines a release that was activated on the host.
       - V(shown_bad) (C(failsafe.deploy.recover), and the recovery of a dead run's transaction at V(open))
-        quarantines it only when the journal shows it bad on the host after its activation (a failed verify): a
+        quarantines it only when the journal shows it bad on the host after its activation (a failed verify). A
         release activated just before the controller died was never shown bad, and deploys again. A transaction
         whose rollback failed after a failure the run saw is quarantined as with V(activated).
     type: str

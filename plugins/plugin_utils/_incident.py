@@ -26,8 +26,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import ato
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines, failure_details
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (  # noqa: F401  (the callback's import)
-    OUTCOME_LABELS, clip, host_outcome, incident_likely_cause, incident_reason, metric_gate_rows, rollback_host_lines,
-    running_release)
+    OUTCOME_LABELS, clip, host_outcome, incident_likely_cause, incident_reason, metric_gate_rows, running_release)
 
 SCHEMA_VERSION = 1
 # A failed task of these roles, with no transaction opened anywhere in the run, refused the deploy before any change:

@@ -226,7 +226,7 @@ def test_a_kind_of_the_collection_is_loaded_when_first_needed_and_known_to_the_w
         'print(sorted(_kinds.load_all()))',
     ])
     top = os.path.abspath(_kinds.__file__)
-    for _ in range(6):
+    for dummy in range(6):
         top = os.path.dirname(top)        # the directory that holds ansible_collections/
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([top] + sys.path))
     out = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -19,8 +19,7 @@ after the switch that leaves the app stopped (recover.yml brings it back); a goo
 flagged feature breaks its health until the kill switch turns the flag off (mitigated). Each cell is a (row, host):
 its expected host outcome, quarantine decision, cause class and deploy_outcome.py exit code are in the table; the
 oracle derives the true outcome from the host alone and fails the cell on any word of the collection that disagrees
-(see oracle.check_words). A cell whose only mismatch is a product bug still open is marked xfail(strict=True) on
-that word alone (KnownBug); any other mismatch fails it.
+(see oracle.check_words): every cell passes, none is marked as a known bug.
 
 Cost: the three hosts of a row share one ansible-playbook run (about 25 runs for the whole table); the sites are
 prepared once for the module and no step sleeps.
@@ -75,15 +74,6 @@ OWN_PLAYBOOK = '''---
 MIGRATION = 'CREATE TABLE t%04d (id INTEGER PRIMARY KEY, name TEXT);'
 
 
-# Product bugs the table finds, each cell marked xfail(strict=True) on that one word (KnownBug), every other check
-# of the cell still hard: when the bug is fixed the cell passes, and strict turns that into a failure that asks for
-# the mark to go.
-
-
-class KnownBug(AssertionError):
-    """The only mismatches of a cell are those of the product bug its row names."""
-
-
 def _e(**values):
     return ['-e', json.dumps(values)]
 
@@ -124,9 +114,7 @@ ROWS = [
     dict(name='own-fails', own=True, fail=True, outcome='rolled_back', cause='unknown', exit=1),
     dict(name='own-deployed', own=True, outcome='deployed', exit=0),
 ]
-CELLS = [pytest.param(row['name'], mix, id='%s-%s' % (row['name'], mix),
-                      marks=[pytest.mark.xfail(strict=True, raises=KnownBug, reason=row['bug'][1])]
-                      if row.get('bug') else [])
+CELLS = [pytest.param(row['name'], mix, id='%s-%s' % (row['name'], mix))
          for row in ROWS for mix in (('own',) if row.get('own') else MIXES)]
 
 
@@ -381,14 +369,5 @@ def test_outcome_oracle(table, row_name, mix):  # pylint: disable=redefined-oute
                   'quarantine': quarantine}
         wrong = check_words(result['words'], dict((m, t[0]) for m, t in result['truth'].items()), expect,
                             result['sites'], result['version'], result['history'])
-    bug = row.get('bug')
-    if bug:
-        word = {'cause': 'causes', 'quarantine': 'quarantine'}[bug[0]]
-        known = [w for w in wrong if word in w]
-        rest = [w for w in wrong if w not in known]
-        assert not rest, '%s on %s: the collection said what the hosts do not show:\n- %s\n%s' % (
-            row_name, mix, '\n- '.join(rest), log)
-        if known:
-            raise KnownBug('%s on %s: %s' % (row_name, mix, '; '.join(known)))
     assert not wrong, '%s on %s (%s): the collection said what the hosts do not show:\n- %s\n%s' % (
         row_name, mix, run_outcome(dict((m, t[0]) for m, t in result['truth'].items())), '\n- '.join(wrong), log)

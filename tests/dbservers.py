@@ -101,16 +101,21 @@ class MariaDB(object):
         self.data = os.path.join(self.base, 'data')
         self.socket = os.path.join(self.base, 'mysqld.sock')
         self.log = os.path.join(self.base, 'server.log')
+        # a temporary directory of its own: servers that share /tmp collide on their temporary table names
+        self.tmp = os.path.join(self.base, 'tmp')
+        os.mkdir(self.tmp)
+        os.chown(self.tmp, pwd.getpwnam('mysql').pw_uid, pwd.getpwnam('mysql').pw_gid)
         self.proc = None
 
     def start(self):
         res = subprocess.run(['mariadb-install-db', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
-                              '--auth-root-authentication-method=socket', '--skip-test-db'],
+                              '--auth-root-authentication-method=socket', '--skip-test-db', '--tmpdir=%s' % self.tmp],
                              capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError('mariadb-install-db failed: %s %s' % (res.stdout, res.stderr))
         self.proc = subprocess.Popen(['mariadbd', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
                                       '--socket=%s' % self.socket, '--skip-networking', '--log-error=%s' % self.log,
+                                      '--tmpdir=%s' % self.tmp,
                                       '--pid-file=%s' % os.path.join(self.base, 'mysqld.pid'),
                                       '--innodb-buffer-pool-size=32M', '--innodb-log-file-size=16M',
                                       '--skip-innodb-doublewrite', '--innodb-flush-log-at-trx-commit=0'],

@@ -564,8 +564,8 @@ def _rollback_values(result):
 
 def merge_child_hosts(scope, child):
     """Per-host rollback outcome for the parent: every scoped host gets a status; one missing from the child's
-    result is ``no_result`` (never assumed ok). ``restored`` merges the host's ``failsafe_rollback`` dicts;
-    ``verified`` is their last ``verified`` value, if any."""
+    result is ``no_result`` (never assumed ok). ``restored`` merges the host's ``failsafe_rollback`` dicts
+    (``pending``, the stages still to undo, is the last one's); ``verified`` is their last ``verified`` value, if any."""
     child_hosts = (child or {}).get('hosts') or {}
     out = {}
     for host in scope:
@@ -589,6 +589,12 @@ def merge_child_hosts(scope, child):
                         restored[key] = item
                 if 'verified' in value:
                     verified = value.get('verified')
+                # what is still to undo is what the last stage's report says: a stage that undid the rest
+                # reports no 'pending'
+                if value.get('pending'):
+                    restored['pending'] = list(value['pending'])
+                else:
+                    restored.pop('pending', None)
             else:
                 extra.append(value)
         if extra:

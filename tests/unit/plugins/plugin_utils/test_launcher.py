@@ -344,9 +344,9 @@ def test_child_report_and_merge():
 def test_a_staged_rollback_adds_up_the_layers_of_every_stage_and_a_later_stage_hides_nothing():
     child = {'hosts': {'web1': {'status': 'ok', 'failed_tasks': [], 'failsafe_rollback': [
         {'stages': ['flags'], 'layers': [{'kind': 'flags', 'undone': True}], 'restored': [], 'target_release': None,
-         'quarantined': False, 'verified': True},
+         'quarantined': False, 'verified': True, 'pending': ['code', 'database']},
         {'stages': ['code'], 'layers': [{'kind': 'files', 'undone': True}], 'restored': ['/srv/app/current'],
-         'target_release': 'r1', 'quarantined': True, 'verified': True},
+         'target_release': 'r1', 'quarantined': True, 'verified': True, 'pending': ['database']},
         {'stages': ['database'], 'layers': [{'kind': 'schema', 'undone': True}], 'restored': [],
          'target_release': None, 'quarantined': False, 'verified': True},
     ]}}}
@@ -354,6 +354,11 @@ def test_a_staged_rollback_adds_up_the_layers_of_every_stage_and_a_later_stage_h
     assert [layer['kind'] for layer in restored['layers']] == ['flags', 'files', 'schema']
     assert restored['restored'] == ['/srv/app/current'] and restored['target_release'] == 'r1'
     assert restored['quarantined'] is True and restored['stages'] == ['database']
+    # the database stage undid the last of it: nothing is left pending
+    assert 'pending' not in restored
+    # a rollback that stopped after the code stage still has the database to undo
+    child['hosts']['web1']['failsafe_rollback'].pop()
+    assert _launcher.merge_child_hosts(['web1'], child)['web1']['restored']['pending'] == ['database']
 
 
 def test_child_report_rescued_failure_is_ok():

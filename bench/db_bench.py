@@ -35,7 +35,7 @@ class DatabaseBench(object):
         # the frozen copy of the collection the run benchmarks (bench/run.py freeze_collection)
         if self.ctx.collections not in sys.path:
             sys.path.insert(0, self.ctx.collections)
-        from ansible_collections.failsafe.deploy.plugins.module_utils._database import Postgres
+        from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.database import Postgres
         return Postgres(options)
 
     def _fill(self, name, megabytes):

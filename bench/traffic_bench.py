@@ -45,7 +45,7 @@ def _set(site, ready):
     """The traffic layer's apply, as the transaction module runs it on the load balancer host (from the frozen copy
     of the collection: run.py puts it first on sys.path)."""
     from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
-    from ansible_collections.failsafe.deploy.plugins.module_utils._traffic import TrafficLayer
+    from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.traffic import TrafficLayer
     spec = _layer_spec(site, ready)
     return TrafficLayer(spec, _run).apply(spec, None)
 

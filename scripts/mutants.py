@@ -77,7 +77,7 @@ MUTANTS = [
     {
         'name': 'database-writes-since-ignored',
         'breaks': 'a rollback restores the database backup over rows written since the deploy without asking',
-        'file': 'plugins/module_utils/_database.py',
+        'file': 'plugins/module_utils/kinds/database.py',
         'old': "        return sorted(since.union(data.get('written_during') or []))\n",
         'new': '        return []  # mutant\n',
         'tests': [
@@ -88,7 +88,7 @@ MUTANTS = [
     {
         'name': 'database-down-steps-skipped',
         'breaks': 'the rollback runs no reverse migration and reports the database undone',
-        'file': 'plugins/module_utils/_database.py',
+        'file': 'plugins/module_utils/kinds/database.py',
         'old': "        done, failed, error = self.engine.run_migrations(steps, 'down', self.o.get('run_id'))\n",
         'new': '        done, failed, error = [], None, None  # mutant\n',
         'tests': [
@@ -101,7 +101,7 @@ MUTANTS = [
     {
         'name': 'database-missing-down-accepted',
         'breaks': 'a migration without a down step is applied without the operator accepting restore-only',
-        'file': 'plugins/module_utils/_database.py',
+        'file': 'plugins/module_utils/kinds/database.py',
         'old': "        no_down = [m['version'] for m in pending if 'down' not in m and m['version'] not in restore_only]\n",
         'new': '        no_down = []  # mutant\n',
         'tests': [
@@ -630,7 +630,7 @@ MUTANTS = [
     {
         'name': 'traffic-state-file-not-saved',
         'breaks': "HAProxy's server-state-file is not written, so a reload brings a drained server back",
-        'file': 'plugins/module_utils/_traffic.py',
+        'file': 'plugins/module_utils/kinds/traffic.py',
         'old': "            api.save_state(self.o['state_file'])\n",
         'new': '            pass  # mutant\n',
         'tests': [
@@ -642,7 +642,7 @@ MUTANTS = [
     {
         'name': 'traffic-undo-noop',
         'breaks': 'undoing the traffic layer leaves HAProxy as the deploy set it',
-        'file': 'plugins/module_utils/_traffic.py',
+        'file': 'plugins/module_utils/kinds/traffic.py',
         'old': "            changed = self._haproxy_set(current, target, strict=False)\n",
         'new': "            changed = False  # mutant\n",
         'tests': [
@@ -654,7 +654,7 @@ MUTANTS = [
     {
         'name': 'traffic-undo-keeps-the-weights',
         'breaks': "undoing the traffic layer puts HAProxy's server states back but leaves the weights the deploy set",
-        'file': 'plugins/module_utils/_traffic.py',
+        'file': 'plugins/module_utils/kinds/traffic.py',
         'old': "            weight = want['weight'] if want['weight'] != now['weight'] else None\n",
         'new': "            weight = want['weight'] if want['weight'] != now['weight'] and strict else None  # mutant\n",
         'tests': [
@@ -1133,7 +1133,7 @@ MUTANTS = [
     {
         'name': 'nginx-include-not-restored',
         'breaks': "undoing the nginx traffic layer leaves the deploy's upstream include file in place",
-        'file': 'plugins/module_utils/_traffic.py',
+        'file': 'plugins/module_utils/kinds/traffic.py',
         'old': '            self._nginx_write(content, keep=current)\n',
         'new': '            pass  # mutant\n',
         'tests': [
@@ -1145,7 +1145,7 @@ MUTANTS = [
     {
         'name': 'nginx-restore-not-reloaded',
         'breaks': 'the nginx undo puts the include file back but does not reload: nginx keeps the new upstream',
-        'file': 'plugins/module_utils/_traffic.py',
+        'file': 'plugins/module_utils/kinds/traffic.py',
         'old': '            self._nginx_write(content, keep=current)\n',
         'new': '            self._put(content)  # mutant\n',
         'tests': [
@@ -1157,7 +1157,7 @@ MUTANTS = [
     {
         'name': 'database-backup-not-restored',
         'breaks': 'a database undo that must restore the backup restores nothing and reports the restore done',
-        'file': 'plugins/module_utils/_database.py',
+        'file': 'plugins/module_utils/kinds/database.py',
         'old': '        self.engine.restore(backup)\n        state = self.engine.state()\n',
         'new': "        state = backup['state']  # mutant\n",
         'tests': [
@@ -1169,7 +1169,7 @@ MUTANTS = [
     {
         'name': 'flagd-flags-not-put-back',
         'breaks': 'undoing the flags layer leaves the flagd flag file as the deploy set it',
-        'file': 'plugins/module_utils/_flags.py',
+        'file': 'plugins/module_utils/kinds/flags.py',
         'old': "            _put_back(new['flags'], key, before)\n",
         'new': '            pass  # mutant\n',
         'tests': [
@@ -1183,7 +1183,7 @@ MUTANTS = [
     {
         'name': 'unleash-feature-not-switched-back',
         'breaks': 'undoing the flags layer leaves the Unleash features as the deploy switched them',
-        'file': 'plugins/module_utils/_flags.py',
+        'file': 'plugins/module_utils/kinds/flags.py',
         'old': "                    api.switch(key, before['enabled'])\n",
         'new': '                    pass  # mutant\n',
         'tests': [
@@ -1395,7 +1395,7 @@ MUTANTS = [
     {
         'name': 'service-undo-keeps-the-old-process',
         'breaks': 'the service undo leaves the running process alone instead of restarting it on the restored release',
-        'file': 'plugins/module_utils/_layers.py',
+        'file': 'plugins/module_utils/kinds/service.py',
         'old': '            return self.apply({}, record, restart=True)\n',
         'new': '            return self.apply({}, record, restart=False)  # mutant\n',
         'tests': [

@@ -33,10 +33,11 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     DeployState, JournalError, ensure_closed, ensure_locked, ensure_open, ensure_step, ensure_unlocked, iso,
     lock_expired,
 )
-from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
-    BUILT_IN_KINDS, STAGES, FilesLayer, LayerError, ReleaseLayer, ServiceLayer,
-)
-from ansible_collections.failsafe.deploy.plugins.module_utils._kinds import kind_class, load_all, stage_of
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import BUILT_IN_KINDS, STAGES, LayerError
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import kind_class, load_all, stage_of
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.files import FilesLayer
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.release import ReleaseLayer
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.service import ServiceLayer
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseError, ReleaseRoot, archive_size, check_archive_size, ensure_absent, ensure_active, ensure_pruned,
     ensure_query as release_query, ensure_staged, ensure_verified, validate_release_id,

@@ -14,10 +14,14 @@ kind implements:
   the job;
 - ``verify(record)``: prove the undo took; returns a list of problems (empty: proven).
 
-Kinds here: ``files`` (files and configuration, through the snapshot store), ``release`` (the ``current`` pointer
-and the ledger) and ``service`` (supervisor or systemd). A rollback undoes them in a fixed order: the snapshot restore
-(files, configuration and the ``current`` link as they were), then the release pointer (back to the last verified
-release), and a layer whose ``restarts`` is true (the service) last: a restart reads what the other layers restored.
+The kinds live one per module in ``kinds/`` beside this file: ``files`` (files and configuration, through the
+snapshot store), ``release`` (the ``current`` pointer and the ledger) and ``service`` (supervisor or systemd), which
+the engine undoes itself, and the kinds that register themselves (``kinds/__init__.py`` loads them). This module is
+the interface they share (``Layer``, ``LayerError``, ``register``, ``STAGES``, the default command runner).
+
+A rollback undoes the engine's own kinds in a fixed order: the snapshot restore (files, configuration and the
+``current`` link as they were), then the release pointer (back to the last verified release), and a layer whose
+``restarts`` is true (the service) last: a restart reads what the other layers restored.
 Layers that live on other hosts (a load balancer, a database server, a flag service) are undone by their own plays.
 
 More kinds plug in through ``register``: a class with ``kind``, ``stage`` (one of ``STAGES``, declared: a kind
@@ -35,10 +39,6 @@ import os
 import subprocess
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
-from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
-    ReleaseRoot, ensure_active, ensure_rolled_back,
-)
-from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore, describe_drift
 
 
 class LayerError(FailsafeError):
@@ -107,169 +107,6 @@ class Layer(object):
 
     def verify(self, record):  # pragma: no cover - interface
         raise NotImplementedError
-
-
-class FilesLayer(Layer):
-    """Files and configuration: a snapshot of the paths the deploy may change. Applying is whatever writes those
-    paths (the release pointer, configuration files); undo restores the snapshot, verify reads every path back."""
-
-    kind = 'files'
-    stage = 'code'
-
-    def __init__(self, store_dir):
-        self.store = SnapshotStore(store_dir)
-
-    def capture(self, params):
-        res = self.store.capture(params['paths'], exclude=params.get('exclude') or [], labels=params.get('labels'))
-        return {'snapshot': res['id'], 'entries': res['entries'], 'reused': not res['changed']}
-
-    def apply(self, params, record):
-        return {'changed': False}
-
-    def undo(self, record):
-        res = self.store.restore(record['snapshot'], verify=True)
-        return {'changed': res['changed'], 'restored': res['restored']}
-
-    def verify(self, record):
-        res = self.store.verify(record['snapshot'])
-        return [describe_drift(res['drift'])] if res['drift'] else []
-
-
-class ReleaseLayer(Layer):
-    """The ``current`` pointer. Undo switches back to the last verified release other than the failed one, and
-    quarantines the failed release only when the engine says it was shown bad on this host after its activation."""
-
-    kind = 'release'
-    stage = 'code'
-
-    def __init__(self, app_root):
-        self.root = ReleaseRoot(app_root)
-
-    def capture(self, params):
-        return {'release': params['release'], 'previous': self.root.read_current()}
-
-    def apply(self, params, record):
-        return ensure_active(self.root, params['release'], force=params.get('force', False))
-
-    def undo(self, record, reason=None, quarantine=True, event='rolled back'):
-        res = ensure_rolled_back(self.root, record.get('release'), reason=reason, quarantine=quarantine, event=event)
-        return {'changed': res['changed'], 'target': res['current'], 'quarantined': res.get('quarantined', False)}
-
-    def verify(self, record):
-        target = record.get('target')
-        current = self.root.read_current()
-        if current != target:
-            return ['current is %s, not the rollback target %s' % (current, target)]
-        return []
-
-
-def _tail(text, lines=8):
-    return ' | '.join(text.strip().splitlines()[-lines:]) if text and text.strip() else ''
-
-
-class ServiceLayer(Layer):
-    """The process that serves the release, under supervisor or systemd (or ``none``: not managed).
-
-    ``settings``: manager, name, supervisorctl, supervisord, conf, start (start supervisord when it is not
-    running), log (the program's log file, named in messages). ``run`` is a callable(argv) -> (rc, out, err).
-    """
-
-    kind = 'service'
-    stage = 'code'
-    restarts = True
-    NOT_SERVING = ('RUNNING', 'STARTING', 'BACKOFF')
-
-    def __init__(self, settings, run=None):
-        self.s = dict(settings or {})
-        self.s.setdefault('manager', 'supervisor')
-        self.run = run or _run
-
-    # -- supervisor
-    def _ctl(self, *args):
-        return self.run([self.s.get('supervisorctl') or 'supervisorctl', '-c', self.s['conf']] + list(args))
-
-    def _status_words(self):
-        rc, out, err = self._ctl('status', self.s['name'])
-        return out.split()
-
-    def running(self):
-        manager = self.s['manager']
-        if manager == 'supervisor':
-            return 'RUNNING' in self._status_words()
-        if manager == 'systemd':
-            rc, out, err = self.run(['systemctl', 'is-active', self.s['name']])
-            return out.strip() == 'active'
-        return True
-
-    def _ensure_supervisord(self):
-        rc, out, err = self._ctl('pid')
-        if out.strip().isdigit():
-            return False
-        if not self.s.get('start'):
-            return False
-        rc, out, err = self.run([self.s.get('supervisord') or 'supervisord', '-c', self.s['conf']])
-        if rc != 0:
-            raise LayerError('supervisord did not start (rc %s): %s' % (rc, (out + ' ' + err).strip()))
-        return True
-
-    def capture(self, params):
-        return {'was_running': self.running()}
-
-    def apply(self, params, record, restart=True):
-        """Start or restart the service. ``restart`` false: only start it if it is not running."""
-        manager = self.s['manager']
-        if manager == 'none':
-            return {'changed': False}
-        if manager == 'systemd':
-            self.run(['systemctl', 'daemon-reload'])
-            if not restart and self.running():
-                return {'changed': False}
-            rc, out, err = self.run(['systemctl', 'restart' if restart else 'start', self.s['name']])
-            if rc != 0:
-                raise LayerError('%s did not start under systemd (rc %s): %s. See journalctl -u %s.'
-                                 % (self.s['name'], rc, (out + ' ' + err).strip(), self.s['name']))
-            return {'changed': True}
-        started = self._ensure_supervisord()
-        rc, out, err = self._ctl('update')
-        changed = started or bool(out.strip())
-        if not restart and 'RUNNING' in self._status_words():
-            return {'changed': changed}
-        rc, out, err = self._ctl('restart', self.s['name'])
-        if rc != 0 or ('%s: started' % self.s['name']) not in out:
-            dummy, log, dummy2 = self._ctl('tail', '-1500', self.s['name'])
-            where = ('Its log is %s.' % self.s['log']) if self.s.get('log') else "See the program's log in supervisor."
-            tail = _tail(log)
-            raise LayerError('%s did not start under supervisor (%s). %s%s'
-                             % (self.s['name'], (out + ' ' + err).strip(), where,
-                                (' It ends with: ' + tail) if tail else ''), log=self.s.get('log'))
-        return {'changed': True}
-
-    def undo(self, record, serving=True):
-        """Restart on the restored release; with ``serving`` false (nothing to go back to) stop and unload it."""
-        if serving:
-            return self.apply({}, record, restart=True)
-        manager = self.s['manager']
-        if manager == 'supervisor':
-            rc, out, err = self._ctl('update')
-            return {'changed': bool(out.strip()), 'unloaded': True}
-        if manager == 'systemd':
-            rc, out, err = self.run(['systemctl', 'stop', self.s['name']])
-            return {'changed': True, 'unloaded': True}
-        return {'changed': False}
-
-    def verify(self, record, serving=True):
-        manager = self.s['manager']
-        if manager == 'none':
-            return []
-        if serving:
-            return [] if self.running() else ['%s is not running after the restart' % self.s['name']]
-        if manager == 'supervisor':
-            words = self._status_words()
-            if any(w in words for w in self.NOT_SERVING):
-                return ['supervisor still runs %s (%s), which has no release to serve'
-                        % (self.s['name'], ' '.join(words))]
-            return []
-        return ['%s still runs, which has no release to serve' % self.s['name']] if self.running() else []
 
 
 def _run(argv):

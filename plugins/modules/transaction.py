@@ -480,7 +480,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
-from ansible_collections.failsafe.deploy.plugins.module_utils._kinds import kind_class
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import kind_class
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
 
 NEEDS_RELEASE = ('open', 'snapshot', 'stage', 'activate', 'verify', 'commit')

@@ -13,7 +13,10 @@ import re
 
 import pytest
 
-from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds, _layers
+from ansible_collections.failsafe.deploy.plugins.module_utils import _layers, kinds
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.files import FilesLayer
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.release import ReleaseLayer
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.service import ServiceLayer
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _channels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,7 +25,7 @@ mutants = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(mutants)
 
 AREAS = ('restore', 'verif', 'target', 'quarantine', 'scope', 'unreachable', 'lock', 'journal', 'redact', 'secret')
-# Layer kinds the engine has without registering them (_layers.FilesLayer, ReleaseLayer, ServiceLayer).
+# Layer kinds the engine has without registering them (kinds/files.py, release.py, service.py).
 BUILT_IN_KINDS = ('files', 'release', 'service')
 # The incident reports write_report() writes.
 REPORTS = ('json', 'markdown', 'html')
@@ -30,13 +33,13 @@ MIN_MUTANTS = 50
 
 
 def layer_kinds():
-    """Every layer kind of the collection a journal may hold: the built-in ones and every kind _kinds.py loads
+    """Every layer kind of the collection a journal may hold: the built-in ones and every kind kinds/__init__.py loads
     (not the kinds other tests register for themselves)."""
-    assert _kinds._layers is _layers
-    assert [_layers.FilesLayer.kind, _layers.ReleaseLayer.kind, _layers.ServiceLayer.kind] == list(BUILT_IN_KINDS)
-    registered = _kinds.load_all()
-    assert all(registered[kind].kind == kind for kind in _kinds.LOADERS)
-    return sorted(set(BUILT_IN_KINDS) | set(_kinds.LOADERS))
+    assert kinds._layers is _layers
+    assert [FilesLayer.kind, ReleaseLayer.kind, ServiceLayer.kind] == list(BUILT_IN_KINDS) == list(_layers.BUILT_IN_KINDS)
+    registered = kinds.load_all()
+    assert all(registered[kind].kind == kind for kind in kinds.LOADERS)
+    return sorted(set(BUILT_IN_KINDS) | set(kinds.LOADERS))
 
 
 def channel_names():
@@ -77,9 +80,9 @@ def test_the_set_covers_every_promise_and_names_are_unique():
 
 
 def test_every_layer_kind_has_a_mutant():
-    kinds = layer_kinds()
-    assert set(BUILT_IN_KINDS) < set(kinds) and len(kinds) > len(BUILT_IN_KINDS)    # the registered kinds were read
-    missing = [kind for kind in kinds if kind not in covered('kind:')]
+    names = layer_kinds()
+    assert set(BUILT_IN_KINDS) < set(names) and len(names) > len(BUILT_IN_KINDS)    # the registered kinds were read
+    missing = [kind for kind in names if kind not in covered('kind:')]
     assert missing == [], 'layer kinds no mutant covers: %s' % ', '.join(missing)
 
 

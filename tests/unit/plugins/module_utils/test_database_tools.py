@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
-from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.failsafe.deploy.plugins.module_utils import kinds  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 

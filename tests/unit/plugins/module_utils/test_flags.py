@@ -18,7 +18,7 @@ import stat
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
-from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds
+from ansible_collections.failsafe.deploy.plugins.module_utils import kinds
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
@@ -62,7 +62,7 @@ def _layer(path, flags, **extra):
 
 
 def test_the_kind_is_registered_in_the_flags_stage():
-    assert _kinds.kind_class('flags') is KINDS['flags'] and KINDS['flags'].stage == 'flags'
+    assert kinds.kind_class('flags') is KINDS['flags'] and KINDS['flags'].stage == 'flags'
 
 
 def test_apply_sets_only_its_keys_keeps_the_mode_and_the_rollback_puts_them_back(site):

@@ -22,7 +22,7 @@ import pytest
 from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as engine
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
-from ansible_collections.failsafe.deploy.plugins.module_utils import _kinds
+from ansible_collections.failsafe.deploy.plugins.module_utils import kinds
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS, STAGES, Layer, register
 
 
@@ -207,7 +207,7 @@ def test_a_kind_cannot_take_the_name_of_a_built_in_one():
 
 
 def test_every_registered_kind_of_the_collection_declares_a_stage_the_rollback_runs():
-    _kinds.load_all()
+    kinds.load_all()
     assert {'database', 'traffic', 'flags'} <= set(cls.stage for cls in KINDS.values())
     assert all(cls.stage in STAGES for cls in KINDS.values())
 
@@ -217,18 +217,18 @@ def test_a_kind_of_the_collection_is_loaded_when_first_needed_and_known_to_the_w
     # transaction needs it (kind_class, stage_of), and load_all lists every kind of the collection.
     code = '\n'.join([
         'import sys',
-        'from ansible_collections.failsafe.deploy.plugins.module_utils import _engine, _kinds, _layers',
-        "prefix = 'ansible_collections.failsafe.deploy.plugins.module_utils.'",
-        "kinds = ('_database', '_traffic', '_flags')",
-        'print(sorted(m for m in kinds if prefix + m in sys.modules))',
-        "print(_kinds.stage_of('traffic'), _kinds.kind_class('flags').stage, _kinds.kind_class('nosuch'))",
-        'print(sorted(m for m in kinds if prefix + m in sys.modules))',
-        'print(sorted(_kinds.load_all()))',
+        'from ansible_collections.failsafe.deploy.plugins.module_utils import _engine, _layers, kinds',
+        "prefix = 'ansible_collections.failsafe.deploy.plugins.module_utils.kinds.'",
+        "loaded = ('database', 'traffic', 'flags')",
+        'print(sorted(m for m in loaded if prefix + m in sys.modules))',
+        "print(kinds.stage_of('traffic'), kinds.kind_class('flags').stage, kinds.kind_class('nosuch'))",
+        'print(sorted(m for m in loaded if prefix + m in sys.modules))',
+        'print(sorted(kinds.load_all()))',
     ])
-    top = os.path.abspath(_kinds.__file__)
-    for dummy in range(6):
+    top = os.path.abspath(kinds.__file__)
+    for dummy in range(7):
         top = os.path.dirname(top)        # the directory that holds ansible_collections/
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([top] + sys.path))
     out = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, check=True, env=env).stdout.splitlines()
-    assert out == ["[]", 'traffic flags None', "['_flags', '_traffic']", "['database', 'flags', 'traffic']"]
+    assert out == ["[]", 'traffic flags None', "['flags', 'traffic']", "['database', 'flags', 'traffic']"]

@@ -18,9 +18,10 @@ import time
 
 import pytest
 
-from ansible_collections.failsafe.deploy.plugins.module_utils._layers import (
-    FilesLayer, LayerError, ReleaseLayer, ServiceLayer,
-)
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import LayerError
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.files import FilesLayer
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.release import ReleaseLayer
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.service import ServiceLayer
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseRoot, ensure_active, ensure_staged, ensure_verified,
 )

@@ -3,12 +3,15 @@
 # Copyright: Contributors to failsafe.deploy
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The registered layer kinds of this collection, loaded when first needed.
+"""The layer kinds of this collection, one module each in this folder, and their registry.
 
-Each kind lives in a module that registers it (``_layers.register``). Its import is written inside a function:
-AnsiballZ still bundles the module with every module that uses the engine (it finds imports at any depth), but a
-host compiles it only when a transaction applies or holds that kind, not on every call (a host has no bytecode cache
-for what AnsiballZ ships). A new kind adds one loader here.
+``files``, ``release`` and ``service`` are the kinds the engine undoes itself in the code stage (it imports them);
+``database``, ``traffic`` and ``flags`` register themselves (``_layers.register``) and are loaded when first needed.
+Their import is written inside a function: AnsiballZ still bundles the module with every module that uses the engine
+(it finds imports at any depth), but a host compiles it only when a transaction applies or holds that kind, not on
+every call (a host has no bytecode cache for what AnsiballZ ships). A new kind is a new module here and one loader
+below. The interface every kind implements, and ``register``, live in ``_layers`` beside this folder: a kind module
+imports that, never this registry, so that the registry's loaders and the kinds never import each other.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -18,15 +21,15 @@ from ansible_collections.failsafe.deploy.plugins.module_utils import _layers
 
 
 def _load_database():
-    from ansible_collections.failsafe.deploy.plugins.module_utils import _database  # noqa: F401 pylint: disable=unused-import
+    from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import database  # noqa: F401  # pylint: disable=unused-import
 
 
 def _load_traffic():
-    from ansible_collections.failsafe.deploy.plugins.module_utils import _traffic  # noqa: F401 pylint: disable=unused-import
+    from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import traffic  # noqa: F401  # pylint: disable=unused-import
 
 
 def _load_flags():
-    from ansible_collections.failsafe.deploy.plugins.module_utils import _flags  # noqa: F401 pylint: disable=unused-import
+    from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import flags  # noqa: F401  # pylint: disable=unused-import
 
 
 # kind -> the loader of the module that registers it

@@ -15,7 +15,7 @@ Files, per deployment name under the state directory::
 
     <name>/confirm.lock          fcntl lock: the commit, a rollback and the revert are mutually exclusive
     <name>/self_revert.json      the facts of the last self-revert, and which run reported it
-    <name>/confirm/runner.py     the watchdog's entry point (a copy of WATCHDOG_RUNNER)
+    <name>/confirm/runner.py     the watchdog's entry point (the engine's WATCHDOG_RUNNER, handed to ``arm``)
     <name>/confirm/payload-*.zip the collection's code the watchdog imports (a copy of the module's own payload:
                                  the module's temporary directory is gone when its task ends)
     <name>/confirm/<txid>.json   what the watchdog needs to roll back (mode 0600: checks may carry credentials)
@@ -52,20 +52,6 @@ SUBDIR = 'confirm'
 PACKAGE = os.path.join('ansible_collections', 'failsafe', 'deploy', 'plugins', 'module_utils')
 # What the rollback needs that the journal does not hold; copied from the activation's parameters.
 ROLLBACK_KEYS = ('state_dir', 'name', 'app_root', 'service', 'checks', 'check_defaults', 'restart')
-# The watchdog's entry point: finds the collection's code named in its parameters file, then waits and reverts.
-WATCHDOG_RUNNER = b'''# failsafe.deploy commit-confirmed watchdog: reverts a transaction unless its commit confirms it in time.
-# Written by failsafe.deploy.transaction (phase activate); started detached, one per armed transaction.
-import json
-import sys
-
-with open(sys.argv[1]) as handle:
-    payload = json.load(handle)['payload']
-sys.path.insert(0, payload)
-from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import watch  # noqa: E402
-from ansible_collections.failsafe.deploy.plugins.module_utils._engine import guarded_rollback  # noqa: E402
-
-sys.exit(watch(sys.argv[1], guarded_rollback))
-'''
 
 
 class ConfirmError(FailsafeError):
@@ -241,15 +227,15 @@ def _env():
     return env
 
 
-def _spawn(ds, txid, mechanism, seconds, params_path):
+def _spawn(ds, txid, mechanism, seconds, params_path, code):
     runner = os.path.join(_dir(ds), 'runner.py')
     try:
         with open(runner, 'rb') as handle:
-            same = handle.read() == WATCHDOG_RUNNER
+            same = handle.read() == code
     except (IOError, OSError):
         same = False
     if not same:
-        atomic_write_bytes(runner, WATCHDOG_RUNNER, mode=0o600)
+        atomic_write_bytes(runner, code, mode=0o600)
     argv = [sys.executable or 'python3', runner, params_path]
     log = os.path.join(_dir(ds), '%s.log' % txid)
     if mechanism == 'systemd':
@@ -309,9 +295,11 @@ def _stop(confirm, ds):
 
 # --- arm, disarm, revert ------------------------------------------------------------------------------------------
 
-def arm(ds, p, journal, check_mode=False):
+def arm(ds, p, journal, runner, check_mode=False):
     """Arm the revert timer of the open transaction in journal, unless it is already armed and waiting. Returns
-    what was (or, in check mode, would be) armed."""
+    what was (or, in check mode, would be) armed. ``runner``: the watchdog's entry point, the source of a Python
+    script that imports ``watch`` and the engine's guarded_rollback (the engine's WATCHDOG_RUNNER: this module never
+    imports the engine, which imports it)."""
     seconds = int(p.get('confirm_timeout') or 0)
     if seconds <= 0:
         return {'armed': False, 'msg': 'commit confirmed is off (confirm_timeout is 0)'}
@@ -340,7 +328,7 @@ def arm(ds, p, journal, check_mode=False):
                   'deadline': deadline, 'deadline_iso': iso(deadline), 'mechanism': mechanism}
         _update_confirm(ds, txid, **record)
         try:
-            where = _spawn(ds, txid, mechanism, seconds, params_path)
+            where = _spawn(ds, txid, mechanism, seconds, params_path, runner)
         except Exception:
             _update_confirm(ds, txid, state='off')
             _unlink(params_path)
@@ -474,7 +462,7 @@ def revert(ds, txid, rollback, by='the watchdog'):
 
 def watch(params_path, rollback):
     """The watchdog's body: sleep until the deadline, then revert with ``rollback`` (the engine's guarded_rollback,
-    passed in by WATCHDOG_RUNNER) unless confirmed. Returns the exit status."""
+    passed in by the engine's WATCHDOG_RUNNER) unless confirmed. Returns the exit status."""
     from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
     data = read_json(params_path, default=None)
     if not data:

@@ -46,6 +46,24 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import S
 from ansible_collections.failsafe.deploy.plugins.module_utils._undone import layer_words, summary
 
 
+# The commit-confirmed watchdog's entry point, written to the host by _confirm.arm: it finds the collection's code
+# named in its parameters file, then waits and reverts with this engine's rollback. It lives here, with the engine
+# that imports _confirm, so that _confirm never imports (nor names) the engine.
+WATCHDOG_RUNNER = b'''# failsafe.deploy commit-confirmed watchdog: reverts a transaction unless its commit confirms it in time.
+# Written by failsafe.deploy.transaction (phase activate); started detached, one per armed transaction.
+import json
+import sys
+
+with open(sys.argv[1]) as handle:
+    payload = json.load(handle)['payload']
+sys.path.insert(0, payload)
+from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import watch  # noqa: E402
+from ansible_collections.failsafe.deploy.plugins.module_utils._engine import guarded_rollback  # noqa: E402
+
+sys.exit(watch(sys.argv[1], guarded_rollback))
+'''
+
+
 def _ds(p):
     return DeployState(p['state_dir'], p['name'])
 
@@ -881,7 +899,7 @@ def activate_phase(p, run, check_mode=False):
     journal = ds.read_journal() or {}
     ours = journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
     # Armed before anything serves traffic differently: a run that dies from here on leaves a host that reverts.
-    confirm = _confirm.arm(ds, p, journal, check_mode=check_mode) if ours or check_mode else {'armed': False}
+    confirm = _confirm.arm(ds, p, journal, WATCHDOG_RUNNER, check_mode=check_mode) if ours or check_mode else {'armed': False}
     # a configuration change of the running release switches nothing: no release layer, so that its rollback
     # restores the configuration and keeps the release (it was not shown bad) where it is
     if ours and not check_mode and not is_config_change(journal, p['release']):

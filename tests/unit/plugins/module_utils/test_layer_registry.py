@@ -232,3 +232,15 @@ def test_a_kind_of_the_collection_is_loaded_when_first_needed_and_known_to_the_w
     out = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, check=True, env=env).stdout.splitlines()
     assert out == ["[]", 'traffic flags None', "['flags', 'traffic']", "['database', 'flags', 'traffic']"]
+
+
+def test_each_kind_of_the_collection_lives_in_a_module_of_its_own_in_the_kinds_folder():
+    # The engine's own kinds and every kind the registry loads: kinds/<kind>.py defines it, one kind per module.
+    built_in = dict((cls.kind, cls) for cls in (engine.FilesLayer, engine.ReleaseLayer, engine.ServiceLayer))
+    assert sorted(built_in) == sorted(engine.BUILT_IN_KINDS)
+    registered = dict((kind, kinds.kind_class(kind)) for kind in kinds.LOADERS)
+    homes = dict((kind, cls.__module__) for kind, cls in list(built_in.items()) + list(registered.items()))
+    assert homes == dict((kind, kinds.__name__ + '.' + kind) for kind in homes)
+    folder = os.path.dirname(os.path.abspath(kinds.__file__))
+    assert sorted(name[:-3] for name in os.listdir(folder) if name.endswith('.py') and name != '__init__.py') \
+        == sorted(homes)

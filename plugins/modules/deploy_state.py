@@ -23,13 +23,10 @@ description:
     the P(failsafe.deploy.auto_rollback#callback) callback watches to know which hosts have a transaction open.
   - Every file is written atomically. A temporary file in the same directory is synced and renamed over the old
     one, and a new lock is created with a hard link so two runs cannot both take a free lock.
-author:
-  - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - failsafe.deploy.common
 attributes:
   check_mode:
-    support: full
     details:
       - Nothing is written in check mode. The result says what would change.
       - In check mode RV(failsafe_transaction.status) is V(planned) when the call would write, so that a check run
@@ -37,9 +34,6 @@ attributes:
   diff_mode:
     support: full
     details: Before and after of the lock holder and of a summary of the journal (txid, run, status, steps).
-  platform:
-    support: full
-    platforms: posix
 options:
   path:
     description:

@@ -23,112 +23,10 @@ description:
     first attempt, O(sleep) between attempts, and at most 1 + O(retries) attempts are made, each limited to
     O(timeout) seconds.
   - The module only reads. It never reports a change, and it runs its probe in check mode too.
-author:
-  - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: The probe runs in check mode as well, because it changes nothing.
-  diff_mode:
-    support: none
-  platform:
-    support: full
-    platforms: posix
-options:
-  type:
-    description:
-      - The kind of probe.
-      - When omitted it is inferred, V(http) when O(url) is set, V(tcp) when O(port) is set and V(command) when
-        O(cmd) is set.
-    type: str
-    choices: [http, tcp, command]
-  url:
-    description:
-      - URL to request for an V(http) probe.
-      - Mutually exclusive with O(port) and O(cmd).
-    type: str
-  method:
-    description: HTTP method of an V(http) probe.
-    type: str
-    default: GET
-  status_code:
-    description:
-      - HTTP status codes that count as healthy. Redirects of V(GET) and V(HEAD) requests are followed first.
-    type: list
-    elements: int
-    default: [200]
-  body_regex:
-    description:
-      - A Python regular expression (multi-line mode) that must match somewhere in the response body of an V(http)
-        probe or in the standard output of a V(command) probe.
-    type: str
-  json_query:
-    description:
-      - A JMESPath expression evaluated on the body (V(http)) or standard output (V(command)) parsed as JSON. The
-        attempt passes only when the result is truthy in JMESPath terms. V(false), V(null), an empty string, an
-        empty list and an empty object are false; every number, zero included, is true. Compare explicitly, for
-        example V(status == 'ok') or V(errors == `0`).
-      - Needs the C(jmespath) Python library on the target.
-    type: str
-  max_latency:
-    description:
-      - Slowest acceptable probe in seconds. An attempt that took longer fails even if everything else passed.
-    type: float
-  host:
-    description: Host to connect to for a V(tcp) probe.
-    type: str
-    default: 127.0.0.1
-  port:
-    description:
-      - TCP port for a V(tcp) probe.
-      - Mutually exclusive with O(url) and O(cmd).
-    type: int
-  cmd:
-    description:
-      - Command of a V(command) probe, as an argument list or as a string that is split into words like a shell
-        would, without ever running a shell.
-      - Mutually exclusive with O(url) and O(port).
-    type: raw
-  expect_rc:
-    description: Exit code of a healthy V(command) probe.
-    type: int
-    default: 0
-  timeout:
-    description:
-      - Seconds one attempt may take (connect and read for V(http), connect for V(tcp), run time for V(command),
-        after which the command and its process group are killed).
-    type: float
-    default: 5
-  retries:
-    description:
-      - Further attempts after a failed first one. At most 1 + O(retries) attempts are made.
-    type: int
-    default: 10
-  delay:
-    description: Seconds to wait before the first attempt.
-    type: float
-    default: 0
-  sleep:
-    description: Seconds to wait between two attempts.
-    type: float
-    default: 1
-  validate_certs:
-    description: Whether an V(http) probe verifies the server's TLS certificate.
-    type: bool
-    default: true
-  use_proxy:
-    description:
-      - Whether an V(http) probe uses a proxy from the environment (C(http_proxy), C(https_proxy), C(no_proxy)).
-    type: bool
-    default: true
-  headers:
-    description:
-      - Extra HTTP request headers for an V(http) probe.
-      - A header carrying a secret should come from a variable of a task with C(no_log), as with
-        M(ansible.builtin.uri).
-    type: dict
+  - failsafe.deploy.common
+  - failsafe.deploy.common.read_only
+  - failsafe.deploy.health_check
 notes:
   - The probe runs on the target host, so V(127.0.0.1) is the target itself.
 seealso:
@@ -230,6 +128,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._argspec import probe_argument_spec
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import (
     CHECK_OPTIONS, HAS_JMESPATH, JMESPATH_IMPORT_ERROR, CheckError, Matchers, command_argv, normalize_check,
     probe_command, probe_http, probe_tcp, run_probe, summarize,
@@ -293,26 +192,7 @@ def ensure_healthy(module):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            type=dict(type='str', choices=['http', 'tcp', 'command']),
-            url=dict(type='str'),
-            method=dict(type='str', default='GET'),
-            status_code=dict(type='list', elements='int', default=[200]),
-            body_regex=dict(type='str'),
-            json_query=dict(type='str'),
-            max_latency=dict(type='float'),
-            host=dict(type='str', default='127.0.0.1'),
-            port=dict(type='int'),
-            cmd=dict(type='raw'),
-            expect_rc=dict(type='int', default=0),
-            timeout=dict(type='float', default=5),
-            retries=dict(type='int', default=10),
-            delay=dict(type='float', default=0),
-            sleep=dict(type='float', default=1),
-            validate_certs=dict(type='bool', default=True),
-            use_proxy=dict(type='bool', default=True),
-            headers=dict(type='dict'),
-        ),
+        argument_spec=probe_argument_spec(),
         mutually_exclusive=[('url', 'port', 'cmd')],
         required_one_of=[('url', 'port', 'cmd')],
         required_if=[

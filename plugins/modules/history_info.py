@@ -22,23 +22,11 @@ description:
     (every closed transaction), C(<state_dir>/<name>/lock.json) and C(<app_root>/.failsafe/ledger.json). A line or
     file that cannot be read is skipped and named in RV(warnings_skipped); the module never writes anything.
   - The playbook C(failsafe.deploy.history) runs it across hosts and prints one table for the whole fleet.
-author:
-  - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: The module only reads.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - failsafe.deploy.common
+  - failsafe.deploy.common.read_only
+  - failsafe.deploy.state
 options:
-  state_dir:
-    description: Directory of the deploy state (the roles' C(failsafe_state_dir)).
-    type: path
-    default: /var/lib/failsafe-deploy
   name:
     description:
       - Deployment names (the roles' C(failsafe_name)) to list. Every deployment found under O(state_dir) when
@@ -136,6 +124,8 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.failsafe.deploy.plugins.module_utils._argspec import state_argument_spec
 
 _INCIDENT = re.compile(r'\b(inc-[0-9A-Za-z]+T?[0-9A-Za-z]*-[0-9a-f]+)\b')
 _NAME = re.compile(r'^[A-Za-z0-9_.-]+$')
@@ -269,7 +259,7 @@ def _is_deployment(folder):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state_dir=dict(type='path', default='/var/lib/failsafe-deploy'),
+            state_argument_spec(),
             name=dict(type='list', elements='str', default=[]),
             app_root=dict(type='path'),
             limit=dict(type='int', default=50),

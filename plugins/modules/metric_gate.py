@@ -43,27 +43,16 @@ description:
   - The result, C(failsafe_metric_gate), carries every query, value, threshold and the verdict; the
     C(failsafe.deploy.auto_rollback) callback classifies a failed gate as a health/metric regression and shows them
     in the incident report.
-author:
-  - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
+  - failsafe.deploy.common
+  - failsafe.deploy.common.action
 attributes:
   action:
-    support: full
     details: Everything runs in the action plugin on the controller.
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
-    support: full
     details: Check mode queries nothing and reports what the gate would query.
   diff_mode:
     support: none
-  platform:
-    support: full
-    platforms: posix
 options:
   prometheus_url:
     description: Base URL of the Prometheus server (C(/api/v1/...) is added).
@@ -75,7 +64,7 @@ options:
     elements: dict
     default: []
     suboptions:
-      name:
+      name: &metric_name
         description: Name of the metric in the result and the report (unique within the gate).
         type: str
         required: true
@@ -92,7 +81,7 @@ options:
       failure_limit:
         description: Failed measurements allowed for this metric (O(failure_limit) when not set).
         type: int
-      no_data:
+      no_data: &metric_no_data
         description: No-data policy of this metric (O(no_data) when not set).
         type: str
         choices: [fail, pause, ignore]
@@ -102,10 +91,7 @@ options:
     elements: dict
     default: []
     suboptions:
-      name:
-        description: Name of the metric in the result and the report (unique within the gate).
-        type: str
-        required: true
+      name: *metric_name
       canary_query:
         description: PromQL for the canary's samples (usually with C(instance=~"$canary")).
         type: str
@@ -132,10 +118,7 @@ options:
         description: Weight of this metric in the score.
         type: float
         default: 1.0
-      no_data:
-        description: No-data policy of this metric (O(no_data) when not set).
-        type: str
-        choices: [fail, pause, ignore]
+      no_data: *metric_no_data
       min_samples:
         description: Fewer valid samples than this on either side count as no data.
         type: int

@@ -24,22 +24,16 @@ description:
     A release that was staged or activated but never verified is never chosen, nor merely the previous directory.
   - A release marked V(failed) is quarantined. Staging, activating or verifying it again needs O(force=true).
   - Every write is atomic. The ledger is written to a temporary file, synced and renamed over the old one.
-author:
-  - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - failsafe.deploy.common
 attributes:
   check_mode:
-    support: full
     details: Every state plans and reports what it would change (including the ledger it would write) without
       touching the application root. V(staged) also checks the archive's members in check mode.
   diff_mode:
     support: full
     details: Before and after of C(current) and of the ledger entry of the release(s) concerned; for V(pruned) the
       list of releases.
-  platform:
-    support: full
-    platforms: posix
 options:
   root:
     description:

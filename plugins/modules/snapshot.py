@@ -101,10 +101,9 @@ notes:
   - The store holds copies of whatever it captures, possibly secrets. Keep it on the target, readable by root only.
   - Concurrent writers to one store are serialised by a lock file in the store.
 extends_documentation_fragment:
-  - action_common_attributes
+  - failsafe.deploy.common
 attributes:
   check_mode:
-    support: full
     details:
       - V(present) reads and hashes the paths and reports what would be captured, writing nothing.
       - V(restored) reports the drifting paths as RV(restored) without touching anything.
@@ -114,13 +113,9 @@ attributes:
     details:
       - V(restored) and V(verified) show the drifting paths before and none after; V(present), V(absent) and
         V(pruned) show the snapshot ids before and after.
-  platform:
-    platforms: posix
 seealso:
   - module: failsafe.deploy.release
   - module: failsafe.deploy.deploy_state
-author:
-  - failsafe.deploy maintainers (@failsafe-deploy)
 '''
 
 EXAMPLES = r'''

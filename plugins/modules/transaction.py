@@ -56,43 +56,26 @@ description:
     closes it as C(rollback_failed) and fails loudly; a rollback cut short anywhere finishes the job when run again.
     It disarms the host's revert timer first; a rollback, a commit and the timer's own revert exclude each other on
     the host (an fcntl lock in O(state_dir)), so exactly one of them wins.
-author:
-  - failsafe.deploy maintainers (@failsafe-deploy)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.flow
+  - failsafe.deploy.common
+  - failsafe.deploy.common.action
+  - failsafe.deploy.state
+  - failsafe.deploy.health_check.checks
 attributes:
   action:
-    support: full
     details: The action plugin adds the controller's host name and process id to V(open), takes over the lock of
       a run that died on this controller, and uploads O(src) for V(stage).
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
-    support: full
     details: Every phase plans and reports what it would do. V(verify) reports which checks a real run would make.
   diff_mode:
     support: partial
     details: V(open) shows the journal it would open, V(activate) the C(current) switch.
-  platform:
-    support: full
-    platforms: posix
 options:
   phase:
     description: The phase to run.
     type: str
     required: true
     choices: [open, snapshot, stage, activate, apply, verify, commit, rollback, query]
-  state_dir:
-    description: Where the journal, the lock and the snapshot store (C(snapshots/)) live on the host.
-    type: path
-    default: /var/lib/failsafe-deploy
-  name:
-    description: Name of the deployment; keys the journal and the lock in O(state_dir).
-    type: str
-    default: app
   app_root:
     description: Application root (C(releases/), C(current), C(shared/), the ledger).
     type: path
@@ -150,25 +133,6 @@ options:
     description: Retries of each check in the V(open) probe of the running release.
     type: int
     default: 1
-  checks:
-    description:
-      - Health checks, each a dict of the options of M(failsafe.deploy.health_check) (C(name), C(type), C(url),
-        C(method), C(status_code), C(body_regex), C(json_query), C(max_latency), C(host), C(port), C(cmd),
-        C(expect_rc), C(timeout), C(retries), C(delay), C(sleep), C(validate_certs), C(use_proxy), C(headers)).
-        Every option means the same in V(open), V(verify) and V(rollback).
-    type: list
-    elements: dict
-    default: []
-  check_defaults:
-    description: Values for the check options a check does not set.
-    type: dict
-  rollback_checks:
-    description: Checks for the rollback V(open) runs when it finishes a dead run's transaction; default O(checks).
-    type: list
-    elements: dict
-  rollback_check_defaults:
-    description: O(check_defaults) for O(rollback_checks).
-    type: dict
   snapshot_paths:
     description: Paths V(open) and V(snapshot) capture before anything changes.
     type: list
@@ -474,6 +438,7 @@ rollback_command:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._argspec import check_lists_argument_spec, state_argument_spec
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
     activate_phase, apply_phase, confirmed_commit, guarded_rollback, open_phase, snapshot_phase, stage_phase,
     verify_phase,
@@ -491,10 +456,10 @@ LAYERS_ONLY = ('open', 'commit')
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            state_argument_spec(),
+            **check_lists_argument_spec(),
             phase=dict(type='str', required=True,
                        choices=['open', 'snapshot', 'stage', 'activate', 'apply', 'verify', 'commit', 'rollback', 'query']),
-            state_dir=dict(type='path', default='/var/lib/failsafe-deploy'),
-            name=dict(type='str', default='app'),
             app_root=dict(type='path'),
             release=dict(type='str'),
             run_id=dict(type='str'),
@@ -509,10 +474,6 @@ def main():
             max_release_size=dict(type='bytes'),
             check_running=dict(type='bool', default=True),
             running_check_retries=dict(type='int', default=1),
-            checks=dict(type='list', elements='dict', default=[]),
-            check_defaults=dict(type='dict'),
-            rollback_checks=dict(type='list', elements='dict'),
-            rollback_check_defaults=dict(type='dict'),
             snapshot_paths=dict(type='list', elements='path', default=[]),
             snapshot_exclude=dict(type='list', elements='str', default=[]),
             src=dict(type='path'),

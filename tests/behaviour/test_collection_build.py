@@ -1,10 +1,14 @@
 """The collection builds, installs into an empty collections path, documents itself, and deploys from there."""
+import ast
+import importlib.util
+import json
 import os
 import shutil
 import subprocess
 import tarfile
 
 import pytest
+import yaml
 
 from support import ROOT, VENV_BIN
 
@@ -86,6 +90,70 @@ def test_ansible_doc_renders(installed, kind, name):
     out = run(['ansible-doc', '-t', kind, 'failsafe.deploy.%s' % name], env)
     assert 'failsafe.deploy.%s' % name in out or name in out
     assert 'ERROR' not in out
+
+
+def _module_doc(name):
+    """The DOCUMENTATION of one of our modules, as written in its source (before any fragment is merged)."""
+    with open(os.path.join(ROOT, 'plugins', 'modules', name + '.py'), encoding='utf-8') as handle:
+        tree = ast.parse(handle.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == ['DOCUMENTATION']:
+            return yaml.safe_load(node.value.value)
+    raise AssertionError('%s has no DOCUMENTATION' % name)
+
+
+def _fragment(slug):
+    """The YAML of a doc fragment of this collection: C(state) is DOCUMENTATION of state.py, C(common.action) its
+    ACTION."""
+    name, dummy, var = slug.partition('.')
+    spec = importlib.util.spec_from_file_location('fragment_' + name,
+                                                  os.path.join(ROOT, 'plugins', 'doc_fragments', name + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return yaml.safe_load(getattr(module.ModuleDocFragment, (var or 'documentation').upper()))
+
+
+FRAGMENT_USES = [(module, slug[len('failsafe.deploy.'):]) for module in MODULES
+                 for slug in _module_doc(module).get('extends_documentation_fragment', [])
+                 if slug.startswith('failsafe.deploy.')]
+
+
+def test_every_module_extends_the_common_fragment_and_the_shared_option_groups_are_fragments():
+    uses = set(FRAGMENT_USES)
+    assert set((m, 'common') for m in MODULES) <= uses
+    assert {('transaction', 'state'), ('history_info', 'state'), ('health_check', 'health_check'),
+            ('transaction', 'health_check.checks')} <= uses
+
+
+@pytest.mark.parametrize('module, slug', FRAGMENT_USES)
+def test_ansible_doc_shows_a_fragments_options_on_every_module_that_extends_it(installed, module, slug):
+    fragment, own = _fragment(slug), _module_doc(module)
+    doc = json.loads(run(['ansible-doc', '-t', 'module', '--json', 'failsafe.deploy.%s' % module],
+                         installed[0]))['failsafe.deploy.%s' % module]['doc']
+
+    def same(want, got, where):
+        """Every key the fragment gives an option (suboptions too) is what ansible-doc shows."""
+        for key, value in want.items():
+            if key == 'suboptions':
+                for sub, option in value.items():
+                    same(option, got['suboptions'][sub], '%s.%s' % (where, sub))
+            else:
+                assert got.get(key) == value, '%s: %s of %s is %r, the fragment says %r' % (
+                    module, key, where, got.get(key), value)
+
+    for name, option in (fragment.get('options') or {}).items():
+        assert name in doc['options'], 'ansible-doc of %s does not show option %s of fragment %s' % (
+            module, name, slug)
+        if name not in (own.get('options') or {}):  # a module may document an option of its own instead
+            same(option, doc['options'][name], name)
+    for name, attribute in (fragment.get('attributes') or {}).items():
+        own_attribute = (own.get('attributes') or {}).get(name) or {}
+        for key, value in attribute.items():
+            if key not in own_attribute:
+                assert doc['attributes'][name].get(key) == value, '%s: attribute %s.%s' % (module, name, key)
+    for key in ('author',):
+        if key in fragment:
+            assert doc[key] == fragment[key]
 
 
 def test_the_installed_collection_runs_the_demo_deploy(installed, tmp_path, receiver):

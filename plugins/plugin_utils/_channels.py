@@ -407,22 +407,26 @@ def _details(payload):
     return details
 
 
+class WebhookChannel(Channel):
+    """A channel that posts to one webhook URL. The URL is a secret: it is redacted wherever it would appear."""
+
+    def __init__(self, url, **kwargs):
+        super(WebhookChannel, self).__init__(**kwargs)
+        self._url = url
+        self._redactor.add_secret(url)
+
+
 # Slack -----------------------------------------------------------------------------------------------------
 
 def _mrkdwn(text):
     return str(text).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
 
 
-class SlackChannel(Channel):
+class SlackChannel(WebhookChannel):
     """Slack incoming webhook, Block Kit within Slack's limits."""
 
     name = 'slack'
     setting = 'FAILSAFE_SLACK_WEBHOOK_URL'
-
-    def __init__(self, url, **kwargs):
-        super(SlackChannel, self).__init__(**kwargs)
-        self._url = url
-        self._redactor.add_secret(url)
 
     def message(self, payload):
         title = title_of(payload)
@@ -462,18 +466,13 @@ class SlackChannel(Channel):
 
 # Microsoft Teams -------------------------------------------------------------------------------------------
 
-class StakeholderSlackChannel(Channel):
+class StakeholderSlackChannel(WebhookChannel):
     """The stakeholder notices (``_notices.py``) to a Slack incoming webhook of their own: the subject in bold and
     the text, as one section, never an alert."""
 
     name = 'stakeholders_slack'
     setting = 'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL'
     takes_alerts = False
-
-    def __init__(self, url, **kwargs):
-        super(StakeholderSlackChannel, self).__init__(**kwargs)
-        self._url = url
-        self._redactor.add_secret(url)
 
     def message(self, payload):
         subject = str(payload.get('notice_subject') or '')
@@ -487,16 +486,11 @@ class StakeholderSlackChannel(Channel):
         return [(self._url, self.message(payload))]
 
 
-class TeamsChannel(Channel):
+class TeamsChannel(WebhookChannel):
     """Microsoft Teams Workflows webhook: one Adaptive Card 1.4 in a message, under 28 KB."""
 
     name = 'teams'
     setting = 'FAILSAFE_TEAMS_WEBHOOK_URL'
-
-    def __init__(self, url, **kwargs):
-        super(TeamsChannel, self).__init__(**kwargs)
-        self._url = url
-        self._redactor.add_secret(url)
 
     @staticmethod
     def _card(payload, details_max, hosts_max):

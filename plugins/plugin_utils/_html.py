@@ -461,31 +461,29 @@ def _generic(value):
     return esc(value)
 
 
+def _section(anchor, title, parts, body, empty):
+    """A report section: its heading, ``parts`` (HTML), then ``body`` (HTML) or, when there is none, ``empty`` in
+    muted words."""
+    closing = [body or '<p class="muted">%s</p>' % empty, '</section>']
+    return '\n'.join(['<section id="%s"><h2>%s</h2>' % (anchor, title)] + parts + closing)
+
+
 def _probes_section(incident):
     probes = incident.get('dependency_probes')
     answer = (incident.get('summary') or {}).get('was_it_us') or {}
-    out = ['<section id="dependency-probes"><h2>Dependency probes: was it us or a dependency?</h2>']
+    verdict = []
     if answer.get('text'):
-        out.append('<p class="verdict verdict-%s"><strong>%s</strong></p>' % (
+        verdict.append('<p class="verdict verdict-%s"><strong>%s</strong></p>' % (
             esc(re.sub(r'[^a-z]', '', str(answer.get('verdict') or 'unknown'))), esc(answer['text'])))
-    if probes:
-        out.append(_generic(probes))
-    else:
-        out.append('<p class="muted">None configured.</p>')
-    out.append('</section>')
-    return '\n'.join(out)
+    return _section('dependency-probes', 'Dependency probes: was it us or a dependency?', verdict,
+                    _generic(probes) if probes else None, 'None configured.')
 
 
 def _alerts_section(incident):
     alerts = incident.get('alerts') or []
-    out = ['<section id="alerts"><h2>Alerts</h2>']
-    if alerts:
-        out.append(_table(('Event', 'Sent at', 'Spool', 'Webhook'), [
-            (a.get('event'), a.get('at'), a.get('spool'), a.get('webhook')) for a in alerts if isinstance(a, dict)]))
-    else:
-        out.append('<p class="muted">No alert was sent.</p>')
-    out.append('</section>')
-    return '\n'.join(out)
+    table = _table(('Event', 'Sent at', 'Spool', 'Webhook'), [
+        (a.get('event'), a.get('at'), a.get('spool'), a.get('webhook')) for a in alerts if isinstance(a, dict)])
+    return _section('alerts', 'Alerts', [], table if alerts else None, 'No alert was sent.')
 
 
 def _events_section(incident):

@@ -13,6 +13,7 @@
 - ``AlertDispatcher``: spools at once; the webhook and each provider channel (``_channels.py``) send from a daemon
   thread of their own, so neither a slow receiver nor a dead one delays the play, the rollback or another channel;
   ``flush()`` waits for all of them side by side against one deadline (``wait_limit``, 10 s by default).
+- ``alert_payload()``: what an alert of the callback says (the run, the incident, the failure).
 
 The spool stays one JSON line per alert; each line carries an ``alert_id`` and the ``channels`` it was meant for.
 What each channel (and the webhook) did with it goes to the delivery ledger beside the spool
@@ -37,6 +38,7 @@ import uuid
 import urllib.error
 import urllib.request
 
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import controller_identity, utc_iso
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
 SendResult = collections.namedtuple('SendResult', ['ok', 'attempts', 'status', 'error', 'elapsed'])
@@ -223,6 +225,29 @@ class SpoolSender:
             return SendResult(True, 1, None, None, round(time.time() - start, 3))
         except Exception as exc:  # pylint: disable=broad-except
             return SendResult(False, 1, None, '%s: %s' % (type(exc).__name__, exc), round(time.time() - start, 3))
+
+
+# the alerts that carry the answer to "was it us or a dependency?" (the dependency probes), when there is one
+_WAS_IT_US_EVENTS = ('deploy_failed', 'rolled_back', 'rollback_failed')
+
+
+def alert_payload(event, severity, run, incident_id, playbook=None, failure=None, was_it_us=None):
+    """The payload of one alert of a run (``_incident.DeployRun``), not yet redacted: what every alert says (event,
+    severity, times, incident, run, releases, playbook, controller), where and why a ``failure`` happened when it is
+    about one, and ``was_it_us`` (the dependency probes' answer) on the alerts that carry it."""
+    now = time.time()
+    payload = {'event': event, 'severity': severity, 'time': round(now, 3), 'at': utc_iso(now),
+               'incident_id': incident_id, 'run_id': run.run_id, 'releases': run.releases,
+               'previous_releases': run.previous_releases, 'playbook': playbook,
+               'controller': controller_identity(), 'source': 'failsafe.deploy.auto_rollback'}
+    if failure is not None:
+        payload.update(dict((key, failure[key]) for key in (
+            'host', 'task', 'role', 'path', 'cause', 'evidence', 'message', 'unreachable')))
+        payload.update(details=failure.get('details') or None, summary='deploy failed on %s at task %r (cause: %s)' % (
+            failure['host'], failure['task'], failure['cause']))
+    if was_it_us is not None and event in _WAS_IT_US_EVENTS:
+        payload['was_it_us'] = was_it_us
+    return payload
 
 
 DEFAULT_WAIT_LIMIT = 10.0

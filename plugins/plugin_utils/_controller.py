@@ -12,7 +12,8 @@ status (successful, failed, error, canceled) or the deadline passes (then the jo
 ``api_path='auto'`` the first is tried and a 404 falls back to the second.
 
 The token is sent only in the ``Authorization: Bearer`` header and never appears in errors or results.
-``run_rollback()`` adapts a launch to what the auto_rollback callback records for its local child.
+``run_rollback()`` adapts a launch to what the auto_rollback callback records for its local child;
+``launch_rollback()`` builds the client from the callback's options first.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -255,3 +256,28 @@ def run_rollback(client, template, scope, rollback_vars, timeout, echo=None):
         reason = (reason + '; ' if reason else '') + 'not rolled back: %s' % ', '.join(
             '%s (%s)' % (h, hosts[h]['status']) for h in bad)
     return launch, hosts, reason, info
+
+
+def launch_rollback(get_option, scope, rollback_vars, timeout, timeline, echo=None):
+    """The callback's controller rollback (``rollback_via: controller``): a client from its ``controller_*``
+    options, then ``run_rollback()``, whose end goes to ``timeline``. Returns (LaunchResult, per-host outcome,
+    failure reason or None, the command the report shows); without a usable client or job template, every host is
+    ``no_result`` and the command None."""
+    template = get_option('controller_rollback_template')
+    try:
+        client = ControllerClient(
+            get_option('controller_host'), get_option('controller_token'),
+            api_path=get_option('controller_api_path') or 'auto',
+            verify_ssl=bool(get_option('controller_verify_ssl')),
+            poll_interval=float(get_option('controller_poll_interval') or 2))
+        if not template:
+            raise ControllerError('no rollback job template set (setting controller_rollback_template)')
+    except ControllerError as exc:
+        now = time.time()
+        launch = LaunchResult(1, False, False, now, now, 0.0, None, str(exc))
+        return launch, dict((h, {'status': 'no_result', 'restored': None, 'verified': None,
+                                 'failed_tasks': []}) for h in scope), str(exc), None
+    launch, hosts, reason, job = run_rollback(client, template, scope, rollback_vars, timeout, echo=echo)
+    timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None, duration=launch.duration,
+                 error=launch.error, controller_job=job.get('job_id'), controller_status=job.get('status'))
+    return launch, hosts, reason, ['controller', job.get('url') or client.host]

@@ -7,7 +7,8 @@
 
 ``DeployRun`` follows the transactions hosts open and close in this run (``failsafe_transaction`` results) and the
 failures of hosts whose transaction is open; it decides whether a rollback is needed and for which hosts.
-``Timeline`` keeps a bounded, compact record of the run. ``render_markdown()`` and ``write_report()`` turn the
+``Timeline`` keeps a bounded, compact record of the run. ``build_incident()`` puts what a run saw and how its
+rollback went together into the incident dict; ``render_markdown()`` and ``write_report()`` turn the
 incident dict into ``<report_dir>/<incident_id>.json``, ``.md`` and ``.html`` (``_html.render_html()``), written
 atomically.
 """
@@ -16,17 +17,20 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import datetime
+import getpass
 import json
 import os
 import re
+import socket
 import time
 import uuid
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines, failure_details
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (  # noqa: F401  (the callback's import)
-    OUTCOME_LABELS, clip, host_outcome, incident_likely_cause, incident_reason, metric_gate_rows, running_release)
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (
+    OUTCOME_LABELS, clip, host_outcome, hosts_of, incident_likely_cause, incident_reason, metric_gate_rows,
+    running_release)
 
 SCHEMA_VERSION = 1
 # A failed task of these roles, with no transaction opened anywhere in the run, refused the deploy before any change:
@@ -709,3 +713,100 @@ def write_report(incident, report_dir):
         page = render_html_error(incident, exc)
     write_text_atomic(html_path, page)
     return json_path, md_path
+
+
+def controller_identity():
+    """``user@host`` of the controller running the deploy (the host alone when the user is unknown)."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # pylint: disable=broad-except
+        user = None
+    host = socket.gethostname()
+    return '%s@%s' % (user, host) if user else host
+
+
+def verification_words(hosts):
+    """The rollback's verification in words, from its per-host outcome."""
+    verified = [info.get('verified') for info in (hosts or {}).values()]
+    if not verified:
+        return 'not run'
+    if all(v is True for v in verified):
+        return 'passed on every host'
+    if any(v is False for v in verified):
+        return 'FAILED on %s' % ', '.join(h for h, i in hosts.items() if i.get('verified') is False)
+    return 'not reported by the rollback playbook'
+
+
+def build_incident(run, timeline, incident_id, outcome, scope, scope_mode, launch=None, reason=None, hosts=None,
+                   failures=None, launched=None, left_by_scope=(), playbook=None, was_it_us=None,
+                   dependency_probes=None, self_reverted=None, alerts=(), ladder=None, spool_path=None, timeout=None):
+    """The incident dict (schema 1) of a run, not yet redacted. ``failures``: those the report counts (the run's
+    counted failures when None); ``launch`` (``_launcher.LaunchResult``) and ``launched`` ({playbook, command,
+    files}) describe the rollback when one ran; ``hosts`` is its per-host outcome."""
+    failures = run.counted_failures if failures is None else failures
+    ignored = [f for f in run.failures if f not in failures]
+    first = failures[0] if failures else (run.failures[0] if run.failures else None)
+    causes = []
+    for failure in failures:
+        if failure['cause'] not in causes:
+            causes.append(failure['cause'])
+    launched = launched or {}
+    rollback = {'scope_mode': scope_mode, 'hosts': hosts or {}}
+    if launch is not None:
+        rollback.update({
+            'playbook': launched.get('playbook'),
+            'command': launched.get('command'),
+            'rc': launch.rc, 'timed_out': launch.timed_out, 'interrupted': launch.interrupted,
+            'error': launch.error, 'started': round(launch.started, 3), 'started_at': utc_iso(launch.started),
+            'ended': round(launch.ended, 3), 'ended_at': utc_iso(launch.ended), 'duration': launch.duration,
+            'log': launch.log_path, 'result_file': (launched.get('files') or {}).get('rollback_result'),
+            'timeout': timeout,
+        })
+    detected = first['time'] if first else None
+    summary = {
+        'outcome': outcome,
+        'outcome_label': OUTCOME_LABELS.get(outcome, str(outcome).upper()),
+        'reason': reason,
+        'releases': run.releases,
+        'previous_releases': run.previous_releases,
+        'run_id': run.run_id,
+        'playbook': playbook,
+        'controller': controller_identity(),
+        'cause': ', '.join(causes) or None,
+        'causes': causes,
+        'failed_hosts': hosts_of(failures),
+        'rollback_scope': scope_mode,
+        'scope_hosts': scope,
+        'left_by_scope': left_by_scope,
+        'run_started_at': utc_iso(run.started),
+        'detected_at': first['at'] if first else None,
+        'detection_seconds': first['since_task_start'] if first else None,
+        'seconds_since_run_start': first['since_run_start'] if first else None,
+        'seconds_to_rollback': round(launch.started - detected, 3) if launch and detected else None,
+        'rollback_duration': launch.duration if launch else None,
+        'verification': verification_words(hosts),
+        'likely_cause': broken_check_hint(failures, hosts),
+        'was_it_us': was_it_us,
+        'self_reverted_hosts': sorted(self_reverted or {}),
+    }
+    files = dict(launched.get('files') or {})
+    files['alert_spool'] = spool_path
+    return {
+        'schema': 1,
+        'incident_id': incident_id,
+        'outcome': outcome,
+        'summary': summary,
+        'failures': failures,
+        'ignored_failures': ignored,
+        'transactions': run.transactions,
+        'rollback': rollback,
+        'dependency_probes': dependency_probes,
+        'self_reverted': self_reverted,
+        'alerts': list(alerts or ()),
+        'ladder': ladder,
+        'timeline': timeline.to_list(),
+        'timeline_dropped': timeline.dropped,
+        'files': files,
+        'written': round(time.time(), 3),
+        'written_at': utc_iso(),
+    }

@@ -8,12 +8,13 @@ the protocol.
 
 Parent side: ``build_command()`` (same inventories, ``--limit`` the scope, pass-through of ``-e`` and connection
 options, ``-e @<vars file>``), ``play_connection()`` (the connection keywords a play sets, which the vars file carries
-per host as ``failsafe_rollback_connection``), ``build_env()`` (``FAILSAFE_ROLLBACK_CHILD=1`` against recursion, our callback kept
-enabled, runner/AWX variables scrubbed), ``run()`` (stdin closed, output to a log file and echoed, killed at the
-timeout) and ``read_child_result()``. ``rollback_request()`` builds the extra vars of a rollback once, for the child,
-the controller's job template and the printed way out alike. ``operator_command()`` is the command an operator runs by
-hand (the rollback of a committed deploy, the way out of a failed rollback): the same inventories and pass-through
-options, without the run's extra vars.
+per host as ``failsafe_rollback_connection``), ``build_env()`` (``FAILSAFE_ROLLBACK_CHILD=1`` against recursion, our
+callback kept enabled, runner/AWX variables scrubbed), ``run()`` (stdin closed, output to a log file and echoed, killed
+at the timeout), ``read_child_result()``, ``merge_child_hosts()`` and ``rollback_reason()`` (the per-host outcome and
+why the rollback did not succeed); ``launch_local()`` does all of that for the callback. ``rollback_request()`` builds
+the extra vars of a rollback once, for the child, the controller's job template and the printed way out alike.
+``operator_command()`` is the command an operator runs by hand (the rollback of a committed deploy, the way out of a
+failed rollback, ``way_out()``): the same inventories and pass-through options, without the run's extra vars.
 
 Child side: ``ChildReport`` collects per-host results and every ``failsafe_rollback`` value tasks return, and is
 written to the path the parent passes in ``FAILSAFE_ROLLBACK_RESULT``.
@@ -26,6 +27,7 @@ import collections
 import json
 import os
 import queue
+import re
 import select
 import shlex
 import shutil
@@ -182,6 +184,60 @@ def build_command(ansible_playbook, playbook, cliargs, hosts, vars_file, default
     return cmd
 
 
+def rollback_reason(launch, child, hosts):
+    """Why a local rollback (``launch``, the child's result file ``child``, the merged per-host outcome ``hosts``)
+    did not succeed, or None when it did: the child did not run, exited non-zero or left no result, a host was not
+    rolled back, or a restore could not be verified."""
+    reason = None
+    bad = [h for h, info in hosts.items() if info['status'] != 'ok']
+    unverified = [h for h, info in hosts.items() if info.get('verified') is False]
+    if launch.error:
+        reason = launch.error
+    elif launch.rc != 0:
+        reason = 'rollback playbook exited %s' % launch.rc
+    elif child is None:
+        reason = 'the rollback playbook left no result file (is the callback enabled for it?)'
+    if bad:
+        reason = (reason + '; ' if reason else '') + 'not rolled back: %s' % ', '.join(
+            '%s (%s)' % (h, hosts[h]['status']) for h in bad)
+    if unverified:
+        reason = (reason + '; ' if reason else '') + 'verification failed on %s' % ', '.join(unverified)
+    return reason
+
+
+def rollback_files(report_dir, incident_id):
+    """{rollback_vars, rollback_result, rollback_log}: the files of an incident's local rollback."""
+    base = os.path.join(report_dir, incident_id)
+    return {'rollback_vars': base + '.rollback-vars.json', 'rollback_result': base + '.rollback-result.json',
+            'rollback_log': base + '.rollback.log'}
+
+
+_FQCN_PLAYBOOK = re.compile(r'^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[A-Za-z_][\w.]*$')
+
+
+def resolve_playbook(playbook, playbook_path=None):
+    """The rollback playbook to run: a path as given (absolute), else beside the deploy playbook ``playbook_path``,
+    else a collection playbook's FQCN as is, else a path relative to the working directory."""
+    if os.path.isabs(playbook) or os.path.exists(playbook):
+        return os.path.abspath(playbook)
+    if playbook_path:
+        beside = os.path.join(os.path.dirname(playbook_path), playbook)
+        if os.path.exists(beside):
+            return beside
+    if _FQCN_PLAYBOOK.match(playbook):
+        return playbook
+    return os.path.abspath(playbook)
+
+
+def enabled_callbacks():
+    """The run's ``callbacks_enabled`` setting (the child keeps them), [] when it cannot be read."""
+    try:
+        from ansible import constants as C
+        return C.config.get_config_value('CALLBACKS_ENABLED') or []
+    except Exception:  # pylint: disable=broad-except
+        return []
+
+
 # Extra vars that say where a transaction is recorded and on which hosts the playbooks run: a command printed for
 # an operator repeats these from the run's extra vars (and no other: the rest may hold secrets).
 LOCATION_VARS = ('failsafe_hosts', 'failsafe_name', 'failsafe_state_dir')
@@ -227,6 +283,25 @@ def operator_command(playbook, cliargs, hosts=None, extra_vars=None, defaults=No
         else:
             cmd += ['-e', json.dumps({name: value}, sort_keys=True, default=str)]
     return cmd
+
+
+def way_out(scope, hosts, request_for, cliargs):
+    """The command that finishes the rollback on the hosts of ``scope`` whose rollback did not succeed (every host
+    in scope when ``hosts``, the per-host outcome, says none did), with the run's inventory, limit and connection
+    options; ``request_for(hosts)`` is their rollback request. None when it cannot be built."""
+    hosts = hosts or {}
+
+    def undone(host):
+        return hosts.get(host, {}).get('status') == 'ok' and hosts.get(host, {}).get('verified') is not False
+
+    left = [h for h in scope if not undone(h)] or list(scope)
+    extra = location_vars()
+    extra.update(request_for(left))
+    try:
+        return command_line(operator_command('failsafe.deploy.rollback', cliargs, hosts=left, extra_vars=extra,
+                                             defaults=config_defaults()))
+    except Exception:  # pylint: disable=broad-except
+        return None
 
 
 def command_line(cmd):
@@ -507,6 +582,36 @@ def read_child_result(path):
     return data if isinstance(data, dict) else None
 
 
+def launch_local(ansible_playbook, playbook, cliargs, scope, request, files, timeout, timeline, header=None,
+                 on_start=None, warn=None, echo=None, redact=None):
+    """Run the rollback child for ``scope`` and wait for it: write ``request`` (``rollback_request``) to the vars
+    file of ``files`` (``rollback_files``), build the command and environment, call ``on_start()``, run it (output to
+    the log file and ``echo``), then read and merge its result. The end of the rollback and each host's outcome go to
+    ``timeline``. Returns (LaunchResult, per-host outcome, failure reason or None, the command as shown)."""
+    write_request(files['rollback_vars'], request)
+    cmd = build_command(ansible_playbook, playbook, cliargs, scope, files['rollback_vars'], defaults=config_defaults())
+    prompts = interactive_options(cliargs)
+    if prompts and warn is not None:
+        warn('the rollback playbook cannot prompt (%s): use password files or vault ids' % ', '.join(prompts))
+    env = build_env(os.environ, files['rollback_result'], enabled_callbacks())
+    shown = shown_command(cmd)
+    try:
+        os.unlink(files['rollback_result'])
+    except OSError:
+        pass
+    if on_start is not None:
+        on_start()
+    launch = run(cmd, env, files['rollback_log'], timeout, echo=echo, cwd=os.getcwd(), redact=redact,
+                 header='%s\n# %s' % (header, ' '.join(shown)) if header else None)
+    child = read_child_result(files['rollback_result'])
+    hosts = merge_child_hosts(scope, child)
+    timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None, duration=launch.duration,
+                 error=launch.error)
+    for host, info in hosts.items():
+        timeline.add('rollback_host', host=host, status=info['status'], verified=info.get('verified'))
+    return launch, hosts, rollback_reason(launch, child, hosts), shown
+
+
 class ChildReport:
     """Child mode of the callback: per-host outcome of the rollback run and what each host restored."""
 
@@ -565,7 +670,10 @@ def _rollback_values(result):
 def merge_child_hosts(scope, child):
     """Per-host rollback outcome for the parent: every scoped host gets a status; one missing from the child's
     result is ``no_result`` (never assumed ok). ``restored`` merges the host's ``failsafe_rollback`` dicts
-    (``pending``, the stages still to undo, is the last one's); ``verified`` is their last ``verified`` value, if any."""
+    (``pending``, the stages still to undo, and ``running_release``, read at the end of each, are the last one's);
+    ``verified`` is their last ``verified`` value, if any. A host that failed with stages still to undo keeps the
+    layers its finished stages undid, without the release they said it runs nor their ``verified`` (the failure came
+    after them), and ``unfinished`` true."""
     child_hosts = (child or {}).get('hosts') or {}
     out = {}
     for host in scope:
@@ -583,6 +691,10 @@ def merge_child_hosts(scope, child):
                 for key, item in value.items():
                     if key == 'layers':
                         restored['layers'] = list(restored.get('layers') or []) + list(item or [])
+                    elif key == 'running_release':
+                        # read from the host's current link at the end of each stage: the last one is what it runs
+                        # (none, where the code stage took the release of a first deploy out of service)
+                        restored[key] = item
                     elif item in (None, False, [], {}) and restored.get(key) not in (None, False, [], {}):
                         continue
                     else:
@@ -599,7 +711,15 @@ def merge_child_hosts(scope, child):
                 extra.append(value)
         if extra:
             restored['values'] = extra
-        out[host] = {'status': info.get('status') or 'no_result', 'restored': restored or None,
+        status = info.get('status') or 'no_result'
+        if status != 'ok' and restored.get('pending'):
+            # the host failed with stages still to undo: what its finished stages undid stands, but the release
+            # they left running and their verification tell the host before the failure, not after it
+            for key in ('running_release', 'target_release', 'verified'):
+                restored.pop(key, None)
+            restored['unfinished'] = True
+            verified = None
+        out[host] = {'status': status, 'restored': restored or None,
                      'verified': verified, 'failed_tasks': info.get('failed_tasks') or []}
     return out
 

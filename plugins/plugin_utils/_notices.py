@@ -18,6 +18,7 @@ task's output, so that no error text, stack trace, host name or secret can reach
 Each notice is a ``string.Template`` (``$service``, ``$release``, ``$previous``, ``$started_at``,
 ``$failed_at``, ``$restored_at``, ``$impact``, ``$incident``); the first line is the subject. A directory given by
 the callback option ``stakeholder_templates`` may hold ``<kind>.txt`` files that replace the built-in ones.
+``run_facts()`` takes the facts from the run, ``notice_payload()`` makes the notice that the channels send.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -26,6 +27,9 @@ __metaclass__ = type
 import os
 import string
 import time
+
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import deployment_name
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import utc_iso
 
 KINDS = ('started', 'failed', 'restored', 'not_restored', 'completed')
 
@@ -140,3 +144,24 @@ def render(kind, facts, templates=None):
     subject = ' '.join((lines[0] if lines else kind).split())[:200]
     body = '\n'.join(lines[1:]).strip('\n') + '\n'
     return subject, body
+
+
+def run_facts(run, service=None, playbook=None, restored=None, incident_id=None):
+    """The facts a notice is written from (see ``render``), taken from a ``_incident.DeployRun``: the service (the
+    ``service`` option, else the first transaction's name, else the playbook's name), the releases, when the run
+    started (its first transaction) and failed (its first counted failure)."""
+    first = run.counted_failures[0] if run.counted_failures else None
+    opened = [t.get('opened_at') for t in run.transactions.values() if t.get('opened_at')]
+    names = [t.get('name') for t in run.transactions.values() if t.get('name')]
+    return {'service': service or (names[0] if names else deployment_name({'playbook': playbook})),
+            'releases': run.releases, 'previous_releases': run.previous_releases,
+            'started': min(opened) if opened else run.started, 'failed': first['time'] if first else None,
+            'restored': restored, 'incident_id': incident_id}
+
+
+def notice_payload(kind, facts, templates=None):
+    """The ``stakeholder_notice`` payload of the ``kind`` notice written from ``facts`` (not yet redacted)."""
+    subject, text = render(kind, facts, templates)
+    now = time.time()
+    return {'event': 'stakeholder_notice', 'notice': kind, 'notice_subject': subject, 'notice_text': text,
+            'time': round(now, 3), 'at': utc_iso(now), 'incident_id': facts.get('incident_id')}

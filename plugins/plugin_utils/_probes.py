@@ -273,6 +273,16 @@ def probe_all(deps, timeout=DEFAULT_TIMEOUT):
     return results
 
 
+def probe_at_failure(deps, timeout, redactor, timeline):
+    """Probe ``deps`` side by side at a deploy's first counted failure: (redacted results, their verdict); how long it
+    took and what was down go to ``timeline``."""
+    started = time.time()
+    results = redactor.data(probe_all(deps, timeout))
+    answer = verdict(results)
+    timeline.add('dependency_probes', seconds=round(time.time() - started, 3), down=', '.join(answer['down']) or None)
+    return results, answer
+
+
 def verdict(results):
     """The report's answer to "was it us or a dependency?": {'verdict', 'down', 'text'}."""
     if not results:

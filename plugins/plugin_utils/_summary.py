@@ -4,7 +4,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What an incident report says in words, shared by its Markdown (``_incident``) and HTML (``_html``) renderings:
-the outcome labels, the reason, the likely cause and the failures a metric gate decided."""
+the outcome labels, the reason, the likely cause and the failures a metric gate decided; and the lines the
+auto_rollback callback prints when a run ends (``summary_lines()``, ``failed_banner()``)."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -90,10 +91,13 @@ def metric_gate_rows(incident):
 
 def running_release(restored):
     """The release a host runs after its rollback, as its rollback result says (read from its ``current`` link
-    there), or None; results of older versions named only the release the rollback switched to."""
+    there; None where it runs none), or None; results of older versions named only the release the rollback
+    switched to."""
     if not isinstance(restored, dict):
         return None
-    return restored.get('running_release') or restored.get('target_release')
+    if 'running_release' in restored:
+        return restored['running_release']
+    return restored.get('target_release')
 
 
 def undone_words(restored):
@@ -116,7 +120,11 @@ def undone_words(restored):
 def host_outcome(restored):
     """One host's rollback in words: the release it runs now and what was undone."""
     running = running_release(restored)
-    if running is not None:
+    if restored.get('unfinished'):
+        # its rollback failed with stages still to undo: the release it runs is not known from its result
+        head = 'not rolled back: it failed with the %s stage(s) still to undo' % ', '.join(
+            str(stage) for stage in restored.get('pending') or ())
+    elif running is not None:
         head = 'runs release %s' % running
         failed = restored.get('failed_release')
         if failed and failed != running:
@@ -138,3 +146,55 @@ def rollback_host_lines(hosts, indent='  '):
         if info.get('status') == 'ok' and isinstance(restored, dict) and restored:
             lines.append('%s%s: %s' % (indent, host, host_outcome(restored)))
     return lines
+
+
+def hosts_of(failures):
+    """The hosts of these failures, each once, in order."""
+    hosts = []
+    for failure in failures:
+        if failure['host'] not in hosts:
+            hosts.append(failure['host'])
+    return hosts
+
+
+def summary_lines(outcome, incident_id, failures, rollback_hosts=None, reports=(), rollback_log=None,
+                  spool_path=None):
+    """The lines the callback prints when a run ends with an incident: the outcome, the failed hosts and causes,
+    what each host's rollback undid, and where the reports, the rollback's log and the alert spool are.
+    ``reports``: the (JSON, Markdown, HTML) paths written, any of them None."""
+    label = OUTCOME_LABELS.get(outcome, 'FAILURE RESCUED' if outcome == 'rescued' else outcome)
+    lines = ['failsafe auto_rollback: %s (incident %s; failed: %s; cause: %s)' % (
+        label, incident_id, ', '.join(hosts_of(failures)) or 'none',
+        ', '.join(sorted({f['cause'] for f in failures})) or 'none')]
+    if outcome == 'refused':
+        lines.append('  nothing was changed: no lock taken, no transaction opened, no rollback needed')
+    # each host whose rollback finished: the release it runs now and what each layer (every stage) undid
+    lines += rollback_host_lines(rollback_hosts)
+    report_json, report_md, report_html = (tuple(reports) + (None, None, None))[:3]
+    if report_json:
+        lines.append('  incident report: %s' % report_json)
+        lines.append('  incident report (Markdown): %s' % report_md)
+        if report_html:
+            lines.append('  incident report (HTML): %s' % report_html)
+    if rollback_log:
+        lines.append('  rollback log: %s' % rollback_log)
+    lines.append('  alert spool: %s' % spool_path)
+    return lines
+
+
+def failed_banner(incident_id, reason, way_out=None):
+    """The banner of a failed rollback (``reason`` and ``way_out`` already redacted)."""
+    rule = '!' * 78
+    text = ('%s\n!!! ROLLBACK FAILED: incident %s\n!!! %s\n!!! Hosts may be broken or on mixed releases. '
+            'Act now.\n' % (rule, incident_id, reason))
+    if way_out:
+        text += '!!! Way out, once the cause is fixed: %s\n' % way_out
+    return text + rule
+
+
+def self_revert_warning(host, facts):
+    """The warning for a host that reverted a transaction by itself (commit confirmed): ``facts`` it kept."""
+    return '%s reverted transaction %s (release %s, run %s) by itself at %s: %s; %s' % (
+        host, facts.get('txid'), facts.get('release'), facts.get('run_id'), facts.get('finished_iso'),
+        facts.get('cause'), 'restore proven' if facts.get('outcome') == 'rolled_back'
+        else 'ITS ROLLBACK FAILED: %s' % facts.get('error'))

@@ -271,7 +271,7 @@ MUTANTS = [
         'name': 'unreachable-not-counted',
         'breaks': 'an unreachable host with an open transaction is not counted as a failure',
         'file': 'plugins/callback/auto_rollback.py',
-        'old': '        self._failure(host, task, data, unreachable=True)\n',
+        'old': '        self._on_failed(result, False, unreachable=True)\n',
         'new': '        return  # mutant\n',
         'tests': [
             'tests/unit/plugins/callback/test_auto_rollback_unreachable.py',
@@ -280,9 +280,9 @@ MUTANTS = [
     {
         'name': 'failed-rollback-reported-ok',
         'breaks': 'a failed rollback is reported as rolled_back',
-        'file': 'plugins/callback/auto_rollback.py',
-        'old': "            self.outcome = 'rolled_back' if reason is None else 'rollback_failed'\n",
-        'new': "            self.outcome = 'rolled_back'  # mutant\n",
+        'file': 'plugins/plugin_utils/_outcome.py',
+        'old': "    return 'rolled_back' if reason is None else 'rollback_failed'\n",
+        'new': "    return 'rolled_back'  # mutant\n",
         'tests': [
             CALLBACK + 'test_anything_but_a_clean_rollback_is_rollback_failed',
         ],
@@ -290,9 +290,9 @@ MUTANTS = [
     {
         'name': 'unverified-rollback-accepted',
         'breaks': 'a rollback whose restore could not be verified counts as a success',
-        'file': 'plugins/callback/auto_rollback.py',
-        'old': '        if unverified:\n',
-        'new': '        if False:  # mutant\n',
+        'file': 'plugins/plugin_utils/_launcher.py',
+        'old': '    if unverified:\n',
+        'new': '    if False:  # mutant\n',
         'tests': [
             CALLBACK + 'test_anything_but_a_clean_rollback_is_rollback_failed',
         ],
@@ -665,7 +665,7 @@ MUTANTS = [
     {
         'name': 'delegated-transaction-misattributed',
         'breaks': "a load balancer's transaction opened by a delegated task counts as the app host's: not rolled back",
-        'file': 'plugins/callback/auto_rollback.py',
+        'file': 'plugins/plugin_utils/_events.py',
         'old': "    named = txn.get('inventory_host') if isinstance(txn, dict) else None\n",
         'new': "    named = None  # mutant\n",
         'tests': [
@@ -1408,9 +1408,9 @@ MUTANTS = [
         'name': 'outcome-always-rolled-back',
         'breaks': 'the run reports ROLLED BACK whatever the rollback left on the hosts: a failed rollback passes for '
                   'a clean one',
-        'file': 'plugins/callback/auto_rollback.py',
-        'old': "            self.outcome = 'rolled_back' if reason is None else 'rollback_failed'\n",
-        'new': "            self.outcome = 'rolled_back'  # mutant\n",
+        'file': 'plugins/plugin_utils/_outcome.py',
+        'old': "    return 'rolled_back' if reason is None else 'rollback_failed'\n",
+        'new': "    return 'rolled_back'  # mutant\n",
         'tests': [
             CALLBACK + 'test_anything_but_a_clean_rollback_is_rollback_failed',
         ],

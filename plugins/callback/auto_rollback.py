@@ -576,10 +576,7 @@ EXAMPLES = r'''
 '''
 
 import atexit
-import getpass
 import os
-import re
-import socket
 import sys
 import time
 
@@ -587,95 +584,21 @@ from ansible import constants as C
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.failsafe.deploy.plugins.plugin_utils import _controller, _launcher, _notices, _probes
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
-    AlertDispatcher, SpoolSender, WebhookSender)
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import build_channels, deployment_name
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import (
+    _alerts, _controller, _events, _launcher, _notices, _outcome, _probes, _settings, _summary)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
-    OUTCOME_LABELS, DeployRun, Timeline, broken_check_hint, new_incident_id, report_paths, rolled_back_summary,
-    utc_iso, write_json_atomic, write_report)
+    DeployRun, Timeline, build_incident, new_incident_id, report_paths, write_json_atomic, write_report)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import rollback_host_lines
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._replay import email_settings
 
-_CHANNEL_SETTINGS = {'pagerduty': 'FAILSAFE_PAGERDUTY_ROUTING_KEY', 'slack': 'FAILSAFE_SLACK_WEBHOOK_URL',
-                     'teams': 'FAILSAFE_TEAMS_WEBHOOK_URL', 'email': 'FAILSAFE_EMAIL_HOST',
-                     'apprise': 'FAILSAFE_APPRISE_URLS', 'stakeholders': 'FAILSAFE_STAKEHOLDER_EMAIL_TO',
-                     'stakeholders_slack': 'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL'}
 _WARNED_ONCE = set()
-_FQCN_PLAYBOOK = re.compile(r'^[A-Za-z_]\w*\.[A-Za-z_]\w*\.[A-Za-z_][\w.]*$')
-
-
-def _result_parts(result):
-    """(host name, task, result dict) of a callback TaskResult, for ansible-core 2.19 and older names."""
-    host = getattr(result, 'host', None) or getattr(result, '_host', None)
-    task = getattr(result, 'task', None) or getattr(result, '_task', None)
-    data = getattr(result, 'result', None)
-    if data is None:
-        data = getattr(result, '_result', None)
-    name = host.get_name() if host is not None and hasattr(host, 'get_name') else str(host)
-    return name, task, data if isinstance(data, dict) else {}
-
-
-def _task_info(task):
-    if task is None:
-        return {}
-    role = getattr(task, '_role', None)
-    role_name = None
-    if role is not None:
-        try:
-            role_name = role.get_name()
-        except Exception:  # pylint: disable=broad-except
-            role_name = str(role)
-    try:
-        name = task.get_name()
-    except Exception:  # pylint: disable=broad-except
-        name = getattr(task, 'name', None)
-    try:
-        path = task.get_path()
-    except Exception:  # pylint: disable=broad-except
-        path = None
-    # The resolved action (FQCN) when ansible already resolved it; never trigger resolution from a callback.
-    action = getattr(task, '_resolved_action', None) or getattr(task, 'action', None)
-    tags = getattr(task, 'tags', None) or []
-    return {
-        'name': name or action or '',
-        'role': role_name,
-        'path': path or None,
-        'action': action,
-        'tags': list(tags) if isinstance(tags, (list, tuple, set)) else [tags],
-        'uuid': getattr(task, '_uuid', None),
-    }
-
-
-def _transactions(result):
-    found = []
-    if isinstance(result.get('failsafe_transaction'), dict):
-        found.append(result['failsafe_transaction'])
-    for item in result.get('results') or ():
-        if isinstance(item, dict) and isinstance(item.get('failsafe_transaction'), dict):
-            found.append(item['failsafe_transaction'])
-    return found
-
-
-def _opens_transaction(task):
-    """Whether the task is the call that opens a deploy transaction (failsafe.deploy.transaction, phase open)."""
-    action = str(getattr(task, '_resolved_action', None) or getattr(task, 'action', None) or '')
-    if action.rsplit('.', 1)[-1] != 'transaction':
-        return False
-    args = getattr(task, 'args', None) or {}
-    return str(args.get('phase', '')) == 'open'
-
-
-def _censored(task, result):
-    task_no_log = isinstance(getattr(task, 'no_log', None), bool) and task.no_log
-    return bool(task_no_log or result.get('_ansible_no_log') or result.get('censored'))
 
 
 class CallbackModule(CallbackBase):
-    """Adapter between ansible's events and the failsafe incident library (plugins/plugin_utils)."""
+    """Adapter between ansible's events and the failsafe incident library (plugins/plugin_utils): it captures the
+    events and delegates reading them (_events), deciding the scope and outcome (_outcome), launching (_launcher,
+    _controller), merging results (_launcher) and building the incident (_incident)."""
 
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = 'notification'
@@ -691,10 +614,7 @@ class CallbackModule(CallbackBase):
         self.timeline = Timeline()
         self.run = DeployRun(self.redactor, self.timeline)
         self.child_report = _launcher.ChildReport(self.redactor)
-        self.alerts = None
-        self.incident_id = None
-        self.playbook_path = None
-        self.awx_job_id = None
+        self.alerts = self.incident_id = self.playbook_path = self.awx_job_id = None
         # The play running now and the connection keywords it sets; per host, those of the play that opened its
         # transaction (the rollback reaches the host the same way).
         self.play = None
@@ -710,73 +630,41 @@ class CallbackModule(CallbackBase):
         self.self_reverted = {}
         self._atexit_registered = False
         self._notices_sent = []
-        self.dependencies = []
-        self.dependency_probes = None
+        self.dependencies, self.dependency_probes = [], None
+        # the rollback of this run, once launched: its files, playbook, command and per-host outcome
+        self._rollback_files = {}
+        self._rollback_playbook_used = self._rollback_command = self._rollback_hosts = None
+        self._left_by_scope = []
+        self.report_json = self.report_md = self.report_html = None
         self._signals = _launcher.SignalGuard(on_signal=self._on_interrupt)
         super(CallbackModule, self).__init__(display=display, options=options)
 
     # options --------------------------------------------------------------------------------------------------
     def set_options(self, task_keys=None, var_options=None, direct=None):
         super(CallbackModule, self).set_options(task_keys=task_keys, var_options=var_options, direct=direct)
-        self.enabled = bool(self.get_option('enabled'))
-        self.rollback_playbook = self.get_option('rollback_playbook') or 'failsafe.deploy.rollback'
-        self.rollback_scope = self.get_option('rollback_scope') or 'opened'
-        self.rollback_timeout = int(self.get_option('rollback_timeout') or 900)
-        self.report_dir = os.path.abspath(os.path.expanduser(self.get_option('report_dir') or './failsafe-incidents'))
-        self.webhook_url = self.get_option('webhook_url') or None
-        self.webhook_timeout = float(self.get_option('webhook_timeout') or 5)
-        self.webhook_retries = int(self.get_option('webhook_retries') if self.get_option('webhook_retries')
-                                   is not None else 2)
-        spool = self.get_option('spool_path')
+        option = self.get_option
+        self.enabled = bool(option('enabled'))
+        self.rollback_playbook = option('rollback_playbook') or 'failsafe.deploy.rollback'
+        self.rollback_scope = option('rollback_scope') or 'opened'
+        self.rollback_timeout = int(option('rollback_timeout') or 900)
+        self.report_dir = os.path.abspath(os.path.expanduser(option('report_dir') or './failsafe-incidents'))
+        self.webhook_url = option('webhook_url') or None
+        spool = option('spool_path')
         self.spool_path = os.path.abspath(os.path.expanduser(spool)) if spool else os.path.join(
             self.report_dir, 'alerts.jsonl')
-        self.defer_to_workflow = bool(self.get_option('defer_to_workflow'))
-        self.rollback_via = self.get_option('rollback_via') or 'local'
-        self.rollback_on_interrupt = self.get_option('rollback_on_interrupt') is not False
-        if self.get_option('controller_token'):
-            self.redactor.add_secret(self.get_option('controller_token'))
-        self.ansible_playbook = self.get_option('ansible_playbook') or _launcher.default_ansible_playbook()
-        for value in self.get_option('redact_values') or []:
-            self.redactor.add_secret(value)
-        if self.webhook_url:
-            self.redactor.add_secret(self.webhook_url)
-        webhook = None
-        if self.webhook_url and not self.child_mode:
-            webhook = WebhookSender(self.webhook_url, timeout=self.webhook_timeout, retries=self.webhook_retries,
-                                    redactor=self.redactor, time_limit=_float_option(
-                                        self.get_option('webhook_time_limit'), 8.0))
-        secrets = dict((name, self.get_option(name)) for name in (
-            'pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url', 'apprise_urls'))
-        for value in list(secrets.values()) + [self.get_option('email_password'),
-                                               self.get_option('stakeholder_slack_webhook_url')]:
-            if value:
-                self.redactor.add_secret(value)
-        channels = []
-        if not self.child_mode:
-            channels = build_channels(
-                pagerduty_url=self.get_option('pagerduty_url'), redactor=self.redactor,
-                email=email_settings(self.get_option), warn=self._warn_once,
-                timeout=float(self.get_option('channel_timeout') or 1),
-                retries=int(self.get_option('channel_retries') if self.get_option('channel_retries') is not None
-                            else 2),
-                time_limit=float(self.get_option('channel_time_limit') if self.get_option('channel_time_limit')
-                                 is not None else 3),
-                stakeholder_email_to=self.get_option('stakeholder_email_to') or None,
-                stakeholder_slack_webhook_url=self.get_option('stakeholder_slack_webhook_url') or None,
-                **secrets)
-        self.service_name = self.get_option('service_name') or None
-        self.notice_templates = _notices.load_templates(self.get_option('stakeholder_templates'))
+        self.defer_to_workflow = bool(option('defer_to_workflow'))
+        self.rollback_via = option('rollback_via') or 'local'
+        self.rollback_on_interrupt = option('rollback_on_interrupt') is not False
+        self.ansible_playbook = option('ansible_playbook') or _launcher.default_ansible_playbook()
+        _settings.add_secrets(self.redactor, option)
+        self.alerts = _settings.alert_dispatcher(option, self.redactor, self.spool_path, self.child_mode,
+                                                 self._warn_once)
+        self.service_name = option('service_name') or None
+        self.notice_templates = _notices.load_templates(option('stakeholder_templates'))
         self._notices_sent = []
-        self.dependencies, problems = _probes.parse_all(self.get_option('dependencies') or [])
-        for dep in self.dependencies:
-            for secret in dep.get('secrets') or ():
-                self.redactor.add_secret(secret)
-        for problem in problems:
-            self._warn_once('dependencies: %s; that entry is not probed' % problem)
-        self.dependency_timeout = _float_option(self.get_option('dependency_timeout'), _probes.DEFAULT_TIMEOUT)
+        self.dependencies = _settings.dependencies(option, self.redactor, self._warn_once)
+        self.dependency_timeout = _settings.float_option(option('dependency_timeout'), _probes.DEFAULT_TIMEOUT)
         self.dependency_probes = None
-        self.alerts = AlertDispatcher(spool=SpoolSender(self.spool_path), webhook=webhook, channels=channels,
-                                      wait_limit=_float_option(self.get_option('alert_wait_limit'), 10.0))
         if self.enabled and not self.child_mode and not self._atexit_registered:
             atexit.register(self._at_exit)
             self._atexit_registered = True
@@ -814,18 +702,7 @@ class CallbackModule(CallbackBase):
         if self.alerts is None:
             return
         for channel, event, result in self.alerts.problems():
-            if channel == 'webhook':
-                self._warn('webhook alert %r not delivered after %s attempt(s): %s (setting webhook_url / '
-                           'FAILSAFE_WEBHOOK_URL)' % (event, result.attempts, result.error))
-            elif channel.startswith('stakeholders') and channel in _CHANNEL_SETTINGS:
-                self._warn('stakeholder notice not delivered (%s) after %s attempt(s): %s; notices are not spooled '
-                           '(setting %s)' % (channel, result.attempts, result.error, _CHANNEL_SETTINGS[channel]))
-            elif channel in _CHANNEL_SETTINGS:
-                self._warn('%s alert %r not delivered after %s attempt(s): %s; it is in the spool (setting %s)'
-                           % (channel, event, result.attempts, result.error, _CHANNEL_SETTINGS[channel]))
-            else:
-                self._warn('could not write alert %r to the spool %s: %s (setting spool_path)'
-                           % (event, self.spool_path, result.error))
+            self._warn(_settings.problem_warning(channel, event, result, self.spool_path))
 
     # events ---------------------------------------------------------------------------------------------------
     def v2_playbook_on_start(self, playbook):
@@ -852,12 +729,7 @@ class CallbackModule(CallbackBase):
         self.play = play
         self.play_connection = _launcher.play_connection(play)
         if self.awx_job_id is None:
-            # Only this one key is read: extra vars are never recorded wholesale.
-            try:
-                extra = play.get_variable_manager().extra_vars
-                self.awx_job_id = extra.get('awx_job_id') or extra.get('tower_job_id')
-            except Exception:  # pylint: disable=broad-except
-                pass
+            self.awx_job_id = _events.awx_job_id(play)
 
     def v2_playbook_on_task_start(self, task, is_conditional):
         self._guard('task start', self._on_task_start, task)
@@ -866,7 +738,7 @@ class CallbackModule(CallbackBase):
         self._guard('handler start', self._on_task_start, task, True)
 
     def _on_task_start(self, task, handler=False):
-        info = _task_info(task)
+        info = _events.task_info(task)
         self.run.note_task_start(info.get('uuid'))
         self.timeline.add('handler_start' if handler else 'task_start', task=self.redactor.text(info['name']),
                           role=info.get('role'), path=info.get('path'))
@@ -875,8 +747,8 @@ class CallbackModule(CallbackBase):
         self._guard('ok result', self._on_ok, result)
 
     def _on_ok(self, result, status=None):
-        host, task, data = _result_parts(result)
-        info = _task_info(task)
+        host, task, data = _events.result_parts(result)
+        info = _events.task_info(task)
         status = status or ('changed' if data.get('changed') else 'ok')
         self.timeline.add('result', host=host, task=self.redactor.text(info['name']), status=status)
         owner = rescue_owner(task)
@@ -885,65 +757,27 @@ class CallbackModule(CallbackBase):
         if self.child_mode:
             self.child_report.on_result(host, data, 'ok', task_name=info['name'])
             return
-        if isinstance(data.get('self_reverted'), dict):
-            self._note_self_revert(host, data['self_reverted'])
+        if isinstance(data.get('self_reverted'), dict) and host not in self.self_reverted:
+            # a host rolled back a transaction by itself because nobody confirmed it in time: an incident
+            facts = self.self_reverted[host] = self.redactor.data(data['self_reverted'])
+            self.timeline.add('self_reverted', host=host, **_events.self_revert_event(facts))
+            self._warn(_summary.self_revert_warning(host, facts))
         # a task delegated to another host (a load balancer's traffic layer, from the app hosts' play) changed that
         # host's transaction, which names it (the transaction module's inventory_host): it is that host's to roll back
-        for txn in _transactions(data):
-            txn_host = _owner(txn, host)
+        for txn in _events.transactions(data):
+            txn_host = _events.owner(txn, host)
             if self.run.observe_transaction(txn_host, txn) == 'opened':
-                host_obj = _result_host(result) if txn_host == host else _inventory_host(self.play, txn_host)
-                self.connections[txn_host] = self._connection_for(txn_host, host_obj) if host_obj is not None \
-                    else dict(self.play_connection)
+                self.connections[txn_host] = _events.opened_connection(result, host, txn_host, self.play,
+                                                                       self.play_connection, self._warn)
                 self._notice('started')
-        ladder = (data.get('ansible_facts') or {}).get('failsafe_ladder')
-        if isinstance(ladder, list) and ladder and isinstance(ladder[-1], dict):
+        steps = _events.ladder_steps(data)
+        if steps:
             # a step of the escalation ladder (verify role): kill switch, traffic back, full rollback
-            self.ladder[host] = [dict(step) for step in ladder if isinstance(step, dict)]
-            last = ladder[-1]
-            self.timeline.add('ladder', host=host, step=self.redactor.text(str(last.get('step'))),
-                              outcome=self.redactor.text(str(last.get('outcome'))),
-                              detail=self.redactor.text(str(last['msg'])) if last.get('msg') else None)
+            self.ladder[host] = steps
+            self.timeline.add('ladder', host=host, **_events.ladder_event(steps[-1], self.redactor.text))
         # the rollback stages (flags, traffic, code, database) this host's layers need: the child undoes each stage
-        # on every host before the next. A looped task (one apply per flag store) carries them in its items.
-        items = [data] + [item for item in (data.get('results') or []) if isinstance(item, dict)]
-        for item in items:
-            stages = item.get('failsafe_layer_stages')
-            if isinstance(stages, list) and stages:
-                self.layer_stages[_owner(item.get('failsafe_transaction'), host)] = [str(stage) for stage in stages]
-
-    def _note_self_revert(self, host, facts):
-        """A host rolled back a transaction by itself because nobody confirmed it in time: an incident."""
-        if host in self.self_reverted:
-            return
-        facts = self.redactor.data(facts)
-        self.self_reverted[host] = facts
-        self.timeline.add('self_reverted', host=host, txid=facts.get('txid'), release=facts.get('release'),
-                          cause=facts.get('cause'), outcome=facts.get('outcome'), reverted_at=facts.get('finished_iso'))
-        self._warn('%s reverted transaction %s (release %s, run %s) by itself at %s: %s; %s' % (
-            host, facts.get('txid'), facts.get('release'), facts.get('run_id'), facts.get('finished_iso'),
-            facts.get('cause'), 'restore proven' if facts.get('outcome') == 'rolled_back'
-            else 'ITS ROLLBACK FAILED: %s' % facts.get('error')))
-
-    def _connection_for(self, host, host_obj):
-        """The connection keywords of the current play for ``host``, templates resolved with its variables. A value
-        that does not resolve is left out with a warning (the child then decides that keyword as a play without it)."""
-        settings = dict(self.play_connection)
-        templar = None
-        for keyword, value in list(settings.items()):
-            try:
-                if _launcher.is_template(value):
-                    if templar is None:
-                        templar = _host_templar(self.play, host_obj)
-                    value = templar.template(value)
-                    if _launcher.is_template(value):
-                        raise ValueError('%r is not a trusted template' % value)
-                settings[keyword] = _launcher.normalize_connection({keyword: value}).get(keyword)
-            except Exception as exc:  # pylint: disable=broad-except
-                settings.pop(keyword)
-                self._warn('could not resolve the play keyword %s for %s: %s: %s; the rollback decides it from the '
-                           'inventory and command line alone' % (keyword, host, type(exc).__name__, exc))
-        return dict((k, v) for k, v in settings.items() if v is not None)
+        # on every host before the next
+        self.layer_stages.update(_events.layer_stages(data, host))
 
     def v2_runner_on_skipped(self, result):
         self._guard('skipped result', self._on_ok, result, 'skipped')
@@ -951,28 +785,24 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._guard('failed result', self._on_failed, result, ignore_errors)
 
-    def _on_failed(self, result, ignore_errors):
-        host, task, data = _result_parts(result)
-        if ignore_errors or getattr(task, 'ignore_errors', False):
-            self.timeline.add('result', host=host, task=self.redactor.text(_task_info(task)['name']),
-                              status='ignored')
-            return
-        self._failure(host, task, data, unreachable=False)
-
     def v2_runner_on_unreachable(self, result):
         self._guard('unreachable result', self._on_unreachable, result)
 
     def _on_unreachable(self, result):
-        host, task, data = _result_parts(result)
-        if getattr(task, 'ignore_unreachable', False):
-            self.timeline.add('result', host=host, task=self.redactor.text(_task_info(task)['name']),
+        self._on_failed(result, False, unreachable=True)
+
+    def _on_failed(self, result, ignore_errors, unreachable=False):
+        host, task, data = _events.result_parts(result)
+        if getattr(task, 'ignore_unreachable', False) if unreachable else (
+                ignore_errors or getattr(task, 'ignore_errors', False)):
+            self.timeline.add('result', host=host, task=self.redactor.text(_events.task_info(task)['name']),
                               status='ignored')
             return
-        self._failure(host, task, data, unreachable=True)
+        self._failure(host, task, data, unreachable=unreachable)
 
     def _failure(self, host, task, data, unreachable):
-        info = _task_info(task)
-        censored = _censored(task, data)
+        info = _events.task_info(task)
+        censored = _events.censored(task, data)
         guards = [] if unreachable else guarding_blocks(task)
         if self.child_mode:
             if not guards:
@@ -984,7 +814,7 @@ class CallbackModule(CallbackBase):
             return
         failure = self.run.record_failure(host, info, data, unreachable=unreachable, guards=guards,
                                           blocks=enclosing_blocks(task), censored=censored,
-                                          open_failed=_opens_transaction(task))
+                                          open_failed=_events.opens_transaction(task))
         if failure['in_scope'] and not failure['rescued'] and failure['first_for_host']:
             self._ensure_incident()
             self._probe_dependencies()
@@ -995,11 +825,8 @@ class CallbackModule(CallbackBase):
         """Probe the listed dependencies once, at the first counted failure (side by side, bounded)."""
         if self.dependency_probes is not None or not self.dependencies:
             return
-        started = time.time()
-        self.dependency_probes = self.redactor.data(_probes.probe_all(self.dependencies, self.dependency_timeout))
-        answer = _probes.verdict(self.dependency_probes)
-        self.timeline.add('dependency_probes', seconds=round(time.time() - started, 3),
-                          down=', '.join(answer['down']) or None)
+        self.dependency_probes, answer = _probes.probe_at_failure(self.dependencies, self.dependency_timeout,
+                                                                  self.redactor, self.timeline)
         if answer['down']:
             self._warn(answer['text'])
 
@@ -1008,24 +835,13 @@ class CallbackModule(CallbackBase):
         if self.alerts is None:
             return
         audience = [name for name in ('stakeholders', 'stakeholders_slack') if self.alerts.has_channel(name)]
-        if kind in self._notices_sent or not audience:
-            return
-        if context.CLIARGS.get('check'):
+        if kind in self._notices_sent or not audience or context.CLIARGS.get('check'):
             return
         self._notices_sent.append(kind)
-        first = self.run.counted_failures[0] if self.run.counted_failures else None
-        opened = [t.get('opened_at') for t in self.run.transactions.values() if t.get('opened_at')]
-        names = [t.get('name') for t in self.run.transactions.values() if t.get('name')]
-        facts = {'service': self.service_name or (names[0] if names else deployment_name(
-            {'playbook': self.playbook_path})),
-            'releases': self.run.releases, 'previous_releases': self.run.previous_releases,
-            'started': min(opened) if opened else self.run.started, 'failed': first['time'] if first else None,
-            'restored': restored, 'incident_id': self.incident_id}
-        subject, text = _notices.render(kind, facts, self.notice_templates)
-        now = time.time()
-        payload = {'event': 'stakeholder_notice', 'notice': kind, 'notice_subject': subject, 'notice_text': text,
-                   'time': round(now, 3), 'at': utc_iso(now), 'incident_id': self.incident_id}
-        self.alerts.notify(self.redactor.data(payload), only=audience)
+        facts = _notices.run_facts(self.run, service=self.service_name, playbook=self.playbook_path,
+                                   restored=restored, incident_id=self.incident_id)
+        self.alerts.notify(self.redactor.data(_notices.notice_payload(kind, facts, self.notice_templates)),
+                           only=audience)
         self.timeline.add('stakeholder_notice', notice=kind)
 
     def _dependency_answer(self):
@@ -1038,7 +854,8 @@ class CallbackModule(CallbackBase):
             return
         try:
             if self.child_mode:
-                self._write_child_result(stats)
+                if self.child_result_path:
+                    write_json_atomic(self.child_result_path, self.child_report.finish(stats))
             else:
                 self._finish(stats)
         except Exception as exc:  # pylint: disable=broad-except
@@ -1049,13 +866,6 @@ class CallbackModule(CallbackBase):
             self.finished = True
             self._report_alert_problems()
 
-    # child mode -----------------------------------------------------------------------------------------------
-    def _write_child_result(self, stats):
-        if not self.child_result_path:
-            return
-        data = self.child_report.finish(stats)
-        write_json_atomic(self.child_result_path, data)
-
     # parent: incident -----------------------------------------------------------------------------------------
     def _ensure_incident(self):
         if self.incident_id is None:
@@ -1063,35 +873,9 @@ class CallbackModule(CallbackBase):
             self.timeline.add('incident_opened', incident_id=self.incident_id)
         return self.incident_id
 
-    def _base_payload(self, event, severity):
-        now = time.time()
-        return {
-            'event': event,
-            'severity': severity,
-            'time': round(now, 3),
-            'at': utc_iso(now),
-            'incident_id': self.incident_id,
-            'run_id': self.run.run_id,
-            'releases': self.run.releases,
-            'previous_releases': self.run.previous_releases,
-            'playbook': self.playbook_path,
-            'controller': _controller_identity(),
-            'source': 'failsafe.deploy.auto_rollback',
-        }
-
     def _alert(self, event, severity, failure=None, **extra):
-        payload = self._base_payload(event, severity)
-        if failure is not None:
-            payload.update({
-                'host': failure['host'], 'task': failure['task'], 'role': failure['role'], 'path': failure['path'],
-                'cause': failure['cause'], 'evidence': failure['evidence'], 'message': failure['message'],
-                'unreachable': failure['unreachable'], 'details': failure.get('details') or None,
-                'summary': 'deploy failed on %s at task %r (cause: %s)' % (
-                    failure['host'], failure['task'], failure['cause']),
-            })
-        answer = self._dependency_answer()
-        if answer is not None and event in ('deploy_failed', 'rolled_back', 'rollback_failed'):
-            payload['was_it_us'] = answer
+        payload = _alerts.alert_payload(event, severity, self.run, self.incident_id, self.playbook_path,
+                                        failure=failure, was_it_us=self._dependency_answer())
         payload.update(extra)
         payload = self.redactor.data(payload)
         record = self.alerts.send(payload)
@@ -1104,26 +888,13 @@ class CallbackModule(CallbackBase):
         and the stakeholders' notice that the release is live. Not an alert, so not spooled."""
         if not self.alerts.channels:
             return
-        payload = self._base_payload('deploy_committed', 'info')
-        what = ', '.join(self.run.releases) or 'a release'
-        payload.update(hosts=list(self.run.opened_order), outcome='committed',
-                       summary='deploy of %s committed on %s' % (what, ', '.join(self.run.opened_order)))
+        payload = _alerts.alert_payload('deploy_committed', 'info', self.run, self.incident_id, self.playbook_path)
+        payload.update(hosts=list(self.run.opened_order), outcome='committed', summary='deploy of %s committed on %s'
+                       % (', '.join(self.run.releases) or 'a release', ', '.join(self.run.opened_order)))
         self.alerts.notify(self.redactor.data(payload))
         self._notice('completed', restored=time.time())
         self.alerts.flush()
         self._report_alert_problems()
-
-    def _resolve_playbook(self):
-        playbook = self.rollback_playbook
-        if os.path.isabs(playbook) or os.path.exists(playbook):
-            return os.path.abspath(playbook)
-        if self.playbook_path:
-            beside = os.path.join(os.path.dirname(self.playbook_path), playbook)
-            if os.path.exists(beside):
-                return beside
-        if _FQCN_PLAYBOOK.match(playbook):
-            return playbook
-        return os.path.abspath(playbook)
 
     def _finish(self, stats, interrupted=None):
         """Roll back if needed. ``interrupted`` (exit handler, no play recap): why the run ended early."""
@@ -1131,45 +902,16 @@ class CallbackModule(CallbackBase):
             self.run.reconcile(getattr(stats, 'failures', {}), getattr(stats, 'dark', {}),
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
-            refused = self.run.refusals()
-            if refused:
-                # The preflight refused the deploy before any host opened a transaction: nothing changed, nothing
-                # to roll back, no alert; the incident report says so (scripts/deploy_outcome.py: REFUSED).
+            end = _outcome.quiet_end(self.run, self.ladder, self.incident_id is not None, self.self_reverted)
+            if end['outcome'] is not None:
                 self._ensure_incident()
-                self.outcome = 'refused'
-                self._refused = refused
-                self._write_incident(None, [], reason='refused before any change on %s: %s' % (
-                    ', '.join(_hosts_of(refused)), refused[0]['message']), failures=refused)
+                self.outcome = end['outcome']
+                self._refused = end['failures'] or []
+                if end['alert'] is not None:
+                    self._alert('failure_rescued', end['alert'][0], **end['alert'][1])
+                self._write_incident(None, [], reason=end['reason'], failures=end['failures'])
                 self._summary_line()
-                return
-            fixed = dict((host, steps[-1]['step']) for host, steps in self.ladder.items()
-                         if steps and steps[-1].get('outcome') == 'fixed')
-            # a failure was alerted (or mitigated) on the way: the run is not reported as a plain commit
-            rescued = self.incident_id is not None or bool(fixed)
-            if fixed:
-                # A health check failed and a step of the escalation ladder (the kill switch, the traffic back)
-                # brought it back: no rollback, but an incident that says which step did it.
-                self._ensure_incident()
-                self.outcome = 'mitigated'
-                summary = 'health check failed; the escalation ladder fixed it (%s); no rollback' % ', '.join(
-                    '%s: %s' % (host, step) for host, step in sorted(fixed.items()))
-                self._alert('failure_rescued', 'warning', summary=summary, outcome='mitigated', ladder=self.ladder)
-                self._write_incident(None, [], reason=summary)
-                self._summary_line()
-            elif self.incident_id is not None:
-                # An alert went out, then the recap showed every failure rescued: say so, and write it up.
-                self.outcome = 'rescued'
-                self._alert('failure_rescued', 'info', summary='the failure was rescued; no rollback needed')
-                self._write_incident(None, [], reason='every failure was rescued')
-                self._summary_line()
-            elif self.self_reverted:
-                # Nothing failed in this run, but hosts had reverted an earlier run's transaction by themselves.
-                self._ensure_incident()
-                self.outcome = 'self_reverted'
-                self._write_incident(None, [], reason='%s reverted an unconfirmed transaction by itself' % ', '.join(
-                    sorted(self.self_reverted)))
-                self._summary_line()
-            if not rescued and self.run.opened_order:
+            if end['committed']:
                 self._display.display('failsafe auto_rollback: %d host(s) opened a transaction; no failure, no '
                                       'rollback needed.' % len(self.run.opened_order))
                 self._notify_committed()
@@ -1180,59 +922,35 @@ class CallbackModule(CallbackBase):
             # a failure that only counted once another host had opened its transaction (an open refused or cut
             # short on one host while the others opened): it is alerted now
             self._alert('deploy_failed', 'error', failure=self.run.counted_failures[0])
-        scope = self.run.scope(self.rollback_scope)
-        what = 'deploy failed on %s' % ', '.join(self.run.failed_hosts)
+        scope, what = _outcome.rollback_scope(self.run, self.rollback_scope, interrupted)
         if interrupted:
-            scope += [h for h in self.run.opened_order if self.run.has_open_transaction(h) and h not in scope]
-            what = 'deploy interrupted (%s)' % interrupted if not self.run.failed_hosts else what
             self._alert('deploy_interrupted', 'error', hosts=scope, reason=interrupted,
                         summary='%s with open transactions on %s' % (what, ', '.join(scope)))
-        cliargs = context.CLIARGS
-        reason = None
         launch = None
         hosts = {}
-        if cliargs.get('check'):
-            self.outcome = 'skipped_check_mode'
-            reason = 'check mode: nothing was changed, so nothing is rolled back'
-        elif self.defer_to_workflow and (os.environ.get('JOB_ID') or self.awx_job_id):
-            self.outcome = 'deferred'
-            reason = 'defer_to_workflow is set and this is a controller job: the workflow runs the rollback'
-        else:
+        self.outcome, reason = _outcome.not_launched(context.CLIARGS.get('check'), self.defer_to_workflow,
+                                                     os.environ.get('JOB_ID') or self.awx_job_id)
+        if self.outcome is None:
             if self.rollback_via == 'controller':
                 launch, hosts, reason = self._run_rollback_controller(scope)
             else:
-                launch, hosts, reason = self._run_rollback(scope, cliargs)
-            self.outcome = 'rolled_back' if reason is None else 'rollback_failed'
+                launch, hosts, reason = self._run_rollback(scope, context.CLIARGS)
+            self.outcome = _outcome.launched(reason)
         self._rollback_hosts = hosts
-
-        json_path, md_path = report_paths(self.report_dir, self.incident_id)
+        report = report_paths(self.report_dir, self.incident_id)
         # rollback_scope=failed: hosts that opened (or even committed) this run stay on its release. Say so.
-        self._left_by_scope = [h for h in self.run.opened_order if h not in scope]
+        self._left_by_scope, what = _outcome.left_by_scope(self.run, scope, self.rollback_scope, what)
         if self._left_by_scope:
-            what += '; MIXED RELEASES: %s left on release %s by rollback_scope=%s' % (
-                ', '.join(self._left_by_scope), ', '.join(self.run.releases) or '?', self.rollback_scope)
             self._warn(what)
+        event, severity, fields, likely = _outcome.outcome_alert(self.outcome, what, scope, hosts, reason, launch,
+                                                                 self.run.counted_failures, report)
+        self._alert(event, severity, **fields)
         if self.outcome == 'rolled_back':
-            self._alert('rolled_back', 'warning', hosts=scope, outcome='rolled_back',
-                        summary=rolled_back_summary(what, scope, hosts),
-                        duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
-                        per_host=_host_status(hosts))
             self._notice('restored', restored=launch.ended if launch else time.time())
         elif self.outcome == 'rollback_failed':
-            likely = broken_check_hint(self.run.counted_failures, hosts)
-            self._alert('rollback_failed', 'critical', hosts=scope, outcome='rollback_failed', reason=reason,
-                        summary='ROLLBACK FAILED on %s: %s%s' % (
-                            ', '.join(scope), reason, ('. ' + likely) if likely else ''),
-                        likely_cause=likely,
-                        duration=launch.duration if launch else None, report=json_path, report_markdown=md_path,
-                        per_host=_host_status(hosts))
             self._notice('not_restored')
             if likely:
                 self._warn(likely)
-        else:
-            self._alert('rollback_%s' % ('deferred' if self.outcome == 'deferred' else 'skipped'), 'warning',
-                        hosts=scope, outcome=self.outcome, reason=reason, report=json_path,
-                        report_markdown=md_path)
         self.alerts.flush()
         self._report_alert_problems()
         self._write_incident(launch, scope, reason=reason or (what if interrupted else None), hosts=hosts)
@@ -1240,188 +958,55 @@ class CallbackModule(CallbackBase):
             self._banner_failed(reason, self._way_out(scope, hosts))
         self._summary_line()
 
-    def _run_rollback(self, scope, cliargs):
-        """Start the child; returns (LaunchResult or None, per-host outcome, failure reason or None)."""
-        base = os.path.join(self.report_dir, self.incident_id)
-        vars_file = base + '.rollback-vars.json'
-        result_file = base + '.rollback-result.json'
-        log_file = base + '.rollback.log'
-        self._rollback_files = {'rollback_vars': vars_file, 'rollback_result': result_file, 'rollback_log': log_file}
-        playbook = self._resolve_playbook()
-        _launcher.write_request(vars_file, self._rollback_request(scope))
-        cmd = _launcher.build_command(self.ansible_playbook, playbook, cliargs, scope, vars_file,
-                                      defaults=_launcher.config_defaults())
-        prompts = _launcher.interactive_options(cliargs)
-        if prompts:
-            self._warn('the rollback playbook cannot prompt (%s): use password files or vault ids'
-                       % ', '.join(prompts))
-        try:
-            callbacks = C.config.get_config_value('CALLBACKS_ENABLED') or []
-        except Exception:  # pylint: disable=broad-except
-            callbacks = []
-        env = _launcher.build_env(os.environ, result_file, callbacks)
-        shown = _launcher.shown_command(cmd)
-        self._rollback_command = shown
-        self._rollback_playbook_used = playbook
-        try:
-            os.unlink(result_file)
-        except OSError:
-            pass
+    def _rollback_start(self, scope, playbook):
         self.timeline.add('rollback_start', hosts=scope, playbook=playbook)
         self._display.display('failsafe auto_rollback: rolling back %s with %s (timeout %d s)'
                               % (', '.join(scope), playbook, self.rollback_timeout), color=C.COLOR_WARN)
-        self._rollback_started = time.time()
-        launch = _launcher.run(cmd, env, log_file, self.rollback_timeout, echo=self._echo, cwd=os.getcwd(),
-                               redact=self.redactor.text,
-                               header='# failsafe rollback for incident %s\n# %s' % (
-                                   self.incident_id, ' '.join(shown)))
-        child = _launcher.read_child_result(result_file)
-        hosts = _launcher.merge_child_hosts(scope, child)
-        self.timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None,
-                          duration=launch.duration, error=launch.error)
-        for host, info in hosts.items():
-            self.timeline.add('rollback_host', host=host, status=info['status'], verified=info.get('verified'))
-        reason = None
-        bad = [h for h, info in hosts.items() if info['status'] != 'ok']
-        unverified = [h for h, info in hosts.items() if info.get('verified') is False]
-        if launch.error:
-            reason = launch.error
-        elif launch.rc != 0:
-            reason = 'rollback playbook exited %s' % launch.rc
-        elif child is None:
-            reason = 'the rollback playbook left no result file (is the callback enabled for it?)'
-        if bad:
-            reason = (reason + '; ' if reason else '') + 'not rolled back: %s' % ', '.join(
-                '%s (%s)' % (h, hosts[h]['status']) for h in bad)
-        if unverified:
-            reason = (reason + '; ' if reason else '') + 'verification failed on %s' % ', '.join(unverified)
-        self._rollback_child = child
+
+    def _run_rollback(self, scope, cliargs):
+        """Start the child; returns (LaunchResult or None, per-host outcome, failure reason or None)."""
+        files = self._rollback_files = _launcher.rollback_files(self.report_dir, self.incident_id)
+        playbook = self._rollback_playbook_used = _launcher.resolve_playbook(self.rollback_playbook,
+                                                                             self.playbook_path)
+        launch, hosts, reason, self._rollback_command = _launcher.launch_local(
+            self.ansible_playbook, playbook, cliargs, scope, self._rollback_request(scope), files,
+            self.rollback_timeout, self.timeline, header='# failsafe rollback for incident %s' % self.incident_id,
+            on_start=lambda: self._rollback_start(scope, playbook), warn=self._warn, echo=self._echo,
+            redact=self.redactor.text)
         return launch, hosts, reason
 
     def _run_rollback_controller(self, scope):
         """Launch the rollback job template on the controller and wait; same return values as _run_rollback."""
         self._rollback_files = {}
-        template = self.get_option('controller_rollback_template')
         rollback_vars = self._rollback_request(scope)
-        self._rollback_playbook_used = 'controller job template %s' % template
-        self.timeline.add('rollback_start', hosts=scope, playbook=self._rollback_playbook_used)
-        self._display.display('failsafe auto_rollback: rolling back %s with %s (timeout %d s)'
-                              % (', '.join(scope), self._rollback_playbook_used, self.rollback_timeout),
-                              color=C.COLOR_WARN)
-        try:
-            client = _controller.ControllerClient(
-                self.get_option('controller_host'), self.get_option('controller_token'),
-                api_path=self.get_option('controller_api_path') or 'auto',
-                verify_ssl=bool(self.get_option('controller_verify_ssl')),
-                poll_interval=float(self.get_option('controller_poll_interval') or 2))
-            if not template:
-                raise _controller.ControllerError('no rollback job template set (setting '
-                                                  'controller_rollback_template)')
-        except _controller.ControllerError as exc:
-            now = time.time()
-            launch = _launcher.LaunchResult(1, False, False, now, now, 0.0, None, str(exc))
-            return launch, dict((h, {'status': 'no_result', 'restored': None, 'verified': None,
-                                     'failed_tasks': []}) for h in scope), str(exc)
-        launch, hosts, reason, job = _controller.run_rollback(client, template, scope, rollback_vars,
-                                                              self.rollback_timeout, echo=self._echo)
-        self._rollback_command = ['controller', job.get('url') or client.host]
-        self.timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None,
-                          duration=launch.duration, error=launch.error, controller_job=job.get('job_id'),
-                          controller_status=job.get('status'))
+        self._rollback_playbook_used = 'controller job template %s' % self.get_option('controller_rollback_template')
+        self._rollback_start(scope, self._rollback_playbook_used)
+        launch, hosts, reason, command = _controller.launch_rollback(
+            self.get_option, scope, rollback_vars, self.rollback_timeout, self.timeline, echo=self._echo)
+        self._rollback_command = command
         return launch, hosts, reason
-
-    def _scope_connections(self, scope):
-        """The ``failsafe_rollback_connection`` extra var: {host: {keyword: value}} for the hosts in scope whose play
-        set a connection keyword."""
-        return dict((host, self.connections[host]) for host in scope if self.connections.get(host))
 
     def _rollback_request(self, scope):
         """The rollback request of ``scope`` (``_launcher.rollback_request``): the same extra vars for the local child,
-        the controller's job template and the printed way out."""
+        the controller's job template and the printed way out. Connections: the hosts whose play set a keyword."""
         return _launcher.rollback_request(
-            self.run.run_id, self.run.rollback_hosts(scope), self.incident_id, connection=self._scope_connections(scope),
+            self.run.run_id, self.run.rollback_hosts(scope), self.incident_id,
+            connection=dict((host, self.connections[host]) for host in scope if self.connections.get(host)),
             stages=dict((h, self.layer_stages[h]) for h in scope if h in self.layer_stages))
 
     def _echo(self, line):
         self._display.display('rollback | %s' % line)
 
     def _write_incident(self, launch, scope, reason=None, hosts=None, failures=None):
-        failures = self.run.counted_failures if failures is None else failures
-        ignored = [f for f in self.run.failures if f not in failures]
-        first = failures[0] if failures else (self.run.failures[0] if self.run.failures else None)
-        causes = []
-        for failure in failures:
-            if failure['cause'] not in causes:
-                causes.append(failure['cause'])
-        verified = [info.get('verified') for info in (hosts or {}).values()]
-        if not verified:
-            verification = 'not run'
-        elif all(v is True for v in verified):
-            verification = 'passed on every host'
-        elif any(v is False for v in verified):
-            verification = 'FAILED on %s' % ', '.join(h for h, i in hosts.items() if i.get('verified') is False)
-        else:
-            verification = 'not reported by the rollback playbook'
-        rollback = {'scope_mode': self.rollback_scope, 'hosts': hosts or {}}
-        if launch is not None:
-            rollback.update({
-                'playbook': getattr(self, '_rollback_playbook_used', None),
-                'command': getattr(self, '_rollback_command', None),
-                'rc': launch.rc, 'timed_out': launch.timed_out, 'interrupted': launch.interrupted,
-                'error': launch.error, 'started': round(launch.started, 3), 'started_at': utc_iso(launch.started),
-                'ended': round(launch.ended, 3), 'ended_at': utc_iso(launch.ended), 'duration': launch.duration,
-                'log': launch.log_path, 'result_file': self._rollback_files.get('rollback_result'),
-                'timeout': self.rollback_timeout,
-            })
-        detected = first['time'] if first else None
-        summary = {
-            'outcome': self.outcome,
-            'outcome_label': OUTCOME_LABELS.get(self.outcome, str(self.outcome).upper()),
-            'reason': reason,
-            'releases': self.run.releases,
-            'previous_releases': self.run.previous_releases,
-            'run_id': self.run.run_id,
-            'playbook': self.playbook_path,
-            'controller': _controller_identity(),
-            'cause': ', '.join(causes) or None,
-            'causes': causes,
-            'failed_hosts': _hosts_of(failures),
-            'rollback_scope': self.rollback_scope,
-            'scope_hosts': scope,
-            'left_by_scope': getattr(self, '_left_by_scope', []),
-            'run_started_at': utc_iso(self.run.started),
-            'detected_at': first['at'] if first else None,
-            'detection_seconds': first['since_task_start'] if first else None,
-            'seconds_since_run_start': first['since_run_start'] if first else None,
-            'seconds_to_rollback': round(launch.started - detected, 3) if launch and detected else None,
-            'rollback_duration': launch.duration if launch else None,
-            'verification': verification,
-            'likely_cause': broken_check_hint(failures, hosts),
-            'was_it_us': self._dependency_answer(),
-            'self_reverted_hosts': sorted(self.self_reverted),
-        }
-        files = dict(getattr(self, '_rollback_files', {}) or {})
-        files['alert_spool'] = self.spool_path
-        incident = {
-            'schema': 1,
-            'incident_id': self.incident_id,
-            'outcome': self.outcome,
-            'summary': summary,
-            'failures': failures,
-            'ignored_failures': ignored,
-            'transactions': self.run.transactions,
-            'rollback': rollback,
-            'dependency_probes': self.dependency_probes,
-            'self_reverted': self.self_reverted,
-            'alerts': list(self.alerts.records) if self.alerts else [],
-            'ladder': self.ladder,
-            'timeline': self.timeline.to_list(),
-            'timeline_dropped': self.timeline.dropped,
-            'files': files,
-            'written': round(time.time(), 3),
-            'written_at': utc_iso(),
-        }
-        incident = self.redactor.data(incident)
+        incident = self.redactor.data(build_incident(
+            self.run, self.timeline, self.incident_id, self.outcome, scope, self.rollback_scope, launch=launch,
+            reason=reason, hosts=hosts, failures=failures, launched={
+                'playbook': self._rollback_playbook_used, 'command': self._rollback_command,
+                'files': self._rollback_files},
+            left_by_scope=self._left_by_scope, playbook=self.playbook_path, was_it_us=self._dependency_answer(),
+            dependency_probes=self.dependency_probes, self_reverted=self.self_reverted,
+            alerts=self.alerts.records if self.alerts else (), ladder=self.ladder, spool_path=self.spool_path,
+            timeout=self.rollback_timeout))
         try:
             self.report_json, self.report_md = write_report(incident, self.report_dir)
             self.report_html = incident['files'].get('report_html')
@@ -1431,49 +1016,19 @@ class CallbackModule(CallbackBase):
         return incident
 
     def _way_out(self, scope, hosts):
-        """The command that finishes the rollback of this run on the hosts whose rollback did not succeed (every
-        host in scope when none says which), with the run's inventory, limit and connection options."""
-        hosts = hosts or {}
-
-        def undone(host):
-            return hosts.get(host, {}).get('status') == 'ok' and hosts.get(host, {}).get('verified') is not False
-
-        left = [h for h in scope if not undone(h)] or list(scope)
-        extra = _launcher.location_vars()
-        extra.update(self._rollback_request(left))
-        try:
-            return _launcher.command_line(_launcher.operator_command(
-                'failsafe.deploy.rollback', context.CLIARGS, hosts=left, extra_vars=extra,
-                defaults=_launcher.config_defaults()))
-        except Exception:  # pylint: disable=broad-except
-            return None
+        """The command that finishes the rollback of this run on the hosts whose rollback did not succeed."""
+        return _launcher.way_out(scope, hosts, self._rollback_request, context.CLIARGS)
 
     def _banner_failed(self, reason, way_out=None):
-        rule = '!' * 78
-        text = ('%s\n!!! ROLLBACK FAILED: incident %s\n!!! %s\n!!! Hosts may be broken or on mixed releases. '
-                'Act now.\n' % (rule, self.incident_id, self.redactor.text(reason or 'unknown reason')))
-        if way_out:
-            text += '!!! Way out, once the cause is fixed: %s\n' % self.redactor.text(way_out)
-        self._display.display(text + rule, color=C.COLOR_ERROR)
+        self._display.display(_summary.failed_banner(self.incident_id, self.redactor.text(reason or 'unknown reason'),
+                                                     self.redactor.text(way_out) if way_out else None),
+                              color=C.COLOR_ERROR)
 
     def _summary_line(self):
-        label = OUTCOME_LABELS.get(self.outcome, 'FAILURE RESCUED' if self.outcome == 'rescued' else self.outcome)
-        failures = self._refused if self.outcome == 'refused' else self.run.counted_failures
-        lines = ['failsafe auto_rollback: %s (incident %s; failed: %s; cause: %s)' % (
-            label, self.incident_id, ', '.join(_hosts_of(failures)) or 'none',
-            ', '.join(sorted({f['cause'] for f in failures})) or 'none')]
-        if self.outcome == 'refused':
-            lines.append('  nothing was changed: no lock taken, no transaction opened, no rollback needed')
-        # each host whose rollback finished: the release it runs now and what each layer (every stage) undid
-        lines += rollback_host_lines(getattr(self, '_rollback_hosts', None))
-        if getattr(self, 'report_json', None):
-            lines.append('  incident report: %s' % self.report_json)
-            lines.append('  incident report (Markdown): %s' % self.report_md)
-            if getattr(self, 'report_html', None):
-                lines.append('  incident report (HTML): %s' % self.report_html)
-        if getattr(self, '_rollback_files', None):
-            lines.append('  rollback log: %s' % self._rollback_files['rollback_log'])
-        lines.append('  alert spool: %s' % self.spool_path)
+        lines = _summary.summary_lines(
+            self.outcome, self.incident_id, self._refused if self.outcome == 'refused' else self.run.counted_failures,
+            rollback_hosts=self._rollback_hosts, reports=(self.report_json, self.report_md, self.report_html),
+            rollback_log=self._rollback_files.get('rollback_log'), spool_path=self.spool_path)
         color = C.COLOR_ERROR if self.outcome in ('rollback_failed', 'not_started') else C.COLOR_WARN
         self._display.display('\n'.join(lines), color=color)
 
@@ -1498,72 +1053,11 @@ class CallbackModule(CallbackBase):
         try:
             self._ensure_incident()
             self.outcome = 'not_started'
-            reason = 'the run ended before the rollback could start (interrupted?); transactions are left open'
-            json_path, md_path = report_paths(self.report_dir, self.incident_id)
-            self._alert('rollback_failed', 'critical', hosts=self.run.scope(self.rollback_scope),
-                        outcome='not_started', reason=reason, report=json_path, report_markdown=md_path,
-                        summary='ROLLBACK NOT STARTED: %s' % reason)
+            report = report_paths(self.report_dir, self.incident_id)
+            self._alert('rollback_failed', 'critical', **_outcome.not_started_alert(
+                self.run.scope(self.rollback_scope), report))
             self.alerts.flush()
-            self._write_incident(None, self.run.scope(self.rollback_scope), reason=reason)
-            sys.stderr.write('failsafe auto_rollback: ROLLBACK NOT STARTED; incident %s\n' % (json_path,))
+            self._write_incident(None, self.run.scope(self.rollback_scope), reason=_outcome.NOT_STARTED)
+            sys.stderr.write('failsafe auto_rollback: ROLLBACK NOT STARTED; incident %s\n' % (report[0],))
         except Exception:  # pylint: disable=broad-except
             pass
-
-
-def _float_option(value, default):
-    """A float option that may be 0 (which ``or default`` would lose)."""
-    if value is None or value == '':
-        return default
-    return float(value)
-
-
-def _hosts_of(failures):
-    """The hosts of these failures, each once, in order."""
-    hosts = []
-    for failure in failures:
-        if failure['host'] not in hosts:
-            hosts.append(failure['host'])
-    return hosts
-
-
-def _result_host(result):
-    """The inventory Host object of a callback TaskResult, for ansible-core 2.19 and older names."""
-    return getattr(result, 'host', None) or getattr(result, '_host', None)
-
-
-def _owner(txn, host):
-    """The inventory host whose transaction ``txn`` is: the one it names (a delegated call) or the task's host."""
-    named = txn.get('inventory_host') if isinstance(txn, dict) else None
-    return str(named) if named else host
-
-
-def _inventory_host(play, name):
-    """The inventory Host object named ``name`` (a delegated task's target), or None when it is not in the
-    inventory."""
-    try:
-        inventory = getattr(play.get_variable_manager(), '_inventory', None)
-        return inventory.get_host(name) if inventory is not None else None
-    except Exception:  # pylint: disable=broad-except
-        return None
-
-
-def _host_templar(play, host):
-    """A Templar with the variables ``host`` has in ``play``: play keywords may be templates, which ansible resolves
-    per host when a task runs."""
-    from ansible.template import Templar
-    manager = play.get_variable_manager()
-    loader = getattr(manager, '_loader', None) or getattr(play, '_loader', None)
-    return Templar(loader=loader, variables=manager.get_vars(play=play, host=host))
-
-
-def _host_status(hosts):
-    return dict((host, info.get('status')) for host, info in (hosts or {}).items())
-
-
-def _controller_identity():
-    try:
-        user = getpass.getuser()
-    except Exception:  # pylint: disable=broad-except
-        user = None
-    host = socket.gethostname()
-    return '%s@%s' % (user, host) if user else host

@@ -153,9 +153,9 @@ MUTANTS = [
         'old': '        if check_mode:\n            return result\n        for root in roots:\n',
         'new': '        if True:  # mutant\n            return result\n        for root in roots:\n',
         'tests': [
+            # one end-to-end run (a real deploy rolled back by the callback) and the module on its own
             LOCAL_ROLLBACK_DIGEST,
-            'tests/behaviour/test_fault_matrix.py::test_fault_matrix[verify-task_failure]',
-            'tests/behaviour/test_molecule.py::test_molecule_scenario_passes[rollback]',
+            SNAPSHOT_MODULE + 'test_restored_brings_everything_back_with_diff_and_is_idempotent',
         ],
         'covers': ['kind:files'],
     },
@@ -671,7 +671,6 @@ MUTANTS = [
         'tests': [
             'tests/unit/plugins/callback/test_auto_rollback.py::'
             'test_a_delegated_transaction_is_rolled_back_on_the_host_it_names',
-            'tests/behaviour/test_canary.py::test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code',
         ],
         'covers': ['kind:traffic'],
     },

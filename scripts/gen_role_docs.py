@@ -2,6 +2,10 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Writes each role's meta/argument_specs.yml, meta/main.yml and README.md from the commented roles/*/defaults/main.yml.
 
+The settings several roles read have one home, roles/common/defaults/main.yml (and its internal vars/main.yml): every
+other role depends on failsafe.deploy.common, and its docs list the shared settings it reads (found in its files,
+and in the shared values those name) beside its own.
+
 Run after changing a role's defaults: python scripts/gen_role_docs.py (needs PyYAML, which the venv has).
 ``--check`` writes nothing and exits 1 when a generated file is stale, two options of an entry point share one
 description, or a documentation macro would break on a template (the docs gate runs it).
@@ -14,7 +18,10 @@ import sys
 import yaml
 
 ROLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'roles')
+COMMON = 'common'
 SHORT = {
+    'common': ('The settings the failsafe.deploy roles share (names, paths, health checks, service), defined once; '
+               'every other role depends on it.'),
     'preflight': ('Take the deploy lock, check disk, quarantine and checks, recover a dead run, snapshot and open the '
                   'transaction.'),
     'snapshot': 'Snapshot every path the deploy will touch and record it in the journal.',
@@ -42,6 +49,12 @@ INTRO = {
                 '`playbooks/switch_back.yml` use it; see [traffic and blue-green](../../docs/traffic.md). '
                 '`ansible-doc -t role failsafe.deploy.traffic` shows the same variables.'),
 }
+INTRO['common'] = (
+    'Holds the one default of every setting that more than one role reads: the deployment\'s name and paths, the '
+    'release id, the lock, the snapshot paths, the health checks and their timing, the rollback\'s checks and the '
+    'service. It has no tasks: each step role depends on it (meta/main.yml), so a setting means the same in '
+    'preflight, verify, rollback and the others, and a play sets it once. Each step role\'s README lists the shared '
+    'settings it reads. `ansible-doc -t role failsafe.deploy.common` shows the same variables.')
 DOC_PAGE = {'traffic': 'docs/traffic.md'}
 CHOICES = {'failsafe_service_manager': ['supervisor', 'systemd', 'none'], 'failsafe_traffic_driver': ['haproxy', 'nginx'],
            'failsafe_confirm_mechanism': ['auto', 'systemd', 'process']}
@@ -74,10 +87,8 @@ def _type_of(val):
     return 'str'
 
 
-def write_specs(role):
-    """meta/argument_specs.yml and meta/main.yml of one role, from its commented defaults."""
-    d = os.path.join(ROLES, role)
-    path = os.path.join(d, 'defaults', 'main.yml')
+def _read_defaults(path):
+    """The values of a commented defaults file and the comment above each."""
     with open(path, encoding='utf-8') as f:
         lines = f.read().splitlines()
     data = yaml.safe_load('\n'.join(lines)) or {}
@@ -92,6 +103,47 @@ def write_specs(role):
                 raise SystemExit('%s:%d: %s has no comment of its own above it' % (path, number, key))
             comments[key] = ' '.join(pending)
             pending = []
+    return data, comments
+
+
+def _yaml_of(path):
+    with open(path, encoding='utf-8') as f:
+        return yaml.safe_load(f) or {}
+
+
+def shared_settings_read_by(role):
+    """The settings of the common role's defaults that ``role`` reads: those its own files name, and those the
+    shared values it reads name in turn (failsafe_service_name names failsafe_name)."""
+    shared = _yaml_of(os.path.join(ROLES, COMMON, 'defaults', 'main.yml'))
+    values = dict(shared, **_yaml_of(os.path.join(ROLES, COMMON, 'vars', 'main.yml')))
+    texts = []
+    for folder, dummy, files in os.walk(os.path.join(ROLES, role)):
+        if os.path.basename(folder) != 'meta':
+            for name in files:
+                if name != 'README.md':
+                    with open(os.path.join(folder, name), encoding='utf-8') as f:
+                        texts.append(f.read())
+    text = '\n'.join(texts)
+    found, todo = set(), [k for k in values if re.search(r'\b%s\b' % k, text)]
+    while todo:
+        key = todo.pop()
+        if key not in found:
+            found.add(key)
+            value = json.dumps(values[key])
+            todo += [k for k in values if re.search(r'\b%s\b' % k, value)]
+    return [k for k in shared if k in found]
+
+
+def write_specs(role):
+    """meta/argument_specs.yml and meta/main.yml of one role, from its commented defaults (and the common role's
+    for the shared settings it reads)."""
+    d = os.path.join(ROLES, role)
+    data, comments = _read_defaults(os.path.join(d, 'defaults', 'main.yml'))
+    if role != COMMON:
+        shared, shared_comments = _read_defaults(os.path.join(ROLES, COMMON, 'defaults', 'main.yml'))
+        keys = shared_settings_read_by(role)
+        data = dict([(k, shared[k]) for k in keys] + list(data.items()))
+        comments.update((k, shared_comments[k]) for k in keys)
     opts = {}
     for key, val in data.items():
         t = NULL_TYPES.get(key, 'str') if val is None else _type_of(val)
@@ -131,13 +183,26 @@ def write_specs(role):
         'min_ansible_version': '2.19',
         'platforms': [{'name': 'Debian', 'versions': ['all']}, {'name': 'Ubuntu', 'versions': ['all']},
                       {'name': 'EL', 'versions': ['all']}],
-        'galaxy_tags': ['deployment', 'rollback']}, 'dependencies': []}
+        'galaxy_tags': ['deployment', 'rollback']},
+        'dependencies': [] if role == COMMON else [{'role': 'failsafe.deploy.%s' % COMMON}]}
     _emit(os.path.join(d, 'meta', 'main.yml'),
           '---\n' + yaml.dump(meta, Dumper=IndentDumper, sort_keys=False, default_flow_style=False))
     return spec
 
 
 EXAMPLES = {
+    'common': """- name: Deploy, fail safe
+  hosts: app
+  gather_facts: false
+  vars:
+    # read by every step role that needs them (each depends on failsafe.deploy.common)
+    failsafe_name: shop
+    failsafe_app_root: /srv/shop
+    failsafe_verify_checks:
+      - url: http://127.0.0.1:8080/health
+  roles:
+    - role: failsafe.deploy.preflight
+    # ... then snapshot, release, activate, verify and commit (see playbooks/deploy.yml)""",
     'traffic': """- name: Send all traffic to green, drain blue
   hosts: lb
   gather_facts: false

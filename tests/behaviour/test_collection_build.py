@@ -13,7 +13,7 @@ import yaml
 from support import ROOT, VENV_BIN
 
 MODULES = ['snapshot', 'release', 'deploy_state', 'health_check', 'transaction', 'history_info', 'metric_gate']
-ROLES = ['preflight', 'snapshot', 'release', 'migrate', 'activate', 'verify', 'commit', 'rollback', 'traffic']
+ROLES = ['common', 'preflight', 'snapshot', 'release', 'migrate', 'activate', 'verify', 'commit', 'rollback', 'traffic']
 
 
 def run(cmd, env, **kw):

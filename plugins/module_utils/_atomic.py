@@ -13,6 +13,7 @@ write, even if the machine loses power in between.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import contextlib
 import errno
 import json
 import os
@@ -96,6 +97,25 @@ def fsync_dir(path, best_effort=False):
         os.close(fd)
 
 
+def discard(path):
+    """Remove the file or symlink ``path`` if it is there (a temporary that will not be used)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def discarded_on_error(tmp):
+    """Around the steps that make the temporary ``tmp`` the final file: when one fails or is interrupted,
+    ``tmp`` is removed and the error raised, so that no temporary is left beside the file."""
+    try:
+        yield
+    except BaseException:
+        discard(tmp)
+        raise
+
+
 def _tmp_name(path, kind):
     directory, base = os.path.split(path)
     return directory or '.', '.%s.%s-' % (base, kind)
@@ -112,7 +132,7 @@ def atomic_write_bytes(path, data, mode=0o600, controller=False):
     if not os.path.isdir(directory):
         os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
-    try:
+    with discarded_on_error(tmp):
         try:
             view = memoryview(data)
             while view:
@@ -125,12 +145,6 @@ def atomic_write_bytes(path, data, mode=0o600, controller=False):
         if not controller:
             _crash_point('write.tmp-synced')
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     if not controller:
         _crash_point('write.replaced')
     fsync_dir(directory, best_effort=controller)
@@ -206,16 +220,10 @@ def replace_symlink(link_path, target):
     if tmp is None:
         raise OSError(errno.EEXIST, 'could not create a temporary symlink beside %s' % link_path)
     _crash_point('symlink.tmp-created')
-    try:
+    with discarded_on_error(tmp):
         if os.path.isdir(link_path) and not os.path.islink(link_path):
             raise OSError(errno.EISDIR, '%s is a directory, not a symlink: refusing to replace it' % link_path)
         os.replace(tmp, link_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     _crash_point('symlink.replaced')
     fsync_dir(directory)
     _crash_point('symlink.synced')

@@ -29,7 +29,7 @@ import time
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
-    _crash_point, atomic_write_bytes, fsync_dir, read_json, write_json_atomic,
+    _crash_point, atomic_write_bytes, discard, discarded_on_error, fsync_dir, read_json, write_json_atomic,
 )
 
 FORMAT = 1
@@ -417,19 +417,13 @@ class SnapshotStore(object):
 
     def _commit_object(self, tmp_name, fd, sha):
         """Flush a complete temporary object and rename it to its content address (removing it on failure)."""
-        try:
+        with discarded_on_error(tmp_name):
             try:
                 if self.counters['objects_new'] <= SYNC_EACH or not hasattr(os, 'sync'):
                     os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp_name, os.path.join(self._new_object_dir(sha), sha))
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
-            raise
 
     def ingest(self, path, st, check_mode=False):
         """Store the content of regular file path (lstat st) and return (sha256, stat as read, size).
@@ -837,10 +831,7 @@ class SnapshotStore(object):
         except BaseException:
             if dst is not None:
                 os.close(dst)
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            discard(tmp)
             raise
         finally:
             os.close(src)
@@ -850,16 +841,10 @@ class SnapshotStore(object):
         directory, base = os.path.split(path)
         tmp = os.path.join(directory, '.%s.fsrestore-%s' % (base[:200], os.urandom(4).hex()))
         os.symlink(entry['target'], tmp)
-        try:
+        with discarded_on_error(tmp):
             os.lchown(tmp, entry['uid'], entry['gid'])
             _crash_point('restore.link-tmp-created')
             os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
 
     @staticmethod
     def _remove_stale_temps(root):

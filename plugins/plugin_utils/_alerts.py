@@ -54,31 +54,16 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class WebhookSender:
-    """POST JSON to a webhook. ``send()`` returns a SendResult and never raises."""
+class TimeBudget:
+    """The seconds a sender may spend over the whole run, charged by every attempt of every thread that sends
+    through it (``time_limit`` None: no limit, e.g. for a replay run by hand)."""
 
-    name = 'webhook'
+    time_limit = None
 
-    def __init__(self, url, timeout=5.0, retries=2, backoff=0.5, max_backoff=8.0, redactor=None, headers=None,
-                 sleep=time.sleep, time_limit=None, clock=time.monotonic):
-        self._url = url
-        self.timeout = float(timeout)
-        self.retries = max(0, int(retries))
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
-        # Seconds this sender may spend over the whole run (None: no limit, e.g. for a replay run by hand).
-        self.time_limit = None if time_limit is None else max(0.0, float(time_limit))
+    def _start_budget(self, time_limit):
+        self.time_limit = time_limit
         self._spent = 0.0
-        self._clock = clock
         self._budget_lock = threading.Lock()
-        self._redactor = redactor or Redactor()
-        self._redactor.add_secret(url)
-        self._headers = dict(headers or {})
-        self._sleep = sleep
-        self._opener = urllib.request.build_opener(_NoRedirect())
-
-    def __repr__(self):
-        return '<WebhookSender url=%s>' % '<redacted>'
 
     def remaining(self):
         """Seconds left of the time limit (None when there is none)."""
@@ -90,6 +75,50 @@ class WebhookSender:
     def _charge(self, seconds):
         with self._budget_lock:
             self._spent += max(0.0, seconds)
+
+    def _turn(self, attempt, error):
+        """Before try ``attempt`` (0 for the first): the pause before a retry, charged to the budget. Returns the
+        error to end with when the limit leaves no time for the try (else None), and the seconds left (None: no
+        limit)."""
+        if attempt:
+            pause = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+            left = self.remaining()
+            if left is not None and pause >= left:
+                # the limit is reached, as the error says: what is left is spent, and a later send of the run does
+                # not try with a crumb of it
+                self._charge(left)
+                return '%s; total time limit of %.1f s reached' % (error, self.time_limit), 0.0
+            started = self._clock()
+            self._sleep(pause)
+            self._charge(self._clock() - started)
+        left = self.remaining()
+        if left is not None and left <= 0.01:
+            return ('%s; ' % error if error else '') + 'total time limit of %.1f s reached' % self.time_limit, left
+        return None, left
+
+
+class WebhookSender(TimeBudget):
+    """POST JSON to a webhook. ``send()`` returns a SendResult and never raises."""
+
+    name = 'webhook'
+
+    def __init__(self, url, timeout=5.0, retries=2, backoff=0.5, max_backoff=8.0, redactor=None, headers=None,
+                 sleep=time.sleep, time_limit=None, clock=time.monotonic):
+        self._url = url
+        self.timeout = float(timeout)
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self._start_budget(None if time_limit is None else max(0.0, float(time_limit)))
+        self._clock = clock
+        self._redactor = redactor or Redactor()
+        self._redactor.add_secret(url)
+        self._headers = dict(headers or {})
+        self._sleep = sleep
+        self._opener = urllib.request.build_opener(_NoRedirect())
+
+    def __repr__(self):
+        return '<WebhookSender url=%s>' % '<redacted>'
 
     def max_duration(self):
         """Upper bound of one send(), for callers that wait on it."""
@@ -112,21 +141,9 @@ class WebhookSender:
         headers = {'Content-Type': 'application/json', 'User-Agent': USER_AGENT}
         headers.update(self._headers)
         for attempt in range(self.retries + 1):
-            left = self.remaining()
-            if attempt:
-                pause = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-                if left is not None and pause >= left:
-                    # the limit is reached, as the error says: what is left is spent, and a later send of the run
-                    # does not try with a crumb of it
-                    self._charge(left)
-                    error = '%s; total time limit of %.1f s reached' % (error, self.time_limit)
-                    break
-                started = self._clock()
-                self._sleep(pause)
-                self._charge(self._clock() - started)
-                left = self.remaining()
-            if left is not None and left <= 0.01:
-                error = ('%s; ' % error if error else '') + 'total time limit of %.1f s reached' % self.time_limit
+            stop, left = self._turn(attempt, error)
+            if stop:
+                error = stop
                 break
             timeout = self.timeout if left is None else min(self.timeout, left)
             attempts += 1

@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 
-from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import USER_AGENT, SendResult
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import USER_AGENT, SendResult, TimeBudget
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
 
@@ -83,7 +83,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class Channel:
+class Channel(TimeBudget):
     """Base of the channels: bounded, retried JSON POSTs. Subclasses build the requests for one alert."""
 
     name = 'channel'
@@ -96,13 +96,12 @@ class Channel:
                  backoff=0.2, max_backoff=2.0, redactor=None, sleep=time.sleep, clock=time.monotonic):
         self.timeout = max(0.05, float(timeout))
         self.retries = max(0, int(retries))
-        self.time_limit = max(0.0, float(time_limit))
+        self._start_budget(max(0.0, float(time_limit)))
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         self._redactor = redactor or Redactor()
         self._sleep = sleep
         self._clock = clock
-        self._spent = 0.0
         self._lock = threading.Lock()
         self._opener = urllib.request.build_opener(_NoRedirect())
 
@@ -110,15 +109,6 @@ class Channel:
         return '<%s channel>' % self.name
 
     # budget -----------------------------------------------------------------------------------------------
-    def remaining(self):
-        """Seconds left of this channel's total time limit for the run."""
-        with self._lock:
-            return max(0.0, self.time_limit - self._spent)
-
-    def _charge(self, seconds):
-        with self._lock:
-            self._spent += max(0.0, seconds)
-
     def max_duration(self):
         return self.remaining() + 0.5
 
@@ -166,21 +156,9 @@ class Channel:
         status = None
         error = None
         for attempt in range(self.retries + 1):
-            if attempt:
-                pause = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-                left = self.remaining()
-                if pause >= left:
-                    # the limit is reached, as the error says: what is left is spent, and a later alert of the run
-                    # does not try with a crumb of it
-                    self._charge(left)
-                    error = '%s; total time limit of %.1f s reached' % (error, self.time_limit)
-                    break
-                started = self._clock()
-                self._sleep(pause)
-                self._charge(self._clock() - started)
-            left = self.remaining()
-            if left <= 0.01:
-                error = ('%s; ' % error if error else '') + 'total time limit of %.1f s reached' % self.time_limit
+            stop, left = self._turn(attempt, error)
+            if stop:
+                error = stop
                 break
             attempts += 1
             started = self._clock()

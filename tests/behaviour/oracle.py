@@ -13,8 +13,9 @@ or nothing answering where nothing did), or ``rollback_failed`` (anything else).
 
 ``Words`` gathers everything the collection said about a run: the exit status, the PLAY RECAP, the callback's
 closing banner, the incident reports (JSON and Markdown) written by that run, the alerts, the rollback summary lines
-and the printed rollback command, scripts/deploy_outcome.py's verdict and exit code, and history_info's view of each
-host. ``check_words`` compares them with the truth and returns every mismatch as a sentence.
+and the printed rollback command, the ROLLBACK FAILED banner and the way out it prints, scripts/deploy_outcome.py's
+verdict and exit code, and history_info's view of each host. ``check_words`` compares them with the truth and
+returns every mismatch as a sentence.
 """
 import json
 import os
@@ -180,6 +181,15 @@ class Words:
     def rollback_commands(self):
         return re.findall(r'(ansible-playbook failsafe\.deploy\.rollback [^"\n]*)', self.output)
 
+    def failed_banner(self):
+        """The incident id of the ROLLBACK FAILED banner, or None when the run printed none."""
+        m = re.findall(r'^!!! ROLLBACK FAILED: incident (\S+)$', self.output, re.M)
+        return m[-1] if m else None
+
+    def way_out(self):
+        """The commands the ROLLBACK FAILED banner prints as the way out."""
+        return re.findall(r'^!!! Way out, once the cause is fixed: (ansible-playbook .+)$', self.output, re.M)
+
 
 def ledger_of(site):
     """The release ledger of the host ({} when there is none)."""
@@ -251,6 +261,26 @@ def check_words(words, truth, expect, sites, new_release, before_history):
         wrong.append('the rolled back run sent the alerts %r' % kinds)
     if run == 'rolled_back' and 'rollback_failed' in kinds:
         wrong.append('the rolled back run alerted rollback_failed')
+    if run == 'rollback_failed' and ('rollback_failed' not in kinds or 'rolled_back' in kinds):
+        wrong.append('the run whose rollback failed sent the alerts %r' % kinds)
+    # a failed rollback: the loud banner, and the way out it prints for the hosts left broken
+    if run == 'rollback_failed':
+        broken = sorted(h for h, o in truth.items() if o not in ('rolled_back', 'refused'))
+        if not words.failed_banner():
+            wrong.append('the run whose rollback failed printed no ROLLBACK FAILED banner')
+        elif words.reports and words.failed_banner() != words.reports[-1][1].get('incident_id'):
+            wrong.append('the ROLLBACK FAILED banner names incident %s, the report %s' % (
+                words.failed_banner(), words.reports[-1][1].get('incident_id')))
+        commands = words.way_out()
+        if len(commands) != 1:
+            wrong.append('the ROLLBACK FAILED banner printed %d ways out: %r' % (len(commands), commands))
+        for command in commands:
+            if '-i %s' % words.inventory not in command:
+                wrong.append('the printed way out lacks the inventory: %r' % command)
+            limit = re.search(r'--limit (\S+)', command)
+            named = sorted(h for h in (limit.group(1) if limit else '').split(',') if h)
+            if named != broken:
+                wrong.append('the printed way out is for the hosts %r, the hosts left broken are %r' % (named, broken))
     # per host: the rollback summary line, the ledger's quarantine, history_info
     lines = words.rollback_lines()
     for host, outcome in truth.items():
@@ -264,6 +294,29 @@ def check_words(words, truth, expect, sites, new_release, before_history):
         if outcome == 'rolled_back' and not site.own and words.rc is not None and words.rc > 0 \
                 and host not in lines:
             wrong.append('%s was rolled back and no summary line says so' % host)
+        # the report's rollback of the host: the release it says the host is back to, and whether the restore was
+        # verified (a host whose rollback failed is not)
+        for path, data in words.reports:
+            info = ((data.get('rollback') or {}).get('hosts') or {}).get(host)
+            restored = (info or {}).get('restored') if isinstance((info or {}).get('restored'), dict) else {}
+            back = restored['running_release'] if 'running_release' in restored else restored.get('target_release')
+            if back is not None and back != after['served'] and not site.own:
+                wrong.append('%s: the report %s says the host is back to release %s, the host serves %s' % (
+                    host, path, back, after['served']))
+            if outcome == 'rollback_failed' and (info or {}).get('verified'):
+                wrong.append('%s: the report %s says its rollback was verified, the host shows %s' % (
+                    host, path, outcome))
+            with open(path[:-len('.json')] + '.md', encoding='utf-8') as handle:
+                said = re.findall(r'^- \*\*%s\*\* (.*)$' % re.escape(host), handle.read(), re.M)
+            for line in said if not site.own else ():
+                runs = re.match(r'runs release ([^\s;(]+)', line)
+                if runs and runs.group(1) != after['served']:
+                    wrong.append('%s: the Markdown report says it %r, the host serves %s' % (
+                        host, line, after['served']))
+                if line.startswith('runs no release (nothing deployed before') and \
+                        before_history[host].get('current_release') is not None:
+                    wrong.append('%s: the Markdown report says it %r, release %s was deployed before' % (
+                        host, line, before_history[host].get('current_release')))
         if not site.own:
             ledger = ledger_of(site)
             state = (ledger.get('releases', {}).get(new_release) or {}).get('state')
@@ -277,7 +330,8 @@ def check_words(words, truth, expect, sites, new_release, before_history):
                 wrong.append('%s refused, yet history_info lists new transactions' % host)
         else:
             last = (seen.get('transactions') or [{}])[0]
-            want_status = {'deployed': 'committed', 'mitigated': 'committed', 'rolled_back': 'rolled_back'}.get(outcome)
+            want_status = {'deployed': 'committed', 'mitigated': 'committed', 'rolled_back': 'rolled_back',
+                           'rollback_failed': 'rollback_failed'}.get(outcome)
             if want_status and last.get('status') != want_status:
                 wrong.append('%s: history_info says the last transaction is %s, the host shows %s' % (
                     host, last.get('status'), outcome))

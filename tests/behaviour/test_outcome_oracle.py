@@ -15,17 +15,21 @@ from), then later deploys with a failure at each point: input validation (a rele
 the flag file lacks), open (after the snapshot), stage, migrate (a broken migration on the database host), activate
 (a release that crashes on start, a configuration with a syntax error), flags (after the flags were set), verify (an
 unhealthy release), commit (after it), the controller SIGKILLed right after the switch, and a host crash before and
-after the switch that leaves the app stopped (recover.yml brings it back); a good release, and a release whose
-flagged feature breaks its health until the kill switch turns the flag off (mitigated). Each cell is a (row, host):
-its expected host outcome, quarantine decision, cause class and deploy_outcome.py exit code are in the table; the
-oracle derives the true outcome from the host alone and fails the cell on any word of the collection that disagrees
-(see oracle.check_words): every cell passes, none is marked as a known bug.
+after the switch that leaves the app stopped (recover.yml brings it back), a deploy whose rollback fails (a hook
+deletes the directory of the release it replaces, then fails: ROLLBACK FAILED, exit 2, and a way out printed; the row
+then restores the directory and runs that way out as printed, which must bring every host back); a good release, and
+a release whose flagged feature breaks its health until the kill switch turns the flag off (mitigated). Each cell is a
+(row, host): its expected host outcome, quarantine decision, cause class and deploy_outcome.py exit code are in the
+table; the oracle derives the true outcome from the host alone and fails the cell on any word of the collection that
+disagrees (see oracle.check_words), judged right after the row's run: every cell passes, none is marked as a known bug.
 
-Cost: the three hosts of a row share one ansible-playbook run (about 25 runs for the whole table); the sites are
+Cost: the three hosts of a row share one ansible-playbook run (about 27 runs for the whole table); the sites are
 prepared once for the module and no step sleeps.
 """
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 
@@ -40,6 +44,11 @@ pytestmark = pytest.mark.slow
 
 MIXES = ('code', 'db', 'flags')
 FAIL = '''---
+- name: Delete the directory of the release this deploy replaces (a hook gone wrong)
+  ansible.builtin.file:
+    path: "{{ failsafe_app_root }}/releases/{{ oracle_delete_release }}"
+    state: absent
+  when: oracle_delete_release is defined
 - name: Fail here
   ansible.builtin.fail:
     msg: the {{ oracle_where | default('hook') }} fails
@@ -105,6 +114,12 @@ ROWS = [
          outcome='rolled_back'),
     dict(name='later-host-crash-after-activation', mode='good', crash='release.switched', stop_app=True,
          outcome='rolled_back'),
+    # the after-verify hook deletes the directory of the release the deploy replaces, then fails: the rollback
+    # switches back to a release that is not there, and the service cannot start on it (a failure in the verify role
+    # is a health failure); the row then restores the directory from a backup and runs the way out the ROLLBACK
+    # FAILED banner printed, which must bring every host back, so that the rows after it start from that release
+    dict(name='later-rollback-fails', mode='good', hook='verify', delete_previous=True, outcome='rollback_failed',
+         quarantine=MIXES, cause='health', exit=2),
     dict(name='later-deployed', mode='good', outcome='deployed', exit=0),
     dict(name='later-mitigated', mode='flagged', args=_e(oracle_flagged=True), outcome='mitigated', exit=0,
          hosts={'code': 'deployed', 'db': 'deployed', 'flags': 'mitigated'}),
@@ -221,9 +236,10 @@ class Table:
                 add_migrations(os.path.join(dist, 'app-%s.tar.gz' % version), files)
         return version
 
-    def run(self, argv, extra_env=None):
+    def run(self, argv, extra_env=None, raw=False):
+        """ansible-playbook with the table's inventory and ``argv`` (with ``raw``: ``argv`` as it is)."""
         env = dict(self.env, **(extra_env or {}))
-        cmd = ['ansible-playbook', '-i', self.inventory] + argv
+        cmd = argv if raw else ['ansible-playbook', '-i', self.inventory] + argv
         proc = subprocess.Popen(cmd, env=env, cwd=self.base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
@@ -272,6 +288,14 @@ class Table:
                 argv += ['-e', 'failsafe_%s_after_tasks=%s' % (row['hook'], self.hooks),
                          '-e', 'oracle_where=%s' % row['hook']]
         result = {'version': version, 'before': before}
+        if row.get('delete_previous'):
+            previous = set(b['current'] for b in before.values())
+            assert len(previous) == 1 and None not in previous, before
+            result['previous'] = previous.pop()
+            argv += ['-e', 'oracle_delete_release=%s' % result['previous']]
+            for site in sites.values():  # the operator's backup, to restore after the row
+                shutil.copytree(os.path.join(site.app_root, 'releases', result['previous']),
+                                os.path.join(site.dir, 'backup-' + result['previous']), symlinks=True)
         if row.get('crash'):
             rc, out = self.run(argv, {'FAILSAFE_CRASH_AT': row['crash'], 'FAILSAFE_CRASH_SCOPE': 'controller'})
             result['deploy_rc'] = rc
@@ -292,7 +316,41 @@ class Table:
                                 self.inventory)
         result['history'] = before_history
         result['sites'] = sites
+        # the words are judged now, before anything else touches the hosts (the ledger, history_info)
+        result['wrong'] = dict((mix, judge(row, result, mix)) for mix in mixes)
+        if row.get('delete_previous'):
+            result['repair'] = self.repair(result)
         return result
+
+    def repair(self, result):
+        """After a rollback that failed because a release directory was deleted: the operator restores it from the
+        backup and runs the way out the ROLLBACK FAILED banner printed, exactly as printed (recover.yml when it
+        printed none). Returns what is still wrong with the hosts after it (the rows after this one start from
+        there)."""
+        wrong = []
+        for site in result['sites'].values():
+            os.rename(os.path.join(site.dir, 'backup-' + result['previous']),
+                      os.path.join(site.app_root, 'releases', result['previous']))
+        commands = result['words'].way_out()
+        if commands:
+            argv = shlex.split(commands[0])
+        else:
+            wrong.append('no way out was printed: recover.yml ran instead')
+            argv = ['ansible-playbook', '-i', self.inventory, 'failsafe.deploy.recover', '--limit', ':'.join(MIXES)]
+        self.env['FAILSAFE_REPORT_DIR'] += '-way-out'
+        self.env['FAILSAFE_SPOOL_PATH'] = os.path.join(self.env['FAILSAFE_REPORT_DIR'], 'alerts.jsonl')
+        rc, out = self.run(argv, raw=True)
+        if rc != 0:
+            wrong.append('the way out %r exited %s' % (argv, rc))
+        for mix, site in result['sites'].items():
+            after = observe(site)
+            outcome, why = true_outcome(result['before'][mix], after, result['version'])
+            if outcome != 'rolled_back':
+                wrong.append('%s: after the way out the host shows %s (%s)' % (mix, outcome, why))
+            last = (history(site).get('transactions') or [{}])[0]
+            if (last.get('release'), last.get('status')) != (result['version'], 'rolled_back'):
+                wrong.append('%s: after the way out history_info says the last transaction is %r' % (mix, last))
+        return wrong
 
     def stop(self):
         for site in self.sites.values():
@@ -333,6 +391,29 @@ def _crash_words(row, result):
     return wrong
 
 
+def judge(row, result, mix):
+    """Every word of the collection about the row's run that the hosts do not show, for the cell of ``mix``."""
+    site = result['sites'][mix]
+    if row.get('crash'):
+        return _crash_words(row, result)
+    if row.get('after_commit'):
+        # a failure after the commit: the release stays, verified; nothing is rolled back
+        words = result['words']
+        wrong = []
+        if words.reports:
+            wrong.append('a failure after the commit wrote incident reports')
+        if words.verdict_code != row['exit']:
+            wrong.append('deploy_outcome.py exited %s, not %s' % (words.verdict_code, row['exit']))
+        if (ledger_of(site).get('releases', {}).get(result['version']) or {}).get('state') != 'verified':
+            wrong.append('%s: the committed release is not verified in the ledger' % mix)
+        return wrong
+    quarantine = dict((m, m in row.get('quarantine', ())) for m in result['sites'])
+    expect = {'outcome': row['outcome'], 'cause': row.get('cause'), 'exit': row.get('exit'),
+              'quarantine': quarantine}
+    return check_words(result['words'], dict((m, t[0]) for m, t in result['truth'].items()), expect,
+                       result['sites'], result['version'], result['history'])
+
+
 @pytest.mark.parametrize('row_name,mix', CELLS)
 def test_outcome_oracle(table, row_name, mix):  # pylint: disable=redefined-outer-name
     """Given the hosts as the rows before left them, when the row's deploy meets its failure (and the recovery it
@@ -344,30 +425,16 @@ def test_outcome_oracle(table, row_name, mix):  # pylint: disable=redefined-oute
     result = table.results[row_name]
     outcome, why = result['truth'][mix]
     log = 'see %s/runs.log' % table.base
-    expected_host = row.get('hosts', {}).get(mix) or {'deployed': 'deployed', 'refused': 'refused'}.get(
-        row['outcome'], 'rolled_back')
+    expected_host = row.get('hosts', {}).get(mix) or (
+        row['outcome'] if row['outcome'] in ('deployed', 'refused', 'rollback_failed') else 'rolled_back')
     assert outcome == expected_host, '%s on %s: the host shows %s (%s), the table expects %s; %s' % (
         row_name, mix, outcome, why, expected_host, log)
     site = result['sites'][mix]
     if outcome == 'rolled_back' and not site.own:
         assert site.after['served'] == result['before'][mix]['served'], (site.after, log)
-    if row.get('crash'):
-        wrong = _crash_words(row, result)
-    elif row.get('after_commit'):
-        # a failure after the commit: the release stays, verified; nothing is rolled back
-        words = result['words']
-        wrong = []
-        if words.reports:
-            wrong.append('a failure after the commit wrote incident reports')
-        if words.verdict_code != row['exit']:
-            wrong.append('deploy_outcome.py exited %s, not %s' % (words.verdict_code, row['exit']))
-        if (ledger_of(site).get('releases', {}).get(result['version']) or {}).get('state') != 'verified':
-            wrong.append('%s: the committed release is not verified in the ledger' % mix)
-    else:
-        quarantine = dict((m, m in row.get('quarantine', ())) for m in result['sites'])
-        expect = {'outcome': row['outcome'], 'cause': row.get('cause'), 'exit': row.get('exit'),
-                  'quarantine': quarantine}
-        wrong = check_words(result['words'], dict((m, t[0]) for m, t in result['truth'].items()), expect,
-                            result['sites'], result['version'], result['history'])
+    wrong = result['wrong'][mix]
     assert not wrong, '%s on %s (%s): the collection said what the hosts do not show:\n- %s\n%s' % (
         row_name, mix, run_outcome(dict((m, t[0]) for m, t in result['truth'].items())), '\n- '.join(wrong), log)
+    if 'repair' in result:
+        assert not result['repair'], '%s: the repair after it left the hosts wrong:\n- %s\n%s' % (
+            row_name, '\n- '.join(result['repair']), log)

@@ -23,6 +23,7 @@ from ansible.utils.context_objects import CLIArgs
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import host_outcome
 
 
 def cliargs(**overrides):
@@ -359,6 +360,45 @@ def test_a_staged_rollback_adds_up_the_layers_of_every_stage_and_a_later_stage_h
     # a rollback that stopped after the code stage still has the database to undo
     child['hosts']['web1']['failsafe_rollback'].pop()
     assert _launcher.merge_child_hosts(['web1'], child)['web1']['restored']['pending'] == ['database']
+
+
+def test_a_host_that_failed_with_stages_still_to_undo_is_not_back_on_a_release_nor_verified():
+    # the flags stage undid its layer and said the host runs r2; the code stage then failed (its failure rescued
+    # into the role's loud failure, so it left no report): the host is not on r2 any more, and nothing verified it
+    child = {'hosts': {'web1': {'status': 'failed', 'failed_tasks': [{'task': 'Fail loudly', 'status': 'failed'}],
+                                'failsafe_rollback': [
+                                    {'stages': ['flags'], 'layers': [{'kind': 'flags', 'undone': True,
+                                                                      'undid': 'flag(s) seen-2.2.0 restored'}],
+                                     'failed_release': 'r2', 'running_release': 'r2', 'target_release': 'r2',
+                                     'verified': True, 'pending': ['code']}]},
+                       'web2': {'status': 'failed', 'failed_tasks': [{'task': 'After hook', 'status': 'failed'}],
+                                'failsafe_rollback': [
+                                    {'stages': ['code'], 'layers': [{'kind': 'release', 'undone': True}],
+                                     'failed_release': 'r2', 'running_release': 'r1', 'target_release': 'r1',
+                                     'verified': True}]}}}
+    merged = _launcher.merge_child_hosts(['web1', 'web2'], child)
+    assert merged['web1']['verified'] is None
+    restored = merged['web1']['restored']
+    assert [layer['kind'] for layer in restored['layers']] == ['flags'] and restored['pending'] == ['code']
+    assert 'running_release' not in restored and 'target_release' not in restored and 'verified' not in restored
+    assert restored['unfinished'] is True
+    assert host_outcome(restored) == ('not rolled back: it failed with the code stage(s) still to undo; undone: '
+                                      'flag(s) seen-2.2.0 restored')
+    # a host whose rollback finished (nothing pending) and failed later, in a hook, is on the release it restored
+    assert merged['web2']['verified'] is True and merged['web2']['restored']['running_release'] == 'r1'
+
+
+def test_the_release_a_host_runs_after_a_staged_rollback_is_the_last_stages_even_none():
+    # a first deploy: the flags stage read r3 from the current link, the code stage then took r3 out of service
+    child = {'hosts': {'web1': {'status': 'ok', 'failed_tasks': [], 'failsafe_rollback': [
+        {'stages': ['flags'], 'layers': [{'kind': 'flags', 'undone': True, 'undid': 'flag(s) f restored'}],
+         'failed_release': 'r3', 'running_release': 'r3', 'target_release': 'r3', 'verified': True,
+         'pending': ['code']},
+        {'stages': ['code'], 'layers': [], 'failed_release': 'r3', 'running_release': None, 'target_release': None,
+         'verified': True, 'nothing_deployed': True}]}}}
+    restored = _launcher.merge_child_hosts(['web1'], child)['web1']['restored']
+    assert restored['running_release'] is None
+    assert host_outcome(restored) == 'runs no release (nothing deployed before r3); undone: flag(s) f restored'
 
 
 def test_child_report_rescued_failure_is_ok():

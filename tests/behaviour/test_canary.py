@@ -13,6 +13,9 @@ every host's example app each second, under a steady load from this machine.
 - Behind a real HAProxy (on a fourth host): each wave leaves the load balancer before it changes and comes back with
   the canary's weight; a failed gate puts the load balancer's traffic back before the code is rolled back; a good
   release ends with every server at its full weight and serves no failed request through HAProxy.
+- The same failed gate with rollback_via controller: the rollback job template launched on a fake AWX
+  (tests/behaviour/awx_fake.py, whose jobs really run rollback.yml with ansible-runner) puts traffic back before the
+  code just as the local child does.
 """
 
 import ctypes
@@ -27,8 +30,10 @@ import time
 
 import pytest
 
+import awx_fake
 import lb
-from support import ROOT, assert_log_has_no_ignored_callback_errors, fleet_env, load_example_build
+from support import (ROOT, assert_log_has_no_ignored_callback_errors, assert_no_ignored_callback_errors, fleet_env,
+                     load_example_build)
 from tests.helpers import SteadyLoad
 
 pytestmark = pytest.mark.fleet
@@ -420,7 +425,12 @@ def test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code(canary_l
     traffic at the canary's weight (10 against 100) while it is judged, the gate sees its errors and fails; the
     rollback gives HAProxy back the traffic it had before the deploy (every server ready at weight 100), and does so
     before the canary host's code goes back to 1.0.0."""
-    site = canary_lb
+    _failed_gate_behind_haproxy(canary_lb)
+
+
+def _failed_gate_behind_haproxy(site):
+    """The flaky canary behind HAProxy, whichever path rolls it back: its gate fails, traffic is put back before the
+    code, every app host ends on 1.0.0 and healthy. Returns the run's directory and its incident report."""
     h1, h2, h3 = site.apps
     gate = {'failsafe_canary_lb': site.lb_host, 'failsafe_canary_weight': 10, 'failsafe_canary_full_weight': 100,
             'failsafe_canary_bake': 3, 'failsafe_canary_interval': 1, 'failsafe_canary_count': 3,
@@ -461,6 +471,68 @@ def test_behind_haproxy_a_failed_gate_puts_traffic_back_before_the_code(canary_l
     assert sorted(incident['summary']['scope_hosts']) == sorted([h1, site.lb_host])
     assert incident['failures'][0]['metric_gate']['verdict'] == 'fail'
     assert 'error_rate' in markdown
+    return run_dir, incident
+
+
+AWX_TOKEN = 'awx-T0ken-5ecret-0f1e2d3c4b5a'
+
+
+@pytest.fixture
+def awx(canary_lb):
+    """A fake AWX (tests/behaviour/awx_fake.py) whose job template "failsafe rollback" runs the project's
+    rollback.yml (failsafe.deploy.rollback) with ansible-runner against the scenario's own inventory (the fleet and
+    the load balancer's variables). The template has no variables of its own: what the rollback needs beyond the
+    inventory comes from the launch's extra vars and the hosts' journals, never from the deploy's settings."""
+    site = canary_lb
+    template = awx_fake.JobTemplate(11, 'failsafe rollback', 'rollback.yml', site.inventories)
+    env = dict(site.env, FAILSAFE_REPORT_DIR=os.path.join(site.base, 'awx-incidents'))
+    env.pop('ANSIBLE_CONFIG')   # the project's own ansible.cfg enables the callback, as in AWX
+    project = awx_fake.project(os.path.join(site.base, 'awx-project'), ['rollback'])
+    fake = awx_fake.FakeAwx(os.path.join(site.base, 'awx'), project, env, [template], AWX_TOKEN)
+    site.env.update({'FAILSAFE_ROLLBACK_VIA': 'controller', 'FAILSAFE_CONTROLLER_HOST': fake.url,
+                     'FAILSAFE_CONTROLLER_TOKEN': AWX_TOKEN, 'FAILSAFE_CONTROLLER_ROLLBACK_TEMPLATE': 'failsafe rollback',
+                     'FAILSAFE_CONTROLLER_POLL_INTERVAL': '0.2'})
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+def test_behind_haproxy_the_controller_rollback_puts_traffic_back_before_the_code(canary_lb, awx):
+    """The same failed canary behind HAProxy with rollback_via controller: the callback launches the rollback job
+    template on a fake AWX (AWX cannot run here; tests/behaviour/awx_fake.py answers the API v2 calls of
+    ControllerClient and runs each launched job for real, with ansible-runner, as AWX does). The job's real run
+    undoes the load balancer's traffic before the canary host's code, exactly as the local child does: the same
+    samples of HAProxy and the hosts prove it, every app host is back on 1.0.0 and healthy, and the rollback went
+    through the controller: one launch of the template, with the hosts in scope as its limit and the load balancer's
+    traffic stage in its extra vars, whose job succeeded with every host of its limit ok."""
+    site = canary_lb
+    h1 = site.apps[0]
+    run_dir, incident = _failed_gate_behind_haproxy(site)
+    launches = awx.launches()
+    assert len(launches) == 1, awx.requests
+    request = launches[0]['body']
+    assert sorted(request['limit'].split(',')) == sorted([h1, site.lb_host]), request['limit']
+    extra = request['extra_vars']
+    assert extra['failsafe_rollback_stages'][site.lb_host] == ['traffic'], extra
+    assert 'traffic' not in extra['failsafe_rollback_stages'].get(h1, ['code']), extra
+    assert sorted(extra['failsafe_rollback_hosts']) == sorted([h1, site.lb_host]), extra
+    assert len(awx.jobs) == 1, awx.jobs
+    job = list(awx.jobs.values())[0]
+    assert job.status == 'successful' and job.rc == 0, 'see %s/job.log' % job.dir
+    summaries = dict((row['host_name'], row['failed']) for row in job.host_summaries())
+    assert summaries == {h1: False, site.lb_host: False}, job.host_summaries()
+    assert_no_ignored_callback_errors(job.events, where='job events of the rollback job')
+    # the incident names the job as the rollback, whose end the callback waited for, with each host's result
+    rollback = incident['rollback']
+    assert rollback['command'] == ['controller', '%s/api/v2/jobs/%d/' % (awx.url, job.id)], rollback
+    assert rollback['rc'] == 0 and rollback['ended'] >= job.finished, (rollback, job.finished)
+    outcome = dict((host, (info['status'], info['controller_job'])) for host, info in rollback['hosts'].items())
+    assert outcome == {h1: ('ok', job.id), site.lb_host: ('ok', job.id)}, rollback['hosts']
+    with open(os.path.join(run_dir, 'run.log'), encoding='utf-8') as handle:
+        log = handle.read()
+    assert 'launched controller job %d' % job.id in log, log[-3000:]
+    assert AWX_TOKEN not in log and AWX_TOKEN not in json.dumps(incident)
 
 
 def test_behind_haproxy_a_good_canary_ends_at_full_weight_without_a_failed_request(canary_lb):

@@ -152,10 +152,12 @@ def _nested(prefix, named):
 
 
 class ModuleDocFragment(object):
+    """DOCUMENTATION (the probe options) and CHECKS (the check lists) are set below, from _PROBE: the class body
+    holds literal strings only, as ansible-test's YAML check of doc fragments reads them."""
 
-    DOCUMENTATION = 'options:' + _PROBE
 
-    CHECKS = _LISTS.format(
-        checks=_nested('checks[].', True), check_defaults=_nested('check_defaults.', False),
-        rollback_checks=_nested('rollback_checks[].', True),
-        rollback_check_defaults=_nested('rollback_check_defaults.', False))
+ModuleDocFragment.DOCUMENTATION = 'options:' + _PROBE
+ModuleDocFragment.CHECKS = _LISTS.format(
+    checks=_nested('checks[].', True), check_defaults=_nested('check_defaults.', False),
+    rollback_checks=_nested('rollback_checks[].', True),
+    rollback_check_defaults=_nested('rollback_check_defaults.', False))

@@ -773,6 +773,13 @@ class AppriseChannel(Channel):
         logger.propagate = False
         if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
             logger.addHandler(logging.NullHandler())
+        # Apprise loads its service plugins on first use, which takes seconds on a busy machine: done here, when
+        # the channel is set up, and not inside the time limit of the first alert
+        if self._apprise is not None and self._urls:
+            try:
+                self._apprise.Apprise().add(self._urls[0])
+            except Exception:  # pylint: disable=broad-except
+                pass  # a URL Apprise does not understand is reported by the first send
 
     def __repr__(self):
         return '<apprise channel, %d URL(s)>' % len(self._urls)

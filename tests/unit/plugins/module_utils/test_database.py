@@ -17,6 +17,7 @@ import fcntl
 import os
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -343,8 +344,13 @@ def test_postgresql_copies_by_template_when_nothing_is_connected_and_dumps_other
     client = subprocess.Popen([os.path.join(pg.bin, 'psql'), '-X', '-h', pg.base, '-p', str(pg.port), '-U',
                                'postgres', '-d', 'app_methods', '-c', 'SELECT pg_sleep(60)'])
     try:
-        import time
-        time.sleep(1.5)
+        # the copy must start only once the client is connected: waited for, not slept for (a loaded machine may
+        # take seconds to start psql)
+        deadline = time.monotonic() + 60
+        while pg.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'app_methods' AND pid <> "
+                      "pg_backend_pid()") == '0':
+            assert time.monotonic() < deadline, 'the psql client never connected'
+            time.sleep(0.2)
         res = engine.apply_phase(dict(p2, layer=layer(d, migrations, restore_only=['0001'], run_id='run-2')), _run)
     finally:
         client.kill()

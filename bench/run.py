@@ -28,7 +28,7 @@ FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 1}, scalin
 SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
              app_files=5,
              snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5,
-             confirm_hosts=[2], confirm_timeout=8, traffic_repeats=1)
+             confirm_hosts=[2], confirm_timeout=15, traffic_repeats=1, traffic_drivers=['haproxy'])
 # fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed);
 # traffic: blue-green and switch-back behind HAProxy and nginx
 PARTS = ('snapshot', 'callback', 'database', 'fleet', 'confirm', 'traffic')

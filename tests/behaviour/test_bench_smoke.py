@@ -93,11 +93,18 @@ def test_bench_smoke(tmp_path):
     assert '## Database backup and restore (PostgreSQL)' in md
     # commit confirmed: from the controller's death to every host back by itself, after its deadline, never before
     confirm = results['self_revert'][0]
-    assert confirm['hosts'] == 2 and confirm['confirm_timeout'] == 8
+    assert confirm['hosts'] == 2 and confirm['confirm_timeout'] == 15
     for key in ('death_to_healthy', 'per_host_back', 'revert_after_deadline'):
         _stat(confirm[key])
     assert confirm['per_host_back']['n'] == 2 and confirm['revert_after_deadline']['min'] >= 0
     assert confirm['death_to_healthy']['median'] == confirm['per_host_back']['max']
+
+    # blue-green and switch-back under load, behind HAProxy (a smoke run measures one load balancer)
+    traffic = results['traffic']['drivers']
+    assert list(traffic) == ['haproxy']
+    for key in ('switch_back_playbook_traffic', 'switch_back_layer', 'switch_back_layer_traffic'):
+        _stat(traffic['haproxy'][key])
+    assert traffic['haproxy']['requests'] > 0 and traffic['haproxy']['rolling_served_new'] is True
 
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
                   '## 5. Peak memory', '## 6. Commit confirmed'):

@@ -95,14 +95,14 @@ case "${1:-all}" in
     # two shards (fleets fsx and fsy), each followed by half of the most waiting-bound behaviour files (deadlines,
     # bake times, unreachable hosts; fleets fsb and fsc); the first stream runs everything else.
     # (balanced by the files' times in tests/output/durations.md: about a third of the whole each)
-    second=(tests/behaviour/test_canary.py tests/behaviour/test_alert_blackhole.py tests/behaviour/test_awx_slices.py
-            tests/behaviour/test_database_deploy.py tests/behaviour/test_awx_runner.py
+    second=(tests/behaviour/test_canary.py tests/behaviour/test_awx_slices.py tests/behaviour/test_database_deploy.py
             tests/behaviour/test_outcome_oracle.py tests/behaviour/test_new_user.py tests/behaviour/test_molecule.py)
     third=(tests/behaviour/test_bench_smoke.py tests/behaviour/test_commit_confirmed.py
            tests/behaviour/test_flags_unleash.py tests/behaviour/test_rollback_connection.py
            tests/behaviour/test_metric_gate_runs.py tests/behaviour/test_traffic_blue_green.py
            tests/behaviour/test_alert_channel_limits.py tests/behaviour/test_history.py
-           tests/behaviour/test_flags_deploy.py)
+           tests/behaviour/test_flags_deploy.py tests/behaviour/test_alert_blackhole.py
+           tests/behaviour/test_awx_runner.py)
     ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
     for path in "${second[@]}" "${third[@]}"; do ignore+=("--ignore=$path"); done
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,

@@ -23,7 +23,7 @@ import report
 # 2 cores. The 100-host row deploys in waves (SCALING_WAVES: ansible's serial), as a fleet that size is deployed.
 FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 1}, scaling_hosts=[1, 3, 10, 30, 100],
             scaling_reps={1: 2, 3: 1, 10: 1, 30: 1, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,
-            snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=2, db_mb=200, confirm_hosts=[10],
+            snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=4, db_mb=200, confirm_hosts=[10],
             confirm_timeout=10, traffic_repeats=2)
 SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
              app_files=5,

@@ -4,9 +4,10 @@
 # ecosystem gates. `scripts/test.sh unit` runs the unit tests alone, `scripts/test.sh mutants` the mutation check.
 #
 # `all` runs its parts side by side, each on fleets of its own names: two shards of the fault matrix (each on its own
-# 3-host fleet, mostly waiting on hosts, supervisor start-ups and health checks), each followed by half of the most
-# waiting-bound behaviour tests, beside the other behaviour tests; the unit tests once, as the units gate
-# (ansible-test units); and the mutation check and the other gates at a lower priority from the start. Each part's output is printed whole when it ends; the run fails if any part failed.
+# 3-host fleet, mostly waiting on hosts, supervisor start-ups and health checks), each followed by a list of
+# waiting-bound behaviour tests, a fourth stream of such tests, beside the other behaviour tests; the unit tests once,
+# as the units gate (ansible-test units); and the mutation check and the other gates at a lower priority from the
+# start. Each part's output is printed whole when it ends; the run fails if any part failed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -89,22 +90,24 @@ case "${1:-all}" in
     if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
     # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).
     if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
-    rm -rf "$out"/pytest*.xml "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
+    rm -rf "$out"/pytest*.xml "$out/waiting.log" "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
     status=0
-    # Three pytest streams side by side, each on fleets of its own names and subnets: the fault matrix is split in
-    # two shards (fleets fsx and fsy), each followed by half of the most waiting-bound behaviour files (deadlines,
-    # bake times, unreachable hosts; fleets fsb and fsc); the first stream runs everything else.
-    # (balanced by the files' times in tests/output/durations.md: about a third of the whole each)
-    second=(tests/behaviour/test_canary.py tests/behaviour/test_awx_slices.py tests/behaviour/test_database_deploy.py
-            tests/behaviour/test_outcome_oracle.py tests/behaviour/test_new_user.py tests/behaviour/test_molecule.py)
-    third=(tests/behaviour/test_bench_smoke.py tests/behaviour/test_commit_confirmed.py
-           tests/behaviour/test_flags_unleash.py tests/behaviour/test_rollback_connection.py
-           tests/behaviour/test_metric_gate_runs.py tests/behaviour/test_traffic_blue_green.py
-           tests/behaviour/test_alert_channel_limits.py tests/behaviour/test_history.py
-           tests/behaviour/test_flags_deploy.py tests/behaviour/test_alert_blackhole.py
-           tests/behaviour/test_awx_runner.py)
+    # Four pytest streams side by side, each on fleets of its own names and subnets: the fault matrix is split in
+    # two shards (fleets fsx and fsy), each followed by a list of waiting-bound behaviour files (deadlines, bake
+    # times, unreachable hosts; fleets fsb and fsc); a fourth stream runs another such list (fleet fse) and the first
+    # stream everything else. (balanced by the files' times in tests/output/durations.md: about a quarter each)
+    second=(tests/behaviour/test_outcome_oracle.py tests/behaviour/test_database_deploy.py
+            tests/behaviour/test_new_user.py tests/behaviour/test_awx_slices.py)
+    third=(tests/behaviour/test_bench_smoke.py tests/behaviour/test_flags_deploy.py
+           tests/behaviour/test_rollback_connection.py tests/behaviour/test_flags_unleash.py
+           tests/behaviour/test_history.py tests/behaviour/test_alert_channel_limits.py
+           tests/behaviour/test_alert_blackhole.py tests/behaviour/test_awx_runner.py)
+    fourth=(tests/behaviour/test_canary.py tests/behaviour/test_traffic_blue_green.py
+            tests/behaviour/test_commit_confirmed.py tests/behaviour/test_callback_auto_rollback.py
+            tests/behaviour/test_local_rollback.py tests/behaviour/test_secrets.py
+            tests/behaviour/test_molecule.py tests/behaviour/test_metric_gate_runs.py)
     ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
-    for path in "${second[@]}" "${third[@]}"; do ignore+=("--ignore=$path"); done
+    for path in "${second[@]}" "${third[@]}" "${fourth[@]}"; do ignore+=("--ignore=$path"); done
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,
     # at the same priority; their JUnit reports join the streams' in the summary and the durations report.
     echo "==> unit tests: the units gate (ansible-test units; output: $out/units.log)"
@@ -124,8 +127,9 @@ case "${1:-all}" in
     mutants=$!
     nice -n 10 bash scripts/checks.sh "${other_gates[@]}" > "$out/gates.log" 2>&1 &
     gates=$!
-    echo "==> fault matrix shards with ${#second[@]} + ${#third[@]} waiting-bound test files beside the other tests;" \
-         "their output: $out/fault-matrix-1.log, $out/fault-matrix-2.log"
+    echo "==> fault matrix shards with ${#second[@]} + ${#third[@]} waiting-bound test files, and ${#fourth[@]} more" \
+         "such files, beside the other tests; their output: $out/fault-matrix-1.log, $out/fault-matrix-2.log," \
+         "$out/waiting.log"
     FAILSAFE_FAULT_SHARD=1/2 FAILSAFE_FAULT_FLEET=fsx FAILSAFE_FLEET_NAME=fsb FAILSAFE_FLEET_SUBNET=10.213.250.0/24 \
       run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${second[@]}" \
       --junitxml="$out/pytest-matrix-1.xml" > "$out/fault-matrix-1.log" 2>&1 &
@@ -134,6 +138,10 @@ case "${1:-all}" in
       run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${third[@]}" \
       --junitxml="$out/pytest-matrix-2.xml" > "$out/fault-matrix-2.log" 2>&1 &
     stream3=$!
+    FAILSAFE_FLEET_NAME=fse FAILSAFE_FLEET_SUBNET=10.213.252.0/24 \
+      run_pytest -q -rs -p no:cacheprovider "${fourth[@]}" --junitxml="$out/pytest-waiting.xml" \
+      > "$out/waiting.log" 2>&1 &
+    stream4=$!
     run_pytest -q -rs tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml" || status=1
     wait "$stream2" || status=1
     echo "==> fault matrix shard 1 and waiting-bound tests output"
@@ -141,6 +149,9 @@ case "${1:-all}" in
     wait "$stream3" || status=1
     echo "==> fault matrix shard 2 and waiting-bound tests output"
     cat "$out/fault-matrix-2.log"
+    wait "$stream4" || status=1
+    echo "==> waiting-bound tests output"
+    cat "$out/waiting.log"
     wait "$units" || status=1
     echo "==> unit tests (units gate) output"
     cat "$out/units.log"
@@ -152,7 +163,8 @@ case "${1:-all}" in
     cat "$out/mutants.log"
     # ansible-test writes one report per test context; with none, the unmatched pattern stays as a path that
     # summary() counts as an error
-    reports=("$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml" "$out"/units-junit/*.xml)
+    reports=("$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml" "$out/pytest-waiting.xml"
+             "$out"/units-junit/*.xml)
     durations "${reports[@]}"
     echo "test.sh: finished in $(( $(date +%s) - start )) s"
     summary "${reports[@]}"

@@ -30,6 +30,13 @@ def _database(entry):
     method = entry.get('method')
     if method == 'nothing to undo':
         return 'database %s unchanged (nothing to undo)' % name
+    if method == 'remove':
+        words = 'database %s removed (this deploy created it)' % name
+        if entry.get('data_loss'):
+            words += ' (writes dropped in %s)' % (_listed(entry.get('dropped_writes_in')) or 'some tables')
+        return words
+    if method == 'kept':
+        return 'database %s left as it is (another file took the place of the one this deploy created)' % name
     if method == 'restore':
         words = 'database %s restored from its backup' % name
         if entry.get('data_loss'):

@@ -26,6 +26,12 @@ commands, up to a revision and down to the revision recorded before the deploy).
   or fails, and refuses to when tables changed since the migration (writes the restore would drop), unless
   ``allow_data_loss`` is set for this deploy: the report says so.
 - ``verify`` proves the schema is the one before the deploy (and, after a restore, the data is the backup's).
+
+SQLite with ``create``: a database file that does not exist is created empty by ``capture`` (its directory must
+exist), after the checks, and the journal records it (path and identity); the migrations then run on it. ``undo``
+removes that file (and the files SQLite and the lock made beside it), unless rows were written into it since the
+migration (then only with ``allow_data_loss``), or another file took its place (left as it is). A file that exists
+is never touched by the option.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -72,6 +78,11 @@ def _literal(value):
 
 def _tail(text, lines=6):
     return ' | '.join(text.strip().splitlines()[-lines:]) if text and text.strip() else ''
+
+
+def _empty_state():
+    """The state of an empty database (no table): what a database this deploy creates starts from."""
+    return {'schema': _sha256(json.dumps([], sort_keys=True)), 'tables': {}, 'table_schemas': {}}
 
 
 def _exec(argv, env=None, stdin=None, cwd=None):
@@ -509,15 +520,40 @@ class MariaDB(Engine):
 
 class SQLite(Engine):
     name = 'sqlite'
+    # the files SQLite (its journals) and the migration lock keep beside the database
+    SIBLINGS = ('-journal', '-wal', '-shm', '.failsafe-lock')
+
+    def create(self):
+        """Create an empty database where nothing is (O_EXCL: never a file that exists), with SQLite's header
+        written. Returns its identity (device, inode): a rollback removes the file only while it is this one."""
+        fd = os.open(self.db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        try:
+            conn = self.connect()
+            try:
+                conn.execute('VACUUM')
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            os.unlink(self.db)
+            raise LayerError('cannot create the SQLite database %s: %s' % (self.db, e))
+        st = os.stat(self.db)
+        return st.st_dev, st.st_ino
 
     def connect(self, path=None):
         path = path or self.db
         conn = sqlite3.connect(path, timeout=float(self.o.get('connect_timeout') or 10), isolation_level=None)
         return conn
 
+    def missing(self):
+        """True when there is nothing at the database's path (what ``create`` may create)."""
+        return not os.path.lexists(self.db)
+
     def ping(self):
         if not self.db or not os.path.isfile(self.db):
-            raise LayerError('cannot reach the SQLite database %s: no such file' % self.db)
+            raise LayerError('cannot reach the SQLite database %s: no such file. Create it (an empty file is an empty '
+                             'SQLite database), or let the deploy create it (create: true; failsafe_migrate_create in '
+                             'the migrate role)' % self.db)
         try:
             conn = self.connect()
             try:
@@ -582,6 +618,9 @@ class SQLite(Engine):
         return os.path.getsize(self.db)
 
     def applied(self):
+        if not os.path.exists(self.db):
+            # a database the deploy is about to create: nothing applied (connecting would create the file)
+            return []
         conn = self.connect()
         try:
             if not conn.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone()[0]:
@@ -766,7 +805,8 @@ class DatabaseLayer(Layer):
     SQLite), ``host`` (or socket directory / socket), ``port``, ``user``, ``password`` (secret), ``tool`` (sql,
     alembic, sqitch), ``migrations`` (the release's migrations directory), ``target`` (version, revision or change;
     default: the latest), ``backup`` (auto, template, dump, none), ``backup_dir``, ``restore_only`` (versions
-    accepted without a down step), ``allow_data_loss``, ``jobs``, ``bin_dir``, ``environment``, ``run_id``."""
+    accepted without a down step), ``allow_data_loss``, ``jobs``, ``bin_dir``, ``environment``, ``run_id``, ``create``
+    (SQLite: create the database file when it does not exist)."""
 
     kind = 'database'
     stage = 'database'
@@ -787,6 +827,9 @@ class DatabaseLayer(Layer):
         self.backup_mode = self.o.get('backup') or 'auto'
         if self.backup_mode not in ('auto', 'template', 'dump', 'none'):
             raise LayerError('database layer: backup must be auto, template, dump or none, got %r' % self.backup_mode)
+        if self.o.get('create') and engine != 'sqlite':
+            raise LayerError('database layer: create applies to SQLite only (a %s database is created on its server, '
+                             'not by the deploy), got create: true with engine %s' % (engine, engine))
         self.engine = ENGINE_CLASSES[engine](self.o)
 
     def describe(self, options):
@@ -834,14 +877,121 @@ class DatabaseLayer(Layer):
     def _tool(self):
         return TOOL_CLASSES[self.tool](self.o, self.o['migrations'])
 
+    # -- a database this deploy creates (SQLite, ``create``)
+    def _creates(self):
+        """True when this deploy creates the database: SQLite, ``create`` set and nothing at its path. A file that
+        exists is never touched by the option."""
+        return self.engine.name == 'sqlite' and bool(self.o.get('create')) and self.engine.missing()
+
+    def _check_creatable(self):
+        """Refuse a database that cannot be created: its directory is missing or not writable by this user."""
+        db = self.o['database']
+        directory = os.path.dirname(os.path.abspath(db))
+        if not os.path.isdir(directory):
+            raise LayerError('the SQLite database %s does not exist, and neither does its directory %s: create makes '
+                             'the database file, not its directory. Create the directory, or point the database '
+                             'elsewhere.' % (db, directory), path=db, directory=directory)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise LayerError('the SQLite database %s does not exist, and its directory %s is not writable by this '
+                             'user, so the deploy cannot create it. Create the file, or let this user write to the '
+                             'directory.' % (db, directory), path=db, directory=directory)
+
+    def _capture_created(self):
+        """``capture`` of a database this deploy creates: the same checks (migrations, down steps), nothing to back
+        up, then the file is created last and its identity recorded (the journal keeps it before anything migrates)."""
+        self._check_creatable()
+        db = self.o['database']
+        record = {'engine': self.engine.name, 'tool': self.tool, 'database': db}
+        if self.tool == 'sql':
+            dummy, dummy2, pending = self._pending()
+            record['before'] = []
+            record['pending'] = [m['version'] for m in pending]
+            record['restore_only'] = [m['version'] for m in pending if 'down' not in m]
+        else:
+            record['before'] = None
+        record['state'] = _empty_state()
+        if self.o.get('backup_dir'):
+            # nothing to back up; the mark taken after the migration goes here (a rollback tells later writes by it)
+            where = self._backup_dir()
+            if not os.path.isdir(where['dir']):
+                os.makedirs(where['dir'], 0o700)
+            record['mark_dir'] = where['dir']
+        siblings = [db + suffix for suffix in SQLite.SIBLINGS if not os.path.lexists(db + suffix)]
+        try:
+            device, inode = self.engine.create()
+        except OSError as e:
+            if e.errno == errno.EEXIST:
+                raise LayerError('the SQLite database %s appeared while the deploy was about to create it: it is left '
+                                 'as it is; run the deploy again' % db, path=db)
+            raise LayerError('cannot create the SQLite database %s: %s' % (db, e.strerror), path=db)
+        record['created'] = {'path': db, 'device': device, 'inode': inode, 'siblings': siblings}
+        return record
+
+    def _created_is_there(self, made):
+        """True while the file at the path is the one this deploy created (same device and inode)."""
+        try:
+            st = os.lstat(made['path'])
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (made.get('device'), made.get('inode'))
+
+    def _writes_into_created(self, record):
+        """Tables of the created database whose rows changed since the migration's mark (without a mark: every
+        table that holds rows); removing the file would drop them."""
+        data = self._read_mark(record) or {}
+        mark = data.get('tables')
+        try:
+            now = self.engine.table_sums()
+        except sqlite3.Error as e:
+            raise LayerError('cannot read the SQLite database %s, which this deploy created, to tell the writes made '
+                             'since the deploy: %s' % (self.o['database'], e))
+        has_rows = dict((t, not str(v).startswith('0:')) for t, v in now.items())
+        if mark is None:
+            return sorted(t for t in now if has_rows[t])
+        return sorted(t for t in now if (now[t] != mark[t] if t in mark else has_rows[t]))
+
+    def _remove_created(self, record):
+        """Undo a database this deploy created: remove the file (and what SQLite and the lock made beside it) while
+        it is the one created; refuse when that would drop writes made since, unless ``allow_data_loss``."""
+        made = record['created']
+        path = made['path']
+        out = {'created': True, 'data_loss': False, 'dropped_writes_in': []}
+        if os.path.lexists(path) and not self._created_is_there(made):
+            out.update(method='kept', removed=[])
+            return False, out
+        removed = []
+        if os.path.lexists(path):
+            writes = self._writes_into_created(record)
+            if writes and not self.o.get('allow_data_loss'):
+                raise LayerError('removing the SQLite database %s, which this deploy created, would drop the writes '
+                                 'made since the deploy (tables changed: %s). Refusing: copy what must be kept and '
+                                 'run the rollback again, or allow the data loss for this deploy (allow_data_loss: '
+                                 'true, e.g. in failsafe_rollback_layer_secrets).' % (path, ', '.join(writes)),
+                                 writes_since=writes)
+            os.unlink(path)
+            removed.append(path)
+            out.update(data_loss=bool(writes), dropped_writes_in=writes)
+        for sibling in made.get('siblings') or []:
+            if os.path.lexists(sibling):
+                os.unlink(sibling)
+                removed.append(sibling)
+        out.update(method='remove', removed=removed)
+        return bool(removed), out
+
     def plan(self, options):
-        self.engine.ping()
+        creates = self._creates()
+        if creates:
+            self._check_creatable()
+        else:
+            self.engine.ping()
+        db = self.o['database']
+        first = ('create the SQLite database %s (it does not exist yet)' % db) if creates else 'back up %s' % db
         if not os.path.isdir(self.o['migrations']):
             # a check-mode deploy does not stage the release: its migrations are not on the host yet
-            return {'changed': True, 'sql': None,
-                    'msg': 'check mode: would back up %s and migrate it with %s from %s, which is not on the host '
+            return {'changed': True, 'sql': None, 'creates': db if creates else None,
+                    'msg': 'check mode: would %s and migrate it with %s from %s, which is not on the host '
                            'yet (a check run does not stage the release), so the SQL cannot be shown'
-                           % (self.o['database'], self.tool, self.o['migrations'])}
+                           % (first, self.tool, self.o['migrations'])}
         if self.tool == 'sql':
             dummy, dummy2, pending = self._pending()
             sql = ''.join('-- %s_%s (up)\n%s\n' % (m['version'], m['name'], _read(m['up']).decode('utf-8'))
@@ -849,13 +999,21 @@ class DatabaseLayer(Layer):
             names = ['%s_%s' % (m['version'], m['name']) for m in pending]
         else:
             tool = self._tool()
-            current = tool.current()
+            # a database not created yet has no revision (asking the tool would create the file)
+            current = None if creates else tool.current()
             sql = tool.plan(current, self.o.get('target'))
             names = [self.o.get('target') or 'the latest']
-        changed = bool(sql.strip())
-        msg = ('check mode: would back up %s and run %s' % (self.o['database'], ', '.join(names))) if changed \
-            else 'check mode: the database %s is up to date' % self.o['database']
-        return {'changed': changed, 'msg': msg, 'sql': sql, 'diff': {'before': '', 'after': sql}}
+        changed = bool(sql.strip()) or creates
+        if sql.strip():
+            msg = 'check mode: would %s and run %s' % (first, ', '.join(names))
+        elif creates:
+            msg = 'check mode: would create the SQLite database %s (it does not exist yet); no migration to run' % db
+        else:
+            msg = 'check mode: the database %s is up to date' % db
+        diff = {'before': '', 'after': sql}
+        if creates:
+            diff.update(before_header='%s (does not exist)' % db, after_header='%s (created empty, then migrated)' % db)
+        return {'changed': changed, 'msg': msg, 'sql': sql, 'diff': diff, 'creates': db if creates else None}
 
     def _backup_dir(self):
         base = self.o.get('backup_dir')
@@ -888,6 +1046,8 @@ class DatabaseLayer(Layer):
         return need, free
 
     def capture(self, params):
+        if self._creates():
+            return self._capture_created()
         self.engine.ping()
         record = {'engine': self.engine.name, 'tool': self.tool, 'database': self.o['database']}
         if self.tool == 'sql':
@@ -932,8 +1092,8 @@ class DatabaseLayer(Layer):
         return self.o['database']
 
     def _mark_path(self, record):
-        backup = record.get('backup') or {}
-        return os.path.join(backup['dir'], 'after-migrate.json') if backup.get('dir') else None
+        where = (record.get('backup') or {}).get('dir') or record.get('mark_dir')
+        return os.path.join(where, 'after-migrate.json') if where else None
 
     def _mark(self, record, partial=None):
         """Note the state of the database as this deploy left it: a rollback tells later writes from it.
@@ -968,6 +1128,14 @@ class DatabaseLayer(Layer):
         return None
 
     def apply(self, params, record):
+        res = self._apply(record)
+        if record.get('created'):
+            res.update(changed=True, created=record['created']['path'],
+                       msg='created the SQLite database %s (it did not exist); %s' % (record['created']['path'],
+                                                                                      res['msg']))
+        return res
+
+    def _apply(self, record):
         if self.tool != 'sql':
             tool = self._tool()
             before = tool.current()
@@ -1046,6 +1214,10 @@ class DatabaseLayer(Layer):
     def undo(self, record):
         report = {'database': self.o['database'], 'engine': self.engine.name, 'tool': self.tool,
                   'revision': record.get('before')}
+        if record.get('created'):
+            changed, words = self._remove_created(record)
+            report.update(words)
+            return {'changed': changed, 'report': report}
         self.engine.ping()
         if self.tool != 'sql':
             tool = self._tool()
@@ -1095,6 +1267,16 @@ class DatabaseLayer(Layer):
 
     def verify(self, record):
         problems = []
+        made = record.get('created')
+        if made:
+            if self._created_is_there(made):
+                problems.append('the SQLite database %s, which this deploy created, is still there' % made['path'])
+            elif not os.path.lexists(made['path']):
+                left = [p for p in made.get('siblings') or [] if os.path.lexists(p)]
+                if left:
+                    problems.append('files beside the removed database %s are still there: %s'
+                                    % (made['path'], ', '.join(left)))
+            return problems
         if self.tool == 'sql':
             now = [a['version'] for a in self._applied()]
             if now != list(record.get('before') or []):

@@ -45,6 +45,8 @@ _INPUT = [
                 r"flag '[^']*' has no variant|flag file .* is not valid JSON|is not a flagd flag file", re.I),
      'malformed feature flag settings'),
     (re.compile(r"SQLite database \S+(?: does not exist|: no such file)", re.I), 'database file missing'),
+    (re.compile(r"failsafe_migrate_database is empty|failsafe_migrate_create applies to SQLite only", re.I),
+     'database settings'),
     (re.compile(r'fails "(?:nginx -t|haproxy -c)"|configuration (?:file )?test failed|'
                 r'\bconfig(?:uration)?\b[^\n]{0,80}\bsyntax error|'
                 r'\bsyntax error\b[^\n]{0,80}\.(?:conf|cfg|ini|ya?ml|json|toml)\b', re.I),

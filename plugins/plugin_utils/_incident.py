@@ -36,8 +36,9 @@ SCHEMA_VERSION = 1
 # A failed task of these roles, with no transaction opened anywhere in the run, refused the deploy before any change:
 # the preflight checks what the deploy was given, then opens the transaction (or refuses, giving the lock back).
 _REFUSING_ROLES = ('preflight',)
-# The feature flags' check, which the preflight includes (its tasks belong to the flags role).
-_REFUSING_TASK_FILE = re.compile(r'/roles/flags/tasks/check\.yml:\d+$')
+# The feature flags' and the migrate step's database checks, which the preflight includes (their tasks belong to the
+# flags and migrate roles).
+_REFUSING_TASK_FILE = re.compile(r'/roles/(?:flags|migrate)/tasks/check\.yml:\d+$')
 SCOPES = ('opened', 'failed')
 _OPEN = 'open'
 _CLOSED = frozenset(('committed', 'rolled_back', 'rollback_failed', 'closed'))

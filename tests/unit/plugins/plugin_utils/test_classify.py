@@ -87,6 +87,12 @@ CASES = [
      {'action': 'failsafe.deploy.transaction'}, 'input'),
     ('sqlite file missing', {'msg': 'cannot reach the SQLite database /srv/app/shared/app.db: no such file'},
      {'action': 'failsafe.deploy.transaction', 'role': 'failsafe.deploy.migrate'}, 'input'),
+    ('sqlite file missing in preflight', {'msg': 'Refusing to deploy: the SQLite database /srv/db/app.db does not '
+                                                 'exist (failsafe_migrate_database), so the migrate step could not run.'},
+     {'action': 'ansible.builtin.assert', 'role': 'failsafe.deploy.migrate'}, 'input'),
+    ('migrate database not set', {'msg': 'Refusing to deploy: failsafe_migrate_database is empty, and the migrate '
+                                         'step is on (failsafe_migrate_enabled)'},
+     {'action': 'ansible.builtin.assert', 'role': 'failsafe.deploy.migrate'}, 'input'),
     ('nginx config syntax', {'msg': 'the nginx configuration /etc/nginx/nginx.conf fails "nginx -t" before any change '
                                     '(rc 1): unexpected "}" in /etc/nginx/conf.d/up.conf:7; nothing was changed'},
      {'action': 'failsafe.deploy.transaction'}, 'input'),

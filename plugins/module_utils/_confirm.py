@@ -28,8 +28,11 @@ __metaclass__ = type
 import contextlib
 import copy
 import errno
+import ast
 import fcntl
 import hashlib
+import importlib.machinery
+import io
 import os
 import re
 import shutil
@@ -37,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     atomic_write_bytes, read_json, write_json_atomic,
@@ -50,6 +54,15 @@ LOCK_FILE = 'confirm.lock'
 FACTS_FILE = 'self_revert.json'
 SUBDIR = 'confirm'
 PACKAGE = os.path.join('ansible_collections', 'failsafe', 'deploy', 'plugins', 'module_utils')
+COLLECTION = 'ansible_collections.failsafe.deploy'
+# The watchdog's entry points (the runner imports _confirm's watch and the engine's guarded_rollback): a payload
+# built from sources holds these and whatever they import, at any depth.
+ENTRY_POINTS = (COLLECTION + '.plugins.module_utils._confirm', COLLECTION + '.plugins.module_utils._engine')
+# The packages above a module's code in a payload, as AnsiballZ writes them (ansible's own package is not shipped).
+STUB_PACKAGES = {
+    'ansible': "from pkgutil import extend_path\n__path__ = extend_path(__path__, __name__)\n",
+    'ansible.module_utils': "from pkgutil import extend_path\n__path__ = extend_path(__path__, __name__)\n",
+}
 # What the rollback needs that the journal does not hold; copied from the activation's parameters.
 ROLLBACK_KEYS = ('state_dir', 'name', 'app_root', 'service', 'checks', 'check_defaults', 'restart')
 
@@ -149,32 +162,276 @@ def facts_of(ds, journal):
 
 def _code_root():
     """The sys.path entry this collection's code was imported from: the module's AnsiballZ payload zip, or a
-    directory holding ansible_collections/ (a checkout)."""
-    here = os.path.abspath(__file__)
+    directory holding ansible_collections/ (a checkout). None when the code was not imported from a path on this
+    host: under Mitogen's strategies ``__file__`` is ``master:<path on the controller>`` and no payload file exists
+    here."""
+    here = __file__ or ''
     marker = os.sep + PACKAGE + os.sep
-    if marker not in here:
-        raise ConfirmError('cannot find the collection code the watchdog needs (this module is %s)' % here)
-    return here[:here.index(marker)]
+    if not os.path.isabs(here) or marker not in here:
+        return None
+    root = here[:here.index(marker)]
+    return root if os.path.exists(root) else None
+
+
+def _loader_of(module):
+    return getattr(getattr(module, '__spec__', None), 'loader', None) or getattr(module, '__loader__', None)
+
+
+@contextlib.contextmanager
+def _standing_in(name, spec):
+    """For a moment, ``sys.modules[name]`` is a bare package of ``spec``: the package whose place another module took
+    when it was imported (ansible.module_utils.distro puts a distro module there), so that its own submodules import
+    as they would below it."""
+    if spec is None:
+        yield
+        return
+    taken = sys.modules.get(name)
+    stand_in = type(sys)(name)
+    stand_in.__spec__, stand_in.__loader__, stand_in.__package__ = spec, spec.loader, name
+    stand_in.__path__ = list(spec.submodule_search_locations or [])
+    sys.modules[name] = stand_in
+    try:
+        yield
+    finally:
+        if taken is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = taken
+
+
+def _module_named(name, stand_ins):
+    """The module ``name`` as this process has it (imported now if it was not yet), or None when there is none."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    try:
+        with _standing_in(name.rpartition('.')[0], stand_ins.get(name.rpartition('.')[0])):
+            __import__(name)
+    except ImportError:
+        return None
+    return sys.modules.get(name)
+
+
+def _source_of(name, module):
+    """The source text of an imported module, from its loader (a path, a zip, Mitogen's importer of the controller's
+    modules), or None when its loader cannot give it."""
+    loader = _loader_of(module)
+    get_source = getattr(loader, 'get_source', None)
+    text = None
+    if callable(get_source):
+        try:
+            text = get_source(name)
+        except (ImportError, IOError, OSError):
+            text = None
+    by_name = getattr(loader, '_by_fullname', None)
+    if text is None and isinstance(by_name, dict) and name in by_name:
+        # Mitogen's importer of a module's module_utils (ansible_mitogen.runner.ModuleUtilsImporter) has no
+        # get_source: it runs the source its file service fetched from the controller, and that service keeps it
+        target = sys.modules.get('ansible_mitogen.target')
+        fetch = getattr(target, 'get_small_file', None)
+        if fetch is not None:
+            text = fetch(getattr(loader, '_context', None), by_name[name][0])
+    if isinstance(text, bytes):
+        text = text.decode('utf-8')
+    return text
+
+
+def _spec_below_parent(name):
+    """The spec of ``name`` as an import below its parent package finds it, for a module whose place in sys.modules
+    another module took: from the parent's loader (Mitogen's importer keeps the source of every name it fetched from
+    the controller), else on the parent's path. None when there is none (a module six.moves put there)."""
+    parent = sys.modules.get(name.rpartition('.')[0])
+    loader = _loader_of(parent)
+    try:
+        text = loader.get_source(name)
+    except (AttributeError, ImportError, IOError, OSError):
+        text = None
+    if text is not None:
+        try:
+            filename = loader.get_filename(name) or ''
+        except (AttributeError, ImportError):
+            filename = ''
+        return importlib.machinery.ModuleSpec(name, loader, is_package=os.path.basename(filename) == '__init__.py')
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(name, list(getattr(parent, '__path__', None) or []))
+    except (ImportError, IOError, OSError):
+        return None
+    return spec if spec is not None and callable(getattr(spec.loader, 'get_source', None)) else None
+
+
+def _imports_of(name, tree, is_package):
+    """Names an ast imports, at any depth: modules, and ``pkg.name`` for each ``from pkg import name`` (a module or
+    a name in pkg: the caller tells)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, False
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:
+                package = name if is_package else name.rpartition('.')[0]
+                for dummy in range(node.level - 1):
+                    package = package.rpartition('.')[0]
+                base = package + ('.' + base if base else '')
+            if base:
+                yield base, False
+            for alias in node.names:
+                if alias.name != '*':
+                    yield '%s.%s' % (base, alias.name) if base else alias.name, True
+
+
+def _shipped(name):
+    return name.startswith(COLLECTION + '.plugins.module_utils.') or name.startswith('ansible.module_utils.')
+
+
+def code_sources(entry_points=ENTRY_POINTS):
+    """{module name: (source, is_package)}: the code the watchdog imports, read from the modules this process
+    imported (the modules of this collection and ansible.module_utils that the entry points import at any depth,
+    inside functions too), and the packages above them (stubs for ansible's, empty ones down to this collection's
+    module_utils, as AnsiballZ writes them). Raises ConfirmError naming a module whose source cannot be read."""
+    found = {}
+    stand_ins = {}  # {package name: its spec} of packages whose place in sys.modules another module took
+    todo = [(name, False) for name in entry_points]
+    while todo:
+        name, maybe_attribute = todo.pop()
+        if name in found or not _shipped(name):
+            continue
+        parent = name.rpartition('.')[0]
+        if maybe_attribute and name not in sys.modules:
+            if parent in stand_ins:
+                if stand_ins[parent].submodule_search_locations is None:
+                    continue  # a name in a module
+            else:
+                holder = sys.modules.get(parent)
+                value = getattr(holder, name.rpartition('.')[2], None) if holder is not None else None
+                if value is not None and not isinstance(value, type(sys)):
+                    continue  # a name defined in the package, not a module of it
+                if holder is not None and not hasattr(holder, '__path__'):
+                    continue  # ``from module import name``: a name in a module
+        module = _module_named(name, stand_ins)
+        if module is None:
+            if maybe_attribute:
+                continue
+            raise ConfirmError('cannot ship the code of the commit-confirmed watchdog: %s is not importable here'
+                               % name)
+        if getattr(module, '__name__', name) != name and not name.startswith(COLLECTION):
+            # another module under this name: one that replaced its package on import (ansible.module_utils.distro
+            # by its _distro) is shipped as the package's source; one that six.moves put there has none
+            spec = _spec_below_parent(name)
+            if spec is None:
+                continue
+            stand_ins[name] = spec
+            text, is_package = spec.loader.get_source(name), spec.submodule_search_locations is not None
+        else:
+            text = _source_of(name, module)
+            is_package = hasattr(module, '__path__')
+        if text is None:
+            if getattr(module, '__file__', None) is None and not name.startswith(COLLECTION):
+                continue  # made at run time by its package (six.moves): the package's source brings it
+            raise ConfirmError('cannot ship the code of the commit-confirmed watchdog: the source of %s cannot be '
+                               'read from its loader (%s); set failsafe_confirm to false, or run the deploy with '
+                               'the default strategy' % (name, type(getattr(module, '__loader__', None)).__name__))
+        found[name] = (text, is_package)
+        todo.extend(_imports_of(name, ast.parse(text, name), is_package))
+    for name in list(found):
+        parts = name.split('.')
+        for depth in range(1, len(parts)):
+            package = '.'.join(parts[:depth])
+            if package in found:
+                continue
+            if package in STUB_PACKAGES:
+                found[package] = (STUB_PACKAGES[package], True)
+            elif package.startswith('ansible_collections') and depth <= 5:
+                found[package] = ('', True)
+            else:
+                module = _module_named(package, stand_ins)
+                text = _source_of(package, module) if module is not None else None
+                if text is None:
+                    raise ConfirmError('cannot ship the code of the commit-confirmed watchdog: the source of '
+                                       'package %s cannot be read' % package)
+                found[package] = (text, True)
+    return found
+
+
+def payload_zip(sources):
+    """The bytes of a zip of ``sources`` (``code_sources``) to put on sys.path: the same bytes for the same code."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(sources):
+            text, is_package = sources[name]
+            path = name.replace('.', '/') + ('/__init__.py' if is_package else '.py')
+            info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, text.encode('utf-8'))
+    return buf.getvalue()
+
+
+# Run by the interpreter the watchdog will run with, on a payload built from sources before it is used: every
+# module in it imports.
+_PAYLOAD_CHECK = (
+    'import sys, zipfile\n'
+    'sys.path.insert(0, sys.argv[1])\n'
+    'for path in sorted(zipfile.ZipFile(sys.argv[1]).namelist()):\n'
+    '    name = path[:-len(".py")].replace("/", ".").replace(".__init__", "")\n'
+    '    parent = sys.modules.get(name.rpartition(".")[0])\n'
+    '    if parent is None or parent.__name__ == name.rpartition(".")[0]:\n'
+    '        __import__(name)  # (not below a package that put another module in its place on import)\n'
+)
+
+
+def _check_payload(path):
+    env = dict(os.environ)
+    env.pop('PYTHONPATH', None)
+    proc = subprocess.Popen([sys.executable or 'python3', '-c', _PAYLOAD_CHECK, path], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd='/', env=env)
+    out = proc.communicate()[0].decode('utf-8', 'replace').strip()
+    if proc.returncode != 0:
+        raise ConfirmError('the code of the commit-confirmed watchdog built from this module\'s sources does not '
+                           'import with %s (rc %s): %s' % (sys.executable, proc.returncode, out[-2000:]))
 
 
 def _payload(ds):
     """A copy of the code root that outlives the module's task: the zip copied into the state directory (one copy
-    per content), or the checkout's directory as it is."""
+    per content), or the checkout's directory as it is. Where the code was not imported from a path on this host
+    (Mitogen), a zip of its sources (``code_sources``), checked once by importing it."""
     root = _code_root()
-    if os.path.isdir(root):
+    if root is not None and os.path.isdir(root):
         return root
-    with open(root, 'rb') as handle:
-        data = handle.read()
+    if root is not None:
+        with open(root, 'rb') as handle:
+            data = handle.read()
+    else:
+        data = payload_zip(code_sources())
     name = 'payload-%s.zip' % hashlib.sha256(data).hexdigest()[:16]
     dest = os.path.join(_dir(ds), name)
+    if not os.path.isdir(_dir(ds)):
+        os.makedirs(_dir(ds), 0o700)
     if not os.path.exists(dest):
-        atomic_write_bytes(dest, data, mode=0o600)
+        if root is None:
+            trial = os.path.join(_dir(ds), '.%s.%d' % (name, os.getpid()))
+            atomic_write_bytes(trial, data, mode=0o600)
+            try:
+                _check_payload(trial)
+                os.rename(trial, dest)
+            finally:
+                _unlink(trial)
+        else:
+            atomic_write_bytes(dest, data, mode=0o600)
     for old in os.listdir(_dir(ds)):
         if old.startswith('payload-') and old.endswith('.zip') and old != name:
             _in_use = any(_payload_of(p) == os.path.join(_dir(ds), old) for p in _params_files(ds))
             if not _in_use:
                 _unlink(os.path.join(_dir(ds), old))
     return dest
+
+
+def prepare(ds, p, check_mode=False):
+    """The watchdog's code, made ready before the activation changes anything (``arm`` takes it as ``payload``):
+    None when commit confirmed is off or in check mode. Raises ConfirmError when it cannot be shipped."""
+    if check_mode or int(p.get('confirm_timeout') or 0) <= 0:
+        return None
+    return _payload(ds)
 
 
 def _params_files(ds):
@@ -218,16 +475,16 @@ def _unit(ds, txid):
     return 'failsafe-confirm-%s-%s' % (re.sub(r'[^A-Za-z0-9_-]', '_', ds.name), txid.lower())
 
 
-def _env():
+def _env(payload):
     env = dict((k, v) for k, v in os.environ.items() if not k.startswith('FAILSAFE_CRASH'))
-    if not os.path.isdir(_code_root()):
+    if not os.path.isdir(payload):
         # a module's payload zip carries everything the watchdog imports; a directory (a checkout, a test run)
         # relies on the interpreter's path as it is, PYTHONPATH included
         env.pop('PYTHONPATH', None)
     return env
 
 
-def _spawn(ds, txid, mechanism, seconds, params_path, code):
+def _spawn(ds, txid, mechanism, seconds, params_path, code, payload):
     runner = os.path.join(_dir(ds), 'runner.py')
     try:
         with open(runner, 'rb') as handle:
@@ -244,7 +501,7 @@ def _spawn(ds, txid, mechanism, seconds, params_path, code):
                '--timer-property=AccuracySec=1s', '--property=StandardOutput=append:%s' % log,
                '--property=StandardError=append:%s' % log, '--'] + argv
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=_env())
+                                env=_env(payload))
         out = proc.communicate()[0]
         if proc.returncode != 0:
             raise ConfirmError('systemd-run could not arm the revert timer %s (rc %s): %s'
@@ -253,7 +510,7 @@ def _spawn(ds, txid, mechanism, seconds, params_path, code):
     with open(log, 'ab') as out:
         os.chmod(log, 0o600)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd='/',
-                                close_fds=True, start_new_session=True, env=_env())
+                                close_fds=True, start_new_session=True, env=_env(payload))
     return {'pid': proc.pid}
 
 
@@ -295,11 +552,12 @@ def _stop(confirm, ds):
 
 # --- arm, disarm, revert ------------------------------------------------------------------------------------------
 
-def arm(ds, p, journal, runner, check_mode=False):
+def arm(ds, p, journal, runner, check_mode=False, payload=None):
     """Arm the revert timer of the open transaction in journal, unless it is already armed and waiting. Returns
     what was (or, in check mode, would be) armed. ``runner``: the watchdog's entry point, the source of a Python
     script that imports ``watch`` and the engine's guarded_rollback (the engine's WATCHDOG_RUNNER: this module never
-    imports the engine, which imports it)."""
+    imports the engine, which imports it). ``payload``: the code the watchdog imports (``prepare``), found here when
+    not given."""
     seconds = int(p.get('confirm_timeout') or 0)
     if seconds <= 0:
         return {'armed': False, 'msg': 'commit confirmed is off (confirm_timeout is 0)'}
@@ -321,14 +579,14 @@ def arm(ds, p, journal, runner, check_mode=False):
         params = dict((k, p.get(k)) for k in ROLLBACK_KEYS)
         params['app_root'] = current.get('app_root') or p.get('app_root')
         data = {'txid': txid, 'run_id': current.get('run_id'), 'seconds': seconds, 'deadline': deadline,
-                'payload': _payload(ds), 'params': params}
+                'payload': payload or _payload(ds), 'params': params}
         params_path = _params_path(ds, txid)
         write_json_atomic(params_path, data, mode=0o600)
         record = {'txid': txid, 'state': 'armed', 'seconds': seconds, 'armed': now, 'armed_iso': iso(now),
                   'deadline': deadline, 'deadline_iso': iso(deadline), 'mechanism': mechanism}
         _update_confirm(ds, txid, **record)
         try:
-            where = _spawn(ds, txid, mechanism, seconds, params_path, runner)
+            where = _spawn(ds, txid, mechanism, seconds, params_path, runner, data['payload'])
         except Exception:
             _update_confirm(ds, txid, state='off')
             _unlink(params_path)

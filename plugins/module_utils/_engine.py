@@ -888,6 +888,10 @@ def activate_phase(p, run, check_mode=False):
     """Write the files, switch current, restart the service when anything it picks up changed (or when this run's
     activation was cut short before its restart), and record the activation."""
     ds = _ds(p)
+    journal = ds.read_journal() or {}
+    ours = journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
+    # The watchdog's code is ready (or refused) before anything changes.
+    payload = _confirm.prepare(ds, p, check_mode) if ours else None
     written = []
     for directory in p.get('directories') or []:
         if not os.path.isdir(directory) and not check_mode:
@@ -896,10 +900,9 @@ def activate_phase(p, run, check_mode=False):
         if _write_file(spec, check_mode):
             written.append(spec['dest'])
     release = ReleaseLayer(p['app_root'])
-    journal = ds.read_journal() or {}
-    ours = journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
     # Armed before anything serves traffic differently: a run that dies from here on leaves a host that reverts.
-    confirm = _confirm.arm(ds, p, journal, WATCHDOG_RUNNER, check_mode=check_mode) if ours or check_mode else {'armed': False}
+    confirm = _confirm.arm(ds, p, journal, WATCHDOG_RUNNER, check_mode=check_mode,
+                           payload=payload) if ours or check_mode else {'armed': False}
     # a configuration change of the running release switches nothing: no release layer, so that its rollback
     # restores the configuration and keeps the release (it was not shown bad) where it is
     if ours and not check_mode and not is_config_change(journal, p['release']):

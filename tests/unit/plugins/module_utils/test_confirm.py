@@ -397,3 +397,56 @@ def test_the_watchdogs_checks_do_not_wait_the_deploys_verify_delay(host):
     facts = _confirm.read_facts(ds)
     assert facts['outcome'] == 'rolled_back' and facts['rollback']['checks'][0]['ok'] is True
     assert facts['finished'] - res['confirm']['deadline'] < 8, facts
+
+
+def test_the_watchdogs_code_built_from_sources_holds_every_module_it_imports(tmp_path):
+    """Where a module runs without a payload file on the host (Mitogen), the watchdog's code is a zip of the sources
+    the module imported: the entry points and everything they import at any depth (the kinds loaded on first use,
+    ansible.module_utils.urls of the HTTP checks), and nothing else of the collection (not the module itself). An
+    interpreter with nothing but the standard library and that zip imports all of it."""
+    sources = _confirm.code_sources()
+    prefix = 'ansible_collections.failsafe.deploy.plugins.'
+    for name in ('module_utils._confirm', 'module_utils._engine', 'module_utils._health', 'module_utils.kinds',
+                 'module_utils.kinds.database', 'module_utils.kinds.traffic', 'module_utils.kinds.flags'):
+        assert prefix + name in sources, name
+    assert 'ansible.module_utils.urls' in sources
+    assert not [n for n in sources if n.startswith(prefix + 'modules') or n.startswith(prefix + 'plugin_utils')]
+    assert sources['ansible_collections.failsafe.deploy'] == ('', True)
+    data = _confirm.payload_zip(sources)
+    assert data == _confirm.payload_zip(_confirm.code_sources()), 'the same code must give the same zip'
+    path = str(tmp_path / 'payload.zip')
+    with open(path, 'wb') as handle:
+        handle.write(data)
+    names = sorted(n for n in sources if n.startswith(prefix) or n.startswith('ansible.module_utils.'))
+    # every module, from the zip (those below ansible.module_utils.distro, which puts the module it chose in its own
+    # place on import, are imported by it)
+    code = ('import sys; sys.path.insert(0, sys.argv[1])\n'
+            'for name in sys.argv[2:]:\n'
+            '    parent = sys.modules.get(name.rpartition(".")[0])\n'
+            '    if parent is not None and parent.__name__ != name.rpartition(".")[0]:\n'
+            '        continue\n'
+            '    module = __import__(name, fromlist=["x"])\n'
+            '    assert module.__file__.startswith(sys.argv[1]), (name, module.__file__)\n'
+            'assert sys.modules["ansible.module_utils.distro"].__file__.startswith(sys.argv[1])\n')
+    proc = subprocess.run([sys.executable, '-I', '-S', '-c', code, path] + names, capture_output=True, text=True,
+                          cwd='/', check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_without_a_payload_file_the_watchdog_runs_from_the_sources_and_reverts(host, monkeypatch):
+    """Given a module whose code was not imported from a path on the host (Mitogen: ``__file__`` is
+    ``master:<path>``), the activation writes a zip of its sources to the state directory, checked by importing it,
+    and the watchdog armed with it reverts the unconfirmed transaction by itself."""
+    monkeypatch.setattr(_confirm, '_code_root', lambda: None)
+    res = activate(host, 1)
+    ds = DeployState(host['state_dir'], 'app')
+    payloads = [n for n in os.listdir(confirm_dir(host)) if n.startswith('payload-') and n.endswith('.zip')]
+    assert len(payloads) == 1 and not [n for n in os.listdir(confirm_dir(host)) if n.startswith('.')], payloads
+    params = os.path.join(confirm_dir(host), '%s.json' % ds.read_journal()['txid'])
+    with open(params) as handle:
+        assert json.load(handle)['payload'] == os.path.join(confirm_dir(host), payloads[0])
+    wait_for(lambda: (ds.read_journal() or {}).get('confirm', {}).get('state') == 'reverted', 20,
+             'the host reverts itself with the code built from sources')
+    facts = _confirm.read_facts(ds)
+    assert facts['by'] == 'the watchdog' and facts['outcome'] == 'rolled_back', facts
+    assert res['confirm']['pid'] and ReleaseRoot(host['app_root']).read_current() == '1.0'

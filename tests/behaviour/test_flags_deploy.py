@@ -210,3 +210,78 @@ def test_without_a_kill_switch_the_traffic_step_runs_its_hook_and_checks_again(s
     report = incident(d)
     assert report['outcome'] == 'mitigated'
     assert ladder_steps(report) == [('health_check', 'failed'), ('kill_switch', 'skipped'), ('traffic', 'fixed')]
+
+
+# Flags of one flag file, each with its state and defaultVariant before the deploy and what the deploy says of it
+# (enabled). A DISABLED flag answers the caller's coded default whatever its defaultVariant, so a deploy that set the
+# variant alone left the feature as it was: the case the flags layer once got wrong, in both directions.
+SAID = {
+    FLAG: ('DISABLED', 'off', True),
+    'dark-mode': ('DISABLED', 'on', False),
+    'legacy-search': ('ENABLED', 'on', False),
+}
+
+
+def said_variant(enabled):
+    return 'on' if enabled else 'off'
+
+
+def assert_evaluates_as_said(path):
+    """Each flag of SAID evaluates as said, by the OpenFeature flagd provider reading ``path``; the caller's default
+    is the opposite, so that only the flag itself can give the value asked for."""
+    for key, (dummy, dummy, enabled) in SAID.items():
+        details = openfeature_details(path, key=key, default=not enabled)
+        assert details.value is enabled and details.variant == said_variant(enabled), (key, details)
+        assert details.reason != 'DISABLED' and details.error_code is None, (key, details)
+
+
+def test_flags_said_enabled_or_disabled_evaluate_as_said_and_the_rollback_restores_the_file_byte_for_byte(site):
+    """Given flagd flags in state DISABLED or ENABLED, when a deploy sets each enabled or disabled, each evaluates as
+    said and the file says state ENABLED, both in a deploy whose verify then fails and in one that commits; the
+    failed one's rollback puts the file back byte for byte."""
+    d = site
+    doc = {'flags': dict((key, {'state': state, 'variants': {'on': True, 'off': False}, 'defaultVariant': variant,
+                                'targeting': {}}) for key, (state, variant, dummy) in SAID.items())}
+    doc['flags']['other'] = {'state': 'ENABLED', 'variants': {'a': 1}, 'defaultVariant': 'a'}
+    # laid out as the flags layer writes a file (indented by two spaces, a final newline)
+    original = (json.dumps(doc, indent=2) + '\n').encode()
+    with open(d.flag_file, 'wb') as handle:
+        handle.write(original)
+    for key, (dummy, dummy, enabled) in SAID.items():
+        assert openfeature_details(d.flag_file, key=key, default=not enabled).value is (not enabled), key
+    assert run_deploy(d, '1.0.0').returncode == 0
+    flags = {'failsafe_flags': [{'path': d.flag_file, 'flags': dict(
+        (key, {'enabled': enabled}) for key, (dummy, dummy, enabled) in SAID.items())}]}
+    expected = dict((key, dict(doc['flags'][key], state='ENABLED', defaultVariant=said_variant(enabled)))
+                    for key, (dummy, dummy, enabled) in SAID.items())
+    expected['other'] = doc['flags']['other']
+
+    # A deploy whose release fails its verify: the after-flags hook keeps a copy of the file as the flags stage
+    # left it (what the verify saw), then the rollback puts the file back.
+    seen = os.path.join(d.dir, 'flags-after-the-flags-stage.json')
+    hook = os.path.join(d.dir, 'keep-flag-file.yml')
+    with open(hook, 'w') as handle:
+        handle.write('---\n- name: Keep a copy of the flag file as the flags stage left it\n'
+                     '  ansible.builtin.copy:\n    src: %s\n    dest: %s\n    remote_src: true\n'
+                     '    mode: preserve\n' % (d.flag_file, seen))
+    failed = run_deploy(d, '3.0.0', failsafe_flags_after_tasks=hook, **flags)
+    assert failed.returncode != 0, failed.stdout[-5000:]
+    assert os.path.exists(seen), 'the flags stage did not run: ' + failed.stdout[-5000:]
+    assert_evaluates_as_said(seen)
+    with open(seen) as handle:
+        assert json.load(handle)['flags'] == expected
+    assert incident(d)['outcome'] == 'rolled_back'
+    assert d.journal()['status'] == 'rolled_back' and d.current() == 'releases/1.0.0'
+    with open(d.flag_file, 'rb') as handle:
+        assert handle.read() == original
+    assert stat.S_IMODE(os.stat(d.flag_file).st_mode) == 0o640
+    for key, (dummy, dummy, enabled) in SAID.items():
+        assert openfeature_details(d.flag_file, key=key, default=not enabled).value is (not enabled), key
+
+    # The same settings in a deploy that commits: each feature is as said once the deploy is done.
+    done = run_deploy(d, '2.0.0', **flags)
+    assert done.returncode == 0, done.stdout[-5000:]
+    assert d.journal()['status'] == 'committed' and d.current() == 'releases/2.0.0'
+    assert_evaluates_as_said(d.flag_file)
+    with open(d.flag_file) as handle:
+        assert json.load(handle)['flags'] == expected

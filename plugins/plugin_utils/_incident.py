@@ -612,26 +612,33 @@ def _yes_no(value):
 
 def _fold_timeline(timeline):
     """The timeline as the report lists it: a task's start is left out when a result or failure of that task
-    follows (the result row names the task), and each run of skipped results is folded into one row that counts
-    them. Returns (rows, folded): rows are timeline entries, a folded run is ``{'event': 'skipped', 'count': n,
+    follows (the result row names the task), and each host's run of skipped results is folded into one row that
+    counts them. A host's run is the skipped results it had with nothing else of its own between them: the events
+    of other hosts, which interleave with its own on a fleet, do not cut it; an event of no host (a play's start)
+    does. Returns (rows, folded): rows are timeline entries, a folded run is ``{'event': 'skipped', 'count': n,
     'tasks': [...]}`` at the time of its first step; ``folded`` counts the entries left out."""
     answered = set(e.get('task') for e in timeline if e.get('event') in ('result', 'failure') and e.get('task'))
-    rows, folded = [], 0
+    rows, folded, runs = [], 0, {}
     for entry in timeline:
-        event = entry.get('event')
+        event, host = entry.get('event'), entry.get('host')
         if event == 'task_start' and entry.get('task') in answered:
             folded += 1
             continue
         if event == 'result' and entry.get('status') == 'skipped':
-            last = rows[-1] if rows else None
-            if last is not None and last.get('event') == 'skipped' and last.get('host') == entry.get('host'):
-                last['count'] += 1
-                last['tasks'].append(entry.get('task'))
+            run = runs.get(host)
+            if run is not None:
+                run['count'] += 1
+                run['tasks'].append(entry.get('task'))
             else:
-                rows.append({'event': 'skipped', 'at': entry.get('at'), 't': entry.get('t'), 'host': entry.get('host'),
-                             'count': 1, 'tasks': [entry.get('task')]})
+                runs[host] = {'event': 'skipped', 'at': entry.get('at'), 't': entry.get('t'), 'host': host,
+                              'count': 1, 'tasks': [entry.get('task')]}
+                rows.append(runs[host])
             folded += 1
             continue
+        if host is None:
+            runs.clear()
+        else:
+            runs.pop(host, None)
         rows.append(entry)
     return rows, folded
 

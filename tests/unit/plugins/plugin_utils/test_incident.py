@@ -372,6 +372,42 @@ def test_markdown_timeline_folds_task_starts_and_skipped_steps():
     assert '32 of 36 events are folded' in render_markdown(incident)
 
 
+def test_markdown_timeline_folds_each_hosts_skipped_steps_though_other_hosts_interleave():
+    # as a fleet's deploy records them: each task answers on every host in turn, some skipped on some hosts
+    clock = Clock()
+    timeline = Timeline(clock=clock)
+    timeline.add('play_start', play='Deploy')
+    steps = [('Check the flags', {'web1': 'skipped', 'web2': 'skipped', 'flags': 'ok'}),
+             ('Check the database', {'web1': 'skipped', 'web2': 'ok', 'flags': 'skipped'}),
+             ('Say it is in place', {'web1': 'skipped', 'web2': 'skipped', 'flags': 'skipped'}),
+             ('Switch', {'web1': 'changed', 'web2': 'changed', 'flags': 'changed'}),
+             ('Run the after hook', {'web1': 'skipped', 'web2': 'skipped', 'flags': 'skipped'})]
+    for name, statuses in steps:
+        timeline.add('task_start', task=name, path='/p/main.yml:1')
+        for host, status in statuses.items():
+            timeline.add('result', host=host, task=name, status=status)
+    timeline.add('play_start', play='Roll back')
+    timeline.add('result', host='web1', task='Run the before-rollback hook', status='skipped')
+    incident = {'incident_id': 'inc-x', 'outcome': 'rolled_back', 'summary': {}, 'rollback': {},
+                'timeline': timeline.to_list()}
+    rows = [line[2:-2].split(' | ') for line in _section(render_markdown(incident), '## Timeline').splitlines()
+            if line.startswith('| 20')]
+    assert not [r for r in rows if r[2] == 'result' and 'status=skipped' in r[5]]
+    skipped = [(r[3], r[4], r[5]) for r in rows if r[2] == 'skipped']
+    # web1 had nothing but skipped steps until the switch; web2's own ok cut its run; the play's start cuts all
+    assert skipped == [('web1', '3 steps skipped', 'Check the flags; Check the database; Say it is in place'),
+                       ('web2', '1 step skipped', 'Check the flags'),
+                       ('flags', '2 steps skipped', 'Check the database; Say it is in place'),
+                       ('web2', '1 step skipped', 'Say it is in place'),
+                       ('web1', '1 step skipped', 'Run the after hook'), ('web2', '1 step skipped', 'Run the after hook'),
+                       ('flags', '1 step skipped', 'Run the after hook'),
+                       ('web1', '1 step skipped', 'Run the before-rollback hook')]
+    # each host's row keeps the time of its first skipped step, so the order of the other rows stays as it was
+    assert [r[2] for r in rows] == ['play_start', 'skipped', 'skipped', 'result', 'result', 'skipped', 'skipped',
+                                    'result', 'result', 'result', 'skipped', 'skipped', 'skipped', 'play_start',
+                                    'skipped']
+
+
 def test_the_rolled_back_summary_names_the_release_each_host_went_back_to():
     hosts = {'web1': {'status': 'ok', 'restored': {'target_release': '1.4.1'}},
              'web2': {'status': 'ok', 'restored': {'target_release': '1.4.1'}},

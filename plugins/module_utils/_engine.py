@@ -263,6 +263,12 @@ def _remove_staged(txn, app_root, report):
     if not staged or staged != txn.get('release') or _activated(txn):
         return None
     rr = ReleaseRoot(app_root)
+    # a staging of it cut short (the host crashed while unpacking) left a half-unpacked copy beside the releases:
+    # never a release, never the only copy of anything
+    if rr.half_staged(staged):
+        report['step'] = 'remove the half-staged copy of release %s' % staged
+        rr.remove_half_staged(staged)
+        report['removed_partial'] = staged
     state = (rr.load_ledger()['releases'].get(staged) or {}).get('state')
     if rr.read_current() == staged or state not in (None, 'staged'):
         return None
@@ -369,6 +375,9 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
     if removed and ReleaseRoot(app_root).has_release_dir(removed):
         problems.append('release %s, staged by this transaction, is still in %s'
                         % (removed, ReleaseRoot(app_root).releases_dir))
+    if report.get('removed_partial') and ReleaseRoot(app_root).half_staged(report['removed_partial']):
+        problems.append('the half-staged copy of release %s is still in %s'
+                        % (report['removed_partial'], ReleaseRoot(app_root).releases_dir))
     if problems:
         raise LayerError('the restored state does not match the snapshot: %s' % '; '.join(problems))
     return undone_at, checked_at
@@ -501,6 +510,8 @@ def _stage_words(report, stage, mark):
     """What the stage just undone did, in words: its layers (from ``mark`` in the report's list on), and in the code
     stage the release it removed and the service it started."""
     words = [layer['undid'] for layer in report['layers'][mark:] if layer.get('undid')]
+    if stage == 'code' and report.get('removed_partial'):
+        words.append(layer_words({'kind': 'removed_partial', 'release': report['removed_partial']}))
     if stage == 'code' and report.get('removed_release'):
         words.append(layer_words({'kind': 'removed_release', 'release': report['removed_release']}))
     if stage == 'code' and report.get('service_started'):

@@ -492,6 +492,20 @@ class ReleaseRoot:
             raise
         return sorted(n for n in names if n.startswith('.') and re.match(r'^\..+\.(tmp|old)-[^/]+$', n))
 
+    def half_staged(self, release_id):
+        """The temp dirs that a staging of ``release_id`` cut short left in releases/ (its half-unpacked copies)."""
+        return [n for n in self.leftover_temp_dirs() if n.startswith('.%s.tmp-' % release_id)]
+
+    def remove_half_staged(self, release_id):
+        """Remove the half-unpacked copies of ``release_id`` (never a release, never the only copy of anything);
+        returns their names."""
+        names = self.half_staged(release_id)
+        for name in names:
+            shutil.rmtree(os.path.join(self.releases_dir, name))
+        if names:
+            fsync_dir(self.releases_dir)
+        return names
+
     def free_bytes(self, path=None):
         """Free bytes for an unprivileged user on the file system of path (default the root), or of its nearest
         existing parent."""

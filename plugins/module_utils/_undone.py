@@ -89,6 +89,8 @@ def layer_words(entry):
         return 'traffic restored (%s)' % entry['traffic'] if entry.get('traffic') else 'traffic restored'
     if kind == 'removed_release':
         return 'staged release %s removed' % entry.get('release')
+    if kind == 'removed_partial':
+        return 'half-staged copy of release %s removed' % entry.get('release')
     return '%s undone' % (entry.get('key') or kind or 'a layer')
 
 

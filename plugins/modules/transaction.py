@@ -393,7 +393,8 @@ failsafe_rollback:
   description:
     - What V(rollback) did, C(txid), C(run_id), C(failed_release), C(quarantined), C(target_release), C(restored),
       C(verified), C(layers) and C(checks); C(nothing_deployed) (no release before the transaction, none checked),
-      C(removed_release) (the release directory it staged, removed) and C(service_started) (the service of the
+      C(removed_release) (the release directory it staged, removed), C(removed_partial) (the release whose
+      half-unpacked copy, left by a staging cut short, it removed) and C(service_started) (the service of the
       restored release, started because it was not running). Also returned when the rollback fails.
     - C(running_release) is the release the host runs after the rollback, read from its C(current) link (null when
       none runs); C(target_release) is that release too when no release layer was undone (a deploy that failed

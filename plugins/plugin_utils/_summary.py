@@ -10,6 +10,8 @@ auto_rollback callback prints when a run ends (``summary_lines()``, ``failed_ban
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._undone import layer_words
+
 OUTCOME_LABELS = {
     'rolled_back': 'ROLLED BACK',
     'rollback_failed': 'ROLLBACK FAILED',
@@ -110,8 +112,9 @@ def undone_words(restored):
         if isinstance(layer, dict) and layer.get('undone'):
             name = layer.get('key') or layer.get('kind') or 'a layer'
             words.append(str(layer.get('undid') or '%s %s' % (name, layer.get('action') or 'undone')))
-    if restored.get('removed_release'):
-        words.append('staged release %s removed' % restored['removed_release'])
+    for kind in ('removed_partial', 'removed_release'):
+        if restored.get(kind):
+            words.append(layer_words({'kind': kind, 'release': restored[kind]}))
     if restored.get('service_started'):
         words.append('service started (it was not running)')
     return words

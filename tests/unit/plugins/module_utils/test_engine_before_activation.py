@@ -310,3 +310,40 @@ def test_a_rollback_killed_once_the_staged_release_is_removed_is_finished_by_run
     assert res['failsafe_rollback']['verified'] is True and res['failsafe_rollback']['nothing_deployed'] is True
     assert _ds(p).read_journal()['status'] == 'rolled_back' and _ds(p).read_lock() is None
     assert not ReleaseRoot(p['app_root']).has_release_dir('1.0')
+
+
+STAGE_CHILD = r'''
+import json, sys
+from ansible_collections.failsafe.deploy.plugins.module_utils import _engine
+_engine.stage_phase(json.loads(sys.argv[1]))
+'''
+
+
+def test_a_staging_cut_short_by_a_host_crash_leaves_no_half_staged_copy_after_the_rollback(tmp_path, site):
+    """The host crashed while it unpacked the release (crash point release.staged-tmp): its half-unpacked copy in
+    releases/ is removed by the rollback, which says so; a temp dir of another release is not this transaction's."""
+    from ansible_collections.failsafe.deploy.plugins.module_utils import _atomic
+    p = dict(site, release='1.0', run_id='run-1')
+    rr = ReleaseRoot(p['app_root'])
+    engine.open_phase(dict(p), None)
+    env = dict(os.environ)
+    env[_atomic.CRASH_ENV] = 'release.staged-tmp'
+    env.pop(_atomic.CRASH_SCOPE_ENV, None)
+    collections = os.path.abspath(os.path.join(os.path.dirname(_atomic.__file__), '..', '..', '..', '..', '..'))
+    env['PYTHONPATH'] = collections + os.pathsep + env.get('PYTHONPATH', '')
+    proc = subprocess.run([sys.executable, '-c', STAGE_CHILD, json.dumps(dict(p, src=_src(tmp_path, '1.0')))],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 137, 'the crash point was not reached (rc=%s): %s' % (proc.returncode, proc.stdout)
+    half = rr.half_staged('1.0')
+    assert len(half) == 1 and not rr.has_release_dir('1.0')
+    other = os.path.join(rr.releases_dir, '.1.0.1.tmp-abc')  # a longer id with the same beginning
+    os.mkdir(other)
+    res = engine.rollback(dict(p, reason='host crashed'), None)
+    report = res['failsafe_rollback']
+    assert report['verified'] is True and report['nothing_deployed'] is True
+    assert rr.half_staged('1.0') == [] and not os.path.exists(os.path.join(rr.releases_dir, half[0]))
+    assert report['removed_partial'] == '1.0'
+    assert 'half-staged copy of release 1.0 removed' in res['msg'], res['msg']
+    assert os.path.isdir(other), 'a temp dir of another release is not this transaction\'s'
+    assert _ds(p).read_journal()['status'] == 'rolled_back'

@@ -43,7 +43,8 @@ def test_the_banner_line_of_a_staged_rollback_sums_up_every_stage_and_names_the_
 def test_a_host_that_kept_its_release_or_has_none_is_named_so():
     kept = {'failed_release': '3.0', 'target_release': None, 'running_release': '2.0', 'removed_release': '3.0',
             'layers': [{'kind': 'files', 'undone': True, 'undid': '0 path(s) restored (none had changed)'}]}
-    nothing = {'failed_release': '1.0', 'target_release': None, 'nothing_deployed': True, 'layers': []}
+    nothing = {'failed_release': '1.0', 'target_release': None, 'nothing_deployed': True, 'layers': [],
+               'removed_partial': '1.0'}
     layers_only = {'layers': [{'kind': 'flags', 'undone': True, 'undid': 'flag(s) a restored'}]}
     older = {'failed_release': '3.0', 'target_release': '2.0', 'layers': [
         {'kind': 'files', 'undone': True}, {'kind': 'service', 'undone': True, 'action': 'restarted'}]}
@@ -52,7 +53,7 @@ def test_a_host_that_kept_its_release_or_has_none_is_named_so():
     assert rollback_host_lines(hosts) == [
         '  a: runs release 2.0 (3.0 rolled back); undone: 0 path(s) restored (none had changed), staged release 3.0 '
         'removed',
-        '  b: runs no release (nothing deployed before 1.0); undone: nothing',
+        '  b: runs no release (nothing deployed before 1.0); undone: half-staged copy of release 1.0 removed',
         '  c: layers only; undone: flag(s) a restored',
         '  d: runs release 2.0 (3.0 rolled back); undone: files undone, service restarted']
     assert rolled_back_summary('deploy failed on a', ['a'], hosts) == 'deploy failed on a; rolled back a to release 2.0'

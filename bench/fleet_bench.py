@@ -50,6 +50,7 @@ class FleetBench(object):
         self.bad = 0
         self.current = None
         self.base_ready = set()
+        self.extra_env = {}  # set by a part that runs the same playbooks otherwise (the mitogen part: a strategy)
 
     # ------------------------------------------------------------------ plumbing
     def build_releases(self, good, bad):
@@ -67,6 +68,7 @@ class FleetBench(object):
                    ANSIBLE_CALLBACK_PLUGINS=os.path.join(BENCH, 'callback_plugins'),
                    FAILSAFE_DIST=self.dist, FAILSAFE_VENV_BIN=VENV_BIN, FAILSAFE_REPORT_DIR=self.reports,
                    FAILSAFE_SPOOL_PATH=os.path.join(self.reports, 'alerts.jsonl'), BENCH_TIMES_FILE=self.times)
+        env.update(self.extra_env)
         return env
 
     def playbook(self, playbook, hosts, cfg, extra=(), match=None):
@@ -107,10 +109,14 @@ class FleetBench(object):
 
     # ------------------------------------------------------------------ the run
     def up(self):
-        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts)
+        mitogen = getattr(self.ctx, 'mitogen_hosts', [])
+        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts + mitogen)
         good = 2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts) + 2 * len(self.ctx.confirm_hosts)
-        self.build_releases(good=good,
-                            bad=2 * sum(self.ctx.recovery_reps_for(h) for h in self.ctx.recovery_hosts))
+        # the mitogen part: a setup deploy, then a good and a failing deploy per strategy and repeat
+        good += len(mitogen) * (1 + 2 * getattr(self.ctx, 'mitogen_reps', 0))
+        bad = 2 * sum(self.ctx.recovery_reps_for(h) for h in self.ctx.recovery_hosts)
+        bad += len(mitogen) * 2 * getattr(self.ctx, 'mitogen_reps', 0)
+        self.build_releases(good=good, bad=bad)
         self.fleet = Fleet(n, name=FLEET_NAME, base_dir=os.path.join(self.work, 'fleet'))
         self.fleet.up()
         return {'hosts': n}

@@ -226,6 +226,30 @@ def self_revert_md(rows):
     return out + ['']
 
 
+def mitogen_md(rows):
+    out = ['## 8. Mitogen: the default strategy and mitogen_linear', '',
+           'The same deploys on the same fleet hosts, interleaved, under ansible\'s default strategy (`linear`) and '
+           'under Mitogen\'s `mitogen_linear` (`ANSIBLE_STRATEGY_PLUGINS` at ansible_mitogen\'s strategy plugins); '
+           'the rollback the callback launches runs under the strategy of its deploy. Good deploy: the whole '
+           '`failsafe.deploy.deploy` run (wall time, and CPU time of the controller\'s process tree). Recovery: '
+           'from the end of the failing health check to every host back on the last verified release and healthy, '
+           'as in the time-to-recover row. Median (min-max) of the repeats.', '',
+           '| hosts | repeats | strategy | good deploy | deploy CPU | recovery | failing run, rollback included |',
+           '| ---: | ---: | --- | ---: | ---: | ---: | ---: |']
+    for row in rows:
+        for name, label in (('default', 'linear (default)'), ('mitogen', 'mitogen_linear')):
+            d = row[name]
+            out.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+                row['hosts'] if name == 'default' else '', row['repeats'] if name == 'default' else '', label,
+                _s(d['deploy']), _s(d['deploy_cpu']), _s(d['recovery']), _s(d['recovery_run'])))
+    for row in rows:
+        out.append('')
+        out.append('On %d host%s, mitogen_linear / default: good deploy %s, recovery %s.' % (
+            row['hosts'], 's' if row['hosts'] != 1 else '', '%.2fx' % row['deploy_ratio'] if row.get('deploy_ratio') else 'n/a',
+            '%.2fx' % row['recovery_ratio'] if row.get('recovery_ratio') else 'n/a'))
+    return out + ['']
+
+
 def traffic_md(d):
     out = ['## 7. Traffic: blue-green and switch-back', '',
            'One app host with two slots behind a real load balancer (Debian\'s HAProxy 2.6, runtime API; nginx 1.22, '
@@ -270,6 +294,8 @@ def markdown(results):
     out += memory_md(results)
     if results.get('self_revert'):
         out += self_revert_md(results['self_revert'])
+    if results.get('mitogen'):
+        out += mitogen_md(results['mitogen'])
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

@@ -98,6 +98,14 @@ def test_bench_smoke(tmp_path):
         _stat(confirm[key])
     assert confirm['per_host_back']['n'] == 2 and confirm['revert_after_deadline']['min'] >= 0
     assert confirm['death_to_healthy']['median'] == confirm['per_host_back']['max']
+    # Mitogen beside the default strategy: a good deploy and a recovery each, on the same host
+    mitogen = results['mitogen'][0]
+    assert mitogen['hosts'] == 1 and mitogen['repeats'] == 1
+    for side in ('default', 'mitogen'):
+        for key in ('deploy', 'deploy_cpu', 'recovery', 'recovery_run'):
+            _stat(mitogen[side][key])
+            assert mitogen[side][key]['n'] == 1, (side, key)
+    assert mitogen['deploy_ratio'] > 0 and mitogen['recovery_ratio'] > 0
 
     # blue-green and switch-back under load, behind HAProxy (a smoke run measures one load balancer)
     traffic = results['traffic']['drivers']
@@ -107,7 +115,7 @@ def test_bench_smoke(tmp_path):
     assert traffic['haproxy']['requests'] > 0 and traffic['haproxy']['rolling_served_new'] is True
 
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
-                  '## 5. Peak memory', '## 6. Commit confirmed'):
+                  '## 5. Peak memory', '## 6. Commit confirmed', '## 8. Mitogen'):
         assert title in md
     # smoke output goes where it was asked, never over the committed results or the README's summary
     assert not os.path.samefile(str(out), os.path.join(ROOT, 'bench'))

@@ -15,7 +15,9 @@ or nothing answering where nothing did), or ``rollback_failed`` (anything else).
 closing banner, the incident reports (JSON and Markdown) written by that run, the alerts, the rollback summary lines
 and the printed rollback command, the ROLLBACK FAILED banner and the way out it prints, scripts/deploy_outcome.py's
 verdict and exit code, and history_info's view of each host. ``check_words`` compares them with the truth and
-returns every mismatch as a sentence.
+returns every mismatch as a sentence; ``markdown_words`` does so for what an incident's Markdown report says (its
+reason, likely cause, per-host rollback table and timeline), and ``half_installed`` names what a rollback left in
+releases/ that no release of the ledger owns.
 """
 import json
 import os
@@ -191,6 +193,158 @@ class Words:
         return re.findall(r'^!!! Way out, once the cause is fixed: (ansible-playbook .+)$', self.output, re.M)
 
 
+def failed_tasks(output):
+    """{(host, task name)} of every task the run's own output shows failed on a host (``fatal: [host]`` or
+    ``failed: [host]`` under its ``TASK [...]`` header; the rollback child's prefixed lines are not the run's)."""
+    found, task = set(), None
+    for line in output.splitlines():
+        m = re.match(r'^TASK \[(.+?)\] \*+$', line)
+        if m:
+            task = m.group(1)
+            continue
+        m = re.match(r'^(?:fatal|failed): \[([^\]]+?)\]', line)
+        if m and task:
+            found.add((m.group(1).split(' -> ')[0], task))
+    return found
+
+
+def md_table(markdown, heading):
+    """The rows (lists of cell texts) of the first table under the Markdown heading ``heading``, header row and
+    separator left out; None when there is no such heading."""
+    lines = markdown.splitlines()
+    if heading not in lines:
+        return None
+    rows, seen = [], False
+    for line in lines[lines.index(heading) + 1:]:
+        if line.startswith('#'):
+            break
+        if line.startswith('|'):
+            seen = True
+            rows.append([c.strip().replace('\\|', '|') for c in re.split(r'(?<!\\)\|', line.strip())[1:-1]])
+        elif seen:
+            break
+    return rows[2:]
+
+
+def markdown_words(md_path, data, run, truth, sites, expect, output):
+    """Every mismatch between an incident's Markdown report and the hosts (and the run's own output): the top's
+    reason names a task that failed on a host and the likely cause the cause class the table expects, the per-host
+    table names the release each host went back to, the paths restored (as a number, not raw JSON) and whether it
+    was verified, and the timeline lists no skipped step as a row of its own."""
+    wrong = []
+    with open(md_path, encoding='utf-8') as handle:
+        markdown = handle.read()
+    top = dict((row[0], row[1]) for row in md_table(markdown, '## Summary') or [] if len(row) == 2)
+    reason, likely = top.get('Reason', '-'), top.get('Likely cause', '-')
+    if reason == '-':
+        wrong.append('the Markdown report %s gives no reason' % md_path)
+    elif run == 'refused':
+        # a refusal names the hosts the preflight refused, as the run printed them
+        refused = set(h for h, t in failed_tasks(output))
+        if not reason.startswith('refused before any change on ') or not any(h in reason for h in refused):
+            wrong.append('the Markdown report %s gives the reason %r, the run refused on %r' % (
+                md_path, reason, sorted(refused)))
+    elif run not in ('rollback_failed', 'mitigated'):
+        # the reason is the run's first failure: a task that really failed on a host, as the run printed it
+        named = [(h, t) for h, t in failed_tasks(output) if "'%s'" % t in reason and h in reason]
+        if not named:
+            wrong.append('the Markdown report %s gives the reason %r, which names none of the failed tasks %r' % (
+                md_path, reason, sorted(failed_tasks(output))))
+    elif 'rollback' not in reason.lower():
+        wrong.append('the Markdown report %s of a failed rollback gives the reason %r' % (md_path, reason))
+    if likely == '-' and run != 'mitigated':
+        # (a mitigated run counts no failure: its reason says what the escalation ladder fixed, as the HTML's does)
+        wrong.append('the Markdown report %s gives no likely cause' % md_path)
+    elif expect.get('cause') and not likely.startswith('%s: ' % expect['cause']):
+        wrong.append('the Markdown report %s gives the likely cause %r, the table expects the cause %s' % (
+            md_path, likely, expect['cause']))
+    per_host = md_table(markdown, '### Per host') or []
+    rows = dict((row[0], row) for row in per_host if len(row) == 8)
+    if len(rows) != len(per_host):
+        wrong.append('the Markdown report %s has a per-host table that is not one host a row: %r' % (
+            md_path, per_host))
+    if run == 'refused':
+        if rows or 'Not started' not in markdown:
+            wrong.append('the Markdown report %s of a refusal lists a rollback: %r' % (md_path, per_host))
+    hosts = (data.get('rollback') or {}).get('hosts') or {}
+    for host, outcome in truth.items():
+        site = sites[host]
+        if run == 'refused' or host not in hosts:
+            continue
+        row = rows.get(host)
+        if row is None:
+            wrong.append('%s: the Markdown report %s has no row for its rollback' % (host, md_path))
+            continue
+        dummy, status, back, failed, layers, paths, verified, dummy2 = row
+        if any(cell.startswith(('{', '[')) for cell in row):
+            wrong.append('%s: the Markdown report %s shows raw data in its per-host row %r' % (host, md_path, row))
+        restored = (hosts[host] or {}).get('restored') if isinstance(hosts[host], dict) else None
+        restored = restored if isinstance(restored, dict) else {}
+        if outcome == 'rolled_back':
+            if verified != 'yes' or status != 'ok':
+                wrong.append('%s: the Markdown report %s says result %s, verified %s; the host is rolled back' % (
+                    host, md_path, status, verified))
+            if not site.own and back != (site.after['served'] or '-'):
+                wrong.append('%s: the Markdown report %s says back to release %s, the host serves %s' % (
+                    host, md_path, back, site.after['served']))
+            if 'files' in layers.split(', ') and not paths.isdigit():
+                wrong.append('%s: the Markdown report %s restored files but gives the paths restored as %r' % (
+                    host, md_path, paths))
+            if paths.isdigit() and int(paths) != len(restored.get('restored') or []):
+                wrong.append('%s: the Markdown report %s says %s paths restored, the rollback restored %d' % (
+                    host, md_path, paths, len(restored.get('restored') or [])))
+            roots = site.own_paths if site.own else site.captured_paths
+            stray = [p for p in restored.get('restored') or [] if not any(
+                p == r or p.startswith(r.rstrip('/') + '/') for r in roots)]
+            if stray:
+                wrong.append('%s: the report %s says paths were restored that are not the host\'s snapshot: %r' % (
+                    host, md_path, stray))
+        elif outcome == 'rollback_failed':
+            if verified == 'yes':
+                wrong.append('%s: the Markdown report %s says its rollback was verified, the host shows %s' % (
+                    host, md_path, outcome))
+            if not site.own and back not in ('-', site.after['served']):
+                wrong.append('%s: the Markdown report %s says back to release %s, the host serves %s' % (
+                    host, md_path, back, site.after['served']))
+    # the timeline: no skipped step (a hook left empty, a task for another layer) as a row of its own, each host's
+    # run of skipped steps folded into one row even where the other hosts' events interleave, and every skipped
+    # step of the JSON report counted in a folded row
+    open_runs, counted = {}, {}
+    for row in [r for r in md_table(markdown, '## Timeline') or [] if len(r) == 6]:
+        event, host, task, detail = row[2], row[3], row[4], row[5]
+        if event == 'result' and 'status=skipped' in detail or event == 'task_start' and 'hook' in task:
+            wrong.append('the Markdown report %s lists a skipped step in its timeline: %r' % (md_path, row))
+        if event == 'skipped':
+            if host in open_runs:
+                wrong.append('the Markdown report %s lists the skipped steps of %s in two rows with nothing of that '
+                             'host between them: %r and %r' % (md_path, host, open_runs[host], row))
+            open_runs[host] = row
+            m = re.match(r'^(\d+) steps? skipped$', task)
+            counted[host] = counted.get(host, 0) + (int(m.group(1)) if m else 0)
+        elif host == '-':
+            open_runs.clear()
+        else:
+            open_runs.pop(host, None)
+    skipped = {}
+    for entry in data.get('timeline') or []:
+        if entry.get('event') == 'result' and entry.get('status') == 'skipped':
+            skipped[entry.get('host') or '-'] = skipped.get(entry.get('host') or '-', 0) + 1
+    if counted != skipped:
+        wrong.append('the Markdown report %s counts the skipped steps %r, its JSON report has %r' % (
+            md_path, counted, skipped))
+    return wrong
+
+
+def half_installed(before, after, ledger):
+    """The release directories a rolled back deploy left behind that no release of the ledger owns (a temp dir of a
+    staging cut short, a release directory whose ledger entry is gone): a host back to what it was keeps only the
+    releases it had and, for investigation or the next deploy, a release of the ledger (quarantined, or activated
+    and reverted)."""
+    known = (ledger or {}).get('releases') or {}
+    return sorted(name for name in set(after['releases']) - set(before['releases'])
+                  if name.startswith('.') or name not in known)
+
+
 def ledger_of(site):
     """The release ledger of the host ({} when there is none)."""
     try:
@@ -248,6 +402,7 @@ def check_words(words, truth, expect, sites, new_release, before_history):
             causes = (data.get('summary') or {}).get('causes')
             if expect.get('cause') and causes != [expect['cause']]:
                 wrong.append('the report gives the causes %r, the table expects %r' % (causes, [expect['cause']]))
+            wrong += markdown_words(md_path, data, run, truth, sites, expect, words.output)
         banner = words.banner() or ''
         if words.rc is not None and words.rc >= 0 and not banner.startswith(LABELS[run]):
             wrong.append('the closing banner says %r, the hosts show %s' % (banner, run))
@@ -303,6 +458,10 @@ def check_words(words, truth, expect, sites, new_release, before_history):
             if back is not None and back != after['served'] and not site.own:
                 wrong.append('%s: the report %s says the host is back to release %s, the host serves %s' % (
                     host, path, back, after['served']))
+            if restored.get('checks') and not site.own and getattr(site, 'before', None) \
+                    and site.before['current'] is None and after['current'] is None:
+                wrong.append('%s: the report %s says its rollback checked the health of a release, with none to go '
+                             'back to: %r' % (host, path, restored['checks']))
             if outcome == 'rollback_failed' and (info or {}).get('verified'):
                 wrong.append('%s: the report %s says its rollback was verified, the host shows %s' % (
                     host, path, outcome))
@@ -319,6 +478,10 @@ def check_words(words, truth, expect, sites, new_release, before_history):
                         host, line, before_history[host].get('current_release')))
         if not site.own:
             ledger = ledger_of(site)
+            left = half_installed(site.before, after, ledger) \
+                if outcome == 'rolled_back' and getattr(site, 'before', None) else []
+            if left:
+                wrong.append('%s is rolled back with a release left half installed in releases/: %r' % (host, left))
             state = (ledger.get('releases', {}).get(new_release) or {}).get('state')
             want = expect['quarantine'].get(host, False)
             if (state == 'failed') != want:

@@ -9,9 +9,13 @@ migrated by the release's SQL files), ``flags`` (code and a flagd flag file the 
 operator's own playbook that snapshots and changes a configuration directory, with neither release nor service).
 
 The rows run in order, each one deploy (and the recovery it needs) of all the hosts of its mixes at once, with the
-auto_rollback callback and a report directory of its own: first deploys on empty sites (a refused release id, a
-failure while staging, a release that fails its health check, then the good first release every later row starts
-from), then later deploys with a failure at each point: input validation (a release id outside releases/, a flag key
+auto_rollback callback and a report directory of its own: first deploys on empty sites, with a failure at each point
+a first deploy can meet (a refused release id, open, stage, migrate, a release that crashes on start, a configuration
+with a syntax error, flags, a release that fails its health check, the controller SIGKILLed right after the switch,
+a host crash while staging that leaves the app stopped), each rolled back to nothing deployed (no current, nothing
+answering, no release half installed, no health check of a release that is not there) so that the next row starts
+from an empty site, then the good first release every later row starts from; then later deploys with a failure at
+each point: input validation (a release id outside releases/, a flag key
 the flag file lacks), open (after the snapshot), stage, migrate (a broken migration on the database host), activate
 (a release that crashes on start, a configuration with a syntax error), flags (after the flags were set), verify (an
 unhealthy release), commit (after it), the controller SIGKILLed right after the switch, and a host crash before and
@@ -22,8 +26,12 @@ a release whose flagged feature breaks its health until the kill switch turns th
 (row, host): its expected host outcome, quarantine decision, cause class and deploy_outcome.py exit code are in the
 table; the oracle derives the true outcome from the host alone and fails the cell on any word of the collection that
 disagrees (see oracle.check_words), judged right after the row's run: every cell passes, none is marked as a known bug.
+Each real incident report of a row is read as an operator reads it too (oracle.markdown_words): the Markdown
+report's reason names a task that failed in the run's output, its likely cause the cause class, its per-host table
+the release each host went back to, the paths restored and whether the restore was verified, and its timeline
+folds every skipped step.
 
-Cost: the three hosts of a row share one ansible-playbook run (about 27 runs for the whole table); the sites are
+Cost: the three hosts of a row share one ansible-playbook run (about 36 runs for the whole table); the sites are
 prepared once for the module and no step sleeps.
 """
 import json
@@ -36,7 +44,7 @@ import subprocess
 import pytest
 import yaml
 
-from oracle import check_words, history, ledger_of, observe, run_outcome, true_outcome, Words
+from oracle import check_words, half_installed, history, ledger_of, observe, run_outcome, true_outcome, Words
 from support import (DEMO, VENV_BIN, LocalDeploy, Receiver, add_migrations, assert_no_ignored_callback_errors,
                      load_example_build)
 
@@ -90,9 +98,24 @@ def _e(**values):
 # name, phase, release mode, mixes, how (args/env/crash), expected: outcome, quarantined mixes, cause, exit code
 ROWS = [
     # first deploys, on empty sites
+    # first deploys, on empty sites: with no release to go back to, a rollback takes each host back to nothing
+    # deployed (no current, nothing answering, no release half installed); each row leaves the sites so, for the next
     dict(name='first-input', mode='good', release='../x', outcome='refused', cause='input', exit=4),
+    dict(name='first-open', mode='good', hook='preflight', outcome='rolled_back', cause='unknown', exit=1),
     dict(name='first-stage', mode='good', hook='release', outcome='rolled_back', cause='unknown', exit=1),
+    dict(name='first-migrate', mode='good', broken_migration=True, outcome='rolled_back', cause='script_error',
+         exit=1),
+    # a release quarantined on the sites has a version of its own, so that first-deployed's 1.0.0 is not refused
+    dict(name='first-activate-crash', mode='crash', version='4.0.0', outcome='rolled_back', quarantine=MIXES,
+         cause='start_failure', exit=1),
+    dict(name='first-activate-config', mode='good', version='1.0.1', args=_e(oracle_config_broken=True),
+         outcome='rolled_back', quarantine=MIXES, cause='config_error', exit=1),
+    dict(name='first-flags', mode='good', version='1.0.2', hook='flags', outcome='rolled_back', quarantine=MIXES,
+         cause='unknown', exit=1),
     dict(name='first-verify', mode='unhealthy', outcome='rolled_back', quarantine=MIXES, cause='health', exit=1),
+    dict(name='first-kill-after-activation', mode='good', crash='release.switched', outcome='rolled_back'),
+    dict(name='first-host-crash-before-activation', mode='good', crash='release.staged-tmp', stop_app=True,
+         outcome='rolled_back'),
     dict(name='first-deployed', mode='good', outcome='deployed', exit=0),
     # later deploys, from the verified release of the row before
     dict(name='later-input', mode='good', release='../x', outcome='refused', cause='input', exit=4),
@@ -219,7 +242,7 @@ class Table:
         """A fresh release id for the row, built into every site's dist (the database site's with migrations)."""
         self.serial += 1
         if row['name'].startswith('first-'):
-            version = {'unhealthy': '3.0.0'}.get(row['mode'], '1.0.0')
+            version = row.get('version') or {'unhealthy': '3.0.0'}.get(row['mode'], '1.0.0')
             self.serial = 1
         else:
             version = '%d.%d.0' % ({'good': 2, 'unhealthy': 3, 'crash': 4, 'flagged': 6}[row['mode']], self.serial)
@@ -256,10 +279,16 @@ class Table:
         return proc.returncode, out
 
     def stop_app(self, site):
-        proc = subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c',
-                               os.path.join(site.dir, 'supervisor', 'supervisord.conf'), 'stop', 'demo-app'],
-                              capture_output=True, text=True, check=False)
-        assert 'stopped' in proc.stdout or 'not running' in proc.stdout, proc.stdout + proc.stderr
+        """The host came back without its app running. On a first deploy that crashed before its activation no app
+        was ever loaded (supervisor knows no such program, or does not run yet): then nothing may answer."""
+        conf = os.path.join(site.dir, 'supervisor', 'supervisord.conf')
+        proc = subprocess.run([os.path.join(VENV_BIN, 'supervisorctl'), '-c', conf, 'stop', 'demo-app'],
+                              capture_output=True, text=True, check=False) if os.path.exists(conf) else None
+        said = (proc.stdout + proc.stderr) if proc else 'no supervisor configuration'
+        if proc is None or 'no such process' in said or 'no such file' in said or 'refused connection' in said:
+            assert observe(site)['served'] is None, said
+        else:
+            assert 'stopped' in said or 'not running' in said, said
 
     def play_row(self, row):
         mixes = ('own',) if row.get('own') else MIXES
@@ -307,7 +336,7 @@ class Table:
         else:
             rc, out = self.run(argv)
         for mix, site in sites.items():
-            site.after = observe(site)
+            site.before, site.after = before[mix], observe(site)
         turned_on = dict(flags='new-checkout') if row.get('mode') == 'flagged' else {}
         result['truth'] = dict((mix, true_outcome(before[mix], sites[mix].after, version, own=sites[mix].own,
                                                   turned_on=turned_on.get(mix)))
@@ -378,6 +407,9 @@ def _crash_words(row, result):
         wrong.append('recover.yml exited %s%s' % (rc, ' saying ROLLBACK FAILED' if 'ROLLBACK FAILED' in out else ''))
     for mix, site in result['sites'].items():
         ledger = ledger_of(site)
+        left = half_installed(site.before, site.after, ledger)
+        if left:
+            wrong.append('%s: a release is left half installed in releases/: %r' % (mix, left))
         state = (ledger.get('releases', {}).get(result['version']) or {}).get('state')
         if state == 'failed':
             wrong.append('%s: release %s was quarantined though nothing showed it bad' % (mix, result['version']))

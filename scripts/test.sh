@@ -105,7 +105,8 @@ case "${1:-all}" in
     fourth=(tests/behaviour/test_canary.py tests/behaviour/test_traffic_blue_green.py
             tests/behaviour/test_commit_confirmed.py tests/behaviour/test_callback_auto_rollback.py
             tests/behaviour/test_local_rollback.py tests/behaviour/test_secrets.py
-            tests/behaviour/test_molecule.py tests/behaviour/test_metric_gate_runs.py)
+            tests/behaviour/test_molecule.py tests/behaviour/test_metric_gate_runs.py
+            tests/behaviour/test_local_commit_confirmed.py tests/behaviour/test_rollback_resume.py)
     ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
     for path in "${second[@]}" "${third[@]}" "${fourth[@]}"; do ignore+=("--ignore=$path"); done
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,

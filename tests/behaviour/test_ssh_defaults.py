@@ -66,13 +66,13 @@ def recap(output):
 
 @pytest.fixture
 def scratch():
-    base = tempfile.mkdtemp(prefix='fsm-ssh-')  # short: ssh control socket paths are limited to 108 bytes
+    base = tempfile.mkdtemp(prefix='fsk-ssh-')  # short: ssh control socket paths are limited to 108 bytes
     yield base
     subprocess.run(['rm', '-rf', base], check=False)
 
 
 def test_host_cut_mid_task_turns_unreachable_within_the_keepalive_budget(fleet, tmp_path, scratch):
-    hosts = fleet(2, name='fsm')
+    hosts = fleet(2, name='fsk')
     healthy, victim = hosts.names
     book = tmp_path / 'long.yml'
     book.write_text(PLAYBOOK)
@@ -100,7 +100,7 @@ def test_host_cut_mid_task_turns_unreachable_within_the_keepalive_budget(fleet, 
 
 
 def test_host_cut_before_connecting_turns_unreachable_within_the_connect_timeout(fleet, tmp_path, scratch):
-    hosts = fleet(2, name='fsm')
+    hosts = fleet(2, name='fsk')
     healthy, victim = hosts.names
     hosts.cut(victim)
     cmd = [os.path.join(VENV_BIN, 'ansible'), 'all', '-i', inventory(hosts, tmp_path / 'inv.ini'), '-m', 'ping']

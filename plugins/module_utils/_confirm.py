@@ -428,8 +428,13 @@ def _payload(ds):
 
 def prepare(ds, p, check_mode=False):
     """The watchdog's code, made ready before the activation changes anything (``arm`` takes it as ``payload``):
-    None when commit confirmed is off or in check mode. Raises ConfirmError when it cannot be shipped."""
+    None when commit confirmed is off, in check mode, or when this transaction's watchdog is armed and waiting (a
+    re-run of the activation keeps it, so nothing is shipped again). Raises ConfirmError when it cannot be shipped."""
     if check_mode or int(p.get('confirm_timeout') or 0) <= 0:
+        return None
+    journal = ds.read_journal() or {}
+    confirm = journal.get('confirm') or {}
+    if confirm.get('txid') == journal.get('txid') and confirm.get('state') == 'armed' and alive(confirm, ds):
         return None
     return _payload(ds)
 

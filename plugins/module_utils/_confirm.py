@@ -426,17 +426,20 @@ def _payload(ds):
     return dest
 
 
-def prepare(ds, p, check_mode=False):
+def prepare(ds, p, journal, check_mode=False):
     """The watchdog's code, made ready before the activation changes anything (``arm`` takes it as ``payload``):
     None when commit confirmed is off, in check mode, or when this transaction's watchdog is armed and waiting (a
     re-run of the activation keeps it, so nothing is shipped again). Raises ConfirmError when it cannot be shipped."""
     if check_mode or int(p.get('confirm_timeout') or 0) <= 0:
         return None
-    journal = ds.read_journal() or {}
-    confirm = journal.get('confirm') or {}
-    if confirm.get('txid') == journal.get('txid') and confirm.get('state') == 'armed' and alive(confirm, ds):
+    if _waiting(journal.get('confirm') or {}, journal.get('txid'), ds):
         return None
     return _payload(ds)
+
+
+def _waiting(confirm, txid, ds):
+    """Whether the watchdog of transaction txid is armed and its process still waits for the deadline."""
+    return confirm.get('txid') == txid and confirm.get('state') == 'armed' and alive(confirm, ds)
 
 
 def _params_files(ds):
@@ -575,7 +578,7 @@ def arm(ds, p, journal, runner, check_mode=False, payload=None):
     with host_lock(ds):
         current = ds.read_journal() or {}
         confirm = current.get('confirm') or {}
-        if confirm.get('txid') == txid and confirm.get('state') == 'armed' and alive(confirm, ds):
+        if _waiting(confirm, txid, ds):
             return dict(confirm, armed=True, changed=False)
         if not os.path.isdir(_dir(ds)):
             os.makedirs(_dir(ds), 0o700)

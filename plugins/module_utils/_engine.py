@@ -902,7 +902,7 @@ def activate_phase(p, run, check_mode=False):
     journal = ds.read_journal() or {}
     ours = journal.get('status') == 'open' and journal.get('run_id') == p['run_id']
     # The watchdog's code is ready (or refused) before anything changes.
-    payload = _confirm.prepare(ds, p, check_mode) if ours else None
+    payload = _confirm.prepare(ds, p, journal, check_mode) if ours else None
     written = []
     for directory in p.get('directories') or []:
         if not os.path.isdir(directory) and not check_mode:

@@ -17,6 +17,48 @@ out="$root/tests/output"
 mkdir -p "$out"
 start=$(date +%s)
 
+# CPU accounting: where this machine lets a cgroup be made (cgroup v1's cpuacct, or cgroup v2, as root), each part
+# of `all` runs in a group of its own, and the CPU seconds each used (its hosts' and servers' processes included:
+# a process stays in the group of the part that started it) are printed and written to tests/output/durations.md.
+cpu_root=""
+cpu_file=""
+for base in /sys/fs/cgroup/cpuacct /sys/fs/cgroup/unified /sys/fs/cgroup; do
+  if { [ -f "$base/cpuacct.usage" ] || [ -f "$base/cgroup.procs" ]; } && [ -w "$base" ] \
+      && mkdir -p "$base/failsafe-test-$$" 2>/dev/null; then
+    cpu_root="$base/failsafe-test-$$"
+    if [ -f "$cpu_root/cpuacct.usage" ]; then cpu_file=cpuacct.usage; else cpu_file=cpu.stat; fi
+    if [ -f "$cpu_root/$cpu_file" ]; then break; fi
+    rmdir "$cpu_root" 2>/dev/null || true
+    cpu_root=""
+  fi
+done
+# cpu_join PART: the calling (sub)shell and everything it starts from now on count as PART.
+cpu_join() {
+  if [ -n "$cpu_root" ]; then
+    if mkdir -p "$cpu_root/$1"; then echo "$BASHPID" > "$cpu_root/$1/cgroup.procs" || true; fi
+  fi
+}
+# CPU seconds of each part, one "part seconds" line each.
+cpu_report() {
+  [ -n "$cpu_root" ] || return 0
+  local part usage
+  for part in "$cpu_root"/*/; do
+    part=${part%/}
+    if [ "$cpu_file" = cpuacct.usage ]; then
+      usage=$(awk '{printf "%.0f", $1 / 1e9}' "$part/cpuacct.usage")
+    else
+      usage=$(awk '$1 == "usage_usec" {printf "%.0f", $2 / 1e6}' "$part/cpu.stat")
+    fi
+    printf '%s %s\n' "${part##*/}" "$usage"
+  done
+}
+cpu_cleanup() {
+  [ -n "$cpu_root" ] || return 0
+  local part
+  for part in "$cpu_root"/*/; do rmdir "$part" 2>/dev/null || true; done
+  rmdir "$cpu_root" 2>/dev/null || true
+}
+
 run_pytest() {
   local rc=0
   pytest "$@" || rc=$?
@@ -49,11 +91,14 @@ EOF
 # The slowest tests of every pytest run of this command, from their JUnit reports (setup and teardown included):
 # the 30 slowest are printed, and every test is written to tests/output/durations.md.
 durations() {
-  python3 - "$out/durations.md" "$@" <<'EOF'
+  python3 - "$out/durations.md" "$(cpu_report)" "$(( $(date +%s) - start ))" "$@" <<'EOF'
+import os
 import sys
 import xml.etree.ElementTree as ET
 rows = []
-for path in sys.argv[2:]:
+cpu = [line.split() for line in sys.argv[2].splitlines() if line.strip()]
+wall = int(sys.argv[3])
+for path in sys.argv[4:]:
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError):
@@ -64,6 +109,16 @@ rows.sort(reverse=True)
 lines = ['# Test durations', '', '%d tests, %.0f s in total across the streams.' % (len(rows), sum(r[0] for r in rows)),
          '', '| seconds | test | report |', '| ---: | --- | --- |']
 lines += ['| %.1f | %s | %s |' % (t, name, path.rsplit('/', 1)[-1]) for t, name, path in rows]
+if cpu:
+    total = sum(int(seconds) for dummy, seconds in cpu)
+    head = ['# CPU seconds by part', '',
+            '%d CPU-s in %d s of wall time (%.0f%% of %d cores); each part with the hosts and servers it started.'
+            % (total, wall, 100.0 * total / max(wall, 1) / os.cpu_count(), os.cpu_count()),
+            '', '| part | CPU-s | share |', '| --- | ---: | ---: |']
+    head += ['| %s | %s | %.0f%% |' % (part, seconds, 100.0 * int(seconds) / max(total, 1))
+             for part, seconds in sorted(cpu, key=lambda row: -int(row[1]))]
+    lines = head + [''] + lines
+    print('\n'.join(head[2:]))
 with open(sys.argv[1], 'w') as handle:
     handle.write('\n'.join(lines) + '\n')
 print('==> the 30 slowest tests (all of them: %s)' % sys.argv[1])
@@ -81,15 +136,18 @@ case "${1:-all}" in
     run_pytest -q tests/unit
     ;;
   all)
-    if [ -x scripts/fleet-prereqs.sh ]; then bash scripts/fleet-prereqs.sh; fi
-    # Debian's prometheus for the metric gate tests (the real server they query).
-    if [ "$(id -u)" -eq 0 ]; then bash scripts/prometheus-prereqs.sh; fi
-    # Debian's haproxy and nginx for the traffic layer's tests (installed as root; the tests' fixture does it too).
-    if [ "$(id -u)" -eq 0 ]; then bash scripts/lb-prereqs.sh; fi
-    # Debian's chromium for the HTML report test; a non-root run without it skips that test (with -rs its reason).
-    if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
-    # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).
-    if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
+    (
+      cpu_join prereqs
+      if [ -x scripts/fleet-prereqs.sh ]; then bash scripts/fleet-prereqs.sh; fi
+      # Debian's prometheus for the metric gate tests (the real server they query).
+      if [ "$(id -u)" -eq 0 ]; then bash scripts/prometheus-prereqs.sh; fi
+      # Debian's haproxy and nginx for the traffic layer's tests (installed as root; the tests' fixture does it too).
+      if [ "$(id -u)" -eq 0 ]; then bash scripts/lb-prereqs.sh; fi
+      # Debian's chromium for the HTML report test; a non-root run without it skips that test (with -rs its reason).
+      if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
+      # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).
+      if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
+    ) || exit 1
     rm -rf "$out"/pytest*.xml "$out/waiting.log" "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
     status=0
     # Four pytest streams side by side, each on fleets of its own names and subnets: the fault matrix is split in
@@ -112,7 +170,8 @@ case "${1:-all}" in
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,
     # at the same priority; their JUnit reports join the streams' in the summary and the durations report.
     echo "==> unit tests: the units gate (ansible-test units; output: $out/units.log)"
-    FAILSAFE_CHECKS_JUNIT_DIR="$out/units-junit" bash scripts/checks.sh units > "$out/units.log" 2>&1 &
+    (cpu_join units; FAILSAFE_CHECKS_JUNIT_DIR="$out/units-junit" exec bash scripts/checks.sh units) \
+      > "$out/units.log" 2>&1 &
     units=$!
     # The mutation check and the other ecosystem gates start at once too, at a lower priority, so that they fill
     # the time the streams spend waiting. A mutant's kill counts only when its killer tests pass unmutated, which
@@ -124,26 +183,26 @@ case "${1:-all}" in
     done < <(bash scripts/checks.sh --list)
     echo "==> mutation check (output: $out/mutants.log) and gates ${other_gates[*]} (output: $out/gates.log)" \
          "at a lower priority"
-    FAILSAFE_MUTANTS_SUBNET=244 nice -n 10 python scripts/mutants.py > "$out/mutants.log" 2>&1 &
+    (cpu_join mutants; FAILSAFE_MUTANTS_SUBNET=244 exec nice -n 10 python scripts/mutants.py) > "$out/mutants.log" 2>&1 &
     mutants=$!
-    nice -n 10 bash scripts/checks.sh "${other_gates[@]}" > "$out/gates.log" 2>&1 &
+    (cpu_join gates; exec nice -n 10 bash scripts/checks.sh "${other_gates[@]}") > "$out/gates.log" 2>&1 &
     gates=$!
     echo "==> fault matrix shards with ${#second[@]} + ${#third[@]} waiting-bound test files, and ${#fourth[@]} more" \
          "such files, beside the other tests; their output: $out/fault-matrix-1.log, $out/fault-matrix-2.log," \
          "$out/waiting.log"
-    FAILSAFE_FAULT_SHARD=1/2 FAILSAFE_FAULT_FLEET=fsx FAILSAFE_FLEET_NAME=fsb FAILSAFE_FLEET_SUBNET=10.213.250.0/24 \
-      run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${second[@]}" \
-      --junitxml="$out/pytest-matrix-1.xml" > "$out/fault-matrix-1.log" 2>&1 &
+    (cpu_join stream-2; FAILSAFE_FAULT_SHARD=1/2 FAILSAFE_FAULT_FLEET=fsx FAILSAFE_FLEET_NAME=fsb \
+      FAILSAFE_FLEET_SUBNET=10.213.250.0/24 run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py \
+      "${second[@]}" --junitxml="$out/pytest-matrix-1.xml") > "$out/fault-matrix-1.log" 2>&1 &
     stream2=$!
-    FAILSAFE_FAULT_SHARD=2/2 FAILSAFE_FAULT_FLEET=fsy FAILSAFE_FLEET_NAME=fsc FAILSAFE_FLEET_SUBNET=10.213.251.0/24 \
-      run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py "${third[@]}" \
-      --junitxml="$out/pytest-matrix-2.xml" > "$out/fault-matrix-2.log" 2>&1 &
+    (cpu_join stream-3; FAILSAFE_FAULT_SHARD=2/2 FAILSAFE_FAULT_FLEET=fsy FAILSAFE_FLEET_NAME=fsc \
+      FAILSAFE_FLEET_SUBNET=10.213.251.0/24 run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py \
+      "${third[@]}" --junitxml="$out/pytest-matrix-2.xml") > "$out/fault-matrix-2.log" 2>&1 &
     stream3=$!
-    FAILSAFE_FLEET_NAME=fse FAILSAFE_FLEET_SUBNET=10.213.252.0/24 \
-      run_pytest -q -rs -p no:cacheprovider "${fourth[@]}" --junitxml="$out/pytest-waiting.xml" \
+    (cpu_join stream-4; FAILSAFE_FLEET_NAME=fse FAILSAFE_FLEET_SUBNET=10.213.252.0/24 \
+      run_pytest -q -rs -p no:cacheprovider "${fourth[@]}" --junitxml="$out/pytest-waiting.xml") \
       > "$out/waiting.log" 2>&1 &
     stream4=$!
-    run_pytest -q -rs tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml" || status=1
+    (cpu_join stream-1; run_pytest -q -rs tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml") || status=1
     wait "$stream2" || status=1
     echo "==> fault matrix shard 1 and waiting-bound tests output"
     cat "$out/fault-matrix-1.log"
@@ -168,6 +227,7 @@ case "${1:-all}" in
              "$out"/units-junit/*.xml)
     durations "${reports[@]}"
     echo "test.sh: finished in $(( $(date +%s) - start )) s"
+    cpu_cleanup
     summary "${reports[@]}"
     exit "$status"
     ;;

@@ -15,6 +15,13 @@ import pytest
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _analysis as an
 from ansible_collections.failsafe.deploy.tests.requires import require_module
 
+try:
+    # Imported once, when the module is collected: ansible-test units runs every test in a forked process, and an
+    # import made inside a test (about a second of CPU for scipy.stats) would be made again by each of them.
+    import scipy.stats  # noqa: F401  pylint: disable=unused-import
+except ImportError:
+    pass   # the fixture below ends the cross-checks with the reason
+
 
 @pytest.fixture
 def stats():

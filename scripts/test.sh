@@ -32,10 +32,13 @@ for base in /sys/fs/cgroup/cpuacct /sys/fs/cgroup/unified /sys/fs/cgroup; do
     cpu_root=""
   fi
 done
-# cpu_join PART: the calling (sub)shell and everything it starts from now on count as PART.
+# cpu_join PART: the calling (sub)shell and everything it starts from now on count as PART (tests/conftest.py
+# records each test's CPU seconds from the usage file it exports).
 cpu_join() {
   if [ -n "$cpu_root" ]; then
-    if mkdir -p "$cpu_root/$1"; then echo "$BASHPID" > "$cpu_root/$1/cgroup.procs" || true; fi
+    if mkdir -p "$cpu_root/$1" && echo "$BASHPID" > "$cpu_root/$1/cgroup.procs"; then
+      export FAILSAFE_CPU_USAGE="$cpu_root/$1/$cpu_file"
+    fi
   fi
 }
 # CPU seconds of each part, one "part seconds" line each.
@@ -43,6 +46,7 @@ cpu_report() {
   [ -n "$cpu_root" ] || return 0
   local part usage
   for part in "$cpu_root"/*/; do
+    [ -d "$part" ] || continue
     part=${part%/}
     if [ "$cpu_file" = cpuacct.usage ]; then
       usage=$(awk '{printf "%.0f", $1 / 1e9}' "$part/cpuacct.usage")
@@ -104,11 +108,24 @@ for path in sys.argv[4:]:
     except (OSError, ET.ParseError):
         continue
     for case in root.iter('testcase'):
-        rows.append((float(case.get('time') or 0), '%s::%s' % (case.get('classname'), case.get('name')), path))
+        seconds = [p.get('value') for p in case.iter('property') if p.get('name') == 'cpu_seconds']
+        rows.append((float(case.get('time') or 0), '%s::%s' % (case.get('classname'), case.get('name')), path,
+                     float(seconds[0]) if seconds else None))
 rows.sort(reverse=True)
 lines = ['# Test durations', '', '%d tests, %.0f s in total across the streams.' % (len(rows), sum(r[0] for r in rows)),
          '', '| seconds | test | report |', '| ---: | --- | --- |']
-lines += ['| %.1f | %s | %s |' % (t, name, path.rsplit('/', 1)[-1]) for t, name, path in rows]
+lines += ['| %.1f | %s | %s |' % (t, name, path.rsplit('/', 1)[-1]) for t, name, path, dummy in rows]
+files = {}
+for t, name, path, seconds in rows:
+    if seconds is not None:
+        entry = files.setdefault(name.split('::')[0], [0.0, 0.0])
+        entry[0] += seconds
+        entry[1] += t
+if files:
+    lines += ['', '# CPU seconds by test file', '',
+              'The CPU its stream used while the file\'s tests ran (its hosts and servers included).', '',
+              '| CPU-s | seconds | file |', '| ---: | ---: | --- |']
+    lines += ['| %.0f | %.0f | %s |' % (cpu_s, t, name) for name, (cpu_s, t) in sorted(files.items(), key=lambda i: -i[1][0])]
 if cpu:
     total = sum(int(seconds) for dummy, seconds in cpu)
     head = ['# CPU seconds by part', '',
@@ -122,7 +139,7 @@ if cpu:
 with open(sys.argv[1], 'w') as handle:
     handle.write('\n'.join(lines) + '\n')
 print('==> the 30 slowest tests (all of them: %s)' % sys.argv[1])
-for t, name, path in rows[:30]:
+for t, name, path, dummy in rows[:30]:
     print('%8.1f s  %s' % (t, name))
 EOF
 }

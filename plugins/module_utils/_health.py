@@ -13,6 +13,7 @@ first) and records every attempt. Nothing here writes anything: a health check i
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import importlib.util
 import json
 import os
 import re
@@ -28,14 +29,19 @@ from ansible.module_utils.common.text.converters import to_native, to_text
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 
+# jmespath is looked for here and imported only by a check that has a json_query (_jmespath): most calls have none,
+# and its import is a good part of a call's own start-up on a host.
 try:
-    import jmespath
-    HAS_JMESPATH = True
-    JMESPATH_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the target
-    jmespath = None
+    HAS_JMESPATH = importlib.util.find_spec('jmespath') is not None
+except (ImportError, ValueError):  # pragma: no cover - depends on the target
     HAS_JMESPATH = False
-    JMESPATH_IMPORT_ERROR = exc
+JMESPATH_IMPORT_ERROR = None if HAS_JMESPATH else ImportError('No module named jmespath')
+
+
+def _jmespath():
+    import jmespath  # pylint: disable=import-outside-toplevel
+    return jmespath
+
 
 # Bytes read from a response or a command's stdout for matching; what is returned is cut to BODY_RETURN_LIMIT.
 BODY_READ_LIMIT = 1024 * 1024
@@ -84,7 +90,7 @@ class Matchers(object):
         if json_query:
             if not HAS_JMESPATH:
                 raise RuntimeError('jmespath is required for json_query')
-            self.json_query = jmespath.compile(json_query)
+            self.json_query = _jmespath().compile(json_query)
         self.max_latency = max_latency
 
     def check_latency(self, latency):
@@ -134,6 +140,7 @@ def compile_regex_error(pattern):
 
 def compile_query_error(expression):
     """Return a message when the jmespath expression does not compile, else None (jmespath must be present)."""
+    jmespath = _jmespath()
     try:
         jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:

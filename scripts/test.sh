@@ -164,6 +164,8 @@ case "${1:-all}" in
       if [ "$(id -u)" -eq 0 ]; then bash scripts/browser-prereqs.sh; fi
       # MariaDB and sqitch for the database layer's tests (PostgreSQL 15 comes with the machine).
       if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
+      # Debian's fuse3 for the power-cut filesystem (tests/powercut) of the power-cut tests.
+      if [ "$(id -u)" -eq 0 ]; then bash scripts/powercut-prereqs.sh; fi
     ) || exit 1
     rm -rf "$out"/pytest*.xml "$out/waiting.log" "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
     status=0

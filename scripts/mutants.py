@@ -1166,6 +1166,20 @@ MUTANTS = [
         'covers': ['kind:database'],
     },
     {
+        'name': 'terraform-undo-does-nothing',
+        'breaks': 'undoing the terraform layer leaves the new configuration applied (infrastructure not rolled back)',
+        'file': 'plugins/module_utils/kinds/terraform.py',
+        'old': '    def undo(self, record):\n',
+        'new': "    def undo(self, record):\n        return {'report': {'undid': 'nothing'}}  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_terraform.py::'
+            'test_apply_then_rollback_restores_the_recorded_version_proven_by_an_empty_plan',
+            'tests/unit/plugins/module_utils/test_terraform.py::'
+            'test_a_half_failed_apply_is_undone_to_the_recorded_version',
+        ],
+        'covers': ['kind:terraform'],
+    },
+    {
         'name': 'flagd-flags-not-put-back',
         'breaks': 'undoing the flags layer leaves the flagd flag file as the deploy set it',
         'file': 'plugins/module_utils/kinds/flags.py',
@@ -1255,8 +1269,8 @@ MUTANTS = [
         'name': 'stages-undone-in-reverse',
         'breaks': 'a rollback undoes its stages backwards: the database first, the flags last',
         'file': 'plugins/module_utils/_layers.py',
-        'old': "STAGES = ('flags', 'traffic', 'code', 'database')\n",
-        'new': "STAGES = ('database', 'code', 'traffic', 'flags')  # mutant\n",
+        'old': "STAGES = ('flags', 'traffic', 'code', 'database', 'infra')\n",
+        'new': "STAGES = ('infra', 'database', 'code', 'traffic', 'flags')  # mutant\n",
         'tests': [
             'tests/unit/plugins/module_utils/test_layer_kinds.py::'
             'test_one_call_undoes_every_stage_in_order_and_keeps_secrets_out_of_the_journal',
@@ -1269,8 +1283,8 @@ MUTANTS = [
         'name': 'code-undone-before-traffic',
         'breaks': 'a rollback switches the code back while the load balancer still sends traffic the new way',
         'file': 'plugins/module_utils/_layers.py',
-        'old': "STAGES = ('flags', 'traffic', 'code', 'database')\n",
-        'new': "STAGES = ('flags', 'code', 'traffic', 'database')  # mutant\n",
+        'old': "STAGES = ('flags', 'traffic', 'code', 'database', 'infra')\n",
+        'new': "STAGES = ('flags', 'code', 'traffic', 'database', 'infra')  # mutant\n",
         'tests': [
             'tests/unit/plugins/module_utils/test_layer_kinds.py::'
             'test_on_a_host_with_a_release_traffic_goes_back_before_the_code_and_the_database_after',

@@ -28,7 +28,8 @@ More kinds plug in through ``register``: a class with ``kind``, ``stage`` (one o
 without one, or with a stage the rollback does not run, is refused) and the four methods, built as
 ``cls(options, run)`` from the ``layer`` option of the transaction module's ``apply`` phase. Across a fleet, and on
 one host, layers are undone stage by stage in the order of ``STAGES`` (flags, then traffic, then code and
-configuration, then the database), and within a stage in the reverse order of their application. A registered kind
+configuration, then the database, then infrastructure), and within a stage in the reverse order of their
+application. A registered kind
 of the code stage is undone after the snapshot restore and the release pointer, before the service restarts.
 """
 
@@ -46,8 +47,9 @@ class LayerError(FailsafeError):
 
 
 # The order in which a rollback undoes layers, across the fleet and on each host: the kill switch first, traffic
-# back next, then code and configuration (files, release pointer, service), the database last.
-STAGES = ('flags', 'traffic', 'code', 'database')
+# back next, then code and configuration (files, release pointer, service), then the database, and infrastructure
+# (Terraform, CloudFormation) last: it was applied first, and the database and the code depend on it.
+STAGES = ('flags', 'traffic', 'code', 'database', 'infra')
 
 # kind -> class of the layers applied through the ``apply`` phase (filled by ``register``)
 KINDS = {}

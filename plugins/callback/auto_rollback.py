@@ -100,6 +100,20 @@ options:
     ini:
       - section: failsafe_auto_rollback
         key: report_dir
+  junit_file:
+    description:
+      - Where to write the deploy's outcome as JUnit XML for a CI system's test view (GitLab C(reports.junit), Azure
+        C(PublishTestResults), a GitHub job summary), rewritten at the end of each deploy run.
+      - One test case per host and phase (C(preflight), C(release), C(activate), C(verify), C(commit), ...) that the
+        host ran, and one per host for its rollback; a failed case holds the failure's cause, evidence, task and
+        message, from the incident report. A deploy that ended without an incident has passing cases only.
+      - Unset (the default) writes no JUnit file.
+    type: path
+    env:
+      - name: FAILSAFE_JUNIT_FILE
+    ini:
+      - section: failsafe_auto_rollback
+        key: junit_file
   webhook_url:
     description:
       - URL that receives every alert as a JSON POST. A secret; it is never printed or written anywhere.
@@ -585,7 +599,7 @@ from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import (
-    _alerts, _controller, _events, _launcher, _notices, _outcome, _probes, _settings, _summary)
+    _alerts, _controller, _events, _junit, _launcher, _notices, _outcome, _probes, _settings, _summary)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import (
     enclosing_blocks, first_line, guarding_blocks, rescue_owner)
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
@@ -648,7 +662,11 @@ class CallbackModule(CallbackBase):
         self.rollback_scope = option('rollback_scope') or 'opened'
         self.rollback_timeout = int(option('rollback_timeout') or 900)
         self.report_dir = os.path.abspath(os.path.expanduser(option('report_dir') or './failsafe-incidents'))
+        junit = option('junit_file')
+        self.junit_file = os.path.abspath(os.path.expanduser(junit)) if junit else None
         self.webhook_url = option('webhook_url') or None
+        if self.webhook_url and not self.child_mode:
+            _settings.RUN_WEBHOOK['url'] = self.webhook_url
         spool = option('spool_path')
         self.spool_path = os.path.abspath(os.path.expanduser(spool)) if spool else os.path.join(
             self.report_dir, 'alerts.jsonl')
@@ -903,6 +921,11 @@ class CallbackModule(CallbackBase):
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
             end = _outcome.quiet_end(self.run, self.ladder, self.incident_id is not None, self.self_reverted)
+            linked = _outcome.linked_incident(self.self_reverted) if end['outcome'] == 'self_reverted' else None
+            if linked and self.incident_id is None:
+                # the host alerted its own revert already: this report is that incident's, and pages no one again
+                self.incident_id = linked
+                self.timeline.add('incident_linked', incident_id=linked, by='the host\'s own revert alert')
             if end['outcome'] is not None:
                 self._ensure_incident()
                 self.outcome = end['outcome']
@@ -914,6 +937,8 @@ class CallbackModule(CallbackBase):
             if end['committed']:
                 self._display.display('failsafe auto_rollback: %d host(s) opened a transaction; no failure, no '
                                       'rollback needed.' % len(self.run.opened_order))
+                self._write_junit({'outcome': 'committed', 'timeline': self.timeline.to_list(),
+                                   'summary': {'releases': self.run.releases}})
                 self._notify_committed()
             return
         self._ensure_incident()
@@ -1013,7 +1038,17 @@ class CallbackModule(CallbackBase):
         except OSError as exc:
             self.report_json = self.report_md = self.report_html = None
             self._warn('could not write the incident report to %s: %s (setting report_dir)' % (self.report_dir, exc))
+        self._write_junit(incident)
         return incident
+
+    def _write_junit(self, incident):
+        """The outcome as JUnit XML at junit_file (when set), from the incident's facts; a problem is a warning."""
+        if not self.junit_file:
+            return
+        try:
+            _junit.write_junit(self.junit_file, incident)
+        except (OSError, ValueError, TypeError) as exc:
+            self._warn('could not write the JUnit file %s: %s (setting junit_file)' % (self.junit_file, exc))
 
     def _way_out(self, scope, hosts):
         """The command that finishes the rollback of this run on the hosts whose rollback did not succeed."""

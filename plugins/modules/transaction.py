@@ -259,15 +259,21 @@ options:
         weights of the ready servers to add up to it. See docs/traffic.md."
       - "Kind V(flags) (rollback stage C(flags)): feature flags in flagd flag files or an Unleash server; see the
         failsafe.deploy.flags role and docs/flags.md."
+      - "Kind V(terraform) (rollback stage C(infra), undone last): a Terraform configuration. C(project_path) is
+        the directory Terraform runs in, C(source) the directory of the new configuration; C(binary_path),
+        C(backup_dir), C(variables), C(protected), C(allow_destroy_protected), C(lock_timeout), C(timeout) and
+        C(environment) (secret: never written to the journal). See the failsafe.deploy.infra role and
+        docs/infrastructure.md."
     type: dict
   stages:
     description:
       - For V(rollback), undo only the layers of these stages. A fleet rolls back stage by stage in this order
-        (flags, then traffic, then code and configuration, then the database), each stage on every host before the
-        next. The transaction closes when no stage with layers is left. Default is every stage, in that order.
+        (flags, then traffic, then code and configuration, then the database, then infrastructure), each stage on
+        every host before the next. The transaction closes when no stage with layers is left. Default is every
+        stage, in that order.
     type: list
     elements: str
-    choices: [flags, traffic, code, database]
+    choices: [flags, traffic, code, database, infra]
   layer_secrets:
     description:
       - For V(rollback), the secret options of layers (never written to the journal), keyed by layer (C(kind) or
@@ -494,7 +500,7 @@ def main():
             reason=dict(type='str'),
             quarantine=dict(type='str', default='activated', choices=['activated', 'shown_bad']),
             layer=dict(type='dict'),
-            stages=dict(type='list', elements='str', choices=['flags', 'traffic', 'code', 'database']),
+            stages=dict(type='list', elements='str', choices=['flags', 'traffic', 'code', 'database', 'infra']),
             layer_secrets=dict(type='dict', no_log=True),
             inventory_host=dict(type='str'),
         ),

@@ -36,6 +36,8 @@ SHORT = {
     'rollback': ('Undo the transaction in the journal: restore the snapshot, return to the last verified release, '
                  'restart, check health and prove the restore.'),
     'traffic': 'Set which servers of a load balancer (HAProxy or nginx) take traffic, in a transaction of its own.',
+    'infra': ('Apply infrastructure (Terraform) before the code, in a transaction of its own on the host with the '
+              'credentials; a rollback undoes it last.'),
 }
 # The README's opening paragraph and the page the role's description points to, where they are not the steps'.
 INTRO = {
@@ -49,22 +51,32 @@ INTRO = {
                 '`playbooks/switch_back.yml` use it; see [traffic and blue-green](../../docs/traffic.md). '
                 '`ansible-doc -t role failsafe.deploy.traffic` shows the same variables.'),
 }
+INTRO['infra'] = (
+    'Applies `terraform` layers on the host where the operator\'s credentials are (the controller by default), in a '
+    'transaction of layers only, once per deploy: after preflight and before the release, so the code and the '
+    'database find the infrastructure they need. Each project\'s live configuration and state are recorded first; '
+    'the new configuration is applied and proven by an empty plan. `deploy.yml` runs the role again with '
+    '`failsafe_infra_step: commit` after the code committed; until then a failure anywhere rolls the '
+    'infrastructure back in the last stage of the rollback, after the code and the database. See '
+    '[infrastructure](../../docs/infrastructure.md). `ansible-doc -t role failsafe.deploy.infra` shows the same '
+    'variables.')
 INTRO['common'] = (
     'Holds the one default of every setting that more than one role reads: the deployment\'s name and paths, the '
     'release id, the lock, the snapshot paths, the health checks and their timing, the rollback\'s checks and the '
     'service. It has no tasks: each step role depends on it (meta/main.yml), so a setting means the same in '
     'preflight, verify, rollback and the others, and a play sets it once. Each step role\'s README lists the shared '
     'settings it reads. `ansible-doc -t role failsafe.deploy.common` shows the same variables.')
-DOC_PAGE = {'traffic': 'docs/traffic.md'}
+DOC_PAGE = {'traffic': 'docs/traffic.md', 'infra': 'docs/infrastructure.md'}
 CHOICES = {'failsafe_service_manager': ['supervisor', 'systemd', 'none'], 'failsafe_traffic_driver': ['haproxy', 'nginx'],
-           'failsafe_confirm_mechanism': ['auto', 'systemd', 'process']}
+           'failsafe_confirm_mechanism': ['auto', 'systemd', 'process'], 'failsafe_infra_step': ['apply', 'commit']}
 # Defaults of null: the type the variable takes when set.
 NULL_TYPES = {'failsafe_traffic_total': 'int', 'failsafe_release_max_size': 'bytes'}
 REQUIRED = {'release': {'failsafe_release_archive'}}
 # Defaults that are templates standing for a list or dict, by (role, variable): shown in the README only.
 TEMPLATE_DEFAULTS = {}
 DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks', 'failsafe_confirm_checks',
-              'failsafe_traffic_servers', 'failsafe_traffic_checks', 'failsafe_flags', 'failsafe_flags_kill_switch')
+              'failsafe_traffic_servers', 'failsafe_traffic_checks', 'failsafe_flags', 'failsafe_flags_kill_switch',
+              'failsafe_infra_terraform')
 TEMPLATE_LISTS = ('failsafe_rollback_checks', 'failsafe_confirm_checks')
 
 
@@ -218,6 +230,23 @@ EXAMPLES = {
         failsafe_traffic_checks:
           - url: http://127.0.0.1/version
             body_regex: '^2\\.0\\.0$'""",
+    'infra': """- name: Deploy with the infrastructure it needs
+  hosts: app
+  gather_facts: false
+  vars:
+    failsafe_infra_terraform:
+      - project_path: /srv/infra/lb
+        source: "{{ playbook_dir }}/infra/lb"
+  tasks:
+    - name: Apply the infrastructure first (on the controller)
+      ansible.builtin.include_role:
+        name: failsafe.deploy.infra
+    # ... release, activate, verify, commit ...
+    - name: Commit the infrastructure after the code
+      ansible.builtin.include_role:
+        name: failsafe.deploy.infra
+      vars:
+        failsafe_infra_step: commit""",
     'preflight': """- name: Open a deploy transaction
   hosts: app
   gather_facts: false

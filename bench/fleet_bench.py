@@ -110,12 +110,16 @@ class FleetBench(object):
     # ------------------------------------------------------------------ the run
     def up(self):
         mitogen = getattr(self.ctx, 'mitogen_hosts', [])
-        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts + mitogen)
+        breakdown = 1 if getattr(self.ctx, 'breakdown', False) else 0
+        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts + mitogen + [breakdown])
         good = 2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts) + 2 * len(self.ctx.confirm_hosts)
         # the mitogen part: a setup deploy, then a good and a failing deploy per strategy and repeat
         good += len(mitogen) * (1 + 2 * getattr(self.ctx, 'mitogen_reps', 0))
         bad = 2 * sum(self.ctx.recovery_reps_for(h) for h in self.ctx.recovery_hosts)
         bad += len(mitogen) * 2 * getattr(self.ctx, 'mitogen_reps', 0)
+        # the breakdown part: a setup deploy, a timed good deploy and a timed failing one
+        good += 2 * breakdown
+        bad += breakdown
         self.build_releases(good=good, bad=bad)
         self.fleet = Fleet(n, name=FLEET_NAME, base_dir=os.path.join(self.work, 'fleet'))
         self.fleet.up()

@@ -250,6 +250,46 @@ def mitogen_md(rows):
     return out + ['']
 
 
+def breakdown_md(d, callback=None):
+    cats = d['categories']
+    out = ['## 9. Where a call\'s time goes: the breakdown', '',
+           'Every module run on one fleet host (%s) during a good deploy, a failing deploy and its rollback, timed by '
+           'category on the host (`bench/breakdown_bench.py`: an interpreter wrapper notes the AnsiballZ payload\'s '
+           'size and a sitecustomize charges every moment of the run to the innermost category running, so a row\'s '
+           'categories add up to its time). Interpreter start: from the process\'s start to the first line of '
+           'Python that runs. Seconds, wall clock (waits included); one run each.' % d['host'], '',
+           '| call | module | payload KB | interpreter start | run | %s |' % ' | '.join(cats),
+           '| --- | --- | ---: | ---: | ---: |%s' % (' ---: |' * len(cats))]
+    for label, key in (('deploy', 'deploy'), ('failing deploy', 'failing_deploy'), ('rollback', 'rollback')):
+        for row in d.get(key) or []:
+            out.append('| %s: %s | %s | %s | %.3f | %.3f | %s |' % (
+                label, row['task'], row['module'], row['payload_kb'] if row['payload_kb'] is not None else 'n/a',
+                row['interpreter_start'], row['seconds'],
+                ' | '.join('%.3f' % row['categories'].get(c, 0.0) for c in cats)))
+    runs = (d.get('deploy') or []) + (d.get('failing_deploy') or []) + (d.get('rollback') or [])
+    total = sum(r['seconds'] + r['interpreter_start'] for r in runs)
+    if total:
+        sums = dict((c, sum(r['categories'].get(c, 0.0) for r in runs)) for c in cats)
+        sums['interpreter start'] = sum(r['interpreter_start'] for r in runs)
+        top = sorted(sums.items(), key=lambda kv: -kv[1])[:4]
+        out += ['', 'Over these %d runs (%.1f s on the host): %s.' % (
+            len(runs), total, ', '.join('%s %.1f s (%.0f%%)' % (k, v, 100.0 * v / total) for k, v in top))]
+    rollback = d.get('rollback') or []
+    if rollback:
+        main = max(rollback, key=lambda r: r['seconds'])
+        parts = sorted(main['categories'].items(), key=lambda kv: -kv[1])
+        out.append('The rollback call (%s, %.2f s plus %.2f s interpreter start): %s.' % (
+            main['task'], main['seconds'], main['interpreter_start'],
+            ', '.join('%s %.2f s' % kv for kv in parts if kv[1] >= 0.005)))
+    if callback and callback.get('profile'):
+        prof = callback['profile']
+        per_event = 1000.0 * prof['callback_seconds'] / max(prof['callback_calls'], 1)
+        out.append('On the controller, the callback spends %.2f ms per event it receives (%d events, %.2f s of a '
+                   '%.1f s run: the callback row).'
+                   % (per_event, prof['callback_calls'], prof['callback_seconds'], prof['wall_seconds']))
+    return out + ['']
+
+
 def traffic_md(d):
     out = ['## 7. Traffic: blue-green and switch-back', '',
            'One app host with two slots behind a real load balancer (Debian\'s HAProxy 2.6, runtime API; nginx 1.22, '
@@ -296,6 +336,8 @@ def markdown(results):
         out += self_revert_md(results['self_revert'])
     if results.get('mitogen'):
         out += mitogen_md(results['mitogen'])
+    if results.get('breakdown'):
+        out += breakdown_md(results['breakdown'], results.get('callback'))
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

@@ -106,6 +106,19 @@ def test_bench_smoke(tmp_path):
             _stat(mitogen[side][key])
             assert mitogen[side][key]['n'] == 1, (side, key)
     assert mitogen['deploy_ratio'] > 0 and mitogen['recovery_ratio'] > 0
+    # the breakdown: every transaction call of the deploy timed on the host, by category, the categories adding up
+    # to the call's time; the rollback call's restart under supervisor and the supervisorctl runs it started are seen
+    breakdown = results['breakdown']
+    calls = [r for r in breakdown['deploy'] if r['module'] == 'transaction']
+    for step in ('preflight', 'release', 'activate', 'verify', 'commit'):
+        assert any(('failsafe.deploy.%s :' % step) in r['task'] for r in calls), (step, calls)
+    for row in breakdown['deploy'] + breakdown['rollback']:
+        assert abs(sum(row['categories'].values()) - row['seconds']) < 0.01 + 0.01 * row['seconds'], row
+        assert row['interpreter_start'] >= 0
+    assert all(r['payload_kb'] > 0 and r['categories']['imports'] > 0 for r in calls)
+    undo = [r for r in breakdown['rollback'] if r['module'] == 'transaction']
+    assert undo and undo[0]['categories']['service layer (manager and waits)'] > 0
+    assert any(r['module'] == 'supervisorctl' for r in breakdown['rollback'])
 
     # blue-green and switch-back under load, behind HAProxy (a smoke run measures one load balancer)
     traffic = results['traffic']['drivers']
@@ -115,7 +128,7 @@ def test_bench_smoke(tmp_path):
     assert traffic['haproxy']['requests'] > 0 and traffic['haproxy']['rolling_served_new'] is True
 
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
-                  '## 5. Peak memory', '## 6. Commit confirmed', '## 8. Mitogen'):
+                  '## 5. Peak memory', '## 6. Commit confirmed', '## 8. Mitogen', '## 9. Where a call'):
         assert title in md
     # smoke output goes where it was asked, never over the committed results or the README's summary
     assert not os.path.samefile(str(out), os.path.join(ROOT, 'bench'))

@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import tempfile
 import time
 
@@ -97,6 +98,48 @@ def fsync_dir(path, best_effort=False):
         os.close(fd)
 
 
+def makedirs_durable(path, mode=0o777):
+    """os.makedirs that makes the directories it creates durable: each new directory's name is flushed in its
+    parent (an fsync of the parent after the mkdir), so that the files later made durable inside it are not lost
+    with it at a power cut. Missing parents are made with the default mode, the leaf with ``mode``, as os.makedirs
+    does. Returns the directories it created."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    made = []
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode if directory == missing[0] else 0o777)
+        except OSError as e:
+            if e.errno != errno.EEXIST or not os.path.isdir(directory):
+                raise
+            continue
+        made.append(directory)
+        fsync_dir(os.path.dirname(directory))
+    return made
+
+
+def fsync_tree(root):
+    """Flush every regular file and every directory below ``root`` (each directory after its entries): a tree
+    written without fsyncs (an unpacked archive) is on disk whole before it is renamed into place."""
+    for top, dummy, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(top, name)
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(top)
+
+
 def discard(path):
     """Remove the file or symlink ``path`` if it is there (a temporary that will not be used)."""
     try:
@@ -130,7 +173,10 @@ def atomic_write_bytes(path, data, mode=0o600, controller=False):
     """
     directory, prefix = _tmp_name(path, 'tmp')
     if not os.path.isdir(directory):
-        os.makedirs(directory, exist_ok=True)
+        if controller:
+            os.makedirs(directory, exist_ok=True)
+        else:
+            makedirs_durable(directory)
     fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
     with discarded_on_error(tmp):
         try:

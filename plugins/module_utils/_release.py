@@ -34,6 +34,8 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._errors import Fai
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     _crash_point,
     fsync_dir,
+    fsync_tree,
+    makedirs_durable,
     read_json,
     replace_symlink,
     write_json_atomic,
@@ -466,7 +468,7 @@ class ReleaseRoot:
 
     def save_ledger(self, ledger):
         if not os.path.isdir(self.ledger_dir):
-            os.makedirs(self.ledger_dir, 0o755)
+            makedirs_durable(self.ledger_dir, 0o755)
         write_json_atomic(self.ledger_path, ledger, mode=LEDGER_MODE)
 
     # directories ----------------------------------------------------------------------------------------------
@@ -541,11 +543,11 @@ class ReleaseRoot:
         for p in shared:
             shared_path = os.path.join(self.shared_dir, p)
             if not os.path.lexists(shared_path):
-                os.makedirs(shared_path, 0o755)
+                makedirs_durable(shared_path, 0o755)
             link = os.path.join(release_dir, p)
             parent = os.path.dirname(link)
             if not os.path.isdir(parent):
-                os.makedirs(parent, 0o755)
+                makedirs_durable(parent, 0o755)
             if not _is_within(os.path.realpath(parent), real_release):
                 raise ReleaseError('shared path %r: its parent directory in the release leads outside the release '
                                    'through a symlink' % p, shared=p, path=parent)
@@ -819,7 +821,7 @@ def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=Fals
 
     if changed and not check_mode:
         if not os.path.isdir(rr.releases_dir):
-            os.makedirs(rr.releases_dir, 0o755)
+            makedirs_durable(rr.releases_dir, 0o755)
         if extract:
             tmp = rr._temp_name(release_id, 'tmp')
             try:
@@ -830,6 +832,9 @@ def ensure_staged(rr, release_id, src, shared=None, force=False, check_mode=Fals
                 else:
                     copy_directory(src, tmp)
                 rr.link_shared(tmp, shared)
+                # The unpacked tree is written without fsyncs: on disk whole before its name is, or a power cut
+                # after the commit leaves a verified release of empty files (or none at all).
+                fsync_tree(tmp)
                 _crash_point('release.staged-tmp')
                 if exists:
                     old = rr._temp_name(release_id, 'old')

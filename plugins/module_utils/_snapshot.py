@@ -29,7 +29,8 @@ import time
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
-    _crash_point, atomic_write_bytes, discard, discarded_on_error, fsync_dir, read_json, write_json_atomic,
+    _crash_point, atomic_write_bytes, discard, discarded_on_error, fsync_dir, makedirs_durable, read_json,
+    write_json_atomic,
 )
 
 FORMAT = 1
@@ -287,12 +288,14 @@ class SnapshotStore(object):
         parent = os.path.dirname(self.root)
         if not os.path.isdir(parent):
             try:
-                os.makedirs(parent, 0o755)
+                makedirs_durable(parent, 0o755)
             except OSError as e:
                 raise SnapshotError('cannot create %s for the snapshot store: %s' % (parent, e.strerror), path=parent)
         for directory in (self.root, self.objects, self.manifests, self.tmp):
             try:
                 os.mkdir(directory, 0o700)
+                # its name durable in its parent: the manifests and objects flushed inside it depend on it
+                fsync_dir(os.path.dirname(directory))
             except OSError as e:
                 if e.errno != errno.EEXIST:
                     raise SnapshotError('cannot create snapshot store directory %s: %s' % (directory, e.strerror),

@@ -35,6 +35,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     _crash_point,
     dumps_json,
     fsync_dir,
+    makedirs_durable,
     read_json,
     write_json_atomic,
 )
@@ -173,7 +174,8 @@ class DeployState:
 
     def _ensure_dir(self):
         if not os.path.isdir(self.dir):
-            os.makedirs(self.dir, DIR_MODE)
+            # durable in its parent, or a power cut loses the journal with its directory
+            makedirs_durable(self.dir, DIR_MODE)
 
     def create_lock(self, lock):
         self._ensure_dir()

@@ -1441,6 +1441,17 @@ MUTANTS = [
         ],
         'covers': ['rule:commit-confirmed', 'rule:every-word-true'],
     },
+    {
+        'name': 'state-file-data-not-fsynced',
+        'breaks': 'the journal, the ledger and every state file are renamed into place without their data flushed: '
+                  'a power cut leaves them empty',
+        'file': 'plugins/module_utils/_atomic.py',
+        'old': '            os.fchmod(fd, mode)\n            os.fsync(fd)\n',
+        'new': '            os.fchmod(fd, mode)  # mutant: no fsync\n',
+        'tests': [
+            'tests/behaviour/test_powercut_crash.py::test_power_cut_at_crash_point[activate]',
+        ],
+    },
 ]
 
 
@@ -1523,6 +1534,7 @@ def mutant_env(scratch, venv, slot, args):
         'FAILSAFE_FLEET_SUBNET': '10.213.%d.0/24' % (args.subnet_base + slot),
         'FAILSAFE_MOLECULE_FLEET': '%sm%d' % (args.fleet_prefix, slot),
         'FAILSAFE_FAULT_FLEET': '%sx%d' % (args.fleet_prefix, slot),
+        'FAILSAFE_POWERCUT_FLEET': '%sp%d' % (args.fleet_prefix, slot),
     })
     return env
 

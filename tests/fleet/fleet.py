@@ -704,7 +704,9 @@ class Fleet:
             shutil.copy2(os.path.join(hdir, 'sshd', entry), os.path.join(run_sshd, entry))
         os.makedirs(os.path.join(hdir, 'run', 'sshd'), mode=0o755, exist_ok=True)
         q = shlex.quote
-        script = ['set -e', 'mount --bind %s %s' % (q(hdir), STAGING)]
+        # --rbind: a file system mounted below the host's folder (the power-cut filesystem of tests/powercut over
+        # srv/app and state) comes along into the host.
+        script = ['set -e', 'mount --rbind %s %s' % (q(hdir), STAGING)]
         # Machine folders under /root that the hosts need (the Python behind the controller's venv, when it lives
         # in root's home, as pyenv's does) are bound into the host's own /root before that is mounted.
         for shared, folder, rel in _shared_under_host_mounts(self.shared_paths):

@@ -59,6 +59,9 @@ class PowerCutMount:
         self.proc = None
         self.cuts = 0
 
+    def mounted(self):
+        return _mounted(self.mountpoint)
+
     @property
     def backing(self):
         return os.path.join(self.store, 'live')

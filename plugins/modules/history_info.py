@@ -96,6 +96,9 @@ deployments:
         - Transactions, newest first, each with C(txid), C(run_id), C(release), C(previous_release), C(status),
           C(opened_iso), C(closed_iso), C(duration) (seconds), C(steps) (names of the steps done), C(owner),
           C(reason) (of a rollback) and C(incident) (the incident id that rolled it back, or null).
+        - Each also has C(layers), the layers of its undo log in the order applied (C(kind), C(key) and C(stage):
+          the rollback stage, V(infra) for infrastructure applied first and undone last), and C(stages), the
+          rollback stages they need in the order a rollback undoes them.
       type: list
       elements: dict
     releases:
@@ -126,6 +129,8 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._argspec import state_argument_spec
+from ansible_collections.failsafe.deploy.plugins.module_utils._layers import STAGES
+from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import stage_of
 
 _INCIDENT = re.compile(r'\b(inc-[0-9A-Za-z]+T?[0-9A-Za-z]*-[0-9a-f]+)\b')
 _NAME = re.compile(r'^[A-Za-z0-9_.-]+$')
@@ -175,6 +180,16 @@ def _incident_of(txn):
     return None
 
 
+def _layers(txn):
+    """The undo log's layers in the order applied: kind, key and rollback stage."""
+    out = []
+    for entry in txn.get('layers') or ():
+        if isinstance(entry, dict) and entry.get('kind'):
+            kind = str(entry['kind'])
+            out.append({'kind': kind, 'key': entry.get('key') or kind, 'stage': stage_of(kind)})
+    return out
+
+
 def _transaction(txn):
     opened, closed = txn.get('opened'), txn.get('closed')
     outcome = txn.get('outcome') if isinstance(txn.get('outcome'), dict) else {}
@@ -189,6 +204,7 @@ def _transaction(txn):
         'steps': [s.get('step') for s in txn.get('steps') or () if isinstance(s, dict) and s.get('step')],
         'owner': txn.get('owner'), 'reason': outcome.get('reason'), 'incident': _incident_of(txn),
         'rolled_back_to': outcome.get('target'),
+        'layers': _layers(txn), 'stages': [s for s in STAGES if any(e['stage'] == s for e in _layers(txn))],
     }
 
 

@@ -137,6 +137,11 @@ def test_apply_then_rollback_restores_the_recorded_version_proven_by_an_empty_pl
     assert [r for r in after['resources'] if r['name'] == 'keep'][0]['instances'][0]['attributes']['id'] == keep_id
     assert _tf(tf, project, 'plan', '-detailed-exitcode', '-input=false').returncode == 0
     assert DeployState(p['state_dir'], 'infra').read_journal()['status'] == 'rolled_back'
+    # history_info shows the transaction's layer in the infra stage
+    from ansible_collections.failsafe.deploy.plugins.modules.history_info import deployment
+    txn = deployment(p['state_dir'], 'infra', None, 5, None, [])['transactions'][0]
+    assert txn['status'] == 'rolled_back' and txn['stages'] == ['infra']
+    assert txn['layers'] == [{'kind': 'terraform', 'key': 'terraform:' + project, 'stage': 'infra'}]
 
 
 def test_a_half_failed_apply_is_undone_to_the_recorded_version(site, tf, tmp_path):

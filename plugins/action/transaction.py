@@ -17,12 +17,13 @@ import socket
 
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._applied import fingerprint
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError, archive_size
-from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher, _settings
 
 CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
 # The activate role's templates (supervisor's files): found from the open phase too, which runs in another role.
@@ -97,6 +98,17 @@ def rollback_command(run_id, loader=None):
     extra['failsafe_rollback_run_id'] = run_id
     return _launcher.command_line(_launcher.operator_command(
         'failsafe.deploy.rollback', cliargs, extra_vars=extra, defaults=_launcher.config_defaults()))
+
+
+def confirm_alert(value, host):
+    """Where the host's own revert alerts (the module's confirm_alert): true takes this run's webhook (the
+    auto_rollback callback's), a dict is kept (the host's inventory name added), false or no webhook: None."""
+    if isinstance(value, dict):
+        return dict(value, host=value.get('host') or host) if value.get('webhook_url') else None
+    if value is None or not boolean(value, strict=False):
+        return None
+    url = _settings.run_webhook_url()
+    return {'webhook_url': url, 'host': host} if url else None
 
 
 def _user():
@@ -182,6 +194,8 @@ class ActionModule(ActionBase):
                 args['applied'] = self._applied(args, task_vars)
             args.pop('flags', None)
         cleanup = False
+        if phase == 'activate':
+            args['confirm_alert'] = confirm_alert(args.get('confirm_alert'), task_vars.get('inventory_hostname'))
         if phase == 'activate' and args.get('files'):
             args['files'] = [self._rendered(spec, task_vars) for spec in args['files']]
         try:

@@ -20,6 +20,12 @@ Files, per deployment name under the state directory::
                                  the module's temporary directory is gone when its task ends)
     <name>/confirm/<txid>.json   what the watchdog needs to roll back (mode 0600: checks may carry credentials)
     <name>/confirm/<txid>.log    the watchdog's output
+    <name>/confirm/<txid>.alert  where the watchdog alerts when it reverts (mode 0600: the webhook URL is a secret);
+                                 only while it is armed: removed at the commit, a rollback or the revert
+
+The revert alerts by itself (``confirm_alert``: the deploy's webhook channel): a JSON POST of event
+``self_reverted`` with an incident id of its own, sent by the watchdog with no controller alive. The facts say
+whether it was delivered (``alert``), so that the next run's report names the same incident instead of paging again.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -33,13 +39,18 @@ import fcntl
 import hashlib
 import importlib.machinery
 import io
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+import uuid
 import zipfile
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
@@ -65,6 +76,11 @@ STUB_PACKAGES = {
 }
 # What the rollback needs that the journal does not hold; copied from the activation's parameters.
 ROLLBACK_KEYS = ('state_dir', 'name', 'app_root', 'service', 'checks', 'check_defaults', 'restart')
+# The revert's own alert: seconds per attempt, attempts, and the pause before each further attempt.
+ALERT_TIMEOUT = 5.0
+ALERT_ATTEMPTS = 3
+ALERT_BACKOFF = (1.0, 3.0)
+ALERT_SOURCE = 'failsafe.deploy.watchdog'
 
 
 class ConfirmError(FailsafeError):
@@ -116,6 +132,10 @@ def _dir(ds):
 
 def _params_path(ds, txid):
     return os.path.join(_dir(ds), '%s.json' % txid)
+
+
+def _alert_path(ds, txid):
+    return os.path.join(_dir(ds), '%s.alert' % txid)
 
 
 def _update_confirm(ds, of_txid, **fields):
@@ -558,6 +578,98 @@ def _stop(confirm, ds):
                         stderr=subprocess.DEVNULL)
 
 
+# --- the revert's own alert -------------------------------------------------------------------------------------
+
+def alert_settings(p):
+    """Where the revert alerts (``confirm_alert``: the deploy's webhook channel), or None when it does not."""
+    alert = p.get('confirm_alert')
+    if not isinstance(alert, dict) or not alert.get('webhook_url'):
+        return None
+    return {'webhook_url': str(alert['webhook_url']), 'host': alert.get('host') or None,
+            'timeout': float(alert.get('timeout') or ALERT_TIMEOUT)}
+
+
+def _new_incident_id(t):
+    """The same form as the controller's incident ids: ``inc-<UTC yyyymmddTHHMMSSZ>-<8 hex>``."""
+    return 'inc-%s-%s' % (time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t)), uuid.uuid4().hex[:8])
+
+
+def alert_body(facts, settings, name):
+    """The JSON the revert posts: what the controller's alerts say (event, severity, incident, run, releases, host),
+    and the revert's own facts."""
+    ok = facts.get('outcome') == 'rolled_back'
+    host = (settings or {}).get('host') or socket.gethostname()
+    alert = facts.get('alert') or {}
+    verified = (facts.get('rollback') or {}).get('verified')
+    summary = '%s reverted release %s by itself (%s): %s' % (
+        host, facts.get('release'), facts.get('cause'),
+        'back on %s, restore proven' % (facts.get('previous_release') or 'no release') if ok and verified
+        else 'back on %s' % (facts.get('previous_release') or 'no release') if ok
+        else 'ITS ROLLBACK FAILED: %s' % facts.get('error'))
+    return {'event': 'self_reverted', 'severity': 'error' if ok else 'critical', 'time': round(time.time(), 3),
+            'at': iso(time.time()), 'incident_id': alert.get('incident_id'), 'run_id': facts.get('run_id'),
+            'releases': [facts.get('release')], 'previous_releases': [facts.get('previous_release')],
+            'host': host, 'hosts': [host], 'deployment': name, 'txid': facts.get('txid'),
+            'cause': facts.get('cause'), 'reason': facts.get('reason'), 'outcome': facts.get('outcome'),
+            'error': facts.get('error'), 'deadline': facts.get('deadline_iso'),
+            'reverted_at': facts.get('finished_iso'), 'verified': verified, 'summary': summary,
+            'source': ALERT_SOURCE}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would re-send the alert somewhere else: an error."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def post_alert(url, body, timeout=ALERT_TIMEOUT, attempts=ALERT_ATTEMPTS, backoff=ALERT_BACKOFF, sleep=time.sleep):
+    """POST ``body`` as JSON to ``url``, retrying connection errors, timeouts, 429 and 5xx (never another 4xx).
+    Returns ``{'status': delivered|failed, 'attempts', 'http_status', 'error'}``; never raises, never names the URL."""
+    data = json.dumps(body, sort_keys=True, default=str).encode('utf-8')
+    opener = urllib.request.build_opener(_NoRedirect())
+    error, status, tries = None, None, 0
+    for attempt in range(max(1, int(attempts))):
+        if attempt:
+            sleep(backoff[min(attempt - 1, len(backoff) - 1)])
+        tries += 1
+        retry = True
+        try:
+            request = urllib.request.Request(url, data=data, method='POST', headers={
+                'Content-Type': 'application/json', 'User-Agent': ALERT_SOURCE})
+            with opener.open(request, timeout=timeout) as response:
+                status = response.getcode()
+                response.read(65536)
+            if 200 <= status < 300:
+                return {'status': 'delivered', 'attempts': tries, 'http_status': status, 'error': None}
+            error = 'HTTP %s' % status
+        except urllib.error.HTTPError as exc:
+            status, error = exc.code, 'HTTP %s %s' % (exc.code, exc.reason)
+            retry = exc.code == 429 or 500 <= exc.code <= 599
+        except urllib.error.URLError as exc:
+            error = 'connection failed: %s' % (exc.reason,)
+        except Exception as exc:  # pylint: disable=broad-except
+            # never raise out of an alert
+            error = '%s: %s' % (type(exc).__name__, exc)
+        if not retry:
+            break
+    return {'status': 'failed', 'attempts': tries, 'http_status': status,
+            'error': (error or 'not delivered').replace(url, '<webhook>')}
+
+
+def _send_alert(ds, txid, settings, facts):
+    """Send the revert's alert (its incident id is in the facts already) and record the delivery in the facts."""
+    result = post_alert(settings['webhook_url'], alert_body(facts, settings, ds.name), timeout=settings['timeout'])
+    sent = time.time()
+    with host_lock(ds):
+        current = read_facts(ds) or {}
+        if current.get('txid') == txid:
+            current['alert'] = dict(current.get('alert') or {}, sent=sent, sent_iso=iso(sent), **result)
+            _write_facts(ds, current)
+            facts = current
+    return facts
+
+
 # --- arm, disarm, revert ------------------------------------------------------------------------------------------
 
 def arm(ds, p, journal, runner, check_mode=False, payload=None):
@@ -590,14 +702,21 @@ def arm(ds, p, journal, runner, check_mode=False, payload=None):
                 'payload': payload or _payload(ds), 'params': params}
         params_path = _params_path(ds, txid)
         write_json_atomic(params_path, data, mode=0o600)
+        settings = alert_settings(p)
+        if settings:
+            write_json_atomic(_alert_path(ds, txid), settings, mode=0o600)
+        else:
+            _unlink(_alert_path(ds, txid))
         record = {'txid': txid, 'state': 'armed', 'seconds': seconds, 'armed': now, 'armed_iso': iso(now),
-                  'deadline': deadline, 'deadline_iso': iso(deadline), 'mechanism': mechanism}
+                  'deadline': deadline, 'deadline_iso': iso(deadline), 'mechanism': mechanism,
+                  'alert': ['webhook'] if settings else []}
         _update_confirm(ds, txid, **record)
         try:
             where = _spawn(ds, txid, mechanism, seconds, params_path, runner, data['payload'])
         except Exception:
             _update_confirm(ds, txid, state='off')
             _unlink(params_path)
+            _unlink(_alert_path(ds, txid))
             raise
         record.update(where)
         _update_confirm(ds, txid, **where)
@@ -612,6 +731,7 @@ def disarm(ds, journal, state, why):
         return None
     _stop(confirm, ds)
     _unlink(_params_path(ds, confirm['txid']))
+    _unlink(_alert_path(ds, confirm['txid']))
     now = time.time()
     return _update_confirm(ds, confirm['txid'], state=state, why=why, ended=now, ended_iso=iso(now))
 
@@ -671,18 +791,38 @@ def check_confirmation(ds, journal, run_id, rollback):
             self_revert=facts, confirm=confirm)
 
 
-def revert(ds, txid, rollback, by='the watchdog'):
+def _take_alert_settings(ds, txid):
+    """The revert's alert settings of transaction txid, read and removed from the host (None when there are none)."""
+    try:
+        settings = read_json(_alert_path(ds, txid), default=None)
+    except ValueError:
+        settings = None
+    _unlink(_alert_path(ds, txid))
+    return settings if isinstance(settings, dict) and settings.get('webhook_url') else None
+
+
+def revert(ds, txid, rollback, by='the watchdog', alert=False):
     """At the deadline, under host_lock: roll back transaction txid with the engine's rollback unless it was
     confirmed or closed, record it in the journal and keep the facts. Returns the facts, or None when there was
-    nothing to revert. ``rollback``: the engine's guarded_rollback (passed in: the engine imports this module)."""
+    nothing to revert. ``rollback``: the engine's guarded_rollback (passed in: the engine imports this module).
+    ``alert``: the revert alerts by itself through the channels armed with it (the watchdog's revert; a late
+    confirmation's revert is reported by the run that confirmed late). Its settings leave the host either way."""
+    facts, settings = _revert(ds, txid, rollback, by)
+    if facts is not None and alert and settings:
+        facts = _send_alert(ds, txid, settings, facts)
+    return facts
+
+
+def _revert(ds, txid, rollback, by):
     from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
     with host_lock(ds):
+        settings = _take_alert_settings(ds, txid)
         journal = ds.read_journal() or {}
         confirm = journal.get('confirm') or {}
         armed = confirm.get('txid') == txid and confirm.get('state') == 'armed'
         if journal.get('txid') != txid or journal.get('status') != 'open' or not armed:
             _unlink(_params_path(ds, txid))
-            return None
+            return None, None
         try:
             data = read_json(_params_path(ds, txid), default=None)
         except ValueError:
@@ -690,7 +830,7 @@ def revert(ds, txid, rollback, by='the watchdog'):
         if not data:
             _update_confirm(ds, txid, state='revert_failed', error='the parameters file %s is missing'
                             % _params_path(ds, txid))
-            return None
+            return None, None
         started = time.time()
         why = '%s: the host reverted itself (deadline %s, by %s)' % (cause(confirm.get('seconds')),
                                                                      confirm.get('deadline_iso'), by)
@@ -719,11 +859,15 @@ def revert(ds, txid, rollback, by='the watchdog'):
                  'started_iso': iso(started), 'finished': finished, 'finished_iso': iso(finished),
                  'outcome': outcome, 'error': error, 'rollback': report, 'timeline': timeline,
                  'reported_by': None}
+        if settings and by == 'the watchdog':
+            # the incident is named before the alert leaves: a run that reads the facts meanwhile links to it
+            facts['alert'] = {'incident_id': _new_incident_id(finished), 'channels': ['webhook'],
+                              'status': 'sending', 'source': ALERT_SOURCE}
         _write_facts(ds, facts)
         _update_confirm(ds, txid, state='reverted' if outcome == 'rolled_back' else 'revert_failed',
                         ended=finished, ended_iso=iso(finished), outcome=outcome, error=error)
         _unlink(_params_path(ds, txid))
-    return facts
+    return facts, (settings if by == 'the watchdog' else None)
 
 
 def watch(params_path, rollback):
@@ -744,9 +888,13 @@ def watch(params_path, rollback):
     if not os.path.exists(params_path):
         return 0  # disarmed, or the state directory is gone
     ds = DeployState(data['params']['state_dir'], data['params']['name'])
-    facts = revert(ds, data['txid'], rollback)
+    facts = revert(ds, data['txid'], rollback, alert=True)
     if facts:
         sys.stdout.write('%s transaction %s: %s (%s)\n' % (iso(time.time()), data['txid'], facts['outcome'],
                                                            facts['reason']))
+        if facts.get('alert'):
+            sys.stdout.write('%s alert %s through %s: %s%s\n' % (
+                iso(time.time()), facts['alert'].get('incident_id'), ', '.join(facts['alert'].get('channels') or []),
+                facts['alert'].get('status'), ' (%s)' % facts['alert']['error'] if facts['alert'].get('error') else ''))
         return 0 if facts['outcome'] == 'rolled_back' else 1
     return 0

@@ -218,6 +218,18 @@ options:
     type: str
     choices: [auto, systemd, process]
     default: auto
+  confirm_alert:
+    description:
+      - Where the host's own revert alerts, with no controller alive. A dict with C(webhook_url) (the alert is a
+        JSON POST of event C(self_reverted) with an incident id of its own, retried on connection errors, 429 and
+        5xx), C(host) (the name the alert gives the host) and C(timeout) (seconds per attempt, 5 by default).
+      - V(true) (the activate role's default) takes the auto_rollback callback's webhook (its C(webhook_url), or
+        E(FAILSAFE_WEBHOOK_URL)) and the inventory name of the host; V(false) or null, no alert (the revert is
+        then only in the next run's report).
+      - The settings are kept on the host (mode 0600) only while the revert timer is armed, and removed at the
+        commit, a rollback or the revert. The revert's facts (C(self_reverted)) say the incident id and whether the
+        alert was delivered, so that the next run's report names the same incident and pages no one again.
+    type: raw
   keep_releases:
     description: Releases V(commit) keeps (never removing current or the last verified).
     type: int
@@ -382,7 +394,8 @@ self_reverted:
   description:
     - The facts of a transaction this host reverted by itself because nobody confirmed it in time, not reported by
       any run before this one (C(txid), C(run_id), C(release), C(cause), C(reason), C(outcome), C(timeline),
-      C(rollback)); null when there is none. V(open) reports it once. V(query) returns it while the transaction in
+      C(rollback), and C(alert) when the host alerted by itself: C(incident_id), C(channels), C(status) delivered
+      or failed, C(attempts), C(error), C(sent_iso)); null when there is none. V(open) reports it once. V(query) returns it while the transaction in
       the journal is the one the host reverted.
   returned: phase is open or query
   type: dict
@@ -494,6 +507,7 @@ def main():
             restart=dict(type='bool', default=True),
             confirm_timeout=dict(type='int', default=300),
             confirm_mechanism=dict(type='str', default='auto', choices=['auto', 'systemd', 'process']),
+            confirm_alert=dict(type='raw', no_log=True),
             keep_releases=dict(type='int', default=5),
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
@@ -526,6 +540,11 @@ def main():
             missing = [k for k in missing if k != 'app_root']
         if missing:
             module.fail_json(msg='phase=%s needs %s' % (phase, ', '.join(missing)))
+    if p.get('confirm_alert') in (True, False, 'true', 'false', 'True', 'False'):
+        p['confirm_alert'] = None  # the action plugin turns true into the callback's webhook; none here
+    elif p.get('confirm_alert') is not None and not (
+            isinstance(p['confirm_alert'], dict) and p['confirm_alert'].get('webhook_url')):
+        module.fail_json(msg='confirm_alert must be true, false or a dict with webhook_url')
     if p['confirm_timeout'] < 0:
         module.fail_json(msg='confirm_timeout must be 0 (off) or a number of seconds, not %s' % p['confirm_timeout'])
     for spec in p['files']:

@@ -452,6 +452,18 @@ def _seconds(value):
     return '-' if value is None else '%.2f s' % value
 
 
+def self_alert_words(alert):
+    """What a host's own revert alert did, in words: 'incident X, delivered (webhook) at T', or why not."""
+    if not isinstance(alert, dict) or not alert.get('incident_id'):
+        return 'no (no alert channel armed)'
+    channels = ', '.join(alert.get('channels') or []) or 'no channel'
+    if alert.get('status') == 'delivered':
+        return 'incident %s, delivered (%s) at %s' % (alert['incident_id'], channels, alert.get('sent_iso'))
+    if alert.get('status') == 'failed':
+        return 'incident %s, NOT delivered (%s): %s' % (alert['incident_id'], channels, alert.get('error'))
+    return 'incident %s, %s (%s)' % (alert['incident_id'], alert.get('status'), channels)
+
+
 def render_markdown(incident):
     """Render the incident dict as a Markdown report, outcome first."""
     summary = incident.get('summary') or {}
@@ -571,13 +583,15 @@ def render_markdown(incident):
         lines += ['## Hosts that reverted by themselves', '',
                   'Commit confirmed: nobody confirmed these transactions by their deadline, so each host rolled its '
                   'own back.', '',
-                  '| Host | Transaction | Release | Run | Cause | Deadline | Reverted at | Outcome | Restore proven |',
-                  '|---|---|---|---|---|---|---|---|---|']
+                  '| Host | Transaction | Release | Run | Cause | Deadline | Reverted at | Outcome | Restore proven '
+                  '| Alerted by the host |',
+                  '|---|---|---|---|---|---|---|---|---|---|']
         for host, facts in sorted(reverted.items()):
-            lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+            lines.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
                 _md(host), _md(facts.get('txid')), _md(facts.get('release')), _md(facts.get('run_id')),
                 _md(facts.get('cause')), _md(facts.get('deadline_iso')), _md(facts.get('finished_iso')),
-                _md(facts.get('outcome')), _md((facts.get('rollback') or {}).get('verified'))))
+                _md(facts.get('outcome')), _md((facts.get('rollback') or {}).get('verified')),
+                _md(self_alert_words(facts.get('alert')))))
         lines.append('')
 
     lines += ['## Alerts', '', '| Event | Sent at | Spool | Webhook |', '|---|---|---|---|']

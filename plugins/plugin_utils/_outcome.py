@@ -54,6 +54,14 @@ def quiet_end(run, ladder, alerted, self_reverted):
     return end
 
 
+def linked_incident(self_reverted):
+    """The incident a host's own revert already alerted (``self_reverted``: {host: the facts it kept}), that the
+    run reporting it names instead of a new one: the earliest delivered one, else None (then nobody was paged)."""
+    alerts = [facts.get('alert') or {} for facts in (self_reverted or {}).values()]
+    alerted = sorted(a['incident_id'] for a in alerts if a.get('status') == 'delivered' and a.get('incident_id'))
+    return alerted[0] if alerted else None
+
+
 def rollback_scope(run, mode, interrupted=None):
     """(scope, what): the hosts to roll back under ``rollback_scope`` ``mode`` and what happened, in words. A run
     ``interrupted`` (why, in words) also rolls back every host whose transaction is still open."""

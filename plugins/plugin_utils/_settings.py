@@ -14,6 +14,8 @@ that cannot work is reported through ``warn``, never raised.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import os
+
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _probes
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import (
     AlertDispatcher, SpoolSender, WebhookSender)
@@ -26,6 +28,17 @@ CHANNEL_SETTINGS = {'pagerduty': 'FAILSAFE_PAGERDUTY_ROUTING_KEY', 'slack': 'FAI
                     'apprise': 'FAILSAFE_APPRISE_URLS', 'stakeholders': 'FAILSAFE_STAKEHOLDER_EMAIL_TO',
                     'stakeholders_slack': 'FAILSAFE_STAKEHOLDER_SLACK_WEBHOOK_URL'}
 CHANNEL_SECRETS = ('pagerduty_routing_key', 'slack_webhook_url', 'teams_webhook_url', 'apprise_urls')
+
+
+# The webhook of the auto_rollback callback of this run (set when it loads its options, before the workers fork):
+# the activation hands it to the host's revert watchdog, which alerts through it by itself.
+RUN_WEBHOOK = {}
+
+
+def run_webhook_url(environ=None):
+    """The webhook URL the alerts of this run go to: the callback's ``webhook_url``, else FAILSAFE_WEBHOOK_URL."""
+    return RUN_WEBHOOK.get('url') or (environ if environ is not None else os.environ).get('FAILSAFE_WEBHOOK_URL') \
+        or None
 
 
 def float_option(value, default):

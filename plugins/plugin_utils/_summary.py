@@ -197,7 +197,16 @@ def failed_banner(incident_id, reason, way_out=None):
 
 def self_revert_warning(host, facts):
     """The warning for a host that reverted a transaction by itself (commit confirmed): ``facts`` it kept."""
-    return '%s reverted transaction %s (release %s, run %s) by itself at %s: %s; %s' % (
+    alert = facts.get('alert') or {}
+    if alert.get('status') == 'delivered':
+        heard = '; the host alerted it itself as incident %s at %s (not paged again)' % (
+            alert.get('incident_id'), alert.get('sent_iso'))
+    elif alert.get('incident_id'):
+        heard = '; the host\'s own alert (incident %s) was NOT delivered: %s' % (
+            alert.get('incident_id'), alert.get('error'))
+    else:
+        heard = ''
+    return '%s reverted transaction %s (release %s, run %s) by itself at %s: %s; %s%s' % (
         host, facts.get('txid'), facts.get('release'), facts.get('run_id'), facts.get('finished_iso'),
         facts.get('cause'), 'restore proven' if facts.get('outcome') == 'rolled_back'
-        else 'ITS ROLLBACK FAILED: %s' % facts.get('error'))
+        else 'ITS ROLLBACK FAILED: %s' % facts.get('error'), heard)

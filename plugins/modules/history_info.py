@@ -96,7 +96,7 @@ deployments:
         - Transactions, newest first, each with C(txid), C(run_id), C(release), C(previous_release), C(status),
           C(opened_iso), C(closed_iso), C(duration) (seconds), C(steps) (names of the steps done), C(owner),
           C(reason) (of a rollback) and C(incident) (the incident id that rolled it back, or null).
-        - Each also has C(layers), the layers of its undo log in the order applied (C(kind), C(key) and C(stage):
+        - Each also has C(layers), the layers of its undo log in the order applied (C(kind), C(key) and C(stage),
           the rollback stage, V(infra) for infrastructure applied first and undone last), and C(stages), the
           rollback stages they need in the order a rollback undoes them.
       type: list

@@ -4,27 +4,85 @@
 """Private database servers for the tests and the bench: a PostgreSQL 15 cluster (initdb in a scratch directory,
 pg_ctl start on a unix socket and a free port, run as the ``postgres`` OS user) and a MariaDB server (its own
 datadir and socket, run as ``mysql``, no network). Never a system service: each session starts its own and stops
-it. Both need root (to run the servers as their own users); scripts/db-prereqs.sh installs MariaDB."""
+it. Both need root (to run the servers as their own users); scripts/db-prereqs.sh installs MariaDB.
+
+The unit tests share one server of each engine per test process through ``shared()``, each test in a database of its
+own (see tests/process_shared.py)."""
 
 import glob
+import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 
 # relative: the bench imports this module as tests.dbservers beside a copy of the collection without its tests
+from . import process_shared
 from .helpers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def server_scope(fixture_name, config):  # pylint: disable=unused-argument
-    """The scope of a fixture that starts a server (pytest's dynamic scope): a module's tests share one, except when
-    each test runs in a fork of its own (ansible-test units loads its ansible_forked plugin), where a fork ends
-    without the teardown of module fixtures and every server it started would be left running."""
-    return 'function' if 'ansible_forked' in os.environ.get('PYTEST_PLUGINS', '') else 'module'
+def session_end():
+    """Stops every server the tests of this test process started (its pytest_sessionfinish, where none of its tests
+    runs any more)."""
+    base = os.environ.get(process_shared.ENV)
+    for kind, cls in sorted(_KINDS.items()):
+        state = os.path.join(base, kind + '.json') if base else ''
+        if state and os.path.exists(state):
+            with open(state) as handle:
+                cls.from_state(json.load(handle)).stop()
+            os.unlink(state)
+
+
+def shared(kind):
+    """The running server of ``kind`` ('postgres' or 'mariadb') that the tests of this test process share (see
+    tests/process_shared.py: under ansible-test units each test runs in a fork, and a server per test cost seconds
+    of initdb or mariadb-install-db each time), started by the first test that needs it (again if a test left it
+    dead); it outlives the fork and session_end stops it. Each test makes its own database in it (``createdb``)."""
+    base = process_shared.directory()
+    if not base:
+        raise RuntimeError('no directory for the shared database servers (%s): tests/unit/conftest.py names it '
+                           'when pytest starts' % process_shared.ENV)
+    cls = _KINDS[kind]
+    state = os.path.join(base, kind + '.json')
+    with process_shared.Lock(kind):
+        if os.path.exists(state):
+            with open(state) as handle:
+                server = cls.from_state(json.load(handle))
+            if server.running():
+                return server
+            server.stop()
+            os.unlink(state)
+        server = cls().start()
+        with open(state + '.tmp', 'w') as handle:
+            json.dump(server.state(), handle)
+        os.rename(state + '.tmp', state)
+        return server
+
+
+def _alive(pid):
+    """Whether process ``pid`` runs (a zombie does not: it is reaped if it is this process's child)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (OSError, IndexError):
+        return False
+
+
+def _pid_from(path):
+    try:
+        with open(path) as handle:
+            return int(handle.readline().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def pg_bin():
@@ -33,10 +91,19 @@ def pg_bin():
 
 
 def ensure_prereqs():
-    """Install MariaDB and sqitch through the project's own script (root only). Returns an error or None."""
+    """Install MariaDB and sqitch through the project's own script (root only). Returns an error or None. Once it
+    succeeded in a test process that shares its servers, its tests need not run it again."""
+    base = process_shared.directory()
+    done = os.path.join(base, 'db-prereqs.ok') if base else None
+    if done and os.path.exists(done):
+        return None
     proc = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'db-prereqs.sh')], capture_output=True, text=True,
                           check=False)
-    return None if proc.returncode == 0 else (proc.stderr or proc.stdout).strip()
+    if proc.returncode != 0:
+        return (proc.stderr or proc.stdout).strip()
+    if done:
+        open(done, 'w').close()
+    return None
 
 
 def _scratch(owner):
@@ -56,6 +123,21 @@ class Postgres(object):
         self.data = os.path.join(self.base, 'data')
         self.port = free_port()
         self.log = os.path.join(self.base, 'server.log')
+
+    def state(self):
+        return {'bin': self.bin, 'base': self.base, 'port': self.port}
+
+    @classmethod
+    def from_state(cls, state):
+        server = cls.__new__(cls)
+        server.bin, server.base, server.port = state['bin'], state['base'], state['port']
+        server.data = os.path.join(server.base, 'data')
+        server.log = os.path.join(server.base, 'server.log')
+        return server
+
+    def running(self):
+        pid = _pid_from(os.path.join(self.data, 'postmaster.pid'))
+        return pid is not None and _alive(pid)
 
     def _as_pg(self, argv, **kw):
         return subprocess.run(['runuser', '-u', 'postgres', '--'] + argv, capture_output=True, text=True, check=False, **kw)
@@ -89,7 +171,12 @@ class Postgres(object):
         return res.stdout.strip()
 
     def createdb(self, name):
-        self.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+        """A new empty database ``name``: dropped first with the layer's backup copies of it (``<name>__failsafe_*``),
+        which an earlier test of the same name may have left in a shared server."""
+        old = self.psql("SELECT datname FROM pg_database WHERE datname = '%s' OR starts_with(datname, '%s__failsafe_')"
+                        % (name, name)).splitlines()
+        for datname in old:
+            self.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % datname)
         self.psql('CREATE DATABASE "%s"' % name)
 
 
@@ -106,6 +193,27 @@ class MariaDB(object):
         os.mkdir(self.tmp)
         os.chown(self.tmp, pwd.getpwnam('mysql').pw_uid, pwd.getpwnam('mysql').pw_gid)
         self.proc = None
+
+    def state(self):
+        return {'base': self.base}
+
+    @classmethod
+    def from_state(cls, state):
+        server = cls.__new__(cls)
+        server.base = state['base']
+        server.data = os.path.join(server.base, 'data')
+        server.socket = os.path.join(server.base, 'mysqld.sock')
+        server.log = os.path.join(server.base, 'server.log')
+        server.tmp = os.path.join(server.base, 'tmp')
+        server.proc = None
+        return server
+
+    def _pid(self):
+        return _pid_from(os.path.join(self.base, 'mysqld.pid'))
+
+    def running(self):
+        pid = self._pid()
+        return pid is not None and _alive(pid)
 
     def start(self):
         res = subprocess.run(['mariadb-install-db', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
@@ -137,6 +245,16 @@ class MariaDB(object):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        elif self.proc is None:
+            # started by another process (a forked test): known by its pid file only
+            pid = self._pid()
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.time() + 30
+                while _alive(pid) and time.time() < deadline:
+                    time.sleep(0.1)
+                if _alive(pid):
+                    os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def options(self, database):
@@ -152,3 +270,6 @@ class MariaDB(object):
 
     def createdb(self, name):
         self.sql('DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`' % (name, name))
+
+
+_KINDS = {'postgres': Postgres, 'mariadb': MariaDB}

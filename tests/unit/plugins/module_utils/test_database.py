@@ -30,27 +30,25 @@ from ansible_collections.failsafe.deploy.tests import dbservers
 from ansible_collections.failsafe.deploy.tests.requires import require, require_root
 
 
-@pytest.fixture(scope=dbservers.server_scope)
+# The servers are shared by the tests of a test process (started by the first test that needs one, stopped when the
+# session ends: tests/unit/conftest.py); each test makes a database of its own in them (Db, createdb).
+@pytest.fixture
 def pg():
     require_root('PostgreSQL tests need root (the cluster runs as the postgres OS user)')
     if not dbservers.pg_bin():
         error = dbservers.ensure_prereqs()
         require(dbservers.pg_bin(), 'no PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb) after '
                 'scripts/db-prereqs.sh: %s' % error)
-    server = dbservers.Postgres().start()
-    yield server
-    server.stop()
+    return dbservers.shared('postgres')
 
 
-@pytest.fixture(scope=dbservers.server_scope)
+@pytest.fixture
 def maria():
     require_root('MariaDB tests need root (the server runs as the mysql OS user)')
     error = dbservers.ensure_prereqs()
     if error:
         pytest.fail('scripts/db-prereqs.sh failed: %s' % error)
-    server = dbservers.MariaDB().start()
-    yield server
-    server.stop()
+    return dbservers.shared('mariadb')
 
 
 class Db(object):
@@ -82,6 +80,10 @@ class Db(object):
         if self.engine == 'postgresql':
             return self.server.psql(text, self.name)
         return self.server.sql(text, self.name).replace('\t', '|')
+
+    def server_sql(self, text):
+        """A query about the server (its locks, its sessions) answered by the server's own database."""
+        return self.server.psql(text) if self.engine == 'postgresql' else self.server.sql(text)
 
     def tables(self):
         if self.engine == 'sqlite':
@@ -282,8 +284,18 @@ def test_a_second_run_holding_the_lock_is_refused(db, tmp_path):
                                    '-e', "SELECT GET_LOCK('failsafe.deploy:%s', 0), SLEEP(60)" % db.name])
     try:
         if holder is not None:
-            import time
-            time.sleep(1.5)
+            # the second run must start only once the holder has the lock: waited for, not slept for (a loaded
+            # machine may take seconds to start the client)
+            if db.engine == 'postgresql':
+                held = ("SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                        "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = '%s'" % db.name)
+            else:
+                held = "SELECT IS_USED_LOCK('failsafe.deploy:%s') IS NOT NULL" % db.name
+            deadline = time.monotonic() + 60
+            while db.server_sql(held) in ('0', ''):
+                assert holder.poll() is None, 'the lock holder exited'
+                assert time.monotonic() < deadline, 'the lock holder never took the lock'
+                time.sleep(0.1)
         with pytest.raises(FailsafeError, match='another migration run holds the lock'):
             engine.apply_phase(dict(p, layer=layer(db, release(db.tmp, 'r2', GOOD), backup='none')), _run)
         assert db.columns('items') == ['id', 'name']

@@ -160,17 +160,16 @@ def sqitch_release(tmp_path, rid, changes):
     return str(directory)
 
 
-@pytest.fixture(scope=dbservers.server_scope)
+@pytest.fixture
 def pg():
+    """The PostgreSQL cluster the tests of this test process share (tests/unit/conftest.py stops it)."""
     require_root('PostgreSQL tests need root (the cluster runs as the postgres OS user)')
     error = dbservers.ensure_prereqs()
     require(dbservers.pg_bin(), 'no PostgreSQL binaries (/usr/lib/postgresql/*/bin/initdb) after '
             'scripts/db-prereqs.sh: %s' % error)
     if error:
         pytest.fail('scripts/db-prereqs.sh failed: %s' % error)
-    server = dbservers.Postgres().start()
-    yield server
-    server.stop()
+    return dbservers.shared('postgres')
 
 
 def test_a_sqitch_project_deploys_fails_and_rolls_back_to_the_change_recorded_before(pg, tmp_path):

@@ -24,6 +24,7 @@ from ansible.template import trust_as_template
 from ansible_collections.failsafe.deploy.plugins.module_utils._applied import fingerprint
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError, archive_size
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher, _settings
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._build import build_of, playbook_directory
 
 CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
 # The activate role's templates (supervisor's files): found from the open phase too, which runs in another role.
@@ -173,6 +174,18 @@ class ActionModule(ActionBase):
         except (ReleaseError, OSError):
             return None
 
+    def _build(self, args, task_vars):
+        """The build this deploy runs, for the open phase to record in the journal: the sha256 of the release
+        archive on the controller (the host hashes one already there, remote_src), this collection's version and
+        the git commit of the directory of the playbook this run was started with."""
+        local = None
+        if args.get('src') and not args.get('remote_src'):
+            try:
+                local = self._find_needle('files', args['src'])
+            except AnsibleError:
+                local = None
+        return build_of(archive=local, playbook_dir=playbook_directory(task_vars.get('playbook_dir')))
+
     def run(self, tmp=None, task_vars=None):
         if task_vars is None:
             task_vars = dict()
@@ -192,6 +205,8 @@ class ActionModule(ActionBase):
                     args['src_size'] = size
             if args.get('release') and not args.get('applied'):
                 args['applied'] = self._applied(args, task_vars)
+            if args.get('release') and not args.get('build'):
+                args['build'] = self._build(args, task_vars)
             args.pop('flags', None)
         cleanup = False
         if phase == 'activate':

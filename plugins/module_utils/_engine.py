@@ -40,7 +40,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.release impo
 from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.service import ServiceLayer
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import (
     ReleaseError, ReleaseRoot, archive_size, check_archive_size, ensure_absent, ensure_active, ensure_pruned,
-    ensure_query as release_query, ensure_staged, ensure_verified, validate_release_id,
+    ensure_query as release_query, ensure_staged, ensure_verified, sha256_file, validate_release_id,
 )
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import SnapshotStore
 from ansible_collections.failsafe.deploy.plugins.module_utils._undone import layer_words, summary
@@ -235,8 +235,9 @@ def release_service(app_root, release):
 
 def _remember(rr, release, **fields):
     """Record in the ledger, in one write, what a verified release runs with besides its code: ``service`` (the
-    settings a later rollback to it starts its service with when it is not running) and ``applied`` (checksums of
-    its configuration, service and flag settings, which a later run of the same release compares its own with).
+    settings a later rollback to it starts its service with when it is not running), ``applied`` (checksums of
+    its configuration, service and flag settings, which a later run of the same release compares its own with) and
+    ``build`` (the archive checksum, collection version and playbook commit the journal recorded).
     Fields given as None are left alone."""
     fields = dict((key, value) for key, value in fields.items() if value)
     ledger = rr.load_ledger()
@@ -538,6 +539,16 @@ def _deploy_needed(p, ledger, current):
     return bool(p.get('force')) or current != p['release'] or entry.get('state') != 'verified'
 
 
+def build_of(p):
+    """Which build this run deploys (``build``, from the action plugin), with the sha256 of an archive that is
+    already on this host (``remote_src``) when the controller could not hash it; None when nothing is known."""
+    build = dict(p.get('build') or {})
+    src = p.get('src')
+    if not build.get('archive_sha256') and p.get('remote_src') and src and os.path.isfile(src):
+        build['archive_sha256'] = sha256_file(src)
+    return build if any(v is not None for v in build.values()) else None
+
+
 def applied_of(p):
     """What this run applies besides the release (checksums, see _applied): ``applied`` as the action plugin
     computed it from the rendered files, else computed from ``files``, ``directories``, ``service`` and ``flags``."""
@@ -716,7 +727,7 @@ def open_phase(p, run, check_mode=False, warn=None):
         opened = ensure_open(ds, run_id, p['release'], current, p['app_root'],
                              snapshots={'files': record['snapshot']} if record else None, owner=p.get('owner'),
                              controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn,
-                             layers=layers, data=data)
+                             layers=layers, data=data, build=build_of(p))
         if changes:
             result['msg'] = ('%sRelease %s is active and verified on this host, but its configuration changed '
                              '(%s): %s the configuration change of release %s as a transaction.'
@@ -979,7 +990,7 @@ def commit_phase(p, check_mode=False):
     ours = journal.get('run_id') == p['run_id']
     if ours and not check_mode:
         _remember(rr, p['release'], service=recorded_service(layers_of(journal)),
-                  applied=(journal.get('data') or {}).get('applied'))
+                  applied=(journal.get('data') or {}).get('applied'), build=journal.get('build'))
     config_change = ours and is_config_change(journal, p['release'])
     closed = ensure_closed(ds, 'committed', p['run_id'], check_mode=check_mode, release=p['release'])
     pruned = ensure_pruned(rr, keep=p.get('keep_releases', 5), check_mode=check_mode)
@@ -1009,10 +1020,69 @@ def commit_message(release, run_id, check_mode=False, config_change=False):
 # The commit, every rollback and the host's own revert at its deadline exclude each other on the host
 # (_confirm.host_lock): exactly one of them decides how a transaction ends.
 
+LAST_VERIFIED = 'last_verified'
+
+
+def _build_words(release, build):
+    words = ['release %s' % release]
+    if isinstance(build, dict) and build.get('archive_sha256'):
+        words.append('archive sha256 %s' % build['archive_sha256'])
+    return ', '.join(words)
+
+
+def resolve_rollback_to(p, ds):
+    """A rollback to a build named by ``rollback_to`` (V(last_verified), a release id or the start of an archive
+    sha256): the committed transaction in the journal whose undo goes back to that build becomes the one to undo
+    (as with its ``rollback_run_id``). Returns (params, None), or (params, result) when the host already runs that
+    build. Refuses, before anything changes, a name that is not the build before the last committed deploy."""
+    wanted = p.get('rollback_to')
+    if not wanted:
+        return p, None
+    journal = ds.read_journal() or {}
+    status = journal.get('status')
+    if status in ('open', 'rollback_failed'):
+        # an unfinished transaction: its rollback goes back to the last verified build anyway
+        return p, None
+    app_root = journal.get('app_root') or p.get('app_root')
+    ledger = ReleaseRoot(app_root).load_ledger() if app_root else {'releases': {}}
+
+    def matches(release):
+        if not release:
+            return False
+        entry = ledger['releases'].get(release) or {}
+        if wanted == LAST_VERIFIED:
+            return entry.get('state') == 'verified'
+        sha = str((entry.get('build') or {}).get('archive_sha256') or '')
+        return wanted == release or (len(wanted) >= 12 and sha.startswith(wanted.lower()))
+
+    current = ReleaseRoot(app_root).read_current() if app_root else None
+    if status == 'committed':
+        target = journal.get('previous_release')
+        if matches(target) and target != journal.get('release'):
+            return dict(p, rollback_run_id=journal.get('run_id')), None
+    if (wanted != LAST_VERIFIED and matches(current)) or (
+            wanted == LAST_VERIFIED and status != 'committed' and current and ledger.get('last_verified') == current):
+        return p, {'changed': False, 'nothing_to_undo': True, 'journal': journal,
+                   'msg': 'This host already runs the build %s asked for (%s): nothing to roll back.'
+                          % (wanted, _build_words(current, (ledger['releases'].get(current) or {}).get('build')))}
+    target = journal.get('previous_release') if status == 'committed' else None
+    raise EngineError(
+        'Cannot roll back to %s on this host: the last deploy in its journal (release %s, run %s, %s) %s. Nothing '
+        'was changed.' % (
+            'the last verified build' if wanted == LAST_VERIFIED else 'build %s' % wanted, journal.get('release'),
+            journal.get('run_id'), status or 'no journal',
+            ('goes back to %s' % _build_words(target, (ledger['releases'].get(target) or {}).get('build')))
+            if target else 'has no verified build before it to go back to'),
+        journal=journal or None, current_release=current)
+
+
 def guarded_rollback(p, run, check_mode=False):
     """rollback() with the host's revert timer disarmed first, under the host lock. With nothing to undo because
     the host reverted the transaction by itself, the result says so (``self_revert``)."""
     ds = _ds(p)
+    p, done = resolve_rollback_to(p, ds)
+    if done is not None:
+        return done
     if check_mode:
         return rollback(p, run, check_mode)
     with _confirm.host_lock(ds):

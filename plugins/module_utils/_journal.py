@@ -48,7 +48,8 @@ HISTORY_TAIL = 5
 _TAIL_BYTES = 256 * 1024
 
 # The keys of failsafe_transaction, which the auto_rollback callback reads.
-TRANSACTION_KEYS = ('txid', 'run_id', 'name', 'state_dir', 'release', 'previous_release', 'app_root', 'status')
+TRANSACTION_KEYS = ('txid', 'run_id', 'name', 'state_dir', 'release', 'previous_release', 'app_root', 'status',
+                    'build')
 
 
 class JournalError(FailsafeError):
@@ -387,7 +388,8 @@ def _planned(ds, result, journal, lock):
 
 
 def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, snapshots=None, data=None,
-                owner=None, controller=None, pid=None, force=False, check_mode=False, warn=None, layers=None):
+                owner=None, controller=None, pid=None, force=False, check_mode=False, warn=None, layers=None,
+                build=None):
     if warn is None:
         warn = _no_warn
     t = time.time()
@@ -421,6 +423,9 @@ def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, 
         'pid': pid,
         'data': dict(data or {}), 'status_history': [{'status': 'open', 'time': t, 'iso': iso(t)}],
     }
+    if build:
+        # which build the transaction deploys (archive checksum, collection version, playbook commit)
+        new['build'] = dict(build)
     if layers is not None:
         # the undo log of the transaction engine: only the layers listed (and those recorded later) are undone
         new['layers'] = list(layers)

@@ -88,6 +88,12 @@ deployments:
     last_verified:
       description: The release the ledger last verified, or null.
       type: str
+    last_verified_build:
+      description:
+        - The build of that release as its commit recorded it (C(archive_sha256), C(collection_version),
+          C(playbook_commit), C(playbook_dirty)), or null.
+      type: dict
+      version_added: 0.1.0
     last_success:
       description: The newest committed transaction (C(release), C(txid), C(run_id), C(closed), C(closed_iso)), or null.
       type: dict
@@ -95,7 +101,9 @@ deployments:
       description:
         - Transactions, newest first, each with C(txid), C(run_id), C(release), C(previous_release), C(status),
           C(opened_iso), C(closed_iso), C(duration) (seconds), C(steps) (names of the steps done), C(owner),
-          C(reason) (of a rollback) and C(incident) (the incident id that rolled it back, or null).
+          C(reason) (of a rollback), C(incident) (the incident id that rolled it back, or null) and C(build) (the
+          build it deployed, C(archive_sha256), C(collection_version), C(playbook_commit) and C(playbook_dirty), as
+          its journal recorded it; null for a transaction that recorded none).
         - Each also has C(layers), the layers of its undo log in the order applied (C(kind), C(key) and C(stage),
           the rollback stage, V(infra) for infrastructure applied first and undone last), and C(stages), the
           rollback stages they need in the order a rollback undoes them.
@@ -104,7 +112,8 @@ deployments:
     releases:
       description:
         - Releases of the ledger, newest activity first, each with C(release), C(state), C(staged_iso),
-          C(activated_iso), C(verified_iso), C(failed_iso) and C(reason).
+          C(activated_iso), C(verified_iso), C(failed_iso), C(reason) and C(build) (the build its last commit
+          recorded, or null).
       type: list
       elements: dict
     incidents:
@@ -205,6 +214,7 @@ def _transaction(txn):
         'owner': txn.get('owner'), 'reason': outcome.get('reason'), 'incident': _incident_of(txn),
         'rolled_back_to': outcome.get('target'),
         'layers': _layers(txn), 'stages': [s for s in STAGES if any(e['stage'] == s for e in _layers(txn))],
+        'build': txn.get('build') if isinstance(txn.get('build'), dict) else None,
     }
 
 
@@ -218,11 +228,17 @@ def _releases(ledger, only):
         latest = max([t for t in times if isinstance(t, (int, float))] or [0])
         out.append({'release': release, 'state': entry.get('state'), 'staged_iso': entry.get('staged_iso'),
                     'activated_iso': entry.get('activated_iso'), 'verified_iso': entry.get('verified_iso'),
-                    'failed_iso': entry.get('failed_iso'), 'reason': entry.get('reason'), '_latest': latest})
+                    'failed_iso': entry.get('failed_iso'), 'reason': entry.get('reason'),
+                    'build': entry.get('build') if isinstance(entry.get('build'), dict) else None, '_latest': latest})
     out.sort(key=lambda r: r['_latest'], reverse=True)
     for entry in out:
         entry.pop('_latest')
     return out
+
+
+def _build_of(ledger, release):
+    entry = ((ledger.get('releases') or {}).get(release) or {}) if release else {}
+    return entry.get('build') if isinstance(entry, dict) and isinstance(entry.get('build'), dict) else None
 
 
 def deployment(state_dir, name, app_root, limit, only, skipped):
@@ -261,6 +277,7 @@ def deployment(state_dir, name, app_root, limit, only, skipped):
         'locked_by': locked_by,
         'current_release': ledger.get('current') if isinstance(ledger, dict) else None,
         'last_verified': ledger.get('last_verified') if isinstance(ledger, dict) else None,
+        'last_verified_build': _build_of(ledger, ledger.get('last_verified')) if isinstance(ledger, dict) else None,
         'last_success': dict((k, success.get(k)) for k in ('release', 'txid', 'run_id', 'closed_iso'))
         if success else None,
         'transactions': shown, 'releases': _releases(ledger, only), 'incidents': incidents, 'counts': counts,

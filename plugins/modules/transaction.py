@@ -63,8 +63,8 @@ extends_documentation_fragment:
   - failsafe.deploy.health_check.checks
 attributes:
   action:
-    details: The action plugin adds the controller's host name and process id to V(open), takes over the lock of
-      a run that died on this controller, and uploads O(src) for V(stage).
+    details: The action plugin adds the controller's host name and process id and the build (O(build)) to V(open),
+      takes over the lock of a run that died on this controller, and uploads O(src) for V(stage).
   check_mode:
     details: Every phase plans and reports what it would do. V(verify) reports which checks a real run would make.
   diff_mode:
@@ -182,6 +182,18 @@ options:
         sends only the checksums. Computed on the host from O(files), O(directories) and O(service) when not given.
     type: dict
     version_added: 0.1.0
+  build:
+    description:
+      - Which build this deploy runs, recorded by V(open) in the journal (C(build)) and by V(commit) in the ledger
+        entry of the verified release; the history, the reports and the alerts show it. Keys C(archive_sha256)
+        (the sha256 of the release archive), C(collection_version) (of failsafe.deploy), C(playbook_commit) (the git
+        commit of the checkout that holds the playbook the run was started with, or, for a collection playbook run
+        by name, the directory it was started in) and C(playbook_dirty) (tracked files differ from
+        that commit).
+      - The action plugin computes it at V(open) on the controller. With O(remote_src=true), V(open) hashes the
+        archive O(src) on the host.
+    type: dict
+    version_added: 0.1.0
   directories:
     description: Directories V(activate) creates (mode 0755) when missing.
     type: list
@@ -241,6 +253,17 @@ options:
   rollback_run_id:
     description: V(rollback) also undoes the committed transaction of this run.
     type: str
+  rollback_to:
+    description:
+      - V(rollback) goes back to this build, named as V(last_verified) (the verified release before the last
+        committed deploy in the journal), a release id, or the start (12 or more hex digits) of its archive's sha256
+        as the ledger recorded it at its commit. The committed transaction whose undo goes back to that build is
+        rolled back (as with its O(rollback_run_id)); a host that already runs it changes nothing; any other name is
+        refused before anything changes, naming the build the host could go back to.
+      - An open transaction (or one whose rollback failed) is rolled back to the last verified build whatever this
+        says.
+    type: str
+    version_added: 0.1.0
   reason:
     description: Why V(rollback) runs; recorded in the ledger and the journal.
     type: str
@@ -502,6 +525,7 @@ def main():
             shared=dict(type='list', elements='str', default=[]),
             files=dict(type='list', elements='dict', default=[]),
             applied=dict(type='dict'),
+            build=dict(type='dict'),
             directories=dict(type='list', elements='path', default=[]),
             service=dict(type='dict', default={}),
             restart=dict(type='bool', default=True),
@@ -511,6 +535,7 @@ def main():
             keep_releases=dict(type='int', default=5),
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
+            rollback_to=dict(type='str'),
             reason=dict(type='str'),
             quarantine=dict(type='str', default='activated', choices=['activated', 'shown_bad']),
             layer=dict(type='dict'),

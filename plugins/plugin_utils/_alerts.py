@@ -255,7 +255,7 @@ def alert_payload(event, severity, run, incident_id, playbook=None, failure=None
     now = time.time()
     payload = {'event': event, 'severity': severity, 'time': round(now, 3), 'at': utc_iso(now),
                'incident_id': incident_id, 'run_id': run.run_id, 'releases': run.releases,
-               'previous_releases': run.previous_releases, 'playbook': playbook,
+               'previous_releases': run.previous_releases, 'build': run.build_words, 'playbook': playbook,
                'controller': controller_identity(), 'source': 'failsafe.deploy.auto_rollback'}
     if failure is not None:
         payload.update(dict((key, failure[key]) for key in (

@@ -232,6 +232,7 @@ def facts_of(payload):
         ('Deployment', deployment_name(payload)),
         ('Release', _join(payload.get('releases'))),
         ('Previous release', _join(payload.get('previous_releases'))),
+        ('Build', payload.get('build')),
         ('Severity', payload.get('severity')),
         ('Cause', payload.get('cause')),
         ('Host', payload.get('host')),
@@ -368,7 +369,7 @@ class PagerDutyChannel(Channel):
 
 
 def _details(payload):
-    keep = ('event', 'incident_id', 'run_id', 'releases', 'previous_releases', 'host', 'task', 'role', 'cause',
+    keep = ('event', 'incident_id', 'run_id', 'releases', 'previous_releases', 'build', 'host', 'task', 'role', 'cause',
             'message', 'outcome', 'reason', 'hosts', 'per_host', 'duration', 'report', 'at', 'details', 'was_it_us')
     details = dict((k, payload[k]) for k in keep if payload.get(k) not in (None, '', [], {}))
     for key in ('message', 'reason'):

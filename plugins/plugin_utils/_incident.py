@@ -26,6 +26,7 @@ import time
 import uuid
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import atomic_write_bytes
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._build import describe as describe_build
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._classify import classify, first_line
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._evidence import details_lines, failure_details
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._summary import (
@@ -168,6 +169,16 @@ class DeployRun:
     @property
     def previous_releases(self):
         return self._unique('previous_release')
+
+    @property
+    def builds(self):
+        """The builds this run's transactions deploy (as the hosts' journals recorded them), each once."""
+        return self._unique('build')
+
+    @property
+    def build_words(self):
+        """The builds in words, or None when no transaction recorded one."""
+        return '; '.join(w for w in (describe_build(b) for b in self.builds) if w) or None
 
     # failures ---------------------------------------------------------------------------------------------
     def note_task_start(self, task_uuid):
@@ -485,6 +496,7 @@ def render_markdown(incident):
         ('Reason', incident_reason(incident)),
         ('Release', ', '.join(summary.get('releases') or []) or None),
         ('Previous release', ', '.join(summary.get('previous_releases') or []) or None),
+        ('Build', summary.get('build')),
         ('Run id', summary.get('run_id')),
         ('Playbook', summary.get('playbook')),
         ('Controller', summary.get('controller')),
@@ -791,6 +803,8 @@ def build_incident(run, timeline, incident_id, outcome, scope, scope_mode, launc
         'reason': reason,
         'releases': run.releases,
         'previous_releases': run.previous_releases,
+        'build': run.build_words,
+        'builds': run.builds,
         'run_id': run.run_id,
         'playbook': playbook,
         'controller': controller_identity(),

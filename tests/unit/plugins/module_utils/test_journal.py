@@ -219,11 +219,21 @@ def open_tx(ds, run_id='run-1', release='1.4.2', **kw):
                        snapshots={'files': 'snap-1'}, owner='alice@ctl', **kw)
 
 
+def test_given_a_build_when_opened_then_the_journal_and_failsafe_transaction_record_it(ds):
+    build = {'archive_sha256': 'ab' * 32, 'collection_version': '0.1.0', 'playbook_commit': 'c' * 40,
+             'playbook_dirty': False}
+    res = open_tx(ds, build=build)
+    assert res['failsafe_transaction']['build'] == build
+    assert load(ds.journal_path)['build'] == build
+
+
 def test_given_no_journal_when_opened_then_open_transaction_and_failsafe_transaction(ds, state_dir):
     res = open_tx(ds)
     tx = res['failsafe_transaction']
     assert res['changed'] is True
-    assert set(tx) == {'txid', 'run_id', 'name', 'state_dir', 'release', 'previous_release', 'app_root', 'status'}
+    assert set(tx) == {'txid', 'run_id', 'name', 'state_dir', 'release', 'previous_release', 'app_root', 'status',
+                       'build'}
+    assert tx['build'] is None   # none given: none recorded
     assert tx['status'] == 'open' and tx['run_id'] == 'run-1' and tx['name'] == 'app'
     assert tx['state_dir'] == state_dir and tx['release'] == '1.4.2' and tx['previous_release'] == '1.4.1'
     assert re.match(r'^\d{8}T\d{6}Z-[0-9a-f]{8}$', tx['txid'])

@@ -60,6 +60,15 @@ class ServiceLayer(Layer):
             raise LayerError('supervisord did not start (rc %s): %s' % (rc, (out + ' ' + err).strip()))
         return True
 
+    def _update(self):
+        """``supervisorctl update``, starting supervisord first when it is not running (and ``start`` is set):
+        one call where supervisord runs, as it does after the first deploy. Returns (changed, output)."""
+        rc, out, err = self._ctl('update')
+        if rc != 0 and self._ensure_supervisord():
+            rc, out, err = self._ctl('update')
+            return True, out
+        return bool(out.strip()), out
+
     def capture(self, params):
         return {'was_running': self.running()}
 
@@ -77,9 +86,7 @@ class ServiceLayer(Layer):
                 raise LayerError('%s did not start under systemd (rc %s): %s. See journalctl -u %s.'
                                  % (self.s['name'], rc, (out + ' ' + err).strip(), self.s['name']))
             return {'changed': True}
-        started = self._ensure_supervisord()
-        rc, out, err = self._ctl('update')
-        changed = started or bool(out.strip())
+        changed, dummy = self._update()
         if not restart and 'RUNNING' in self._status_words():
             return {'changed': changed}
         rc, out, err = self._ctl('restart', self.s['name'])

@@ -4,10 +4,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Tell a CI pipeline how a deploy ended, from the incident reports of the auto_rollback callback.
 
-Usage: python3 scripts/deploy_outcome.py [--report-dir DIR] [--rc N]
+Usage: python3 scripts/deploy_outcome.py [--report-dir DIR] [--rc N] [--since T]
 
 DIR is the callback's report_dir (FAILSAFE_REPORT_DIR; default ./failsafe-incidents); use a fresh one per
-pipeline run. N is the exit status of ansible-playbook. The newest incident report in DIR decides:
+pipeline run, or give --since T (the Unix time the run started: older reports are ignored). N is the exit status of
+ansible-playbook. The newest incident report in DIR decides:
 
   exit 0  deployed          no incident and N is 0 (or every failure was rescued)
   exit 1  rolled back       the deploy failed and every host is back on its last verified release
@@ -41,8 +42,9 @@ LABELS = {'deployed': 'DEPLOYED', 'mitigated': 'MITIGATED BY THE ESCALATION LADD
 _REPORT = re.compile(r'^inc-[^.]+\.json$')
 
 
-def latest_incident(report_dir):
-    """(path, data) of the newest incident report in report_dir, or (None, None)."""
+def latest_incident(report_dir, since=None):
+    """(path, data) of the newest incident report in report_dir (written at or after ``since``, a Unix time, when
+    given), or (None, None)."""
     if not os.path.isdir(report_dir):
         return None, None
     found = []
@@ -55,16 +57,20 @@ def latest_incident(report_dir):
                 data = json.load(handle)
         except (OSError, ValueError):
             continue
-        found.append((data.get('written') or os.path.getmtime(path), name, path, data))
+        written = data.get('written') or os.path.getmtime(path)
+        if since is not None and written < since:
+            continue
+        found.append((written, name, path, data))
     if not found:
         return None, None
     found.sort()
     return found[-1][2], found[-1][3]
 
 
-def decide(report_dir, rc=None):
-    """The outcome as a dict: outcome, label, exit_code, incident_id, report, report_markdown, detail."""
-    path, data = latest_incident(report_dir)
+def decide(report_dir, rc=None, since=None):
+    """The outcome as a dict: outcome, label, exit_code, incident_id, report, report_markdown, detail. ``since``
+    (a Unix time): reports written before it, by earlier runs, are not this run's."""
+    path, data = latest_incident(report_dir, since)
     result = {'incident_id': None, 'report': None, 'report_markdown': None}
     if data is None:
         if rc in (None, 0):
@@ -96,8 +102,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--report-dir', default=os.environ.get('FAILSAFE_REPORT_DIR', './failsafe-incidents'))
     parser.add_argument('--rc', type=int, default=None, help='exit status of ansible-playbook')
+    parser.add_argument('--since', type=float, default=None,
+                        help='Unix time the run started: reports written before it belong to earlier runs')
     args = parser.parse_args(argv)
-    result = decide(args.report_dir, args.rc)
+    result = decide(args.report_dir, args.rc, args.since)
     for key in ('outcome', 'label', 'exit_code', 'incident_id', 'report', 'report_markdown'):
         value = result[key]
         print('%s=%s' % (key, '' if value is None else value))

@@ -37,6 +37,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -143,8 +144,10 @@ def cmd_deploy(args):
     for stale in (junit_file(), outcome_env_path()):
         if os.path.exists(stale):
             os.remove(stale)
+    # the report directory may hold the reports of earlier runs (a shell runner's kept project directory)
+    started = time.time()
     rc = run(playbook_command('failsafe.deploy.deploy', ['-e', 'release_version=%s' % release] + args.extra))
-    result = deploy_outcome.decide(directory, rc)
+    result = deploy_outcome.decide(directory, rc, since=started)
     with open(outcome_env_path(), 'w', encoding='utf-8') as handle:
         handle.write('FAILSAFE_RELEASE=%s\nFAILSAFE_PLAYBOOK_RC=%d\n' % (release, rc))
         for key in ('outcome', 'label', 'exit_code', 'incident_id', 'report', 'report_markdown'):

@@ -60,6 +60,7 @@ def test_the_tarball_installs_and_leaves_out_build_and_test_output(installed):
         assert not (coll / unwanted).exists(), unwanted
     # What the pipeline examples call stays.
     assert (coll / 'scripts' / 'deploy_outcome.py').exists()
+    assert (coll / 'scripts' / 'failsafe_pipeline.py').exists()
 
 
 def test_the_tarball_holds_what_users_need_and_nothing_of_the_test_suite(installed):

@@ -2,9 +2,10 @@
 # Copyright: Contributors to failsafe.deploy
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The pipeline examples parse as YAML, run the deploy and hand its result to scripts/deploy_outcome.py, and map
-every exit code of that script to the job's result; and the script's decisions on edge cases that a real run does
-not easily produce (tests/behaviour/test_awx_runner.py checks it against real incident reports)."""
+"""The pipeline examples parse as YAML, run the deploy through scripts/failsafe_pipeline.py (which hands its result
+to scripts/deploy_outcome.py), show the incident and publish the reports and the JUnit file when it failed; and the
+outcome script's decisions on edge cases that a real run does not easily produce (tests/behaviour/test_awx_runner.py
+checks it against real incident reports, tests/behaviour/test_pipelines.py runs the pipelines)."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -31,22 +32,34 @@ def script_text(steps):
 def test_github_actions_workflow_runs_the_deploy_and_surfaces_the_outcome():
     wf = load('github-actions.yml')
     assert 'workflow_dispatch' in wf['on']
-    steps = wf['jobs']['deploy']['steps']
-    text = script_text(steps)
-    assert 'failsafe.deploy.deploy' in text and 'scripts/deploy_outcome.py' in text
-    assert [s for s in steps if s.get('uses', '').startswith('actions/upload-artifact')][0]['if'] == 'always()'
-    for code in ('0)', '1)', '2)', '4)', '*)'):
-        assert code in steps[-1]['run']
+    jobs = wf['jobs']
+    text = script_text(jobs['deploy']['steps'])
+    assert 'failsafe_pipeline.py' in wf['env']['FAILSAFE_PIPELINE_SCRIPT'] and '" deploy "$RELEASE"' in text
+    upload = [s for s in jobs['deploy']['steps'] if s.get('uses', '').startswith('actions/upload-artifact')][0]
+    assert upload['if'].startswith('${{ always()')
+    assert jobs['incident']['if'].startswith('failure()') and jobs['finish-rollback']['if'].startswith('failure()')
+    assert '" rollback --to "$ROLLBACK_TO"' in script_text(jobs['rollback']['steps'])
 
 
 def test_azure_pipeline_runs_the_deploy_and_surfaces_the_outcome():
     pipeline = load('azure-pipelines.yml')
-    steps = pipeline['jobs'][0]['steps']
-    text = script_text(steps)
-    assert 'failsafe.deploy.deploy' in text and 'scripts/deploy_outcome.py' in text
-    assert 'task.logissue type=error' in text and 'exit 2' in text
+    jobs = dict((job['job'], job) for job in pipeline['jobs'])
+    steps = jobs['Deploy']['steps']
+    assert '" deploy "$RELEASE"' in script_text(steps)
     publish = [s for s in steps if s.get('task', '').startswith('PublishPipelineArtifact')][0]
     assert publish['condition'] == 'always()'
+    tests = [s for s in steps if s.get('task', '').startswith('PublishTestResults')][0]
+    assert tests['condition'] == 'always()' and tests['inputs']['testResultsFormat'] == 'JUnit'
+    assert jobs['Incident']['condition'] == 'failed()' and jobs['Incident']['dependsOn'] == 'Deploy'
+
+
+def test_gitlab_pipeline_puts_the_junit_file_in_the_test_view():
+    pipeline = load('gitlab-ci.yml')
+    deploy = pipeline['deploy']
+    assert deploy['artifacts']['reports']['junit'] == 'failsafe-incidents/junit.xml'
+    assert deploy['artifacts']['when'] == 'always'
+    assert pipeline['rollback']['rules'][0]['when'] == 'manual'
+    assert [r['when'] for r in pipeline['incident']['rules']] == ['on_failure']
 
 
 def outcome_module():
@@ -100,3 +113,13 @@ def test_a_refused_deploy_has_an_exit_code_of_its_own(tmp_path):
     assert result['exit_code'] not in (mod.EXIT_CODES['rolled_back'], mod.EXIT_CODES['rollback_failed'],
                                        mod.EXIT_CODES['unknown'])
     assert 'invalid release id' in result['detail']
+
+
+def test_reports_of_earlier_runs_are_not_this_runs_outcome(tmp_path):
+    """A pipeline's report directory may keep an earlier run's report (a shell runner keeps its project directory):
+    with since, a good deploy after a rolled-back one is deployed, not rolled back again."""
+    mod = outcome_module()
+    write(tmp_path / 'inc-a.json', {'incident_id': 'inc-a', 'outcome': 'rolled_back', 'written': 100})
+    assert mod.decide(str(tmp_path), 0)['outcome'] == 'rolled_back'
+    assert mod.decide(str(tmp_path), 0, since=101)['outcome'] == 'deployed'
+    assert mod.decide(str(tmp_path), 2, since=100)['outcome'] == 'rolled_back'

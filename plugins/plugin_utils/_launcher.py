@@ -607,8 +607,14 @@ def launch_local(ansible_playbook, playbook, cliargs, scope, request, files, tim
     hosts = merge_child_hosts(scope, child)
     timeline.add('rollback_end', rc=launch.rc, timed_out=launch.timed_out or None, duration=launch.duration,
                  error=launch.error)
+    child_hosts = (child or {}).get('hosts') or {}
     for host, info in hosts.items():
-        timeline.add('rollback_host', host=host, status=info['status'], verified=info.get('verified'))
+        # placed when the host's rollback came back, so the timeline shows the stages' order across hosts (the
+        # code's hosts before the infrastructure's, undone last)
+        done = (child_hosts.get(host) or {}).get('done_at') if isinstance(child_hosts.get(host), dict) else None
+        when = {'t': done, 'at': time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(done)) + '.%03dZ'
+                % (int(done * 1000) % 1000)} if isinstance(done, (int, float)) else {}
+        timeline.add('rollback_host', host=host, status=info['status'], verified=info.get('verified'), **when)
     return launch, hosts, rollback_reason(launch, child, hosts), shown
 
 
@@ -628,6 +634,8 @@ class ChildReport:
         entry = self._host(host)
         for value in _rollback_values(result):
             entry['failsafe_rollback'].append(self._redact(value))
+            # when the host's last rollback call (of a staged rollback: its last stage) came back
+            entry['done_at'] = round(time.time(), 3)
         if status in ('failed', 'unreachable'):
             entry['failed_tasks'].append({'task': task_name, 'status': status, 'message': message})
             if entry['status'] != 'unreachable':

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pathlib
 import re
 import select
 import signal
@@ -22,6 +23,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+
+from ansible_collections.failsafe.deploy.tests import process_shared
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 APP_DIR = os.path.join(ROOT, 'examples', 'app')
@@ -41,28 +44,31 @@ def _build(out, *extra, **env):
     return proc.stdout.split()
 
 
+# Both built once per test process (tests/process_shared.py): under ansible-test units each test runs in a fork of
+# its own, where a module fixture would build and extract the seven archives again for every test. Tests only read
+# them.
 @pytest.fixture(scope='module')
-def dist(tmp_path_factory):
-    out = tmp_path_factory.mktemp('dist')
-    _build(out, '--files', '3')
-    return out
+def dist():
+    return pathlib.Path(process_shared.once('example-app-dist', lambda path: _build(path, '--files', '3')))
 
 
-@pytest.fixture(scope='module')
-def releases(dist, tmp_path_factory):
-    """Each archive extracted into its own release directory, as the release module stages them."""
-    base = tmp_path_factory.mktemp('releases')
-    dirs = {}
+def _extract_releases(dist, base):
+    os.makedirs(base)
     for version in EXPECTED:
-        target = base / version
-        target.mkdir()
+        target = os.path.join(base, version)
+        os.mkdir(target)
         with tarfile.open(str(dist / ('app-%s.tar.gz' % version))) as tar:
             if hasattr(tarfile, 'data_filter'):
-                tar.extractall(str(target), filter='data')
+                tar.extractall(target, filter='data')
             else:
-                tar.extractall(str(target))
-        dirs[version] = target
-    return dirs
+                tar.extractall(target)
+
+
+@pytest.fixture(scope='module')
+def releases(dist):
+    """Each archive extracted into its own release directory, as the release module stages them."""
+    base = pathlib.Path(process_shared.once('example-app-releases', lambda path: _extract_releases(dist, path)))
+    return dict((version, base / version) for version in EXPECTED)
 
 
 def _sha(path):

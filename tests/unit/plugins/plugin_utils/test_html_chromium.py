@@ -30,6 +30,7 @@ import time
 import pytest
 
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import write_report
+from ansible_collections.failsafe.deploy.tests import process_shared
 from ansible_collections.failsafe.deploy.tests.requires import cannot_run
 from tests.unit.plugins.plugin_utils.test_html import incident as make_incident
 
@@ -202,7 +203,9 @@ def chromium():
         subprocess.run(['bash', PREREQS], check=True, stdin=subprocess.DEVNULL)
     if not _have_chromium():
         cannot_run('%s is missing: run scripts/browser-prereqs.sh as root (Debian package chromium)' % CHROMIUM)
-    profile = tempfile.mkdtemp(prefix='failsafe-chromium-')
+    # in the test process's shared directory (tests/process_shared.py), removed when the session ends: under
+    # ansible-test units each test runs in a fork of its own, which ends without the teardown of module fixtures
+    profile = tempfile.mkdtemp(prefix='failsafe-chromium-', dir=process_shared.directory())
     browser = Chromium(CHROMIUM, profile)
     try:
         browser.open_page()

@@ -21,6 +21,17 @@ import threading
 from ansible_collections.failsafe.deploy.tests.helpers import free_port
 from ansible_collections.failsafe.deploy.tests.requires import require_module
 
+try:
+    # Imported once, when the test modules are collected: ansible-test units runs every test in a forked process,
+    # where an import made in the test (by SmtpServer and make_certificate) would be made again by each of them.
+    import aiosmtpd.controller  # noqa: F401  pylint: disable=unused-import
+    import aiosmtpd.smtp  # noqa: F401  pylint: disable=unused-import
+    import cryptography.x509  # noqa: F401  pylint: disable=unused-import
+    import cryptography.hazmat.primitives.asymmetric.ec  # noqa: F401  pylint: disable=unused-import
+    import cryptography.hazmat.primitives.serialization  # noqa: F401  pylint: disable=unused-import
+except ImportError:
+    pass  # SmtpServer ends each test that needs the missing one with the reason (tests/requires.py)
+
 SMTP_USER = 'deploy-bot'
 SMTP_PASSWORD = 'Sm7pPassw0rdNeverShown'
 

@@ -34,6 +34,15 @@ from ansible_collections.failsafe.deploy.tests.unit.plugins.plugin_utils.smtp_se
 from ansible_collections.failsafe.deploy.tests.unit.plugins.plugin_utils.test_channels import (
     FAILED, ROLLBACK_FAILED, ROLLED_BACK, SLACK_TOKEN, Receiver, fast)
 
+try:
+    # Imported once, with its service plugins loaded (on first use of a URL), when the module is collected:
+    # ansible-test units runs every test in a forked process, where the channel's own import and the loading of
+    # the plugins (about half a second of CPU) would be made again by each test.
+    import apprise as _apprise
+    _apprise.Apprise().add('json://127.0.0.1:1/')
+except ImportError:
+    pass  # the Apprise tests end with the reason (require_module)
+
 
 @pytest.fixture
 def smtp(tmp_path):

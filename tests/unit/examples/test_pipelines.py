@@ -58,7 +58,7 @@ def test_gitlab_pipeline_puts_the_junit_file_in_the_test_view():
     deploy = pipeline['deploy']
     assert deploy['artifacts']['reports']['junit'] == 'failsafe-incidents/junit.xml'
     assert deploy['artifacts']['when'] == 'always'
-    assert pipeline['rollback']['rules'][0]['when'] == 'manual'
+    assert pipeline['rollback']['rules'] == [{'if': '$RELEASE == "" && $CI_COMMIT_TAG == null', 'when': 'manual'}]
     assert [r['when'] for r in pipeline['incident']['rules']] == ['on_failure']
 
 

@@ -52,7 +52,8 @@ STATE = '/var/lib/failsafe-deploy/app'
 CELLS = {
     'open': ('journal.opened', 'preflight'),
     'stage': ('release.staged-renamed', 'release'),
-    'activate': ('release.switched', 'activate'),
+    # current renamed over, its directory not yet fsynced: the power cut decides which release the host boots on
+    'activate': ('symlink.replaced', 'activate'),
     'verify': (None, 'verify'),
     'commit': ('journal.history-appended', 'commit'),
     'rollback': ('restore.entry-restored', 'rollback'),

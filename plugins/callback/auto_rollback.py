@@ -665,8 +665,6 @@ class CallbackModule(CallbackBase):
         junit = option('junit_file')
         self.junit_file = os.path.abspath(os.path.expanduser(junit)) if junit else None
         self.webhook_url = option('webhook_url') or None
-        if self.webhook_url and not self.child_mode:
-            _settings.RUN_WEBHOOK['url'] = self.webhook_url
         spool = option('spool_path')
         self.spool_path = os.path.abspath(os.path.expanduser(spool)) if spool else os.path.join(
             self.report_dir, 'alerts.jsonl')
@@ -921,17 +919,16 @@ class CallbackModule(CallbackBase):
                                getattr(stats, 'rescued', {}))
         if not self.run.needs_rollback() and not interrupted:
             end = _outcome.quiet_end(self.run, self.ladder, self.incident_id is not None, self.self_reverted)
-            linked = _outcome.linked_incident(self.self_reverted) if end['outcome'] == 'self_reverted' else None
-            if linked and self.incident_id is None:
-                # the host alerted its own revert already: this report is that incident's, and pages no one again
-                self.incident_id = linked
-                self.timeline.add('incident_linked', incident_id=linked, by='the host\'s own revert alert')
+            if end['linked'] and self.incident_id is None:  # a host alerted its own revert: this is that incident
+                self.incident_id = end['linked']
             if end['outcome'] is not None:
                 self._ensure_incident()
                 self.outcome = end['outcome']
                 self._refused = end['failures'] or []
-                if end['alert'] is not None:
-                    self._alert('failure_rescued', end['alert'][0], **end['alert'][1])
+                for event, alert in (('failure_rescued', end['alert']), ('self_reverted', end['unheard'])):
+                    if alert is not None:
+                        self._alert(event, alert[0], **alert[1])
+                self.alerts.flush()
                 self._write_incident(None, [], reason=end['reason'], failures=end['failures'])
                 self._summary_line()
             if end['committed']:

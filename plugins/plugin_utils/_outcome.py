@@ -22,19 +22,22 @@ def quiet_end(run, ladder, alerted, self_reverted):
     """The end of a run that needs no rollback, as a dict: ``outcome`` (refused, mitigated, rescued, self_reverted,
     or None when there is nothing to write up), ``reason`` of its incident report, ``failures`` the report lists
     (refusals; None: the counted failures), ``alert`` ((severity, fields) of its failure_rescued alert, or None) and
-    ``committed`` (hosts opened a transaction and no failure was alerted or mitigated: a plain commit).
-    ``alerted``: an incident was opened by an alert on the way."""
+    ``committed`` (hosts opened a transaction and no failure was alerted or mitigated: a plain commit). A run whose
+    only news is hosts that reverted by themselves: ``linked``, the incident a host's own alert opened (the report
+    is that incident's), and ``unheard`` ((severity, fields) of a self_reverted alert for the hosts whose own alert
+    reached nobody, or None). ``alerted``: an incident was opened by an alert on the way."""
     refused = run.refusals()
     if refused:
         # The preflight refused the deploy before any host opened a transaction: nothing changed, nothing to roll
         # back, no alert; the incident report says so (scripts/deploy_outcome.py: REFUSED).
-        return {'outcome': 'refused', 'failures': refused, 'alert': None, 'committed': False,
+        return {'outcome': 'refused', 'failures': refused, 'alert': None, 'committed': False, 'linked': None,
+                'unheard': None,
                 'reason': 'refused before any change on %s: %s' % (', '.join(hosts_of(refused)),
                                                                    refused[0]['message'])}
     fixed = dict((host, steps[-1]['step']) for host, steps in ladder.items()
                  if steps and steps[-1].get('outcome') == 'fixed')
     # a failure was alerted (or mitigated) on the way: the run is not reported as a plain commit
-    end = {'outcome': None, 'reason': None, 'failures': None, 'alert': None,
+    end = {'outcome': None, 'reason': None, 'failures': None, 'alert': None, 'linked': None, 'unheard': None,
            'committed': not (alerted or bool(fixed)) and bool(run.opened_order)}
     if fixed:
         # A health check failed and a step of the escalation ladder (the kill switch, the traffic back) brought it
@@ -50,7 +53,12 @@ def quiet_end(run, ladder, alerted, self_reverted):
     elif self_reverted:
         # Nothing failed in this run, but hosts had reverted an earlier run's transaction by themselves.
         end.update(outcome='self_reverted', reason='%s reverted an unconfirmed transaction by itself' % ', '.join(
-            sorted(self_reverted)))
+            sorted(self_reverted)), linked=linked_incident(self_reverted))
+        unheard = unheard_reverts(self_reverted)
+        if unheard:
+            # nobody heard of these reverts yet (the host had no channel, or its alert was not delivered)
+            end['unheard'] = ('error', {'hosts': unheard, 'outcome': 'self_reverted', 'summary': (
+                '%s reverted an unconfirmed transaction by itself; its own alert reached nobody' % ', '.join(unheard))})
     return end
 
 
@@ -60,6 +68,13 @@ def linked_incident(self_reverted):
     alerts = [facts.get('alert') or {} for facts in (self_reverted or {}).values()]
     alerted = sorted(a['incident_id'] for a in alerts if a.get('status') == 'delivered' and a.get('incident_id'))
     return alerted[0] if alerted else None
+
+
+def unheard_reverts(self_reverted):
+    """The hosts whose own revert nobody heard of (no alert channel armed, or its alert not delivered): the run
+    that reports them alerts them."""
+    return sorted(host for host, facts in (self_reverted or {}).items()
+                  if ((facts or {}).get('alert') or {}).get('status') != 'delivered')
 
 
 def rollback_scope(run, mode, interrupted=None):

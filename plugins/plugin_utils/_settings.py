@@ -74,6 +74,7 @@ def alert_dispatcher(get_option, redactor, spool_path, child_mode, warn):
     webhook = None
     channels = []
     if webhook_url and not child_mode:
+        RUN_WEBHOOK['url'] = webhook_url
         webhook = WebhookSender(webhook_url, timeout=float(get_option('webhook_timeout') or 5),
                                 retries=_int_or(get_option('webhook_retries'), 2), redactor=redactor,
                                 time_limit=float_option(get_option('webhook_time_limit'), 8.0))

@@ -30,7 +30,8 @@ def run_with(opened=(), failed=()):
 
 def test_given_a_plain_deploy_when_it_ends_then_it_is_a_commit_with_nothing_to_write_up():
     end = _outcome.quiet_end(run_with(opened=['web1']), {}, False, {})
-    assert end == {'outcome': None, 'reason': None, 'failures': None, 'alert': None, 'committed': True}
+    assert end == {'outcome': None, 'reason': None, 'failures': None, 'alert': None, 'committed': True,
+                   'linked': None, 'unheard': None}
 
 
 def test_given_a_ladder_step_that_fixed_it_then_the_run_is_mitigated_and_not_a_commit():
@@ -49,6 +50,21 @@ def test_given_a_ladder_step_that_fixed_it_then_the_run_is_mitigated_and_not_a_c
 def test_rescued_and_self_reverted_runs(alerted, self_reverted, outcome, committed):
     end = _outcome.quiet_end(run_with(opened=['web1']), {}, alerted, self_reverted)
     assert (end['outcome'], end['committed']) == (outcome, committed)
+
+
+def test_a_revert_the_host_alerted_links_its_incident_and_one_nobody_heard_is_alerted():
+    heard = {'alert': {'incident_id': 'inc-20261206T140000Z-0000beef', 'status': 'delivered'}}
+    failed = {'alert': {'incident_id': 'inc-20261206T140100Z-0000dead', 'status': 'failed', 'error': 'HTTP 500'}}
+    end = _outcome.quiet_end(run_with(opened=['web1']), {}, False, {'web2': heard})
+    assert (end['outcome'], end['linked'], end['unheard']) == ('self_reverted', heard['alert']['incident_id'], None)
+    end = _outcome.quiet_end(run_with(opened=['web1']), {}, False, {'web2': heard, 'web3': failed, 'web4': {}})
+    assert end['linked'] == heard['alert']['incident_id']
+    severity, fields = end['unheard']
+    assert severity == 'error' and fields['hosts'] == ['web3', 'web4'] and fields['outcome'] == 'self_reverted'
+    assert 'web3, web4 reverted an unconfirmed transaction by itself; its own alert reached nobody' == fields['summary']
+    # another failure of the run is what it alerts: the reverts are in its report
+    end = _outcome.quiet_end(run_with(opened=['web1']), {}, True, {'web3': failed})
+    assert (end['outcome'], end['linked'], end['unheard']) == ('rescued', None, None)
 
 
 def test_a_refusal_before_any_transaction_is_refused_and_lists_the_refusals():

@@ -34,10 +34,8 @@ __metaclass__ = type
 import contextlib
 import copy
 import errno
-import ast
 import fcntl
 import hashlib
-import importlib.machinery
 import io
 import json
 import os
@@ -48,10 +46,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
-import zipfile
+# Imported where they are used, not here: ast, importlib.machinery and zipfile build the watchdog's code (only when no
+# AnsiballZ zip holds it: under Mitogen), urllib posts the self-revert's alert (only from the watchdog), uuid names
+# its incident. Every transaction call on a host imports this module, and those imports were a good part of its
+# start (urllib.request alone about 17 ms of CPU).
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import (
     atomic_write_bytes, read_json, write_json_atomic,
@@ -260,6 +258,7 @@ def _spec_below_parent(name):
     """The spec of ``name`` as an import below its parent package finds it, for a module whose place in sys.modules
     another module took: from the parent's loader (Mitogen's importer keeps the source of every name it fetched from
     the controller), else on the parent's path. None when there is none (a module six.moves put there)."""
+    import importlib.machinery  # pylint: disable=import-outside-toplevel
     parent = sys.modules.get(name.rpartition('.')[0])
     loader = _loader_of(parent)
     try:
@@ -282,6 +281,7 @@ def _spec_below_parent(name):
 def _imports_of(name, tree, is_package):
     """Names an ast imports, at any depth: modules, and ``pkg.name`` for each ``from pkg import name`` (a module or
     a name in pkg: the caller tells)."""
+    import ast  # pylint: disable=import-outside-toplevel
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -309,6 +309,7 @@ def code_sources(entry_points=ENTRY_POINTS):
     imported (the modules of this collection and ansible.module_utils that the entry points import at any depth,
     inside functions too), and the packages above them (stubs for ansible's, empty ones down to this collection's
     module_utils, as AnsiballZ writes them). Raises ConfirmError naming a module whose source cannot be read."""
+    import ast  # pylint: disable=import-outside-toplevel
     found = {}
     stand_ins = {}  # {package name: its spec} of packages whose place in sys.modules another module took
     todo = [(name, False) for name in entry_points]
@@ -375,6 +376,7 @@ def code_sources(entry_points=ENTRY_POINTS):
 
 def payload_zip(sources):
     """The bytes of a zip of ``sources`` (``code_sources``) to put on sys.path: the same bytes for the same code."""
+    import zipfile  # pylint: disable=import-outside-toplevel
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(sources):
@@ -591,6 +593,7 @@ def alert_settings(p):
 
 def _new_incident_id(t):
     """The same form as the controller's incident ids: ``inc-<UTC yyyymmddTHHMMSSZ>-<8 hex>``."""
+    import uuid  # pylint: disable=import-outside-toplevel
     return 'inc-%s-%s' % (time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t)), uuid.uuid4().hex[:8])
 
 
@@ -616,18 +619,24 @@ def alert_body(facts, settings, name):
             'source': ALERT_SOURCE}
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect would re-send the alert somewhere else: an error."""
+def _no_redirect_opener():
+    """An opener for which a redirect is an error: it would re-send the alert somewhere else."""
+    import urllib.request  # pylint: disable=import-outside-toplevel
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            return None
+
+    return urllib.request.build_opener(_NoRedirect())
 
 
 def post_alert(url, body, timeout=ALERT_TIMEOUT, attempts=ALERT_ATTEMPTS, backoff=ALERT_BACKOFF, sleep=time.sleep):
     """POST ``body`` as JSON to ``url``, retrying connection errors, timeouts, 429 and 5xx (never another 4xx).
     Returns ``{'status': delivered|failed, 'attempts', 'http_status', 'error'}``; never raises, never names the URL."""
+    import urllib.error  # pylint: disable=import-outside-toplevel
+    import urllib.request  # pylint: disable=import-outside-toplevel
     data = json.dumps(body, sort_keys=True, default=str).encode('utf-8')
-    opener = urllib.request.build_opener(_NoRedirect())
+    opener = _no_redirect_opener()
     error, status, tries = None, None, 0
     for attempt in range(max(1, int(attempts))):
         if attempt:

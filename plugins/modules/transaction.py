@@ -418,8 +418,8 @@ self_reverted:
     - The facts of a transaction this host reverted by itself because nobody confirmed it in time, not reported by
       any run before this one (C(txid), C(run_id), C(release), C(cause), C(reason), C(outcome), C(timeline),
       C(rollback), and C(alert) when the host alerted by itself, with C(incident_id), C(channels), C(status)
-      delivered or failed, C(attempts), C(error) and C(sent_iso)); null when there is none. V(open) reports it once. V(query) returns it while the transaction in
-      the journal is the one the host reverted.
+      delivered or failed, C(attempts), C(error) and C(sent_iso)); null when there is none. V(open) reports it
+      once. V(query) returns it while the transaction in the journal is the one the host reverted.
   returned: phase is open or query
   type: dict
 self_revert:

@@ -126,11 +126,20 @@ def test_every_module_extends_the_common_fragment_and_the_shared_option_groups_a
             ('transaction', 'health_check.checks')} <= uses
 
 
+@pytest.fixture(scope='module')
+def module_docs(installed):
+    """ansible-doc --json of every module, one run for all of them (each run starts ansible and loads the
+    collection: seconds of CPU), as the installed collection shows them."""
+    names = ['failsafe.deploy.%s' % module for module in MODULES]
+    docs = json.loads(run(['ansible-doc', '-t', 'module', '--json'] + names, installed[0]))
+    assert sorted(docs) == sorted(names), sorted(docs)
+    return docs
+
+
 @pytest.mark.parametrize('module, slug', FRAGMENT_USES)
-def test_ansible_doc_shows_a_fragments_options_on_every_module_that_extends_it(installed, module, slug):
+def test_ansible_doc_shows_a_fragments_options_on_every_module_that_extends_it(module_docs, module, slug):
     fragment, own = _fragment(slug), _module_doc(module)
-    doc = json.loads(run(['ansible-doc', '-t', 'module', '--json', 'failsafe.deploy.%s' % module],
-                         installed[0]))['failsafe.deploy.%s' % module]['doc']
+    doc = module_docs['failsafe.deploy.%s' % module]['doc']
 
     def same(want, got, where):
         """Every key the fragment gives an option (suboptions too) is what ansible-doc shows."""

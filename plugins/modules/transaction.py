@@ -554,8 +554,11 @@ def main():
     layer_cls = kind_class((p.get('layer') or {}).get('kind'))
     for option in (layer_cls.secret_options if layer_cls is not None else ()):
         # a layer's secret options (an API token) are masked in every output, as no_log options are
-        if (p.get('layer') or {}).get(option):
-            module.no_log_values.add(str(p['layer'][option]))
+        value = (p.get('layer') or {}).get(option)
+        # a dict of them (the environment of a Terraform layer: cloud keys) is masked value by value
+        for secret in (value.values() if isinstance(value, dict) else [value]):
+            if secret:
+                module.no_log_values.add(str(secret))
     layers_only = phase in LAYERS_ONLY and not p.get('release') and not p.get('app_root')
     if layers_only and not p.get('run_id'):
         module.fail_json(msg='phase=%s needs run_id' % phase)

@@ -344,6 +344,11 @@ def markdown(results):
             out += ['%s:' % key, '', '```', text.strip(), '```', '']
     parts = sorted(meta.get('part_seconds', {}).items())
     out.append('Part durations (s): %s.' % ', '.join('%s %s' % kv for kv in parts))
+    for name, run in sorted((meta.get('merged') or {}).items()):
+        load = '/'.join('%.1f' % x for x in run['loadavg_start'])
+        out += ['', 'Part `%s` comes from a run of that part alone (`--only %s --merge`)%s: %s, %.0f s, collection %s, '
+                'load average at start %s.' % (name, name, ' in smoke mode' if run.get('smoke') else '',
+                                               _stamp(run['started']), run['seconds'], run['commit'], load)]
     return '\n'.join(out) + '\n'
 
 

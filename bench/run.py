@@ -85,7 +85,12 @@ def main():
     parser.add_argument('--snap-mb', type=int, help='size of the snapshot tree in MB (default 1024)')
     parser.add_argument('--snap-files', type=int, help='files in the snapshot tree (default 10000)')
     parser.add_argument('--db-mb', type=int, help='size of the PostgreSQL database of the database part (default 200)')
+    parser.add_argument('--merge', action='store_true',
+                        help='with --only: put the parts run into the results.json already at --out (the other parts '
+                             'and the run they came from stay; results.md names the run of each merged part)')
     args = parser.parse_args()
+    if args.merge and not args.only:
+        parser.error('--merge needs --only')
     sizes = dict(SMOKE if args.smoke else FULL)
     if args.snap_mb:
         sizes['snap_bytes'] = args.snap_mb * 1024 ** 2
@@ -166,6 +171,14 @@ def main():
         results['meta']['seconds'] = round(time.time() - started, 1)
         results['meta']['loadavg_end'] = loadavg()
         os.makedirs(args.out, exist_ok=True)
+        if args.merge and not failed:
+            with open(os.path.join(args.out, 'results.json')) as handle:
+                merged = json.load(handle)
+            for name in [key for key in results if key not in ('meta', 'errors', 'fleet_setup')]:
+                merged[name] = results[name]
+                merged['meta'].setdefault('merged', {})[name] = dict(
+                    (key, results['meta'][key]) for key in ('started', 'seconds', 'commit', 'smoke', 'loadavg_start'))
+            results = merged
         with open(os.path.join(args.out, 'results.json'), 'w') as handle:
             json.dump(results, handle, indent=1, sort_keys=True)
         with open(os.path.join(args.out, 'results.md'), 'w') as handle:

@@ -50,7 +50,7 @@ _MESSAGES = {
     'mitigated': 'mitigated by the escalation ladder (no rollback)',
     'rolled_back': 'deploy failed and was rolled back to the last verified release',
     'rollback_failed': 'ROLLBACK FAILED: hosts may be broken',
-    'unknown': 'deploy failed before any incident report was written (no rollback ran)',
+    'unknown': 'deploy failed before any incident report was written, or deployed nothing (no rollback ran)',
     'refused': 'deploy refused before any change; nothing to roll back',
 }
 
@@ -148,6 +148,14 @@ def cmd_deploy(args):
     started = time.time()
     rc = run(playbook_command('failsafe.deploy.deploy', ['-e', 'release_version=%s' % release] + args.extra))
     result = deploy_outcome.decide(directory, rc, since=started)
+    if result['outcome'] == 'deployed' and not os.path.exists(junit_file()):
+        # the callback writes the JUnit file whenever a host opened a transaction: without it nothing was deployed
+        # (an inventory that matched no host, or the callback not enabled), which is no success
+        result.update(outcome='unknown', label=deploy_outcome.LABELS['unknown'],
+                      exit_code=deploy_outcome.EXIT_CODES['unknown'],
+                      detail='ansible-playbook exited %d but no host deployed the release: no JUnit file from the '
+                             'auto_rollback callback at %s (does the inventory match the hosts, is the callback '
+                             'enabled?)' % (rc, junit_file()))
     with open(outcome_env_path(), 'w', encoding='utf-8') as handle:
         handle.write('FAILSAFE_RELEASE=%s\nFAILSAFE_PLAYBOOK_RC=%d\n' % (release, rc))
         for key in ('outcome', 'label', 'exit_code', 'incident_id', 'report', 'report_markdown'):

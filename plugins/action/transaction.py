@@ -25,6 +25,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._applied import fi
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseError, archive_size
 from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher, _settings
 from ansible_collections.failsafe.deploy.plugins.plugin_utils._build import build_of, playbook_directory
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _rehearsal
 
 CONTROLLER_PID_ENV = 'FAILSAFE_CONTROLLER_PID'
 # The activate role's templates (supervisor's files): found from the open phase too, which runs in another role.
@@ -186,6 +187,36 @@ class ActionModule(ActionBase):
                 local = None
         return build_of(archive=local, playbook_dir=playbook_directory(task_vars.get('playbook_dir')))
 
+    def _promotion_gate(self, args):
+        """The promotion gate (require_rehearsal): the release archive must have a passing rehearsal record in
+        rehearsal_store. Returns the refusal's words, or None; the record found (or the gap a forced deploy passed)
+        goes to the open phase as ``rehearsal``, which records it in the journal."""
+        store = args.get('rehearsal_store') or ''
+        sha = (args.get('build') or {}).get('archive_sha256')
+        if not store:
+            why = 'rehearsal_store (failsafe_rehearsal_store) is not set'
+        elif not sha:
+            why = ("the checksum of release %s's archive is not known on the controller (failsafe_release_archive "
+                   'is not a file here), so no rehearsal of it can be found' % args['release'])
+        else:
+            record = _rehearsal.read_record(store, sha)
+            why = _rehearsal.missing(record, store, sha, args['release'])
+            if why is None:
+                args['rehearsal'] = {'record': _rehearsal.record_path(store, sha), 'passed': True,
+                                     'finished_iso': record.get('finished_iso'),
+                                     'staging_hosts': record.get('staging_hosts')}
+                return None
+        if not boolean(args.get('force', False), strict=False):
+            return ('Refusing to deploy %s: %s. Nothing was changed: no lock taken, no transaction opened. '
+                    '(failsafe_force=true with failsafe_force_reason deploys it anyway, recorded as forced.)'
+                    % (args['release'], why))
+        if not (args.get('force_reason') or '').strip():
+            return ('Refusing to force release %s past the promotion gate (%s) without a reason: set '
+                    'failsafe_force_reason, which is recorded with who forced it. Nothing was changed.'
+                    % (args['release'], why))
+        args['rehearsal'] = {'passed': False, 'missing': why}
+        return None
+
     def run(self, tmp=None, task_vars=None):
         if task_vars is None:
             task_vars = dict()
@@ -207,6 +238,11 @@ class ActionModule(ActionBase):
                 args['applied'] = self._applied(args, task_vars)
             if args.get('release') and not args.get('build'):
                 args['build'] = self._build(args, task_vars)
+            if args.get('release') and boolean(args.get('require_rehearsal', False), strict=False):
+                refusal = self._promotion_gate(args)
+                if refusal:
+                    result.update(failed=True, changed=False, msg=refusal, refused='rehearsal')
+                    return result
             args.pop('flags', None)
         cleanup = False
         if phase == 'activate':

@@ -539,6 +539,22 @@ def _deploy_needed(p, ledger, current):
     return bool(p.get('force')) or current != p['release'] or entry.get('state') != 'verified'
 
 
+def forced_of(p, entry):
+    """Who forced this deploy and why (``force`` with ``force_reason``), with the refusals the force overrode
+    (the quarantine of the release, the promotion gate); None when the deploy is not forced."""
+    if not p.get('force'):
+        return None
+    overrode = []
+    if (entry or {}).get('state') == 'failed':
+        why = entry.get('reason') or 'no reason recorded'
+        overrode.append('quarantine: release %s failed before (%s)' % (p.get('release'), why))
+    rehearsal = p.get('rehearsal') or {}
+    if rehearsal.get('passed') is False:
+        overrode.append('promotion gate: %s' % rehearsal.get('missing'))
+    now = time.time()
+    return {'by': p.get('owner'), 'reason': p.get('force_reason'), 'overrode': overrode, 'time': now, 'iso': iso(now)}
+
+
 def build_of(p):
     """Which build this run deploys (``build``, from the action plugin), with the sha256 of an archive that is
     already on this host (``remote_src``) when the controller could not hash it; None when nothing is known."""
@@ -724,10 +740,13 @@ def open_phase(p, run, check_mode=False, warn=None):
         data = {'applied': applied_of(p)}
         if changes:
             data['config_change'] = changes
+        if p.get('rehearsal'):
+            # the rehearsal record the promotion gate found (or the gap a forced deploy went past)
+            data['rehearsal'] = p['rehearsal']
         opened = ensure_open(ds, run_id, p['release'], current, p['app_root'],
                              snapshots={'files': record['snapshot']} if record else None, owner=p.get('owner'),
                              controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn,
-                             layers=layers, data=data, build=build_of(p))
+                             layers=layers, data=data, build=build_of(p), forced=forced_of(p, entry))
         if changes:
             result['msg'] = ('%sRelease %s is active and verified on this host, but its configuration changed '
                              '(%s): %s the configuration change of release %s as a transaction.'

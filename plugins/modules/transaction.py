@@ -108,9 +108,39 @@ options:
     type: bool
     default: true
   force:
-    description: Deploy even when the release is active and verified, or quarantined; restart on V(activate).
+    description:
+      - Deploy even when the release is active and verified, or quarantined, or refused by the promotion gate
+        (O(require_rehearsal)); restart on V(activate).
+      - V(open) records in the journal (C(forced)) who forced the deploy (O(owner)), why (O(force_reason)) and
+        which refusals the force overrode; the history and the incident report show it.
     type: bool
     default: false
+  force_reason:
+    description:
+      - Why the deploy is forced, recorded with O(force). Required to force a release past the promotion gate.
+    type: str
+    version_added: 0.1.0
+  require_rehearsal:
+    description:
+      - The promotion gate. The action plugin refuses V(open), before anything changes, when the release archive
+        (its sha256, O(build)) has no passing rehearsal record in O(rehearsal_store), naming what is missing. With
+        O(force) and O(force_reason) the deploy goes on, recorded as forced.
+    type: bool
+    default: false
+    version_added: 0.1.0
+  rehearsal_store:
+    description:
+      - The directory on the controller that holds the rehearsal records (C(<sha256>.json)), written by the
+        playbook C(failsafe.deploy.rehearse).
+    type: path
+    version_added: 0.1.0
+  rehearsal:
+    description:
+      - Set by the action plugin for V(open) under O(require_rehearsal) - the rehearsal record found (C(record),
+        C(passed), C(finished_iso), C(staging_hosts)), or what was missing (C(missing)) in a forced deploy. Recorded
+        in the journal.
+    type: dict
+    version_added: 0.1.0
   min_free_mb:
     description:
       - V(open) refuses when the application root has less free space (MiB).
@@ -513,6 +543,10 @@ def main():
             ttl=dict(type='int', default=1800),
             recover=dict(type='bool', default=True),
             force=dict(type='bool', default=False),
+            force_reason=dict(type='str'),
+            require_rehearsal=dict(type='bool', default=False),
+            rehearsal_store=dict(type='path'),
+            rehearsal=dict(type='dict'),
             min_free_mb=dict(type='int', default=100),
             max_release_size=dict(type='bytes'),
             check_running=dict(type='bool', default=True),

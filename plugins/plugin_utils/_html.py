@@ -513,6 +513,7 @@ def _summary_rows(incident, label):
         ('Release', ', '.join(summary.get('releases') or []) or None),
         ('Previous release', ', '.join(summary.get('previous_releases') or []) or None),
         ('Build', summary.get('build')),
+        ('Forced', summary.get('forced')),
         ('Failed hosts', ', '.join(summary.get('failed_hosts') or []) or None),
         ('Rollback scope', '%s: %s' % (summary.get('rollback_scope') or '-',
                                        ', '.join(summary.get('scope_hosts') or []) or '-')),

@@ -176,6 +176,18 @@ class DeployRun:
         return self._unique('build')
 
     @property
+    def forced_words(self):
+        """Who forced this run's deploy and why (as the journals recorded it), or None when it was not forced."""
+        words = []
+        for forced in self._unique('forced'):
+            text = 'by %s: %s' % (forced.get('by') or 'unknown', forced.get('reason') or 'no reason given')
+            if forced.get('overrode'):
+                text += ' (overrode %s)' % '; '.join(forced['overrode'])
+            if text not in words:
+                words.append(text)
+        return '; '.join(words) or None
+
+    @property
     def build_words(self):
         """The builds in words, or None when no transaction recorded one."""
         return '; '.join(w for w in (describe_build(b) for b in self.builds) if w) or None
@@ -497,6 +509,7 @@ def render_markdown(incident):
         ('Release', ', '.join(summary.get('releases') or []) or None),
         ('Previous release', ', '.join(summary.get('previous_releases') or []) or None),
         ('Build', summary.get('build')),
+        ('Forced', summary.get('forced')),
         ('Run id', summary.get('run_id')),
         ('Playbook', summary.get('playbook')),
         ('Controller', summary.get('controller')),
@@ -805,6 +818,7 @@ def build_incident(run, timeline, incident_id, outcome, scope, scope_mode, launc
         'previous_releases': run.previous_releases,
         'build': run.build_words,
         'builds': run.builds,
+        'forced': run.forced_words,
         'run_id': run.run_id,
         'playbook': playbook,
         'controller': controller_identity(),

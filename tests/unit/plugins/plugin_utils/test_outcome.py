@@ -59,7 +59,7 @@ def test_a_revert_the_host_alerted_links_its_incident_and_one_nobody_heard_is_al
     assert (end['outcome'], end['linked'], end['unheard']) == ('self_reverted', heard['alert']['incident_id'], None)
     end = _outcome.quiet_end(run_with(opened=['web1']), {}, False, {'web2': heard, 'web3': failed, 'web4': {}})
     assert end['linked'] == heard['alert']['incident_id']
-    severity, fields = end['unheard']
+    severity, fields = end['unheard'][0], end['unheard'][1]
     assert severity == 'error' and fields['hosts'] == ['web3', 'web4'] and fields['outcome'] == 'self_reverted'
     assert 'web3, web4 reverted an unconfirmed transaction by itself; its own alert reached nobody' == fields['summary']
     # another failure of the run is what it alerts: the reverts are in its report

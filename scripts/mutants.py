@@ -1257,7 +1257,7 @@ MUTANTS = [
         'name': 'confirm-watchdog-never-reverts',
         'breaks': 'the watchdog wakes at its deadline and leaves the unconfirmed transaction as it is',
         'file': 'plugins/module_utils/_confirm.py',
-        'old': "    facts = revert(ds, data['txid'], rollback)\n",
+        'old': "    facts = revert(ds, data['txid'], rollback, alert=True)\n",
         'new': '    facts = None  # mutant\n',
         'tests': [
             'tests/unit/plugins/module_utils/test_confirm.py::'

@@ -166,6 +166,8 @@ case "${1:-all}" in
       if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
       # Debian's fuse3 for the power-cut filesystem (tests/powercut) of the power-cut tests.
       if [ "$(id -u)" -eq 0 ]; then bash scripts/powercut-prereqs.sh; fi
+      # Node.js 22 and gitlab-ci-local from npm for the pipeline tests (into the tool cache; the tests call it too).
+      bash scripts/pipeline-prereqs.sh >/dev/null
     ) || exit 1
     rm -rf "$out"/pytest*.xml "$out/waiting.log" "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
     status=0

@@ -123,3 +123,37 @@ def test_reports_of_earlier_runs_are_not_this_runs_outcome(tmp_path):
     assert mod.decide(str(tmp_path), 0)['outcome'] == 'rolled_back'
     assert mod.decide(str(tmp_path), 0, since=101)['outcome'] == 'deployed'
     assert mod.decide(str(tmp_path), 2, since=100)['outcome'] == 'rolled_back'
+
+
+def pipeline_step(tmp_path, playbook, *args):
+    """scripts/failsafe_pipeline.py with ANSIBLE_PLAYBOOK standing in for ansible-playbook (the real runs are in
+    tests/behaviour/test_pipelines.py): its decisions when the run leaves no report or no JUnit file."""
+    import subprocess
+    import sys
+    env = dict(os.environ, ANSIBLE_PLAYBOOK=playbook, FAILSAFE_REPORT_DIR=str(tmp_path / 'reports'))
+    for key in ('FAILSAFE_JUNIT_FILE', 'GITHUB_ACTIONS', 'TF_BUILD'):
+        env.pop(key, None)
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'failsafe_pipeline.py')] + list(args),
+                          env=env, cwd=str(tmp_path), capture_output=True, text=True, check=False)
+
+
+def test_a_deploy_step_that_deployed_nothing_or_failed_without_a_report_is_unknown(tmp_path):
+    done = pipeline_step(tmp_path, 'true', 'deploy', '1.0.0')
+    assert done.returncode == 3, done.stdout
+    assert 'no host deployed the release' in done.stdout
+    with open(str(tmp_path / 'reports' / 'outcome.env')) as handle:
+        assert 'FAILSAFE_OUTCOME=unknown\n' in handle.read()
+    failed = pipeline_step(tmp_path, 'false', 'deploy', '1.0.0')
+    assert failed.returncode == 3, failed.stdout
+
+
+def test_a_release_name_a_shell_could_read_otherwise_is_refused_before_anything_runs(tmp_path):
+    marker = tmp_path / 'ran'
+    fake = tmp_path / 'fake-playbook'
+    fake.write_text('#!/bin/sh\ntouch %s\n' % marker)
+    fake.chmod(0o755)
+    for args in (('deploy', '1.0; rm -rf /'), ('rollback', '--to', '$(id)'), ('deploy', '')):
+        proc = pipeline_step(tmp_path, str(fake), *args)
+        assert proc.returncode == 4, (args, proc.stdout, proc.stderr)
+        assert 'nothing was run' in proc.stderr
+    assert not marker.exists()

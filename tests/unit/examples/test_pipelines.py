@@ -5,7 +5,7 @@
 """The pipeline examples parse as YAML, run the deploy through scripts/failsafe_pipeline.py (which hands its result
 to scripts/deploy_outcome.py), show the incident and publish the reports and the JUnit file when it failed; and the
 outcome script's decisions on edge cases that a real run does not easily produce (tests/behaviour/test_awx_runner.py
-checks it against real incident reports, tests/behaviour/test_pipelines.py runs the pipelines)."""
+checks it against real incident reports, tests/behaviour/test_ci_pipelines.py runs the pipelines)."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -127,7 +127,7 @@ def test_reports_of_earlier_runs_are_not_this_runs_outcome(tmp_path):
 
 def pipeline_step(tmp_path, playbook, *args):
     """scripts/failsafe_pipeline.py with ANSIBLE_PLAYBOOK standing in for ansible-playbook (the real runs are in
-    tests/behaviour/test_pipelines.py): its decisions when the run leaves no report or no JUnit file."""
+    tests/behaviour/test_ci_pipelines.py): its decisions when the run leaves no report or no JUnit file."""
     import subprocess
     import sys
     env = dict(os.environ, ANSIBLE_PLAYBOOK=playbook, FAILSAFE_REPORT_DIR=str(tmp_path / 'reports'))

@@ -243,6 +243,14 @@ class ActionModule(ActionBase):
                 if refusal:
                     result.update(failed=True, changed=False, msg=refusal, refused='rehearsal')
                     return result
+            elif args.get('release') and args.get('rehearsal_store') and not args.get('rehearsal'):
+                # not required here, but a passing rehearsal of a changed archive reopens the redeploy gate
+                sha = (args.get('build') or {}).get('archive_sha256')
+                record = _rehearsal.read_record(args['rehearsal_store'], sha) if sha else None
+                if _rehearsal.passed(record):
+                    args['rehearsal'] = {'record': _rehearsal.record_path(args['rehearsal_store'], sha),
+                                         'passed': True, 'finished_iso': record.get('finished_iso'),
+                                         'staging_hosts': record.get('staging_hosts')}
             args.pop('flags', None)
         cleanup = False
         if phase == 'activate':

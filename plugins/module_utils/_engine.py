@@ -304,6 +304,9 @@ def _code_stage(p, run, txn, layers, ds, report, reason, quarantine):
                                               event='reverted' if p.get('unconfirmed') else 'rolled back')
             report['target_release'] = res['target']
             report['quarantined'] = res['quarantined']
+            if res['quarantined'] and (txn.get('build') or {}).get('archive_sha256'):
+                # the build shown bad: the redeploy gate refuses it unchanged (same archive checksum)
+                _remember(ReleaseRoot(app_root), entry['record'].get('release'), failed_build=txn['build'])
             done = {'kind': kind, 'undone': True, 'target': res['target'], 'was': was,
                     'failed': entry['record'].get('release'), 'quarantined': res['quarantined']}
             _progress(ds, txn, kind)
@@ -539,6 +542,21 @@ def _deploy_needed(p, ledger, current):
     return bool(p.get('force')) or current != p['release'] or entry.get('state') != 'verified'
 
 
+def redeploy_gate(p, entry):
+    """What lets a release that failed before (``entry``, its ledger entry, state failed) deploy again without
+    force: a root-cause note (``rca``), or a different archive of it (sha256) that passed a rehearsal. None when
+    neither: the same archive, unchanged, or a changed one nobody rehearsed."""
+    if p.get('rca'):
+        return {'by': 'rca', 'rca': p['rca']}
+    failed_sha = (entry.get('failed_build') or {}).get('archive_sha256')
+    sha = (build_of(p) or {}).get('archive_sha256')
+    rehearsal = p.get('rehearsal') or {}
+    if rehearsal.get('passed') is True and sha and failed_sha and sha != failed_sha:
+        return {'by': 'rehearsal', 'record': rehearsal.get('record'), 'failed_archive_sha256': failed_sha,
+                'archive_sha256': sha}
+    return None
+
+
 def forced_of(p, entry):
     """Who forced this deploy and why (``force`` with ``force_reason``), with the refusals the force overrode
     (the quarantine of the release, the promotion gate); None when the deploy is not forced."""
@@ -707,10 +725,17 @@ def open_phase(p, run, check_mode=False, warn=None):
                               % (free / 1048576.0, p['app_root'], p['min_free_mb']), free_bytes=free)
         result['release_size'] = _bound_release(p, rr)
         entry = ledger_view['ledger']['releases'].get(p['release']) or {}
-        if entry.get('state') == 'failed' and not p.get('force'):
+        redeploy = redeploy_gate(p, entry) if entry.get('state') == 'failed' else None
+        if entry.get('state') == 'failed' and not p.get('force') and redeploy is None:
+            failed_sha = (entry.get('failed_build') or {}).get('archive_sha256')
             raise EngineError(
-                'Release %s is quarantined: it failed before on this host (%s). Deploy a fixed release, or set '
-                'failsafe_force=true to deploy it anyway.' % (p['release'], entry.get('reason') or 'no reason recorded'))
+                'Release %s is quarantined: it failed before on this host (%s)%s. Deploy a fixed release: a changed '
+                'archive of it that passed a rehearsal (failsafe.deploy.rehearse), or attach a root-cause note '
+                '(failsafe_rca, a path or URL); or set failsafe_force=true to deploy it anyway. Nothing was changed.'
+                % (p['release'], entry.get('reason') or 'no reason recorded',
+                   (', archive sha256 %s%s' % (failed_sha, ', the same archive as this deploy'
+                                               if failed_sha == (build_of(p) or {}).get('archive_sha256') else ''))
+                   if failed_sha else ''), quarantined=p['release'], failed_build=entry.get('failed_build'))
         running = (ledger_view['ledger']['releases'].get(current) or {}).get('state') if current else None
         if p.get('check_running', True) and p.get('checks') and running == 'verified':
             specs = normalize_checks(p['checks'], p.get('check_defaults'))
@@ -743,10 +768,14 @@ def open_phase(p, run, check_mode=False, warn=None):
         if p.get('rehearsal'):
             # the rehearsal record the promotion gate found (or the gap a forced deploy went past)
             data['rehearsal'] = p['rehearsal']
+        if redeploy:
+            # what let a release that failed before through the redeploy gate
+            data['redeploy'] = redeploy
         opened = ensure_open(ds, run_id, p['release'], current, p['app_root'],
                              snapshots={'files': record['snapshot']} if record else None, owner=p.get('owner'),
                              controller=p.get('controller'), pid=p.get('pid'), check_mode=check_mode, warn=warn,
-                             layers=layers, data=data, build=build_of(p), forced=forced_of(p, entry))
+                             layers=layers, data=data, build=build_of(p), forced=forced_of(p, entry),
+                             rca=p.get('rca'))
         if changes:
             result['msg'] = ('%sRelease %s is active and verified on this host, but its configuration changed '
                              '(%s): %s the configuration change of release %s as a transaction.'
@@ -874,12 +903,22 @@ def _note_staged(ds, run_id, release):
     return True
 
 
+def gate_opened(journal, p):
+    """Whether this run's open transaction went through the redeploy gate (``data.redeploy``): a release that failed
+    before, let through by a passing rehearsal of a changed archive or a root-cause note, stages and activates as a
+    forced one would."""
+    journal = journal or {}
+    ours = journal.get('status') == 'open' and journal.get('run_id') == p.get('run_id')
+    return ours and journal.get('release') == p.get('release') and bool((journal.get('data') or {}).get('redeploy'))
+
+
 def stage_phase(p, check_mode=False):
     rr = ReleaseRoot(p['app_root'])
     path = rr.release_path(p['release'])
     noted = not check_mode and not os.path.lexists(path) and _note_staged(_ds(p), p['run_id'], p['release'])
+    force = bool(p.get('force')) or gate_opened(_ds(p).read_journal(), p)
     try:
-        res = ensure_staged(rr, p['release'], p['src'], shared=p.get('shared') or [], force=p.get('force', False),
+        res = ensure_staged(rr, p['release'], p['src'], shared=p.get('shared') or [], force=force,
                             check_mode=check_mode, **_size_bound(p))
     except Exception:
         if noted and not os.path.lexists(path):
@@ -948,7 +987,8 @@ def activate_phase(p, run, check_mode=False):
     # restores the configuration and keeps the release (it was not shown bad) where it is
     if ours and not check_mode and not is_config_change(journal, p['release']):
         record_layer(ds, p['run_id'], 'release', {'release': p['release'], 'previous': journal.get('previous_release')})
-    switch = ensure_active(release.root, p['release'], force=p.get('force', False), check_mode=check_mode)
+    switch = ensure_active(release.root, p['release'], force=bool(p.get('force')) or gate_opened(journal, p),
+                           check_mode=check_mode)
     finished = journal.get('run_id') == p['run_id'] and any(
         s.get('step') == 'activate' and s.get('status') == 'ok' for s in journal.get('steps') or [])
     restart = bool(p.get('force')) or switch['changed'] or bool(written) or not finished

@@ -49,7 +49,7 @@ _TAIL_BYTES = 256 * 1024
 
 # The keys of failsafe_transaction, which the auto_rollback callback reads.
 TRANSACTION_KEYS = ('txid', 'run_id', 'name', 'state_dir', 'release', 'previous_release', 'app_root', 'status',
-                    'build', 'forced')
+                    'build', 'forced', 'rca')
 
 
 class JournalError(FailsafeError):
@@ -389,7 +389,7 @@ def _planned(ds, result, journal, lock):
 
 def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, snapshots=None, data=None,
                 owner=None, controller=None, pid=None, force=False, check_mode=False, warn=None, layers=None,
-                build=None, forced=None):
+                build=None, forced=None, rca=None):
     if warn is None:
         warn = _no_warn
     t = time.time()
@@ -426,6 +426,9 @@ def ensure_open(ds, run_id, release=None, previous_release=None, app_root=None, 
     if build:
         # which build the transaction deploys (archive checksum, collection version, playbook commit)
         new['build'] = dict(build)
+    if rca:
+        # the root-cause note attached to this deploy (a path or URL): it reopens the redeploy gate
+        new['rca'] = rca
     if forced:
         # who forced this deploy (failsafe_force), why, and which refusals the force overrode
         new['forced'] = dict(forced)

@@ -104,7 +104,8 @@ deployments:
           C(reason) (of a rollback), C(incident) (the incident id that rolled it back, or null) and C(build) (the
           build it deployed, C(archive_sha256), C(collection_version), C(playbook_commit) and C(playbook_dirty), as
           its journal recorded it; null for a transaction that recorded none) and C(forced) (a forced deploy: C(by)
-          whom, C(reason), the refusals it C(overrode) and when, C(iso); null when not forced).
+          whom, C(reason), the refusals it C(overrode) and when, C(iso); null when not forced) and C(rca) (the
+          root-cause note attached to it, or null).
         - Each also has C(layers), the layers of its undo log in the order applied (C(kind), C(key) and C(stage),
           the rollback stage, V(infra) for infrastructure applied first and undone last), and C(stages), the
           rollback stages they need in the order a rollback undoes them.
@@ -217,6 +218,7 @@ def _transaction(txn):
         'layers': _layers(txn), 'stages': [s for s in STAGES if any(e['stage'] == s for e in _layers(txn))],
         'build': txn.get('build') if isinstance(txn.get('build'), dict) else None,
         'forced': txn.get('forced') if isinstance(txn.get('forced'), dict) else None,
+        'rca': txn.get('rca'),
     }
 
 

@@ -120,6 +120,15 @@ options:
       - Why the deploy is forced, recorded with O(force). Required to force a release past the promotion gate.
     type: str
     version_added: 0.1.0
+  rca:
+    description:
+      - A root-cause note of the failure of this release before (a path or URL). It lets a release that failed on
+        this host (quarantined) deploy again without O(force) (the redeploy gate), and is recorded in the journal
+        (C(rca)), so the history and the incident report show it.
+      - Without it, a quarantined release deploys again only as a different archive (sha256) that passed a
+        rehearsal (O(rehearsal)), or with O(force).
+    type: str
+    version_added: 0.1.0
   require_rehearsal:
     description:
       - The promotion gate. The action plugin refuses V(open), before anything changes, when the release archive
@@ -544,6 +553,7 @@ def main():
             recover=dict(type='bool', default=True),
             force=dict(type='bool', default=False),
             force_reason=dict(type='str'),
+            rca=dict(type='str'),
             require_rehearsal=dict(type='bool', default=False),
             rehearsal_store=dict(type='path'),
             rehearsal=dict(type='dict'),

@@ -102,6 +102,10 @@ class Timeline:
         return list(self.entries)
 
 
+# Causes of a failure that are the infrastructure's, not the release's: they do not quarantine the release.
+INFRASTRUCTURE_CAUSES = ('network', 'infrastructure')
+
+
 class DeployRun:
     """What this run did to which host: transactions opened/closed and failures while a transaction was open."""
 
@@ -333,6 +337,11 @@ class DeployRun:
             # the rollback falls back to the play's own state_dir and name for it.
             keys = ('state_dir', 'name', 'txid', 'release', 'previous_release', 'run_id', 'app_root')
             out[host] = dict((key, txn.get(key)) for key in keys if txn.get(key) is not None)
+            causes = [f for f in self.failures if f.get('host') == host and f.get('in_scope', True) and not
+                      f.get('rescued')]
+            if causes and all(f.get('unreachable') or f.get('cause') in INFRASTRUCTURE_CAUSES for f in causes):
+                # the host or its network failed, not the release: quarantined only if a check showed it bad
+                out[host]['quarantine'] = 'shown_bad'
         return out
 
 
@@ -510,6 +519,7 @@ def render_markdown(incident):
         ('Previous release', ', '.join(summary.get('previous_releases') or []) or None),
         ('Build', summary.get('build')),
         ('Forced', summary.get('forced')),
+        ('Root-cause note', summary.get('rca')),
         ('Run id', summary.get('run_id')),
         ('Playbook', summary.get('playbook')),
         ('Controller', summary.get('controller')),
@@ -819,6 +829,7 @@ def build_incident(run, timeline, incident_id, outcome, scope, scope_mode, launc
         'build': run.build_words,
         'builds': run.builds,
         'forced': run.forced_words,
+        'rca': ', '.join(run._unique('rca')) or None,
         'run_id': run.run_id,
         'playbook': playbook,
         'controller': controller_identity(),

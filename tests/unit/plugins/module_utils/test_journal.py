@@ -232,8 +232,8 @@ def test_given_no_journal_when_opened_then_open_transaction_and_failsafe_transac
     tx = res['failsafe_transaction']
     assert res['changed'] is True
     assert set(tx) == {'txid', 'run_id', 'name', 'state_dir', 'release', 'previous_release', 'app_root', 'status',
-                       'build', 'forced'}
-    assert tx['build'] is None and tx['forced'] is None   # none given: none recorded
+                       'build', 'forced', 'rca'}
+    assert tx['build'] is None and tx['forced'] is None and tx['rca'] is None   # none given: none recorded
     assert tx['status'] == 'open' and tx['run_id'] == 'run-1' and tx['name'] == 'app'
     assert tx['state_dir'] == state_dir and tx['release'] == '1.4.2' and tx['previous_release'] == '1.4.1'
     assert re.match(r'^\d{8}T\d{6}Z-[0-9a-f]{8}$', tx['txid'])

@@ -73,3 +73,20 @@ def test_given_the_run_arguments_then_a_step_runs_the_deploy_on_staging_with_the
     assert json.loads(cmd[-1]) == {'failsafe_hosts': 'staging', 'failsafe_require_rehearsal': False,
                                    'failsafe_force': True}
 
+
+def test_given_a_host_that_failed_unreachable_then_its_rollback_quarantines_only_a_release_shown_bad():
+    from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import DeployRun
+    from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+    run = DeployRun(Redactor())
+    for host in ('web1', 'web2'):
+        run.observe_transaction(host, {'txid': 't-' + host, 'run_id': 'r', 'release': '2.0.0', 'status': 'open',
+                                       'state_dir': '/var/lib/failsafe-deploy', 'name': 'app'})
+    run.record_failure('web1', {'name': 'Switch', 'action': 'failsafe.deploy.transaction'},
+                       {'unreachable': True, 'msg': 'ssh: connect to host web1 port 22: No route to host'},
+                       unreachable=True)
+    run.record_failure('web2', {'name': 'Check the health of the new release', 'action': 'failsafe.deploy.transaction'},
+                       {'failed': True, 'msg': 'health check failed: status 503'})
+    hosts = run.rollback_hosts(['web1', 'web2'])
+    # the unreachable host's failure is its own or its network's: a redeploy gate is not closed by it
+    assert hosts['web1']['quarantine'] == 'shown_bad'
+    assert 'quarantine' not in hosts['web2']

@@ -661,13 +661,10 @@ class CallbackModule(CallbackBase):
         self.rollback_playbook = option('rollback_playbook') or 'failsafe.deploy.rollback'
         self.rollback_scope = option('rollback_scope') or 'opened'
         self.rollback_timeout = int(option('rollback_timeout') or 900)
-        self.report_dir = os.path.abspath(os.path.expanduser(option('report_dir') or './failsafe-incidents'))
-        junit = option('junit_file')
-        self.junit_file = os.path.abspath(os.path.expanduser(junit)) if junit else None
+        self.report_dir = _settings.path_option(option('report_dir') or './failsafe-incidents')
+        self.junit_file = _settings.path_option(option('junit_file'))
         self.webhook_url = option('webhook_url') or None
-        spool = option('spool_path')
-        self.spool_path = os.path.abspath(os.path.expanduser(spool)) if spool else os.path.join(
-            self.report_dir, 'alerts.jsonl')
+        self.spool_path = _settings.path_option(option('spool_path')) or os.path.join(self.report_dir, 'alerts.jsonl')
         self.defer_to_workflow = bool(option('defer_to_workflow'))
         self.rollback_via = option('rollback_via') or 'local'
         self.rollback_on_interrupt = option('rollback_on_interrupt') is not False
@@ -934,8 +931,8 @@ class CallbackModule(CallbackBase):
             if end['committed']:
                 self._display.display('failsafe auto_rollback: %d host(s) opened a transaction; no failure, no '
                                       'rollback needed.' % len(self.run.opened_order))
-                self._write_junit({'outcome': 'committed', 'timeline': self.timeline.to_list(),
-                                   'summary': {'releases': self.run.releases}})
+                _junit.write_or_warn(self.junit_file, {'outcome': 'committed', 'timeline': self.timeline.to_list(),
+                                                       'summary': {'releases': self.run.releases}}, self._warn)
                 self._notify_committed()
             return
         self._ensure_incident()
@@ -977,7 +974,7 @@ class CallbackModule(CallbackBase):
         self._report_alert_problems()
         self._write_incident(launch, scope, reason=reason or (what if interrupted else None), hosts=hosts)
         if self.outcome == 'rollback_failed':
-            self._banner_failed(reason, self._way_out(scope, hosts))
+            self._banner_failed(reason, _launcher.way_out(scope, hosts, self._rollback_request, context.CLIARGS))
         self._summary_line()
 
     def _rollback_start(self, scope, playbook):
@@ -1035,21 +1032,8 @@ class CallbackModule(CallbackBase):
         except OSError as exc:
             self.report_json = self.report_md = self.report_html = None
             self._warn('could not write the incident report to %s: %s (setting report_dir)' % (self.report_dir, exc))
-        self._write_junit(incident)
+        _junit.write_or_warn(self.junit_file, incident, self._warn)
         return incident
-
-    def _write_junit(self, incident):
-        """The outcome as JUnit XML at junit_file (when set), from the incident's facts; a problem is a warning."""
-        if not self.junit_file:
-            return
-        try:
-            _junit.write_junit(self.junit_file, incident)
-        except (OSError, ValueError, TypeError) as exc:
-            self._warn('could not write the JUnit file %s: %s (setting junit_file)' % (self.junit_file, exc))
-
-    def _way_out(self, scope, hosts):
-        """The command that finishes the rollback of this run on the hosts whose rollback did not succeed."""
-        return _launcher.way_out(scope, hosts, self._rollback_request, context.CLIARGS)
 
     def _banner_failed(self, reason, way_out=None):
         self._display.display(_summary.failed_banner(self.incident_id, self.redactor.text(reason or 'unknown reason'),

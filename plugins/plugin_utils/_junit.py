@@ -160,3 +160,14 @@ def write_junit(path, incident):
     if not os.path.isdir(directory):
         os.makedirs(directory)
     return write_text_atomic(path, render_junit(incident), mode=0o644)
+
+
+def write_or_warn(path, incident, warn):
+    """The outcome as JUnit XML at ``path`` when it is set (the callback's junit_file), from the incident's facts; a
+    problem is a warning through ``warn``, never an error of the run."""
+    if not path:
+        return
+    try:
+        write_junit(path, incident)
+    except (OSError, ValueError, TypeError) as exc:
+        warn('could not write the JUnit file %s: %s (setting junit_file)' % (path, exc))

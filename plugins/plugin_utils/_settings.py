@@ -41,6 +41,11 @@ def run_webhook_url(environ=None):
         or None
 
 
+def path_option(value):
+    """A path option as an absolute path (``~`` expanded), or None when it is not set."""
+    return os.path.abspath(os.path.expanduser(value)) if value else None
+
+
 def float_option(value, default):
     """A float option that may be 0 (which ``or default`` would lose)."""
     if value is None or value == '':

@@ -15,6 +15,7 @@ __metaclass__ = type
 import json
 import shlex
 
+from ansible import context
 from ansible.inventory.manager import InventoryManager
 from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.play import Play
@@ -125,7 +126,7 @@ def test_the_printed_way_out_carries_the_same_rollback_request(env):
     child = json.loads((env / 'child-call.json').read_text())['vars']
     scope = sorted(child['failsafe_rollback_hosts'])
     # no host says it was rolled back: the way out covers the whole scope
-    printed = printed_extra_vars(cb._way_out(scope, {}))
+    printed = printed_extra_vars(_launcher.way_out(scope, {}, cb._rollback_request, context.CLIARGS))
     assert printed == child
     request = _launcher.rollback_request('run-7', child['failsafe_rollback_hosts'], cb.incident_id,
                                          connection=child['failsafe_rollback_connection'],

@@ -5,7 +5,8 @@
 #
 # `all` runs its parts side by side, each on fleets of its own names: two shards of the fault matrix (each on its own
 # 3-host fleet, mostly waiting on hosts, supervisor start-ups and health checks), each followed by a list of
-# waiting-bound behaviour tests, a fourth stream of such tests, beside the other behaviour tests; the unit tests once,
+# waiting-bound behaviour tests, a fourth stream of such tests and a fifth of the newest layers' tests (power cuts,
+# infrastructure, pipelines, staging gates, the self-revert's alert), beside the other behaviour tests; the unit tests once,
 # as the units gate (ansible-test units); and the mutation check and the other gates at a lower priority from the
 # start. Each part's output is printed whole when it ends; the run fails if any part failed.
 set -euo pipefail
@@ -169,7 +170,7 @@ case "${1:-all}" in
       # Node.js 22 and gitlab-ci-local from npm for the pipeline tests (into the tool cache; the tests call it too).
       bash scripts/pipeline-prereqs.sh >/dev/null
     ) || exit 1
-    rm -rf "$out"/pytest*.xml "$out/waiting.log" "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
+    rm -rf "$out"/pytest*.xml "$out/waiting.log" "$out/layers.log" "$out"/fault-matrix*.md "$out"/fault-matrix*.json "$out/units-junit"
     status=0
     # Four pytest streams side by side, each on fleets of its own names and subnets: the fault matrix is split in
     # two shards (fleets fsx and fsy), each followed by a list of waiting-bound behaviour files (deadlines, bake
@@ -187,7 +188,14 @@ case "${1:-all}" in
             tests/behaviour/test_molecule.py tests/behaviour/test_metric_gate_runs.py
             tests/behaviour/test_local_commit_confirmed.py tests/behaviour/test_rollback_resume.py)
     ignore=(--ignore=tests/behaviour/test_fault_matrix.py)
-    for path in "${second[@]}" "${third[@]}" "${fourth[@]}"; do ignore+=("--ignore=$path"); done
+    # the fifth stream (fleet fsf; the power-cut tests build their own fleet, hb): each file drives real servers,
+    # tools and pipelines of its own and waits on them
+    fifth=(tests/behaviour/test_powercut_crash.py tests/behaviour/test_powercut_fs.py
+           tests/behaviour/test_infra_terraform.py tests/behaviour/test_ci_pipelines.py
+           tests/behaviour/test_versioned_builds.py tests/behaviour/test_staging_gate.py
+           tests/behaviour/test_redeploy_gate.py tests/behaviour/test_reproduce.py
+           tests/behaviour/test_self_revert_alert.py)
+    for path in "${second[@]}" "${third[@]}" "${fourth[@]}" "${fifth[@]}"; do ignore+=("--ignore=$path"); done
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,
     # at the same priority; their JUnit reports join the streams' in the summary and the durations report.
     echo "==> unit tests: the units gate (ansible-test units; output: $out/units.log)"
@@ -208,9 +216,9 @@ case "${1:-all}" in
     mutants=$!
     (cpu_join gates; exec nice -n 10 bash scripts/checks.sh "${other_gates[@]}") > "$out/gates.log" 2>&1 &
     gates=$!
-    echo "==> fault matrix shards with ${#second[@]} + ${#third[@]} waiting-bound test files, and ${#fourth[@]} more" \
-         "such files, beside the other tests; their output: $out/fault-matrix-1.log, $out/fault-matrix-2.log," \
-         "$out/waiting.log"
+    echo "==> fault matrix shards with ${#second[@]} + ${#third[@]} waiting-bound test files, ${#fourth[@]} more" \
+         "such files and ${#fifth[@]} of the newest layers, beside the other tests; their output:" \
+         "$out/fault-matrix-1.log, $out/fault-matrix-2.log, $out/waiting.log, $out/layers.log"
     (cpu_join stream-2; FAILSAFE_FAULT_SHARD=1/2 FAILSAFE_FAULT_FLEET=fsx FAILSAFE_FLEET_NAME=fsb \
       FAILSAFE_FLEET_SUBNET=10.213.250.0/24 run_pytest -q -rs -p no:cacheprovider tests/behaviour/test_fault_matrix.py \
       "${second[@]}" --junitxml="$out/pytest-matrix-1.xml") > "$out/fault-matrix-1.log" 2>&1 &
@@ -223,6 +231,10 @@ case "${1:-all}" in
       run_pytest -q -rs -p no:cacheprovider "${fourth[@]}" --junitxml="$out/pytest-waiting.xml") \
       > "$out/waiting.log" 2>&1 &
     stream4=$!
+    (cpu_join stream-5; FAILSAFE_FLEET_NAME=fsf FAILSAFE_FLEET_SUBNET=10.213.253.0/24 \
+      run_pytest -q -rs -p no:cacheprovider "${fifth[@]}" --junitxml="$out/pytest-layers.xml") \
+      > "$out/layers.log" 2>&1 &
+    stream5=$!
     (cpu_join stream-1; run_pytest -q -rs tests/behaviour "${ignore[@]}" --junitxml="$out/pytest.xml") || status=1
     wait "$stream2" || status=1
     echo "==> fault matrix shard 1 and waiting-bound tests output"
@@ -233,6 +245,9 @@ case "${1:-all}" in
     wait "$stream4" || status=1
     echo "==> waiting-bound tests output"
     cat "$out/waiting.log"
+    wait "$stream5" || status=1
+    echo "==> the newest layers' tests output"
+    cat "$out/layers.log"
     wait "$units" || status=1
     echo "==> unit tests (units gate) output"
     cat "$out/units.log"
@@ -245,7 +260,7 @@ case "${1:-all}" in
     # ansible-test writes one report per test context; with none, the unmatched pattern stays as a path that
     # summary() counts as an error
     reports=("$out/pytest.xml" "$out/pytest-matrix-1.xml" "$out/pytest-matrix-2.xml" "$out/pytest-waiting.xml"
-             "$out"/units-junit/*.xml)
+             "$out/pytest-layers.xml" "$out"/units-junit/*.xml)
     durations "${reports[@]}"
     echo "test.sh: finished in $(( $(date +%s) - start )) s"
     cpu_cleanup

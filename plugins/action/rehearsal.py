@@ -23,7 +23,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils._build import buil
 
 class ActionModule(ActionBase):
 
-    _supports_check_mode = False
+    # under --check it refuses loudly rather than being skipped in silence
+    _supports_check_mode = True
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -33,6 +34,8 @@ class ActionModule(ActionBase):
         if validated.error_messages:
             raise AnsibleActionFail('; '.join(validated.error_messages))
         args = validated.validated_parameters
+        if self._task.check_mode:
+            raise AnsibleActionFail('A rehearsal deploys to the staging hosts: it does not run under check mode. Nothing was run.')
         try:
             archive = self._find_needle('files', args['archive'])
         except AnsibleError as e:

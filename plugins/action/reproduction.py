@@ -21,7 +21,8 @@ from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher, 
 
 class ActionModule(ActionBase):
 
-    _supports_check_mode = False
+    # under --check it refuses loudly rather than being skipped in silence
+    _supports_check_mode = True
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -31,6 +32,8 @@ class ActionModule(ActionBase):
         if validated.error_messages:
             raise AnsibleActionFail('; '.join(validated.error_messages))
         args = validated.validated_parameters
+        if self._task.check_mode:
+            raise AnsibleActionFail('A reproduction deploys to the staging hosts: it does not run under check mode. Nothing was run.')
         staging = list((task_vars.get('groups') or {}).get(args['hosts']) or [])
         if not staging and args['hosts'] in (task_vars.get('hostvars') or {}):
             staging = [args['hosts']]

@@ -101,10 +101,10 @@ deployments:
       description:
         - Transactions, newest first, each with C(txid), C(run_id), C(release), C(previous_release), C(status),
           C(opened_iso), C(closed_iso), C(duration) (seconds), C(steps) (names of the steps done), C(owner),
-          C(reason) (of a rollback), C(incident) (the incident id that rolled it back, or null) and C(build) (the
+          C(reason) (of a rollback), C(incident) (the incident id that rolled it back, or null), C(build) (the
           build it deployed, C(archive_sha256), C(collection_version), C(playbook_commit) and C(playbook_dirty), as
-          its journal recorded it; null for a transaction that recorded none) and C(forced) (a forced deploy: C(by)
-          whom, C(reason), the refusals it C(overrode) and when, C(iso); null when not forced) and C(rca) (the
+          its journal recorded it; null for a transaction that recorded none), C(forced) (who forced the deploy,
+          C(by), why, C(reason), the refusals it C(overrode) and when, C(iso); null when not forced) and C(rca) (the
           root-cause note attached to it, or null).
         - Each also has C(layers), the layers of its undo log in the order applied (C(kind), C(key) and C(stage),
           the rollback stage, V(infra) for infrastructure applied first and undone last), and C(stages), the

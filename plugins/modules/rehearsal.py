@@ -29,14 +29,17 @@ description:
     duration and log, and where the record lives. The drill's incident report and each step's log are kept beside
     it (C(<sha256>.d/)).
   - The playbook C(failsafe.deploy.rehearse) runs it.
+extends_documentation_fragment:
+  - failsafe.deploy.common
+  - failsafe.deploy.common.action
 attributes:
+  action:
+    details: Everything runs in the action plugin on the controller.
   check_mode:
     support: none
-    details: A rehearsal deploys to the staging hosts; under check mode it is refused.
+    details: A rehearsal deploys to the staging hosts; it does not run under check mode.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 options:
   release:
     description: The release to rehearse (the deploy's C(failsafe_release_id)).
@@ -63,8 +66,6 @@ options:
     description: Seconds each step may take before it is stopped and counted as failed.
     type: int
     default: 1800
-author:
-  - failsafe.deploy contributors
 '''
 
 EXAMPLES = r'''

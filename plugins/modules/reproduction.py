@@ -22,14 +22,17 @@ description:
     network). The verdict is appended to the incident's report (C(reproductions) in the JSON, a section in the
     Markdown).
   - The playbook C(failsafe.deploy.reproduce) runs it.
+extends_documentation_fragment:
+  - failsafe.deploy.common
+  - failsafe.deploy.common.action
 attributes:
+  action:
+    details: Everything runs in the action plugin on the controller.
   check_mode:
     support: none
-    details: A reproduction deploys to the staging hosts.
+    details: A reproduction deploys to the staging hosts; it does not run under check mode.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 options:
   incident:
     description: The incident report (JSON) on the controller.
@@ -47,8 +50,6 @@ options:
     description: Seconds the re-run may take.
     type: int
     default: 1800
-author:
-  - failsafe.deploy contributors
 '''
 
 EXAMPLES = r'''

@@ -987,17 +987,20 @@ def activate_phase(p, run, check_mode=False):
     # restores the configuration and keeps the release (it was not shown bad) where it is
     if ours and not check_mode and not is_config_change(journal, p['release']):
         record_layer(ds, p['run_id'], 'release', {'release': p['release'], 'previous': journal.get('previous_release')})
+    service = ServiceLayer(p.get('service') or {}, run)
+    if ours and not check_mode:
+        # The settings go into the journal before the switch: the rollback restarts (or unloads) the service as it
+        # was applied. Recorded only at the restart, a host that died between the switch and the restart (a reboot,
+        # whose init starts the program from the new current) was switched back by its recovery with the program
+        # left running the abandoned release.
+        record_layer(ds, p['run_id'], 'service', {'manager': service.s['manager']}, options=dict(service.s))
     switch = ensure_active(release.root, p['release'], force=bool(p.get('force')) or gate_opened(journal, p),
                            check_mode=check_mode)
     finished = journal.get('run_id') == p['run_id'] and any(
         s.get('step') == 'activate' and s.get('status') == 'ok' for s in journal.get('steps') or [])
     restart = bool(p.get('force')) or switch['changed'] or bool(written) or not finished
-    service = ServiceLayer(p.get('service') or {}, run)
     svc = {'changed': False}
     if not check_mode:
-        if journal.get('status') == 'open' and journal.get('run_id') == p['run_id']:
-            # the settings go into the journal: the rollback restarts (or unloads) the service as it was applied
-            record_layer(ds, p['run_id'], 'service', {'manager': service.s['manager']}, options=dict(service.s))
         svc = service.apply({}, {}, restart=restart)
         with _confirm.host_lock(ds):
             _confirm.refuse_reverted(ds, p['run_id'], 'activate')

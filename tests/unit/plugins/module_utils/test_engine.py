@@ -432,3 +432,48 @@ def test_the_preflight_role_refuses_release_ids_by_the_same_rule_as_the_open_pha
         pattern = yaml.safe_load(handle)['__failsafe_release_id_pattern']
     assert pattern == RELEASE_ID_RE.pattern
     assert not re.search(pattern, '2.0\n') and re.search(pattern, '2.0-rc.1_b')
+
+
+ACTIVATE_CHILD = r'''
+import json, sys
+from ansible_collections.failsafe.deploy.plugins.module_utils import _engine
+_engine.activate_phase(json.loads(sys.argv[1]), None)
+'''
+
+
+def test_a_host_that_died_between_the_switch_and_the_restart_has_its_program_restarted_by_the_rollback(host):
+    """The activation dies right after current switched (durably) and before the restart: a rebooted host's init
+    then starts the program from the new current, so the rollback that switches back must restart it, which it
+    does only for a service layer in the journal: the service is recorded before the switch."""
+    import subprocess
+    import sys
+    from ansible_collections.failsafe.deploy.plugins.module_utils import _atomic
+    service = {'manager': 'supervisor', 'name': 'app', 'conf': '/srv/supervisor/supervisord.conf',
+               'supervisorctl': '/usr/bin/supervisorctl'}
+    params = dict(host, service=service)
+    engine.open_phase(dict(params), no_run)
+    collections = os.path.abspath(os.path.join(os.path.dirname(_atomic.__file__), '..', '..', '..', '..', '..'))
+    env = dict(os.environ, PYTHONPATH=collections + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env[_atomic.CRASH_ENV] = 'release.switched'
+    env.pop(_atomic.CRASH_SCOPE_ENV, None)
+    proc = subprocess.run([sys.executable, '-c', ACTIVATE_CHILD, json.dumps(params)], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=60, check=False)
+    assert proc.returncode == 137, 'the crash point was not reached (rc=%s): %s' % (proc.returncode, proc.stdout)
+    assert ReleaseRoot(host['app_root']).read_current() == '2.0'
+    kinds = [layer.get('kind') for layer in DeployState(host['state_dir'], 'app').read_journal().get('layers') or []]
+    assert 'service' in kinds, 'the service is not in the journal of an activation that switched: %r' % kinds
+
+    calls = []
+
+    def supervisor(argv):
+        calls.append(list(argv[3:]))
+        if argv[3:4] == ['restart']:
+            return 0, 'app: stopped\napp: started\n', ''
+        if argv[3:4] == ['status']:
+            return 0, 'app                              RUNNING   pid 42, uptime 0:00:03\n', ''
+        return 0, '', ''
+
+    res = engine.rollback(dict(params, reason='the host rebooted'), supervisor)
+    assert ['restart', 'app'] in calls, calls
+    assert ReleaseRoot(host['app_root']).read_current() == '1.0'
+    assert res['failsafe_rollback']['verified'] is True

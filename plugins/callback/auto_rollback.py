@@ -852,7 +852,7 @@ class CallbackModule(CallbackBase):
             return
         self._notices_sent.append(kind)
         facts = _notices.run_facts(self.run, service=self.service_name, playbook=self.playbook_path,
-                                   restored=restored, incident_id=self.incident_id)
+                                   restored=restored, incident_id=self.incident_id, report_dir=self.report_dir)
         self.alerts.notify(self.redactor.data(_notices.notice_payload(kind, facts, self.notice_templates)),
                            only=audience)
         self.timeline.add('stakeholder_notice', notice=kind)

@@ -72,6 +72,10 @@ def test_given_stakeholders_when_a_deploy_fails_and_is_restored_then_they_get_th
     started, failed, restored = bodies
     assert 'deploy release 3.0.0 of Demo shop at ' in started
     assert 'ran into a problem at ' in failed and 'previous version (1.0.0)' in failed
+    # the time to restore to expect, from this deployment's earlier rollbacks in the report folder (or a default)
+    assert re.search(r'We expect service to be restored in (less than a minute|about \d+ minutes?) \((no earlier '
+                     r'rollback of this service to go by|its only earlier rollback|the median of its last \d+ '
+                     r'rollbacks)\)\.', failed), failed
     assert 'Service is restored.' in restored and 'previous version (1.0.0)' in restored
     assert re.search(r'At \d\d:\d\d UTC on \d+ \w+ \d{4}, Demo shop was running', restored), restored
     assert re.search(r'How long the impact lasted: (less than a minute|about \d+ minutes?)\.', restored), restored

@@ -67,7 +67,7 @@ def test_given_a_notice_when_sent_to_the_stakeholder_email_channel_then_the_serv
     assert not msg.is_multipart()                            # plain words, no HTML alternative
     body = msg.get_content()
     assert 'Service is restored.' in body and 'previous version (2.4.0)' in body
-    assert 'How long the impact lasted: about 7 minutes.' in body
+    assert 'How long the impact lasted: about 7 minutes. We had expected ' in body
     # an alert is not for stakeholders: nothing more reaches the server
     assert channel.send(FAILED) is None
     assert len(smtp.messages) == 1

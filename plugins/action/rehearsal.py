@@ -44,9 +44,7 @@ class ActionModule(ActionBase):
         build = build_of(archive=archive, playbook_dir=playbook_directory(task_vars.get('playbook_dir')))
         if not build.get('archive_sha256'):
             raise AnsibleActionFail('cannot read the release archive %s' % archive)
-        staging = list((task_vars.get('groups') or {}).get(args['hosts']) or [])
-        if not staging and args['hosts'] in (task_vars.get('hostvars') or {}):
-            staging = [args['hosts']]
+        staging = _rehearsal.staging_hosts(task_vars, args['hosts'])
         if not staging:
             raise AnsibleActionFail('no staging host matches %r (failsafe_rehearsal_hosts): nothing was rehearsed'
                                     % args['hosts'])

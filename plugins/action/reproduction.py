@@ -16,7 +16,7 @@ from ansible.plugins.action import ActionBase
 
 # The argument spec lives beside the documentation, in the module file.
 from ansible_collections.failsafe.deploy.plugins.modules.reproduction import ARGUMENT_SPEC
-from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher, _reproduce
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _launcher, _rehearsal, _reproduce
 
 
 class ActionModule(ActionBase):
@@ -34,9 +34,7 @@ class ActionModule(ActionBase):
         args = validated.validated_parameters
         if self._task.check_mode:
             raise AnsibleActionFail('A reproduction deploys to the staging hosts: it does not run under check mode. Nothing was run.')
-        staging = list((task_vars.get('groups') or {}).get(args['hosts']) or [])
-        if not staging and args['hosts'] in (task_vars.get('hostvars') or {}):
-            staging = [args['hosts']]
+        staging = _rehearsal.staging_hosts(task_vars, args['hosts'])
         if not staging:
             raise AnsibleActionFail('no staging host matches %r (failsafe_rehearsal_hosts): nothing was re-run'
                                     % args['hosts'])

@@ -29,6 +29,14 @@ STEPS = ('drill', 'restore_proven', 'deploy')
 _SHA256 = re.compile(r'^[0-9a-f]{64}$')
 
 
+def staging_hosts(task_vars, name):
+    """The staging hosts ``name`` stands for: the hosts of that inventory group, or ``name`` when it is a host."""
+    hosts = list((task_vars.get('groups') or {}).get(name) or [])
+    if not hosts and name in (task_vars.get('hostvars') or {}):
+        hosts = [name]
+    return hosts
+
+
 def record_path(store, sha256):
     """Where the record of the archive ``sha256`` lives in ``store``."""
     if not _SHA256.match(str(sha256 or '')):

@@ -90,3 +90,11 @@ def test_given_a_host_that_failed_unreachable_then_its_rollback_quarantines_only
     # the unreachable host's failure is its own or its network's: a redeploy gate is not closed by it
     assert hosts['web1']['quarantine'] == 'shown_bad'
     assert 'quarantine' not in hosts['web2']
+
+
+def test_staging_names_a_group_or_a_host_of_the_inventory_and_nothing_else():
+    task_vars = {'groups': {'staging': ['stage1', 'stage2'], 'empty': []}, 'hostvars': {'stage1': {}, 'prod1': {}}}
+    assert _rehearsal.staging_hosts(task_vars, 'staging') == ['stage1', 'stage2']
+    assert _rehearsal.staging_hosts(task_vars, 'prod1') == ['prod1']
+    assert _rehearsal.staging_hosts(task_vars, 'empty') == []
+    assert _rehearsal.staging_hosts(task_vars, 'nowhere') == []

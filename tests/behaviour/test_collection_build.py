@@ -79,9 +79,10 @@ def test_the_tarball_holds_what_users_need_and_nothing_of_the_test_suite(install
     size = os.path.getsize(str(tarball))
     print('tarball %s: %d files, %d bytes (%d unpacked)'
           % (tarball.name, len(names), size, sum(m.size for m in members)))
-    # What users get is the plugins, roles, playbooks, docs and examples: about 150 files, about 330 KB packed.
-    assert len(names) < 200, len(names)
-    assert size < 450 * 1024, size
+    # What users get is the plugins, roles, playbooks, docs and examples: about 200 entries, about 420 KB packed
+    # (with the infra role, the staging and pipeline pieces); a bound well above, so that a stray folder shows.
+    assert len(names) < 260, len(names)
+    assert size < 550 * 1024, size
 
 
 @pytest.mark.parametrize('kind, name', [('module', m) for m in MODULES] + [('callback', 'auto_rollback')]

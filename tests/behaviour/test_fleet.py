@@ -89,13 +89,18 @@ def test_crashed_host_is_unreachable_fast_and_restart_keeps_srv(fleet, tmp_path)
                                          '-a', 'content=kept dest=/srv/state mode=0644')
     assert set(statuses.values()) == {'CHANGED'}, output
     hosts.run(victim, ['sh', '-c', 'echo volatile > /run/marker'])
+    # the same ping with every host up, just before: ansible's own start-up, as slow as the machine is busy now
+    statuses, output, base = ping(hosts, tmp_path)
+    assert set(statuses.values()) == {'SUCCESS'}, output
 
     hosts.crash(victim)
     assert not hosts.is_running(victim)
     assert _netns_pids_of(victim.netns) == []
     statuses, output, elapsed = ping(hosts, tmp_path)
     assert statuses == {hosts[1].name: 'SUCCESS', victim.name: 'UNREACHABLE!', hosts[3].name: 'SUCCESS'}, output
-    assert elapsed < 10, 'crashed host took %.1f s to turn unreachable' % elapsed
+    # unreachable within ssh's ConnectTimeout (3 s) and its retry, not after a hang: at most 10 s more than the
+    # run with every host up
+    assert elapsed < base + 10, 'crashed host took %.1f s to turn unreachable (%.1f s with all up)' % (elapsed, base)
 
     hosts.restart(victim)
     statuses, output, _elapsed = ping(hosts, tmp_path, victim.name)

@@ -110,8 +110,10 @@ def test_transaction_lifecycle_returns_failsafe_transaction_and_writes_history(p
     res = ok(dict(path=path, name='web', state='open', run_id='r1', release='1.4.2', previous_release='1.4.1',
                   app_root='/srv/app', snapshots={'files': 's1'}, data={'hosts': 3}))
     tx = res['failsafe_transaction']
+    # no build, force or root-cause note was given to this open: the keys are there, empty
     assert tx == {'txid': tx['txid'], 'run_id': 'r1', 'name': 'web', 'state_dir': path, 'release': '1.4.2',
-                  'previous_release': '1.4.1', 'app_root': '/srv/app', 'status': 'open'}
+                  'previous_release': '1.4.1', 'app_root': '/srv/app', 'status': 'open', 'build': None,
+                  'forced': None, 'rca': None}
     again = ok(dict(path=path, name='web', state='open', run_id='r1', release='1.4.2'))
     assert again['changed'] is False and again['failsafe_transaction']['txid'] == tx['txid']
     res = ok(dict(path=path, name='web', state='step', run_id='r1', step='snapshot', snapshots={'db': 'd1'},

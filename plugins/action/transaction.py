@@ -254,7 +254,12 @@ class ActionModule(ActionBase):
             args.pop('flags', None)
         cleanup = False
         if phase == 'activate':
-            args['confirm_alert'] = confirm_alert(args.get('confirm_alert'), task_vars.get('inventory_hostname'))
+            alert = confirm_alert(args.get('confirm_alert'), task_vars.get('inventory_hostname'))
+            # the URL alone is the secret (confirm_alert_url, no_log): the host's name and the rest stay readable
+            if alert:
+                args['confirm_alert_url'] = alert['webhook_url']
+                alert = dict((key, value) for key, value in alert.items() if key != 'webhook_url')
+            args['confirm_alert'] = alert
         if phase == 'activate' and args.get('files'):
             args['files'] = [self._rendered(spec, task_vars) for spec in args['files']]
         try:

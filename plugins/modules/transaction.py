@@ -280,7 +280,13 @@ options:
       - The settings are kept on the host (mode 0600) only while the revert timer is armed, and removed at the
         commit, a rollback or the revert. The revert's facts (C(self_reverted)) say the incident id and whether the
         alert was delivered, so that the next run's report names the same incident and pages no one again.
+      - The action plugin moves C(webhook_url) to O(confirm_alert_url), the one part kept out of every output.
     type: raw
+  confirm_alert_url:
+    description:
+      - The webhook URL of O(confirm_alert), set by the action plugin from it; the only part of the setting that is a
+        secret (masked in every output). Not to be set by hand.
+    type: str
   keep_releases:
     description: Releases V(commit) keeps (never removing current or the last verified).
     type: int
@@ -575,7 +581,8 @@ def main():
             restart=dict(type='bool', default=True),
             confirm_timeout=dict(type='int', default=300),
             confirm_mechanism=dict(type='str', default='auto', choices=['auto', 'systemd', 'process']),
-            confirm_alert=dict(type='raw', no_log=True),
+            confirm_alert=dict(type='raw'),
+            confirm_alert_url=dict(type='str', no_log=True),
             keep_releases=dict(type='int', default=5),
             keep_snapshots=dict(type='int', default=5),
             rollback_run_id=dict(type='str'),
@@ -614,8 +621,13 @@ def main():
             module.fail_json(msg='phase=%s needs %s' % (phase, ', '.join(missing)))
     if p.get('confirm_alert') in (True, False, 'true', 'false', 'True', 'False'):
         p['confirm_alert'] = None  # the action plugin turns true into the callback's webhook; none here
-    elif p.get('confirm_alert') is not None and not (
-            isinstance(p['confirm_alert'], dict) and p['confirm_alert'].get('webhook_url')):
+    elif isinstance(p.get('confirm_alert'), dict) and (p['confirm_alert'].get('webhook_url') or p['confirm_alert_url']):
+        # Only the URL is a secret (confirm_alert_url, no_log): were the whole dict no_log, its other values (the
+        # host's inventory name) would be masked wherever they appear in the output, paths included.
+        url = p['confirm_alert_url'] or p['confirm_alert']['webhook_url']
+        module.no_log_values.add(str(url))
+        p['confirm_alert'] = dict(p['confirm_alert'], webhook_url=url)
+    elif p.get('confirm_alert') is not None:
         module.fail_json(msg='confirm_alert must be true, false or a dict with webhook_url')
     if p['confirm_timeout'] < 0:
         module.fail_json(msg='confirm_timeout must be 0 (off) or a number of seconds, not %s' % p['confirm_timeout'])

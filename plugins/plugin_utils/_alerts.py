@@ -93,7 +93,9 @@ class TimeBudget:
             self._charge(self._clock() - started)
         left = self.remaining()
         if left is not None and left <= 0.01:
-            return ('%s; ' % error if error else '') + 'total time limit of %.1f s reached' % self.time_limit, left
+            # too little to try with: the limit is reached, as the error says, and the crumb is spent with it
+            self._charge(left)
+            return ('%s; ' % error if error else '') + 'total time limit of %.1f s reached' % self.time_limit, 0.0
         return None, left
 
 

@@ -179,6 +179,16 @@ def test_webhook_time_limit_bounds_every_send_of_the_run(silent_server):
     assert sender.remaining() == 0.0
 
 
+def test_a_crumb_of_the_time_limit_is_not_tried_with_and_is_spent():
+    # 5 ms left of the run's limit: too little to try, so the limit is reached, as the error says, and nothing is
+    # left for a later send (before, the crumb stayed: a busy machine left the budget at a few ms, never 0)
+    sender = WebhookSender('http://127.0.0.1:9/', timeout=0.5, retries=0, time_limit=1.0)
+    sender._charge(0.995)  # pylint: disable=protected-access
+    result = sender.send({'event': 'rolled_back'})
+    assert not result.ok and result.attempts == 0 and 'total time limit of 1.0 s reached' in result.error
+    assert sender.remaining() == 0.0
+
+
 def test_dispatcher_flush_waits_for_all_senders_side_by_side_against_one_deadline(tmp_path, silent_server):
     class Hanging:
         """A channel that takes ``seconds`` per alert and reports each as failed."""

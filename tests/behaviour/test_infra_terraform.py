@@ -59,7 +59,7 @@ def _write(folder, text):
 
 def _tf(tf, project, *args):
     return subprocess.run([tf, '-chdir=%s' % project] + list(args), capture_output=True, text=True,
-                          env=dict(os.environ, CHECKPOINT_DISABLE='1'))
+                          env=dict(os.environ, CHECKPOINT_DISABLE='1'), check=False)
 
 
 def _resources(tf, project):

@@ -85,6 +85,13 @@ def test_the_webhook_stays_on_the_host_only_while_the_revert_timer_is_armed(modu
     assert d.receiver.kinds() == []
 
 
+def _delivered(path):
+    """The revert's facts at ``path`` once they say the host's alert was delivered, else None."""
+    with open(path, encoding='utf-8') as handle:
+        facts = json.load(handle)
+    return facts if (facts.get('alert') or {}).get('status') == 'delivered' else None
+
+
 def test_a_host_that_reverts_itself_alerts_within_a_minute_and_the_next_run_does_not_page_again(module_deploy):
     """Given release 1.0.0 verified and a deploy of 2.0.0 whose controller is SIGKILLed while it is held at its
     verify step, when the commit-confirmed deadline passes, then the host rolls back to 1.0.0 by itself and its own
@@ -127,8 +134,7 @@ def test_a_host_that_reverts_itself_alerts_within_a_minute_and_the_next_run_does
     # what the alert says is what the host shows
     assert wait_for(lambda: revert_ended(d), 30, step=0.2)
     assert d.current() == 'releases/1.0.0' and serves(d) == (200, '1.0.0')
-    facts = wait_for(lambda: (lambda f: f if (f.get('alert') or {}).get('status') == 'delivered' else None)(
-        json.load(open(os.path.join(d.state_dir, 'demo-app', 'self_revert.json')))), 30, step=0.2)
+    facts = wait_for(lambda: _delivered(os.path.join(d.state_dir, 'demo-app', 'self_revert.json')), 30, step=0.2)
     assert facts['alert']['incident_id'] == alert['incident_id'] and facts['alert']['attempts'] == 1, facts['alert']
     assert alert_files(d) == []
     assert files_holding(d.receiver.url, d.state_dir, d.app_root) == []

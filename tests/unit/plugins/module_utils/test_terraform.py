@@ -64,7 +64,8 @@ def _write(folder, text, name='main.tf'):
 
 def _tf(tf, project, *args):
     env = dict(os.environ, CHECKPOINT_DISABLE='1')
-    return subprocess.run([tf, '-chdir=%s' % project] + list(args), capture_output=True, text=True, env=env)
+    return subprocess.run([tf, '-chdir=%s' % project] + list(args), capture_output=True, text=True, env=env,
+                          check=False)
 
 
 def _state(tf, project):

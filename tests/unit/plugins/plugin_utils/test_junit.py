@@ -64,7 +64,7 @@ def test_a_deploy_without_an_incident_has_passing_cases_only(tmp_path):
                        {'outcome': 'committed', 'timeline': timeline()[:6], 'summary': {'releases': ['2.0.0']}})
     with open(path, encoding='utf-8') as handle:
         root, found = cases(handle.read())
-    assert [(h, p, f) for h, p, f in found] == [
+    assert list(found) == [
         ('web1', 'preflight', None), ('web1', 'activate', None), ('web2', 'preflight', None), ('web2', 'activate', None)]
     assert root.get('name') == 'failsafe.deploy 2.0.0: DEPLOYED'
 

@@ -271,3 +271,29 @@ def add_migrations(archive, files):
 def recap_changed(output):
     """The changed= counts of the PLAY RECAP, per host."""
     return {m.group(1): int(m.group(2)) for m in re.finditer(r'^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)', output, re.M)}
+
+
+def staging_site(hosts, base, dist, store):
+    """A staging and a production group of two fleet hosts (the first host staging), the environment of a run with
+    the auto_rollback callback (incident reports in <base>/incidents) and ``playbook(name, *args)``: runs the
+    playbook over both groups with the fleet's app settings and the rehearsal store ``store``, each run logged to
+    <base>/runs.log. Returns (env, playbook)."""
+    staging, production = hosts.names
+    groups = os.path.join(base, 'groups.ini')
+    with open(groups, 'w', encoding='utf-8') as handle:
+        handle.write('[staging]\n%s\n\n[production]\n%s\n' % (staging, production))
+    env = fleet_env(hosts, base, dist)
+    env['ANSIBLE_CALLBACKS_ENABLED'] = 'failsafe.deploy.auto_rollback'
+    env['FAILSAFE_REPORT_DIR'] = os.path.join(base, 'incidents')
+    app_vars = os.path.join(ROOT, 'tests', 'fleet', 'app-vars.yml')
+
+    def playbook(name, *args):
+        argv = ['ansible-playbook', '-i', hosts.inventory_path, '-i', groups, name, '-e', '@' + app_vars,
+                '-e', 'failsafe_rehearsal_store=%s' % store] + list(args)
+        proc = subprocess.run(argv, env=env, cwd=base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=1200, check=False)
+        with open(os.path.join(base, 'runs.log'), 'a', encoding='utf-8') as log:
+            log.write('$ %s\n%s\nrc=%s\n' % (' '.join(argv), proc.stdout, proc.returncode))
+        return proc
+
+    return env, playbook

@@ -11,12 +11,11 @@ confirmation leaves the release deployable: tests/behaviour/test_commit_confirme
 import hashlib
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from support import ROOT, fleet_env, load_example_build
+from support import ROOT, load_example_build, staging_site
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -25,7 +24,6 @@ from tests.fleet.pytest_fleet import fleet  # noqa: E402,F401  pylint: disable=w
 
 pytestmark = pytest.mark.fleet
 
-APP_VARS = os.path.join(ROOT, 'tests', 'fleet', 'app-vars.yml')
 JOURNAL = '/var/lib/failsafe-deploy/app/journal.json'
 LEDGER = '/srv/app/.failsafe/ledger.json'
 DRILL = os.path.join(ROOT, 'roles', 'verify', 'tasks', 'drill.yml')
@@ -53,22 +51,8 @@ def test_given_a_release_that_failed_in_production_then_it_deploys_again_only_ch
     fixed_archive = build.build(fixed, 0, [('2.0.0', 'good')])[0]
     bad_sha, fixed_sha = sha256(os.path.join(dist, 'app-2.0.0.tar.gz')), sha256(fixed_archive)
     assert bad_sha != fixed_sha
-    groups = os.path.join(base, 'groups.ini')
-    with open(groups, 'w', encoding='utf-8') as handle:
-        handle.write('[staging]\n%s\n\n[production]\n%s\n' % (staging, production))
     store = os.path.join(base, 'rehearsals')
-    env = fleet_env(hosts, base, dist)
-    env['ANSIBLE_CALLBACKS_ENABLED'] = 'failsafe.deploy.auto_rollback'
-    env['FAILSAFE_REPORT_DIR'] = os.path.join(base, 'incidents')
-
-    def playbook(name, *args):
-        argv = ['ansible-playbook', '-i', hosts.inventory_path, '-i', groups, name, '-e', '@' + APP_VARS,
-                '-e', 'failsafe_rehearsal_store=%s' % store] + list(args)
-        proc = subprocess.run(argv, env=env, cwd=base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=1200, check=False)
-        with open(os.path.join(base, 'runs.log'), 'a', encoding='utf-8') as log:
-            log.write('$ %s\n%s\nrc=%s\n' % (' '.join(argv), proc.stdout, proc.returncode))
-        return proc
+    env, playbook = staging_site(hosts, base, dist, store)
 
     def prod_deploy(version, *args):
         return playbook('failsafe.deploy.deploy', '-e', 'release_version=%s' % version, '-e',

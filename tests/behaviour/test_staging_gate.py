@@ -12,12 +12,11 @@ drill's own incident report.
 import hashlib
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from support import ROOT, fleet_env, load_example_build
+from support import ROOT, load_example_build, staging_site
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -26,7 +25,6 @@ from tests.fleet.pytest_fleet import fleet  # noqa: E402,F401  pylint: disable=w
 
 pytestmark = pytest.mark.fleet
 
-APP_VARS = os.path.join(ROOT, 'tests', 'fleet', 'app-vars.yml')
 JOURNAL = '/var/lib/failsafe-deploy/app/journal.json'
 LEDGER = '/srv/app/.failsafe/ledger.json'
 
@@ -48,22 +46,8 @@ def test_given_staging_and_production_then_only_a_rehearsed_release_reaches_prod
     dist = os.path.join(base, 'dist')
     archives = dict(zip(('1.0.0', '2.0.0', '2.1.0'), load_example_build().build(
         dist, 0, [('1.0.0', 'good'), ('2.0.0', 'good'), ('2.1.0', 'good')])))
-    groups = os.path.join(base, 'groups.ini')
-    with open(groups, 'w', encoding='utf-8') as handle:
-        handle.write('[staging]\n%s\n\n[production]\n%s\n' % (staging, production))
     store = os.path.join(base, 'rehearsals')
-    env = fleet_env(hosts, base, dist)
-    env['ANSIBLE_CALLBACKS_ENABLED'] = 'failsafe.deploy.auto_rollback'
-    env['FAILSAFE_REPORT_DIR'] = os.path.join(base, 'incidents')
-
-    def playbook(name, *args):
-        argv = ['ansible-playbook', '-i', hosts.inventory_path, '-i', groups, name, '-e', '@' + APP_VARS,
-                '-e', 'failsafe_rehearsal_store=%s' % store] + list(args)
-        proc = subprocess.run(argv, env=env, cwd=base, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=1200, check=False)
-        with open(os.path.join(base, 'runs.log'), 'a', encoding='utf-8') as log:
-            log.write('$ %s\n%s\nrc=%s\n' % (' '.join(argv), proc.stdout, proc.returncode))
-        return proc
+    env, playbook = staging_site(hosts, base, dist, store)
 
     def production_deploy(version, *args):
         return playbook('failsafe.deploy.deploy', '-e', 'release_version=%s' % version, '-e',

@@ -16,6 +16,28 @@ machine. Needs root.
 
 Traffic stays between the root namespace and these hosts: the bridge has no uplink, nothing is forwarded and the
 hosts have no default route.
+
+``Fleet(n, init='systemd')`` makes hosts whose PID 1 is the machine's own systemd (``/lib/systemd/systemd``), with
+sshd as one of its units, so that units, ``systemctl`` and ``systemd-run`` timers really run. It is guarded so that it
+changes nothing outside the host:
+
+- namespaces: ``unshare --cgroup --pid --fork --mount --uts --ipc --mount-proc --propagation private`` inside the
+  host's network namespace; the host's cgroups are made below the launching process's own cgroup (so they count
+  towards its CPU accounting) in each hierarchy systemd uses (``name=systemd`` and the unified one on a hybrid
+  machine, or cgroup v2 alone), and mounted afresh inside the host, so that its systemd sees them as its root;
+- folders: besides the usual per-host folders (/srv, /run, /tmp, /root, the state directory), /etc/systemd/system
+  and /var/lib/systemd are per-host folders (``units`` and ``systemd`` under the host's folder: a unit the deploy
+  writes lands there, never in the machine's /etc), and /var/tmp and /var/log are tmpfs;
+- units: ``SYSTEMD_UNIT_PATH`` is only the host's /etc/systemd/system, /run/systemd/transient and /run/systemd/system
+  and the fleet's own units (/run/failsafe-fleet/<fleet>/units): the machine's unit files in /lib and /etc are never
+  seen, so none of the machine's enabled services starts and no boot-time tmpfiles cleanup runs. The boot target is
+  ``failsafe-fleet-<fleet>.target``, which wants ``failsafe-fleet-sshd.service``; the fleet provides empty stand-ins
+  for the targets every unit's default dependencies name (sysinit, basic, multi-user, timers, ...). There is no
+  journald: a unit's output goes where the unit says (``StandardOutput=append:...``) or nowhere.
+
+A crash (SIGKILL of the host's systemd) or down() kills the whole pid namespace, then removes the host's cgroups.
+Boot takes well under a second; ``systemctl`` and ``systemd-run`` on the host talk to its systemd over its private
+socket (no D-Bus daemon).
 """
 
 import atexit
@@ -50,6 +72,21 @@ HOST_MOUNTS = (
 )
 # Wiped by restart(), like the tmpfs of a rebooted machine.
 VOLATILE = ('run', 'tmp')
+# The per-host folders and tmpfs mounts of init='systemd' hosts, beside HOST_MOUNTS.
+SYSTEMD_MOUNTS = (
+    ('/etc/systemd/system', 'units'),  # the host's own unit files: what a deploy writes there stays in the host
+    ('/var/lib/systemd', 'systemd'),
+)
+SYSTEMD_TMPFS = ('/var/tmp', '/var/log')
+SYSTEMD = '/lib/systemd/systemd'
+INITS = ('sshd', 'systemd')
+# Targets and special units that every unit's default dependencies name; empty stand-ins in the fleet's own unit
+# folder, so that the machine's (which pull in its sysinit services) are never read.
+SYSTEMD_STUB_TARGETS = ('sysinit', 'basic', 'shutdown', 'sockets', 'paths', 'slices', 'timers', 'multi-user',
+                        'default', 'local-fs', 'local-fs-pre', 'remote-fs', 'network', 'network-online',
+                        'network-pre', 'time-set', 'time-sync', 'nss-lookup', 'nss-user-lookup', 'umount',
+                        'swap', 'emergency', 'rescue', 'final', 'graphical')
+CGROUP_PREFIX = 'failsafe-fleet-'  # cgroup of a host: <the launcher's cgroup>/failsafe-fleet-<host name>
 STAGING = '/mnt'  # where the host's folder is bound first, so base_dir may live under /tmp, /run or /srv
 HOST_PYTHON = '/usr/bin/python3'
 SSHD = '/usr/sbin/sshd'
@@ -261,8 +298,11 @@ class Fleet:
     """N SSH hosts in network namespaces. See the module docstring and tests/fleet/README.md."""
 
     def __init__(self, n=3, name=None, subnet=None, base_dir=None, user='root', keep_dir=False,
-                 cleanup_at_exit=True, shared_paths=()):
+                 cleanup_at_exit=True, shared_paths=(), init='sshd'):
         name = name or DEFAULT_NAME
+        if init not in INITS:
+            raise ValueError('init must be one of %s, not %r' % (', '.join(INITS), init))
+        self.init = init
         if not NAME_RE.match(name):
             raise ValueError('fleet name %r must match %s (it prefixes interface names)' % (name, NAME_RE.pattern))
         self.name = name
@@ -312,6 +352,11 @@ class Fleet:
     def state_path(self):
         return os.path.join(self.base_dir, 'state.json')
 
+    @property
+    def host_mounts(self):
+        """(in-host mount point, folder under the host's folder) of every per-host folder of this fleet's hosts."""
+        return HOST_MOUNTS + (SYSTEMD_MOUNTS if self.init == 'systemd' else ())
+
     def host(self, host):
         """The Host for a name, an index (1-based) or a Host."""
         if isinstance(host, Host):
@@ -345,7 +390,7 @@ class Fleet:
         if not os.path.isabs(path):
             raise ValueError('host_path needs an absolute path, not %r' % path)
         path = os.path.normpath(path)
-        for mount, folder in HOST_MOUNTS:
+        for mount, folder in self.host_mounts:
             if path == mount or path.startswith(mount + '/'):
                 backing = os.path.join(self.host_dir(host), folder)
                 return backing if path == mount else os.path.join(backing, os.path.relpath(path, mount))
@@ -408,6 +453,9 @@ class Fleet:
                 pass
         self._procs.clear()
         _wait_gone(pids)
+        if self.init == 'systemd':
+            for host in self.hosts:
+                self._remove_cgroups(host)
         existing_links = set(_links())
         existing_ns = set(_netns_list())
         for host in self.hosts:
@@ -480,7 +528,7 @@ class Fleet:
 
     def is_running(self, host):
         host = self.host(host)
-        return bool(host.pid) and _pid_alive(host.pid) and _is_fleet_sshd(host.pid, self.name)
+        return bool(host.pid) and _pid_alive(host.pid) and _is_fleet_init(host.pid, self.name)
 
     def nsenter_argv(self, host):
         host = self.host(host)
@@ -619,7 +667,7 @@ class Fleet:
         os.makedirs('/var/lib/failsafe-deploy', exist_ok=True)
         for host in self.hosts:
             hdir = self.host_dir(host)
-            for _mount, folder in HOST_MOUNTS:
+            for _mount, folder in self.host_mounts:
                 os.makedirs(os.path.join(hdir, folder), exist_ok=True)
             os.chmod(os.path.join(hdir, 'tmp'), 0o1777)
             os.chmod(os.path.join(hdir, 'root'), 0o700)
@@ -712,12 +760,33 @@ class Fleet:
         for shared, folder, rel in _shared_under_host_mounts(self.shared_paths):
             os.makedirs(os.path.join(hdir, folder, rel), exist_ok=True)
             script.append('mount --bind %s %s/%s/%s' % (q(shared), STAGING, folder, q(rel)))
-        script += ['mount --rbind %s/%s %s' % (STAGING, folder, mount) for mount, folder in HOST_MOUNTS]
-        script += ['umount -l %s' % STAGING, 'hostname %s' % q(host.name),
-                   'exec %s -D -e -f %s/sshd_config' % (SSHD, sshd_in_host)]
-        argv = ['ip', 'netns', 'exec', host.netns,
-                'unshare', '--mount', '--pid', '--uts', '--fork', '--mount-proc', '--propagation', 'private', '--',
-                '/bin/sh', '-c', '\n'.join(script)]
+        script += ['mount --rbind %s/%s %s' % (STAGING, folder, mount) for mount, folder in self.host_mounts]
+        if self.init == 'systemd':
+            # systemd sets the hostname from /etc/hostname at boot: the host's own name, bound over it
+            _write(os.path.join(hdir, 'hostname'), host.name + '\n')
+            script.append('mount --bind %s/hostname /etc/hostname' % STAGING)
+        script += ['umount -l %s' % STAGING, 'hostname %s' % q(host.name)]
+        unshare = ['unshare', '--mount', '--pid', '--uts', '--fork', '--mount-proc', '--propagation', 'private']
+        if self.init == 'systemd':
+            unit_dir = self._write_systemd_units(host)
+            script += ['mount -t tmpfs -o mode=%s tmpfs %s' % ('1777' if path.endswith('tmp') else '0755', path)
+                       for path in SYSTEMD_TMPFS]
+            script += _cgroup_mount_script()
+            unit_path = ':'.join(('/etc/systemd/system', '/run/systemd/transient', '/run/systemd/system', unit_dir))
+            script += ['export container=failsafe-fleet SYSTEMD_UNIT_PATH=%s' % q(unit_path),
+                       'exec %s --unit=%s' % (SYSTEMD, self._target())]
+            unshare[1:1] = ['--cgroup', '--ipc']
+        else:
+            script.append('exec %s -D -e -f %s/sshd_config' % (SSHD, sshd_in_host))
+        argv = ['ip', 'netns', 'exec', host.netns] + unshare + ['--', '/bin/sh', '-c', '\n'.join(script)]
+        if self.init == 'systemd':
+            # The launcher joins the host's own cgroups first; `unshare --cgroup` then makes them the host's root.
+            # (only shell builtins: the first child of the launcher must be the host's PID 1)
+            cgroups = self._cgroups(host)
+            for path in cgroups:
+                os.makedirs(path, exist_ok=True)
+            argv = ['/bin/sh', '-c', 'for d in "$@"; do [ "$d" = -- ] && break; echo $$ > "$d/cgroup.procs" || exit 1;'
+                    ' shift; done; shift; exec "$@"', 'cgroup-join'] + cgroups + ['--'] + argv
         with open(os.path.join(hdir, 'sshd.log'), 'ab') as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,  # pylint: disable=consider-using-with
                                     env=dict(HOST_ENV), cwd='/', start_new_session=True, close_fds=True)
@@ -735,6 +804,36 @@ class Fleet:
                     host.name, proc.returncode, _tail(os.path.join(hdir, 'sshd.log'))))
             time.sleep(0.002)
         raise FleetError('host %s: no PID 1 appeared under unshare pid %d' % (host.name, proc.pid))
+
+    def _target(self):
+        return 'failsafe-fleet-%s.target' % self.name
+
+    def _cgroups(self, host):
+        return [os.path.join(parent, CGROUP_PREFIX + self.host(host).name) for parent in _own_cgroup_dirs()]
+
+    def _write_systemd_units(self, host):
+        """The fleet's own units for an init='systemd' host, in its /run (written anew at each boot): the boot target,
+        sshd as a unit, and the empty stand-ins of SYSTEMD_STUB_TARGETS. Returns the folder as the host sees it."""
+        in_host = '%s/units' % self._sshd_dir_in_host()
+        folder = os.path.join(self.host_dir(host), 'run', in_host[len('/run/'):])
+        os.makedirs(folder, exist_ok=True)
+        for target in SYSTEMD_STUB_TARGETS:
+            _write(os.path.join(folder, target + '.target'),
+                   '[Unit]\nDescription=%s (a stand-in of the namespace fleet)\nDefaultDependencies=no\n' % target)
+        _write(os.path.join(folder, self._target()), '\n'.join([
+            '[Unit]', 'Description=Namespace fleet host %s' % host.name, 'DefaultDependencies=no',
+            'Wants=failsafe-fleet-sshd.service multi-user.target', '']))
+        _write(os.path.join(folder, 'failsafe-fleet-sshd.service'), '\n'.join([
+            '[Unit]', 'Description=sshd of namespace fleet host %s' % host.name, 'DefaultDependencies=no', '',
+            '[Service]', 'ExecStart=%s -D -e -f %s/sshd_config' % (SSHD, self._sshd_dir_in_host()),
+            'StandardOutput=append:%s/sshd.log' % self._sshd_dir_in_host(),
+            'StandardError=append:%s/sshd.log' % self._sshd_dir_in_host(),
+            'KillMode=process', 'Restart=always', 'RestartSec=0.2', '']))
+        return in_host
+
+    def _remove_cgroups(self, host):
+        for path in self._cgroups(host):
+            _rmdir_tree(path)
 
     def _kill_host(self, host, wait):
         """SIGKILL the host's PID 1 (the kernel then kills its whole pid namespace) and anything in its netns."""
@@ -756,6 +855,8 @@ class Fleet:
                     pass
             _wait_gone(pids + ([host.launcher_pid] if host.launcher_pid else []))
             host.pid = host.launcher_pid = None
+            if self.init == 'systemd':
+                self._remove_cgroups(host)
         return pids
 
     def _save_state(self):
@@ -765,7 +866,7 @@ class Fleet:
             'name': self.name, 'n': self.n, 'subnet': str(self.subnet), 'user': self.user,
             'base_dir': self.base_dir, 'created_base_dir': self._created_base_dir, 'cp_dir': self.cp_dir,
             'bridge': self.bridge, 'gateway': self.gateway, 'inventory': self.inventory_path,
-            'persistent': not self.cleanup_at_exit, 'hosts': [h.to_dict() for h in self.hosts],
+            'persistent': not self.cleanup_at_exit, 'hosts': [h.to_dict() for h in self.hosts], 'init': self.init,
         }, indent=2) + '\n')
 
     @classmethod
@@ -774,14 +875,14 @@ class Fleet:
         with open(os.path.join(base_dir, 'state.json'), encoding='utf-8') as handle:
             state = json.load(handle)
         fleet = cls(state['n'], name=state['name'], subnet=state['subnet'], base_dir=state['base_dir'],
-                    user=state.get('user', 'root'), cleanup_at_exit=False)
+                    user=state.get('user', 'root'), cleanup_at_exit=False, init=state.get('init', 'sshd'))
         fleet._created_base_dir = state.get('created_base_dir', False)
         fleet.cp_dir = state.get('cp_dir')
         fleet.started = True
         for host, saved in zip(fleet.hosts, state['hosts']):
             host.pid = saved.get('pid')
             host.launcher_pid = saved.get('launcher_pid')
-            if host.pid and not _is_fleet_sshd(host.pid, fleet.name):
+            if host.pid and not _is_fleet_init(host.pid, fleet.name):
                 host.pid = None  # recycled pid: never signal a stranger
         return fleet
 
@@ -802,10 +903,85 @@ class Fleet:
 SSHD_CMD_RE = re.compile(r'%s -D -e -f /run/failsafe-fleet/([a-z0-9]+)/sshd_config' % re.escape(SSHD))
 
 
+SYSTEMD_CMD_RE = re.compile(r'^%s --unit=failsafe-fleet-([a-z0-9]+)\.target' % re.escape(SYSTEMD))
+
+
 def _is_fleet_sshd(pid, name):
     """True when pid is the sshd of a host of fleet ``name`` (sshd rewrites its cmdline: search, don't match)."""
     match = SSHD_CMD_RE.search(_cmdline(pid))
     return bool(match) and match.group(1) == name
+
+
+def _is_fleet_init(pid, name):
+    """True when pid is PID 1 of a host of fleet ``name``: its sshd, or its systemd (init='systemd')."""
+    match = SYSTEMD_CMD_RE.search(_cmdline(pid))
+    return _is_fleet_sshd(pid, name) or (bool(match) and match.group(1) == name)
+
+
+def _cgroup_mounts():
+    """{mount point: (fstype, options)} of the machine's cgroup file systems, as this process sees them."""
+    out = {}
+    with open('/proc/self/mounts', encoding='utf-8') as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) > 3 and parts[2] in ('cgroup', 'cgroup2'):
+                out[parts[1]] = (parts[2], parts[3].split(','))
+    return out
+
+
+def _cgroup_layout():
+    """The hierarchies a systemd host needs, as (mount point, fstype, hierarchy key in /proc/<pid>/cgroup): the
+    unified one alone (cgroup v2), or name=systemd and the unified one (hybrid), or name=systemd alone (legacy)."""
+    mounts = _cgroup_mounts()
+    if mounts.get('/sys/fs/cgroup', ('',))[0] == 'cgroup2':
+        return [('/sys/fs/cgroup', 'cgroup2', '')]
+    layout = []
+    for point, (fstype, options) in sorted(mounts.items()):
+        if fstype == 'cgroup' and 'name=systemd' in options:
+            layout.append((point, 'cgroup', 'name=systemd'))
+    if not layout:
+        raise FleetError('init=systemd hosts need a name=systemd or a cgroup v2 hierarchy; found %s' % sorted(mounts))
+    if mounts.get('/sys/fs/cgroup/unified', ('',))[0] == 'cgroup2':
+        layout.append(('/sys/fs/cgroup/unified', 'cgroup2', ''))
+    return layout
+
+
+def _own_cgroup_dirs(pid='self'):
+    """This process's cgroup folder in each hierarchy of _cgroup_layout (a host's cgroups are made below them)."""
+    paths = {}
+    with open('/proc/%s/cgroup' % pid, encoding='utf-8') as handle:
+        for line in handle:
+            _num, key, path = line.rstrip('\n').split(':', 2)
+            paths[key] = path
+    return [os.path.join(point, paths.get(key, '/').lstrip('/')).rstrip('/') for point, _fstype, key in _cgroup_layout()]
+
+
+def _cgroup_mount_script():
+    """Shell lines, run inside the host's cgroup and mount namespaces, that mount its cgroup hierarchies afresh:
+    mounted there, each shows the host's own cgroup as its root, as systemd expects of a container."""
+    lines = []
+    layout = _cgroup_layout()
+    if layout[0][0] == '/sys/fs/cgroup':
+        return ['mount -t cgroup2 cgroup2 /sys/fs/cgroup']
+    lines.append('mount -t tmpfs -o mode=0755 tmpfs /sys/fs/cgroup')
+    for point, fstype, _key in layout:
+        lines.append('mkdir -p %s' % point)
+        if fstype == 'cgroup2':
+            lines.append('mount -t cgroup2 cgroup2 %s' % point)
+        else:
+            lines.append('mount -t cgroup -o none,name=systemd cgroup %s' % point)
+    return lines
+
+
+def _rmdir_tree(path):
+    """Remove a cgroup folder and the groups below it, deepest first (a cgroup folder is removed with rmdir only)."""
+    if not os.path.isdir(path):
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda entry: -entry[0].count('/')):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
 
 
 def _ssh_banner(address, port, timeout=0.3):
@@ -892,16 +1068,27 @@ def down_all(prefix=None, exact=False):
                 if pid != os.getpid():
                     _kill(pid)
                     pids.append(pid)
-    # sshd of hosts whose netns is already gone
+    # sshd (or systemd) of hosts whose netns is already gone
     for pid in _all_pids():
         cmd = _cmdline(pid)
-        match = SSHD_CMD_RE.search(cmd)
+        match = SSHD_CMD_RE.search(cmd) or SYSTEMD_CMD_RE.search(cmd)
         if match and (match.group(1) == prefix or (not exact and match.group(1).startswith(prefix))):
             _kill(pid)
             pids.append(pid)
     _wait_gone(pids)
     if pids:
         removed.append('%d processes' % len(pids))
+    # cgroups of init='systemd' hosts, below this process's own cgroups (where a fleet made from here put them)
+    try:
+        parents = _own_cgroup_dirs()
+    except (OSError, FleetError):
+        parents = []
+    for parent in parents:
+        for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+            host_name = entry[len(CGROUP_PREFIX):]
+            if entry.startswith(CGROUP_PREFIX) and ns_re.match(host_name):
+                _rmdir_tree(os.path.join(parent, entry))
+                removed.append('cgroup ' + os.path.join(parent, entry))
     for entry in registry:
         state_path = os.path.join(entry.get('base_dir') or '/nonexistent', 'state.json')
         cp_dir = None

@@ -6,7 +6,7 @@
 """The layer kinds of this collection, one module each in this folder, and their registry.
 
 ``files``, ``release`` and ``service`` are the kinds the engine undoes itself in the code stage (it imports them);
-``database``, ``traffic``, ``flags`` and ``terraform`` register themselves (``_layers.register``) and are loaded when
+``database``, ``traffic``, ``flags``, ``terraform`` and ``cloudformation`` register themselves (``_layers.register``) and are loaded when
 first needed.
 Their import is written inside a function: AnsiballZ still bundles the module with every module that uses the engine
 (it finds imports at any depth), but a host compiles it only when a transaction applies or holds that kind, not on
@@ -37,12 +37,17 @@ def _load_terraform():
     from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import terraform  # noqa: F401  # pylint: disable=unused-import
 
 
+def _load_cloudformation():
+    from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import cloudformation  # noqa: F401  # pylint: disable=unused-import
+
+
 # kind -> the loader of the module that registers it
 LOADERS = {
     'database': _load_database,
     'traffic': _load_traffic,
     'flags': _load_flags,
     'terraform': _load_terraform,
+    'cloudformation': _load_cloudformation,
 }
 
 

@@ -231,7 +231,7 @@ def test_a_kind_of_the_collection_is_loaded_when_first_needed_and_known_to_the_w
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([top] + sys.path))
     out = subprocess.run([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          universal_newlines=True, check=True, env=env).stdout.splitlines()
-    assert out == ["[]", 'traffic flags None', "['flags', 'traffic']", "['database', 'flags', 'terraform', 'traffic']"]
+    assert out == ["[]", 'traffic flags None', "['flags', 'traffic']", "['cloudformation', 'database', 'flags', 'terraform', 'traffic']"]
 
 
 def test_each_kind_of_the_collection_lives_in_a_module_of_its_own_in_the_kinds_folder():

@@ -134,8 +134,20 @@ UNDO_ORDER = {'files': 0, 'release': 1}
 
 def is_config_change(txn, release=None):
     """Whether the transaction deploys a configuration change of the release that was already running."""
-    return bool((txn.get('data') or {}).get('config_change')) and txn.get('release') == txn.get('previous_release') \
+    return bool((txn.get('data') or {}).get('config_change')) and is_running_release(txn, release)
+
+
+def is_running_release(txn, release=None):
+    """Whether the transaction deploys the release that was already running (a configuration change of it, or a
+    forced redeploy): it switches no release, so its rollback puts back the state before it, that release included,
+    and quarantines nothing."""
+    return bool(txn.get('release')) and txn.get('release') == txn.get('previous_release') \
         and (release is None or release == txn.get('release'))
+
+
+def _ledger_state(app_root, release):
+    """The ledger's state of ``release`` on this host (``unknown`` when it has no entry)."""
+    return (ReleaseRoot(app_root).load_ledger()['releases'].get(release) or {}).get('state') or 'unknown'
 
 
 def _activated(txn):
@@ -497,6 +509,13 @@ def rollback(p, run, check_mode=False):
     except Exception as exc:  # any other error from a layer must still leave the journal saying so
         raise _rollback_failed(ds, txn, reason, report, '%s: %s' % (type(exc).__name__, exc), {})
     report.pop('step', None)
+    if is_running_release(txn) and not is_config_change(txn) and 'release' not in kinds:
+        return {'changed': True, 'failsafe_rollback': report,
+                'msg': 'rolled back transaction %s, the redeploy of release %s, which the host ran before it: the '
+                       'state before it is restored, %d path(s), restore proven; the host runs release %s again as '
+                       'before the redeploy, and it stays %s (not quarantined)'
+                       % (txn.get('txid'), txn.get('release'), len(report['restored']), running,
+                          _ledger_state(app_root, txn.get('release')))}
     if is_config_change(txn) and 'release' not in kinds:
         report['config_change'] = list(txn['data']['config_change'])
         return {'changed': True, 'failsafe_rollback': report,
@@ -983,9 +1002,10 @@ def activate_phase(p, run, check_mode=False):
     # Armed before anything serves traffic differently: a run that dies from here on leaves a host that reverts.
     confirm = _confirm.arm(ds, p, journal, WATCHDOG_RUNNER, check_mode=check_mode,
                            payload=payload) if ours or check_mode else {'armed': False}
-    # a configuration change of the running release switches nothing: no release layer, so that its rollback
-    # restores the configuration and keeps the release (it was not shown bad) where it is
-    if ours and not check_mode and not is_config_change(journal, p['release']):
+    # a configuration change or a forced redeploy of the running release switches nothing: no release layer, so
+    # that its rollback restores the state before it and keeps that release where it is (the snapshot, the current
+    # link included, holds it running; a switch to the release before it would leave the restore unprovable)
+    if ours and not check_mode and not is_running_release(journal, p['release']):
         record_layer(ds, p['run_id'], 'release', {'release': p['release'], 'previous': journal.get('previous_release')})
     service = ServiceLayer(p.get('service') or {}, run)
     if ours and not check_mode:
@@ -1151,6 +1171,10 @@ def guarded_rollback(p, run, check_mode=False):
         txn = pick_transaction(ds.read_journal(), p.get('rollback_run_id'))
         if txn is not None:
             _confirm.disarm(ds, txn, 'disarmed', 'rolled back: %s' % (p.get('reason') or 'rollback requested'))
+            if not p.get('unconfirmed'):
+                # not the watchdog's own revert (which runs this with unconfirmed): one it left half done
+                _confirm.take_over_revert(ds, txn, 'the revert was interrupted part-way; finished by a rollback: %s'
+                                          % (p.get('reason') or 'rollback requested'))
         result = rollback(p, run, check_mode)
     facts = _confirm.facts_of(ds, result.get('journal')) if result.get('nothing_to_undo') else None
     if facts:

@@ -126,3 +126,33 @@ def test_a_configuration_change_that_fails_is_undone_and_the_release_stays_verif
     # the configuration the release was committed with is unchanged: the broken one is still a change to deploy
     assert engine.open_phase(dict(changed, run_id='run-3'), no_run)['config_change']
     assert os.path.islink(os.path.join(p['app_root'], 'current'))
+
+
+def test_a_forced_redeploy_of_the_running_release_that_fails_puts_back_the_state_before_it(live, tmp_path):
+    """Release 2.0 runs verified after 1.0; a forced redeploy of 2.0 fails after its activation. The state before
+    the redeploy is 2.0 running: the rollback restores that (the current link included in the snapshot), proves it
+    and says so; it neither switches to 1.0 under a snapshot of 2.0 (which the proof then refused: a false
+    ROLLBACK FAILED with the host left on 1.0) nor quarantines the release the host runs."""
+    p, conf = live
+    src = tmp_path / 'src2'
+    src.mkdir()
+    (src / 'VERSION').write_text('2.0')
+    current = os.path.join(p['app_root'], 'current')
+    two = dict(p, release='2.0', run_id='run-2', src=str(src), snapshot_paths=p['snapshot_paths'] + [current])
+    assert deploy(two)['needed'] is True
+    rr = ReleaseRoot(p['app_root'])
+    assert rr.read_current() == '2.0' and rr.load_ledger()['last_verified'] == '2.0'
+    again = dict(two, run_id='run-3', force=True, force_reason='repair')
+    opened = engine.open_phase(dict(again), no_run)
+    assert opened['needed'] is True and opened['previous_release'] == '2.0'
+    engine.stage_phase(dict(again))
+    engine.activate_phase(dict(again), no_run)
+    res = engine.rollback(dict(again, reason='health check failed'), no_run)
+    assert 'redeploy of release 2.0' in res['msg'] and 'restore proven' in res['msg'], res['msg']
+    assert res['failsafe_rollback']['quarantined'] is False
+    assert res['failsafe_rollback']['running_release'] == '2.0'
+    assert rr.read_current() == '2.0'
+    ledger = rr.load_ledger()
+    assert ledger['releases']['2.0']['state'] == 'verified' and ledger['last_verified'] == '2.0'
+    assert ledger['releases']['1.0']['state'] == 'verified'
+    assert DeployState(p['state_dir'], 'app').read_journal()['status'] == 'rolled_back'

@@ -505,8 +505,18 @@ def _unit(ds, txid):
     return 'failsafe-confirm-%s-%s' % (re.sub(r'[^A-Za-z0-9_-]', '_', ds.name), txid.lower())
 
 
+# The watchdog's own crash point for the crash-consistency tests: FAILSAFE_WATCHDOG_CRASH_AT (and _HOLD) in the
+# arming module's environment become the watchdog's FAILSAFE_CRASH_AT (and _HOLD); the module's own crash point is not
+# passed on, so that one crash point never fires in two processes.
+WATCHDOG_CRASH_ENV = (('FAILSAFE_WATCHDOG_CRASH_AT', 'FAILSAFE_CRASH_AT'),
+                      ('FAILSAFE_WATCHDOG_CRASH_HOLD', 'FAILSAFE_CRASH_HOLD'))
+
+
 def _env(payload):
     env = dict((k, v) for k, v in os.environ.items() if not k.startswith('FAILSAFE_CRASH'))
+    for theirs, ours in WATCHDOG_CRASH_ENV:
+        if env.get(theirs):
+            env[ours] = env.pop(theirs)
     if not os.path.isdir(payload):
         # a module's payload zip carries everything the watchdog imports; a directory (a checkout, a test run)
         # relies on the interpreter's path as it is, PYTHONPATH included
@@ -745,9 +755,25 @@ def disarm(ds, journal, state, why):
     return _update_confirm(ds, confirm['txid'], state=state, why=why, ended=now, ended_iso=iso(now))
 
 
-REVERTED_STATES = ('reverting', 'reverted', 'revert_failed')
+REVERTED_STATES = ('reverting', 'reverted', 'revert_failed', 'revert_interrupted')
 REVERTED_WORDS = {'reverting': 'being rolled back', 'reverted': 'rolled back',
-                  'revert_failed': 'rolled back (and that rollback failed)'}
+                  'revert_failed': 'rolled back (and that rollback failed)',
+                  'revert_interrupted': 'being rolled back (the host went down part-way; a rollback finished it)'}
+
+
+def take_over_revert(ds, journal, why):
+    """A revert the watchdog began and never finished (the host lost power or crashed part-way): the journal's
+    confirm record still says ``reverting``, though no revert runs (the revert holds host_lock from its start to its
+    end, and the caller holds it now, not inside that revert). The rollback about to run finishes the job; the record
+    says the revert was interrupted and by what it was finished, instead of ``reverting`` for ever. Under host_lock."""
+    confirm = (journal or {}).get('confirm') or {}
+    if confirm.get('state') != 'reverting' or confirm.get('txid') != journal.get('txid') \
+            or journal.get('status') not in ('open', 'rollback_failed'):
+        return None
+    _unlink(_params_path(ds, confirm['txid']))
+    _unlink(_alert_path(ds, confirm['txid']))
+    now = time.time()
+    return _update_confirm(ds, confirm['txid'], state='revert_interrupted', why=why, ended=now, ended_iso=iso(now))
 
 
 def refuse_reverted(ds, run_id, phase, **details):
@@ -783,7 +809,7 @@ def check_confirmation(ds, journal, run_id, rollback):
     if not journal or journal.get('run_id') != run_id or confirm.get('txid') != journal.get('txid'):
         return
     facts = facts_of(ds, journal)
-    if confirm.get('state') in ('reverted', 'revert_failed', 'reverting') or facts:
+    if confirm.get('state') in REVERTED_STATES or facts:
         raise ConfirmError(
             'host reverted before confirmation: transaction %s (release %s) was %s within %s s (deadline %s), so '
             'the host rolled it back by itself (%s).' % (

@@ -368,7 +368,8 @@ options:
 notes:
   - Crash points for the crash-consistency tests (C(FAILSAFE_CRASH_AT)) sit between the layers of a rollback
     (C(engine.files-undone), C(engine.release-undone), C(engine.staged-removed), C(engine.service-undone),
-    C(engine.checked)).
+    C(engine.checked)). The commit-confirmed watchdog takes its own from C(FAILSAFE_WATCHDOG_CRASH_AT) (and
+    C(FAILSAFE_WATCHDOG_CRASH_HOLD)) in the environment of the activation that arms it.
 seealso:
   - module: failsafe.deploy.deploy_state
   - module: failsafe.deploy.release

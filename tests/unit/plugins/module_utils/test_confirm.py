@@ -181,6 +181,28 @@ def test_an_unconfirmed_activation_is_reverted_by_the_host_itself(host):
     assert engine.open_phase(dict(host, run_id='run-3', force=True), no_run)['self_reverted'] is None
 
 
+def test_a_revert_cut_part_way_is_finished_by_the_next_rollback_and_says_so(host, monkeypatch):
+    # the watchdog's own crash point: it dies inside its revert's restore, as on a host that lost power there
+    monkeypatch.setenv('FAILSAFE_WATCHDOG_CRASH_AT', 'restore.entry-restored')
+    activate(host, 2)
+    monkeypatch.delenv('FAILSAFE_WATCHDOG_CRASH_AT')
+    ds = DeployState(host['state_dir'], 'app')
+    wait_for(lambda: (ds.read_journal()['confirm']).get('state') == 'reverting', 20, 'the host begins its revert')
+    wait_for(lambda: not watchdogs(confirm_dir(host)), 10, 'the watchdog dies inside its revert')
+    journal = ds.read_journal()
+    assert journal['status'] == 'open' and journal['confirm']['state'] == 'reverting', journal
+    assert _confirm.read_facts(ds) is None
+    txid = journal['txid']
+    res = engine.guarded_rollback(dict(host, reason='recovered after an interrupted deploy'), no_run)
+    assert res['failsafe_rollback']['verified'] is True, res
+    journal = ds.read_journal()
+    assert journal['status'] == 'rolled_back' and journal['confirm']['state'] == 'revert_interrupted', journal
+    assert 'interrupted' in journal['confirm']['why'] and 'recovered after' in journal['confirm']['why']
+    assert not os.path.exists(os.path.join(confirm_dir(host), '%s.json' % txid))
+    assert ReleaseRoot(host['app_root']).read_current() == '1.0'
+    assert open(os.path.join(host['app_root'], 'shared', 'app.json')).read() == '{"label": "one"}'
+
+
 # --- the race between the commit and the deadline -----------------------------------------------------------------
 
 # Imports first and says so, then reads when to commit: a slow start of the child never shifts the moment.

@@ -36,8 +36,8 @@ SHORT = {
     'rollback': ('Undo the transaction in the journal: restore the snapshot, return to the last verified release, '
                  'restart, check health and prove the restore.'),
     'traffic': 'Set which servers of a load balancer (HAProxy or nginx) take traffic, in a transaction of its own.',
-    'infra': ('Apply infrastructure (Terraform) before the code, in a transaction of its own on the host with the '
-              'credentials; a rollback undoes it last.'),
+    'infra': ('Apply infrastructure (Terraform, CloudFormation) before the code, in a transaction of its own on the '
+              'host with the credentials; a rollback undoes it last.'),
 }
 # The README's opening paragraph and the page the role's description points to, where they are not the steps'.
 INTRO = {
@@ -52,10 +52,12 @@ INTRO = {
                 '`ansible-doc -t role failsafe.deploy.traffic` shows the same variables.'),
 }
 INTRO['infra'] = (
-    'Applies `terraform` layers on the host where the operator\'s credentials are (the controller by default), in a '
-    'transaction of layers only, once per deploy: after preflight and before the release, so the code and the '
-    'database find the infrastructure they need. Each project\'s live configuration and state are recorded first; '
-    'the new configuration is applied and proven by an empty plan. `deploy.yml` runs the role again with '
+    'Applies `terraform` and `cloudformation` layers on the host where the operator\'s credentials are (the '
+    'controller by default), in a transaction of layers only, once per deploy: after preflight and before the '
+    'release, so the code and the database find the infrastructure they need. Each project\'s live configuration '
+    'and state are recorded first; the new configuration is applied and proven by an empty plan. Each stack\'s '
+    'template, parameters, tags and resources are recorded first (or that it did not exist); the new template is '
+    'applied through a change set. `deploy.yml` runs the role again with '
     '`failsafe_infra_step: commit` after the code committed; until then a failure anywhere rolls the '
     'infrastructure back in the last stage of the rollback, after the code and the database. See '
     '[infrastructure](../../docs/infrastructure.md). `ansible-doc -t role failsafe.deploy.infra` shows the same '
@@ -76,7 +78,7 @@ REQUIRED = {'release': {'failsafe_release_archive'}}
 TEMPLATE_DEFAULTS = {}
 DICT_LISTS = ('failsafe_config_files', 'failsafe_verify_checks', 'failsafe_rollback_checks', 'failsafe_confirm_checks',
               'failsafe_traffic_servers', 'failsafe_traffic_checks', 'failsafe_flags', 'failsafe_flags_kill_switch',
-              'failsafe_infra_terraform')
+              'failsafe_infra_terraform', 'failsafe_infra_cloudformation')
 TEMPLATE_LISTS = ('failsafe_rollback_checks', 'failsafe_confirm_checks')
 
 

@@ -6,8 +6,8 @@
 """The layer kinds of this collection, one module each in this folder, and their registry.
 
 ``files``, ``release`` and ``service`` are the kinds the engine undoes itself in the code stage (it imports them);
-``database``, ``traffic``, ``flags``, ``terraform`` and ``cloudformation`` register themselves (``_layers.register``) and are loaded when
-first needed.
+``database``, ``traffic``, ``flags``, ``terraform`` and ``cloudformation`` register themselves
+(``_layers.register``) and are loaded when first needed.
 Their import is written inside a function: AnsiballZ still bundles the module with every module that uses the engine
 (it finds imports at any depth), but a host compiles it only when a transaction applies or holds that kind, not on
 every call (a host has no bytecode cache for what AnsiballZ ships). A new kind is a new module here and one loader

@@ -1,0 +1,185 @@
+"""Infrastructure in the same transaction as the code: CloudFormation stacks changed by the deploy, rolled back after
+the code.
+
+Real ansible-playbook runs of failsafe.deploy.deploy on this machine (the examples/demo setup in a private directory,
+a real supervisord and the example app). The stacks run on the inventory host ``infra`` (this machine,
+``ansible_connection=local``), as they would on the controller, through boto3.
+
+Emulated: AWS. moto's server (tests/moto_cli.py) answers CloudFormation, S3 and SQS on 127.0.0.1 with dummy
+credentials; it applies change sets at once and never rolls a stack back by itself, so CloudFormation's own
+rollback (``UPDATE_ROLLBACK_*``), which the layer waits for and reports, is not exercised here.
+
+- a first deploy creates a stack (a bucket tagged with a parameter) and commits;
+- a deploy that changes that stack (the parameter and so the bucket's tag, a queue added) and creates a second one,
+  and whose release fails its health check, is rolled back in order, the code first and the infrastructure last:
+  the first stack is back on its template and parameter (the same bucket, its tag back, the queue gone), proven by
+  describing it, and the stack the deploy created is deleted with its bucket; the host serves the previous release;
+- the AWS secret key given to a stack as an option is in none of the journal, the incident reports, the alerts
+  and the playbook's output.
+"""
+import json
+import os
+import re
+
+import pytest
+
+from tests.moto_cli import aws_env, start_moto, stop_moto
+
+pytestmark = pytest.mark.slow
+
+SECRET = 'sekret-cfn-behaviour-7781'
+
+
+def template(bucket, queue=None):
+    doc = {'Parameters': {'Env': {'Type': 'String'}},
+           'Resources': {'Site': {'Type': 'AWS::S3::Bucket', 'Properties': {
+               'BucketName': bucket, 'Tags': [{'Key': 'env', 'Value': {'Ref': 'Env'}}]}}},
+           'Outputs': {'Bucket': {'Value': {'Ref': 'Site'}}}}
+    if queue:
+        doc['Resources']['Jobs'] = {'Type': 'AWS::SQS::Queue', 'Properties': {'QueueName': queue}}
+    return json.dumps(doc, indent=1)
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as handle:
+        handle.write(text)
+    return path
+
+
+@pytest.fixture(scope='module')
+def site(module_deploy):
+    d = module_deploy
+    d.moto, d.endpoint = start_moto(os.path.join(d.dir, 'moto'))
+    d.env.update(aws_env())
+    d.env.pop('AWS_PROFILE', None)
+    import boto3
+    d.cf = boto3.client('cloudformation', endpoint_url=d.endpoint, region_name='us-east-1', **_keys())
+    d.s3 = boto3.client('s3', endpoint_url=d.endpoint, region_name='us-east-1', **_keys())
+    d.sqs = boto3.client('sqs', endpoint_url=d.endpoint, region_name='us-east-1', **_keys())
+    d.infra_inventory = os.path.join(d.dir, 'infra-inventory.yml')
+    with open(d.infra_inventory, 'w') as handle:
+        handle.write('all:\n  hosts:\n    infra:\n      ansible_connection: local\n'
+                     '      ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+                     '      failsafe_name: infra\n')
+    yield d
+    stop_moto(d.moto)
+
+
+def _keys():
+    env = aws_env()
+    return {'aws_access_key_id': env['AWS_ACCESS_KEY_ID'], 'aws_secret_access_key': env['AWS_SECRET_ACCESS_KEY']}
+
+
+def deploy(d, version, stacks):
+    data = {'failsafe_hosts': 'localhost', 'failsafe_infra_host': 'infra', 'failsafe_infra_cloudformation': [
+        dict({'endpoint_url': d.endpoint, 'region': 'us-east-1', 'poll_interval': 1}, **s) for s in stacks]}
+    path = os.path.join(d.dir, 'infra-vars.json')
+    with open(path, 'w') as handle:
+        json.dump(data, handle)
+    return d.deploy(version, '-i', d.infra_inventory, '-e', '@' + path)
+
+
+def stack(d, name):
+    """The stack as CloudFormation describes it (None when there is none), with its bucket's tags and its queues."""
+    try:
+        found = d.cf.describe_stacks(StackName=name)['Stacks']
+    except d.cf.exceptions.ClientError as e:
+        assert 'does not exist' in str(e), e
+        return None
+    s = found[0]
+    resources = dict((r['LogicalResourceId'], r['PhysicalResourceId'])
+                     for r in d.cf.list_stack_resources(StackName=name)['StackResourceSummaries'])
+    body = d.cf.get_template(StackName=name)['TemplateBody']
+    return {'status': s['StackStatus'], 'resources': resources,
+            # plain dicts: boto3 hands a JSON template back as OrderedDicts, whose equality minds the key order
+            'template': json.loads(json.dumps(body) if isinstance(body, dict) else body),
+            'parameters': dict((p['ParameterKey'], p['ParameterValue']) for p in s['Parameters']),
+            'bucket_tags': dict((t['Key'], t['Value']) for t in
+                                d.s3.get_bucket_tagging(Bucket=resources['Site'])['TagSet'])}
+
+
+def buckets(d):
+    return sorted(b['Name'] for b in d.s3.list_buckets()['Buckets'])
+
+
+def queues(d):
+    return sorted(u.rsplit('/', 1)[-1] for u in d.sqs.list_queues().get('QueueUrls') or [])
+
+
+def infra_journal(d):
+    with open(os.path.join(d.state_dir, 'infra', 'journal.json')) as handle:
+        return json.load(handle)
+
+
+def test_a_failed_release_rolls_back_the_code_then_the_stacks(site):
+    d = site
+    v1 = _write(os.path.join(d.dir, 'cfn', 'v1.json'), template('web-assets'))
+    v2 = _write(os.path.join(d.dir, 'cfn', 'v2.json'), template('web-assets', queue='web-jobs'))
+    extra = _write(os.path.join(d.dir, 'cfn', 'extra.json'), template('web-extra'))
+
+    # a first deploy creates the stack: the bucket tagged env=v1
+    first = deploy(d, '1.0.0', [{'stack_name': 'web', 'template': v1, 'parameters': {'Env': 'v1'}}])
+    assert first.returncode == 0, first.stdout[-5000:]
+    before = stack(d, 'web')
+    assert before['status'] == 'CREATE_COMPLETE' and before['parameters'] == {'Env': 'v1'}
+    assert before['bucket_tags'] == {'env': 'v1'} and list(before['resources']) == ['Site']
+    assert infra_journal(d)['status'] == 'committed' and queues(d) == []
+    assert buckets(d) == ['web-assets']
+
+    # the failed deploy: web goes to v2 (its bucket tagged env=v2, a queue added), web-extra is created; the secret
+    # key of web-extra's option is a real option of the run (moto takes any key)
+    failed = deploy(d, '3.0.0', [
+        {'stack_name': 'web', 'template': v2, 'parameters': {'Env': 'v2'}},
+        {'stack_name': 'web-extra', 'template': extra, 'parameters': {'Env': 'extra'},
+         'aws_access_key': 'AKIAFAILSAFEBEHAVIOUR', 'aws_secret_key': SECRET}])
+    assert failed.returncode != 0, failed.stdout[-5000:]
+    journal = infra_journal(d)
+    assert journal['status'] == 'rolled_back'
+    assert [e['kind'] for e in journal['layers']] == ['cloudformation', 'cloudformation']
+    # both stacks were changed during the deploy: the undo records say what they found
+    records = dict((e['record']['stack_name'], e['record']) for e in journal['layers'])
+    assert records['web']['existed'] and records['web']['parameters'] == {'Env': 'v1'}
+    assert not records['web-extra']['existed']
+    # web is back on v1, as CloudFormation, S3 and SQS tell it: template, parameter, the same bucket with its tag
+    # back, the queue v2 added gone; web-extra, which the deploy created, is deleted with its bucket
+    after = stack(d, 'web')
+    assert after['status'] == 'UPDATE_COMPLETE' and dict(after, status=None) == dict(before, status=None), after
+    assert after['template'] == json.loads(template('web-assets'))
+    assert queues(d) == [] and buckets(d) == ['web-assets']
+    assert stack(d, 'web-extra') is None
+    # and the code too
+    assert d.current() == 'releases/1.0.0' and d.journal()['status'] == 'rolled_back'
+    assert d.http('/health')[0] == 200
+    # in order: the code was rolled back before the infrastructure's undo, which finished last
+    code_done = [h['time'] for h in d.journal()['status_history'] if h['status'] == 'rolled_back'][-1]
+    infra_done = [h['time'] for h in journal['status_history'] if h['status'] == 'rolled_back'][-1]
+    assert code_done < infra_done
+    reports = d.incident_reports()
+    with open(reports[-1]) as handle:
+        report = json.load(handle)
+    assert report['outcome'] == 'rolled_back', report['outcome']
+    hosts = report['rollback']['hosts']
+    undone = hosts['infra']['restored']['layers']
+    assert [e['kind'] for e in undone] == ['cloudformation', 'cloudformation']
+    # within the stage, the reverse order of their application: the stack created last is deleted first
+    assert 'deleted' in undone[0]['undid'] and 'updated back' in undone[1]['undid'], undone
+    assert [e['kind'] for e in hosts['localhost']['restored']['layers']] == ['files', 'release', 'service']
+    done = dict((e['host'], e['t']) for e in report['timeline'] if e['event'] == 'rollback_host')
+    assert done['localhost'] < done['infra'], done
+    with open(reports[-1][:-len('.json')] + '.md') as handle:
+        assert re.search(r'^\| infra \|.*\| cloudformation, cloudformation \|', handle.read(), re.M)
+
+    # the secret key is nowhere the run wrote: journals, incident reports, alerts, the playbooks' output
+    assert SECRET not in failed.stdout
+    places = [os.path.join(d.state_dir, 'infra'), d.incidents, os.path.join(d.dir, 'runs.log')]
+    found = []
+    for place in places:
+        for root, dummy, files in (os.walk(place) if os.path.isdir(place) else [(os.path.dirname(place), [],
+                                                                                 [os.path.basename(place)])]):
+            for name in files:
+                with open(os.path.join(root, name), 'rb') as handle:
+                    if SECRET.encode() in handle.read():
+                        found.append(os.path.join(root, name))
+    assert found == [], found
+    assert [r for r in d.receiver.received if SECRET in json.dumps(r)] == []

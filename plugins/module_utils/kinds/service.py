@@ -108,7 +108,15 @@ class ServiceLayer(Layer):
             rc, out, err = self._ctl('update')
             return {'changed': bool(out.strip()), 'unloaded': True}
         if manager == 'systemd':
-            rc, out, err = self.run(['systemctl', 'stop', self.s['name']])
+            # The unit file was put back as it was before (removed, on a first deploy) by the layers undone before
+            # this one: stop the unit, make systemd read its files again, and forget the unit's failed state, so
+            # that a unit whose file is gone is unloaded (LoadState not-found) rather than kept as a failed unit.
+            name = self.s['name']
+            rc, out, err = self.run(['systemctl', 'stop', name])
+            if rc != 0 and self.running():
+                raise LayerError('%s did not stop under systemd (rc %s): %s' % (name, rc, (out + ' ' + err).strip()))
+            self.run(['systemctl', 'daemon-reload'])
+            self.run(['systemctl', 'reset-failed', name])
             return {'changed': True, 'unloaded': True}
         return {'changed': False}
 
@@ -124,4 +132,9 @@ class ServiceLayer(Layer):
                 return ['supervisor still runs %s (%s), which has no release to serve'
                         % (self.s['name'], ' '.join(words))]
             return []
-        return ['%s still runs, which has no release to serve' % self.s['name']] if self.running() else []
+        if self.running():
+            return ['%s still runs, which has no release to serve' % self.s['name']]
+        rc, out, err = self.run(['systemctl', 'show', '-p', 'LoadState,NeedDaemonReload', self.s['name']])
+        if 'NeedDaemonReload=yes' in out.split():
+            return ['systemd has not reloaded the unit files of %s since they were restored' % self.s['name']]
+        return []

@@ -61,6 +61,7 @@ DEFAULT_SUBNET = '10.213.0.0/24'
 REGISTRY_DIR = os.environ.get('FAILSAFE_FLEET_REGISTRY', '/run/failsafe-fleet-registry')
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREREQS_SCRIPT = os.path.join(ROOT, 'scripts', 'fleet-prereqs.sh')
+SYSTEMD_PREREQS_SCRIPT = os.path.join(ROOT, 'scripts', 'systemd-prereqs.sh')
 
 # In-host mount point -> folder name under <base_dir>/hosts/<host>/. Everything else is shared with the machine.
 HOST_MOUNTS = (
@@ -80,6 +81,7 @@ SYSTEMD_MOUNTS = (
 SYSTEMD_TMPFS = ('/var/tmp', '/var/log')
 SYSTEMD = '/lib/systemd/systemd'
 INITS = ('sshd', 'systemd')
+SYSTEMD_TOOLS = (SYSTEMD, '/usr/bin/systemctl', '/usr/bin/systemd-run')
 # Targets and special units that every unit's default dependencies name; empty stand-ins in the fleet's own unit
 # folder, so that the machine's (which pull in its sysinit services) are never read.
 SYSTEMD_STUB_TARGETS = ('sysinit', 'basic', 'shutdown', 'sockets', 'paths', 'slices', 'timers', 'multi-user',
@@ -165,15 +167,19 @@ def resource_names(name):
     }
 
 
-def missing_prereqs():
-    return [path for path in REQUIRED_TOOLS if not os.access(path, os.X_OK)]
+def missing_prereqs(init='sshd'):
+    tools = REQUIRED_TOOLS + (SYSTEMD_TOOLS if init == 'systemd' else ())
+    return [path for path in tools if not os.access(path, os.X_OK)]
 
 
-def ensure_prereqs():
-    """Install sshd, iproute2 and friends with scripts/fleet-prereqs.sh when any is missing (quick when present)."""
+def ensure_prereqs(init='sshd'):
+    """Install sshd, iproute2 and friends with scripts/fleet-prereqs.sh when any is missing (quick when present), and
+    systemd with scripts/systemd-prereqs.sh for init='systemd' hosts."""
     if missing_prereqs():
         subprocess.run(['bash', PREREQS_SCRIPT], check=True, stdin=subprocess.DEVNULL)
-    missing = missing_prereqs()
+    if missing_prereqs(init):
+        subprocess.run(['bash', SYSTEMD_PREREQS_SCRIPT], check=True, stdin=subprocess.DEVNULL)
+    missing = missing_prereqs(init)
     if missing:
         raise FleetError('fleet prerequisites missing after install: %s' % ', '.join(missing))
 
@@ -413,9 +419,10 @@ class Fleet:
         """Build the bridge, the hosts and their sshd; return once every host answers SSH. Returns self."""
         if os.geteuid() != 0:
             raise FleetError('the namespace fleet needs root')
-        missing = missing_prereqs()
+        missing = missing_prereqs(self.init)
         if missing:
-            raise FleetError('missing %s: run scripts/fleet-prereqs.sh' % ', '.join(missing))
+            raise FleetError('missing %s: run scripts/fleet-prereqs.sh (and scripts/systemd-prereqs.sh for '
+                             "init='systemd')" % ', '.join(missing))
         self._reclaim_stale()
         self._check_free()
         if self.base_dir is None:

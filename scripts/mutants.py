@@ -1180,6 +1180,20 @@ MUTANTS = [
         'covers': ['kind:terraform'],
     },
     {
+        'name': 'cloudformation-undo-does-nothing',
+        'breaks': 'undoing the cloudformation layer leaves the stack as the deploy changed or created it',
+        'file': 'plugins/module_utils/kinds/cloudformation.py',
+        'old': '    def undo(self, record):\n',
+        'new': "    def undo(self, record):\n        return {'report': {'undid': 'nothing'}}  # mutant\n",
+        'tests': [
+            'tests/unit/plugins/module_utils/test_cloudformation.py::'
+            'test_apply_then_rollback_updates_the_stack_back_proven_by_describing_it',
+            'tests/unit/plugins/module_utils/test_cloudformation.py::'
+            'test_a_stack_the_deploy_created_is_deleted_by_the_rollback',
+        ],
+        'covers': ['kind:cloudformation'],
+    },
+    {
         'name': 'flagd-flags-not-put-back',
         'breaks': 'undoing the flags layer leaves the flagd flag file as the deploy set it',
         'file': 'plugins/module_utils/kinds/flags.py',

@@ -12,6 +12,11 @@ has no crash point of its own), then kills every process of that host and cuts i
 mounted again from what was durable and the host boots (its supervisor starts the app, as init would). Then
 recover.yml, and the next deploy.
 
+The watchdog cell deploys with commit confirmed, holds the other host's verify step and SIGKILLs the controller
+there (both hosts switched and armed); at the deadline each host's watchdog reverts by itself, the target's holding
+part-way through its revert's restore (its own crash point, FAILSAFE_WATCHDOG_CRASH_AT), where the power is cut.
+recover.yml must finish that revert and record it as interrupted; the other host's self-revert stands.
+
 After recover.yml every host must be healthy on a verified release whose files are the release archive's, byte for
 byte; every journal, history, ledger and snapshot manifest must read as JSON; the release the cut interrupted must
 not be verified on the host whose power was cut, unless that host's commit was durable. Then the next deploy must
@@ -23,6 +28,7 @@ check gives it a name of its own).
 
 import json
 import os
+import signal
 import sys
 import tarfile
 import time
@@ -57,7 +63,13 @@ CELLS = {
     'verify': (None, 'verify'),
     'commit': ('journal.history-appended', 'commit'),
     'rollback': ('restore.entry-restored', 'rollback'),
+    # commit confirmed, the controller SIGKILLed after the switch: the host's own watchdog reverts at its deadline and
+    # holds part-way through that revert's restore (its own crash point, FAILSAFE_WATCHDOG_CRASH_AT)
+    'watchdog': ('restore.entry-restored', 'watchdog'),
 }
+# The watchdog cell's confirmation deadline: long enough for both hosts to switch and the other host to hold its
+# verify step before it passes (the controller is killed then), short enough to keep the cell cheap.
+CONFIRM_SECONDS = 15
 
 
 class PowerCutFleet(Matrix):
@@ -206,7 +218,15 @@ def test_power_cut_at_crash_point(hb, cell):  # pylint: disable=redefined-outer-
             _disarm(matrix, host)
         new = matrix.new_release()
         args = ['-e', 'release_version=%s' % new, '-e', 'ansible_python_interpreter=%s' % FAULT_PYTHON]
-        if point:
+        if step == 'watchdog':
+            # the target's watchdog holds in its revert; the other host holds its verify step, where the controller
+            # is killed with both hosts switched and armed
+            _arm_watchdog(matrix, target, point)
+            args += ['-e', 'failsafe_confirm_timeout=%d' % CONFIRM_SECONDS,
+                     '-e', 'failsafe_verify_before_tasks=%s' % HOOK, '-e', 'failsafe_fault_host=%s' % other,
+                     '-e', 'failsafe_fault_kind=hold', '-e', 'failsafe_fault_step=verify',
+                     '-e', 'failsafe_fault_marker=%s' % MARKER]
+        elif point:
             _arm(matrix, target, point, hold=True)
         else:
             args += ['-e', 'failsafe_%s_after_tasks=%s' % (step, HOOK), '-e', 'failsafe_fault_host=%s' % target,
@@ -217,11 +237,16 @@ def test_power_cut_at_crash_point(hb, cell):  # pylint: disable=redefined-outer-
             args += ['-e', 'failsafe_activate_after_tasks=%s' % HOOK, '-e', 'failsafe_fault_host=%s' % other,
                      '-e', 'failsafe_fault_kind=fail', '-e', 'failsafe_fault_step=activate']
         proc = matrix.start(cell_dir, 'failsafe.deploy.deploy', *args, run_id='powercut-%s' % cell)
-        _wait_for_marker(matrix, target, proc)
-        time.sleep(0.3)
-        matrix.power_cut(target)
-        rc = matrix.finish(proc)
-        assert rc != 0, 'the deploy whose host lost power exited 0'
+        if step == 'watchdog':
+            _kill_controller_then_wait_for_revert(matrix, proc, target, other, new)
+            time.sleep(0.3)
+            matrix.power_cut(target)
+        else:
+            _wait_for_marker(matrix, target, proc)
+            time.sleep(0.3)
+            matrix.power_cut(target)
+            rc = matrix.finish(proc)
+            assert rc != 0, 'the deploy whose host lost power exited 0'
 
         rc, dummy = matrix.play(cell_dir, 'failsafe.deploy.recover')
         assert rc == 0, 'recover.yml failed: see %s/runs.log' % cell_dir
@@ -232,6 +257,9 @@ def test_power_cut_at_crash_point(hb, cell):  # pylint: disable=redefined-outer-
         if not committed:
             assert entry.get('state') != 'verified' and 'verified' not in entry, \
                 '%s: release %s is marked verified but its commit was not durable: %r' % (target, new, entry)
+
+        if step == 'watchdog':
+            _assert_revert_finished(matrix, target, other, 'powercut-%s' % cell)
 
         following = matrix.new_release()
         rc, dummy = matrix.play(cell_dir, 'failsafe.deploy.deploy', '-e', 'release_version=%s' % following)
@@ -252,3 +280,47 @@ def _history(matrix, host):
             return [json.loads(line) for line in handle if line.strip()]
     except (FileNotFoundError, ValueError):
         return []
+
+
+def _arm_watchdog(matrix, host, point):
+    """The host's next watchdog holds at point (the modules of the deploy itself run unarmed)."""
+    with open(matrix.path(host, FAULT_ENV), 'w', encoding='utf-8') as handle:
+        handle.write('FAILSAFE_WATCHDOG_CRASH_AT=%s\nFAILSAFE_WATCHDOG_CRASH_HOLD=%s\n' % (point, MARKER))
+
+
+def _kill_controller_then_wait_for_revert(matrix, proc, target, other, new):
+    """Once both hosts switched to new and the other host holds its verify step, SIGKILL the controller and let
+    the other host's step go; then wait until the target's watchdog, at its deadline, holds inside its revert."""
+    _wait_for_marker(matrix, other, proc)
+    for host in (target, other):
+        assert matrix.current(host) == new, '%s has not switched to %s' % (host, new)
+        confirm = (matrix.read_json(host, STATE + '/journal.json') or {}).get('confirm') or {}
+        assert confirm.get('state') == 'armed', '%s: no watchdog armed: %r' % (host, confirm)
+    os.killpg(proc.pid, signal.SIGKILL)
+    matrix.finish(proc)
+    with open(matrix.path(other, MARKER), encoding='utf-8') as handle:
+        held = handle.read().strip()
+    matrix.fleet.run(other, ['kill', held], timeout=30)
+    os.unlink(matrix.path(other, MARKER))
+    marker = matrix.path(target, MARKER)
+    deadline = time.monotonic() + CONFIRM_SECONDS + 120
+    while not (os.path.exists(marker) and os.path.getsize(marker) > 0):
+        assert time.monotonic() < deadline, '%s: its watchdog never reached its revert' % target
+        time.sleep(0.1)
+    confirm = (matrix.read_json(target, STATE + '/journal.json') or {}).get('confirm') or {}
+    assert confirm.get('state') == 'reverting', '%s: the watchdog holds, yet the journal says %r' % (target, confirm)
+
+
+def _assert_revert_finished(matrix, target, other, run_id):
+    """The other host reverted itself; the target's revert, cut part-way, was finished by recover.yml and its
+    record says so (never 'reverting' for ever); no watchdog parameters (they may carry credentials) stay behind."""
+    mine = [t for t in _history(matrix, target) if t.get('run_id') == run_id]
+    assert [t.get('status') for t in mine] == ['rolled_back'], (target, mine)
+    confirm = mine[0].get('confirm') or {}
+    assert confirm.get('state') == 'revert_interrupted' and 'interrupted' in confirm.get('why', ''), (target, confirm)
+    assert not os.path.exists(matrix.path(target, '%s/confirm/%s.json' % (STATE, mine[0]['txid']))), target
+    theirs = matrix.read_json(other, STATE + '/journal.json') or {}
+    assert (theirs.get('run_id'), theirs.get('status'), (theirs.get('confirm') or {}).get('state')) == \
+        (run_id, 'rolled_back', 'reverted'), (other, theirs)
+    facts = matrix.read_json(other, STATE + '/self_revert.json') or {}
+    assert facts.get('txid') == theirs['txid'] and facts.get('outcome') == 'rolled_back', (other, facts)

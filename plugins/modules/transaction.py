@@ -344,6 +344,13 @@ options:
         C(backup_dir), C(variables), C(protected), C(allow_destroy_protected), C(lock_timeout), C(timeout) and
         C(environment) (secret: never written to the journal). See the failsafe.deploy.infra role and
         docs/infrastructure.md."
+      - "Kind V(cloudformation) (rollback stage C(infra), undone last): an AWS CloudFormation stack, changed through a
+        change set and, on undo, updated back to the recorded template and parameters or deleted when the deploy
+        created it. C(stack_name), C(template) (a file of the new template), C(parameters), C(tags),
+        C(capabilities), C(region), C(endpoint_url), C(profile), C(protected), C(allow_destroy_protected),
+        C(timeout), C(poll_interval), and the secret C(aws_access_key), C(aws_secret_key) and C(session_token)
+        (never written to the journal; by default boto3 takes the credentials from its own chain). Needs boto3 on
+        the host that runs it. See docs/infrastructure.md."
     type: dict
   stages:
     description:

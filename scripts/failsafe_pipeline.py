@@ -19,7 +19,10 @@ incident  prints the outcome, its cause and the incident's Markdown report (the 
           failed); exits 0.
 rollback  runs ``failsafe.deploy.rollback`` to a build by name (``--to``: ``last_verified``, the default, is the
           verified release before the last committed deploy, or a release id from the history); exits 0 when the
-          hosts run that build, 2 otherwise. With ``--if-needed`` it rolls back only a deploy whose own rollback did
+          hosts run that build, 2 otherwise. A build named by id is first looked up in the hosts' history
+          (``failsafe.deploy.history``, read-only): one that no host can roll back to (never deployed, or not the
+          build before a host's last committed deploy) is refused with exit 4 before any change, the message naming
+          it and listing the builds it can roll back to. With ``--if-needed`` it rolls back only a deploy whose own rollback did
           not finish (outcome rollback failed or unknown in outcome.env: the open transaction is rolled back) and
           does nothing after a deploy that was rolled back, refused or deployed.
 
@@ -33,10 +36,13 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import argparse
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 
@@ -44,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deploy_outcome  # noqa: E402  pylint: disable=wrong-import-position
 
 # A release id or build name as the deploy accepts it: nothing a shell or YAML could read otherwise.
+LAST_VERIFIED = 'last_verified'
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$')
 _MESSAGES = {
     'deployed': 'deployed',
@@ -190,6 +197,78 @@ def cmd_incident(args):
     return 0
 
 
+def read_history(extra):
+    """{host: [deployment, ...]} as failsafe.deploy.history reads it on the hosts (read-only), or None with the
+    reason when it could not be read."""
+    folder = tempfile.mkdtemp(prefix='failsafe-history-')
+    path = os.path.join(folder, 'history.json')
+    try:
+        cmd = playbook_command('failsafe.deploy.history', ['-e', 'failsafe_history_file=%s' % path] + list(extra))
+        proc = subprocess.run(cmd, env=dict(os.environ), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, check=False)
+        if proc.returncode != 0 or not os.path.exists(path):
+            return None, 'failsafe.deploy.history exited %d: %s' % (
+                proc.returncode, proc.stdout.decode('utf-8', 'replace').strip()[-2000:])
+        with open(path, encoding='utf-8') as handle:
+            return json.load(handle), None
+    except ValueError as exc:
+        return None, 'the history file could not be read: %s' % exc
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _names_build(wanted, release, build):
+    sha = str((build or {}).get('archive_sha256') or '')
+    return bool(release) and (wanted == release or (len(wanted) >= 12 and sha.startswith(wanted.lower())))
+
+
+def rollback_targets(history):
+    """{release: [host, ...]}: the builds a rollback by name can go back to, per host the verified build before its
+    last committed deploy (what failsafe.deploy.rollback accepts by name), with their builds for sha matching."""
+    targets, builds = {}, {}
+    for host, deployments in sorted((history or {}).items()):
+        for dep in deployments or []:
+            ledger = dict((r.get('release'), r) for r in dep.get('releases') or [])
+            txns = dep.get('transactions') or []
+            last = txns[0] if txns else {}
+            target = last.get('previous_release')
+            if last.get('status') == 'committed' and target and target != last.get('release'):
+                targets.setdefault(target, []).append(host)
+                builds[target] = (ledger.get(target) or {}).get('build')
+    return targets, builds
+
+
+def refuse_unknown_build(wanted, extra):
+    """Why a rollback to build ``wanted`` is refused before any change (None: go on): no host's history or ledger
+    names it, or it is no host's build to roll back to. The refusal names the builds it can roll back to."""
+    history, error = read_history(extra)
+    if history is None:
+        sys.stdout.write('warning: could not read the hosts\' history to check build %s (%s); the rollback checks '
+                         'it on each host\n' % (wanted, error))
+        return None
+    targets, builds = rollback_targets(history)
+    if any(_names_build(wanted, release, builds.get(release)) for release in targets) or any(
+            _names_build(wanted, dep.get('current_release'), dep.get('last_verified_build')
+                         if dep.get('current_release') == dep.get('last_verified') else None)
+            for deployments in history.values() for dep in deployments or []):
+        return None  # a host already on it says so and changes nothing
+    known = set()
+    for deployments in history.values():
+        for dep in deployments or []:
+            for entry in (dep.get('releases') or []) + (dep.get('transactions') or []):
+                if _names_build(wanted, entry.get('release'), entry.get('build')):
+                    known.add(entry.get('release'))
+    can = ', '.join('%s (%s)' % (release, ', '.join(hosts)) for release, hosts in sorted(targets.items()))
+    listed = ('builds it can roll back to: %s, or last_verified' % can) if can else \
+        'no host has a committed deploy to roll back from, so there is no build to roll back to by name'
+    if known:
+        return ('build %s was deployed (release %s) but is no host\'s build to roll back to: a rollback by name goes '
+                'back to the verified build before the last committed deploy; nothing was changed; %s'
+                % (wanted, ', '.join(sorted(known)), listed))
+    return ('build %s was never deployed on these hosts (no host\'s history or ledger names it); nothing was '
+            'changed; %s' % (wanted, listed))
+
+
 def cmd_rollback(args):
     extra = list(args.extra)
     if args.if_needed:
@@ -201,7 +280,18 @@ def cmd_rollback(args):
             return 0
         sys.stdout.write('the deploy ended %s: rolling back its open transaction\n' % values.get('FAILSAFE_LABEL'))
     else:
-        extra = ['-e', 'failsafe_rollback_to=%s' % checked_name(args.to, 'build')] + extra
+        to = checked_name(args.to, 'build')
+        if to != LAST_VERIFIED:
+            refusal = refuse_unknown_build(to, extra)
+            if refusal:
+                sys.stderr.write('failsafe_pipeline: %s\n' % refusal)
+                sys.stdout.write('rollback REFUSED before any change: %s\n' % refusal)
+                if os.environ.get('GITHUB_ACTIONS') == 'true':
+                    sys.stdout.write('::error::rollback refused: %s\n' % refusal)
+                if os.environ.get('TF_BUILD'):
+                    sys.stdout.write('##vso[task.logissue type=error]rollback refused: %s\n' % refusal)
+                return deploy_outcome.EXIT_CODES['refused']
+        extra = ['-e', 'failsafe_rollback_to=%s' % to] + extra
     rc = run(playbook_command('failsafe.deploy.rollback', extra))
     if rc:
         sys.stdout.write('rollback FAILED (ansible-playbook exited %d): see its output above\n' % rc)

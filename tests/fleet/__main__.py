@@ -27,6 +27,8 @@ def main(argv=None):
     up.add_argument('--name', default=DEFAULT_NAME, help='fleet name, prefix of every resource (default %(default)s)')
     up.add_argument('--subnet', help='private /24 (default: FAILSAFE_FLEET_SUBNET or derived from the name)')
     up.add_argument('--json', action='store_true', help='print the molecule instance config as JSON instead')
+    up.add_argument('--init', choices=('sshd', 'systemd'), default='sshd',
+                    help="PID 1 of each host: sshd alone, or systemd with sshd as a unit (default %(default)s)")
     down = sub.add_parser('down', help='tear a fleet down')
     group = down.add_mutually_exclusive_group(required=True)
     group.add_argument('--dir', help='the folder given to up')
@@ -45,8 +47,9 @@ def main(argv=None):
 
     try:
         if args.command == 'up':
-            ensure_prereqs()
-            fleet = Fleet(args.n, name=args.name, subnet=args.subnet, base_dir=args.dir, cleanup_at_exit=False)
+            ensure_prereqs(init=args.init)
+            fleet = Fleet(args.n, name=args.name, subnet=args.subnet, base_dir=args.dir, cleanup_at_exit=False,
+                          init=args.init)
             fleet.up()
             if args.json:
                 print(json.dumps(fleet.molecule_instances(), indent=2))

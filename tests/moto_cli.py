@@ -18,6 +18,7 @@ ends the test through tests/requires.py.
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -28,6 +29,19 @@ from tests.requires import cannot_run, require_module
 
 PORTS = range(19400, 19500)
 REGION = 'us-east-1'
+
+
+def _claim(port):
+    """An exclusive claim on ``port`` among the tests (a lock file held until stop_moto), or None: two test
+    processes starting servers at once never pick the same port."""
+    fd = os.open(os.path.join(os.environ.get('TMPDIR', '/tmp'), 'failsafe-moto-%d.lock' % port),
+                 os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _port_free(port):
@@ -54,7 +68,11 @@ def start_moto(folder):
     os.makedirs(str(folder), exist_ok=True)
     log = open(os.path.join(str(folder), 'moto.log'), 'wb')
     for port in PORTS:
+        claim = _claim(port)
+        if claim is None:
+            continue
         if not _port_free(port):
+            os.close(claim)
             continue
         proc = subprocess.Popen([sys.executable, '-m', 'moto.server', '-H', '127.0.0.1', '-p', str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -63,12 +81,14 @@ def start_moto(folder):
             try:
                 socket.create_connection(('127.0.0.1', port), timeout=1).close()
                 log.close()
+                proc.failsafe_claim = claim
                 return proc, 'http://127.0.0.1:%d' % port
             except OSError:
                 time.sleep(0.1)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        os.close(claim)
     log.close()
     cannot_run('moto_server did not start on any port of 19400-19499 (see %s)' % os.path.join(str(folder), 'moto.log'))
 
@@ -80,3 +100,4 @@ def stop_moto(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    os.close(proc.failsafe_claim)

@@ -35,3 +35,15 @@ def test_each_cloud_key_of_a_terraform_layer_is_masked(tmp_path, masked):
     text = repr(res)
     assert 'AWS_SECRET_ACCESS_KEY' in text          # the option reached the output: the check is not vacuous
     assert 'sekret-42' not in text and 'AKIAEXAMPLE42' not in text
+
+
+def test_the_credentials_of_a_cloudformation_layer_are_masked(tmp_path, masked):
+    # a template that does not exist: the apply fails at once, and its output carries the options it was given
+    layer = {'kind': 'cloudformation', 'stack_name': 'web', 'template': str(tmp_path / 'none.json'),
+             'aws_access_key': 'AKIACFNEXAMPLE42', 'aws_secret_key': 'sekret-cfn-42', 'session_token': 'tok-cfn-42'}
+    res = run_module(transaction, {'phase': 'apply', 'state_dir': str(tmp_path / 'state'), 'name': 'infra',
+                                   'run_id': 'run-1', 'layer': layer})
+    assert res['failed']
+    text = repr(res)
+    assert 'aws_secret_key' in text                 # the option reached the output: the check is not vacuous
+    assert 'sekret-cfn-42' not in text and 'AKIACFNEXAMPLE42' not in text and 'tok-cfn-42' not in text

@@ -157,3 +157,44 @@ def test_a_release_name_a_shell_could_read_otherwise_is_refused_before_anything_
         assert proc.returncode == 4, (args, proc.stdout, proc.stderr)
         assert 'nothing was run' in proc.stderr
     assert not marker.exists()
+
+
+def pipeline_module():
+    spec = importlib.util.spec_from_file_location('failsafe_pipeline', os.path.join(ROOT, 'scripts',
+                                                                                    'failsafe_pipeline.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_rollback_by_name_goes_on_only_to_a_build_some_host_can_go_back_to(monkeypatch):
+    """web1 committed 2.1.0 over 2.0.0 (archive aaaa...), web2 rolled back 2.1.0 and runs 2.0.0: 2.0.0, its sha's
+    start, and 2.0.0 on a host already on it go on; 9.9.9 (never deployed) and 1.0.0 (deployed, not a target) are
+    refused, each naming the build and listing 2.0.0 (web1)."""
+    mod = pipeline_module()
+    sha = 'a' * 64
+    history = {
+        'web1': [{'current_release': '2.1.0', 'last_verified': '2.1.0',
+                  'transactions': [{'release': '2.1.0', 'previous_release': '2.0.0', 'status': 'committed'},
+                                   {'release': '2.0.0', 'previous_release': '1.0.0', 'status': 'committed'}],
+                  'releases': [{'release': '2.1.0', 'state': 'verified'},
+                               {'release': '2.0.0', 'state': 'verified', 'build': {'archive_sha256': sha}},
+                               {'release': '1.0.0', 'state': 'verified'}]}],
+        'web2': [{'current_release': '2.0.0', 'last_verified': '2.0.0',
+                  'transactions': [{'release': '2.1.0', 'previous_release': '2.0.0', 'status': 'rolled_back'}],
+                  'releases': [{'release': '2.0.0', 'state': 'verified'}]}],
+    }
+    monkeypatch.setattr(mod, 'read_history', lambda extra: (history, None))
+    assert mod.rollback_targets(history)[0] == {'2.0.0': ['web1']}
+    for name in ('2.0.0', sha[:12]):
+        assert mod.refuse_unknown_build(name, []) is None, name
+    never = mod.refuse_unknown_build('9.9.9', [])
+    assert 'build 9.9.9 was never deployed' in never and 'roll back to: 2.0.0 (web1), or last_verified' in never
+    old = mod.refuse_unknown_build('1.0.0', [])
+    assert "build 1.0.0 was deployed (release 1.0.0) but is no host's build" in old and '2.0.0 (web1)' in old
+    # web1 rolled back too: no host has a committed deploy to go back from, so nothing is listed but that
+    history['web1'][0]['transactions'][0]['status'] = 'rolled_back'
+    assert 'no host has a committed deploy to roll back from' in mod.refuse_unknown_build('9.9.9', [])
+    # a history that cannot be read does not stop the rollback: the hosts check the name themselves
+    monkeypatch.setattr(mod, 'read_history', lambda extra: (None, 'unreachable'))
+    assert mod.refuse_unknown_build('9.9.9', []) is None

@@ -423,8 +423,8 @@ def test_the_machine_outside_the_hosts_is_untouched(fsys):
         assert _cmd(pid1).startswith('/lib/systemd/systemd --unit='), 'PID 1 of %s is not systemd' % host
         host_ns[host] = _ns(pid1, 'pid')
         assert host_ns[host] != _ns(os.getpid(), 'pid')
-        cgroups += fleet._cgroups(host)  # pylint: disable=protected-access
-        for path in fleet._cgroups(host):  # pylint: disable=protected-access
+        cgroups += fleet[host].cgroups
+        for path in fleet[host].cgroups:
             pids = _cgroup_pids(path)
             assert pids, 'nothing of %s in its cgroup %s' % (host, path)
             # (the host's launcher, `unshare`, waits for its PID 1 in the same cgroup)

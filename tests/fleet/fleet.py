@@ -291,10 +291,11 @@ class Host:
         self.veth = '%s-v%d' % (fleet_name, index)
         self.pid = None          # PID 1 of the host, as seen from the root namespace
         self.launcher_pid = None  # the `unshare` process in the root pid namespace that waits for it
+        self.cgroups = []         # init='systemd': the host's cgroup folders, removed once it is gone
 
     def to_dict(self):
         return {'name': self.name, 'index': self.index, 'address': self.address, 'netns': self.netns,
-                'veth': self.veth, 'pid': self.pid, 'launcher_pid': self.launcher_pid}
+                'veth': self.veth, 'pid': self.pid, 'launcher_pid': self.launcher_pid, 'cgroups': self.cgroups}
 
     def __repr__(self):
         return 'Host(%s, %s, pid=%s)' % (self.name, self.address, self.pid)
@@ -789,7 +790,7 @@ class Fleet:
         if self.init == 'systemd':
             # The launcher joins the host's own cgroups first; `unshare --cgroup` then makes them the host's root.
             # (only shell builtins: the first child of the launcher must be the host's PID 1)
-            cgroups = self._cgroups(host)
+            cgroups = host.cgroups = self._cgroups(host)
             for path in cgroups:
                 os.makedirs(path, exist_ok=True)
             argv = ['/bin/sh', '-c', 'for d in "$@"; do [ "$d" = -- ] && break; echo $$ > "$d/cgroup.procs" || exit 1;'
@@ -839,7 +840,8 @@ class Fleet:
         return in_host
 
     def _remove_cgroups(self, host):
-        for path in self._cgroups(host):
+        host = self.host(host)
+        for path in host.cgroups or self._cgroups(host):
             _rmdir_tree(path)
 
     def _kill_host(self, host, wait):
@@ -889,6 +891,7 @@ class Fleet:
         for host, saved in zip(fleet.hosts, state['hosts']):
             host.pid = saved.get('pid')
             host.launcher_pid = saved.get('launcher_pid')
+            host.cgroups = saved.get('cgroups') or []
             if host.pid and not _is_fleet_init(host.pid, fleet.name):
                 host.pid = None  # recycled pid: never signal a stranger
         return fleet

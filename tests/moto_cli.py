@@ -11,21 +11,29 @@ moto is an emulation, not AWS: stacks are created, updated, changed through chan
 not know. The tests use S3 buckets and SQS queues, which it implements.
 
 ``start_moto(folder)`` starts one server (a port of 19400-19499 nothing listens on) and returns (process, endpoint);
-``aws_env(endpoint)`` the environment a client and the layer need; ``stop_moto(process)`` ends it. A missing moto
-ends the test through tests/requires.py.
+``stop_moto(process)`` ends it (a behaviour test's module fixture). The unit tests share one server per test process
+through ``shared_moto()`` (tests/process_shared.py: under ansible-test units each test runs in a fork, where no
+fixture's teardown runs), which ``session_end()`` stops (tests/unit/conftest.py). ``aws_env()`` is the environment a
+client and the layer need. A missing moto ends the test through tests/requires.py.
+
+Imported as ``ansible_collections.failsafe.deploy.tests.moto_cli`` by the unit tests, as ``tests.moto_cli`` by the
+behaviour tests (see tests/helpers.py).
 """
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import fcntl
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 
-from tests.requires import cannot_run, require_module
+from . import process_shared
+from .requires import cannot_run, require_module
 
 PORTS = range(19400, 19500)
 REGION = 'us-east-1'
@@ -57,7 +65,6 @@ def aws_env():
     """Dummy credentials and a region (moto accepts any), so that no real key is ever read or sent."""
     env = {'AWS_ACCESS_KEY_ID': 'testing-moto-key', 'AWS_SECRET_ACCESS_KEY': 'testing-moto-secret',
            'AWS_DEFAULT_REGION': REGION, 'AWS_REGION': REGION, 'AWS_EC2_METADATA_DISABLED': 'true'}
-    env.pop('AWS_PROFILE', None)
     return env
 
 
@@ -80,8 +87,9 @@ def start_moto(folder):
         while proc.poll() is None and time.monotonic() < deadline:
             try:
                 socket.create_connection(('127.0.0.1', port), timeout=1).close()
+                # bound now: the port is the server's, the claim is no longer needed
                 log.close()
-                proc.failsafe_claim = claim
+                os.close(claim)
                 return proc, 'http://127.0.0.1:%d' % port
             except OSError:
                 time.sleep(0.1)
@@ -100,4 +108,67 @@ def stop_moto(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    os.close(proc.failsafe_claim)
+
+
+def _alive(pid):
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (OSError, IndexError):
+        return False
+
+
+def _answers(endpoint):
+    host, port = endpoint.rsplit('/', 1)[-1].split(':')
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def shared_moto():
+    """The endpoint of the moto server the tests of this test process share, started by the first test that needs
+    it (again if it died); session_end stops it. Each test uses stacks of names of its own."""
+    base = process_shared.directory()
+    if not base:
+        raise RuntimeError('no directory for the shared moto server (%s): tests/unit/conftest.py names it when '
+                           'pytest starts' % process_shared.ENV)
+    state = os.path.join(base, 'moto.json')
+    with process_shared.Lock('moto'):
+        if os.path.exists(state):
+            with open(state) as handle:
+                known = json.load(handle)
+            if _alive(known['pid']) and _answers(known['endpoint']):
+                return known['endpoint']
+            _kill(known['pid'])
+        proc, endpoint = start_moto(os.path.join(base, 'moto'))
+        with open(state + '.tmp', 'w') as handle:
+            json.dump({'pid': proc.pid, 'endpoint': endpoint}, handle)
+        os.rename(state + '.tmp', state)
+        return endpoint
+
+
+def _kill(pid):
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 10
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def session_end():
+    """Stops the shared moto server of this test process, if a test started one."""
+    base = os.environ.get(process_shared.ENV)
+    state = os.path.join(base, 'moto.json') if base else ''
+    if state and os.path.exists(state):
+        with open(state) as handle:
+            _kill(json.load(handle)['pid'])
+        os.unlink(state)

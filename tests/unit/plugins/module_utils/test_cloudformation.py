@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The cloudformation layer kind through the engine's apply phase and rollback, with boto3 against moto's server on
-127.0.0.1 (tests/moto_cli.py): one server for the file, a stack of its own per test.
+127.0.0.1 (tests/moto_cli.py): one server for the test process, a stack of its own per test.
 
 Emulated: AWS itself. moto runs CloudFormation, S3 and SQS in one local process; it applies change sets at once,
 never rolls a stack back by itself (the layer's wait for CloudFormation's own rollback is not exercised here) and
@@ -26,7 +26,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._errors import Fai
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import KINDS
 
-from tests.moto_cli import aws_env, start_moto, stop_moto
+from ansible_collections.failsafe.deploy.tests.moto_cli import aws_env, shared_moto
 
 
 def template(bucket, queue=None):
@@ -45,9 +45,10 @@ def _run(argv):
 
 
 @pytest.fixture(scope='module')
-def aws(tmp_path_factory):
+def aws():
     saved = dict(os.environ)
-    proc, endpoint = start_moto(tmp_path_factory.mktemp('moto'))
+    endpoint = shared_moto()
+    # dummy keys: boto3's chain finds them in the environment (the layer's own default), never a real one
     os.environ.update(aws_env())
     os.environ.pop('AWS_PROFILE', None)
     import boto3
@@ -57,7 +58,6 @@ def aws(tmp_path_factory):
                's3': boto3.client('s3', endpoint_url=endpoint, region_name='us-east-1'),
                'sqs': boto3.client('sqs', endpoint_url=endpoint, region_name='us-east-1')}
     finally:
-        stop_moto(proc)
         os.environ.clear()
         os.environ.update(saved)
 

@@ -167,6 +167,8 @@ case "${1:-all}" in
       if [ "$(id -u)" -eq 0 ]; then bash scripts/db-prereqs.sh; fi
       # Debian's fuse3 for the power-cut filesystem (tests/powercut) of the power-cut tests.
       if [ "$(id -u)" -eq 0 ]; then bash scripts/powercut-prereqs.sh; fi
+      # systemd (PID 1 of the systemd fleet hosts: tests/fleet, init='systemd') for the systemd host tests.
+      if [ "$(id -u)" -eq 0 ]; then bash scripts/systemd-prereqs.sh; fi
       # Node.js 22 and gitlab-ci-local from npm for the pipeline tests (into the tool cache; the tests call it too).
       bash scripts/pipeline-prereqs.sh >/dev/null
     ) || exit 1
@@ -194,7 +196,7 @@ case "${1:-all}" in
            tests/behaviour/test_infra_terraform.py tests/behaviour/test_ci_pipelines.py
            tests/behaviour/test_versioned_builds.py tests/behaviour/test_staging_gate.py
            tests/behaviour/test_redeploy_gate.py tests/behaviour/test_reproduce.py
-           tests/behaviour/test_self_revert_alert.py)
+           tests/behaviour/test_self_revert_alert.py tests/behaviour/test_systemd_hosts.py)
     for path in "${second[@]}" "${third[@]}" "${fourth[@]}" "${fifth[@]}"; do ignore+=("--ignore=$path"); done
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,
     # at the same priority; their JUnit reports join the streams' in the summary and the durations report.

@@ -143,6 +143,25 @@ def _ns(pid, kind):
 
 
 SETTLED = 600  # seconds a daemon of the machine has been running, at least, to count as one of its services
+# ... and it started before this test session (less a margin): the suite's other streams, started beside this one,
+# start and stop servers of their own all the time, and one started 10 minutes ago may end while this file runs
+SESSION_MARGIN = 10
+
+
+def _session_start_ticks():
+    """When this test session's process started, in clock ticks since boot (as /proc/PID/stat counts)."""
+    return _proc_start(os.getpid())[1]
+
+
+def _settled_ticks():
+    clk = os.sysconf('SC_CLK_TCK')
+    return min(_uptime_ticks() - SETTLED * clk, _session_start_ticks() - SESSION_MARGIN * clk)
+
+
+def _settled_age():
+    """Seconds an entry of /tmp must be left alone for to count as the machine's (see _settled_ticks)."""
+    clk = os.sysconf('SC_CLK_TCK')
+    return max(SETTLED, (_uptime_ticks() - _session_start_ticks()) / clk + SESSION_MARGIN)
 
 
 def _cmd(pid):
@@ -160,11 +179,11 @@ def _uptime_ticks():
 
 def machine_daemons():
     """The machine's services as processes: PID 1, and the daemons of the machine's own namespaces (children of PID 1
-    that are not kernel threads) running for SETTLED seconds at least, as (pid, start time, command). ssh control
-    masters, which end by themselves when idle, are left out."""
+    that are not kernel threads) running for SETTLED seconds at least and since before this session, as (pid, start
+    time, command). ssh control masters, which end by themselves when idle, are left out."""
     out = set()
     own_pid_ns, own_net_ns = _ns(os.getpid(), 'pid'), _ns(os.getpid(), 'net')
-    settled = _uptime_ticks() - SETTLED * os.sysconf('SC_CLK_TCK')
+    settled = _settled_ticks()
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
@@ -211,7 +230,7 @@ class Machine:
         old = time.time() - CANARY_AGE
         for path in (self.canary_file, self.canary_dir):
             os.utime(path, (old, old))
-        self.tmp = tmp_entries(self.own, older_than=SETTLED)
+        self.tmp = tmp_entries(self.own, older_than=_settled_age())
         self.daemons = machine_daemons()
         self.units = sorted(os.listdir('/etc/systemd/system'))
         self.hostname = open('/etc/hostname', encoding='utf-8').read()  # pylint: disable=consider-using-with

@@ -3,7 +3,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmarks on the namespace SSH fleet: fleet scaling (good deploys vs a copy-and-symlink playbook), time to
 recover (auto_rollback vs a hand-written rollback started right after the same failure), and the time from the
-controller's death right after the switch to every host back on the previous release by itself (commit confirmed)."""
+controller's death right after the switch to every host back on the previous release by itself (commit confirmed):
+on the fleet's supervisor hosts, whose revert timer is a watchdog process, and on hosts that run systemd as their
+PID 1, the app a systemd unit and the revert timer a transient systemd timer."""
 
 import glob
 import json
@@ -17,6 +19,7 @@ from common import BENCH, ROOT, read_times, remote_runs, run, stats, ratio, task
 
 sys.path.insert(0, ROOT)
 from tests.fleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position
+from tests.fleet.fleet import ensure_prereqs  # noqa: E402  pylint: disable=wrong-import-position
 
 # Targets (docs: the transaction engine): a good deploy at most 1.5x the copy-and-symlink baseline and at most 10
 # tasks on each host; time to recover at most 1.0x the bare symlink-and-restart baseline, at most 3 tasks per host.
@@ -31,6 +34,9 @@ SUPERVISORCTL = os.path.join(VENV_BIN, 'supervisorctl')
 # The hook that holds the verify step on one host (every host has switched by then) while the controller is killed.
 HOLD_HOOK = os.path.join(ROOT, 'tests', 'behaviour', 'fault_hooks', 'fault.yml')
 HOLD_MARKER = '/srv/bench-held'
+# The example app's settings: under supervisor on the fleet's hosts, as a systemd unit on init='systemd' hosts.
+APP_VARS = os.path.join(ROOT, 'tests/fleet/app-vars.yml')
+SYSTEMD_APP_VARS = os.path.join(BENCH, 'systemd-app-vars.yml')
 
 
 class FleetBench(object):
@@ -51,6 +57,7 @@ class FleetBench(object):
         self.current = None
         self.base_ready = set()
         self.extra_env = {}  # set by a part that runs the same playbooks otherwise (the mitogen part: a strategy)
+        self.app_vars = APP_VARS  # SYSTEMD_APP_VARS while the systemd hosts are measured
 
     # ------------------------------------------------------------------ plumbing
     def build_releases(self, good, bad):
@@ -86,7 +93,7 @@ class FleetBench(object):
         # The test fixture's per-release changes (a before-activate hook) are the tests' business, not what a deploy
         # costs: the benchmark runs the role's own empty hook, as an operator's deploy without hooks would.
         return self.playbook('failsafe.deploy.deploy', hosts, cfg,
-                             ['@' + os.path.join(ROOT, 'tests/fleet/app-vars.yml'), 'release_version=%s' % version,
+                             ['@' + self.app_vars, 'release_version=%s' % version,
                               'failsafe_activate_before_tasks={{ role_path }}/tasks/empty.yml']
                              + (['failsafe_serial=%d' % serial] if serial else []))
 
@@ -112,7 +119,8 @@ class FleetBench(object):
         mitogen = getattr(self.ctx, 'mitogen_hosts', [])
         breakdown = 1 if getattr(self.ctx, 'breakdown', False) else 0
         n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts + mitogen + [breakdown])
-        good = 2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts) + 2 * len(self.ctx.confirm_hosts)
+        # commit confirmed: a setup deploy and the one killed, on the supervisor hosts and again on systemd hosts
+        good = 2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts) + 4 * len(self.ctx.confirm_hosts)
         # the mitogen part: a setup deploy, then a good and a failing deploy per strategy and repeat
         good += len(mitogen) * (1 + 2 * getattr(self.ctx, 'mitogen_reps', 0))
         bad = 2 * sum(self.ctx.recovery_reps_for(h) for h in self.ctx.recovery_hosts)
@@ -317,60 +325,105 @@ class FleetBench(object):
         the first host); from the kill to every host back on the previous verified release and answering healthy,
         with no command run after the kill. The hosts' deadline is ctx.confirm_timeout seconds from their
         activation, so the total is mostly that wait: the row also gives each host's own revert (deadline to restore
-        proven)."""
-        rows = []
-        for n in self.ctx.confirm_hosts:
-            hosts = self.fleet.names[:n]
-            if self.current is None or not self._back(hosts, self.current):
-                version = self.next_good()
-                res = self.deploy(hosts, version, self.cfg_cb)
-                self.check(res['rc'] == 0, 'setup deploy of %s on %d hosts failed' % (version, n))
-            good = self.current
-            new = self.next_good()
-            self.current = good  # the hosts must come back to it
+        proven). On the fleet's hosts the app runs under supervisor and the revert timer is a watchdog process."""
+        return [self._self_revert_row(n, 'process') for n in self.ctx.confirm_hosts]
+
+    def self_revert_systemd(self):
+        """The same measure on hosts whose PID 1 is systemd (tests/fleet, init='systemd'), the app a systemd unit and
+        the revert timer a transient systemd timer (``systemd-run``): one fleet of the largest size, with the fleet's
+        name and subnet, so it runs once the supervisor hosts are down."""
+        if not self.ctx.confirm_hosts:
+            return []
+        ensure_prereqs(init='systemd')
+        saved = (self.fleet, self.current, self.app_vars)
+        self.fleet = Fleet(max(self.ctx.confirm_hosts), name=FLEET_NAME,
+                           base_dir=os.path.join(self.work, 'fleet-systemd'), init='systemd')
+        self.current, self.app_vars = None, SYSTEMD_APP_VARS
+        try:
+            self.fleet.up()
+            return [self._self_revert_row(n, 'systemd') for n in self.ctx.confirm_hosts]
+        finally:
+            try:
+                self.fleet.down()
+            finally:
+                self.fleet, self.current, self.app_vars = saved
+
+    def _armed(self, host):
+        """The host's armed revert timer, from its journal: (mechanism, systemd unit or None)."""
+        try:
+            with open(self.fleet.host_path(host, '/var/lib/failsafe-deploy/app/journal.json')) as handle:
+                confirm = json.load(handle).get('confirm') or {}
+        except (IOError, ValueError):
+            return None, None
+        return confirm.get('mechanism'), confirm.get('unit')
+
+    def _timer_listed(self, host, unit):
+        """True when the host's systemd lists the revert timer (``systemctl list-timers``)."""
+        proc = self.fleet.run(host, ['systemctl', 'list-timers', '--all', '--no-pager', '--no-legend'], timeout=30)
+        return proc.returncode == 0 and ('%s.timer' % unit) in proc.stdout
+
+    def _self_revert_row(self, n, mechanism):
+        hosts = self.fleet.names[:n]
+        if self.current is None or not self._back(hosts, self.current):
+            version = self.next_good()
+            res = self.deploy(hosts, version, self.cfg_cb)
+            self.check(res['rc'] == 0, 'setup deploy of %s on %d hosts failed' % (version, n))
+        good = self.current
+        new = self.next_good()
+        self.current = good  # the hosts must come back to it
+        for host in hosts:
+            if os.path.exists(self.fleet.host_path(host, HOLD_MARKER)):
+                os.unlink(self.fleet.host_path(host, HOLD_MARKER))
+        extra = ['@' + self.app_vars, 'release_version=%s' % new,
+                 'failsafe_activate_before_tasks={{ role_path }}/tasks/empty.yml',
+                 'failsafe_confirm_timeout=%d' % self.ctx.confirm_timeout,
+                 'failsafe_verify_before_tasks=%s' % HOLD_HOOK, 'failsafe_fault_host=%s' % hosts[0],
+                 'failsafe_fault_kind=hold', 'failsafe_fault_marker=%s' % HOLD_MARKER]
+        cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', self.fleet.inventory_path, '--limit',
+               ','.join(hosts), 'failsafe.deploy.deploy', '-e', 'supervisorctl=%s' % SUPERVISORCTL]
+        for item in extra:
+            cmd += ['-e', item]
+        full_env = dict(os.environ)
+        full_env.update(self.env(self.cfg_cb))
+        with open(self.log, 'ab') as out:
+            out.write(('\n$ %s\n' % ' '.join(cmd)).encode())
+            out.flush()
+            proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        marker = self.fleet.host_path(hosts[0], HOLD_MARKER)
+        limit = time.time() + 600
+        while not (os.path.exists(marker) and os.path.getsize(marker)) and time.time() < limit:
+            self.check(proc.poll() is None, 'the deploy of %s ended before the switch was held' % new)
+            time.sleep(0.1)
+        self.check(all(self.host_release(h) == new for h in hosts), 'not every host switched to %s' % new)
+        killed = time.time()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # what each host armed: the mechanism measured, never a fallback (read from the host, untimed)
+        armed = dict((h, self._armed(h)) for h in hosts)
+        self.check(all(a[0] == mechanism for a in armed.values()),
+                   'revert timers armed %r, not %s' % (armed, mechanism))
+        back = {}
+        limit = killed + self.ctx.confirm_timeout + 120
+        while len(back) < len(hosts) and time.time() < limit:
             for host in hosts:
-                if os.path.exists(self.fleet.host_path(host, HOLD_MARKER)):
-                    os.unlink(self.fleet.host_path(host, HOLD_MARKER))
-            extra = ['@' + os.path.join(ROOT, 'tests/fleet/app-vars.yml'), 'release_version=%s' % new,
-                     'failsafe_activate_before_tasks={{ role_path }}/tasks/empty.yml',
-                     'failsafe_confirm_timeout=%d' % self.ctx.confirm_timeout,
-                     'failsafe_verify_before_tasks=%s' % HOLD_HOOK, 'failsafe_fault_host=%s' % hosts[0],
-                     'failsafe_fault_kind=hold', 'failsafe_fault_marker=%s' % HOLD_MARKER]
-            cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', self.fleet.inventory_path, '--limit',
-                   ','.join(hosts), 'failsafe.deploy.deploy', '-e', 'supervisorctl=%s' % SUPERVISORCTL]
-            for item in extra:
-                cmd += ['-e', item]
-            full_env = dict(os.environ)
-            full_env.update(self.env(self.cfg_cb))
-            with open(self.log, 'ab') as out:
-                out.write(('\n$ %s\n' % ' '.join(cmd)).encode())
-                out.flush()
-                proc = subprocess.Popen(cmd, env=full_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-            marker = self.fleet.host_path(hosts[0], HOLD_MARKER)
-            limit = time.time() + 600
-            while not (os.path.exists(marker) and os.path.getsize(marker)) and time.time() < limit:
-                self.check(proc.poll() is None, 'the deploy of %s ended before the switch was held' % new)
-                time.sleep(0.1)
-            self.check(all(self.host_release(h) == new for h in hosts), 'not every host switched to %s' % new)
-            killed = time.time()
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            back = {}
-            limit = killed + self.ctx.confirm_timeout + 120
-            while len(back) < len(hosts) and time.time() < limit:
-                for host in hosts:
-                    if host not in back and self._reverted(host) and self.serves(host) == good:
-                        back[host] = time.time() - killed
-                time.sleep(0.1)
-            self.check(len(back) == len(hosts), 'hosts not back on %s by themselves: %r' % (good, back))
-            own = []
-            for host in hosts:
-                with open(self.fleet.host_path(host, '/var/lib/failsafe-deploy/app/self_revert.json')) as handle:
-                    facts = json.load(handle)
-                self.check(facts['txid'] and facts['outcome'] == 'rolled_back', '%s: revert %s' % (host, facts))
-                own.append(facts['finished'] - facts['deadline'])
-            rows.append({'hosts': n, 'repeats': 1, 'confirm_timeout': self.ctx.confirm_timeout,
-                         'death_to_healthy': stats([max(back.values())]),
-                         'per_host_back': stats(list(back.values())), 'revert_after_deadline': stats(own)})
-        return rows
+                if host not in back and self._reverted(host) and self.serves(host) == good:
+                    back[host] = time.time() - killed
+            time.sleep(0.1)
+        self.check(len(back) == len(hosts), 'hosts not back on %s by themselves: %r' % (good, back))
+        own = []
+        for host in hosts:
+            with open(self.fleet.host_path(host, '/var/lib/failsafe-deploy/app/self_revert.json')) as handle:
+                facts = json.load(handle)
+            self.check(facts['txid'] and facts['outcome'] == 'rolled_back', '%s: revert %s' % (host, facts))
+            own.append(facts['finished'] - facts['deadline'])
+            if mechanism == 'systemd':
+                # the timer fired and is gone, and the host's systemd runs the old release's unit
+                self.check(not self._timer_listed(host, armed[host][1]), '%s: the revert timer is still listed' % host)
+                show = self.fleet.run(host, ['systemctl', 'show', '-p', 'ActiveState,Environment', 'app.service'],
+                                      timeout=30).stdout
+                self.check('ActiveState=active' in show and 'APP_RELEASE=%s' % good in show,
+                           '%s: app.service after the revert: %s' % (host, show))
+        return {'hosts': n, 'repeats': 1, 'mechanism': mechanism, 'confirm_timeout': self.ctx.confirm_timeout,
+                'death_to_healthy': stats([max(back.values())]), 'per_host_back': stats(list(back.values())),
+                'revert_after_deadline': stats(own)}

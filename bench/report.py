@@ -210,20 +210,39 @@ def database_md(d):
                _s(d['verify_checksums'])), '']
 
 
-def self_revert_md(rows):
+MECHANISMS = {'process': 'watchdog process (supervisor hosts)', 'systemd': 'systemd timer (systemd hosts)'}
+
+
+def self_revert_md(rows, systemd_rows=None):
+    rows = [dict(row, mechanism=row.get('mechanism', 'process')) for row in rows] + list(systemd_rows or [])
     out = ['## 6. Commit confirmed: the hosts revert by themselves', '',
            'A deploy whose controller is SIGKILLed right after every host switched (the verify step held on one '
            'host); no command runs after the kill. From the kill to every host back on the previous verified release '
            'and answering healthy. Each host reverts at its own deadline (`failsafe_confirm_timeout` from its '
            'activation), so most of the total is that wait; the last column is the host\'s own work after its '
-           'deadline (restore, switch back, restart, health check, proof).', '',
-           '| hosts | deadline | kill to every host healthy | per host | host\'s revert after its deadline |',
-           '| ---: | ---: | ---: | ---: | ---: |']
+           'deadline (restore, switch back, restart, health check, proof). Two mechanisms, measured in the same run: '
+           'the fleet\'s hosts, the app under supervisor and the revert timer a watchdog process; and hosts whose '
+           'PID 1 is systemd, the app a systemd unit (its unit file restored and reloaded by the revert) and the '
+           'revert timer a transient systemd timer (`systemd-run`).', '',
+           '| hosts | mechanism | deadline | kill to every host healthy | per host | host\'s revert after its '
+           'deadline |',
+           '| ---: | --- | ---: | ---: | ---: | ---: |']
     for row in rows:
-        cells = (row['hosts'], row['confirm_timeout'], _s(row['death_to_healthy']), _s(row['per_host_back']),
-                 _s(row['revert_after_deadline']))
-        out.append('| %d | %d s | %s | %s | %s |' % cells)
-    return out + ['']
+        cells = (row['hosts'], MECHANISMS.get(row['mechanism'], row['mechanism']), row['confirm_timeout'],
+                 _s(row['death_to_healthy']), _s(row['per_host_back']), _s(row['revert_after_deadline']))
+        out.append('| %d | %s | %d s | %s | %s | %s |' % cells)
+    out.append('')
+    for n in sorted(set(row['hosts'] for row in rows)):
+        by = dict((row['mechanism'], row) for row in rows if row['hosts'] == n)
+        if 'process' in by and 'systemd' in by:
+            base = by['process']['revert_after_deadline']['median']
+            if base:
+                out += ['On %d hosts, the systemd timer / the watchdog process: host\'s revert after its deadline '
+                        '%.2fx, kill to every host healthy %.2fx.'
+                        % (n, by['systemd']['revert_after_deadline']['median'] / base,
+                           by['systemd']['death_to_healthy']['median'] / by['process']['death_to_healthy']['median']),
+                        '']
+    return out
 
 
 def mitogen_md(rows):
@@ -332,8 +351,8 @@ def markdown(results):
         if results.get(key):
             out += func(results[key])
     out += memory_md(results)
-    if results.get('self_revert'):
-        out += self_revert_md(results['self_revert'])
+    if results.get('self_revert') or results.get('self_revert_systemd'):
+        out += self_revert_md(results.get('self_revert') or [], results.get('self_revert_systemd'))
     if results.get('mitogen'):
         out += mitogen_md(results['mitogen'])
     if results.get('breakdown'):

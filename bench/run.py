@@ -30,7 +30,8 @@ SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scalin
              snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5,
              confirm_hosts=[2], confirm_timeout=15, traffic_repeats=1, traffic_drivers=['haproxy'], mitogen_hosts=[1],
              mitogen_reps=1, breakdown=True)
-# fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed);
+# fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed),
+# by a watchdog process on the fleet's supervisor hosts and by a systemd timer on hosts whose PID 1 is systemd;
 # traffic: blue-green and switch-back behind HAProxy and nginx; mitogen: a good deploy and a recovery under Mitogen's
 # mitogen_linear beside the default strategy, on the fleet's hosts; breakdown: where a module call's time goes on a
 # host, for each deploy phase and the rollback call (bench/breakdown_bench.py)
@@ -163,6 +164,10 @@ def main():
                         part('breakdown', BreakdownBench(fleet).run)
             finally:
                 fleet.down()
+            # the same self-revert on hosts whose PID 1 is systemd: a fleet of the same name and subnet, so after the
+            # supervisor hosts are down
+            if 'confirm' in parts and 'fleet_setup' not in results['errors']:
+                part('self_revert_systemd', fleet.self_revert_systemd)
         if 'traffic' in parts:
             from traffic_bench import TrafficBench
             part('traffic', TrafficBench(ctx).run)

@@ -98,6 +98,18 @@ def test_bench_smoke(tmp_path):
         _stat(confirm[key])
     assert confirm['per_host_back']['n'] == 2 and confirm['revert_after_deadline']['min'] >= 0
     assert confirm['death_to_healthy']['median'] == confirm['per_host_back']['max']
+    # ... and the same on hosts whose PID 1 is systemd, in the same run: the revert timer a systemd timer (the bench
+    # checks each host armed that mechanism, the timer gone and the old unit running afterwards), one more line of
+    # section 6 with the ratio of the two
+    timer = results['self_revert_systemd'][0]
+    assert confirm['mechanism'] == 'process' and timer['mechanism'] == 'systemd'
+    assert timer['hosts'] == 2 and timer['confirm_timeout'] == 15
+    for key in ('death_to_healthy', 'per_host_back', 'revert_after_deadline'):
+        _stat(timer[key])
+    assert timer['per_host_back']['n'] == 2 and timer['revert_after_deadline']['min'] >= 0
+    assert timer['death_to_healthy']['median'] == timer['per_host_back']['max']
+    assert '| 2 | systemd timer (systemd hosts) | 15 s |' in md and '| 2 | watchdog process (supervisor hosts) |' in md
+    assert 'On 2 hosts, the systemd timer / the watchdog process' in md
     # Mitogen beside the default strategy: a good deploy and a recovery each, on the same host
     mitogen = results['mitogen'][0]
     assert mitogen['hosts'] == 1 and mitogen['repeats'] == 1

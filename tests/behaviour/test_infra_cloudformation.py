@@ -15,14 +15,21 @@ rollback (``UPDATE_ROLLBACK_*``), which the layer waits for and reports, is not 
   the first stack is back on its template and parameter (the same bucket, its tag back, the queue gone), proven by
   describing it, and the stack the deploy created is deleted with its bucket; the host serves the previous release;
 - the AWS secret key given to a stack as an option is in none of the journal, the incident reports, the alerts
-  and the playbook's output.
+  and the playbook's output;
+- the controller SIGKILLed after the stacks were changed (the whole process group, while the deploy went on):
+  recover.yml finishes the rollback of the code and of the stacks, the changed one updated back and the one the
+  deploy created deleted.
 """
 import json
 import os
 import re
+import signal
+import subprocess
+import time
 
 import pytest
 
+from support import DEMO
 from tests.moto_cli import aws_env, start_moto, stop_moto
 
 pytestmark = pytest.mark.slow
@@ -30,13 +37,13 @@ pytestmark = pytest.mark.slow
 SECRET = 'sekret-cfn-behaviour-7781'
 
 
-def template(bucket, queue=None):
+def template(bucket, queue=None, queue_id='Jobs'):
     doc = {'Parameters': {'Env': {'Type': 'String'}},
            'Resources': {'Site': {'Type': 'AWS::S3::Bucket', 'Properties': {
                'BucketName': bucket, 'Tags': [{'Key': 'env', 'Value': {'Ref': 'Env'}}]}}},
            'Outputs': {'Bucket': {'Value': {'Ref': 'Site'}}}}
     if queue:
-        doc['Resources']['Jobs'] = {'Type': 'AWS::SQS::Queue', 'Properties': {'QueueName': queue}}
+        doc['Resources'][queue_id] = {'Type': 'AWS::SQS::Queue', 'Properties': {'QueueName': queue}}
     return json.dumps(doc, indent=1)
 
 
@@ -71,12 +78,19 @@ def _keys():
     return {'aws_access_key_id': env['AWS_ACCESS_KEY_ID'], 'aws_secret_access_key': env['AWS_SECRET_ACCESS_KEY']}
 
 
-def deploy(d, version, stacks):
+def deploy(d, version, stacks, after=None):
     data = {'failsafe_hosts': 'localhost', 'failsafe_infra_host': 'infra', 'failsafe_infra_cloudformation': [
         dict({'endpoint_url': d.endpoint, 'region': 'us-east-1', 'poll_interval': 1}, **s) for s in stacks]}
+    if after:
+        data['failsafe_infra_after_tasks'] = after
     path = os.path.join(d.dir, 'infra-vars.json')
     with open(path, 'w') as handle:
         json.dump(data, handle)
+    if after:
+        cmd = ['ansible-playbook', '-i', os.path.join(DEMO, 'inventory.yml'), '-i', d.infra_inventory,
+               'failsafe.deploy.deploy', '-e', 'release_version=%s' % version, '-e', '@' + path]
+        return subprocess.Popen(cmd, env=d.env, cwd=d.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
     return d.deploy(version, '-i', d.infra_inventory, '-e', '@' + path)
 
 
@@ -183,3 +197,46 @@ def test_a_failed_release_rolls_back_the_code_then_the_stacks(site):
                         found.append(os.path.join(root, name))
     assert found == [], found
     assert [r for r in d.receiver.received if SECRET in json.dumps(r)] == []
+
+
+def test_the_controller_killed_after_the_stacks_changed_then_recover_puts_them_back(site):
+    d = site
+    before = stack(d, 'web')
+    assert before is not None and before['parameters'] == {'Env': 'v1'}, 'runs after the first test'
+    marker = os.path.join(d.dir, 'cfn', 'applied')
+    # a queue of another name than the first test's: moto does not create again a resource an earlier update removed
+    v3 = _write(os.path.join(d.dir, 'cfn', 'v3.json'), template('web-assets', queue='web-retry', queue_id='Retry'))
+    hook = _write(os.path.join(d.dir, 'cfn', 'hold.yml'), """---
+- name: Say the stacks are applied
+  ansible.builtin.file:
+    path: %s
+    state: touch
+- name: Hold the deploy here until the controller is killed
+  ansible.builtin.command: sleep 120
+  changed_when: false
+""" % marker)
+    proc = deploy(d, '2.0.0', [
+        {'stack_name': 'web', 'template': v3, 'parameters': {'Env': 'v3'}},
+        {'stack_name': 'web-extra', 'template': os.path.join(d.dir, 'cfn', 'extra.json'),
+         'parameters': {'Env': 'extra'}}], after=hook)
+    try:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(marker) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert os.path.exists(marker), 'the deploy never got past the stacks (rc %s)' % proc.poll()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # the stacks are on the new version, the infrastructure's transaction open: the dead run left them so
+    assert infra_journal(d)['status'] == 'open'
+    during = stack(d, 'web')
+    assert during['parameters'] == {'Env': 'v3'} and during['bucket_tags'] == {'env': 'v3'}
+    assert sorted(during['resources']) == ['Retry', 'Site'] and queues(d) == ['web-retry']
+    assert stack(d, 'web-extra') is not None
+    recovered = d.playbook('failsafe.deploy.recover', '-i', d.infra_inventory)
+    assert recovered.returncode == 0, recovered.stdout[-5000:]
+    assert infra_journal(d)['status'] == 'rolled_back' and d.journal()['status'] == 'rolled_back'
+    after = stack(d, 'web')
+    assert dict(after, status=None) == dict(before, status=None), after
+    assert stack(d, 'web-extra') is None and queues(d) == [] and buckets(d) == ['web-assets']
+    assert d.current() == 'releases/1.0.0' and d.http('/health')[0] == 200

@@ -159,6 +159,8 @@ case "${1:-all}" in
       if [ -x scripts/fleet-prereqs.sh ]; then bash scripts/fleet-prereqs.sh; fi
       # Debian's prometheus for the metric gate tests (the real server they query).
       if [ "$(id -u)" -eq 0 ]; then bash scripts/prometheus-prereqs.sh; fi
+      # Debian's prometheus-alertmanager for the watch window tests (it posts to the rulebook's webhook).
+      if [ "$(id -u)" -eq 0 ]; then bash scripts/alertmanager-prereqs.sh; fi
       # Debian's haproxy and nginx for the traffic layer's tests (installed as root; the tests' fixture does it too).
       if [ "$(id -u)" -eq 0 ]; then bash scripts/lb-prereqs.sh; fi
       # Debian's chromium for the HTML report test; a non-root run without it skips that test (with -rs its reason).
@@ -196,7 +198,8 @@ case "${1:-all}" in
            tests/behaviour/test_infra_terraform.py tests/behaviour/test_ci_pipelines.py
            tests/behaviour/test_versioned_builds.py tests/behaviour/test_staging_gate.py
            tests/behaviour/test_redeploy_gate.py tests/behaviour/test_reproduce.py
-           tests/behaviour/test_self_revert_alert.py tests/behaviour/test_systemd_hosts.py)
+           tests/behaviour/test_self_revert_alert.py tests/behaviour/test_systemd_hosts.py
+           tests/behaviour/test_watch_window.py)
     for path in "${second[@]}" "${third[@]}" "${fourth[@]}" "${fifth[@]}"; do ignore+=("--ignore=$path"); done
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,
     # at the same priority; their JUnit reports join the streams' in the summary and the durations report.

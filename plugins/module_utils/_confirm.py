@@ -168,6 +168,14 @@ def unreported(ds, run_id, check_mode=False):
     return facts
 
 
+def report_once(ds, facts, run_id, check_mode=False):
+    """``facts`` (a self-revert's), marked reported by run_id, unless another run reported them already (then None):
+    a self-revert is reported, and paged, once."""
+    if facts.get('reported_by') and facts['reported_by'] != run_id:
+        return None
+    return unreported(ds, run_id, check_mode=check_mode) or facts
+
+
 def facts_of(ds, journal):
     """The self-revert facts of the transaction in the journal, if it reverted itself."""
     facts = read_facts(ds)

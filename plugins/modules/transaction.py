@@ -472,7 +472,8 @@ self_reverted:
       any run before this one (C(txid), C(run_id), C(release), C(cause), C(reason), C(outcome), C(timeline),
       C(rollback), and C(alert) when the host alerted by itself, with C(incident_id), C(channels), C(status)
       delivered or failed, C(attempts), C(error) and C(sent_iso)); null when there is none. V(open) reports it
-      once. V(query) returns it while the transaction in the journal is the one the host reverted.
+      once. V(query) returns it while the transaction in the journal is the one the host reverted; with O(run_id)
+      (recover.yml), only when no other run reported it, and it is then reported by that run (not in check mode).
   returned: phase is open or query
   type: dict
 self_revert:
@@ -539,7 +540,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
     activate_phase, apply_phase, confirmed_commit, guarded_rollback, open_phase, snapshot_phase, stage_phase,
     verify_phase,
 )
-from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts
+from ansible_collections.failsafe.deploy.plugins.module_utils._confirm import facts_of, read_facts, report_once
 from ansible_collections.failsafe.deploy.plugins.module_utils._errors import FailsafeError
 from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import kind_class
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState, ensure_query
@@ -668,6 +669,9 @@ def main():
             result['confirm'] = (result['journal'] or {}).get('confirm')
             result['self_revert'] = read_facts(ds)
             result['self_reverted'] = facts_of(ds, result['journal'])
+            if result['self_reverted'] and p.get('run_id'):
+                # a run that reports what it finds (recover.yml) reports it once, as the open phase does
+                result['self_reverted'] = report_once(ds, result['self_reverted'], p['run_id'], check_mode=check)
         else:
             result = guarded_rollback(p, run, check)
     except FailsafeError as e:

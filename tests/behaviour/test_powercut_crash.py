@@ -266,6 +266,10 @@ def test_power_cut_at_crash_point(hb, cell):  # pylint: disable=redefined-outer-
         assert rc == 0, 'the next deploy failed: see %s/runs.log' % cell_dir
         for host in hosts:
             assert _assert_host_sound(matrix, host)['current'] == following, host
+        if step == 'watchdog':
+            # recover.yml reported the other host's self-revert; the next deploy does not report (page) it again
+            reverted = [i for i in _incidents(cell_dir) if i.get('outcome') == 'self_reverted']
+            assert [i['summary']['self_reverted_hosts'] for i in reverted] == [[other]], reverted
     finally:
         if os.path.exists(matrix.path(target, FAULT_ENV)) or not fleet.is_running(target):
             _disarm(matrix, target)
@@ -324,3 +328,14 @@ def _assert_revert_finished(matrix, target, other, run_id):
         (run_id, 'rolled_back', 'reverted'), (other, theirs)
     facts = matrix.read_json(other, STATE + '/self_revert.json') or {}
     assert facts.get('txid') == theirs['txid'] and facts.get('outcome') == 'rolled_back', (other, facts)
+    assert facts.get('reported_by'), '%s: recover.yml reported the self-revert without marking it reported' % other
+
+
+def _incidents(cell_dir):
+    folder = os.path.join(cell_dir, 'incidents')
+    found = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.startswith('inc-') and name.endswith('.json') and name.count('.') == 1:
+            with open(os.path.join(folder, name), encoding='utf-8') as handle:
+                found.append(json.load(handle))
+    return found

@@ -203,6 +203,22 @@ def test_a_revert_cut_part_way_is_finished_by_the_next_rollback_and_says_so(host
     assert open(os.path.join(host['app_root'], 'shared', 'app.json')).read() == '{"label": "one"}'
 
 
+def test_a_self_revert_that_recover_reported_is_not_reported_again(host):
+    activate(host, 2)
+    ds = DeployState(host['state_dir'], 'app')
+    wait_for(lambda: ((ds.read_journal() or {}).get('confirm') or {}).get('state') == 'reverted', 20,
+             'the host reverts itself')
+    facts = _confirm.facts_of(ds, ds.read_journal())
+    # recover.yml's query with a run id reports it, and marks it reported by that run
+    assert _confirm.report_once(ds, facts, 'recover-1', check_mode=True)['txid'] == facts['txid']
+    assert _confirm.read_facts(ds)['reported_by'] is None, 'check mode marked it'
+    assert _confirm.report_once(ds, facts, 'recover-1')['txid'] == facts['txid']
+    assert _confirm.read_facts(ds)['reported_by'] == 'recover-1'
+    assert _confirm.report_once(ds, _confirm.read_facts(ds), 'recover-2') is None
+    # and the next deploy does not report it again
+    assert engine.open_phase(dict(host, run_id='run-2', force=True), no_run)['self_reverted'] is None
+
+
 # --- the race between the commit and the deadline -----------------------------------------------------------------
 
 # Imports first and says so, then reads when to commit: a slow start of the child never shifts the moment.

@@ -366,10 +366,13 @@ def markdown(results):
     for name, run in sorted((meta.get('merged') or {}).items()):
         load = '/'.join('%.1f' % x for x in run['loadavg_start'])
         out += ['', 'Part `%s` comes from a run of that part alone (`--only %s --merge`)%s: %s, %.0f s, collection %s, '
-                'load average at start %s.' % (name, name, ' in smoke mode' if run.get('smoke') else '',
+                'load average at start %s.' % (name, ONLY_PART.get(name, name), ' in smoke mode' if run.get('smoke') else '',
                                                _stamp(run['started']), run['seconds'], run['commit'], load)]
     return '\n'.join(out) + '\n'
 
+
+# The results a --only part writes, when not named as the part is (bench/run.py PARTS)
+ONLY_PART = {'scaling': 'fleet', 'recovery': 'fleet', 'self_revert': 'confirm', 'self_revert_systemd': 'confirm'}
 
 README_START = '<!-- bench-summary: written by make bench from bench/results.json; do not edit -->'
 README_END = '<!-- /bench-summary -->'

@@ -181,6 +181,10 @@ def test_a_failed_release_rolls_back_the_code_then_the_stacks(site):
     assert [e['kind'] for e in hosts['localhost']['restored']['layers']] == ['files', 'release', 'service']
     done = dict((e['host'], e['t']) for e in report['timeline'] if e['event'] == 'rollback_host')
     assert done['localhost'] < done['infra'], done
+    # the HTML timeline has a lane for the infrastructure host, and its layer table lists the cloudformation layers
+    with open(reports[-1][:-len('.json')] + '.html') as handle:
+        html = handle.read()
+    assert 'data-lane="infra"' in html and '>cloudformation<' in html
     with open(reports[-1][:-len('.json')] + '.md') as handle:
         assert re.search(r'^\| infra \|.*\| cloudformation, cloudformation \|', handle.read(), re.M)
 

@@ -144,6 +144,11 @@ def test_apply_then_rollback_updates_the_stack_back_proven_by_describing_it(site
     body = aws['cf'].get_template(StackName=name)['TemplateBody']
     assert (body if isinstance(body, dict) else json.loads(body)) == json.loads(template(name + '-b'))
     assert DeployState(p['state_dir'], 'infra').read_journal()['status'] == 'rolled_back'
+    # history_info shows the transaction's layer in the infra stage
+    from ansible_collections.failsafe.deploy.plugins.modules.history_info import deployment
+    txn = deployment(p['state_dir'], 'infra', None, 5, None, [])['transactions'][0]
+    assert txn['status'] == 'rolled_back' and txn['stages'] == ['infra']
+    assert txn['layers'] == [{'kind': 'cloudformation', 'key': 'cloudformation:' + name, 'stage': 'infra'}]
     # a second undo (a rollback run again) finds the recorded version live and changes nothing
     layer = KINDS['cloudformation'](_layer(aws, name, v2), None)
     assert 'already' in layer.undo(record)['report']['undid'] and layer.verify(record) == []

@@ -199,7 +199,7 @@ case "${1:-all}" in
            tests/behaviour/test_versioned_builds.py tests/behaviour/test_staging_gate.py
            tests/behaviour/test_redeploy_gate.py tests/behaviour/test_reproduce.py
            tests/behaviour/test_self_revert_alert.py tests/behaviour/test_systemd_hosts.py
-           tests/behaviour/test_watch_window.py)
+           tests/behaviour/test_watch_window.py tests/behaviour/test_infra_cloudformation.py)
     for path in "${second[@]}" "${third[@]}" "${fourth[@]}" "${fifth[@]}"; do ignore+=("--ignore=$path"); done
     # The unit tests run once, as the units gate (ansible-test units, in its own virtualenv): beside the streams,
     # at the same priority; their JUnit reports join the streams' in the summary and the durations report.

@@ -64,19 +64,6 @@ def shared(kind):
         return server
 
 
-def _alive(pid):
-    """Whether process ``pid`` runs (a zombie does not: it is reaped if it is this process's child)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (OSError, IndexError):
-        return False
-
-
 def _pid_from(path):
     try:
         with open(path) as handle:
@@ -137,7 +124,7 @@ class Postgres(object):
 
     def running(self):
         pid = _pid_from(os.path.join(self.data, 'postmaster.pid'))
-        return pid is not None and _alive(pid)
+        return pid is not None and process_shared.alive(pid)
 
     def _as_pg(self, argv, **kw):
         return subprocess.run(['runuser', '-u', 'postgres', '--'] + argv, capture_output=True, text=True, check=False, **kw)
@@ -213,7 +200,7 @@ class MariaDB(object):
 
     def running(self):
         pid = self._pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and process_shared.alive(pid)
 
     def start(self):
         res = subprocess.run(['mariadb-install-db', '--no-defaults', '--datadir=%s' % self.data, '--user=mysql',
@@ -248,12 +235,12 @@ class MariaDB(object):
         elif self.proc is None:
             # started by another process (a forked test): known by its pid file only
             pid = self._pid()
-            if pid is not None and _alive(pid):
+            if pid is not None and process_shared.alive(pid):
                 os.kill(pid, signal.SIGTERM)
                 deadline = time.time() + 30
-                while _alive(pid) and time.time() < deadline:
+                while process_shared.alive(pid) and time.time() < deadline:
                     time.sleep(0.1)
-                if _alive(pid):
+                if process_shared.alive(pid):
                     os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
 

@@ -110,18 +110,6 @@ def stop_moto(proc):
         proc.wait()
 
 
-def _alive(pid):
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        with open('/proc/%d/stat' % pid) as handle:
-            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
-    except (OSError, IndexError):
-        return False
-
-
 def _answers(endpoint):
     host, port = endpoint.rsplit('/', 1)[-1].split(':')
     try:
@@ -143,7 +131,7 @@ def shared_moto():
         if os.path.exists(state):
             with open(state) as handle:
                 known = json.load(handle)
-            if _alive(known['pid']) and _answers(known['endpoint']):
+            if process_shared.alive(known['pid']) and _answers(known['endpoint']):
                 return known['endpoint']
             _kill(known['pid'])
         proc, endpoint = start_moto(os.path.join(base, 'moto'))
@@ -154,13 +142,13 @@ def shared_moto():
 
 
 def _kill(pid):
-    if not _alive(pid):
+    if not process_shared.alive(pid):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.time() + 10
-    while _alive(pid) and time.time() < deadline:
+    while process_shared.alive(pid) and time.time() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if process_shared.alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 

@@ -76,3 +76,17 @@ def once(name, make):
             make(path)
             open(done, 'w').close()
     return path
+
+
+def alive(pid):
+    """Whether process ``pid`` runs (a zombie does not: it is reaped if it is this process's child): a server that
+    one test process started and another one may reuse or stop."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except (OSError, IndexError):
+        return False

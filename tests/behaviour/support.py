@@ -297,3 +297,18 @@ def staging_site(hosts, base, dist, store):
         return proc
 
     return env, playbook
+
+
+def code_then_infra_rolled_back(d, infra_journal):
+    """The demo site ``d`` after a failed release that also changed infrastructure (the ``infra`` host's journal
+    ``infra_journal``): the code is back on 1.0.0 and healthy, it was rolled back before the infrastructure's undo
+    finished, and the last incident report says rolled back. Returns that report."""
+    assert d.current() == 'releases/1.0.0' and d.journal()['status'] == 'rolled_back'
+    assert d.http('/health')[0] == 200
+    code_done = [h['time'] for h in d.journal()['status_history'] if h['status'] == 'rolled_back'][-1]
+    infra_done = [h['time'] for h in infra_journal['status_history'] if h['status'] == 'rolled_back'][-1]
+    assert code_done < infra_done, 'the infrastructure was undone before the code: %s < %s' % (infra_done, code_done)
+    with open(d.incident_reports()[-1]) as handle:
+        report = json.load(handle)
+    assert report['outcome'] == 'rolled_back', report['outcome']
+    return report

@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from support import DEMO
+from support import DEMO, code_then_infra_rolled_back
 from tests.moto_cli import aws_env, start_moto, stop_moto
 
 pytestmark = pytest.mark.slow
@@ -162,17 +162,8 @@ def test_a_failed_release_rolls_back_the_code_then_the_stacks(site):
     assert after['template'] == json.loads(template('web-assets'))
     assert queues(d) == [] and buckets(d) == ['web-assets']
     assert stack(d, 'web-extra') is None
-    # and the code too
-    assert d.current() == 'releases/1.0.0' and d.journal()['status'] == 'rolled_back'
-    assert d.http('/health')[0] == 200
-    # in order: the code was rolled back before the infrastructure's undo, which finished last
-    code_done = [h['time'] for h in d.journal()['status_history'] if h['status'] == 'rolled_back'][-1]
-    infra_done = [h['time'] for h in journal['status_history'] if h['status'] == 'rolled_back'][-1]
-    assert code_done < infra_done
+    report = code_then_infra_rolled_back(d, journal)
     reports = d.incident_reports()
-    with open(reports[-1]) as handle:
-        report = json.load(handle)
-    assert report['outcome'] == 'rolled_back', report['outcome']
     hosts = report['rollback']['hosts']
     undone = hosts['infra']['restored']['layers']
     assert [e['kind'] for e in undone] == ['cloudformation', 'cloudformation']

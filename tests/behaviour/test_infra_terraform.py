@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from support import DEMO
+from support import DEMO, code_then_infra_rolled_back
 from tests.terraform_cli import terraform_command
 
 pytestmark = pytest.mark.slow
@@ -132,17 +132,8 @@ def test_a_failed_release_rolls_back_the_code_then_the_infrastructure(site):
     after = _resources(d.tf, d.project)
     assert after == before
     assert _tf(d.tf, d.project, 'plan', '-detailed-exitcode', '-input=false').returncode == 0
-    # and the code too
-    assert d.current() == 'releases/1.0.0' and d.journal()['status'] == 'rolled_back'
-    assert d.http('/health')[0] == 200
-    # in order: the code was rolled back before the infrastructure's undo started, which finished last
-    code_done = [h['time'] for h in d.journal()['status_history'] if h['status'] == 'rolled_back'][-1]
-    infra_done = [h['time'] for h in journal['status_history'] if h['status'] == 'rolled_back'][-1]
-    assert code_done < infra_done
+    report = code_then_infra_rolled_back(d, journal)
     reports = d.incident_reports()
-    with open(reports[-1]) as handle:
-        report = json.load(handle)
-    assert report['outcome'] == 'rolled_back', report['outcome']
     hosts = report['rollback']['hosts']
     assert [e['kind'] for e in hosts['infra']['restored']['layers']] == ['terraform']
     assert [e['kind'] for e in hosts['localhost']['restored']['layers']] == ['files', 'release', 'service']

@@ -52,11 +52,14 @@ def boto3_module():
     try:
         import boto3  # pylint: disable=import-outside-toplevel
         from botocore.exceptions import BotoCoreError, ClientError  # pylint: disable=import-outside-toplevel
+        # an answer botocore cannot parse (an HTML error page from the endpoint or a proxy in front of it) is no
+        # BotoCoreError: without it here, it escaped the layer as a bare module failure naming neither stack nor call
+        from botocore.parsers import ResponseParserError  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise LayerError('the cloudformation layer needs boto3 (and botocore) on the host it runs on (the '
                          'controller by default): pip install boto3 for the Python that runs the layer. Nothing was '
                          'changed')
-    return boto3, (BotoCoreError, ClientError)
+    return boto3, (BotoCoreError, ClientError, ResponseParserError)
 
 
 def template_text(body):

@@ -197,6 +197,13 @@ def test_no_changes_protected_resources_and_bad_input(site, aws, tmp_path):
     with pytest.raises(FailsafeError, match='would remove or replace protected resource'):
         engine.apply_phase(dict(p, layer=_layer(aws, name, str(gone), protected=['Site'], id='gone')), _run)
     assert _live(aws, name)['resources'].keys() == {'Site'}
+    # a template that is not well-formed JSON: moto's server answers create_change_set with an HTML error page
+    # (CloudFormation with a ValidationError); either way the layer fails naming the call and the stack
+    broken = tmp_path / 'broken.json'
+    broken.write_text(template(name + '-b')[:-20])
+    with pytest.raises(FailsafeError, match='create_change_set failed for stack %s' % name):
+        engine.apply_phase(dict(p, layer=_layer(aws, name, str(broken), id='broken')), _run)
+    assert _live(aws, name)['parameters'] == {'Env': 'v1'}
     with pytest.raises(FailsafeError, match='needs template'):
         engine.apply_phase(dict(p, layer=_layer(aws, name, str(tmp_path / 'nosuch.json'), id='nosuch')), _run)
     out = engine.rollback(p, _run)

@@ -18,7 +18,10 @@ rollback (``UPDATE_ROLLBACK_*``), which the layer waits for and reports, is not 
   and the playbook's output;
 - the controller SIGKILLed after the stacks were changed (the whole process group, while the deploy went on):
   recover.yml finishes the rollback of the code and of the stacks, the changed one updated back and the one the
-  deploy created deleted.
+  deploy created deleted;
+- an apply that fails half-way: the first stack's change set executed, the second's refused (its template is not
+  well-formed JSON): the first stack is updated back to its recorded template, parameters and tags, the second is
+  left as it was, the code stays on its release.
 """
 import json
 import os
@@ -235,3 +238,48 @@ def test_the_controller_killed_after_the_stacks_changed_then_recover_puts_them_b
     assert dict(after, status=None) == dict(before, status=None), after
     assert stack(d, 'web-extra') is None and queues(d) == [] and buckets(d) == ['web-assets']
     assert d.current() == 'releases/1.0.0' and d.http('/health')[0] == 200
+
+
+def test_a_change_that_fails_on_the_second_stack_undoes_the_first_and_leaves_the_second(site):
+    """The infra stage changes two stacks: the first one's change set applies (web to a new template, parameter and
+    stack tag, a queue added), the second one's is refused, so the apply fails half-way. The deploy fails, the
+    rollback updates web back to its recorded template, parameters and tags, and the second stack is as it was.
+
+    Emulated: moto refuses the second stack's change set at create_change_set, before anything changes on it, because
+    its template is not well-formed JSON (moto's server answers with an internal error, HTTP 500, where CloudFormation
+    answers a ValidationError, 'Template format error'); the first stack's change set it executes at once."""
+    d = site
+    before = stack(d, 'web')
+    assert before is not None and before['parameters'] == {'Env': 'v1'}, 'runs after the first test'
+    # the second stack exists before the deploy, made by someone else (through the API, not a deploy)
+    d.cf.create_stack(StackName='web-side', TemplateBody=template('web-side'),
+                      Parameters=[{'ParameterKey': 'Env', 'ParameterValue': 'side'}])
+    side = stack(d, 'web-side')
+    assert side['status'] == 'CREATE_COMPLETE' and side['bucket_tags'] == {'env': 'side'}
+    # a queue of a name of its own: moto does not create again a resource an earlier update removed
+    v4 = _write(os.path.join(d.dir, 'cfn', 'v4.json'), template('web-assets', queue='web-half', queue_id='Half'))
+    broken = _write(os.path.join(d.dir, 'cfn', 'broken.json'), template('web-side')[:-20])
+    # a release that would pass its health check: the only failure is the second stack's
+    failed = deploy(d, '2.0.0', [
+        {'stack_name': 'web', 'template': v4, 'parameters': {'Env': 'v4'}, 'tags': {'release': 'half'}},
+        {'stack_name': 'web-side', 'template': broken, 'parameters': {'Env': 'side-2'}}])
+    assert failed.returncode != 0, failed.stdout[-5000:]
+    assert 'create_change_set failed for stack web-side' in failed.stdout, failed.stdout[-5000:]
+    journal = infra_journal(d)
+    assert journal['status'] == 'rolled_back'
+    records = dict((e['record']['stack_name'], e['record']) for e in journal['layers'])
+    assert records['web']['existed'] and records['web']['parameters'] == {'Env': 'v1'} and records['web']['tags'] == {}
+    # web is back on v1 (template, parameter, no stack tag, its bucket and tag, the queue gone); web-side was never
+    # changed: still the stack its creation made
+    after = stack(d, 'web')
+    assert dict(after, status=None) == dict(before, status=None), after
+    assert d.cf.describe_stacks(StackName='web')['Stacks'][0].get('Tags') in (None, [])
+    assert stack(d, 'web-side') == side
+    assert queues(d) == [] and buckets(d) == ['web-assets', 'web-side']
+    # the code never changed: the host serves 1.0.0; the code's transaction was rolled back before the stacks'
+    report = code_then_infra_rolled_back(d, journal)
+    undone = dict((e.get('stack_name') or e.get('id'), e['undid'])
+                  for e in report['rollback']['hosts']['infra']['restored']['layers'])
+    # web's undo had something to undo (the first stack's change applied), web-side's nothing
+    assert 'updated back' in undone['web'], undone
+    assert 'already' in undone.get('web-side', 'already'), undone

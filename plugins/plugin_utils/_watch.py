@@ -27,6 +27,9 @@ import re
 import time
 import urllib.parse
 
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._incident import (
+    report_paths, write_json_atomic, write_text_atomic)
+
 DEFAULT_DIR_ENV = 'FAILSAFE_WATCH_DIR'
 DEFAULT_DIR = '~/.failsafe-deploy/watch'
 # Labels that name the service (the deployment, failsafe_name by default) an alert is about, first found wins.
@@ -63,21 +66,6 @@ def claim_path(directory, service, run_id):
     return os.path.join(directory, '%s.%s.claim' % (safe_name(service), safe_name(run_id)))
 
 
-def _write_json_atomic(path, data):
-    tmp = '%s.tmp.%d' % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def normalize_query(query):
     return ' '.join(str(query).split())
 
@@ -99,7 +87,7 @@ def open_window(directory, service, run_id, release, hosts, duration, alerts=Non
         'alerts': [str(a) for a in alerts or []], 'queries': [normalize_query(q) for q in queries or []],
         'inventory': [str(i) for i in inventory or []],
     }
-    _write_json_atomic(window_path(directory, service), record)
+    write_json_atomic(window_path(directory, service), record)
     return record
 
 
@@ -329,11 +317,7 @@ def render_markdown(incident):
 def write_incident(report_dir, incident):
     """Write the incident's JSON and Markdown report; returns the JSON's path."""
     os.makedirs(report_dir, mode=0o700, exist_ok=True)
-    path = os.path.join(report_dir, '%s.json' % incident['incident_id'])
-    _write_json_atomic(path, incident)
-    md = path[:-len('.json')] + '.md'
-    tmp = md + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as handle:
-        handle.write(render_markdown(incident))
-    os.replace(tmp, md)
+    path, md = report_paths(report_dir, incident['incident_id'])
+    write_json_atomic(path, incident)
+    write_text_atomic(md, render_markdown(incident))
     return path

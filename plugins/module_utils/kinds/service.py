@@ -8,11 +8,91 @@
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import os
+import socket
+import time
+
+try:
+    import configparser
+    import http.client as httplib
+    import xmlrpc.client as xmlrpclib
+except ImportError:  # pragma: no cover - Python 2 is not a target
+    configparser = httplib = xmlrpclib = None
+
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import Layer, LayerError, _run
 
 
 def _tail(text, lines=8):
     return ' | '.join(text.strip().splitlines()[-lines:]) if text and text.strip() else ''
+
+
+# supervisor's XML-RPC fault codes (supervisor.xmlrpc.Faults) and the words supervisorctl prints for them
+_FAULT_WORDS = {10: 'no such process', 30: 'bad arguments', 40: 'abnormal termination', 50: 'spawn error',
+                60: 'already started', 70: 'not running', 90: 'already added', 91: 'still running'}
+_BAD_NAME, _ALREADY_STARTED, _NOT_RUNNING, _ALREADY_ADDED = 10, 60, 70, 90
+# how long the wait for a program started by supervisor's autostart may take before it is called failed
+_SETTLE_SECONDS = 300
+
+
+def _socket_path(conf):
+    """The UNIX socket supervisorctl talks to (``[supervisorctl] serverurl = unix://...`` of ``conf``), or None
+    when supervisorctl would use anything else (an HTTP URL, a user name and password, a value with expansions this
+    does not know): then the layer runs supervisorctl itself."""
+    if configparser is None or not conf:
+        return None
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(';', '#'), strict=False)
+    try:
+        if not parser.read(conf):
+            return None
+    except (configparser.Error, OSError, UnicodeError):
+        return None
+    if not parser.has_section('supervisorctl') or parser.has_option('supervisorctl', 'username'):
+        return None
+    url = (parser.get('supervisorctl', 'serverurl', fallback='') or '').strip()
+    url = url.replace('%(here)s', os.path.dirname(os.path.abspath(conf)))
+    if not url.startswith('unix://') or '%(' in url:
+        return None
+    return url[len('unix://'):]
+
+
+class _UnixConnection(httplib.HTTPConnection if httplib else object):
+    def __init__(self, path, timeout):
+        httplib.HTTPConnection.__init__(self, 'localhost', timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except Exception:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpclib.Transport if xmlrpclib else object):
+    def __init__(self, path):
+        xmlrpclib.Transport.__init__(self)
+        self._path = path
+
+    def make_connection(self, host):
+        # a start waits for the program's startsecs and a stop for its stopwaitsecs: no short timeout here
+        return _UnixConnection(self._path, 3600)
+
+
+def _supervisor_rpc(conf):
+    """supervisord's XML-RPC interface over its UNIX socket (``proxy.supervisor``), or None when supervisorctl
+    talks to it some other way or nothing answers there (supervisord not running)."""
+    path = _socket_path(conf)
+    if not path or not os.path.exists(path):
+        return None
+    proxy = xmlrpclib.ServerProxy('http://localhost', transport=_UnixTransport(path))
+    try:
+        proxy.supervisor.getPID()
+    except (OSError, xmlrpclib.Error, httplib.HTTPException):
+        return None
+    return proxy.supervisor
 
 
 class ServiceLayer(Layer):
@@ -27,16 +107,42 @@ class ServiceLayer(Layer):
     restarts = True
     NOT_SERVING = ('RUNNING', 'STARTING', 'BACKOFF')
 
-    def __init__(self, settings, run=None):
+    def __init__(self, settings, run=None, rpc=True):
         self.s = dict(settings or {})
         self.s.setdefault('manager', 'supervisor')
         self.run = run or _run
+        # supervisor: talk to supervisord over its socket in this process (one call is a few milliseconds, where
+        # each supervisorctl is a Python interpreter of its own; and a changed program is stopped once and started
+        # once, where supervisorctl's update stops it, waits a second and starts it, and the restart after does
+        # it all again). Where supervisorctl would talk to it some other way, supervisorctl runs.
+        self._rpc_wanted = rpc
+        self._rpc = None
 
     # -- supervisor
     def _ctl(self, *args):
         return self.run([self.s.get('supervisorctl') or 'supervisorctl', '-c', self.s['conf']] + list(args))
 
+    def _proxy(self):
+        # asked again until supervisord answers: a first deploy starts it through supervisorctl
+        if self._rpc is None and self._rpc_wanted and self.s['manager'] == 'supervisor':
+            self._rpc = _supervisor_rpc(self.s.get('conf'))
+        return self._rpc
+
+    def _state(self, proxy):
+        """The program's state name as supervisorctl status shows it, and its description ('' when unknown)."""
+        try:
+            info = proxy.getProcessInfo(self.s['name'])
+        except xmlrpclib.Fault as fault:
+            if fault.faultCode == _BAD_NAME:
+                return '', ''
+            raise
+        return info.get('statename') or '', info.get('description') or ''
+
     def _status_words(self):
+        proxy = self._proxy()
+        if proxy:
+            state, description = self._state(proxy)
+            return [state] + description.split() if state else []
         rc, out, err = self._ctl('status', self.s['name'])
         return out.split()
 
@@ -69,6 +175,101 @@ class ServiceLayer(Layer):
             return True, out
         return bool(out.strip()), out
 
+    # -- supervisor over its socket
+    def _rpc_call(self, method, proxy, *args):
+        try:
+            return method(proxy, *args)
+        except (OSError, httplib.HTTPException, xmlrpclib.ProtocolError) as e:
+            raise LayerError('supervisor stopped answering on its socket while it managed %s (%s): see its log'
+                             % (self.s['name'], e))
+        except xmlrpclib.Fault as fault:
+            raise LayerError('supervisor refused a call for %s: %s' % (self.s['name'], fault.faultString))
+
+    def _reload(self, proxy):
+        """What supervisorctl's reread finds for this program: 'added', 'changed', 'removed' or None."""
+        added, changed, removed = proxy.reloadConfig()[0]
+        for word, names in (('added', added), ('changed', changed), ('removed', removed)):
+            if self.s['name'] in names:
+                return word
+        return None
+
+    def _stop(self, proxy):
+        try:
+            proxy.stopProcess(self.s['name'], True)
+        except xmlrpclib.Fault as fault:
+            if fault.faultCode not in (_NOT_RUNNING, _BAD_NAME):
+                raise LayerError('%s did not stop under supervisor (%s: ERROR (%s))'
+                                 % (self.s['name'], self.s['name'], _FAULT_WORDS.get(fault.faultCode, fault.faultString)))
+
+    def _start(self, proxy):
+        """Start the program and wait until supervisor calls it RUNNING (its startsecs passed), once. A program that
+        supervisor's autostart is starting already (just added) is waited for, not started again. Returns None, or
+        what went wrong in supervisorctl's words."""
+        name = self.s['name']
+        deadline = time.time() + _SETTLE_SECONDS
+        while True:
+            try:
+                proxy.startProcess(name, True)
+                return None
+            except xmlrpclib.Fault as fault:
+                if fault.faultCode != _ALREADY_STARTED:
+                    return '%s: ERROR (%s)' % (name, _FAULT_WORDS.get(fault.faultCode, fault.faultString))
+            while True:
+                state, dummy = self._state(proxy)
+                if state == 'RUNNING':
+                    return None
+                if state == 'FATAL':
+                    return '%s: ERROR (spawn error)' % name
+                if state not in ('STARTING', 'BACKOFF'):
+                    break
+                if time.time() > deadline:
+                    return '%s: still %s after %d s' % (name, state, _SETTLE_SECONDS)
+                time.sleep(0.05)
+
+    def _apply_rpc(self, proxy, restart):
+        """supervisorctl update for this program alone, then a restart: a changed program is stopped once under its
+        old settings and started once under the new; other programs of the same supervisord are left alone."""
+        name = self.s['name']
+        found = self._reload(proxy)
+        if found in ('changed', 'removed'):
+            self._stop(proxy)
+            proxy.removeProcessGroup(name)
+        if found in ('changed', 'added'):
+            try:
+                proxy.addProcessGroup(name)
+            except xmlrpclib.Fault as fault:
+                if fault.faultCode != _ALREADY_ADDED:
+                    raise
+        if found == 'removed':
+            raise LayerError('%s did not start under supervisor (%s: ERROR (no such process)): its program file is '
+                             'gone from the configuration of %s' % (name, name, self.s['conf']))
+        if not found:
+            state, dummy = self._state(proxy)
+            if not restart and state == 'RUNNING':
+                return {'changed': False}
+            if restart and state:
+                self._stop(proxy)
+        problem = self._start(proxy)
+        if problem:
+            log = ''
+            try:
+                log = proxy.readProcessStdoutLog(name, -1500, 0)
+            except (xmlrpclib.Fault, OSError, httplib.HTTPException, xmlrpclib.ProtocolError):
+                pass
+            where = ('Its log is %s.' % self.s['log']) if self.s.get('log') else "See the program's log in supervisor."
+            tail = _tail(log)
+            raise LayerError('%s did not start under supervisor (%s). %s%s'
+                             % (name, problem, where, (' It ends with: ' + tail) if tail else ''), log=self.s.get('log'))
+        return {'changed': True}
+
+    def _unload_rpc(self, proxy):
+        """supervisorctl update for this program alone, whose program file the restore removed: stop and unload."""
+        if self._reload(proxy) != 'removed':
+            return {'changed': False, 'unloaded': True}
+        self._stop(proxy)
+        proxy.removeProcessGroup(self.s['name'])
+        return {'changed': True, 'unloaded': True}
+
     def capture(self, params):
         return {'was_running': self.running()}
 
@@ -86,6 +287,9 @@ class ServiceLayer(Layer):
                 raise LayerError('%s did not start under systemd (rc %s): %s. See journalctl -u %s.'
                                  % (self.s['name'], rc, (out + ' ' + err).strip(), self.s['name']))
             return {'changed': True}
+        proxy = self._proxy()
+        if proxy:
+            return self._rpc_call(self._apply_rpc, proxy, restart)
         changed, dummy = self._update()
         if not restart and 'RUNNING' in self._status_words():
             return {'changed': changed}
@@ -105,6 +309,9 @@ class ServiceLayer(Layer):
             return self.apply({}, record, restart=True)
         manager = self.s['manager']
         if manager == 'supervisor':
+            proxy = self._proxy()
+            if proxy:
+                return self._rpc_call(self._unload_rpc, proxy)
             rc, out, err = self._ctl('update')
             return {'changed': bool(out.strip()), 'unloaded': True}
         if manager == 'systemd':

@@ -158,8 +158,11 @@ def _answer(port):
         return None
 
 
-@pytest.fixture
-def supervisor(tmp_path):
+@pytest.fixture(params=['socket', 'supervisorctl'])
+def supervisor(tmp_path, request):
+    """A private supervisord configuration. ``socket``: supervisord already runs and the layer must talk to it over
+    its socket alone (the supervisorctl it is given fails on every call); ``supervisorctl``: the layer runs the
+    real supervisorctl, which starts supervisord."""
     bindir = os.path.dirname(sys.executable)
     ctl, sd = os.path.join(bindir, 'supervisorctl'), os.path.join(bindir, 'supervisord')
     if not (os.path.exists(ctl) and os.path.exists(sd)):
@@ -174,8 +177,15 @@ def supervisor(tmp_path):
     port = free_port()
     settings = {'manager': 'supervisor', 'name': 'web', 'supervisorctl': ctl, 'supervisord': sd,
                 'conf': str(conf), 'start': True, 'log': str(d / 'web.log')}
+    if request.param == 'socket':
+        subprocess.run([sd, '-c', str(conf)], check=True)
+        failing = d / 'supervisorctl-not-to-be-run'
+        failing.write_text('#!/bin/sh\necho "supervisorctl $*" >> %s/ctl-calls\nexit 2\n' % d)
+        failing.chmod(0o755)
+        settings['supervisorctl'] = str(failing)
     yield settings, d, port
     subprocess.run([ctl, '-c', str(conf), 'shutdown'], capture_output=True, check=False)
+    assert not (d / 'ctl-calls').exists(), 'the layer ran supervisorctl where supervisord answers on its socket'
 
 
 def _program(d, port, command=None):
@@ -196,7 +206,8 @@ def _wait_answer(port, want=True, timeout=10):
 
 def _pid(settings):
     """The process id supervisor runs the program as (0: not running)."""
-    out = subprocess.run([settings['supervisorctl'], '-c', settings['conf'], 'pid', settings['name']],
+    ctl = os.path.join(os.path.dirname(sys.executable), 'supervisorctl')
+    out = subprocess.run([ctl, '-c', settings['conf'], 'pid', settings['name']],
                          capture_output=True, text=True, check=False).stdout.strip()
     return int(out) if out.isdigit() else 0
 
@@ -245,3 +256,33 @@ def test_service_layer_names_the_log_when_the_program_does_not_start(supervisor)
     assert 'did not start' in err.value.msg and settings['log'] in err.value.msg
     assert 'boom: missing setting' in err.value.msg
     assert layer.verify({}) == ['web is not running after the restart']
+
+
+# supervisorctl's update restarts a changed program and the restart after it starts it again: the socket only
+@pytest.mark.parametrize('supervisor', ['socket'], indirect=True)
+def test_service_layer_starts_a_changed_program_once_with_its_new_settings(supervisor):
+    settings, d, port = supervisor
+    layer = ServiceLayer(settings)
+    starts = d / 'starts'
+    command = "sh -c 'echo $APP_RELEASE >> %s; exec %s -m http.server %d --bind 127.0.0.1'" % (starts, sys.executable, port)
+
+    def program(release):
+        (d / 'conf.d' / 'web.conf').write_text(
+            '[program:web]\ncommand=%s\nenvironment=APP_RELEASE="%s"\nstartsecs=1\nstartretries=0\n'
+            'stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\nstdout_logfile=%s/web.log\n'
+            % (command, release, d))
+
+    program('1.0.0')
+    layer.apply({}, {})
+    assert _wait_answer(port)
+    first = _pid(settings)
+    # the next release changes the program's settings: supervisor loads them, and the program starts once, under them
+    program('2.0.0')
+    assert layer.apply({}, {})['changed'] is True
+    assert _wait_answer(port)
+    assert _pid(settings) not in (0, first)
+    assert starts.read_text().split() == ['1.0.0', '2.0.0']
+    assert layer.verify({}) == []
+    # the same settings again and a restart: one more start, the settings unchanged
+    assert layer.apply({}, {})['changed'] is True
+    assert starts.read_text().split() == ['1.0.0', '2.0.0', '2.0.0']

@@ -9,15 +9,7 @@ from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import os
-import socket
 import time
-
-try:
-    import configparser
-    import http.client as httplib
-    import xmlrpc.client as xmlrpclib
-except ImportError:  # pragma: no cover - Python 2 is not a target
-    configparser = httplib = xmlrpclib = None
 
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import Layer, LayerError, _run
 
@@ -38,8 +30,9 @@ def _socket_path(conf):
     """The UNIX socket supervisorctl talks to (``[supervisorctl] serverurl = unix://...`` of ``conf``), or None
     when supervisorctl would use anything else (an HTTP URL, a user name and password, a value with expansions this
     does not know): then the layer runs supervisorctl itself."""
-    if configparser is None or not conf:
+    if not conf or not os.path.isfile(conf):
         return None
+    import configparser  # imported here: a module run that manages no supervisor program does not pay for it
     parser = configparser.RawConfigParser(inline_comment_prefixes=(';', '#'), strict=False)
     try:
         if not parser.read(conf):
@@ -55,44 +48,48 @@ def _socket_path(conf):
     return url[len('unix://'):]
 
 
-class _UnixConnection(httplib.HTTPConnection if httplib else object):
-    def __init__(self, path, timeout):
-        httplib.HTTPConnection.__init__(self, 'localhost', timeout=timeout)
-        self._path = path
+class _Rpc(object):
+    """supervisord's XML-RPC interface over a UNIX socket: ``call(method, *args)``; the standard library's HTTP
+    and XML-RPC clients are imported when the first one is made (they cost a module run about 25 ms)."""
 
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except Exception:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-class _UnixTransport(xmlrpclib.Transport if xmlrpclib else object):
     def __init__(self, path):
-        xmlrpclib.Transport.__init__(self)
-        self._path = path
+        import http.client
+        import socket
+        import xmlrpc.client
+        self.errors = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
+        self.Fault = xmlrpc.client.Fault
 
-    def make_connection(self, host):
-        # a start waits for the program's startsecs and a stop for its stopwaitsecs: no short timeout here
-        return _UnixConnection(self._path, 3600)
+        class UnixConnection(http.client.HTTPConnection):
+            def connect(self):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(path)
+                except Exception:
+                    sock.close()
+                    raise
+                self.sock = sock
+
+        class UnixTransport(xmlrpc.client.Transport):
+            def make_connection(self, host):
+                # a start waits for the program's startsecs and a stop for its stopwaitsecs: no short timeout
+                return UnixConnection('localhost', timeout=3600)
+
+        self.supervisor = xmlrpc.client.ServerProxy('http://localhost', transport=UnixTransport()).supervisor
 
 
 def _supervisor_rpc(conf):
-    """supervisord's XML-RPC interface over its UNIX socket (``proxy.supervisor``), or None when supervisorctl
-    talks to it some other way or nothing answers there (supervisord not running)."""
+    """supervisord's XML-RPC interface over its UNIX socket, or None when supervisorctl talks to it some other way
+    or nothing answers there (supervisord not running)."""
     path = _socket_path(conf)
     if not path or not os.path.exists(path):
         return None
-    proxy = xmlrpclib.ServerProxy('http://localhost', transport=_UnixTransport(path))
+    rpc = _Rpc(path)
     try:
-        proxy.supervisor.getPID()
-    except (OSError, xmlrpclib.Error, httplib.HTTPException):
+        rpc.supervisor.getPID()
+    except rpc.errors + (rpc.Fault,):
         return None
-    return proxy.supervisor
+    return rpc
 
 
 class ServiceLayer(Layer):
@@ -131,8 +128,8 @@ class ServiceLayer(Layer):
     def _state(self, proxy):
         """The program's state name as supervisorctl status shows it, and its description ('' when unknown)."""
         try:
-            info = proxy.getProcessInfo(self.s['name'])
-        except xmlrpclib.Fault as fault:
+            info = proxy.supervisor.getProcessInfo(self.s['name'])
+        except proxy.Fault as fault:
             if fault.faultCode == _BAD_NAME:
                 return '', ''
             raise
@@ -179,15 +176,15 @@ class ServiceLayer(Layer):
     def _rpc_call(self, method, proxy, *args):
         try:
             return method(proxy, *args)
-        except (OSError, httplib.HTTPException, xmlrpclib.ProtocolError) as e:
+        except proxy.errors as e:
             raise LayerError('supervisor stopped answering on its socket while it managed %s (%s): see its log'
                              % (self.s['name'], e))
-        except xmlrpclib.Fault as fault:
+        except proxy.Fault as fault:
             raise LayerError('supervisor refused a call for %s: %s' % (self.s['name'], fault.faultString))
 
     def _reload(self, proxy):
         """What supervisorctl's reread finds for this program: 'added', 'changed', 'removed' or None."""
-        added, changed, removed = proxy.reloadConfig()[0]
+        added, changed, removed = proxy.supervisor.reloadConfig()[0]
         for word, names in (('added', added), ('changed', changed), ('removed', removed)):
             if self.s['name'] in names:
                 return word
@@ -195,8 +192,8 @@ class ServiceLayer(Layer):
 
     def _stop(self, proxy):
         try:
-            proxy.stopProcess(self.s['name'], True)
-        except xmlrpclib.Fault as fault:
+            proxy.supervisor.stopProcess(self.s['name'], True)
+        except proxy.Fault as fault:
             if fault.faultCode not in (_NOT_RUNNING, _BAD_NAME):
                 raise LayerError('%s did not stop under supervisor (%s: ERROR (%s))'
                                  % (self.s['name'], self.s['name'], _FAULT_WORDS.get(fault.faultCode, fault.faultString)))
@@ -209,9 +206,9 @@ class ServiceLayer(Layer):
         deadline = time.time() + _SETTLE_SECONDS
         while True:
             try:
-                proxy.startProcess(name, True)
+                proxy.supervisor.startProcess(name, True)
                 return None
-            except xmlrpclib.Fault as fault:
+            except proxy.Fault as fault:
                 if fault.faultCode != _ALREADY_STARTED:
                     return '%s: ERROR (%s)' % (name, _FAULT_WORDS.get(fault.faultCode, fault.faultString))
             while True:
@@ -233,11 +230,11 @@ class ServiceLayer(Layer):
         found = self._reload(proxy)
         if found in ('changed', 'removed'):
             self._stop(proxy)
-            proxy.removeProcessGroup(name)
+            proxy.supervisor.removeProcessGroup(name)
         if found in ('changed', 'added'):
             try:
-                proxy.addProcessGroup(name)
-            except xmlrpclib.Fault as fault:
+                proxy.supervisor.addProcessGroup(name)
+            except proxy.Fault as fault:
                 if fault.faultCode != _ALREADY_ADDED:
                     raise
         if found == 'removed':
@@ -253,8 +250,8 @@ class ServiceLayer(Layer):
         if problem:
             log = ''
             try:
-                log = proxy.readProcessStdoutLog(name, -1500, 0)
-            except (xmlrpclib.Fault, OSError, httplib.HTTPException, xmlrpclib.ProtocolError):
+                log = proxy.supervisor.readProcessStdoutLog(name, -1500, 0)
+            except proxy.errors + (proxy.Fault,):
                 pass
             where = ('Its log is %s.' % self.s['log']) if self.s.get('log') else "See the program's log in supervisor."
             tail = _tail(log)
@@ -267,7 +264,7 @@ class ServiceLayer(Layer):
         if self._reload(proxy) != 'removed':
             return {'changed': False, 'unloaded': True}
         self._stop(proxy)
-        proxy.removeProcessGroup(self.s['name'])
+        proxy.supervisor.removeProcessGroup(self.s['name'])
         return {'changed': True, 'unloaded': True}
 
     def capture(self, params):

@@ -286,3 +286,41 @@ def test_service_layer_starts_a_changed_program_once_with_its_new_settings(super
     # the same settings again and a restart: one more start, the settings unchanged
     assert layer.apply({}, {})['changed'] is True
     assert starts.read_text().split() == ['1.0.0', '2.0.0', '2.0.0']
+
+
+@pytest.mark.parametrize('section,expected', [
+    ('[supervisorctl]\nserverurl=unix:///run/sv.sock ; the socket\n', '/run/sv.sock'),
+    ('[supervisorctl]\nserverurl=unix://%(here)s/sv.sock\n', '{here}/sv.sock'),
+    ('[supervisorctl]\nserverurl=http://127.0.0.1:9001\n', None),
+    ('[supervisorctl]\nserverurl=unix:///run/sv.sock\nusername=ops\npassword=secret\n', None),
+    ('[supervisorctl]\nserverurl=unix://%(ENV_RUN)s/sv.sock\n', None),
+    ('[supervisord]\nlogfile=/tmp/x\n', None),
+], ids=['unix', 'here', 'http', 'user-name', 'unknown-expansion', 'no-section'])
+def test_service_layer_talks_over_the_socket_only_where_supervisorctl_would(tmp_path, section, expected):
+    """The layer reads the socket from the same [supervisorctl] serverurl supervisorctl reads; anything it cannot
+    serve the same way (an HTTP URL, a password, an expansion it does not know, no such section) leaves the calls to
+    supervisorctl."""
+    from ansible_collections.failsafe.deploy.plugins.module_utils.kinds.service import _socket_path
+    conf = tmp_path / 'supervisord.conf'
+    conf.write_text('; a comment\n[unix_http_server]\nfile=/run/sv.sock\n' + section)
+    want = expected.format(here=str(tmp_path)) if expected else None
+    assert _socket_path(str(conf)) == want
+    assert _socket_path(str(tmp_path / 'missing.conf')) is None
+
+
+def test_service_layer_without_supervisord_running_uses_supervisorctl_and_says_what_it_answered(tmp_path):
+    """A socket named but nobody answering (supervisord not running, start off): the calls go to supervisorctl,
+    whose answer the failure quotes."""
+    conf = tmp_path / 'supervisord.conf'
+    conf.write_text('[supervisorctl]\nserverurl=unix://%s/none.sock\n' % tmp_path)
+    calls = []
+
+    def run(argv):
+        calls.append(argv[3:])
+        return 1, '', 'unix://%s/none.sock no such file' % tmp_path
+
+    layer = ServiceLayer({'manager': 'supervisor', 'name': 'web', 'conf': str(conf), 'supervisorctl': 'ctl'}, run)
+    with pytest.raises(LayerError) as err:
+        layer.apply({}, {})
+    assert calls[0] == ['update'] and ['restart', 'web'] in calls
+    assert 'web did not start under supervisor' in err.value.msg and 'no such file' in err.value.msg

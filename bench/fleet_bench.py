@@ -23,7 +23,7 @@ from tests.fleet.fleet import ensure_prereqs  # noqa: E402  pylint: disable=wron
 
 # Targets (docs: the transaction engine): a good deploy at most 1.5x the copy-and-symlink baseline and at most 10
 # tasks on each host; time to recover at most 1.0x the bare symlink-and-restart baseline, at most 3 tasks per host.
-SCALING_TARGET = 1.5
+SCALING_TARGET = 1.3
 DEPLOY_TASKS_TARGET = 10
 RECOVERY_TARGET = 1.0
 ROLLBACK_TASKS_TARGET = 3

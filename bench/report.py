@@ -210,6 +210,7 @@ def database_md(d):
                _s(d['verify_checksums'])), '']
 
 
+SELF_REVERT_TARGET = 3.0
 MECHANISMS = {'process': 'watchdog process (supervisor hosts)', 'systemd': 'systemd timer (systemd hosts)'}
 
 
@@ -232,6 +233,14 @@ def self_revert_md(rows, systemd_rows=None):
                  _s(row['death_to_healthy']), _s(row['per_host_back']), _s(row['revert_after_deadline']))
         out.append('| %d | %s | %d s | %s | %s | %s |' % cells)
     out.append('')
+    medians = [(MECHANISMS.get(row['mechanism'], row['mechanism']), (row.get('revert_after_deadline') or {}).get('median'))
+               for row in rows]
+    medians = [(name, median) for name, median in medians if median is not None]
+    if medians:
+        out += ['Target: a host\'s own revert after its deadline at most %.1f s median (2 s of it supervisor\'s '
+                '`startsecs` or the unit\'s start): %s.' % (SELF_REVERT_TARGET, '; '.join(
+                    '%s %.2f s, %s' % (name, median, _met(median <= SELF_REVERT_TARGET)) for name, median in medians)),
+                '']
     for n in sorted(set(row['hosts'] for row in rows)):
         by = dict((row['mechanism'], row) for row in rows if row['hosts'] == n)
         if 'process' in by and 'systemd' in by:

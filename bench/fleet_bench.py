@@ -117,14 +117,19 @@ class FleetBench(object):
     # ------------------------------------------------------------------ the run
     def up(self):
         mitogen = getattr(self.ctx, 'mitogen_hosts', [])
+        transport = getattr(self.ctx, 'transport_hosts', [])
         breakdown = 1 if getattr(self.ctx, 'breakdown', False) else 0
-        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts + mitogen + [breakdown])
+        n = max(self.ctx.scaling_hosts + self.ctx.recovery_hosts + self.ctx.confirm_hosts + mitogen + transport
+                + [breakdown])
         # commit confirmed: a setup deploy and the one killed, on the supervisor hosts and again on systemd hosts
         good = 2 + sum(self.ctx.reps_for(h) for h in self.ctx.scaling_hosts) + 4 * len(self.ctx.confirm_hosts)
         # the mitogen part: a setup deploy, then a good and a failing deploy per strategy and repeat
         good += len(mitogen) * (1 + 2 * getattr(self.ctx, 'mitogen_reps', 0))
         bad = 2 * sum(self.ctx.recovery_reps_for(h) for h in self.ctx.recovery_hosts)
         bad += len(mitogen) * 2 * getattr(self.ctx, 'mitogen_reps', 0)
+        # the transport part: a setup deploy, then a good and a failing deploy per SSH setting (three) and repeat
+        good += len(transport) * (1 + 3 * getattr(self.ctx, 'transport_reps', 0))
+        bad += len(transport) * 3 * getattr(self.ctx, 'transport_reps', 0)
         # the breakdown part: a setup deploy, a timed good deploy and a timed failing one
         good += 2 * breakdown
         bad += breakdown

@@ -1,10 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to failsafe.deploy
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Bench part ``mitogen``: a good deploy and a recovery under Mitogen's ``mitogen_linear`` strategy beside the default
-strategy (``linear``), interleaved, on the same hosts of the namespace fleet, with FleetBench's plumbing (its
-releases, configuration, incident reports and timings). Recovery is measured as in the time-to-recover row: from the
-end of the failing health check to every host back on the last verified release and healthy."""
+"""Bench parts that run the same deploys side by side under different settings, interleaved, on the same hosts of
+the namespace fleet, with FleetBench's plumbing (its releases, configuration, incident reports and timings): a good
+deploy, and a recovery measured as in the time-to-recover row (from the end of the failing health check to every
+host back on the last verified release and healthy).
+
+``mitogen``: Mitogen's ``mitogen_linear`` strategy beside the default strategy (``linear``).
+``transport``: the SSH settings examples/ansible.cfg recommends (pipelining on, ansible's ControlPersist
+multiplexing) beside ansible's default (pipelining off) and beside no multiplexing (every task a new SSH
+connection)."""
 
 import glob
 import json
@@ -22,15 +27,25 @@ def strategy_plugins():
     return os.path.join(os.path.dirname(os.path.abspath(ansible_mitogen.__file__)), 'plugins', 'strategy')
 
 
-class MitogenBench(object):
-    def __init__(self, fleet):
+# (name in the results, environment over the bench's ansible.cfg): the recommended settings first. The environment
+# wins over ansible.cfg; without ControlPersist in the SSH arguments ansible adds no ControlPath: no multiplexing.
+TRANSPORTS = (('recommended', {}),
+              ('no_pipelining', {'ANSIBLE_PIPELINING': 'False'}),
+              ('no_multiplexing', {'ANSIBLE_SSH_ARGS': '-C -o ControlMaster=no'}))
+
+
+class SideBySide(object):
+    """The same good deploy and recovery under each of ``variants`` ((name, environment) pairs), interleaved: a row
+    per host count with each variant's medians and, for every variant after the first, its ratios to the first."""
+
+    label = 'settings'
+
+    def __init__(self, fleet, variants, host_counts, reps):
         self.fleet = fleet  # a FleetBench whose fleet is up
         self.ctx = fleet.ctx
-
-    def _env(self, strategy):
-        if strategy == 'linear':
-            return {'ANSIBLE_STRATEGY': 'linear'}
-        return {'ANSIBLE_STRATEGY': strategy, 'ANSIBLE_STRATEGY_PLUGINS': strategy_plugins()}
+        self.variants = variants
+        self.host_counts = host_counts
+        self.reps = reps
 
     def _good(self, hosts):
         fb = self.fleet
@@ -58,17 +73,18 @@ class MitogenBench(object):
     def run(self):
         rows = []
         fb = self.fleet
-        for n in self.ctx.mitogen_hosts:
+        first = self.variants[0][0]
+        for n in self.host_counts:
             hosts = fb.fleet.names[:n]
             if fb.current is None or not fb._back(hosts, fb.current):  # pylint: disable=protected-access
                 fb.extra_env = {}
                 self._good(hosts)  # untimed: the hosts on a verified release first
             runs = dict((name, {'deploy': [], 'deploy_cpu': [], 'recovery': [], 'recovery_run': []})
-                        for name, dummy in STRATEGIES)
-            for rep in range(self.ctx.mitogen_reps):
-                order = STRATEGIES if rep % 2 == 0 else tuple(reversed(STRATEGIES))
-                for name, strategy in order:
-                    fb.extra_env = self._env(strategy)
+                        for name, dummy in self.variants)
+            for rep in range(self.reps):
+                order = self.variants if rep % 2 == 0 else tuple(reversed(self.variants))
+                for name, env in order:
+                    fb.extra_env = dict(env)
                     try:
                         res = self._good(hosts)
                         runs[name]['deploy'].append(res['seconds'])
@@ -78,10 +94,35 @@ class MitogenBench(object):
                         runs[name]['recovery_run'].append(res['seconds'])
                     finally:
                         fb.extra_env = {}
-            row = {'hosts': n, 'repeats': self.ctx.mitogen_reps}
-            for name, dummy in STRATEGIES:
+            row = {'hosts': n, 'repeats': self.reps}
+            for name, dummy in self.variants:
                 row[name] = dict((key, stats(values)) for key, values in runs[name].items())
-            row['deploy_ratio'] = ratio(row['mitogen']['deploy'], row['default']['deploy'])
-            row['recovery_ratio'] = ratio(row['mitogen']['recovery'], row['default']['recovery'])
+            for name, dummy in self.variants[1:]:
+                row['ratios_' + name] = {'deploy': ratio(row[name]['deploy'], row[first]['deploy']),
+                                         'recovery': ratio(row[name]['recovery'], row[first]['recovery'])}
             rows.append(row)
         return rows
+
+
+def _strategy_env(strategy):
+    if strategy == 'linear':
+        return {'ANSIBLE_STRATEGY': 'linear'}
+    return {'ANSIBLE_STRATEGY': strategy, 'ANSIBLE_STRATEGY_PLUGINS': strategy_plugins()}
+
+
+class MitogenBench(SideBySide):
+    def __init__(self, fleet):
+        SideBySide.__init__(self, fleet, [(name, _strategy_env(strategy)) for name, strategy in STRATEGIES],
+                            fleet.ctx.mitogen_hosts, fleet.ctx.mitogen_reps)
+
+    def run(self):
+        rows = SideBySide.run(self)
+        for row in rows:
+            ratios = row.pop('ratios_mitogen')
+            row['deploy_ratio'], row['recovery_ratio'] = ratios['deploy'], ratios['recovery']
+        return rows
+
+
+class TransportBench(SideBySide):
+    def __init__(self, fleet):
+        SideBySide.__init__(self, fleet, list(TRANSPORTS), fleet.ctx.transport_hosts, fleet.ctx.transport_reps)

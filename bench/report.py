@@ -163,6 +163,30 @@ def scaling_md(rows):
     return out
 
 
+def deploy_host_work_md(breakdown):
+    """The host's share of a good deploy, from the breakdown's runs (section 9), to name what the ratio is made of."""
+    calls = [r for r in breakdown.get('deploy') or [] if r.get('module') == 'transaction']
+    if not calls:
+        return []
+    total = sum(r['seconds'] + r.get('interpreter_start', 0) for r in calls)
+    cats = {}
+    for r in calls:
+        for name, seconds in r['categories'].items():
+            cats[name] = cats.get(name, 0) + seconds
+    service = cats.get('service layer (manager and waits)', 0)
+    imports = cats.get('imports', 0) + sum(r.get('interpreter_start', 0) for r in calls)
+    return ['From the breakdown (section 9, one host): the %d transaction calls of a good deploy take %.2f s on the '
+            'host; %.2f s of it is the service layer (the restart and its `startsecs` wait, which the baseline waits '
+            'too), %.2f s the interpreter\'s start and imports (each call unpacks a %.0f KB AnsiballZ payload and '
+            'compiles the module_utils in it), %.2f s the health probes and %.2f s the rest. With the restart\'s '
+            'wait left out, the host works %.2f s per deploy; the rest of a deploy\'s time over the baseline\'s is spent '
+            'off the host, in the controller, which templates and sends five calls with their arguments for every '
+            'host on its 2 CPUs (not broken down here).'
+            % (len(calls), total, service, imports, max(r.get('payload_kb') or 0 for r in calls),
+               cats.get('health probes', 0), max(total - service - imports - cats.get('health probes', 0), 0),
+               total - service), '']
+
+
 def _runs(row, keys=('deploy', 'baseline')):
     trips = row.get('remote_runs_per_host') or {}
     vals = [(trips.get(k) or {}).get('median') for k in keys]
@@ -278,6 +302,38 @@ def mitogen_md(rows):
     return out + ['']
 
 
+TRANSPORT_LABELS = (('recommended', 'recommended: pipelining, ControlPersist'),
+                    ('no_pipelining', 'ansible\'s default: no pipelining'),
+                    ('no_multiplexing', 'pipelining, no multiplexing'))
+
+
+def transport_md(rows):
+    out = ['## 10. Transport: SSH pipelining and multiplexing', '',
+           'The same deploys on the same fleet hosts, interleaved, under the SSH settings examples/ansible.cfg '
+           'recommends (`pipelining = true`; ansible\'s own `ControlMaster=auto -o ControlPersist=60s`, one SSH '
+           'connection per host reused by every task), under ansible\'s default (`pipelining = false`: every module '
+           'copied to a file on the host first, then run) and with pipelining but no multiplexing (`ssh_args = -C '
+           '-o ControlMaster=no`: a new SSH connection per task). The rollback the callback launches runs with the '
+           'settings of its deploy. Columns as in the Mitogen section. Median (min-max) of the repeats.', '',
+           '| hosts | repeats | settings | good deploy | deploy CPU | recovery | failing run, rollback included |',
+           '| ---: | ---: | --- | ---: | ---: | ---: | ---: |']
+    for row in rows:
+        for index, (name, label) in enumerate(TRANSPORT_LABELS):
+            d = row[name]
+            out.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+                row['hosts'] if not index else '', row['repeats'] if not index else '', label,
+                _s(d['deploy']), _s(d['deploy_cpu']), _s(d['recovery']), _s(d['recovery_run'])))
+    for row in rows:
+        out.append('')
+        out.append('On %d host%s, against the recommended settings: %s.' % (
+            row['hosts'], 's' if row['hosts'] != 1 else '', '; '.join(
+                '%s good deploy %s, recovery %s' % (
+                    label.split(':')[0], '%.2fx' % row['ratios_' + name]['deploy'] if row['ratios_' + name]['deploy'] else 'n/a',
+                    '%.2fx' % row['ratios_' + name]['recovery'] if row['ratios_' + name]['recovery'] else 'n/a')
+                for name, label in TRANSPORT_LABELS[1:])))
+    return out + ['']
+
+
 def breakdown_md(d, callback=None):
     cats = d['categories']
     out = ['## 9. Where a call\'s time goes: the breakdown', '',
@@ -359,6 +415,8 @@ def markdown(results):
                       ('database', database_md), ('scaling', scaling_md), ('traffic', traffic_md)):
         if results.get(key):
             out += func(results[key])
+            if key == 'scaling' and results.get('breakdown') and not all(r['met'] for r in results[key]):
+                out += deploy_host_work_md(results['breakdown'])
     out += memory_md(results)
     if results.get('self_revert') or results.get('self_revert_systemd'):
         out += self_revert_md(results.get('self_revert') or [], results.get('self_revert_systemd'))
@@ -366,6 +424,8 @@ def markdown(results):
         out += mitogen_md(results['mitogen'])
     if results.get('breakdown'):
         out += breakdown_md(results['breakdown'], results.get('callback'))
+    if results.get('transport'):
+        out += transport_md(results['transport'])
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

@@ -25,18 +25,20 @@ import report
 FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 3}, scaling_hosts=[1, 3, 10, 30, 100],
             scaling_reps={1: 2, 3: 1, 10: 3, 30: 3, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,
             snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=4, db_mb=200, confirm_hosts=[10],
-            confirm_timeout=10, traffic_repeats=2, mitogen_hosts=[3], mitogen_reps=2, breakdown=True)
+            confirm_timeout=10, traffic_repeats=2, mitogen_hosts=[3], mitogen_reps=2, transport_hosts=[3], transport_reps=2,
+            breakdown=True)
 SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
              app_files=5,
              snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5,
              confirm_hosts=[2], confirm_timeout=15, traffic_repeats=1, traffic_drivers=['haproxy'], mitogen_hosts=[1],
-             mitogen_reps=1, breakdown=True)
+             mitogen_reps=1, transport_hosts=[1], transport_reps=1, breakdown=True)
 # fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed),
 # by a watchdog process on the fleet's supervisor hosts and by a systemd timer on hosts whose PID 1 is systemd;
 # traffic: blue-green and switch-back behind HAProxy and nginx; mitogen: a good deploy and a recovery under Mitogen's
-# mitogen_linear beside the default strategy, on the fleet's hosts; breakdown: where a module call's time goes on a
+# mitogen_linear beside the default strategy, on the fleet's hosts; transport: the same with the SSH settings
+# examples/ansible.cfg recommends beside ansible's default (no pipelining) and no multiplexing; breakdown: where a module call's time goes on a
 # host, for each deploy phase and the rollback call (bench/breakdown_bench.py)
-PARTS = ('snapshot', 'callback', 'database', 'fleet', 'confirm', 'traffic', 'mitogen', 'breakdown')
+PARTS = ('snapshot', 'callback', 'database', 'fleet', 'confirm', 'traffic', 'mitogen', 'transport', 'breakdown')
 
 
 class Ctx(object):
@@ -138,7 +140,7 @@ def main():
         if 'database' in parts:
             from db_bench import DatabaseBench
             part('database', DatabaseBench(ctx).run)
-        if 'fleet' in parts or 'confirm' in parts or 'mitogen' in parts or 'breakdown' in parts:
+        if any(name in parts for name in ('fleet', 'confirm', 'mitogen', 'transport', 'breakdown')):
             from fleet_bench import FleetBench
             if 'fleet' not in parts:
                 ctx.scaling_hosts, ctx.recovery_hosts = [], []
@@ -146,6 +148,8 @@ def main():
                 ctx.confirm_hosts = []
             if 'mitogen' not in parts:
                 ctx.mitogen_hosts = []
+            if 'transport' not in parts:
+                ctx.transport_hosts = []
             if 'breakdown' not in parts:
                 ctx.breakdown = False
             fleet = FleetBench(ctx)
@@ -160,6 +164,9 @@ def main():
                     if 'mitogen' in parts:
                         from mitogen_bench import MitogenBench
                         part('mitogen', MitogenBench(fleet).run)
+                    if 'transport' in parts:
+                        from mitogen_bench import TransportBench
+                        part('transport', TransportBench(fleet).run)
                     if 'breakdown' in parts:
                         from breakdown_bench import BreakdownBench
                         part('breakdown', BreakdownBench(fleet).run)

@@ -163,8 +163,9 @@ def scaling_md(rows):
     return out
 
 
-def deploy_host_work_md(breakdown):
-    """The host's share of a good deploy, from the breakdown's runs (section 9), to name what the ratio is made of."""
+def deploy_host_work_md(breakdown, transport=None):
+    """The host's share of a good deploy, from the breakdown's runs (section 9), and the controller's, from the
+    transport part's CPU time (section 10), to name what the ratio is made of."""
     calls = [r for r in breakdown.get('deploy') or [] if r.get('module') == 'transaction']
     if not calls:
         return []
@@ -175,16 +176,26 @@ def deploy_host_work_md(breakdown):
             cats[name] = cats.get(name, 0) + seconds
     service = cats.get('service layer (manager and waits)', 0)
     imports = cats.get('imports', 0) + sum(r.get('interpreter_start', 0) for r in calls)
-    return ['From the breakdown (section 9, one host): the %d transaction calls of a good deploy take %.2f s on the '
-            'host; %.2f s of it is the service layer (the restart and its `startsecs` wait, which the baseline waits '
-            'too), %.2f s the interpreter\'s start and imports (each call unpacks a %.0f KB AnsiballZ payload and '
-            'compiles the module_utils in it), %.2f s the health probes and %.2f s the rest. With the restart\'s '
-            'wait left out, the host works %.2f s per deploy; the rest of a deploy\'s time over the baseline\'s is spent '
-            'off the host, in the controller, which templates and sends five calls with their arguments for every '
-            'host on its 2 CPUs (not broken down here).'
-            % (len(calls), total, service, imports, max(r.get('payload_kb') or 0 for r in calls),
-               cats.get('health probes', 0), max(total - service - imports - cats.get('health probes', 0), 0),
-               total - service), '']
+    out = ['From the breakdown (section 9, one host): the %d transaction calls of a good deploy take %.2f s on the '
+           'host; %.2f s of it is the service layer (the restart and its `startsecs` wait, which the baseline waits '
+           'too), %.2f s the interpreter\'s start and imports (each call unpacks a %.0f KB AnsiballZ payload and '
+           'compiles the module_utils in it), %.2f s the health probes and %.2f s the rest. With the restart\'s '
+           'wait left out, the host works %.2f s per deploy; the rest of a deploy\'s time over the baseline\'s is spent '
+           'off the host, in the controller, which templates and sends five calls with their arguments for every '
+           'host on its 2 CPUs (not broken down here).'
+           % (len(calls), total, service, imports, max(r.get('payload_kb') or 0 for r in calls),
+              cats.get('health probes', 0), max(total - service - imports - cats.get('health probes', 0), 0),
+              total - service)]
+    rows = [r for r in transport or [] if (r.get('recommended') or {}).get('deploy_cpu', {}).get('median')]
+    if rows:
+        row = rows[-1]
+        cpu, wall = row['recommended']['deploy_cpu']['median'], row['recommended']['deploy']['median']
+        out[-1] += (' On %d hosts (section 10, the recommended settings) the controller\'s process tree used %.1f '
+                    'CPU-s for a good deploy of %.1f s, the %d hosts about %.1f s of their own work between them (%.2f s '
+                    'each above, the restart\'s wait left out): on 2 CPUs the controller holds most of what the '
+                    'deploy waits for.'
+                    % (row['hosts'], cpu, wall, row['hosts'], row['hosts'] * (total - service), total - service))
+    return out + ['']
 
 
 def _runs(row, keys=('deploy', 'baseline')):
@@ -416,7 +427,7 @@ def markdown(results):
         if results.get(key):
             out += func(results[key])
             if key == 'scaling' and results.get('breakdown') and not all(r['met'] for r in results[key]):
-                out += deploy_host_work_md(results['breakdown'])
+                out += deploy_host_work_md(results['breakdown'], results.get('transport'))
     out += memory_md(results)
     if results.get('self_revert') or results.get('self_revert_systemd'):
         out += self_revert_md(results.get('self_revert') or [], results.get('self_revert_systemd'))

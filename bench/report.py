@@ -186,7 +186,7 @@ def deploy_host_work_md(breakdown, transport=None):
            % (len(calls), total, service, imports, max(r.get('payload_kb') or 0 for r in calls),
               cats.get('health probes', 0), max(total - service - imports - cats.get('health probes', 0), 0),
               total - service)]
-    rows = [r for r in transport or [] if (r.get('recommended') or {}).get('deploy_cpu', {}).get('median')]
+    rows = [r for r in transport or [] if ((r.get('recommended') or {}).get('deploy_cpu') or {}).get('median')]
     if rows:
         row = rows[-1]
         cpu, wall = row['recommended']['deploy_cpu']['median'], row['recommended']['deploy']['median']

@@ -339,7 +339,7 @@ def transport_md(rows):
         out.append('On %d host%s, against the recommended settings: %s.' % (
             row['hosts'], 's' if row['hosts'] != 1 else '', '; '.join(
                 '%s good deploy %s, recovery %s' % (
-                    label.split(':')[0], '%.2fx' % row['ratios_' + name]['deploy'] if row['ratios_' + name]['deploy'] else 'n/a',
+                    label.split(':', maxsplit=1)[0], '%.2fx' % row['ratios_' + name]['deploy'] if row['ratios_' + name]['deploy'] else 'n/a',
                     '%.2fx' % row['ratios_' + name]['recovery'] if row['ratios_' + name]['recovery'] else 'n/a')
                 for name, label in TRANSPORT_LABELS[1:])))
     return out + ['']

@@ -289,6 +289,18 @@ def self_revert_md(rows, systemd_rows=None):
     return out
 
 
+def _side_by_side_rows(rows, labels):
+    """Table rows of a side-by-side part (bench/mitogen_bench.py): one line per (name, label) of each host count."""
+    out = []
+    for row in rows:
+        for index, (name, label) in enumerate(labels):
+            d = row[name]
+            out.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+                row['hosts'] if not index else '', row['repeats'] if not index else '', label,
+                _s(d['deploy']), _s(d['deploy_cpu']), _s(d['recovery']), _s(d['recovery_run'])))
+    return out
+
+
 def mitogen_md(rows):
     out = ['## 8. Mitogen: the default strategy and mitogen_linear', '',
            'The same deploys on the same fleet hosts, interleaved, under ansible\'s default strategy (`linear`) and '
@@ -299,12 +311,7 @@ def mitogen_md(rows):
            'as in the time-to-recover row. Median (min-max) of the repeats.', '',
            '| hosts | repeats | strategy | good deploy | deploy CPU | recovery | failing run, rollback included |',
            '| ---: | ---: | --- | ---: | ---: | ---: | ---: |']
-    for row in rows:
-        for name, label in (('default', 'linear (default)'), ('mitogen', 'mitogen_linear')):
-            d = row[name]
-            out.append('| %s | %s | %s | %s | %s | %s | %s |' % (
-                row['hosts'] if name == 'default' else '', row['repeats'] if name == 'default' else '', label,
-                _s(d['deploy']), _s(d['deploy_cpu']), _s(d['recovery']), _s(d['recovery_run'])))
+    out += _side_by_side_rows(rows, (('default', 'linear (default)'), ('mitogen', 'mitogen_linear')))
     for row in rows:
         out.append('')
         out.append('On %d host%s, mitogen_linear / default: good deploy %s, recovery %s.' % (
@@ -328,12 +335,7 @@ def transport_md(rows):
            'settings of its deploy. Columns as in the Mitogen section. Median (min-max) of the repeats.', '',
            '| hosts | repeats | settings | good deploy | deploy CPU | recovery | failing run, rollback included |',
            '| ---: | ---: | --- | ---: | ---: | ---: | ---: |']
-    for row in rows:
-        for index, (name, label) in enumerate(TRANSPORT_LABELS):
-            d = row[name]
-            out.append('| %s | %s | %s | %s | %s | %s | %s |' % (
-                row['hosts'] if not index else '', row['repeats'] if not index else '', label,
-                _s(d['deploy']), _s(d['deploy_cpu']), _s(d['recovery']), _s(d['recovery_run'])))
+    out += _side_by_side_rows(rows, TRANSPORT_LABELS)
     for row in rows:
         out.append('')
         out.append('On %d host%s, against the recommended settings: %s.' % (

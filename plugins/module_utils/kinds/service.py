@@ -49,8 +49,9 @@ def _socket_path(conf):
 
 
 class _Rpc(object):
-    """supervisord's XML-RPC interface over a UNIX socket: ``call(method, *args)``; the standard library's HTTP
-    and XML-RPC clients are imported when the first one is made (they cost a module run about 25 ms)."""
+    """supervisord's XML-RPC interface over a UNIX socket (``supervisor``: its methods; ``Fault`` and ``errors``:
+    what a call raises); the standard library's HTTP and XML-RPC clients are imported when the first one is made
+    (they cost a module run about 25 ms)."""
 
     def __init__(self, path):
         import http.client
@@ -138,8 +139,11 @@ class ServiceLayer(Layer):
     def _status_words(self):
         proxy = self._proxy()
         if proxy:
-            state, description = self._state(proxy)
-            return [state] + description.split() if state else []
+            try:
+                state, description = self._state(proxy)
+                return [state] + description.split() if state else []
+            except proxy.errors + (proxy.Fault,):
+                pass  # the socket stopped answering: ask supervisorctl, whose answer says why
         rc, out, err = self._ctl('status', self.s['name'])
         return out.split()
 
@@ -253,10 +257,7 @@ class ServiceLayer(Layer):
                 log = proxy.supervisor.readProcessStdoutLog(name, -1500, 0)
             except proxy.errors + (proxy.Fault,):
                 pass
-            where = ('Its log is %s.' % self.s['log']) if self.s.get('log') else "See the program's log in supervisor."
-            tail = _tail(log)
-            raise LayerError('%s did not start under supervisor (%s). %s%s'
-                             % (name, problem, where, (' It ends with: ' + tail) if tail else ''), log=self.s.get('log'))
+            raise self._not_started(problem, log)
         return {'changed': True}
 
     def _unload_rpc(self, proxy):
@@ -293,12 +294,16 @@ class ServiceLayer(Layer):
         rc, out, err = self._ctl('restart', self.s['name'])
         if rc != 0 or ('%s: started' % self.s['name']) not in out:
             dummy, log, dummy2 = self._ctl('tail', '-1500', self.s['name'])
-            where = ('Its log is %s.' % self.s['log']) if self.s.get('log') else "See the program's log in supervisor."
-            tail = _tail(log)
-            raise LayerError('%s did not start under supervisor (%s). %s%s'
-                             % (self.s['name'], (out + ' ' + err).strip(), where,
-                                (' It ends with: ' + tail) if tail else ''), log=self.s.get('log'))
+            raise self._not_started((out + ' ' + err).strip(), log)
         return {'changed': True}
+
+    def _not_started(self, answer, log):
+        """The failure of a program supervisor did not start: supervisor's answer, where its log is, its last lines."""
+        where = ('Its log is %s.' % self.s['log']) if self.s.get('log') else "See the program's log in supervisor."
+        tail = _tail(log)
+        return LayerError('%s did not start under supervisor (%s). %s%s'
+                          % (self.s['name'], answer, where, (' It ends with: ' + tail) if tail else ''),
+                          log=self.s.get('log'))
 
     def undo(self, record, serving=True):
         """Restart on the restored release; with ``serving`` false (nothing to go back to) stop and unload it."""

@@ -272,6 +272,8 @@ step:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+# first: this collection's module_utils below load from the host's bytecode cache (module_utils/_bytecode.py)
+from ansible_collections.failsafe.deploy.plugins.module_utils import _bytecode  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import (
     DeployState,
     JournalError,

@@ -128,6 +128,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+# first: this collection's module_utils below load from the host's bytecode cache (module_utils/_bytecode.py)
+from ansible_collections.failsafe.deploy.plugins.module_utils import _bytecode  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._argspec import probe_argument_spec
 from ansible_collections.failsafe.deploy.plugins.module_utils._health import (
     CHECK_OPTIONS, HAS_JMESPATH, JMESPATH_IMPORT_ERROR, CheckError, Matchers, command_argv, normalize_check,

@@ -139,6 +139,8 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
+# first: this collection's module_utils below load from the host's bytecode cache (module_utils/_bytecode.py)
+from ansible_collections.failsafe.deploy.plugins.module_utils import _bytecode  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._argspec import state_argument_spec
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import STAGES
 from ansible_collections.failsafe.deploy.plugins.module_utils.kinds import stage_of

@@ -292,6 +292,8 @@ bytes_freed:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+# first: this collection's module_utils below load from the host's bytecode cache (module_utils/_bytecode.py)
+from ansible_collections.failsafe.deploy.plugins.module_utils import _bytecode  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._snapshot import (
     SnapshotError, SnapshotStore, check_id, describe_drift,
 )

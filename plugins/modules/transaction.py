@@ -535,6 +535,8 @@ rollback_command:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+# first: this collection's module_utils below load from the host's bytecode cache (module_utils/_bytecode.py)
+from ansible_collections.failsafe.deploy.plugins.module_utils import _bytecode  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.failsafe.deploy.plugins.module_utils._argspec import check_lists_argument_spec, state_argument_spec
 from ansible_collections.failsafe.deploy.plugins.module_utils._engine import (
     activate_phase, apply_phase, confirmed_commit, guarded_rollback, open_phase, snapshot_phase, stage_phase,

@@ -249,6 +249,31 @@ def fsx(tmp_path_factory):
         fleet.down()
 
 
+BYTECODE_CACHE = '/root/.cache/failsafe-deploy/bytecode'
+
+
+def _bytecode_entries(matrix, host):
+    """{file name: inode} of a host's module_utils bytecode cache (module_utils/_bytecode.py)."""
+    path = matrix.path(host, BYTECODE_CACHE)
+    assert os.path.isdir(path), '%s has no bytecode cache at %s' % (host, BYTECODE_CACHE)
+    assert os.stat(path).st_mode & 0o777 == 0o700
+    return {name: os.stat(os.path.join(path, name)).st_ino for name in os.listdir(path)}
+
+
+def test_module_utils_load_from_the_hosts_bytecode_cache(fsx):  # pylint: disable=redefined-outer-name
+    """The deploy of 1.0.0 left each host the compiled code of the module_utils its modules imported; a later module
+    run on the host loads it from there: no entry is written again (a miss writes a new file in its place)."""
+    before = {host: _bytecode_entries(fsx, host) for host in fsx.fleet.names}
+    for host, entries in before.items():
+        assert len(entries) >= 10, '%s cached only %s' % (host, sorted(entries))
+    result = subprocess.run(['ansible', '-i', fsx.fleet.inventory_path, 'all', '-m', 'failsafe.deploy.history_info',
+                             '-a', 'name=app state_dir=/var/lib/failsafe-deploy'], env=fsx.env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count('SUCCESS') == len(fsx.fleet.names), result.stdout
+    assert {host: _bytecode_entries(fsx, host) for host in fsx.fleet.names} == before
+
+
 def _wait_for_marker(matrix, host, proc, timeout=300):
     marker = matrix.path(host, MARKER)
     deadline = time.monotonic() + timeout

@@ -33,8 +33,8 @@ import zipimport
 
 PREFIX = 'ansible_collections.failsafe.deploy.plugins.module_utils.'
 MAX_ENTRIES = 512
-_SALT = (importlib.util.MAGIC_NUMBER + sys.version.encode('utf-8', 'replace')
-         + repr(sys.flags.optimize).encode('ascii'))
+_SALT = b''.join((importlib.util.MAGIC_NUMBER, sys.version.encode('utf-8', 'replace'),
+                  repr(sys.flags.optimize).encode('ascii')))
 
 
 def cache_dir():
@@ -60,8 +60,8 @@ def _usable(path):
         info = os.lstat(path)
     except OSError:
         return False
-    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
-            and os.access(path, os.W_OK | os.X_OK))
+    private = stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
+    return private and os.access(path, os.W_OK | os.X_OK)
 
 
 def _load(path):

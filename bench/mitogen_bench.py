@@ -107,7 +107,9 @@ class SideBySide(object):
 def _strategy_env(strategy):
     if strategy == 'linear':
         return {'ANSIBLE_STRATEGY': 'linear'}
-    return {'ANSIBLE_STRATEGY': strategy, 'ANSIBLE_STRATEGY_PLUGINS': strategy_plugins()}
+    # Mitogen counts its whole bootstrap (SSH, the interpreter, its first stage) against ansible's connection timeout
+    # (10 s by default), which a loaded 2-CPU controller can overrun on a run's first connection
+    return {'ANSIBLE_STRATEGY': strategy, 'ANSIBLE_STRATEGY_PLUGINS': strategy_plugins(), 'ANSIBLE_TIMEOUT': '30'}
 
 
 class MitogenBench(SideBySide):

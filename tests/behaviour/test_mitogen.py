@@ -60,7 +60,10 @@ def mitogen_env(witness_file):
     strategies = os.path.join(os.path.dirname(os.path.abspath(ansible_mitogen.__file__)), 'plugins', 'strategy')
     assert os.path.isfile(os.path.join(strategies, 'mitogen_linear.py')), strategies
     return {'ANSIBLE_STRATEGY': 'mitogen_linear', 'ANSIBLE_STRATEGY_PLUGINS': WITNESS + os.pathsep + strategies,
-            'FAILSAFE_TEST_STRATEGY_WITNESS': witness_file}
+            'FAILSAFE_TEST_STRATEGY_WITNESS': witness_file,
+            # Mitogen counts its whole bootstrap against the connection timeout (10 s by default), which a loaded
+            # 2-CPU machine running the other tests beside this one can overrun on a run's first connection
+            'ANSIBLE_TIMEOUT': '30'}
 
 
 def witnessed(path):

@@ -113,13 +113,17 @@ def test_crashed_host_is_unreachable_fast_and_restart_keeps_srv(fleet, tmp_path)
 def test_cut_network_makes_host_unreachable_and_restore_brings_it_back(fleet, tmp_path):
     hosts = fleet(2)
     victim = hosts[1]
-    statuses, output, _elapsed = ping(hosts, tmp_path)  # opens persistent control masters to both hosts
+    # opens persistent control masters to both hosts; its time is ansible's own start-up and the connections, as
+    # slow as the machine is busy now
+    statuses, output, base = ping(hosts, tmp_path)
     assert set(statuses.values()) == {'SUCCESS'}, output
 
     hosts.cut(victim)
     statuses, output, elapsed = ping(hosts, tmp_path)
     assert statuses == {victim.name: 'UNREACHABLE!', hosts[2].name: 'SUCCESS'}, output
-    assert elapsed < 10, 'cut host took %.1f s to turn unreachable' % elapsed
+    # unreachable within ssh's ConnectTimeout and its retry, not after a hang: at most 10 s more than the run with
+    # every host up
+    assert elapsed < base + 10, 'cut host took %.1f s to turn unreachable (%.1f s with all up)' % (elapsed, base)
     assert hosts.is_running(victim), 'a network cut must not kill the host'
 
     hosts.restore_network(victim)

@@ -121,16 +121,12 @@ class MitogenBench(SideBySide):
         # the fleet's inventory sets a 3 s connection timeout as a group var, which ANSIBLE_TIMEOUT cannot override:
         # for this part it allows the 30 s Mitogen's bootstrap may need (no host is unreachable here, so no run of
         # either strategy waits on it); the other parts keep the 3 s
-        path = self.fleet.fleet.inventory_path
-        with open(path, encoding='utf-8') as handle:
-            original = handle.read()
-        with open(path, 'w', encoding='utf-8') as handle:
-            handle.write(original.replace('ansible_ssh_timeout=3\n', 'ansible_ssh_timeout=30\n'))
+        fleet = self.fleet.fleet
+        fleet.set_ssh_timeout(30)
         try:
             rows = SideBySide.run(self)
         finally:
-            with open(path, 'w', encoding='utf-8') as handle:
-                handle.write(original)
+            fleet.set_ssh_timeout(3)
         for row in rows:
             ratios = row.pop('ratios_mitogen')
             row['deploy_ratio'], row['recovery_ratio'] = ratios['deploy'], ratios['recovery']

@@ -251,14 +251,10 @@ def test_on_an_ssh_host_under_mitogen_a_good_deploy_commits_and_a_failing_one_is
     fleet = Fleet(1, base_dir=os.path.join(base, 'fleet'))
     fleet.up()
     try:
-        # Mitogen counts its whole bootstrap against the connection timeout, and the fleet's inventory sets one of
-        # 3 s (a group var, which no environment setting overrides): give it the 30 s of mitogen_env here too, in
-        # the inventory that the callback's rollback child reads as well
-        with open(fleet.inventory_path, encoding='utf-8') as handle:
-            inventory = handle.read()
-        assert 'ansible_ssh_timeout=3\n' in inventory
-        with open(fleet.inventory_path, 'w', encoding='utf-8') as handle:
-            handle.write(inventory.replace('ansible_ssh_timeout=3\n', 'ansible_ssh_timeout=30\n'))
+        # Mitogen counts its whole bootstrap against the connection timeout, which the fleet's inventory sets to 3 s
+        # (a group var, which no environment setting overrides): 30 s as in mitogen_env, in the inventory that the
+        # callback's rollback child reads as well
+        fleet.set_ssh_timeout(30)
         matrix = Matrix(fleet, base)
         matrix.env.update(env)
         host = fleet.names[0]

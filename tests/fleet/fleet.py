@@ -320,6 +320,7 @@ class Fleet:
             raise ValueError('a fleet has 1 to %d hosts, not %d' % (254 - FIRST_HOST_OCTET, n))
         self.n = n
         self.user = user
+        self.ssh_timeout = 3  # seconds: ansible_ssh_timeout of the inventory (set_ssh_timeout)
         self.keep_dir = keep_dir
         self.cleanup_at_exit = cleanup_at_exit
         # Machine folders below a host-private mount (/root, /tmp, ...) bound into every host as they are.
@@ -610,6 +611,12 @@ class Fleet:
         return [{'instance': h.name, 'address': h.address, 'user': self.user, 'port': 22,
                  'identity_file': self.key_path} for h in self.hosts]
 
+    def set_ssh_timeout(self, seconds):
+        """Rewrite the inventory with another ansible_ssh_timeout (a group var, which no environment setting
+        overrides): Mitogen counts its whole bootstrap on a host against it."""
+        self.ssh_timeout = seconds
+        _write(self.inventory_path, self.inventory_text())
+
     def inventory_text(self):
         common = ' '.join('-o %s=%s' % kv for kv in SSH_OPTIONS)
         lines = ['# Namespace test fleet %r (tests/fleet); generated, removed by `python -m tests.fleet down`.'
@@ -622,7 +629,8 @@ class Fleet:
             'ansible_ssh_private_key_file=%s' % self.key_path,
             'ansible_python_interpreter=%s' % HOST_PYTHON,
             "ansible_ssh_common_args='%s'" % common,
-            'ansible_ssh_timeout=3',  # same as ConnectTimeout: ansible puts its own -o ConnectTimeout first
+            # by default the same as ConnectTimeout: ansible puts its own -o ConnectTimeout first
+            'ansible_ssh_timeout=%d' % self.ssh_timeout,
             'ansible_control_path_dir=%s' % self.cp_dir,
             'ansible_remote_tmp=%s' % REMOTE_TMP,
             'ansible_async_dir=%s' % ASYNC_DIR,

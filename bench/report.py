@@ -448,8 +448,12 @@ def markdown(results):
     out.append('Part durations (s): %s.' % ', '.join('%s %s' % kv for kv in parts))
     for name, run in sorted((meta.get('merged') or {}).items()):
         load = '/'.join('%.1f' % x for x in run['loadavg_start'])
-        out += ['', 'Part `%s` comes from a run of that part alone (`--only %s --merge`)%s: %s, %.0f s, collection %s, '
-                'load average at start %s.' % (name, ONLY_PART.get(name, name), ' in smoke mode' if run.get('smoke') else '',
+        # the parts of that run (recorded since runs of several parts were merged; before, one part per run)
+        only = run.get('only') or [ONLY_PART.get(name, name)]
+        out += ['', 'Part `%s` comes from a run of %s (`%s --merge`)%s: %s, %.0f s, collection %s, '
+                'load average at start %s.' % (name, 'that part alone' if len(only) == 1 else 'only these parts',
+                                               ' '.join('--only %s' % part for part in only),
+                                               ' in smoke mode' if run.get('smoke') else '',
                                                _stamp(run['started']), run['seconds'], run['commit'], load)]
     return '\n'.join(out) + '\n'
 

@@ -191,6 +191,7 @@ def main():
                 merged[name] = results[name]
                 merged['meta'].setdefault('merged', {})[name] = dict(
                     (key, results['meta'][key]) for key in ('started', 'seconds', 'commit', 'smoke', 'loadavg_start'))
+                merged['meta']['merged'][name]['only'] = sorted(set(args.only or []))
             results = merged
         with open(os.path.join(args.out, 'results.json'), 'w') as handle:
             json.dump(results, handle, indent=1, sort_keys=True)

@@ -174,3 +174,25 @@ def test_bench_smoke(tmp_path):
         assert text.count(anchor) == 1, anchor
     assert ('%.3fx' % cb['ratio']) in text
     print('bench smoke: %.0f s' % (time.time() - start))
+
+
+def test_a_merged_part_names_the_run_it_came_from():
+    """The committed results' note on a merged part names the parts its run had: one (that part alone) or several."""
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    try:
+        import report  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.pop(0)
+    with open(os.path.join(ROOT, 'bench', 'results.json')) as handle:
+        results = json.load(handle)
+    run = dict(started=1796600000.0, seconds=417.0, commit='0' * 40, smoke=False, loadavg_start=[0.1, 0.2, 0.3])
+    results['meta']['merged'] = {'breakdown': dict(run, only=['breakdown', 'transport']),
+                                 'transport': dict(run, only=['breakdown', 'transport']),
+                                 'scaling': dict(run)}     # recorded before runs named their parts: one part
+    lines = dict((line.split('`')[1], line) for line in report.markdown(results).splitlines()
+                 if line.startswith('Part `'))
+    tail = ': %s, 417 s, collection %s, load average at start 0.1/0.2/0.3.' % (
+        time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(run['started'])), '0' * 40)
+    several = ' comes from a run of only these parts (`--only breakdown --only transport --merge`)'
+    assert lines == {'breakdown': 'Part `breakdown`' + several + tail, 'transport': 'Part `transport`' + several + tail,
+                     'scaling': 'Part `scaling` comes from a run of that part alone (`--only fleet --merge`)' + tail}

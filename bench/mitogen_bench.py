@@ -120,13 +120,14 @@ class MitogenBench(SideBySide):
     def run(self):
         # the fleet's inventory sets a 3 s connection timeout as a group var, which ANSIBLE_TIMEOUT cannot override:
         # for this part it allows the 30 s Mitogen's bootstrap may need (no host is unreachable here, so no run of
-        # either strategy waits on it); the other parts keep the 3 s
+        # either strategy waits on it); the other parts keep the fleet's own
         fleet = self.fleet.fleet
+        before = fleet.ssh_timeout
         fleet.set_ssh_timeout(30)
         try:
             rows = SideBySide.run(self)
         finally:
-            fleet.set_ssh_timeout(3)
+            fleet.set_ssh_timeout(before)
         for row in rows:
             ratios = row.pop('ratios_mitogen')
             row['deploy_ratio'], row['recovery_ratio'] = ratios['deploy'], ratios['recovery']

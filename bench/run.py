@@ -190,8 +190,8 @@ def main():
             for name in [key for key in results if key not in ('meta', 'errors', 'fleet_setup')]:
                 merged[name] = results[name]
                 merged['meta'].setdefault('merged', {})[name] = dict(
-                    (key, results['meta'][key]) for key in ('started', 'seconds', 'commit', 'smoke', 'loadavg_start'))
-                merged['meta']['merged'][name]['only'] = sorted(set(args.only or []))
+                    ((key, results['meta'][key]) for key in ('started', 'seconds', 'commit', 'smoke', 'loadavg_start')),
+                    only=sorted(set(args.only or [])))
             results = merged
         with open(os.path.join(args.out, 'results.json'), 'w') as handle:
             json.dump(results, handle, indent=1, sort_keys=True)

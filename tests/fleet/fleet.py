@@ -320,7 +320,8 @@ class Fleet:
             raise ValueError('a fleet has 1 to %d hosts, not %d' % (254 - FIRST_HOST_OCTET, n))
         self.n = n
         self.user = user
-        self.ssh_timeout = 3  # seconds: ansible_ssh_timeout of the inventory (set_ssh_timeout)
+        # seconds: ansible_ssh_timeout of the inventory, by default ssh's ConnectTimeout (set_ssh_timeout)
+        self.ssh_timeout = int(dict(SSH_OPTIONS)['ConnectTimeout'])
         self.keep_dir = keep_dir
         self.cleanup_at_exit = cleanup_at_exit
         # Machine folders below a host-private mount (/root, /tmp, ...) bound into every host as they are.
@@ -629,7 +630,7 @@ class Fleet:
             'ansible_ssh_private_key_file=%s' % self.key_path,
             'ansible_python_interpreter=%s' % HOST_PYTHON,
             "ansible_ssh_common_args='%s'" % common,
-            # by default the same as ConnectTimeout: ansible puts its own -o ConnectTimeout first
+            # ansible puts its own -o ConnectTimeout (this) before the common args
             'ansible_ssh_timeout=%d' % self.ssh_timeout,
             'ansible_control_path_dir=%s' % self.cp_dir,
             'ansible_remote_tmp=%s' % REMOTE_TMP,

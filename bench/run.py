@@ -20,7 +20,8 @@ import report
 
 # Repeats: three for the headline rows (time to recover on 10 hosts, a good deploy on 10 and 30 hosts), two for the
 # snapshot operations, the callback runs and the 1-host fleet, one for 3 and 100 hosts (on an idle machine the fleet
-# runs spread by a few percent), so that a whole run stays within about 35 minutes on 2 cores. The 100-host row
+# runs spread by a few percent), chosen for the budget of a whole run, 35 minutes on 2 cores (bench/results.md says
+# how long the last run took and whether it kept to it). The 100-host row
 # deploys in waves (SCALING_WAVES: ansible's serial), as a fleet that size is deployed.
 FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 3}, scaling_hosts=[1, 3, 10, 30, 100],
             scaling_reps={1: 2, 3: 1, 10: 3, 30: 3, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,

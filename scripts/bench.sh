@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks (issue 5): time to recover, snapshot cost, callback overhead, fleet scaling, peak memory; the
+# Benchmarks: time to recover, snapshot cost, callback overhead, fleet scaling, peak memory; the
 # database layer's backup and restore against pg_dump + pg_restore; traffic: blue-green and switch-back behind
 # HAProxy and nginx.
-# `scripts/bench.sh` writes bench/results.json and bench/results.md (about 30 minutes; needs root for the fleet).
+# `scripts/bench.sh` writes bench/results.json and bench/results.md (how long it took: the first line of results.md;
+# needs root).
 # `scripts/bench.sh --smoke [--out DIR]` runs every benchmark at tiny sizes, once (results to DIR, default a temp dir).
 # Other options are passed to bench/run.py (--only PART, --ref REV, --snap-mb N, --snap-files N, --db-mb N).
 set -euo pipefail

@@ -1,6 +1,7 @@
 # Smoke run of every benchmark of `make bench` at tiny sizes, so that the benchmarks do not rot.
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -196,3 +197,27 @@ def test_a_merged_part_names_the_run_it_came_from():
     several = ' comes from a run of only these parts (`--only breakdown --only transport --merge`)'
     assert lines == {'breakdown': 'Part `breakdown`' + several + tail, 'transport': 'Part `transport`' + several + tail,
                      'scaling': 'Part `scaling` comes from a run of that part alone (`--only fleet --merge`)' + tail}
+
+
+def test_the_benchmarks_duration_is_said_only_where_a_run_measured_it():
+    """How long `make bench` takes is said by the measurement of the last full run (the first line of
+    bench/results.md and the README's summary, both written from results.json), not by a figure in prose that drifts
+    from it: the README once said 15 minutes beside a summary of 37."""
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    try:
+        import report  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.pop(0)
+    with open(os.path.join(ROOT, 'bench', 'results.json')) as handle:
+        minutes = '%.1f min' % (json.load(handle)['meta']['seconds'] / 60.0)
+    with open(os.path.join(ROOT, 'README.md')) as handle:
+        readme = handle.read()
+    summary = readme.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
+    assert minutes + ' on ' in summary
+    with open(os.path.join(ROOT, 'bench', 'results.md')) as handle:
+        assert '(%s;' % minutes in handle.read().split('\n\n', 2)[1]
+    for name in ('README.md', 'bench/README.md', 'scripts/bench.sh', 'bench/run.py'):
+        with open(os.path.join(ROOT, name)) as handle:
+            text = handle.read().replace(summary, '')
+        said = re.findall(r'(?:about|within|takes|took)\s+(?:about\s+)?\d+\s*(?:minutes|min)\b', text)
+        assert not said, '%s states a duration of the benchmarks that no run measured: %s' % (name, said)

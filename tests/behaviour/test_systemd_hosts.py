@@ -364,7 +364,7 @@ def test_a_first_deploy_that_fails_stops_and_unloads_its_new_unit(fsys):
 def test_the_systemd_timer_reverts_a_host_whose_controller_was_killed(fsys):
     """Given the host on 1.0.0, when a deploy is SIGKILLed after the switch (its revert timer in the host's
     list-timers), then at the deadline the timer's service reverts the host by itself: the old unit file, reloaded,
-    running and serving 1.0.0; the timer is gone."""
+    running and serving 1.0.0; the timer is gone once its service (the watchdog) has ended."""
     matrix = fsys
     host = matrix.host1
     seconds = 10
@@ -401,7 +401,12 @@ def test_the_systemd_timer_reverts_a_host_whose_controller_was_killed(fsys):
     assert (show['ActiveState'], show['SubState'], show['NeedDaemonReload']) == ('active', 'running', 'no'), show
     assert 'APP_RELEASE=1.0.0' in show['Environment'], show
     assert matrix.served_version(host) == '1.0.0' and matrix.current(host) == '1.0.0'
-    assert matrix.timers(host) == [], 'the revert timer is still listed after it fired'
+    # A timer that fired is unloaded when the service it started ends: the watchdog says 'reverted' in the journal
+    # before it sends its alert and exits, so the timer may be listed a moment longer (seconds on a loaded machine).
+    gone = time.monotonic() + 30
+    while matrix.timers(host) and time.monotonic() < gone:
+        time.sleep(0.5)
+    assert matrix.timers(host) == [], 'the revert timer is still listed 30 s after the host reverted'
 
 
 def _cgroup_pids(path):

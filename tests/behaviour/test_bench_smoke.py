@@ -23,6 +23,16 @@ def _stat(st):
     assert st['min'] <= st['median'] <= st['max']
 
 
+def _bench_report():
+    """bench/report.py, the module that writes bench/results.md and the README's summary."""
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    try:
+        import report  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.pop(0)
+    return report
+
+
 @pytest.mark.fleet
 @pytest.mark.slow
 def test_bench_smoke(tmp_path):
@@ -160,11 +170,7 @@ def test_bench_smoke(tmp_path):
         assert handle.read() == readme_before
 
     # the README summary a full run writes: one line per benchmark, numbers from these results
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    try:
-        import report  # pylint: disable=import-outside-toplevel
-    finally:
-        sys.path.pop(0)
+    report = _bench_report()
     copy = tmp_path / 'README.md'
     copy.write_text('intro\n%s\nold line\n%s\nrest\n' % (report.README_START, report.README_END))
     assert report.update_readme(str(copy), results)
@@ -179,11 +185,7 @@ def test_bench_smoke(tmp_path):
 
 def test_a_merged_part_names_the_run_it_came_from():
     """The committed results' note on a merged part names the parts its run had: one (that part alone) or several."""
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    try:
-        import report  # pylint: disable=import-outside-toplevel
-    finally:
-        sys.path.pop(0)
+    report = _bench_report()
     with open(os.path.join(ROOT, 'bench', 'results.json')) as handle:
         results = json.load(handle)
     run = dict(started=1796600000.0, seconds=417.0, commit='0' * 40, smoke=False, loadavg_start=[0.1, 0.2, 0.3])
@@ -203,11 +205,7 @@ def test_the_benchmarks_duration_is_said_only_where_a_run_measured_it():
     """How long `make bench` takes is said by the measurement of the last full run (the first line of
     bench/results.md and the README's summary, both written from results.json), not by a figure in prose that drifts
     from it: the README once said 15 minutes beside a summary of 37."""
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    try:
-        import report  # pylint: disable=import-outside-toplevel
-    finally:
-        sys.path.pop(0)
+    report = _bench_report()
     with open(os.path.join(ROOT, 'bench', 'results.json')) as handle:
         minutes = '%.1f min' % (json.load(handle)['meta']['seconds'] / 60.0)
     with open(os.path.join(ROOT, 'README.md')) as handle:

@@ -134,7 +134,8 @@ class FleetBench(object):
         good += 2 * breakdown
         bad += breakdown
         self.build_releases(good=good, bad=bad)
-        self.fleet = Fleet(n, name=FLEET_NAME, base_dir=os.path.join(self.work, 'fleet'))
+        # stock hosts: without the test fleet's module_utils bytecode cache (tests/fleet), which a host does not have
+        self.fleet = Fleet(n, name=FLEET_NAME, base_dir=os.path.join(self.work, 'fleet'), bytecode_cache=False)
         self.fleet.up()
         return {'hosts': n}
 
@@ -342,7 +343,7 @@ class FleetBench(object):
         ensure_prereqs(init='systemd')
         saved = (self.fleet, self.current, self.app_vars)
         self.fleet = Fleet(max(self.ctx.confirm_hosts), name=FLEET_NAME,
-                           base_dir=os.path.join(self.work, 'fleet-systemd'), init='systemd')
+                           base_dir=os.path.join(self.work, 'fleet-systemd'), init='systemd', bytecode_cache=False)
         self.current, self.app_vars = None, SYSTEMD_APP_VARS
         try:
             self.fleet.up()

@@ -16,6 +16,10 @@ directory ``FAILSAFE_BYTECODE_CACHE`` names; ``FAILSAFE_BYTECODE_CACHE=off`` tur
 the user owns and no one else can write to is used, and only files in it that the user owns; anything that does
 not work out (no home, a read-only disk, a file that is not code) falls back to compiling, never to a failure. It
 keeps at most ``MAX_ENTRIES`` files, the oldest going first.
+
+The finder is put in place when this file is imported as the collection's module (a module's first import of it).
+``install(CachedFinder(prefix, directory))`` puts one in place for other packages read from a payload zip, with a
+cache directory of their own (the test fleet's hosts do so for ansible-core's module_utils: tests/fleet).
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -124,11 +128,12 @@ def _store(directory, path, code):
 class _CachedLoader:
     """Loads one module_utils file of a payload zip from the cache, compiling and caching it on a miss."""
 
-    def __init__(self, importer, fullname, inner, is_package):
+    def __init__(self, importer, fullname, inner, is_package, directory=None):
         self._importer = importer
         self._fullname = fullname
         self._inner = inner  # the file's path inside the zip: ansible_collections/.../_engine.py
         self._is_package = is_package
+        self._directory = directory  # the cache directory; None: cache_dir()
         self.path = os.path.join(importer.archive, inner)
 
     def create_module(self, spec):  # pylint: disable=unused-argument
@@ -156,7 +161,7 @@ class _CachedLoader:
     def get_code(self, fullname):
         self._check(fullname)
         source = self._importer.get_data(self._inner)
-        directory = cache_dir()
+        directory = self._directory or cache_dir()
         key = hashlib.sha256(_SALT + b'\0' + self._inner.encode('utf-8') + b'\0' + source).hexdigest()
         usable = directory is not None and _usable(directory)
         if usable:
@@ -171,14 +176,18 @@ class _CachedLoader:
         return code
 
 
-class _CachedFinder:
-    """Finds this collection's module_utils in a payload zip (for the others: None, and the usual finders go on)."""
+class CachedFinder:
+    """Finds the modules below ``prefix`` in a payload zip, cached in ``directory`` (default: cache_dir()); for
+    the others None, and the usual finders go on."""
 
     failsafe_bytecode = True  # how install() recognises a finder put there by an earlier import of this module
 
-    @staticmethod
-    def find_spec(fullname, path=None, target=None):  # pylint: disable=unused-argument
-        if not fullname.startswith(PREFIX) or not path:
+    def __init__(self, prefix=PREFIX, directory=None):
+        self.prefix = prefix
+        self.directory = directory
+
+    def find_spec(self, fullname, path=None, target=None):  # pylint: disable=unused-argument
+        if not fullname.startswith(self.prefix) or not path:
             return None
         tail = fullname.rpartition('.')[2]
         for entry in path:
@@ -195,7 +204,7 @@ class _CachedFinder:
                 importer.get_data(inner)
             except OSError:
                 continue  # bytecode only, or not there after all: the usual finders decide
-            loader = _CachedLoader(importer, fullname, inner, is_package)
+            loader = _CachedLoader(importer, fullname, inner, is_package, self.directory)
             spec = importlib.machinery.ModuleSpec(fullname, loader, origin=loader.path, is_package=is_package)
             if is_package:
                 spec.submodule_search_locations = [os.path.join(importer.archive, prefix + tail)]
@@ -204,18 +213,26 @@ class _CachedFinder:
         return None
 
 
-def install():
-    """Put the finder in sys.meta_path just before the path finder, which would find the modules in the zip
-    (once per interpreter; the finders before it, for built-in and frozen modules, never find these)."""
-    if cache_dir() is None:
+# the finder of this collection's module_utils
+_CachedFinder = CachedFinder()
+
+
+def install(cached=None):
+    """Put ``cached`` (default: the finder of this collection's module_utils) in sys.meta_path just before the path
+    finder, which would find the modules in the zip (once per interpreter and prefix; the finders before it, for
+    built-in and frozen modules, never find these)."""
+    cached = cached or _CachedFinder
+    if (cached.directory or cache_dir()) is None:
         return
-    if any(getattr(finder, 'failsafe_bytecode', False) for finder in sys.meta_path):
+    if any(getattr(finder, 'failsafe_bytecode', False) and getattr(finder, 'prefix', PREFIX) == cached.prefix
+           for finder in sys.meta_path):
         return
     for index, finder in enumerate(sys.meta_path):
         if finder is importlib.machinery.PathFinder:
-            sys.meta_path.insert(index, _CachedFinder())
+            sys.meta_path.insert(index, cached)
             return
-    sys.meta_path.append(_CachedFinder())
+    sys.meta_path.append(cached)
 
 
-install()
+if __name__ == PREFIX + '_bytecode':
+    install()

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tests.fleet.fleet import _links, _netns_list, _pid_alive  # noqa: E402  pylint: disable=wrong-import-position
+from tests.fleet.fleet import BYTECODE_DIR, _links, _netns_list, _pid_alive  # noqa: E402  pylint: disable=wrong-import-position
 from tests.fleet.pytest_fleet import fleet  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 from tests.requires import require_root  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -80,6 +80,29 @@ def test_srv_run_tmp_and_state_dir_are_per_host(fleet):
     assert hosts.run(two, ['hostname']).stdout.strip() == two.name
     assert two.address in hosts.run(two, ['ip', '-4', '-o', 'addr', 'show', 'eth0']).stdout
     assert hosts.host_path(one, '/etc/hostname') == '/etc/hostname'
+
+
+def test_module_runs_load_ansible_core_module_utils_from_the_hosts_bytecode_cache(fleet, tmp_path):
+    """Each host compiles ansible-core's module_utils once (tests/fleet: usercustomize.py in its own /root) instead of
+    in every module run; a fleet made with bytecode_cache=False, as the benchmarks make theirs, has none of it."""
+    hosts = fleet(1)
+    host = hosts.hosts[0]
+    cache = hosts.host_path(host, BYTECODE_DIR)
+    seen = []
+    for dummy in range(2):
+        statuses, output, dummy = ansible(hosts, tmp_path, 'all', '-m', 'ansible.builtin.stat', '-a', 'path=/etc/hostname')
+        assert statuses == {host.name: 'SUCCESS'}, output
+        seen.append({name: os.stat(os.path.join(cache, name)).st_ino for name in os.listdir(cache)})
+    # basic.py and the files it imports, compiled by the first run; the second loaded them and wrote nothing
+    assert len(seen[0]) >= 30 and seen[1] == seen[0]
+    # the machine's own Python and home are untouched
+    assert not os.path.exists(os.path.join(os.path.expanduser('~'), '.cache', 'failsafe-fleet'))
+    stock = fleet(1, bytecode_cache=False)
+    statuses, output, dummy = ansible(stock, tmp_path, 'all', '-m', 'ansible.builtin.stat', '-a', 'path=/etc/hostname')
+    assert statuses == {stock.hosts[0].name: 'SUCCESS'}, output
+    assert not os.path.exists(stock.host_path(stock.hosts[0], '/root/.cache/failsafe-fleet'))
+    assert stock.run(stock.hosts[0], ['/usr/bin/python3', '-c', 'import usercustomize'],
+                     capture_output=True).returncode != 0
 
 
 def test_crashed_host_is_unreachable_fast_and_restart_keeps_srv(fleet, tmp_path):

@@ -637,6 +637,7 @@ class CallbackModule(CallbackBase):
         self.layer_stages = {}
         self.ladder = {}
         self.finished = False
+        self._unfinished_reported = False
         self.outcome = None
         self._refused = []
         # Hosts that reverted a transaction by themselves (commit confirmed), as the next run's open or query found
@@ -716,6 +717,15 @@ class CallbackModule(CallbackBase):
             return
         for channel, event, result in self.alerts.problems():
             self._warn(_settings.problem_warning(channel, event, result, self.spool_path))
+
+    def _report_unfinished_alerts(self):
+        """Once, at the run's end (after its last wait for the channels): a warning per sender that is still busy,
+        naming what it had not delivered."""
+        if self.alerts is None or self._unfinished_reported:
+            return
+        self._unfinished_reported = True
+        for channel, items in self.alerts.unfinished():
+            self._warn(_settings.unfinished_warning(channel, items, self.alerts.wait_limit))
 
     # events ---------------------------------------------------------------------------------------------------
     def v2_playbook_on_start(self, playbook):
@@ -878,6 +888,7 @@ class CallbackModule(CallbackBase):
         finally:
             self.finished = True
             self._report_alert_problems()
+            self._report_unfinished_alerts()
 
     # parent: incident -----------------------------------------------------------------------------------------
     def _ensure_incident(self):
@@ -1061,6 +1072,7 @@ class CallbackModule(CallbackBase):
             why = self._signals.fired or 'the run ended without a play recap'
             try:
                 self._finish(None, interrupted=why)
+                self._report_unfinished_alerts()
                 return
             except BaseException as exc:  # pylint: disable=broad-except
                 self._warn('rollback after the interruption failed: %s: %s' % (type(exc).__name__, exc))

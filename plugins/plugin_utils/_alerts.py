@@ -352,6 +352,17 @@ class AlertDispatcher:
         workers = ([self._webhook] if self._webhook is not None else []) + self.channels
         return [w.name for w in workers if w.busy()]
 
+    def unfinished(self):
+        """[(sender name, [(event, spooled)])] of the senders that still have something queued or in flight: after
+        a ``flush()`` that ran out of time, what the run ends without knowing to be delivered."""
+        workers = ([self._webhook] if self._webhook is not None else []) + self.channels
+        out = []
+        for worker in workers:
+            items = worker.unfinished()
+            if items:
+                out.append((worker.name, items))
+        return out
+
     def flush(self, timeout=None):
         """Wait until every sender is done, or out of its own time limit, or ``timeout`` seconds (default
         ``wait_limit``) have passed, whichever comes first: one deadline for all of them, which send side by side.
@@ -380,13 +391,17 @@ class _ChannelWorker:
         self._queue = queue.Queue()
         self._thread = None
         self._lock = threading.Lock()
+        self._unfinished = []  # [(event, spooled)] queued or being sent, in order
 
     def put(self, payload, record, ledger=True):
         # Every key the worker will set exists from now on: a report written while a send is still running copies
         # the record without its size changing under it.
         record[self.name] = 'queued'
         record['%s_attempts' % self.name] = 0
-        self._queue.put((payload, record, ledger))
+        item = (payload.get('event'), bool(ledger))
+        with self._lock:
+            self._unfinished.append(item)
+        self._queue.put((payload, record, ledger, item))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name='failsafe-%s' % self.name, daemon=True)
@@ -394,8 +409,9 @@ class _ChannelWorker:
 
     def _run(self):
         while True:
-            payload, record, ledger = self._queue.get()
+            payload, record, ledger, item = self._queue.get()
             result = SendResult(False, 0, None, 'not sent', 0.0)
+            record[self.name] = 'sending'
             try:
                 result = self.channel.send(payload)
                 if result is None:
@@ -413,10 +429,17 @@ class _ChannelWorker:
                 if ledger and self._on_outcome is not None:
                     self._on_outcome(payload, self.name, result)
             finally:
+                with self._lock:
+                    self._unfinished.remove(item)
                 self._queue.task_done()
 
     def busy(self):
         return bool(self._queue.unfinished_tasks)
+
+    def unfinished(self):
+        """[(event, spooled)] of what this sender has queued or is sending, in order."""
+        with self._lock:
+            return list(self._unfinished)
 
     def sender_bound(self):
         """Seconds the sender may still take (each send is bounded by what is left of its time limit)."""

@@ -756,6 +756,16 @@ def split_urls(value):
     return [url for url in re.split(r'\s+', value or '') if url]
 
 
+def in_this_thread(module):
+    """An AppriseAsset under which Apprise sends from the calling thread (the channel's daemon thread): no
+    service time limit and no parallel mode, either of which hands the send to a pool thread that the interpreter
+    waits for at its exit, past the run's alert_wait_limit. The channel's own timeouts bound the send."""
+    try:
+        return module.AppriseAsset(async_mode=False, service_timeout=0)
+    except (AttributeError, TypeError):  # Apprise 1.x has neither a service time limit nor its keyword
+        return module.AppriseAsset(async_mode=False)
+
+
 class AppriseChannel(Channel):
     """Any service Apprise knows (``apprise.Apprise().add(url).notify(title, body)``). Optional: used only when the
     apprise package is installed. Apprise reports only success or failure, so a failure is retried within the
@@ -798,7 +808,7 @@ class AppriseChannel(Channel):
         if self._apprise is None:
             return None, 'the apprise package is not installed', False
         try:
-            notifier = self._apprise.Apprise()
+            notifier = self._apprise.Apprise(asset=in_this_thread(self._apprise))
             for index, url in enumerate(self._urls):
                 if not notifier.add(url):
                     return None, 'Apprise URL %d of %s is not understood (setting apprise_urls)' % (

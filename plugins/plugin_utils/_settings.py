@@ -122,3 +122,19 @@ def problem_warning(channel, event, result, spool_path):
                 % (channel, event, result.attempts, result.error, CHANNEL_SETTINGS[channel]))
     return ('could not write alert %r to the spool %s: %s (setting spool_path)'
             % (event, spool_path, result.error))
+
+
+def unfinished_warning(channel, items, wait_limit):
+    """The warning for a sender the run stopped waiting for (``items``: [(event, spooled)] it had queued or was
+    sending): none of them is known to be delivered."""
+    events = ', '.join(repr(event) for event, dummy in items)
+    spooled = [event for event, kept in items if kept]
+    where = ('; %s in the spool for the replay' % ('it is' if len(spooled) == 1 else 'they are')) if spooled else ''
+    if len(spooled) < len(items):
+        where += '; notices are not spooled'
+    if channel == 'webhook':
+        setting = 'webhook_url / FAILSAFE_WEBHOOK_URL'
+    else:
+        setting = CHANNEL_SETTINGS.get(channel, channel)
+    return ('%s alert(s) %s not delivered: queued or being sent when the run stopped waiting for the channels '
+            '(alert_wait_limit, %g s)%s (setting %s)' % (channel, events, wait_limit, where, setting))

@@ -214,3 +214,52 @@ def test_dispatcher_flush_waits_for_all_senders_side_by_side_against_one_deadlin
     assert dispatcher.flush() is False                  # the shared deadline (wait_limit), not 4 x 3 s in a row
     assert time.time() - start < 2.0
     assert sorted(dispatcher.pending()) == ['email', 'slack', 'teams', 'webhook']
+
+
+def test_what_a_sender_has_not_finished_when_the_wait_ends_is_named_alert_by_alert_and_recorded_as_such(tmp_path):
+    import threading
+    from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import SendResult
+    from ansible_collections.failsafe.deploy.plugins.plugin_utils._settings import unfinished_warning
+
+    class Held:
+        """A channel whose first send waits until released, then every send is delivered."""
+
+        name = 'slack'
+
+        def __init__(self):
+            self.release = threading.Event()
+
+        def max_duration(self):
+            return 30.0
+
+        def send(self, payload):
+            self.release.wait(20)
+            return SendResult(True, 1, 200, None, 0.0)
+
+    class Quick(Held):
+        name = 'teams'
+
+        def send(self, payload):
+            return SendResult(True, 1, 200, None, 0.0)
+
+    held = Held()
+    dispatcher = AlertDispatcher(spool=SpoolSender(str(tmp_path / 'a.jsonl')), channels=[held, Quick()],
+                                 wait_limit=0.3)
+    first = dispatcher.send({'event': 'deploy_failed'})
+    second = dispatcher.send({'event': 'rolled_back'})
+    dispatcher.notify({'event': 'deploy_committed'})
+    assert dispatcher.flush() is False
+    assert dispatcher.unfinished() == [('slack', [('deploy_failed', True), ('rolled_back', True),
+                                                  ('deploy_committed', False)])]
+    assert (first['slack'], second['slack']) == ('sending', 'queued')
+    assert (first['teams'], second['teams']) == ('delivered', 'delivered')
+    said = unfinished_warning('slack', dispatcher.unfinished()[0][1], dispatcher.wait_limit)
+    assert said == ("slack alert(s) 'deploy_failed', 'rolled_back', 'deploy_committed' not delivered: queued or being "
+                    "sent when the run stopped waiting for the channels (alert_wait_limit, 0.3 s); they are in the "
+                    "spool for the replay; notices are not spooled (setting FAILSAFE_SLACK_WEBHOOK_URL)")
+    assert "'deploy_failed' not delivered" in unfinished_warning('webhook', [('deploy_failed', True)], 10.0)
+    assert 'it is in the spool' in unfinished_warning('webhook', [('deploy_failed', True)], 10.0)
+    held.release.set()
+    assert dispatcher.flush(timeout=10) is True
+    assert dispatcher.unfinished() == []
+    assert (first['slack'], second['slack']) == ('delivered', 'delivered')

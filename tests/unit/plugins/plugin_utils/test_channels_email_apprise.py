@@ -241,6 +241,47 @@ def test_given_apprise_cannot_reach_its_url_then_the_failure_is_bounded_and_name
     assert APPRISE_TOKEN not in result.error
 
 
+SENDING_CHILD = """
+import sys, threading
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._channels import AppriseChannel
+from ansible_collections.failsafe.deploy.plugins.plugin_utils._redact import Redactor
+channel = AppriseChannel(sys.argv[1], redactor=Redactor(), timeout=20.0, retries=0, time_limit=30.0)
+threading.Thread(target=channel.send, args=({'event': 'deploy_failed', 'at': 'now'},), daemon=True).start()
+sys.stdin.readline()  # the parent has seen the connection: the send is in flight
+"""
+
+
+def test_given_apprise_is_sending_when_the_run_ends_then_the_interpreter_does_not_wait_for_it():
+    """Apprise 2 sends from a pool thread the interpreter joins at its exit (for a service time limit, on by
+    default, or its parallel mode): a send in flight would hold the run past alert_wait_limit, up to the channel's
+    timeout. The channel makes it send from the calling thread, the channel's daemon thread."""
+    require_module('apprise', 'apprise is missing (requirements-dev.txt)')
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(4)
+    listener.settimeout(60)
+    url = 'json://127.0.0.1:%d/hook' % listener.getsockname()[1]
+    child = subprocess.Popen([sys.executable, '-c', SENDING_CHILD, url], stdin=subprocess.PIPE, text=True,
+                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        conn, dummy = listener.accept()  # connected, waiting for an answer that never comes (20 s per attempt)
+        try:
+            child.stdin.write('exit\n')
+            child.stdin.flush()
+            start = time.monotonic()
+            child.wait(timeout=60)
+            waited = time.monotonic() - start
+        finally:
+            conn.close()
+    finally:
+        listener.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0
+    assert waited < 10.0, waited  # far from the 20 s the send could still take
+
+
 def test_given_a_malformed_apprise_url_then_the_channel_fails_without_raising():
     require_module('apprise', 'apprise is missing (requirements-dev.txt)')
     result = AppriseChannel('no-such-scheme://x', redactor=Redactor(), **fast()).send(FAILED)

@@ -637,7 +637,6 @@ class CallbackModule(CallbackBase):
         self.layer_stages = {}
         self.ladder = {}
         self.finished = False
-        self._unfinished_reported = False
         self.outcome = None
         self._refused = []
         # Hosts that reverted a transaction by themselves (commit confirmed), as the next run's open or query found
@@ -712,20 +711,11 @@ class CallbackModule(CallbackBase):
         finally:
             self._report_alert_problems()
 
-    def _report_alert_problems(self):
-        if self.alerts is None:
-            return
-        for channel, event, result in self.alerts.problems():
-            self._warn(_settings.problem_warning(channel, event, result, self.spool_path))
-
-    def _report_unfinished_alerts(self):
-        """Once, at the run's end (after its last wait for the channels): a warning per sender that is still busy,
-        naming what it had not delivered."""
-        if self.alerts is None or self._unfinished_reported:
-            return
-        self._unfinished_reported = True
-        for channel, items in self.alerts.unfinished():
-            self._warn(_settings.unfinished_warning(channel, items, self.alerts.wait_limit))
+    def _report_alert_problems(self, final=False):
+        """Warn about each alert a sender failed to deliver and, at the run's end (``final``), what one still had."""
+        if self.alerts is not None:
+            for line in _settings.alert_warnings(self.alerts, self.spool_path, final):
+                self._warn(line)
 
     # events ---------------------------------------------------------------------------------------------------
     def v2_playbook_on_start(self, playbook):
@@ -887,8 +877,7 @@ class CallbackModule(CallbackBase):
                 self._banner_failed('internal error of the auto_rollback callback: %s' % exc)
         finally:
             self.finished = True
-            self._report_alert_problems()
-            self._report_unfinished_alerts()
+            self._report_alert_problems(final=True)
 
     # parent: incident -----------------------------------------------------------------------------------------
     def _ensure_incident(self):
@@ -1072,7 +1061,7 @@ class CallbackModule(CallbackBase):
             why = self._signals.fired or 'the run ended without a play recap'
             try:
                 self._finish(None, interrupted=why)
-                self._report_unfinished_alerts()
+                self._report_alert_problems(final=True)
                 return
             except BaseException as exc:  # pylint: disable=broad-except
                 self._warn('rollback after the interruption failed: %s: %s' % (type(exc).__name__, exc))

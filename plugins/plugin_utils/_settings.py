@@ -124,6 +124,15 @@ def problem_warning(channel, event, result, spool_path):
             % (event, spool_path, result.error))
 
 
+def alert_warnings(dispatcher, spool_path, final=False):
+    """The warnings for what the alert senders of ``dispatcher`` did not deliver: each failure (handed out once), and
+    at the run's end (``final``: after its last wait for them) what a sender still had queued or in flight."""
+    lines = [problem_warning(channel, event, result, spool_path) for channel, event, result in dispatcher.problems()]
+    if final:
+        lines += [unfinished_warning(channel, items, dispatcher.wait_limit) for channel, items in dispatcher.unfinished()]
+    return lines
+
+
 def unfinished_warning(channel, items, wait_limit):
     """The warning for a sender the run stopped waiting for (``items``: [(event, spooled)] it had queued or was
     sending): none of them is known to be delivered."""

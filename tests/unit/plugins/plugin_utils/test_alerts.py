@@ -219,7 +219,7 @@ def test_dispatcher_flush_waits_for_all_senders_side_by_side_against_one_deadlin
 def test_what_a_sender_has_not_finished_when_the_wait_ends_is_named_alert_by_alert_and_recorded_as_such(tmp_path):
     import threading
     from ansible_collections.failsafe.deploy.plugins.plugin_utils._alerts import SendResult
-    from ansible_collections.failsafe.deploy.plugins.plugin_utils._settings import unfinished_warning
+    from ansible_collections.failsafe.deploy.plugins.plugin_utils._settings import alert_warnings, unfinished_warning
 
     class Held:
         """A channel whose first send waits until released, then every send is delivered."""
@@ -257,6 +257,8 @@ def test_what_a_sender_has_not_finished_when_the_wait_ends_is_named_alert_by_ale
     assert said == ("slack alert(s) 'deploy_failed', 'rolled_back', 'deploy_committed' not delivered: queued or being "
                     "sent when the run stopped waiting for the channels (alert_wait_limit, 0.3 s); they are in the "
                     "spool for the replay; notices are not spooled (setting FAILSAFE_SLACK_WEBHOOK_URL)")
+    assert alert_warnings(dispatcher, None) == []  # during the run: a sender still busy is no news
+    assert alert_warnings(dispatcher, None, final=True) == [said]  # at its end it is
     assert "'deploy_failed' not delivered" in unfinished_warning('webhook', [('deploy_failed', True)], 10.0)
     assert 'it is in the spool' in unfinished_warning('webhook', [('deploy_failed', True)], 10.0)
     held.release.set()

@@ -16,14 +16,43 @@ __metaclass__ = type
 import http.client
 import http.server
 import json
+import random
 import socket
 import threading
 import time
 import urllib.request
 
 
+# Ports free_port picks from: below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by
+# default), which it hands to every outgoing connection and every bind to port 0. A port taken from that range was
+# free when it was picked, and any connection made before the service bound it (an SSH session, an HTTP client, a
+# receiver on port 0) could take it meanwhile: "Address already in use" in a test that had nothing wrong.
+PORT_FLOOR = 20000
+
+
+def _ephemeral_floor():
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host='127.0.0.1'):
-    """A TCP port nothing listens on at the moment of the call (the kernel's pick)."""
+    """A TCP port nothing listens on at the moment of the call, below the kernel's ephemeral range (so no outgoing
+    connection or port-0 bind can take it before the caller's service binds it), picked at random so that test
+    processes side by side do not pick the same one."""
+    ceiling = _ephemeral_floor()
+    if ceiling - PORT_FLOOR >= 1000:  # else an unusual ephemeral range: the kernel's pick below
+        picker = random.SystemRandom()
+        for dummy in range(200):
+            port = picker.randrange(PORT_FLOOR, ceiling)
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

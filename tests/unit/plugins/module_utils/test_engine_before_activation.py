@@ -28,14 +28,7 @@ from ansible_collections.failsafe.deploy.plugins.module_utils import _engine as 
 from ansible_collections.failsafe.deploy.plugins.module_utils._journal import DeployState
 from ansible_collections.failsafe.deploy.plugins.module_utils._layers import _run
 from ansible_collections.failsafe.deploy.plugins.module_utils._release import ReleaseRoot, ensure_staged
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from ansible_collections.failsafe.deploy.tests.helpers import free_port
 
 
 def _answer(port, path='/VERSION'):
@@ -103,7 +96,7 @@ def test_a_first_deploy_that_fails_before_activation_is_rolled_back_to_nothing_d
     if how == 'no-snapshot':
         p['snapshot_paths'] = []
     # a check of a port nothing listens on: a rollback that checked a release would fail on it
-    dead = {'name': 'health', 'port': _free_port(), 'host': '127.0.0.1', 'retries': 0, 'timeout': 1}
+    dead = {'name': 'health', 'port': free_port(), 'host': '127.0.0.1', 'retries': 0, 'timeout': 1}
     commands = Commands()
     opened = engine.open_phase(dict(p), commands)
     assert opened['previous_release'] is None
@@ -177,7 +170,7 @@ def supervisor(tmp_path, site):
                     'childlogdir=%(d)s\n[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = '
                     'supervisor.rpcinterface:make_main_rpcinterface\n[supervisorctl]\nserverurl=unix://%(d)s/s.sock\n'
                     '[include]\nfiles = %(d)s/conf.d/*.conf\n' % {'d': str(d)})
-    port = _free_port()
+    port = free_port()
     settings = {'manager': 'supervisor', 'name': 'web', 'supervisorctl': ctl, 'supervisord': sd,
                 'conf': str(conf), 'start': True, 'log': str(d / 'web.log')}
     program = {'dest': str(d / 'conf.d' / 'web.conf'), 'content': (

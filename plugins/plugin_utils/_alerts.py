@@ -347,21 +347,18 @@ class AlertDispatcher:
             out, self._problems = self._problems, []
         return out
 
+    def _senders(self):
+        return ([self._webhook] if self._webhook is not None else []) + self.channels
+
     def pending(self):
         """Names of the senders that still have alerts queued or in flight."""
-        workers = ([self._webhook] if self._webhook is not None else []) + self.channels
-        return [w.name for w in workers if w.busy()]
+        return [name for name, dummy in self.unfinished()]
 
     def unfinished(self):
         """[(sender name, [(event, spooled)])] of the senders that still have something queued or in flight: after
         a ``flush()`` that ran out of time, what the run ends without knowing to be delivered."""
-        workers = ([self._webhook] if self._webhook is not None else []) + self.channels
-        out = []
-        for worker in workers:
-            items = worker.unfinished()
-            if items:
-                out.append((worker.name, items))
-        return out
+        listed = [(w.name, w.unfinished()) for w in self._senders()]
+        return [(name, items) for name, items in listed if items]
 
     def flush(self, timeout=None):
         """Wait until every sender is done, or out of its own time limit, or ``timeout`` seconds (default
@@ -369,7 +366,7 @@ class AlertDispatcher:
         True when nothing is pending. What is not sent stays in the spool for the replay."""
         start = time.monotonic()
         deadline = start + (self.wait_limit if timeout is None else max(0.0, float(timeout)))
-        workers = ([self._webhook] if self._webhook is not None else []) + self.channels
+        workers = self._senders()
         # each sender's own bound, taken now: what is left of its time limit (plus a little)
         own = dict((id(w), start + w.sender_bound()) for w in workers)
         while True:
@@ -434,7 +431,7 @@ class _ChannelWorker:
                 self._queue.task_done()
 
     def busy(self):
-        return bool(self._queue.unfinished_tasks)
+        return bool(self.unfinished())
 
     def unfinished(self):
         """[(event, spooled)] of what this sender has queued or is sending, in order."""

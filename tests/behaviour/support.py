@@ -10,6 +10,8 @@ import signal
 import stat
 import subprocess
 import tarfile
+import threading
+import time
 import urllib.request
 
 # the behaviour tests import these two from here
@@ -119,6 +121,24 @@ def tree_digest(paths):
     return out
 
 
+def run_stamped(cmd, env, cwd, timeout):
+    """subprocess.run(cmd) with stdout and stderr together, each line stamped with the time.monotonic() it arrived:
+    the CompletedProcess has ``stamped`` ([(time, line)]) and ``ended`` (when the exit was seen) besides ``stdout``."""
+    child = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killer = threading.Timer(timeout, child.kill)
+    killer.start()
+    try:
+        stamped = [(time.monotonic(), line) for line in child.stdout]
+        child.wait()
+        ended = time.monotonic()
+    finally:
+        killer.cancel()
+        child.stdout.close()
+    proc = subprocess.CompletedProcess(cmd, child.returncode, ''.join(line for dummy, line in stamped))
+    proc.stamped, proc.ended = stamped, ended
+    return proc
+
+
 class LocalDeploy:
     """The demo setup of examples/demo in a private directory, driven by real ansible-playbook runs."""
 
@@ -157,17 +177,22 @@ class LocalDeploy:
     def captured_paths(self):
         return [os.path.join(self.app_root, 'current'), os.path.join(self.app_root, 'shared'), self.program_conf]
 
-    def playbook(self, playbook, *args, inventory=None):
+    def playbook(self, playbook, *args, inventory=None, stamped=False):
+        """Run ``playbook`` on the demo inventory. ``stamped``: the result also has ``stamped``, each output line with
+        the time.monotonic() it arrived, and ``ended``, when the process was seen to exit."""
         cmd = ['ansible-playbook', '-i', inventory or os.path.join(DEMO, 'inventory.yml'), playbook] + list(args)
-        proc = subprocess.run(cmd, env=self.env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=600, check=False)
+        if stamped:
+            proc = run_stamped(cmd, env=self.env, cwd=self.dir, timeout=600)
+        else:
+            proc = subprocess.run(cmd, env=self.env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, timeout=600, check=False)
         with open(os.path.join(self.dir, 'runs.log'), 'a') as log:
             log.write('$ %s\n%s\nrc=%s\n' % (' '.join(cmd), proc.stdout, proc.returncode))
         assert_no_ignored_callback_errors(proc.stdout, where=' '.join(cmd))
         return proc
 
-    def deploy(self, version, *args):
-        return self.playbook('failsafe.deploy.deploy', '-e', 'release_version=%s' % version, *args)
+    def deploy(self, version, *args, stamped=False):
+        return self.playbook('failsafe.deploy.deploy', '-e', 'release_version=%s' % version, *args, stamped=stamped)
 
     def digest(self):
         return tree_digest(self.captured_paths)

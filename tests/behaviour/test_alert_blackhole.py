@@ -29,11 +29,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
-from support import DEMO, ROOT, VENV_BIN, Receiver, assert_no_ignored_callback_errors
+from support import ROOT, VENV_BIN, Receiver
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'unit', 'plugins', 'plugin_utils'))
@@ -133,26 +132,10 @@ def timed_deploy(d, version):
     """Deploy ``version`` (again: failsafe_force past the quarantine of a release that failed before). Returns the
     finished process and the seconds from the rollback's last output line (``rollback | ...``, stamped as it
     arrived) to the run's exit: the run's end, where it waits for the channels."""
-    cmd = ['ansible-playbook', '-i', os.path.join(DEMO, 'inventory.yml'), 'failsafe.deploy.deploy',
-           '-e', 'release_version=%s' % version, '-e', 'failsafe_force=true']
-    child = subprocess.Popen(cmd, env=d.env, cwd=d.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killer = threading.Timer(600, child.kill)
-    killer.start()
-    try:
-        stamped = [(time.monotonic(), line) for line in child.stdout]
-        child.wait()
-        ended = time.monotonic()
-    finally:
-        killer.cancel()
-        child.stdout.close()
-    output = ''.join(line for dummy, line in stamped)
-    with open(os.path.join(d.dir, 'runs.log'), 'a') as log:
-        log.write('$ %s\n%s\nrc=%s\n' % (' '.join(cmd), output, child.returncode))
-    assert_no_ignored_callback_errors(output, where=' '.join(cmd))
-    proc = subprocess.CompletedProcess(cmd, child.returncode, output)
-    rollback_lines = [at for at, line in stamped if line.startswith('rollback | ')]
-    assert rollback_lines, output[-6000:]
-    return proc, ended - rollback_lines[-1]
+    proc = d.deploy(version, '-e', 'failsafe_force=true', stamped=True)
+    rollback_lines = [at for at, line in proc.stamped if line.startswith('rollback | ')]
+    assert rollback_lines, proc.stdout[-6000:]
+    return proc, proc.ended - rollback_lines[-1]
 
 
 def newest_report(d):

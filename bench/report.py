@@ -128,6 +128,22 @@ def callback_md(d):
     return out
 
 
+def interpreter_md(d):
+    out = ['## 11. The tooling\'s interpreter', '',
+           'The callback benchmark\'s playbook of %d localhost tasks (the `auto_rollback` callback enabled) with the '
+           'virtualenv\'s packages under each Python of its version on this machine, modules included, runs '
+           'interleaved, %d each; CPU time is user + system of the whole process tree. `scripts/venv.sh` makes the '
+           'virtualenvs from the distribution\'s build when there is one of the version of `python3`.'
+           % (d['tasks'], d['repeats']), '',
+           '| interpreter | version | wall time | CPU time | CPU time / virtualenv\'s |', '| --- | --- | --- | --- | --- |']
+    for row in d['rows']:
+        out.append('| %s (`%s`) | %s | %s | %s | %s |' % (
+            row['side'], row['real_path'], row['version'], _s(row['wall']), _s(row['cpu']),
+            '%.3f' % row['cpu_ratio_to_virtualenv'] if row.get('cpu_ratio_to_virtualenv') else 'n/a'))
+    out.append('')
+    return out
+
+
 def scaling_md(rows):
     out = ['## 4. Fleet scaling', '',
            'A good deploy of the example app with 500 filler files (`failsafe.deploy.deploy`, callback enabled) '
@@ -440,6 +456,8 @@ def markdown(results):
         out += breakdown_md(results['breakdown'], results.get('callback'))
     if results.get('transport'):
         out += transport_md(results['transport'])
+    if results.get('interpreter'):
+        out += interpreter_md(results['interpreter'])
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

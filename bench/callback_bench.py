@@ -40,16 +40,21 @@ def callback_seconds(profile):
     return own, calls, st.total_tt
 
 
+def write_tasks_playbook(path, tasks):
+    """A playbook of ``tasks`` localhost tasks, the KINDS in turn, at ``path``; returns ``path``."""
+    with open(path, 'w') as handle:
+        handle.write('---\n- name: Many small tasks\n  hosts: localhost\n  gather_facts: false\n  tasks:\n')
+        for i in range(tasks):
+            handle.write(KINDS[i % 3].format(i=i))
+    return path
+
+
 class CallbackBench(object):
     def __init__(self, ctx):
         self.ctx = ctx
         self.work = os.path.join(ctx.work, 'callback')
         os.makedirs(self.work, exist_ok=True)
-        self.playbook = os.path.join(self.work, 'tasks.yml')
-        with open(self.playbook, 'w') as handle:
-            handle.write('---\n- name: Many small tasks\n  hosts: localhost\n  gather_facts: false\n  tasks:\n')
-            for i in range(ctx.callback_tasks):
-                handle.write(KINDS[i % 3].format(i=i))
+        self.playbook = write_tasks_playbook(os.path.join(self.work, 'tasks.yml'), ctx.callback_tasks)
         self.cfg_on = write_cfg(os.path.join(self.work, 'on.cfg'), ['failsafe.deploy.auto_rollback'])
         self.cfg_off = write_cfg(os.path.join(self.work, 'off.cfg'), [])
         self.ansible_playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')

@@ -19,7 +19,7 @@ import sysconfig
 
 from common import ratio, run, stats, write_cfg
 
-from callback_bench import KINDS
+from callback_bench import write_tasks_playbook
 
 
 def _identity(python):
@@ -55,11 +55,7 @@ class InterpreterBench(object):
         self.ctx = ctx
         self.work = os.path.join(ctx.work, 'interpreter')
         os.makedirs(self.work, exist_ok=True)
-        self.playbook = os.path.join(self.work, 'tasks.yml')
-        with open(self.playbook, 'w') as handle:
-            handle.write('---\n- name: Many small tasks\n  hosts: localhost\n  gather_facts: false\n  tasks:\n')
-            for i in range(ctx.interpreter_tasks):
-                handle.write(KINDS[i % 3].format(i=i))
+        self.playbook = write_tasks_playbook(os.path.join(self.work, 'tasks.yml'), ctx.interpreter_tasks)
         self.cfg = write_cfg(os.path.join(self.work, 'ansible.cfg'), ['failsafe.deploy.auto_rollback'])
         self.ansible_playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
         self.site = sysconfig.get_paths()['purelib']

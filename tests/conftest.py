@@ -18,6 +18,20 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 pytest_plugins = ['tests.fleet.pytest_fleet']
 
+# The module runs of the tests' local hosts (the demo sites: local connection, this virtualenv's python) compile
+# ansible-core's module_utils from each AnsiballZ payload again, as the fleet's hosts would without their
+# usercustomize.py (tests/fleet/fleet.py, module docstring). Every process the tests start gets the same stand-in as
+# a sitecustomize.py on PYTHONPATH, with a cache directory of its own: it looks up nothing but ansible.module_utils.*
+# read from a payload zip, keyed by a hash of each file's source, so the same code runs, compiled once.
+# FAILSAFE_FLEET_BYTECODE=off turns it off with the fleet's.
+if os.environ.get('FAILSAFE_FLEET_BYTECODE', 'on').lower() not in ('off', '0', 'false', 'no'):
+    from tests.fleet.fleet import write_module_utils_cache  # noqa: E402  pylint: disable=wrong-import-position
+
+    _SITE = os.path.join(ROOT, '.build', 'module-utils-site')
+    write_module_utils_cache(_SITE, 'sitecustomize.py', os.path.join(ROOT, '.build', 'module-utils-cache'))
+    if _SITE not in os.environ.get('PYTHONPATH', '').split(os.pathsep):
+        os.environ['PYTHONPATH'] = os.pathsep.join(p for p in (_SITE, os.environ.get('PYTHONPATH', '')) if p)
+
 
 # CPU seconds of each test, where scripts/test.sh runs this pytest in a cgroup of its own (FAILSAFE_CPU_USAGE names
 # its usage file): the group's usage from the test's setup to its teardown, the hosts and servers it drives

@@ -241,6 +241,30 @@ def _run(argv, check=True, **kwargs):
 _USER_SITES = {}
 
 
+def write_module_utils_cache(site, hook, directory):
+    """Puts ansible-core's module_utils bytecode cache (USERCUSTOMIZE, with the collection's finder beside it as
+    BYTECODE_MODULE) in the folder ``site`` as the file ``hook`` (usercustomize.py in a user site, sitecustomize.py in
+    a folder on PYTHONPATH), with the cache in ``directory``. Each file is written to a temporary name and renamed, so
+    an interpreter starting meanwhile reads the old file or the new one, never a part."""
+    os.makedirs(site, exist_ok=True)
+    with open(BYTECODE_SOURCE, encoding='utf-8') as handle:
+        finder = handle.read()
+    for name, text in ((BYTECODE_MODULE + '.py', finder),
+                       (hook, USERCUSTOMIZE % {'module': BYTECODE_MODULE, 'directory': directory})):
+        path = os.path.join(site, name)
+        try:
+            with open(path, encoding='utf-8') as handle:
+                if handle.read() == text:
+                    continue
+        except OSError:
+            pass
+        fd, tmp = tempfile.mkstemp(dir=site, prefix='.' + name)
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+
 def _user_site(python):
     """The user site folder of ``python`` relative to its user's home, e.g. .local/lib/python3.11/site-packages."""
     if python not in _USER_SITES:
@@ -785,15 +809,12 @@ class Fleet:
     def _write_bytecode_cache(self, home):
         """The module_utils bytecode cache of a host whose /root is ``home`` (see the module docstring), or none."""
         site = os.path.join(home, _user_site(HOST_PYTHON))
-        paths = [os.path.join(site, name) for name in ('usercustomize.py', BYTECODE_MODULE + '.py')]
         if not self.bytecode_cache:
-            for path in paths:
-                if os.path.exists(path):
-                    os.unlink(path)
+            for name in ('usercustomize.py', BYTECODE_MODULE + '.py'):
+                if os.path.exists(os.path.join(site, name)):
+                    os.unlink(os.path.join(site, name))
             return
-        os.makedirs(site, exist_ok=True)
-        _write(paths[0], USERCUSTOMIZE % {'module': BYTECODE_MODULE, 'directory': BYTECODE_DIR})
-        shutil.copyfile(BYTECODE_SOURCE, paths[1])
+        write_module_utils_cache(site, 'usercustomize.py', BYTECODE_DIR)
 
     def _sshd_config(self, host):
         d = self._sshd_dir_in_host()

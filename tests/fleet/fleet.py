@@ -46,7 +46,9 @@ virtualenv's or another version's) that loads those files through the collection
 (plugins/module_utils/_bytecode.py, copied beside it, with a cache directory of its own:
 ``/root/.cache/failsafe-fleet/bytecode``), keyed by a hash of each file's source: the same code runs, compiled once
 per host. ``Fleet(bytecode_cache=False)`` or ``FAILSAFE_FLEET_BYTECODE=off`` makes hosts without it, as stock as a
-host can be (the benchmarks measure those).
+host can be (the benchmarks measure those). The tests' local hosts (local connection, the virtualenv's python) get
+the same stand-in from tests/conftest.py, as a sitecustomize.py on PYTHONPATH (write_module_utils_cache; the cache in
+``.build/module-utils-cache``), and ``FAILSAFE_FLEET_BYTECODE=off`` turns that off too.
 """
 
 import atexit

@@ -14,8 +14,9 @@
 # The virtualenvs are made from FAILSAFE_PYTHON when it is set, else from the distribution's /usr/bin/python3 when it
 # is the same Python version as `python3` and has its venv module, else from `python3`. A distribution's build is
 # compiled with profile-guided and link-time optimisation, which a build from source (pyenv's, by default) is not:
-# ansible-playbook, its forked workers and pytest use about 15% less CPU on it (bench/interpreter.py measures both
-# on this machine). The cache key names the interpreter, so each has virtualenvs of its own.
+# ansible-playbook, its forked workers and pytest use about 15% less CPU on it (make bench, part interpreter, in
+# bench/interpreter_bench.py, measures both on this machine). The cache key names the interpreter, so each has
+# virtualenvs of its own.
 
 # venv_python: the interpreter the virtualenvs are made from (see above).
 venv_python() {
@@ -43,10 +44,11 @@ venv_cache_dir() {
   fi
 }
 
-# install_venv DIR REQUIREMENTS LOCK: a new virtualenv at DIR with REQUIREMENTS installed under LOCK's versions.
+# install_venv DIR REQUIREMENTS LOCK PYTHON: a new virtualenv at DIR, made by PYTHON, with REQUIREMENTS installed
+# under LOCK's versions.
 install_venv() {
-  local dir=$1 requirements=$2 lock=$3
-  "$(venv_python)" -m venv "$dir" || return 1
+  local dir=$1 requirements=$2 lock=$3 python=$4
+  "$python" -m venv "$dir" || return 1
   local constraint=()
   [ -f "$lock" ] && constraint=(-c "$lock")
   "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" "${constraint[@]}" 2>&1 \
@@ -59,12 +61,13 @@ install_venv() {
 ensure_venv() {
   local name=$1 link=$2
   shift 2
-  local root requirements lock want
+  local root requirements lock want python
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   requirements="$root/requirements-$name.txt"
   lock="$root/requirements-$name.lock"
+  python=$(venv_python)
   # the Python version, and which interpreter of it (its real path and build, hashed)
-  want=$(cat "$requirements" "$lock" 2>/dev/null | sha256sum | cut -c1-16)-$("$(venv_python)" -c '
+  want=$(cat "$requirements" "$lock" 2>/dev/null | sha256sum | cut -c1-16)-$("$python" -c '
 import hashlib, os, sys
 print("py%d.%d-%s" % (sys.version_info[:2] + (hashlib.sha256((os.path.realpath(sys.executable) + sys.version).encode()).hexdigest()[:8],)))')
   local checks=(true)
@@ -83,7 +86,7 @@ print("py%d.%d-%s" % (sys.version_info[:2] + (hashlib.sha256((os.path.realpath(s
     fi
     echo "==> Creating virtualenv $link ($name tooling, locked versions)" >&2
     rm -rf "$link"
-    install_venv "$link" "$requirements" "$lock" || return 1
+    install_venv "$link" "$requirements" "$lock" "$python" || return 1
     if [ "${checks[0]}" != true ]; then "$link/bin/python" -c "${checks[0]}" || return 1; fi
     echo "$want" >"$link/.failsafe-stamp"
     return 0
@@ -99,7 +102,7 @@ print("py%d.%d-%s" % (sys.version_info[:2] + (hashlib.sha256((os.path.realpath(s
       if [ ! -f "$dir/.failsafe-stamp" ]; then
         echo "==> Creating virtualenv $dir ($name tooling, locked versions; cached by the hash of the lock)" >&2
         rm -rf "$dir"
-        install_venv "$dir" "$requirements" "$lock" || { rm -rf "$dir"; exit 1; }
+        install_venv "$dir" "$requirements" "$lock" "$python" || { rm -rf "$dir"; exit 1; }
         if [ "${checks[0]}" != true ]; then "$dir/bin/python" -c "${checks[0]}" || { rm -rf "$dir"; exit 1; }; fi
         echo "$want" >"$dir/.failsafe-stamp"
       fi

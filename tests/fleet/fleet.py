@@ -246,8 +246,8 @@ _USER_SITES = {}
 def write_module_utils_cache(site, hook, directory):
     """Puts ansible-core's module_utils bytecode cache (USERCUSTOMIZE, with the collection's finder beside it as
     BYTECODE_MODULE) in the folder ``site`` as the file ``hook`` (usercustomize.py in a user site, sitecustomize.py in
-    a folder on PYTHONPATH), with the cache in ``directory``. Each file is written to a temporary name and renamed, so
-    an interpreter starting meanwhile reads the old file or the new one, never a part."""
+    a folder on PYTHONPATH), with the cache in ``directory``. A file already as it should be is left alone; the others
+    are written with _write, so an interpreter starting meanwhile reads the old file or the new one, never a part."""
     os.makedirs(site, exist_ok=True)
     with open(BYTECODE_SOURCE, encoding='utf-8') as handle:
         finder = handle.read()
@@ -260,11 +260,7 @@ def write_module_utils_cache(site, hook, directory):
                     continue
         except OSError:
             pass
-        fd, tmp = tempfile.mkstemp(dir=site, prefix='.' + name)
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        _write(path, text)
 
 
 def _user_site(python):
@@ -355,8 +351,10 @@ def _ssh_options_argv():
 
 
 def _write(path, text, mode=0o644):
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as handle:
+    """Writes ``path`` through a temporary file of its own, renamed into place: a reader, or another process
+    writing the same file, sees the old text or the new one, never a part."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.' + os.path.basename(path))
+    with os.fdopen(fd, 'w', encoding='utf-8') as handle:
         handle.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)

@@ -144,6 +144,22 @@ def interpreter_md(d):
     return out
 
 
+def gc_freeze_md(d):
+    out = ['## 12. The callback\'s gc_freeze', '',
+           'The callback benchmark\'s playbook of %d tasks on %d local hosts (a worker forked per task and host, the '
+           '`auto_rollback` callback enabled) with `FAILSAFE_GC_FREEZE` true (the default: garbage collected and the '
+           'collector\'s objects frozen before each fork) and false, interleaved, %d run(s) a side; CPU time is user + '
+           'system of the whole process tree, memory the peak of the process tree.' % (d['tasks'], d['hosts'], d['repeats']),
+           '', '| gc_freeze | wall time | CPU time | peak memory |', '| --- | --- | --- | --- |']
+    for row in d['rows']:
+        out.append('| %s | %s | %s | %s |' % (row['side'], _s(row['wall']), _s(row['cpu']),
+                                              _s(row['peak_rss_kb'], 'kB', 0)))
+    out += ['', 'On against off: CPU time %s, wall time %s, peak memory %s.' % tuple(
+        '%.3f' % d[key] if d.get(key) else 'n/a'
+        for key in ('cpu_ratio_on_to_off', 'wall_ratio_on_to_off', 'peak_rss_ratio_on_to_off')), '']
+    return out
+
+
 def scaling_md(rows):
     out = ['## 4. Fleet scaling', '',
            'A good deploy of the example app with 500 filler files (`failsafe.deploy.deploy`, callback enabled) '
@@ -458,6 +474,8 @@ def markdown(results):
         out += transport_md(results['transport'])
     if results.get('interpreter'):
         out += interpreter_md(results['interpreter'])
+    if results.get('gc_freeze'):
+        out += gc_freeze_md(results['gc_freeze'])
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

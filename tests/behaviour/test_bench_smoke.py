@@ -160,9 +160,18 @@ def test_bench_smoke(tmp_path):
         _stat(traffic['haproxy'][key])
     assert traffic['haproxy']['requests'] > 0 and traffic['haproxy']['rolling_served_new'] is True
 
+    # the callback's gc_freeze on and off, the same playbook on 2 local hosts, one run a side
+    gcf = results['gc_freeze']
+    assert (gcf['tasks'], gcf['hosts'], gcf['repeats']) == (15, 2, 1)
+    assert [(row['side'], row['setting']) for row in gcf['rows']] == [('on', 'true'), ('off', 'false')]
+    for row in gcf['rows']:
+        for key in ('wall', 'cpu', 'peak_rss_kb'):
+            _stat(row[key])
+    assert gcf['cpu_ratio_on_to_off'] > 0 and gcf['peak_rss_ratio_on_to_off'] > 0
+
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
                   '## 5. Peak memory', '## 6. Commit confirmed', '## 8. Mitogen', '## 9. Where a call',
-                  '## 10. Transport'):
+                  '## 10. Transport', '## 11. The tooling', '## 12. The callback\'s gc_freeze'):
         assert title in md
     # smoke output goes where it was asked, never over the committed results or the README's summary
     assert not os.path.samefile(str(out), os.path.join(ROOT, 'bench'))

@@ -27,6 +27,7 @@ from ansible import context
 from ansible.utils.context_objects import CLIArgs
 
 from ansible_collections.failsafe.deploy.plugins.callback import auto_rollback
+from ansible_collections.failsafe.deploy.plugins.plugin_utils import _forks
 from ansible_collections.failsafe.deploy.tests.helpers import Receiver
 
 NAME = 'failsafe.deploy.auto_rollback'
@@ -196,6 +197,8 @@ def env(tmp_path, monkeypatch):
     # The callbacks made here must not run their interrupted-run handler when the test process exits.
     while CREATED:
         atexit.unregister(CREATED.pop()._at_exit)
+    # ... nor leave their gc_freeze fork hook on in it: it belongs to an ansible-playbook process
+    _forks.freeze_before_forks(False)
 
 
 CREATED = []
@@ -249,6 +252,15 @@ def test_callback_identity():
     assert auto_rollback.CallbackModule.CALLBACK_NAME == NAME
     assert auto_rollback.CallbackModule.CALLBACK_NEEDS_ENABLED is True
     assert auto_rollback.CallbackModule.CALLBACK_VERSION == 2.0
+
+
+@pytest.mark.parametrize('options, frozen', [({}, True), ({'gc_freeze': False}, False), ({'enabled': False}, False)],
+                         ids=['default', 'gc_freeze-false', 'callback-disabled'])
+def test_gc_freeze_turns_the_fork_hook_on_by_default_and_off_when_false_or_the_callback_is_disabled(env, options,
+                                                                                                    frozen):
+    _forks.freeze_before_forks(not frozen)   # the other state first: set_options must change it
+    make_callback(env, **options)
+    assert _forks.active() is frozen
 
 
 def test_options_come_from_environment(env, monkeypatch):

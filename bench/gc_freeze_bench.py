@@ -1,53 +1,66 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to failsafe.deploy
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The auto_rollback callback's gc_freeze: the same playbook with the option on (the default) and off, interleaved.
+"""The auto_rollback callback's gc_freeze: the same deploy with the option on (the default) and off, interleaved.
 
 ansible-playbook forks a worker per task and host; with gc_freeze the callback collects garbage and freezes the
-collector's objects before each fork, so the workers' collections skip what they inherited. This part runs the
-callback benchmark's generated playbook (debug, set_fact and command tasks) on several local hosts, so that every
-task forks several workers, with ``FAILSAFE_GC_FREEZE`` true and false in turn, and compares the CPU time (user +
-system of the whole process tree), the wall time and the peak memory of the process tree."""
+collector's objects before each fork, so the workers' collections skip what they inherited: the parsed playbook,
+the roles with their argument specs, the variables. This part runs the demo's deploy (``examples/demo``: one local
+host, a private supervisord, the ``auto_rollback`` callback enabled) of 1.0.0 and 2.0.0 in turn, each a real deploy
+of a new release, with ``FAILSAFE_GC_FREEZE`` true and false in turn, and compares the CPU time (user + system of
+the whole process tree), the wall time and the peak memory of the process tree."""
 
 import os
-import sys
+import socket
+import subprocess
 
-from common import ratio, run, stats, write_cfg
+from common import ROOT, ratio, run, stats
 
-from callback_bench import write_tasks_playbook
-
+DEMO = os.path.join(ROOT, 'examples', 'demo')
 SIDES = (('on', 'true'), ('off', 'false'))
+RELEASES = ('1.0.0', '2.0.0')
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
 
 
 class GcFreezeBench(object):
     def __init__(self, ctx):
         self.ctx = ctx
         self.work = os.path.join(ctx.work, 'gc_freeze')
-        os.makedirs(self.work, exist_ok=True)
-        self.playbook = write_tasks_playbook(os.path.join(self.work, 'tasks.yml'), ctx.gc_tasks, hosts='all')
-        self.cfg = write_cfg(os.path.join(self.work, 'ansible.cfg'), ['failsafe.deploy.auto_rollback'])
-        self.inventory = os.path.join(self.work, 'hosts.ini')
-        with open(self.inventory, 'w') as handle:
-            for index in range(ctx.gc_hosts):
-                handle.write('local%d ansible_connection=local ansible_python_interpreter=%s\n'
-                             % (index + 1, sys.executable))
-        self.ansible_playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+        self.demo = os.path.join(self.work, 'demo')
+        subprocess.run(['bash', os.path.join(DEMO, 'prepare.sh'), self.demo], check=True)
+        self.env = {'ANSIBLE_CONFIG': os.path.join(DEMO, 'ansible.cfg'), 'ANSIBLE_COLLECTIONS_PATH': ctx.collections,
+                    'FAILSAFE_DEMO_DIR': self.demo, 'FAILSAFE_DEMO_PORT': str(_free_port()),
+                    'FAILSAFE_REPORT_DIR': os.path.join(self.demo, 'incidents'),
+                    'FAILSAFE_SPOOL_PATH': os.path.join(self.demo, 'incidents', 'alerts.jsonl')}
+        self.log = os.path.join(self.work, 'ansible.log')
+        self.deploys = 0
 
-    def once(self, setting):
-        env = {'ANSIBLE_CONFIG': self.cfg, 'ANSIBLE_COLLECTIONS_PATH': self.ctx.collections,
-               'FAILSAFE_GC_FREEZE': setting, 'FAILSAFE_REPORT_DIR': os.path.join(self.work, 'incidents'),
-               'FAILSAFE_SPOOL_PATH': os.path.join(self.work, 'incidents', 'alerts.jsonl')}
-        log = os.path.join(self.work, 'ansible.log')
-        res = run([self.ansible_playbook, '-i', self.inventory, self.playbook], env=env, log=log)
+    def deploy(self, setting):
+        """A deploy of the release not in place now (1.0.0 and 2.0.0 in turn)."""
+        release = RELEASES[self.deploys % 2]
+        self.deploys += 1
+        res = run(['ansible-playbook', '-i', os.path.join(DEMO, 'inventory.yml'), 'failsafe.deploy.deploy',
+                   '-e', 'release_version=%s' % release], env=dict(self.env, FAILSAFE_GC_FREEZE=setting), log=self.log)
         if res['rc'] != 0:
-            raise RuntimeError('gc_freeze benchmark playbook failed with FAILSAFE_GC_FREEZE=%s, see %s' % (setting, log))
+            raise RuntimeError('gc_freeze benchmark: the deploy of %s failed with FAILSAFE_GC_FREEZE=%s, see %s'
+                               % (release, setting, self.log))
         return res
 
     def run(self):
-        runs = dict((label, []) for label, dummy in SIDES)
-        for rep in range(self.ctx.gc_reps):
-            for label, setting in (SIDES if rep % 2 == 0 else tuple(reversed(SIDES))):
-                runs[label].append(self.once(setting))
+        try:
+            self.deploy('true')   # the first deploy (untimed): the supervisor and the app start
+            runs = dict((label, []) for label, dummy in SIDES)
+            for rep in range(self.ctx.gc_reps):
+                for label, setting in (SIDES if rep % 2 == 0 else tuple(reversed(SIDES))):
+                    runs[label].append(self.deploy(setting))
+        finally:
+            subprocess.run(['supervisorctl', '-c', os.path.join(self.demo, 'supervisor', 'supervisord.conf'), 'shutdown'],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         rows = []
         for label, setting in SIDES:
             rows.append({'side': label, 'setting': setting,
@@ -55,7 +68,7 @@ class GcFreezeBench(object):
                          'cpu': stats([r['cpu_seconds'] for r in runs[label]]),
                          'peak_rss_kb': stats([r['peak_rss_kb'] for r in runs[label]])})
         on, off = rows[0], rows[1]
-        return {'tasks': self.ctx.gc_tasks, 'hosts': self.ctx.gc_hosts, 'repeats': self.ctx.gc_reps, 'rows': rows,
+        return {'deploy': 'examples/demo', 'hosts': 1, 'repeats': self.ctx.gc_reps, 'rows': rows,
                 'cpu_ratio_on_to_off': ratio(on['cpu'], off['cpu']),
                 'wall_ratio_on_to_off': ratio(on['wall'], off['wall']),
                 'peak_rss_ratio_on_to_off': ratio(on['peak_rss_kb'], off['peak_rss_kb'])}

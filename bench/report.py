@@ -146,10 +146,11 @@ def interpreter_md(d):
 
 def gc_freeze_md(d):
     out = ['## 12. The callback\'s gc_freeze', '',
-           'The callback benchmark\'s playbook of %d tasks on %d local hosts (a worker forked per task and host, the '
-           '`auto_rollback` callback enabled) with `FAILSAFE_GC_FREEZE` true (the default: garbage collected and the '
-           'collector\'s objects frozen before each fork) and false, interleaved, %d run(s) a side; CPU time is user + '
-           'system of the whole process tree, memory the peak of the process tree.' % (d['tasks'], d['hosts'], d['repeats']),
+           'The demo\'s deploy (`%s`: one local host, a private supervisord, the `auto_rollback` callback enabled; '
+           '1.0.0 and 2.0.0 in turn, each a new release) with `FAILSAFE_GC_FREEZE` true (the default: garbage '
+           'collected and the collector\'s objects frozen before each of the workers\' forks) and false, interleaved, '
+           '%d run(s) a side; CPU time is user + system of the whole process tree (modules, supervisorctl and the app\'s '
+           'restart included), memory the peak of the process tree.' % (d['deploy'], d['repeats']),
            '', '| gc_freeze | wall time | CPU time | peak memory |', '| --- | --- | --- | --- |']
     for row in d['rows']:
         out.append('| %s | %s | %s | %s |' % (row['side'], _s(row['wall']), _s(row['cpu']),

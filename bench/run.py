@@ -27,13 +27,13 @@ FULL = dict(recovery_hosts=[1, 3, 10], recovery_reps={1: 2, 3: 1, 10: 3}, scalin
             scaling_reps={1: 2, 3: 1, 10: 3, 30: 3, 100: 1}, scaling_waves={100: 25}, app_files=500, snap_files=10000,
             snap_bytes=1024 ** 3, repeats=2, callback_tasks=300, callback_reps=4, db_mb=200, confirm_hosts=[10],
             confirm_timeout=10, traffic_repeats=2, mitogen_hosts=[3], mitogen_reps=2, transport_hosts=[3], transport_reps=2,
-            breakdown=True, interpreter_tasks=150, interpreter_reps=4, gc_tasks=150, gc_hosts=3, gc_reps=4)
+            breakdown=True, interpreter_tasks=150, interpreter_reps=4, gc_reps=6)
 SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scaling_reps={1: 1}, scaling_waves={},
              app_files=5,
              snap_files=50, snap_bytes=1024 ** 2, repeats=1, callback_tasks=15, callback_reps=1, db_mb=5,
              confirm_hosts=[2], confirm_timeout=15, traffic_repeats=1, traffic_drivers=['haproxy'], mitogen_hosts=[1],
              mitogen_reps=1, transport_hosts=[1], transport_reps=1, breakdown=True, interpreter_tasks=15,
-             interpreter_reps=1, gc_tasks=15, gc_hosts=2, gc_reps=1)
+             interpreter_reps=1, gc_reps=1)
 # fleet: scaling and time to recover; confirm: the hosts' own revert after the controller's death (commit confirmed),
 # by a watchdog process on the fleet's supervisor hosts and by a systemd timer on hosts whose PID 1 is systemd;
 # traffic: blue-green and switch-back behind HAProxy and nginx; mitogen: a good deploy and a recovery under Mitogen's

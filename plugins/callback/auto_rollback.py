@@ -562,9 +562,9 @@ options:
   gc_freeze:
     description:
       - Before C(ansible-playbook) forks a worker (one per task and host), collect garbage and freeze the garbage
-        collector's objects (Python's C(gc.freeze())), so that the worker's collections do not walk, and make the
-        kernel copy, the playbooks, roles and variables it inherited. A deploy uses less controller CPU (C(make
-        bench), part C(gc_freeze)); nothing else changes.
+        collector's objects (Python's C(gc.freeze())). A worker's collections then skip the playbooks, roles and
+        variables it inherited instead of walking them, which also made the kernel copy the memory they live on. A
+        deploy uses less controller CPU (C(make bench), part C(gc_freeze)); nothing else changes.
       - Objects that are garbage at a fork are freed first; a reference cycle that becomes garbage later stays until
         the process ends. Set false to leave Python's collector as it is.
       - Applies while the callback is enabled, in the rollback child too.

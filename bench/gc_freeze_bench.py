@@ -11,20 +11,18 @@ of a new release, with ``FAILSAFE_GC_FREEZE`` true and false in turn, and compar
 the whole process tree), the wall time and the peak memory of the process tree."""
 
 import os
-import socket
 import subprocess
+import sys
 
 from common import ROOT, ratio, run, stats
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from tests.helpers import free_port  # noqa: E402  pylint: disable=wrong-import-position
 
 DEMO = os.path.join(ROOT, 'examples', 'demo')
 SIDES = (('on', 'true'), ('off', 'false'))
 RELEASES = ('1.0.0', '2.0.0')
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 class GcFreezeBench(object):
@@ -34,7 +32,7 @@ class GcFreezeBench(object):
         self.demo = os.path.join(self.work, 'demo')
         subprocess.run(['bash', os.path.join(DEMO, 'prepare.sh'), self.demo], check=True)
         self.env = {'ANSIBLE_CONFIG': os.path.join(DEMO, 'ansible.cfg'), 'ANSIBLE_COLLECTIONS_PATH': ctx.collections,
-                    'FAILSAFE_DEMO_DIR': self.demo, 'FAILSAFE_DEMO_PORT': str(_free_port()),
+                    'FAILSAFE_DEMO_DIR': self.demo, 'FAILSAFE_DEMO_PORT': str(free_port()),
                     'FAILSAFE_REPORT_DIR': os.path.join(self.demo, 'incidents'),
                     'FAILSAFE_SPOOL_PATH': os.path.join(self.demo, 'incidents', 'alerts.jsonl')}
         self.log = os.path.join(self.work, 'ansible.log')

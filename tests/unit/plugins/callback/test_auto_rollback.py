@@ -187,6 +187,8 @@ def env(tmp_path, monkeypatch):
     child.write_text('#!%s\n%s' % (sys.executable, textwrap.dedent(FAKE_CHILD)))
     child.chmod(0o755)
     monkeypatch.setenv('FAKE_CHILD_CALL', str(tmp_path / 'child-call.json'))
+    # the payload cache of these callbacks: not the user's
+    monkeypatch.setenv('FAILSAFE_PAYLOAD_CACHE_DIR', str(tmp_path / 'payloads'))
     monkeypatch.setenv('ANSIBLE_STDOUT_CALLBACK', 'awx_display')
     monkeypatch.setattr(context, 'CLIARGS', CLIArgs({
         'inventory': ('/inv/hosts.ini', '/inv/extra.yml'), 'extra_vars': ('release_version=2',),
@@ -261,6 +263,18 @@ def test_gc_freeze_turns_the_fork_hook_on_by_default_and_off_when_false_or_the_c
     _forks.freeze_before_forks(not frozen)   # the other state first: set_options must change it
     make_callback(env, **options)
     assert _forks.active() is frozen
+
+
+@pytest.mark.parametrize('options, kept', [({}, True), ({'payload_cache': False}, False), ({'enabled': False}, False)],
+                         ids=['default', 'payload_cache-false', 'callback-disabled'])
+def test_payload_cache_is_on_by_default_in_its_directory_and_off_when_false_or_the_callback_is_disabled(env, options,
+                                                                                                        kept):
+    cb, dummy = make_callback(env, **options)
+    if kept:
+        assert cb.payload_cache.store == str(env / 'payloads')
+        assert (env / 'payloads').is_dir(), 'primed at playbook start: the store is made'
+    else:
+        assert cb.payload_cache is None and not (env / 'payloads').exists()
 
 
 def test_options_come_from_environment(env, monkeypatch):

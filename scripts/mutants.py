@@ -1466,6 +1466,32 @@ MUTANTS = [
             'tests/behaviour/test_powercut_crash.py::test_power_cut_at_crash_point[activate]',
         ],
     },
+    # --- the controller's payload cache (auto_rollback's payload_cache) -----------------------------------------
+    {
+        'name': 'payload-cache-key-blind-to-module-utils',
+        'breaks': 'the key of a kept module payload ignores the module_utils files: after a change to one, the hosts '
+                  'run the old code',
+        'file': 'plugins/plugin_utils/_payload_cache.py',
+        'old': "            + _files(os.path.join(collection_root, 'plugins', 'module_utils'), ('.py',))\n",
+        'new': '            + []  # mutant\n',
+        'tests': [
+            'tests/behaviour/test_payload_cache_runs.py::'
+            'test_a_payload_is_built_once_kept_and_built_again_when_its_code_changes',
+            'tests/unit/plugins/plugin_utils/test_payload_cache.py::'
+            'test_the_key_changes_with_each_module_module_utils_and_routing_file_and_not_with_the_place',
+        ],
+    },
+    {
+        'name': 'payload-cache-store-open-to-others',
+        'breaks': 'a payload store that other users can write to is used: their code would run on the hosts',
+        'file': 'plugins/plugin_utils/_payload_cache.py',
+        'old': '    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | '
+               'stat.S_IWOTH)\n',
+        'new': '    return stat.S_ISDIR(st.st_mode)  # mutant\n',
+        'tests': [
+            'tests/unit/plugins/plugin_utils/test_payload_cache.py::test_a_store_others_can_write_to_is_not_used',
+        ],
+    },
 ]
 
 

@@ -64,8 +64,10 @@ class CallbackBench(object):
                '-e', 'ansible_python_interpreter=%s' % sys.executable, self.playbook]
         if profile:
             cmd = [sys.executable, '-m', 'cProfile', '-o', profile] + cmd
-        # the callback's own cost per event, without its gc_freeze (which saves more than that: part gc_freeze)
+        # the callback's own cost per event, without its gc_freeze and payload_cache (which save more than that: parts
+        # gc_freeze and payload_cache)
         env = {'ANSIBLE_CONFIG': cfg, 'ANSIBLE_COLLECTIONS_PATH': self.ctx.collections, 'FAILSAFE_GC_FREEZE': 'false',
+               'FAILSAFE_PAYLOAD_CACHE': 'false',
                'FAILSAFE_REPORT_DIR': os.path.join(self.work, 'incidents'),
                'FAILSAFE_SPOOL_PATH': os.path.join(self.work, 'incidents', 'alerts.jsonl')}
         res = run(cmd, env=env, log=os.path.join(self.work, 'ansible.log'))

@@ -1,14 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: Contributors to failsafe.deploy
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The auto_rollback callback's gc_freeze: the same deploy with the option on (the default) and off, interleaved.
+"""The auto_rollback callback's gc_freeze and payload_cache: the same deploy with the option on (the default) and
+off, interleaved.
 
 ansible-playbook forks a worker per task and host; with gc_freeze the callback collects garbage and freezes the
 collector's objects before each fork, so the workers' collections skip what they inherited: the parsed playbook,
 the roles with their argument specs, the variables. This part runs the demo's deploy (``examples/demo``: one local
 host, a private supervisord, the ``auto_rollback`` callback enabled) of 1.0.0 and 2.0.0 in turn, each a real deploy
 of a new release, with ``FAILSAFE_GC_FREEZE`` true and false in turn, and compares the CPU time (user + system of
-the whole process tree), the wall time and the peak memory of the process tree."""
+the whole process tree), the wall time and the peak memory of the process tree.
+
+payload_cache (``PayloadCacheBench``): the same, with ``FAILSAFE_PAYLOAD_CACHE`` true and false in turn and a store
+of its own; the untimed first deploy fills it, so a run with the option on copies the transaction module's payload
+instead of building it."""
 
 import os
 import subprocess
@@ -26,9 +31,12 @@ RELEASES = ('1.0.0', '2.0.0')
 
 
 class GcFreezeBench(object):
+    OPTION = 'gc_freeze'
+    VARIABLE = 'FAILSAFE_GC_FREEZE'
+
     def __init__(self, ctx):
         self.ctx = ctx
-        self.work = os.path.join(ctx.work, 'gc_freeze')
+        self.work = os.path.join(ctx.work, self.OPTION)
         self.demo = os.path.join(self.work, 'demo')
         subprocess.run(['bash', os.path.join(DEMO, 'prepare.sh'), self.demo], check=True)
         self.env = {'ANSIBLE_CONFIG': os.path.join(DEMO, 'ansible.cfg'), 'ANSIBLE_COLLECTIONS_PATH': ctx.collections,
@@ -43,10 +51,10 @@ class GcFreezeBench(object):
         release = RELEASES[self.deploys % 2]
         self.deploys += 1
         res = run(['ansible-playbook', '-i', os.path.join(DEMO, 'inventory.yml'), 'failsafe.deploy.deploy',
-                   '-e', 'release_version=%s' % release], env=dict(self.env, FAILSAFE_GC_FREEZE=setting), log=self.log)
+                   '-e', 'release_version=%s' % release], env=dict(self.env, **{self.VARIABLE: setting}), log=self.log)
         if res['rc'] != 0:
-            raise RuntimeError('gc_freeze benchmark: the deploy of %s failed with FAILSAFE_GC_FREEZE=%s, see %s'
-                               % (release, setting, self.log))
+            raise RuntimeError('%s benchmark: the deploy of %s failed with %s=%s, see %s'
+                               % (self.OPTION, release, self.VARIABLE, setting, self.log))
         return res
 
     def run(self):
@@ -70,3 +78,12 @@ class GcFreezeBench(object):
                 'cpu_ratio_on_to_off': ratio(on['cpu'], off['cpu']),
                 'wall_ratio_on_to_off': ratio(on['wall'], off['wall']),
                 'peak_rss_ratio_on_to_off': ratio(on['peak_rss_kb'], off['peak_rss_kb'])}
+
+
+class PayloadCacheBench(GcFreezeBench):
+    OPTION = 'payload_cache'
+    VARIABLE = 'FAILSAFE_PAYLOAD_CACHE'
+
+    def __init__(self, ctx):
+        super(PayloadCacheBench, self).__init__(ctx)
+        self.env['FAILSAFE_PAYLOAD_CACHE_DIR'] = os.path.join(self.work, 'payloads')

@@ -161,6 +161,22 @@ def gc_freeze_md(d):
     return out
 
 
+def payload_cache_md(d):
+    out = ['## 13. The callback\'s payload_cache', '',
+           'The demo\'s deploy (`%s`, as in 12.) with `FAILSAFE_PAYLOAD_CACHE` true (the default: the payload of the '
+           'transaction module, which an untimed first deploy built and kept in a store of this part\'s own, is copied '
+           'into the run instead of built) and false (ansible-core builds it, as in every run without the callback), '
+           'interleaved, %d run(s) a side; CPU time and memory as in 12.' % (d['deploy'], d['repeats']),
+           '', '| payload_cache | wall time | CPU time | peak memory |', '| --- | --- | --- | --- |']
+    for row in d['rows']:
+        out.append('| %s | %s | %s | %s |' % (row['side'], _s(row['wall']), _s(row['cpu']),
+                                              _s(row['peak_rss_kb'], 'kB', 0)))
+    out += ['', 'On against off: CPU time %s, wall time %s, peak memory %s.' % tuple(
+        '%.3f' % d[key] if d.get(key) else 'n/a'
+        for key in ('cpu_ratio_on_to_off', 'wall_ratio_on_to_off', 'peak_rss_ratio_on_to_off')), '']
+    return out
+
+
 def scaling_md(rows):
     out = ['## 4. Fleet scaling', '',
            'A good deploy of the example app with 500 filler files (`failsafe.deploy.deploy`, callback enabled) '
@@ -477,6 +493,8 @@ def markdown(results):
         out += interpreter_md(results['interpreter'])
     if results.get('gc_freeze'):
         out += gc_freeze_md(results['gc_freeze'])
+    if results.get('payload_cache'):
+        out += payload_cache_md(results['payload_cache'])
     if results.get('errors'):
         out += ['## Errors', '']
         for key, text in sorted(results['errors'].items()):

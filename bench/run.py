@@ -41,7 +41,7 @@ SMOKE = dict(recovery_hosts=[1], recovery_reps={1: 1}, scaling_hosts=[1], scalin
 # examples/ansible.cfg recommends beside ansible's default (no pipelining) and no multiplexing; breakdown: where a module call's time goes on a
 # host, for each deploy phase and the rollback call (bench/breakdown_bench.py)
 PARTS = ('snapshot', 'callback', 'database', 'fleet', 'confirm', 'traffic', 'mitogen', 'transport', 'breakdown',
-         'interpreter', 'gc_freeze')
+         'interpreter', 'gc_freeze', 'payload_cache')
 
 
 class Ctx(object):
@@ -146,6 +146,9 @@ def main():
         if 'gc_freeze' in parts:
             from gc_freeze_bench import GcFreezeBench
             part('gc_freeze', GcFreezeBench(ctx).run)
+        if 'payload_cache' in parts:
+            from gc_freeze_bench import PayloadCacheBench
+            part('payload_cache', PayloadCacheBench(ctx).run)
         if 'database' in parts:
             from db_bench import DatabaseBench
             part('database', DatabaseBench(ctx).run)

@@ -160,18 +160,20 @@ def test_bench_smoke(tmp_path):
         _stat(traffic['haproxy'][key])
     assert traffic['haproxy']['requests'] > 0 and traffic['haproxy']['rolling_served_new'] is True
 
-    # the callback's gc_freeze on and off, the demo's deploy, one run a side
-    gcf = results['gc_freeze']
-    assert (gcf['deploy'], gcf['hosts'], gcf['repeats']) == ('examples/demo', 1, 1)
-    assert [(row['side'], row['setting']) for row in gcf['rows']] == [('on', 'true'), ('off', 'false')]
-    for row in gcf['rows']:
-        for key in ('wall', 'cpu', 'peak_rss_kb'):
-            _stat(row[key])
-    assert gcf['cpu_ratio_on_to_off'] > 0 and gcf['peak_rss_ratio_on_to_off'] > 0
+    # the callback's gc_freeze and payload_cache on and off, the demo's deploy, one run a side
+    for option in ('gc_freeze', 'payload_cache'):
+        gcf = results[option]
+        assert (gcf['deploy'], gcf['hosts'], gcf['repeats']) == ('examples/demo', 1, 1)
+        assert [(row['side'], row['setting']) for row in gcf['rows']] == [('on', 'true'), ('off', 'false')]
+        for row in gcf['rows']:
+            for key in ('wall', 'cpu', 'peak_rss_kb'):
+                _stat(row[key])
+        assert gcf['cpu_ratio_on_to_off'] > 0 and gcf['peak_rss_ratio_on_to_off'] > 0
 
     for title in ('## 1. Time to recover', '## 2. Snapshot cost', '## 3. Callback overhead', '## 4. Fleet scaling',
                   '## 5. Peak memory', '## 6. Commit confirmed', '## 8. Mitogen', '## 9. Where a call',
-                  '## 10. Transport', '## 11. The tooling', '## 12. The callback\'s gc_freeze'):
+                  '## 10. Transport', '## 11. The tooling', '## 12. The callback\'s gc_freeze',
+                  '## 13. The callback\'s payload_cache'):
         assert title in md
     # smoke output goes where it was asked, never over the committed results or the README's summary
     assert not os.path.samefile(str(out), os.path.join(ROOT, 'bench'))

@@ -677,7 +677,7 @@ class CallbackModule(CallbackBase):
         self.timeline = Timeline()
         self.run = DeployRun(self.redactor, self.timeline)
         self.child_report = _launcher.ChildReport(self.redactor)
-        self.alerts = self.incident_id = self.playbook_path = self.awx_job_id = None
+        self.alerts = self.incident_id = self.playbook_path = self.awx_job_id = self.payload_cache = None
         # The play running now and the connection keywords it sets; per host, those of the play that opened its
         # transaction (the rollback reaches the host the same way).
         self.play = None

@@ -144,14 +144,10 @@ def interpreter_md(d):
     return out
 
 
-def gc_freeze_md(d):
-    out = ['## 12. The callback\'s gc_freeze', '',
-           'The demo\'s deploy (`%s`: one local host, a private supervisord, the `auto_rollback` callback enabled; '
-           '1.0.0 and 2.0.0 in turn, each a new release) with `FAILSAFE_GC_FREEZE` true (the default: garbage '
-           'collected and the collector\'s objects frozen before each of the workers\' forks) and false, interleaved, '
-           '%d run(s) a side; CPU time is user + system of the whole process tree (modules, supervisorctl and the app\'s '
-           'restart included), memory the peak of the process tree.' % (d['deploy'], d['repeats']),
-           '', '| gc_freeze | wall time | CPU time | peak memory |', '| --- | --- | --- | --- |']
+def _option_md(d, title, option, intro):
+    """The demo's deploy with a callback option on and off: a section of 12. or 13."""
+    out = [title, '', intro % (d['deploy'], d['repeats']),
+           '', '| %s | wall time | CPU time | peak memory |' % option, '| --- | --- | --- | --- |']
     for row in d['rows']:
         out.append('| %s | %s | %s | %s |' % (row['side'], _s(row['wall']), _s(row['cpu']),
                                               _s(row['peak_rss_kb'], 'kB', 0)))
@@ -159,22 +155,25 @@ def gc_freeze_md(d):
         '%.3f' % d[key] if d.get(key) else 'n/a'
         for key in ('cpu_ratio_on_to_off', 'wall_ratio_on_to_off', 'peak_rss_ratio_on_to_off')), '']
     return out
+
+
+def gc_freeze_md(d):
+    return _option_md(
+        d, '## 12. The callback\'s gc_freeze', 'gc_freeze',
+        'The demo\'s deploy (`%s`: one local host, a private supervisord, the `auto_rollback` callback enabled; '
+        '1.0.0 and 2.0.0 in turn, each a new release) with `FAILSAFE_GC_FREEZE` true (the default: garbage '
+        'collected and the collector\'s objects frozen before each of the workers\' forks) and false, interleaved, '
+        '%d run(s) a side; CPU time is user + system of the whole process tree (modules, supervisorctl and the app\'s '
+        'restart included), memory the peak of the process tree.')
 
 
 def payload_cache_md(d):
-    out = ['## 13. The callback\'s payload_cache', '',
-           'The demo\'s deploy (`%s`, as in 12.) with `FAILSAFE_PAYLOAD_CACHE` true (the default: the payload of the '
-           'transaction module, which an untimed first deploy built and kept in a store of this part\'s own, is copied '
-           'into the run instead of built) and false (ansible-core builds it, as in every run without the callback), '
-           'interleaved, %d run(s) a side; CPU time and memory as in 12.' % (d['deploy'], d['repeats']),
-           '', '| payload_cache | wall time | CPU time | peak memory |', '| --- | --- | --- | --- |']
-    for row in d['rows']:
-        out.append('| %s | %s | %s | %s |' % (row['side'], _s(row['wall']), _s(row['cpu']),
-                                              _s(row['peak_rss_kb'], 'kB', 0)))
-    out += ['', 'On against off: CPU time %s, wall time %s, peak memory %s.' % tuple(
-        '%.3f' % d[key] if d.get(key) else 'n/a'
-        for key in ('cpu_ratio_on_to_off', 'wall_ratio_on_to_off', 'peak_rss_ratio_on_to_off')), '']
-    return out
+    return _option_md(
+        d, '## 13. The callback\'s payload_cache', 'payload_cache',
+        'The demo\'s deploy (`%s`, as in 12.) with `FAILSAFE_PAYLOAD_CACHE` true (the default: the payload of the '
+        'transaction module, which an untimed first deploy built and kept in a store of this part\'s own, is copied '
+        'into the run instead of built) and false (ansible-core builds it, as in every run without the callback), '
+        'interleaved, %d run(s) a side; CPU time and memory as in 12.')
 
 
 def scaling_md(rows):

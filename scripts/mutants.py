@@ -1483,11 +1483,12 @@ MUTANTS = [
     },
     {
         'name': 'payload-cache-store-open-to-others',
-        'breaks': 'a payload store that other users can write to is used: their code would run on the hosts',
+        'breaks': 'a payload store or entry that other users can write to or own is used: their code would run on the '
+                  'hosts',
         'file': 'plugins/plugin_utils/_payload_cache.py',
-        'old': '    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | '
+        'old': '    return is_kind(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | '
                'stat.S_IWOTH)\n',
-        'new': '    return stat.S_ISDIR(st.st_mode)  # mutant\n',
+        'new': '    return is_kind(st.st_mode)  # mutant\n',
         'tests': [
             'tests/unit/plugins/plugin_utils/test_payload_cache.py::test_a_store_others_can_write_to_is_not_used',
         ],

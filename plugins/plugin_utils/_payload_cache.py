@@ -36,6 +36,8 @@ import shutil
 import stat
 import tempfile
 
+from ansible_collections.failsafe.deploy.plugins.module_utils._atomic import discard, discarded_on_error
+
 MAX_KEYS = 8
 KEY_NAME = re.compile(r'^[0-9a-f]{32}$')
 SUFFIX = '-none'  # ansible-core's name of a payload built with no extension (debugger, coverage)
@@ -87,22 +89,23 @@ def key(collection_root=COLLECTION_ROOT):
     return digest.hexdigest()[:32]
 
 
+def _private(path, is_kind):
+    """True when ``path`` (not followed) is of the kind ``is_kind`` tests (stat.S_ISDIR, stat.S_ISREG), this user's,
+    and no one else can write to it."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return is_kind(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _private_dir(path):
-    """True when ``path`` is a directory of this user's that no one else can write to (made if missing)."""
+    """A private directory (see _private), made with mode 0700 if missing."""
     try:
         os.makedirs(path, 0o700, exist_ok=True)
-        st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-def _own_file(path):
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    return _private(path, stat.S_ISDIR)
 
 
 def _loads(path):
@@ -115,17 +118,12 @@ def _loads(path):
 
 
 def _copy_atomic(src, dest_dir, name):
+    """A copy that a reader sees whole or not at all (a cache: no fsync)."""
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % name, dir=dest_dir)
-    try:
+    with discarded_on_error(tmp):
         with os.fdopen(fd, 'wb') as out, open(src, 'rb') as handle:
             shutil.copyfileobj(handle, out)
         os.rename(tmp, os.path.join(dest_dir, name))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def for_run(enabled, store=None):
@@ -188,8 +186,8 @@ class PayloadCache(object):
             path = os.path.join(entries, name)
             if not self._ours(name) or os.path.exists(os.path.join(run_cache, name)):
                 continue
-            if not _own_file(path) or not _loads(path):
-                self._discard(path)
+            if not _private(path, stat.S_ISREG) or not _loads(path):
+                discard(path)
                 continue
             try:
                 _copy_atomic(path, run_cache, name)
@@ -226,12 +224,6 @@ class PayloadCache(object):
             self.saved.extend(new)
             self._prune()
         return new
-
-    def _discard(self, path):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
 
     def _prune(self):
         """Keep the entries of the MAX_KEYS keys used last. Only key directories (named as key() names them) are

@@ -76,7 +76,8 @@ def key(collection_root=COLLECTION_ROOT):
     digest = hashlib.sha256()
     core = os.path.dirname(os.path.abspath(ansible.__file__))
     digest.update(('%s\0%s\0' % (__version__, core)).encode('utf-8'))
-    for path in [os.path.abspath(module_common.__file__)] + _files(os.path.join(core, 'module_utils'), ('.py', '.ps1', '.psm1', '.cs')):
+    builder = [os.path.abspath(module_common.__file__)]
+    for path in builder + _files(os.path.join(core, 'module_utils'), ('.py', '.ps1', '.psm1', '.cs')):
         st = os.stat(path)
         digest.update(('%s\0%d\0%d\0' % (os.path.relpath(path, core), st.st_size, st.st_mtime_ns)).encode('utf-8'))
     ours = (_files(os.path.join(collection_root, 'plugins', 'modules'), ('.py',))
@@ -147,14 +148,14 @@ def call(cache, what, warn):
 
 class PayloadCache(object):
     """The store of one run: ``prime()`` once at playbook start, ``save()`` as often as wanted (cheap when nothing
-    new was built). ``primed`` and ``saved`` name the payloads copied each way."""
+    new was built). Each returns the names of the payloads it copied."""
 
     def __init__(self, store=None, run_cache=None, collection_root=COLLECTION_ROOT, prefix=PREFIX):
         self.store = store or default_store()
         self.run_cache = run_cache
         self.collection_root = collection_root
         self.prefix = prefix
-        self.primed, self.saved = [], []
+        self.primed = []
         self.failed = False
         self._key = None
         self._known = set()
@@ -221,7 +222,6 @@ class PayloadCache(object):
                 continue
             new.append(name)
         if new:
-            self.saved.extend(new)
             self._prune()
         return new
 
